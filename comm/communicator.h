@@ -1,0 +1,82 @@
+// The Communicator contract: the one interface every collective goes through.
+// Backends (single-rank, local threads, MPI, hierarchical, NCCL) fill it in; call
+// sites never branch on the backend, and a one-rank communicator is the default.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <string>
+
+namespace lockstep {
+
+enum class DType { kFloat32, kFloat64, kInt32, kInt64, kUInt8 };
+enum class ReduceOp { kSum, kMax, kMin };
+
+size_t dtype_size(DType t);
+const char* dtype_name(DType t);
+const char* reduce_op_name(ReduceOp op);
+
+template <typename T> constexpr DType dtype_of();
+template <> constexpr DType dtype_of<float>() { return DType::kFloat32; }
+template <> constexpr DType dtype_of<double>() { return DType::kFloat64; }
+template <> constexpr DType dtype_of<int32_t>() { return DType::kInt32; }
+template <> constexpr DType dtype_of<int64_t>() { return DType::kInt64; }
+template <> constexpr DType dtype_of<uint8_t>() { return DType::kUInt8; }
+
+// Every communication failure: the message names the rank, the operation, the
+// backend's own error text and a hint.
+class CommError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// Contract, for every backend:
+// - All members of the group call the same collectives in the same order with the
+//   same count and dtype; `count` is in ELEMENTS, never bytes.
+// - Collectives are in place where that makes sense and blocking: when the call
+//   returns, the result is in the caller's buffer. count == 0 is legal (a no-op that
+//   still synchronises nothing and must not hang).
+// - Results are deterministic: the same inputs on the same group give bitwise the
+//   same output on every member, every time (fixed reduction order).
+// - Buffers are host memory, except for device backends (NCCL), whose buffers are
+//   device memory of the caller's device.
+// - A member that stops making progress must not hang the others forever: a
+//   backend with a deadline throws CommError naming who did not arrive.
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+  // Short backend name for logs and benchmark headers ("single", "local", "mpi"...).
+  virtual std::string name() const = 0;
+
+  // buf[i] = op over all members of buf[i]; every member gets the result.
+  virtual void allreduce(void* buf, size_t count, DType dtype, ReduceOp op) = 0;
+  // buf on every member = buf on `root`.
+  virtual void broadcast(void* buf, size_t count, DType dtype, int root) = 0;
+  // recv (size() * count elements) = concatenation of every member's send, by rank.
+  virtual void allgather(const void* send, void* recv, size_t count, DType dtype) = 0;
+  virtual void barrier() = 0;
+
+  // Typed conveniences.
+  template <typename T>
+  void allreduce(T* buf, size_t count, ReduceOp op = ReduceOp::kSum) {
+    allreduce(static_cast<void*>(buf), count, dtype_of<T>(), op);
+  }
+  template <typename T>
+  void broadcast(T* buf, size_t count, int root = 0) {
+    broadcast(static_cast<void*>(buf), count, dtype_of<T>(), root);
+  }
+  template <typename T>
+  void allgather(const T* send, T* recv, size_t count) {
+    allgather(static_cast<const void*>(send), static_cast<void*>(recv), count, dtype_of<T>());
+  }
+};
+
+// The default: a group of one. Every collective is the identity.
+std::unique_ptr<Communicator> make_single_communicator();
+
+}  // namespace lockstep

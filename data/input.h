@@ -1,0 +1,107 @@
+// The trainer-facing side of the input pipeline: open a dataset split, and feed
+// each local replica its slice of every global batch. Built from the composable
+// views in data/ (shuffle, batch, shard, map, prefetch...); see data/README.md.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace lockstep {
+
+// Every data problem: a missing/corrupt file, a bad shape, a label out of range.
+// The message names the file (and dataset inside it) and what is wrong.
+class DataError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// What a split holds. Classification datasets have integer labels in
+// [0, num_classes); regression datasets have float targets of target_dim.
+struct DatasetInfo {
+  int64_t size = 0;                   // examples
+  std::vector<int64_t> feature_shape; // per example, e.g. {28, 28}
+  int64_t feature_dim = 0;            // product of feature_shape
+  int64_t num_classes = 0;            // > 0 for classification
+  int64_t target_dim = 0;             // > 0 for regression
+  std::string description;            // e.g. "fashion_mnist.h5:/train"
+};
+
+// A random-access table of examples (HDF5 split, IDX pair, in-memory tensors,
+// synthetic). read() gathers arbitrary rows; implementations must be safe to call
+// from one background thread while the owner thread does other work.
+class Source {
+ public:
+  virtual ~Source() = default;
+  virtual const DatasetInfo& info() const = 0;
+  // x: (n, feature_dim) floats, already mapped (e.g. uint8 pixels scaled by 1/255);
+  // labels: (n) when classification, else nullptr; targets: (n, target_dim) when
+  // regression, else nullptr.
+  virtual void read(const int64_t* rows, int64_t n, float* x, int32_t* labels,
+                    float* targets) const = 0;
+};
+
+// Open a split of a dataset file by path. `split` names the group ("train", "test").
+// Recognised: HDF5 files in the lockstep dataset layout (data/README.md).
+// `scale` multiplies every feature (e.g. 1/255); applied by the source's map.
+std::shared_ptr<Source> open_dataset(const std::string& path, const std::string& split,
+                                     float scale = 1.0f);
+
+// One local replica's slice of one global batch. Memory is owned by the
+// pipeline and valid until the next call to next().
+struct ReplicaBatch {
+  int64_t rows = 0;          // may be 0 when a short last batch has fewer rows than replicas
+  int64_t first_row = 0;     // offset of this slice inside the global batch
+  int64_t global_rows = 0;   // rows in the whole global batch (all replicas)
+  int64_t sample_base = 0;   // unique id of the global batch's first row within the run
+                             // (epoch * epoch_size + step * global_batch): seeds dropout
+  const float* x = nullptr;         // (rows, feature_dim)
+  const int32_t* labels = nullptr;  // (rows) or nullptr
+  const float* targets = nullptr;   // (rows, target_dim) or nullptr
+};
+
+struct InputOptions {
+  int64_t global_batch = 64;
+  int num_replicas = 1;       // replicas in sync across all processes
+  int first_replica = 0;      // global index of this process's first replica
+  int local_replicas = 1;     // replicas fed by this process
+  bool shuffle = true;        // global, seeded shuffle, reshuffled every epoch
+  uint64_t seed = 0;
+  bool drop_remainder = false;
+  int prefetch = 2;           // global batches prepared ahead on a background thread (0 = off)
+};
+
+// Where an iterator stands; enough to continue exactly (checkpoints store it).
+struct InputPosition {
+  int64_t epoch = 0;
+  int64_t step = 0;   // global batches already taken in this epoch
+};
+
+// Splits every global batch across replicas: replica r of R gets the contiguous
+// rows [r*n/R, (r+1)*n/R) of the batch (n rows), so the sequence of global batches
+// depends only on the seed, never on R. A process reads only its replicas' rows.
+class DistributedInput {
+ public:
+  DistributedInput(std::shared_ptr<Source> source, const InputOptions& options);
+  ~DistributedInput();
+  DistributedInput(const DistributedInput&) = delete;
+  DistributedInput& operator=(const DistributedInput&) = delete;
+
+  const DatasetInfo& info() const;
+  int64_t steps_per_epoch() const;
+  // Position the iterator (start of training, or resume from a checkpoint).
+  void seek(const InputPosition& position);
+  InputPosition position() const;
+  // Fills out[i] (i < local_replicas) with local replica i's slice of the next
+  // global batch and advances. Returns false at the end of the epoch; the next
+  // call then starts the following epoch (new shuffle order).
+  bool next(std::vector<ReplicaBatch>& out);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace lockstep

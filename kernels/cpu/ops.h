@@ -1,0 +1,87 @@
+// CPU compute kernels. kernels/cuda/ops.h declares the same operations with the
+// same names and arguments (device pointers plus a stream context) so tests can
+// compare the two. All matrices are row-major; shapes are given in comments.
+// Every function is single-threaded: a replica owns one core, parallelism comes
+// from replicas.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace lockstep {
+
+enum class Activation { kLinear, kRelu, kTanh, kSigmoid, kGelu };
+
+namespace cpu {
+
+// Which GEMM library is behind gemm(): "openblas" or "eigen".
+const char* gemm_backend();
+// Call once per process before any replica thread runs (pins BLAS to 1 thread).
+void init_kernels();
+
+// C (m, n) = alpha * op(A) * op(B) + beta * C.
+// op(A) is (m, k): A is (m, k) with lda >= k, or (k, m) with lda >= m when trans_a.
+// op(B) is (k, n): B is (k, n) with ldb >= n, or (n, k) with ldb >= k when trans_b.
+void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+          const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
+          int64_t ldc);
+
+// z (rows, cols) += bias (cols) broadcast over rows; then out = act(z).
+// out may alias z only for kLinear (z is needed by the backward of the others).
+void bias_activation_forward(float* z, const float* bias, float* out, int64_t rows,
+                             int64_t cols, Activation act);
+
+// dz = d_out * act'(z), given z (pre-activation) and out = act(z). dz may alias d_out.
+void activation_backward(const float* d_out, const float* z, const float* out, float* dz,
+                         int64_t n, Activation act);
+
+// db (cols) = beta * db + sum over rows of dz (rows, cols).
+void bias_grad(const float* dz, float* db, int64_t rows, int64_t cols, float beta);
+
+// Softmax cross-entropy on logits (rows, classes) with integer labels (rows).
+// d_logits = scale * (softmax(logits) - onehot(label)) (may alias logits).
+// Returns the SUM of per-row losses (not scaled); *correct += rows whose argmax
+// (first maximum) equals the label. Labels must be in [0, classes).
+double softmax_xent(const float* logits, const int32_t* labels, float* d_logits, int64_t rows,
+                    int64_t classes, float scale, int64_t* correct);
+
+// Softmax cross-entropy loss and accuracy only (evaluation); no gradient.
+double softmax_xent_loss(const float* logits, const int32_t* labels, int64_t rows,
+                         int64_t classes, int64_t* correct);
+
+// Mean squared error on pred, target (rows, cols): per row, mean over cols of
+// (pred - target)^2. d_pred = scale * 2 (pred - target) / cols (may alias pred).
+// Returns the SUM over rows of the per-row loss.
+double mse(const float* pred, const float* target, float* d_pred, int64_t rows, int64_t cols,
+           float scale);
+double mse_loss(const float* pred, const float* target, int64_t rows, int64_t cols);
+
+// Inverted dropout, in place on x (rows, cols): x *= keep / (1 - rate).
+// The keep mask is a pure function of (seed, first_row + r, c), so it does not
+// depend on how a batch is split across replicas, and backward recomputes it.
+void dropout_forward(float* x, int64_t rows, int64_t cols, float rate, uint64_t seed,
+                     int64_t first_row);
+void dropout_backward(float* dx, int64_t rows, int64_t cols, float rate, uint64_t seed,
+                      int64_t first_row);
+
+// Optimizers: one fused pass over the flat parameter arena (n elements).
+// SGD: v = momentum * v + g (+ wd * p coupled); p -= lr * (nesterov ? g + momentum*v : v).
+void sgd_update(float* param, const float* grad, float* velocity, int64_t n, float lr,
+                float momentum, bool nesterov, float weight_decay);
+// Adam / AdamW (decoupled_wd: p -= lr*wd*p before the Adam step; else wd is added
+// to the gradient). `step` is 1-based, used for bias correction:
+// m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
+// p -= lr * (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps)   (Keras/PyTorch form).
+void adam_update(float* param, const float* grad, float* m, float* v, int64_t n, float lr,
+                 float beta1, float beta2, float eps, int64_t step, float weight_decay,
+                 bool decoupled_wd);
+
+// Sum of squares (for norms / finiteness checks); returns NaN/Inf if any element is.
+double sum_squares(const float* x, int64_t n);
+// y (n) = alpha * x + y.
+void axpy(int64_t n, float alpha, const float* x, float* y);
+// x *= alpha.
+void scale(float* x, int64_t n, float alpha);
+
+}  // namespace cpu
+}  // namespace lockstep
