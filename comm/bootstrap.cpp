@@ -1,0 +1,133 @@
+// Start-up and shutdown of MPI. Launcher detection reads the variables each
+// process manager exports; the local rank/size come from MPI itself
+// (MPI_Comm_split_type SHARED), which is right even where a launcher sets none.
+#include "comm/bootstrap.h"
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+
+#include "comm/mpi_check.h"
+#include "comm/mpi_communicator.h"
+
+namespace lockstep {
+namespace {
+
+std::atomic<bool> g_bootstrap_alive{false};
+
+bool env_set(const char* name) {
+  const char* v = std::getenv(name);
+  return v != nullptr && v[0] != '\0';
+}
+
+const char* thread_level_name(int level) {
+  switch (level) {
+    case MPI_THREAD_SINGLE: return "MPI_THREAD_SINGLE";
+    case MPI_THREAD_FUNNELED: return "MPI_THREAD_FUNNELED";
+    case MPI_THREAD_SERIALIZED: return "MPI_THREAD_SERIALIZED";
+    case MPI_THREAD_MULTIPLE: return "MPI_THREAD_MULTIPLE";
+  }
+  return "unknown thread level";
+}
+
+}  // namespace
+
+std::string detect_launcher() {
+  if (env_set("OMPI_COMM_WORLD_SIZE")) return "openmpi";
+  if (env_set("PMIX_RANK")) return "pmix";
+  if (env_set("PMI_RANK") || env_set("PMI_SIZE")) return "pmi";
+  // SLURM_PROCID alone is also set inside a batch script; a step started by srun
+  // has SLURM_STEP_ID as well.
+  if (env_set("SLURM_PROCID") && env_set("SLURM_STEP_ID")) return "slurm";
+  return "";
+}
+
+Bootstrap::Bootstrap(int* argc, char*** argv, BootstrapOptions options) {
+  if (g_bootstrap_alive.exchange(true)) {
+    throw CommError("bootstrap: a Bootstrap already exists in this process (MPI starts once)");
+  }
+  info_.host = host_name();
+  info_.launcher = detect_launcher();
+  if (info_.launcher.empty()) info_.launcher = options.require_mpi ? "forced" : "none";
+  try {
+    if (info_.launcher != "none") {
+      start_mpi(argc, argv);
+      read_topology();
+    }
+  } catch (...) {
+    // The destructor will not run: give back what start-up took.
+    if (node_ != MPI_COMM_NULL) MPI_Comm_free(&node_);
+    if (world_ != MPI_COMM_NULL) MPI_Comm_free(&world_);
+    if (started_mpi_) MPI_Finalize();
+    g_bootstrap_alive = false;
+    throw;
+  }
+}
+
+void Bootstrap::start_mpi(int* argc, char*** argv) {
+  int initialized = 0;
+  MPI_Initialized(&initialized);
+  if (initialized) {
+    int provided = MPI_THREAD_SINGLE;
+    MPI_Query_thread(&provided);
+    info_.thread_level = provided;
+  } else {
+    int provided = MPI_THREAD_SINGLE;
+    const int rc = MPI_Init_thread(argc, argv, MPI_THREAD_SERIALIZED, &provided);
+    if (rc != MPI_SUCCESS) {
+      throw CommError("bootstrap (host " + info_.host + ", launcher " + info_.launcher +
+                      "): MPI_Init_thread failed with code " + std::to_string(rc) +
+                      " (hint: check that the MPI this binary was built with matches the launcher)");
+    }
+    started_mpi_ = true;
+    info_.thread_level = provided;
+  }
+  info_.mpi = true;
+  if (info_.thread_level < MPI_THREAD_SERIALIZED) {
+    throw CommError("bootstrap (host " + info_.host + "): requested MPI_THREAD_SERIALIZED, MPI provides " +
+                    thread_level_name(info_.thread_level) +
+                    " (hint: use an MPI build with thread support)");
+  }
+  LOCKSTEP_MPI_CHECK(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN));
+}
+
+void Bootstrap::read_topology() {
+  LOCKSTEP_MPI_CHECK(MPI_Comm_dup(MPI_COMM_WORLD, &world_));
+  LOCKSTEP_MPI_CHECK(MPI_Comm_set_errhandler(world_, MPI_ERRORS_RETURN));
+  LOCKSTEP_MPI_CHECK(MPI_Comm_rank(world_, &info_.rank));
+  LOCKSTEP_MPI_CHECK(MPI_Comm_size(world_, &info_.size));
+  LOCKSTEP_MPI_CHECK(MPI_Comm_split_type(world_, MPI_COMM_TYPE_SHARED, info_.rank, MPI_INFO_NULL, &node_));
+  LOCKSTEP_MPI_CHECK(MPI_Comm_set_errhandler(node_, MPI_ERRORS_RETURN));
+  LOCKSTEP_MPI_CHECK(MPI_Comm_rank(node_, &info_.local_rank));
+  LOCKSTEP_MPI_CHECK(MPI_Comm_size(node_, &info_.local_size));
+}
+
+Bootstrap::~Bootstrap() {
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (!finalized) {
+    if (node_ != MPI_COMM_NULL) MPI_Comm_free(&node_);
+    if (world_ != MPI_COMM_NULL) MPI_Comm_free(&world_);
+    if (started_mpi_) MPI_Finalize();
+  }
+  g_bootstrap_alive = false;
+}
+
+std::unique_ptr<Communicator> Bootstrap::make_world_communicator(CommOptions options) const {
+  if (!info_.mpi) return make_single_communicator();
+  return make_mpi_communicator(world_, options);
+}
+
+void abort_job(const std::string& message, int exit_code) {
+  std::fprintf(stderr, "lockstep: fatal on %s (host %s): %s\n", world_rank_label().c_str(),
+               host_name().c_str(), message.c_str());
+  std::fflush(stderr);
+  int initialized = 0;
+  int finalized = 0;
+  MPI_Initialized(&initialized);
+  MPI_Finalized(&finalized);
+  if (initialized && !finalized) MPI_Abort(MPI_COMM_WORLD, exit_code);
+  std::exit(exit_code);
+}
+
+}  // namespace lockstep

@@ -1,0 +1,45 @@
+// The hierarchical backend for N processes x K local replicas (threads): a local
+// reduce across the K replicas, an all-reduce across processes by the local leader
+// (replica 0) over MPI, then a local broadcast. Member i of process p has rank
+// p*K + i in a group of N*K, so ranks are ordered process by process.
+#pragma once
+
+#include <mpi.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "comm/communicator.h"
+#include "comm/options.h"
+
+namespace lockstep {
+
+class LocalFabric;
+
+class HierarchicalGroup {
+ public:
+  // Collective over `process_comm` (one call per process, all with the same
+  // local_replicas). With K > 1 the leader's thread, not necessarily the main
+  // thread, calls MPI, so MPI must provide MPI_THREAD_SERIALIZED (checked).
+  HierarchicalGroup(MPI_Comm process_comm, int local_replicas, CommOptions options = {});
+  ~HierarchicalGroup();
+  HierarchicalGroup(const HierarchicalGroup&) = delete;
+  HierarchicalGroup& operator=(const HierarchicalGroup&) = delete;
+
+  int local_size() const;
+  int process_rank() const;
+  int process_count() const;
+  // Local replica i's communicator: rank() == process_rank()*K + i; call it only
+  // from replica i's thread.
+  Communicator& member(int i);
+  // Ends the local group: its waiting members throw CommError with `reason`.
+  void fail(const std::string& reason);
+
+ private:
+  std::unique_ptr<LocalFabric> fabric_;
+  std::unique_ptr<Communicator> inter_;
+  std::vector<std::unique_ptr<Communicator>> members_;
+};
+
+}  // namespace lockstep

@@ -1,0 +1,125 @@
+// Local collectives over LocalFabric. All-reduce: after everyone arrives, member i
+// reduces slice i across all members' buffers in member order and stores the result
+// into every buffer; a second barrier keeps buffers alive until all slices are done.
+// Broadcast and allgather copy from the published buffers the same way.
+#include "comm/local_communicator.h"
+
+#include <cstring>
+
+#include "comm/local_fabric.h"
+#include "comm/reduce.h"
+
+namespace lockstep {
+namespace {
+
+class LocalCommunicator final : public Communicator {
+ public:
+  LocalCommunicator(LocalFabric& fabric, int member) : fabric_(fabric), member_(member) {}
+
+  int rank() const override { return member_; }
+  int size() const override { return fabric_.size(); }
+  std::string name() const override { return "local"; }
+
+  void allreduce(void* buf, size_t count, DType dtype, ReduceOp op) override;
+  void broadcast(void* buf, size_t count, DType dtype, int root) override;
+  void allgather(const void* send, void* recv, size_t count, DType dtype) override;
+  void barrier() override;
+
+ private:
+  void check_buffer(const void* p, size_t count, const char* what) const;
+
+  LocalFabric& fabric_;
+  int member_;
+};
+
+void LocalCommunicator::check_buffer(const void* p, size_t count, const char* what) const {
+  if (count > 0 && p == nullptr) {
+    throw CommError(fabric_.label() + " " + what + " (member " + std::to_string(member_) +
+                    "): null buffer with count " + std::to_string(count));
+  }
+}
+
+void LocalCommunicator::allreduce(void* buf, size_t count, DType dtype, ReduceOp op) {
+  check_dtype_and_op(dtype, op, "local allreduce");
+  check_buffer(buf, count, "allreduce");
+  if (count == 0 || fabric_.size() == 1) return;
+  const CallSignature sig{CollectiveKind::kAllreduce, dtype, op, 0, count};
+  const LocalFabric::Peers peers = fabric_.arrive(member_, sig, nullptr, buf);
+  const size_t elem = dtype_size(dtype);
+  const ElementRange mine = chunk_of(count, elem, fabric_.size(), member_);
+  if (mine.end > mine.begin) {
+    std::vector<const void*>& srcs = fabric_.src_scratch(member_);
+    std::vector<void*>& dsts = fabric_.dst_scratch(member_);
+    for (int j = 0; j < fabric_.size(); ++j) {
+      dsts[j] = static_cast<std::byte*>(peers.buf(j)) + mine.begin * elem;
+      srcs[j] = dsts[j];
+    }
+    reduce_fixed_order(srcs.data(), fabric_.size(), dsts.data(), fabric_.size(),
+                       mine.end - mine.begin, dtype, op);
+  }
+  fabric_.sync(member_, CollectiveKind::kAllreduce, "slices reduced");
+}
+
+void LocalCommunicator::broadcast(void* buf, size_t count, DType dtype, int root) {
+  check_dtype_and_op(dtype, ReduceOp::kSum, "local broadcast");
+  if (root < 0 || root >= fabric_.size()) {
+    throw CommError(fabric_.label() + " broadcast: root " + std::to_string(root) +
+                    " is out of range for a group of " + std::to_string(fabric_.size()));
+  }
+  check_buffer(buf, count, "broadcast");
+  if (count == 0 || fabric_.size() == 1) return;
+  const CallSignature sig{CollectiveKind::kBroadcast, dtype, ReduceOp::kSum, root, count};
+  const LocalFabric::Peers peers = fabric_.arrive(member_, sig, nullptr, buf);
+  if (member_ != root && buf != peers.buf(root)) {
+    std::memcpy(buf, peers.buf(root), count * dtype_size(dtype));
+  }
+  fabric_.sync(member_, CollectiveKind::kBroadcast, "copied from root");
+}
+
+void LocalCommunicator::allgather(const void* send, void* recv, size_t count, DType dtype) {
+  check_dtype_and_op(dtype, ReduceOp::kSum, "local allgather");
+  check_buffer(send, count, "allgather");
+  check_buffer(recv, count, "allgather");
+  if (count == 0) return;
+  const size_t bytes = count * dtype_size(dtype);
+  if (fabric_.size() == 1) {
+    if (send != recv) std::memmove(recv, send, bytes);
+    return;
+  }
+  const CallSignature sig{CollectiveKind::kAllgather, dtype, ReduceOp::kSum, 0, count};
+  const LocalFabric::Peers peers = fabric_.arrive(member_, sig, send, recv);
+  for (int j = 0; j < fabric_.size(); ++j) {
+    std::byte* dst = static_cast<std::byte*>(recv) + j * bytes;
+    if (dst != peers.send(j)) std::memcpy(dst, peers.send(j), bytes);
+  }
+  fabric_.sync(member_, CollectiveKind::kAllgather, "blocks copied");
+}
+
+void LocalCommunicator::barrier() {
+  if (fabric_.size() == 1) return;
+  fabric_.arrive(member_, CallSignature{}, nullptr, nullptr);
+}
+
+}  // namespace
+
+LocalGroup::LocalGroup(int size, CommOptions options)
+    : fabric_(std::make_unique<LocalFabric>(size, options, "local")) {
+  members_.reserve(size);
+  for (int i = 0; i < size; ++i) members_.push_back(std::make_unique<LocalCommunicator>(*fabric_, i));
+}
+
+LocalGroup::~LocalGroup() = default;
+
+int LocalGroup::size() const { return fabric_->size(); }
+
+Communicator& LocalGroup::member(int i) {
+  if (i < 0 || i >= size()) {
+    throw CommError("local group: member " + std::to_string(i) + " is out of range for a group of " +
+                    std::to_string(size()));
+  }
+  return *members_[i];
+}
+
+void LocalGroup::fail(const std::string& reason) { fabric_->fail(reason); }
+
+}  // namespace lockstep

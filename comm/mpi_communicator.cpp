@@ -1,0 +1,235 @@
+// MPI collectives. Float all-reduce: an all-to-all hands rank r slice r of every
+// rank's buffer, rank r reduces the slices in rank order, and an allgather returns
+// the reduced slices to everyone (bandwidth like a reduce-scatter + allgather).
+// Collectives are posted nonblocking and polled, which is what lets a deadline
+// fire instead of a hang, and yields the core while waiting (ranks may share cores).
+#include "comm/mpi_communicator.h"
+
+#include <chrono>
+#include <climits>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "comm/local_fabric.h"
+#include "comm/mpi_check.h"
+#include "comm/reduce.h"
+
+namespace lockstep {
+namespace {
+
+// Work is split into pieces so every MPI count and displacement fits an int and
+// the staging buffer stays bounded.
+constexpr size_t kPieceBytes = size_t{256} << 20;
+constexpr int kPollsBeforeYield = 64;
+
+class MpiCommunicator final : public Communicator {
+ public:
+  MpiCommunicator(MPI_Comm comm, CommOptions options);
+  ~MpiCommunicator() override;
+
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  std::string name() const override { return "mpi"; }
+
+  void allreduce(void* buf, size_t count, DType dtype, ReduceOp op) override;
+  void broadcast(void* buf, size_t count, DType dtype, int root) override;
+  void allgather(const void* send, void* recv, size_t count, DType dtype) override;
+  void barrier() override;
+
+ private:
+  void wait(MPI_Request* request, CollectiveKind kind);
+  void allreduce_fixed_order(std::byte* buf, size_t count, DType dtype, ReduceOp op);
+  void allreduce_native(std::byte* buf, size_t count, DType dtype, ReduceOp op);
+  void check_buffer(const void* p, size_t count, const char* what) const;
+
+  MPI_Comm comm_ = MPI_COMM_NULL;
+  int rank_ = 0;
+  int size_ = 1;
+  CommOptions options_;
+  std::string host_;
+  std::vector<std::byte> staging_;
+  std::vector<int> counts_, displs_, peer_counts_, peer_displs_;
+  std::vector<const void*> srcs_;
+};
+
+MPI_Op mpi_op(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::kSum: return MPI_SUM;
+    case ReduceOp::kMax: return MPI_MAX;
+    case ReduceOp::kMin: return MPI_MIN;
+  }
+  throw CommError("mpi: unknown reduce op " + std::to_string(static_cast<int>(op)));
+}
+
+MpiCommunicator::MpiCommunicator(MPI_Comm comm, CommOptions options)
+    : options_(options), host_(host_name()) {
+  LOCKSTEP_MPI_CHECK(MPI_Comm_dup(comm, &comm_));
+  LOCKSTEP_MPI_CHECK(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN));
+  LOCKSTEP_MPI_CHECK(MPI_Comm_rank(comm_, &rank_));
+  LOCKSTEP_MPI_CHECK(MPI_Comm_size(comm_, &size_));
+  counts_.resize(size_);
+  displs_.resize(size_);
+  peer_counts_.resize(size_);
+  peer_displs_.resize(size_);
+  srcs_.resize(size_);
+}
+
+MpiCommunicator::~MpiCommunicator() {
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (!finalized && comm_ != MPI_COMM_NULL) MPI_Comm_free(&comm_);
+}
+
+void MpiCommunicator::check_buffer(const void* p, size_t count, const char* what) const {
+  if (count > 0 && p == nullptr) {
+    throw CommError("mpi " + std::string(what) + " (rank " + std::to_string(rank_) + ", host " +
+                    host_ + "): null buffer with count " + std::to_string(count));
+  }
+}
+
+void MpiCommunicator::wait(MPI_Request* request, CollectiveKind kind) {
+  if (options_.timeout.count() <= 0) {
+    LOCKSTEP_MPI_CHECK(MPI_Wait(request, MPI_STATUS_IGNORE));
+    return;
+  }
+  using Clock = std::chrono::steady_clock;
+  const auto deadline = Clock::now() + options_.timeout;
+  for (int polls = 0;; ++polls) {
+    int done = 0;
+    LOCKSTEP_MPI_CHECK(MPI_Test(request, &done, MPI_STATUS_IGNORE));
+    if (done) return;
+    if (polls < kPollsBeforeYield) continue;
+    if (Clock::now() >= deadline) {
+      throw CommError("mpi " + std::string(collective_name(kind)) + " (rank " +
+                      std::to_string(rank_) + " of " + std::to_string(size_) + ", host " + host_ +
+                      "): not complete after " + std::to_string(options_.timeout.count() / 1000.0) +
+                      " s (hint: a rank died, hangs, or called a different collective; the job "
+                      "cannot continue and should be aborted)");
+    }
+    std::this_thread::yield();
+  }
+}
+
+void MpiCommunicator::allreduce(void* buf, size_t count, DType dtype, ReduceOp op) {
+  check_dtype_and_op(dtype, op, "mpi allreduce");
+  check_buffer(buf, count, "allreduce");
+  if (count == 0 || size_ == 1) return;
+  const size_t elem = dtype_size(dtype);
+  const size_t piece = kPieceBytes / elem;
+  const bool exact_in_any_order = dtype != DType::kFloat32 && dtype != DType::kFloat64;
+  for (size_t done = 0; done < count; done += piece) {
+    std::byte* p = static_cast<std::byte*>(buf) + done * elem;
+    const size_t n = std::min(piece, count - done);
+    if (exact_in_any_order) allreduce_native(p, n, dtype, op);
+    else allreduce_fixed_order(p, n, dtype, op);
+  }
+}
+
+void MpiCommunicator::allreduce_native(std::byte* buf, size_t count, DType dtype, ReduceOp op) {
+  MPI_Request request;
+  LOCKSTEP_MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, buf, static_cast<int>(count), mpi_datatype(dtype),
+                                    mpi_op(op), comm_, &request));
+  wait(&request, CollectiveKind::kAllreduce);
+}
+
+void MpiCommunicator::allreduce_fixed_order(std::byte* buf, size_t count, DType dtype,
+                                            ReduceOp op) {
+  const size_t elem = dtype_size(dtype);
+  const ElementRange mine = chunk_of(count, elem, size_, rank_);
+  const int my_len = static_cast<int>(mine.end - mine.begin);
+  for (int j = 0; j < size_; ++j) {
+    const ElementRange r = chunk_of(count, elem, size_, j);
+    counts_[j] = static_cast<int>(r.end - r.begin);  // what I send to j / j's slice
+    displs_[j] = static_cast<int>(r.begin);
+    peer_counts_[j] = my_len;  // what j sends me
+    peer_displs_[j] = j * my_len;
+  }
+  // Our own slice stays in place: nothing to send to ourselves.
+  const int own_count = counts_[rank_];
+  counts_[rank_] = 0;
+  peer_counts_[rank_] = 0;
+  staging_.resize(static_cast<size_t>(size_) * my_len * elem);
+  const MPI_Datatype type = mpi_datatype(dtype);
+  MPI_Request request;
+  LOCKSTEP_MPI_CHECK(MPI_Ialltoallv(buf, counts_.data(), displs_.data(), type, staging_.data(),
+                                    peer_counts_.data(), peer_displs_.data(), type, comm_,
+                                    &request));
+  wait(&request, CollectiveKind::kAllreduce);
+  std::byte* slice = buf + mine.begin * elem;
+  for (int j = 0; j < size_; ++j) {
+    srcs_[j] = j == rank_ ? slice : staging_.data() + static_cast<size_t>(j) * my_len * elem;
+  }
+  void* dst = slice;
+  reduce_fixed_order(srcs_.data(), size_, &dst, 1, my_len, dtype, op);
+  counts_[rank_] = own_count;
+  LOCKSTEP_MPI_CHECK(MPI_Iallgatherv(MPI_IN_PLACE, 0, type, buf, counts_.data(), displs_.data(),
+                                     type, comm_, &request));
+  wait(&request, CollectiveKind::kAllreduce);
+}
+
+void MpiCommunicator::broadcast(void* buf, size_t count, DType dtype, int root) {
+  check_dtype_and_op(dtype, ReduceOp::kSum, "mpi broadcast");
+  if (root < 0 || root >= size_) {
+    throw CommError("mpi broadcast (rank " + std::to_string(rank_) + ", host " + host_ + "): root " +
+                    std::to_string(root) + " is out of range for " + std::to_string(size_) + " ranks");
+  }
+  check_buffer(buf, count, "broadcast");
+  if (count == 0 || size_ == 1) return;
+  const size_t elem = dtype_size(dtype);
+  const size_t piece = kPieceBytes / elem;
+  for (size_t done = 0; done < count; done += piece) {
+    MPI_Request request;
+    LOCKSTEP_MPI_CHECK(MPI_Ibcast(static_cast<std::byte*>(buf) + done * elem,
+                                  static_cast<int>(std::min(piece, count - done)),
+                                  mpi_datatype(dtype), root, comm_, &request));
+    wait(&request, CollectiveKind::kBroadcast);
+  }
+}
+
+void MpiCommunicator::allgather(const void* send, void* recv, size_t count, DType dtype) {
+  check_dtype_and_op(dtype, ReduceOp::kSum, "mpi allgather");
+  check_buffer(send, count, "allgather");
+  check_buffer(recv, count, "allgather");
+  if (count == 0) return;
+  if (count > static_cast<size_t>(INT_MAX)) {
+    throw CommError("mpi allgather (rank " + std::to_string(rank_) + "): count " +
+                    std::to_string(count) + " per rank exceeds MPI's int limit; gather in parts");
+  }
+  const size_t bytes = count * dtype_size(dtype);
+  std::byte* own = static_cast<std::byte*>(recv) + static_cast<size_t>(rank_) * bytes;
+  if (own != send) std::memmove(own, send, bytes);
+  if (size_ == 1) return;
+  MPI_Request request;
+  const MPI_Datatype type = mpi_datatype(dtype);
+  LOCKSTEP_MPI_CHECK(MPI_Iallgather(MPI_IN_PLACE, 0, type, recv, static_cast<int>(count), type,
+                                    comm_, &request));
+  wait(&request, CollectiveKind::kAllgather);
+}
+
+void MpiCommunicator::barrier() {
+  if (size_ == 1) return;
+  MPI_Request request;
+  LOCKSTEP_MPI_CHECK(MPI_Ibarrier(comm_, &request));
+  wait(&request, CollectiveKind::kBarrier);
+}
+
+}  // namespace
+
+MPI_Datatype mpi_datatype(DType dtype) {
+  switch (dtype) {
+    case DType::kFloat32: return MPI_FLOAT;
+    case DType::kFloat64: return MPI_DOUBLE;
+    case DType::kInt32: return MPI_INT32_T;
+    case DType::kInt64: return MPI_INT64_T;
+    case DType::kUInt8: return MPI_UINT8_T;
+  }
+  throw CommError("mpi: unknown dtype " + std::to_string(static_cast<int>(dtype)));
+}
+
+std::unique_ptr<Communicator> make_mpi_communicator(MPI_Comm comm, CommOptions options) {
+  return std::make_unique<MpiCommunicator>(comm, options);
+}
+
+}  // namespace lockstep
