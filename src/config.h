@@ -1,0 +1,105 @@
+// Experiment configuration: every key lockstep reads is declared once in
+// config.cpp (name, type, default, range, meaning), validated on load, overridable
+// with --set key=value, and printed by rank 0 as a table at start.
+#pragma once
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "kernels/cpu/ops.h"
+
+namespace lockstep {
+
+class ConfigError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+struct LayerConfig {
+  int64_t units = 0;
+  Activation activation = Activation::kRelu;
+  float dropout = 0.0f;  // applied to this layer's output during training
+};
+
+enum class LossKind { kSoftmaxCrossEntropy, kMeanSquaredError };
+enum class OptimizerKind { kSgd, kAdam, kAdamW };
+enum class ScheduleKind { kConstant, kStep, kCosine };
+
+struct Config {
+  std::string source;  // the file it was loaded from ("" for defaults)
+
+  // data
+  std::string data_path;
+  std::string data_train_split = "train";
+  std::string data_eval_split = "test";
+  float data_scale = 1.0f;
+  bool data_shuffle = true;
+  int data_prefetch = 2;
+
+  // model: hidden layers; the output Dense layer is added from the dataset
+  // (num_classes or target_dim units, linear, the loss applies softmax).
+  std::vector<LayerConfig> layers;
+  LossKind loss = LossKind::kSoftmaxCrossEntropy;
+
+  // optimizer and learning-rate schedule
+  OptimizerKind optimizer = OptimizerKind::kAdam;
+  float learning_rate = 1e-3f;
+  float beta1 = 0.9f, beta2 = 0.999f, epsilon = 1e-7f;
+  float momentum = 0.0f;
+  bool nesterov = false;
+  float weight_decay = 0.0f;
+  ScheduleKind schedule = ScheduleKind::kConstant;
+  int64_t warmup_steps = 0;
+  int64_t decay_steps = 0;   // step: every decay_steps; cosine: over decay_steps (0 = whole run)
+  float decay_rate = 0.1f;   // step decay factor
+  float min_lr_ratio = 0.0f; // cosine floor as a fraction of learning_rate
+  bool scale_lr = false;     // linear LR scaling by num_replicas_in_sync
+
+  // training
+  int64_t epochs = 10;
+  int64_t batch_size = 64;   // the GLOBAL batch
+  uint64_t seed = 42;
+  bool drop_remainder = false;
+  int64_t eval_batch_size = 1000;
+  bool progress = true;
+
+  // strategy
+  int local_replicas = 1;    // 0 = auto (all cores / all GPUs)
+  double bucket_mb = 4.0;    // gradient fusion bucket size
+  int64_t check_every = 100; // steps between cross-replica weight checksums (0 = off)
+
+  // output
+  std::string output_dir = "runs/default";
+  bool save_model = true;
+
+  // The resolved configuration as YAML (stored in model files and checkpoints).
+  std::string to_yaml() const;
+  // Rows of (key, value, meaning) for the start-up table.
+  std::vector<std::vector<std::string>> table() const;
+};
+
+// Parse "key=value" overrides (value is YAML: 3, 0.1, true, relu, [{units: 64}]).
+struct Override {
+  std::string key;
+  std::string value;
+};
+Override parse_override(const std::string& text);
+
+// Load a YAML file, apply overrides in order, validate. Throws ConfigError naming
+// the file and key on any problem (unknown key, wrong type, impossible value).
+Config load_config(const std::string& path, const std::vector<Override>& overrides = {});
+// The same from YAML text (tests, checkpoints); `origin` names it in errors.
+Config parse_config(const std::string& yaml_text, const std::string& origin,
+                    const std::vector<Override>& overrides = {});
+
+// Rows of (key, default, meaning) for every declared key (--help).
+std::vector<std::vector<std::string>> config_key_help();
+
+const char* activation_name(Activation a);
+const char* loss_name(LossKind k);
+const char* optimizer_name(OptimizerKind k);
+const char* schedule_name(ScheduleKind k);
+
+}  // namespace lockstep

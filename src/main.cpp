@@ -1,0 +1,192 @@
+// The lockstep command line — the only place that reads argv. Subcommands:
+// train, evaluate, convert. Every failure ends with one "lockstep: error: ..."
+// line naming what was wrong and a non-zero exit code; never a crash or a hang.
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+#include <exception>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "comm/bootstrap.h"
+#include "comm/communicator.h"
+#include "data/hdf5_dataset.h"
+#include "data/input.h"
+#include "kernels/cpu/ops.h"
+#include "src/config.h"
+#include "src/trainer.h"
+#include "src/world.h"
+
+namespace {
+
+using namespace lockstep;
+
+// Exit codes: 1 runtime failure, 2 bad usage/config, 3 bad data or model file,
+// 4 communication failure.
+constexpr int kExitRuntime = 1, kExitUsage = 2, kExitData = 3, kExitComm = 4;
+
+std::string keys_help() {
+  std::string s = "Config keys (YAML sections; override any with --set key=value):\n";
+  char line[256];
+  for (const auto& row : config_key_help()) {
+    std::snprintf(line, sizeof line, "  %-26s %-14s %s\n", row[0].c_str(),
+                  row[1].size() > 14 ? "" : row[1].c_str(), row[2].c_str());
+    s += line;
+  }
+  return s;
+}
+
+std::vector<Override> parse_overrides(const std::vector<std::string>& sets) {
+  std::vector<Override> out;
+  for (const auto& s : sets) out.push_back(parse_override(s));
+  return out;
+}
+
+struct Args {
+  std::string config, model, metrics_out;
+  std::vector<std::string> sets;
+  std::string idx_dir, train_images, train_labels, test_images, test_labels, out;
+  bool overwrite = false;
+};
+
+// Prints the one-line error and returns its exit code; in a multi-process job
+// it ends the whole job instead, so no peer waits for this process forever.
+int report_fatal(const Bootstrap* boot, const char* kind, const std::string& what, int code) {
+  if (boot && boot->info().size > 1) abort_job(std::string(kind) + ": " + what, code);
+  std::fprintf(stderr, "lockstep: %s: %s\n", kind, what.c_str());
+  return code;
+}
+
+// Runs fn inside an MPI-aware world (a world of one without a launcher).
+template <typename Fn>
+int with_world(int* argc, char*** argv, Fn&& fn) {
+  std::unique_ptr<Bootstrap> boot;
+  try {
+    boot = std::make_unique<Bootstrap>(argc, argv);
+    cpu::init_kernels();
+    auto comm = boot->make_world_communicator();
+    World world{boot->info(), boot->world_comm(), comm.get()};
+    fn(world);
+    return 0;
+  } catch (const ConfigError& e) {
+    return report_fatal(boot.get(), "error", e.what(), kExitUsage);
+  } catch (const DataError& e) {
+    return report_fatal(boot.get(), "error", e.what(), kExitData);
+  } catch (const CommError& e) {
+    return report_fatal(boot.get(), "error", std::string("communication: ") + e.what(), kExitComm);
+  } catch (const std::exception& e) {
+    return report_fatal(boot.get(), "error", e.what(), kExitRuntime);
+  }
+}
+
+std::string or_default(const std::string& given, const std::string& dir, const char* name) {
+  if (!given.empty()) return given;
+  if (dir.empty()) {
+    throw ConfigError(std::string("convert idx: give --dir or --") + name);
+  }
+  for (const char* ext : {".gz", ""}) {
+    std::string stem = name;
+    // --train-images -> train-images-idx3-ubyte; --test-* files are named t10k-*.
+    std::string file = (stem.rfind("test", 0) == 0 ? "t10k" + stem.substr(4) : stem) +
+                       (stem.find("images") != std::string::npos ? "-idx3-ubyte" : "-idx1-ubyte") + ext;
+    const std::string path = dir + "/" + file;
+    if (std::FILE* f = std::fopen(path.c_str(), "rb")) {
+      std::fclose(f);
+      return path;
+    }
+  }
+  throw DataError(dir + ": no " + name + " IDX file in this folder (expected e.g. " +
+                  (std::string(name).rfind("test", 0) == 0 ? "t10k" + std::string(name).substr(4)
+                                                             : std::string(name)) +
+                  (std::string(name).find("images") != std::string::npos ? "-idx3-ubyte.gz)" : "-idx1-ubyte.gz)"));
+}
+
+int run_convert(const Args& a) {
+  try {
+    Hdf5WriteOptions opt;
+    opt.overwrite = a.overwrite;
+    const ConvertSummary s = convert_idx_to_hdf5(
+        or_default(a.train_images, a.idx_dir, "train-images"),
+        or_default(a.train_labels, a.idx_dir, "train-labels"),
+        or_default(a.test_images, a.idx_dir, "test-images"),
+        or_default(a.test_labels, a.idx_dir, "test-labels"), a.out, opt);
+    std::printf("%s\n", s.to_string().c_str());
+    return 0;
+  } catch (const ConfigError& e) {
+    return report_fatal(nullptr, "error", e.what(), kExitUsage);
+  } catch (const DataError& e) {
+    return report_fatal(nullptr, "error", e.what(), kExitData);
+  } catch (const std::exception& e) {
+    return report_fatal(nullptr, "error", e.what(), kExitRuntime);
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"lockstep: synchronous data-parallel training (mirrored strategy)", "lockstep"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "lockstep 0.1.0");
+  Args a;
+
+  auto* train = app.add_subcommand("train", "Train the model a YAML config describes");
+  train->add_option("config", a.config, "experiment config (YAML)")->required();
+  train->add_option("--set", a.sets, "override a config key: --set train.epochs=3 (repeatable)");
+  train->add_option("--metrics-out", a.metrics_out,
+                    "write metrics as JSON lines (one record per epoch, then a final record)");
+  train->footer(keys_help());
+
+  auto* evaluate = app.add_subcommand("evaluate", "Evaluate a saved model on data.eval_split");
+  evaluate->add_option("config", a.config, "experiment config (YAML)")->required();
+  evaluate->add_option("--checkpoint,--model", a.model, "model file written by train (OUTPUT_DIR/model.h5)")
+      ->required();
+  evaluate->add_option("--set", a.sets, "override a config key (repeatable)");
+  evaluate->add_option("--metrics-out", a.metrics_out, "write the result as a JSON line");
+
+  auto* convert = app.add_subcommand("convert", "Convert datasets to the lockstep HDF5 layout");
+  convert->require_subcommand(1);
+  auto* idx = convert->add_subcommand(
+      "idx", "MNIST-style IDX files (raw or .gz) -> HDF5 with /train and /test splits");
+  idx->add_option("--dir", a.idx_dir,
+                  "folder holding {train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz] "
+                  "(e.g. /usr/share/datasets/fashion-mnist)");
+  idx->add_option("--train-images", a.train_images, "training images (idx3-ubyte)");
+  idx->add_option("--train-labels", a.train_labels, "training labels (idx1-ubyte)");
+  idx->add_option("--test-images", a.test_images, "test images (idx3-ubyte)");
+  idx->add_option("--test-labels", a.test_labels, "test labels (idx1-ubyte)");
+  idx->add_option("--out,-o", a.out, "output HDF5 file")->required();
+  idx->add_flag("--overwrite", a.overwrite, "replace an existing output file");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::fprintf(stderr, "lockstep: error: %s (see 'lockstep --help')\n", e.what());
+    return kExitUsage;
+  }
+
+  if (*convert) return run_convert(a);
+  // Config errors are found before MPI starts, the same on every process.
+  std::vector<Override> overrides;
+  Config config;
+  try {
+    overrides = parse_overrides(a.sets);
+    config = load_config(a.config, overrides);
+  } catch (const ConfigError& e) {
+    return report_fatal(nullptr, "error", e.what(), kExitUsage);
+  }
+  if (*train) {
+    return with_world(&argc, &argv, [&](World& world) {
+      Trainer trainer(config, world);
+      trainer.fit(a.metrics_out);
+    });
+  }
+  return with_world(&argc, &argv, [&](World& world) {
+    Trainer trainer(config, world);
+    trainer.evaluate_saved(a.model, a.metrics_out);
+  });
+}

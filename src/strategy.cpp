@@ -1,0 +1,139 @@
+// MirroredStrategy: replica threads, their communicators, the bucketed gradient
+// all-reduce and the identical update. Bucket boundaries depend only on the
+// model layout, so every replica issues the same collectives in the same order.
+#include "src/strategy.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <exception>
+#include <mutex>
+#include <thread>
+
+#include "comm/hierarchical_communicator.h"
+#include "comm/local_communicator.h"
+#include "src/random.h"
+
+namespace lockstep {
+
+int resolve_local_replicas(const Config& config) {
+  if (config.local_replicas > 0) return config.local_replicas;
+  const unsigned n = std::thread::hardware_concurrency();
+  return n == 0 ? 1 : int(n);
+}
+
+MirroredStrategy::MirroredStrategy(const Model& model, const Config& config, World& world,
+                                   int64_t max_rows)
+    : model_(model), config_(config), world_(world) {
+  const int local = resolve_local_replicas(config);
+  bucket_elems_ = std::max<int64_t>(1, int64_t(config.bucket_mb * 1024.0 * 1024.0 / sizeof(float)));
+  local_group_ = std::make_unique<LocalGroup>(local);
+  if (world.size() > 1 && local > 1) {
+    hier_group_ = std::make_unique<HierarchicalGroup>(world.mpi_comm, local);
+  }
+  for (int i = 0; i < local; ++i) {
+    auto r = std::make_unique<Replica>();
+    r->local_index = i;
+    r->global_index = world.rank() * local + i;
+    r->local_comm = &local_group_->member(i);
+    if (world.size() == 1) {
+      r->comm = r->local_comm;
+    } else if (local == 1) {
+      r->comm = world.comm;
+    } else {
+      r->comm = &hier_group_->member(i);
+    }
+    r->params.assign(size_t(model.num_params()), 0.0f);
+    r->grads.assign(size_t(model.num_params()), 0.0f);
+    r->optimizer = std::make_unique<Optimizer>(config, model.num_params());
+    r->model = std::make_unique<ReplicaModel>(model, max_rows);
+    replicas_.push_back(std::move(r));
+  }
+}
+
+MirroredStrategy::~MirroredStrategy() = default;
+
+int MirroredStrategy::num_replicas_in_sync() const {
+  return int(replicas_.size()) * world_.size();
+}
+int MirroredStrategy::first_replica() const { return world_.rank() * int(replicas_.size()); }
+bool MirroredStrategy::is_chief() const { return world_.rank() == 0; }
+
+void MirroredStrategy::run(const std::function<void(Replica&)>& fn) {
+  std::exception_ptr first;
+  std::mutex mu;
+  auto body = [&](Replica& r) {
+    try {
+      fn(r);
+    } catch (...) {
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        if (!first) first = std::current_exception();
+      }
+      // Release the other local replicas from any collective they wait in.
+      const std::string why = "local replica " + std::to_string(r.local_index) + " failed";
+      local_group_->fail(why);
+      if (hier_group_) hier_group_->fail(why);
+    }
+  };
+  std::vector<std::thread> threads;
+  for (size_t i = 1; i < replicas_.size(); ++i) {
+    threads.emplace_back([&, i] { body(*replicas_[i]); });
+  }
+  body(*replicas_[0]);
+  for (auto& t : threads) t.join();
+  if (first) std::rethrow_exception(first);
+}
+
+void MirroredStrategy::broadcast_initial_weights(Replica& r) {
+  // Every replica initialises from the same seed; the broadcast makes rank 0's
+  // weights authoritative even if another process computed something else.
+  model_.init_params(r.params.data(), config_.seed);
+  r.comm->broadcast(r.params.data(), r.params.size(), 0);
+}
+
+void MirroredStrategy::reduce_range(Replica& r, int64_t begin, int64_t end) {
+  if (end > begin) r.comm->allreduce(r.grads.data() + begin, size_t(end - begin));
+}
+
+SliceStats MirroredStrategy::train_step(Replica& r, const ReplicaBatch& batch, float lr,
+                                        uint64_t step_seed) {
+  // The gradient of sum(loss)/global_rows on each replica; their SUM over all
+  // replicas is the gradient of the global batch's mean loss.
+  const float scale = batch.global_rows > 0 ? 1.0f / float(batch.global_rows) : 0.0f;
+  int64_t reduced = 0;
+  const int64_t n = model_.num_params();
+  SliceStats s = r.model->train(r.params.data(), r.grads.data(), batch, scale, step_seed,
+                                [&](int64_t ready) {
+                                  if (ready - reduced >= bucket_elems_ || ready == n) {
+                                    reduce_range(r, reduced, ready);
+                                    reduced = ready;
+                                  }
+                                });
+  reduce_range(r, reduced, n);
+  r.optimizer->apply(r.params.data(), r.grads.data(), 0, n, lr, r.updates);
+  ++r.updates;
+  return s;
+}
+
+void MirroredStrategy::check_in_sync(Replica& r) {
+  // FNV-1a over the bytes: cheap, and any single-bit difference shows.
+  uint64_t h = 1469598103934665603ULL;
+  const auto* bytes = reinterpret_cast<const unsigned char*>(r.params.data());
+  for (size_t i = 0; i < r.params.size() * sizeof(float); ++i) h = (h ^ bytes[i]) * 1099511628211ULL;
+  const int n = num_replicas_in_sync();
+  std::vector<int64_t> all(static_cast<size_t>(n));
+  const int64_t mine = int64_t(h);
+  r.comm->allgather(&mine, all.data(), 1);
+  for (int i = 1; i < n; ++i) {
+    if (all[size_t(i)] != all[0]) {
+      throw std::runtime_error("replica " + std::to_string(i) + " (process " +
+                               std::to_string(i / local_replicas()) + ") has weights that differ from "
+                               "replica 0 after " + std::to_string(r.updates) +
+                               " steps: the replicas diverged (non-deterministic kernel, "
+                               "memory corruption or mismatched configuration)");
+    }
+  }
+}
+
+}  // namespace lockstep

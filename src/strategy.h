@@ -1,0 +1,84 @@
+// MirroredStrategy: the model mirrored on num_replicas_in_sync = local replicas x
+// processes. Each replica owns its full state (parameters, gradients, optimizer
+// slots, workspaces) and a Communicator spanning all replicas; every replica runs
+// the same program (SPMD) on its own thread, and one replica is simply the
+// one-replica case of the same code.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "comm/communicator.h"
+#include "data/input.h"
+#include "src/model.h"
+#include "src/optimizer.h"
+#include "src/replica.h"
+#include "src/world.h"
+
+namespace lockstep {
+
+class LocalGroup;
+class HierarchicalGroup;
+
+// Everything one replica owns.
+struct Replica {
+  int local_index = 0;
+  int global_index = 0;
+  Communicator* comm = nullptr;        // all replicas in sync
+  Communicator* local_comm = nullptr;  // the replicas of this process
+  std::vector<float> params, grads;
+  std::unique_ptr<Optimizer> optimizer;
+  std::unique_ptr<ReplicaModel> model;
+  int64_t updates = 0;                 // optimizer steps applied
+};
+
+struct StepOutcome {
+  SliceStats stats;
+};
+
+class MirroredStrategy {
+ public:
+  // max_rows: the largest slice one replica will see (train or evaluation).
+  MirroredStrategy(const Model& model, const Config& config, World& world, int64_t max_rows);
+  ~MirroredStrategy();
+
+  int local_replicas() const { return int(replicas_.size()); }
+  int num_replicas_in_sync() const;
+  int first_replica() const;
+  bool is_chief() const;  // rank 0's replica 0 prints and writes files
+  Replica& replica(int local_index) { return *replicas_[size_t(local_index)]; }
+  World& world() { return world_; }
+
+  // Runs fn on every local replica at once (replica 0 on the calling thread) and
+  // returns when all are done. The first exception is rethrown after the group
+  // is failed, so no replica waits forever for one that threw.
+  void run(const std::function<void(Replica&)>& fn);
+
+  // Start of training: every replica gets rank 0 replica 0's initial weights.
+  void broadcast_initial_weights(Replica& r);
+  // One synchronous step on this replica's slice: forward, backward, bucketed
+  // all-reduce of the gradient (a SUM of gradients of loss/global_rows, i.e. the
+  // global mean), then the optimizer. Every replica ends with identical weights.
+  SliceStats train_step(Replica& r, const ReplicaBatch& batch, float lr, uint64_t step_seed);
+  // Throws if any replica's weights differ from replica 0's, naming it.
+  void check_in_sync(Replica& r);
+
+ private:
+  void reduce_range(Replica& r, int64_t begin, int64_t end);
+
+  const Model& model_;
+  const Config& config_;
+  World& world_;
+  int64_t bucket_elems_;
+  std::unique_ptr<LocalGroup> local_group_;         // barriers among this process's replicas
+  std::unique_ptr<HierarchicalGroup> hier_group_;   // processes x local replicas
+  std::vector<std::unique_ptr<Replica>> replicas_;
+};
+
+// Resolves strategy.local_replicas (0 = auto: all cores).
+int resolve_local_replicas(const Config& config);
+
+}  // namespace lockstep

@@ -1,0 +1,298 @@
+// The training story, top to bottom: build the data, model and strategy; every
+// replica runs the same loop (epochs -> steps -> log -> check) on its own thread;
+// evaluate exactly once per epoch; the chief reports and saves.
+#include "src/trainer.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+
+#include "src/checkpoint.h"
+#include "src/metrics.h"
+#include "src/random.h"
+
+namespace lockstep {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+}  // namespace
+
+Trainer::Trainer(Config config, World& world) : config_(std::move(config)), world_(world) {
+  tty_ = isatty(STDOUT_FILENO) != 0;
+}
+
+Trainer::~Trainer() = default;
+
+// ---- build: data -> model -> strategy -> input pipelines ----
+void Trainer::build(int64_t max_rows_hint) {
+  const Config& c = config_;
+  train_source_ = open_dataset(c.data_path, c.data_train_split, c.data_scale);
+  eval_source_ = open_dataset(c.data_path, c.data_eval_split, c.data_scale);
+  const DatasetInfo& ti = train_source_->info();
+  const DatasetInfo& ei = eval_source_->info();
+  if (ti.feature_dim != ei.feature_dim || ti.num_classes != ei.num_classes ||
+      ti.target_dim != ei.target_dim) {
+    throw ConfigError(c.data_path + ": splits '" + c.data_train_split + "' and '" +
+                      c.data_eval_split + "' have different shapes or class counts");
+  }
+  const bool classification = ti.num_classes > 0;
+  if (classification && c.loss != LossKind::kSoftmaxCrossEntropy) {
+    throw ConfigError(c.source + ": key 'model.loss': mse needs float targets, but " +
+                      ti.description + " has class labels (use softmax_cross_entropy)");
+  }
+  if (!classification && c.loss != LossKind::kMeanSquaredError) {
+    throw ConfigError(c.source + ": key 'model.loss': softmax_cross_entropy needs class labels, but " +
+                      ti.description + " has float targets (use mse)");
+  }
+  model_ = std::make_unique<Model>(c.layers, ti.feature_dim,
+                                   classification ? ti.num_classes : ti.target_dim, c.loss);
+
+  const int local = resolve_local_replicas(c);
+  const int64_t replicas = int64_t(local) * world_.size();
+  if (c.batch_size % replicas != 0) {
+    throw ConfigError(c.source + ": key 'train.batch_size': the global batch " +
+                      std::to_string(c.batch_size) + " does not divide by num_replicas_in_sync " +
+                      std::to_string(replicas) + " (" + std::to_string(world_.size()) +
+                      " processes x " + std::to_string(local) +
+                      " local replicas); use a multiple of " + std::to_string(replicas));
+  }
+  if (ti.size < c.batch_size) {
+    throw ConfigError(c.source + ": key 'train.batch_size': " + ti.description + " has only " +
+                      std::to_string(ti.size) + " examples, fewer than one global batch of " +
+                      std::to_string(c.batch_size));
+  }
+  const int64_t max_rows = std::max({ceil_div(c.batch_size, replicas),
+                                     ceil_div(c.eval_batch_size, replicas), max_rows_hint});
+  strategy_ = std::make_unique<MirroredStrategy>(*model_, c, world_, max_rows);
+
+  InputOptions in;
+  in.global_batch = c.batch_size;
+  in.num_replicas = int(replicas);
+  in.first_replica = strategy_->first_replica();
+  in.local_replicas = local;
+  in.shuffle = c.data_shuffle;
+  in.seed = c.seed;
+  in.drop_remainder = c.drop_remainder;
+  in.prefetch = c.data_prefetch;
+  train_input_ = std::make_unique<DistributedInput>(train_source_, in);
+  InputOptions ev = in;
+  ev.global_batch = c.eval_batch_size;
+  ev.shuffle = false;
+  ev.drop_remainder = false;
+  eval_input_ = std::make_unique<DistributedInput>(eval_source_, ev);
+  batches_.resize(size_t(local));
+
+  base_lr_ = c.learning_rate * (c.scale_lr ? double(replicas) : 1.0);
+  total_steps_ = train_input_->steps_per_epoch() * c.epochs;
+}
+
+void Trainer::print_plan() const {
+  if (!strategy_->is_chief()) return;
+  const Config& c = config_;
+  const int R = strategy_->num_replicas_in_sync();
+  std::printf("lockstep: %d process(es) x %d local replica(s) = %d replicas in sync (%s)\n",
+              world_.size(), strategy_->local_replicas(), R, strategy_->replica(0).comm->name().c_str());
+  std::printf("data: %s (%lld examples, %lld features) -> eval %s (%lld examples)\n",
+              train_source_->info().description.c_str(), (long long)train_source_->info().size,
+              (long long)train_source_->info().feature_dim, eval_source_->info().description.c_str(),
+              (long long)eval_source_->info().size);
+  std::printf("batch: global %lld = %d x %lld per replica; %lld steps/epoch (%s remainder); "
+              "each process reads only its replicas' rows\n",
+              (long long)c.batch_size, R, (long long)(c.batch_size / R),
+              (long long)train_input_->steps_per_epoch(), c.drop_remainder ? "dropping" : "keeping");
+  std::printf("optimizer: %s, learning rate %g%s, schedule %s, warm-up %lld steps\n\n",
+              optimizer_name(c.optimizer), base_lr_, c.scale_lr ? " (scaled by replicas)" : "",
+              schedule_name(c.schedule), (long long)c.warmup_steps);
+  std::printf("%s\n", model_->summary().c_str());
+  std::printf("%-26s %-34s %s\n", "config key", "value", "meaning");
+  for (const auto& row : c.table()) {
+    std::printf("%-26s %-34s %s\n", row[0].c_str(), row[1].c_str(), row[2].c_str());
+  }
+  std::printf("\n");
+  std::fflush(stdout);
+}
+
+// ---- train ----
+EvalResult Trainer::fit(const std::string& metrics_out) {
+  build(0);
+  if (strategy_->is_chief()) metrics_ = std::make_unique<MetricsWriter>(metrics_out);
+  if (strategy_->is_chief() && config_.save_model) {
+    std::filesystem::create_directories(config_.output_dir);
+  }
+  print_plan();
+  const auto t0 = Clock::now();
+  strategy_->run([&](Replica& r) { replica_fit(r); });
+  const double seconds = seconds_since(t0);
+  if (strategy_->is_chief()) {
+    nlohmann::json rec = {{"final", true}, {"test_loss", last_eval_.loss},
+                          {"seconds", seconds}, {"examples", last_eval_.count}};
+    if (model_->loss() == LossKind::kSoftmaxCrossEntropy) rec["test_accuracy"] = last_eval_.accuracy;
+    metrics_->write(rec);
+    std::printf("test: loss %.4f", last_eval_.loss);
+    if (model_->loss() == LossKind::kSoftmaxCrossEntropy) {
+      std::printf(" - accuracy %.4f", last_eval_.accuracy);
+    }
+    std::printf(" (%lld examples, %.1f s total)\n", (long long)last_eval_.count, seconds);
+    if (config_.save_model) {
+      Replica& r = strategy_->replica(0);
+      SavedState s;
+      s.config_yaml = config_.to_yaml();
+      s.params = r.params;
+      for (auto& [name, slot] : r.optimizer->slots()) s.slots.emplace_back(name, *slot);
+      s.updates = r.updates;
+      s.epoch = config_.epochs;
+      const std::string path = (std::filesystem::path(config_.output_dir) / "model.h5").string();
+      save_state(path, *model_, s);
+      std::printf("saved model: %s\n", path.c_str());
+    }
+    std::fflush(stdout);
+  }
+  return last_eval_;
+}
+
+void Trainer::replica_fit(Replica& r) {
+  strategy_->broadcast_initial_weights(r);
+  int64_t global_step = 0;
+  for (int64_t epoch = 0; epoch < config_.epochs; ++epoch) {
+    const auto t0 = Clock::now();
+    MetricSums sums;
+    train_epoch(r, epoch, sums, global_step);
+    const double train_seconds = seconds_since(t0);
+    const MetricSums total = all_reduce(r, sums);
+    const EvalResult val = evaluate(r, *eval_input_);
+    if (r.local_index == 0 && strategy_->is_chief()) {
+      const double lr = learning_rate_at(config_, base_lr_, std::max<int64_t>(0, global_step - 1),
+                                         total_steps_);
+      report_epoch(epoch, total, train_seconds, lr, val, seconds_since(t0));
+      last_eval_ = val;
+    }
+  }
+}
+
+void Trainer::train_epoch(Replica& r, int64_t epoch, MetricSums& sums, int64_t& global_step) {
+  const int64_t steps = train_input_->steps_per_epoch();
+  const int64_t log_every = std::max<int64_t>(1, steps / 50);
+  const auto t0 = Clock::now();
+  MetricSums window;  // since the last progress reduction
+  MetricSums running;
+  for (int64_t step = 0;; ++step) {
+    if (r.local_index == 0) has_batch_ = train_input_->next(batches_);
+    r.local_comm->barrier();  // publishes batches_ to the other local replicas
+    if (!has_batch_) break;
+    const float lr = float(learning_rate_at(config_, base_lr_, global_step, total_steps_));
+    const SliceStats s = strategy_->train_step(r, batches_[size_t(r.local_index)], lr,
+                                               mix_seed(config_.seed, 0xd7090u + uint64_t(global_step)));
+    sums.add(s);
+    window.add(s);
+    ++global_step;
+    if (config_.check_every > 0 && global_step % config_.check_every == 0) {
+      strategy_->check_in_sync(r);
+    }
+    if (config_.progress && (step + 1) % log_every == 0 && step + 1 < steps) {
+      const MetricSums w = all_reduce(r, window);
+      running.loss_sum += w.loss_sum, running.correct += w.correct, running.rows += w.rows;
+      window = MetricSums{};
+      if (r.local_index == 0) report_progress(epoch, step + 1, running, seconds_since(t0));
+    }
+  }
+}
+
+// ---- evaluate: every example exactly once, summed over all replicas ----
+EvalResult Trainer::evaluate(Replica& r, DistributedInput& input) {
+  if (r.local_index == 0) input.seek(InputPosition{});
+  MetricSums sums;
+  for (;;) {
+    if (r.local_index == 0) has_batch_ = input.next(batches_);
+    r.local_comm->barrier();
+    if (!has_batch_) break;
+    sums.add(r.model->evaluate(r.params.data(), batches_[size_t(r.local_index)]));
+    r.local_comm->barrier();  // replica 0 refills batches_ only after all have read them
+  }
+  const MetricSums total = all_reduce(r, sums);
+  EvalResult e;
+  e.count = int64_t(total.rows);
+  e.loss = total.rows > 0 ? total.loss_sum / total.rows : 0.0;
+  e.accuracy = total.rows > 0 ? total.correct / total.rows : 0.0;
+  return e;
+}
+
+MetricSums Trainer::all_reduce(Replica& r, const MetricSums& local) {
+  double v[3] = {local.loss_sum, local.correct, local.rows};
+  r.comm->allreduce(v, 3);
+  return MetricSums{v[0], v[1], v[2]};
+}
+
+// ---- reporting (chief only) ----
+void Trainer::report_progress(int64_t epoch, int64_t step, const MetricSums& s, double seconds) {
+  if (!strategy_->is_chief() || !tty_) return;
+  const int64_t steps = train_input_->steps_per_epoch();
+  std::printf("\rEpoch %lld/%lld %6lld/%lld - %.0fs - loss: %.4f", (long long)epoch + 1,
+              (long long)config_.epochs, (long long)step, (long long)steps, seconds,
+              s.loss_sum / std::max(1.0, s.rows));
+  if (model_->loss() == LossKind::kSoftmaxCrossEntropy) {
+    std::printf(" - accuracy: %.4f", s.correct / std::max(1.0, s.rows));
+  }
+  std::fflush(stdout);
+}
+
+void Trainer::report_epoch(int64_t epoch, const MetricSums& s, double train_seconds, double lr,
+                           const EvalResult& val, double epoch_seconds) {
+  const bool cls = model_->loss() == LossKind::kSoftmaxCrossEntropy;
+  const double loss = s.loss_sum / std::max(1.0, s.rows);
+  const double acc = s.correct / std::max(1.0, s.rows);
+  const int64_t steps = train_input_->steps_per_epoch();
+  const double sps = s.rows / std::max(1e-9, train_seconds);
+  std::printf("%sEpoch %lld/%lld %lld/%lld - %.1fs %.2fms/step - loss: %.4f", tty_ ? "\r" : "",
+              (long long)epoch + 1, (long long)config_.epochs, (long long)steps, (long long)steps,
+              epoch_seconds, 1e3 * train_seconds / double(std::max<int64_t>(1, steps)), loss);
+  if (cls) std::printf(" - accuracy: %.4f", acc);
+  std::printf(" - val_loss: %.4f", val.loss);
+  if (cls) std::printf(" - val_accuracy: %.4f", val.accuracy);
+  std::printf(" - %.0f samples/s\n", sps);
+  std::fflush(stdout);
+  nlohmann::json rec = {{"epoch", epoch + 1},  {"loss", loss},
+                        {"val_loss", val.loss}, {"samples_per_sec", sps},
+                        {"seconds", epoch_seconds}, {"train_seconds", train_seconds},
+                        {"learning_rate", lr},  {"steps", steps}};
+  if (cls) {
+    rec["accuracy"] = acc;
+    rec["val_accuracy"] = val.accuracy;
+  }
+  metrics_->write(rec);
+}
+
+// ---- evaluate a saved model ----
+EvalResult Trainer::evaluate_saved(const std::string& model_path, const std::string& metrics_out) {
+  build(0);
+  const SavedState saved = load_state(model_path, model_.get());
+  if (strategy_->is_chief()) metrics_ = std::make_unique<MetricsWriter>(metrics_out);
+  EvalResult result;
+  strategy_->run([&](Replica& r) {
+    r.params = saved.params;
+    const EvalResult e = evaluate(r, *eval_input_);
+    if (r.local_index == 0) result = e;
+  });
+  if (strategy_->is_chief()) {
+    const bool cls = model_->loss() == LossKind::kSoftmaxCrossEntropy;
+    std::printf("evaluate %s on %s: loss %.4f", model_path.c_str(),
+                eval_source_->info().description.c_str(), result.loss);
+    if (cls) std::printf(" - accuracy %.4f", result.accuracy);
+    std::printf(" (%lld examples)\n", (long long)result.count);
+    nlohmann::json rec = {{"final", true}, {"test_loss", result.loss}, {"examples", result.count}};
+    if (cls) rec["test_accuracy"] = result.accuracy;
+    metrics_->write(rec);
+  }
+  return result;
+}
+
+}  // namespace lockstep

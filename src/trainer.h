@@ -1,0 +1,72 @@
+// The training story: build (data, model, strategy) -> train epoch by epoch
+// (step, log, check) -> evaluate -> save. Also evaluation of a saved model.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "data/input.h"
+#include "src/config.h"
+#include "src/model.h"
+#include "src/strategy.h"
+
+namespace lockstep {
+
+class MetricsWriter;
+
+struct EvalResult {
+  double loss = 0.0;
+  double accuracy = 0.0;  // classification only
+  int64_t count = 0;      // examples evaluated (each exactly once)
+};
+
+// Sums a replica accumulates and that are reduced across all replicas.
+struct MetricSums {
+  double loss_sum = 0.0, correct = 0.0, rows = 0.0;
+  void add(const SliceStats& s) {
+    loss_sum += s.loss_sum;
+    correct += double(s.correct);
+    rows += double(s.rows);
+  }
+};
+
+class Trainer {
+ public:
+  Trainer(Config config, World& world);
+  ~Trainer();
+
+  // Trains for config.epochs; writes the final model if configured. Returns the
+  // final evaluation on data.eval_split.
+  EvalResult fit(const std::string& metrics_out);
+  // Loads a model file and evaluates it on data.eval_split.
+  EvalResult evaluate_saved(const std::string& model_path, const std::string& metrics_out);
+
+ private:
+  void build(int64_t max_rows_hint);
+  void print_plan() const;
+  void replica_fit(Replica& r);
+  void train_epoch(Replica& r, int64_t epoch, MetricSums& sums, int64_t& global_step);
+  EvalResult evaluate(Replica& r, DistributedInput& input);
+  MetricSums all_reduce(Replica& r, const MetricSums& local);
+  void report_progress(int64_t epoch, int64_t step, const MetricSums& s, double seconds);
+  void report_epoch(int64_t epoch, const MetricSums& s, double train_seconds, double lr,
+                    const EvalResult& val, double epoch_seconds);
+
+  Config config_;
+  World& world_;
+  std::shared_ptr<Source> train_source_, eval_source_;
+  std::unique_ptr<Model> model_;
+  std::unique_ptr<MirroredStrategy> strategy_;
+  std::unique_ptr<DistributedInput> train_input_, eval_input_;
+  std::unique_ptr<MetricsWriter> metrics_;
+  std::vector<ReplicaBatch> batches_;  // filled by local replica 0, read by all
+  bool has_batch_ = false;
+  double base_lr_ = 0.0;
+  int64_t total_steps_ = 0;
+  EvalResult last_eval_;
+  bool tty_ = false;
+};
+
+}  // namespace lockstep
