@@ -10,6 +10,8 @@
 
 namespace lockstep {
 
+// kGelu is the tanh approximation 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+// (as in GPT-2 / Keras gelu(approximate=True)), on CPU and CUDA alike.
 enum class Activation { kLinear, kRelu, kTanh, kSigmoid, kGelu };
 
 namespace cpu {
@@ -22,9 +24,16 @@ void init_kernels();
 // C (m, n) = alpha * op(A) * op(B) + beta * C.
 // op(A) is (m, k): A is (m, k) with lda >= k, or (k, m) with lda >= m when trans_a.
 // op(B) is (k, n): B is (k, n) with ldb >= n, or (n, k) with ldb >= k when trans_b.
+// beta == 0 never reads C (it may hold NaN). Leading dimensions too small for the
+// widths throw std::invalid_argument. Safe to call from several threads at once.
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
           const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
           int64_t ldc);
+// The same contract, always through Eigen (the fallback behind gemm() without
+// OpenBLAS; exposed so tests and benchmarks can compare the two backends).
+void gemm_eigen(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
+                int64_t ldc);
 
 // z (rows, cols) += bias (cols) broadcast over rows; then out = act(z).
 // out may alias z only for kLinear (z is needed by the backward of the others).
@@ -35,13 +44,16 @@ void bias_activation_forward(float* z, const float* bias, float* out, int64_t ro
 void activation_backward(const float* d_out, const float* z, const float* out, float* dz,
                          int64_t n, Activation act);
 
-// db (cols) = beta * db + sum over rows of dz (rows, cols).
+// db (cols) = beta * db + sum over rows of dz (rows, cols). beta == 0 never reads db.
 void bias_grad(const float* dz, float* db, int64_t rows, int64_t cols, float beta);
 
 // Softmax cross-entropy on logits (rows, classes) with integer labels (rows).
 // d_logits = scale * (softmax(logits) - onehot(label)) (may alias logits).
 // Returns the SUM of per-row losses (not scaled); *correct += rows whose argmax
-// (first maximum) equals the label. Labels must be in [0, classes).
+// (first maximum) equals the label; correct may be null. Labels must be in
+// [0, classes): that is the caller's contract, checked anyway (one compare per row)
+// with std::out_of_range naming the row and label, since a bad label would read
+// outside the row. The CUDA version cannot throw: it writes a NaN loss instead.
 double softmax_xent(const float* logits, const int32_t* labels, float* d_logits, int64_t rows,
                     int64_t classes, float scale, int64_t* correct);
 
@@ -59,19 +71,25 @@ double mse_loss(const float* pred, const float* target, int64_t rows, int64_t co
 // Inverted dropout, in place on x (rows, cols): x *= keep / (1 - rate).
 // The keep mask is a pure function of (seed, first_row + r, c), so it does not
 // depend on how a batch is split across replicas, and backward recomputes it.
+// The hash (kernels/host_device.h) is shared with CUDA, so both devices draw the
+// same mask. rate must be in [0, 1] (std::invalid_argument otherwise); 1 drops all.
 void dropout_forward(float* x, int64_t rows, int64_t cols, float rate, uint64_t seed,
                      int64_t first_row);
 void dropout_backward(float* dx, int64_t rows, int64_t cols, float rate, uint64_t seed,
                       int64_t first_row);
 
 // Optimizers: one fused pass over the flat parameter arena (n elements).
-// SGD: v = momentum * v + g (+ wd * p coupled); p -= lr * (nesterov ? g + momentum*v : v).
+// SGD: g' = g + wd * p (coupled); v = momentum * v + g';
+// p -= lr * (nesterov ? g' + momentum * v : v)   (PyTorch form).
+// velocity may be null only when momentum == 0 (std::invalid_argument otherwise).
 void sgd_update(float* param, const float* grad, float* velocity, int64_t n, float lr,
                 float momentum, bool nesterov, float weight_decay);
 // Adam / AdamW (decoupled_wd: p -= lr*wd*p before the Adam step; else wd is added
 // to the gradient). `step` is 1-based, used for bias correction:
 // m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
-// p -= lr * (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps)   (Keras/PyTorch form).
+// p -= lr * (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps)   (Keras/PyTorch form),
+// evaluated as p -= (lr / (1-b1^t)) * m / (sqrt(v) * (1 / sqrt(1-b2^t)) + eps), both
+// corrections computed once per call. step < 1 throws std::invalid_argument.
 void adam_update(float* param, const float* grad, float* m, float* v, int64_t n, float lr,
                  float beta1, float beta2, float eps, int64_t step, float weight_decay,
                  bool decoupled_wd);

@@ -1,0 +1,107 @@
+// GEMM for the CPU replicas: OpenBLAS (cblas_sgemm, pinned to one thread because
+// each replica thread owns a core) when LOCKSTEP_HAVE_BLAS, else Eigen on strided
+// Maps of the caller's buffers (no temporaries, no per-call allocation).
+#include "kernels/cpu/ops.h"
+
+#include <algorithm>
+#include <stdexcept>
+#include <string>
+
+#include <Eigen/Core>
+
+#if defined(LOCKSTEP_HAVE_BLAS)
+#include <cblas.h>
+#endif
+
+namespace lockstep::cpu {
+namespace {
+
+using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using ConstMap = Eigen::Map<const RowMat, Eigen::Unaligned, Eigen::OuterStride<>>;
+using MutMap = Eigen::Map<RowMat, Eigen::Unaligned, Eigen::OuterStride<>>;
+
+void check_gemm_args(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+                     int64_t lda, int64_t ldb, int64_t ldc) {
+  auto fail = [](const std::string& what) {
+    throw std::invalid_argument("lockstep::cpu::gemm: " + what);
+  };
+  if (m < 0 || n < 0 || k < 0) fail("negative size (m, n, k)");
+  const int64_t a_width = trans_a ? m : k;
+  const int64_t b_width = trans_b ? k : n;
+  if (lda < std::max<int64_t>(1, a_width))
+    fail("lda " + std::to_string(lda) + " < width of A " + std::to_string(a_width));
+  if (ldb < std::max<int64_t>(1, b_width))
+    fail("ldb " + std::to_string(ldb) + " < width of B " + std::to_string(b_width));
+  if (ldc < std::max<int64_t>(1, n))
+    fail("ldc " + std::to_string(ldc) + " < width of C " + std::to_string(n));
+}
+
+// C = beta * C without reading C when beta == 0 (C may hold garbage or NaN).
+void scale_c(float* c, int64_t m, int64_t n, int64_t ldc, float beta) {
+  for (int64_t i = 0; i < m; ++i) {
+    float* row = c + i * ldc;
+    if (beta == 0.0f) {
+      for (int64_t j = 0; j < n; ++j) row[j] = 0.0f;
+    } else if (beta != 1.0f) {
+      for (int64_t j = 0; j < n; ++j) row[j] *= beta;
+    }
+  }
+}
+
+}  // namespace
+
+// Eigen GEMM, also used directly by the benchmark for the side-by-side comparison.
+void gemm_eigen(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
+                int64_t ldc) {
+  MutMap cm(c, m, n, Eigen::OuterStride<>(ldc));
+  const ConstMap am(a, trans_a ? k : m, trans_a ? m : k, Eigen::OuterStride<>(lda));
+  const ConstMap bm(b, trans_b ? n : k, trans_b ? k : n, Eigen::OuterStride<>(ldb));
+  scale_c(c, m, n, ldc, beta);
+  if (trans_a && trans_b) {
+    cm.noalias() += alpha * am.transpose() * bm.transpose();
+  } else if (trans_a) {
+    cm.noalias() += alpha * am.transpose() * bm;
+  } else if (trans_b) {
+    cm.noalias() += alpha * am * bm.transpose();
+  } else {
+    cm.noalias() += alpha * am * bm;
+  }
+}
+
+const char* gemm_backend() {
+#if defined(LOCKSTEP_HAVE_BLAS)
+  return "openblas";
+#else
+  return "eigen";
+#endif
+}
+
+void init_kernels() {
+#if defined(LOCKSTEP_HAVE_BLAS)
+  openblas_set_num_threads(1);
+#endif
+  Eigen::setNbThreads(1);
+}
+
+void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+          const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
+          int64_t ldc) {
+  check_gemm_args(trans_a, trans_b, m, n, k, lda, ldb, ldc);
+  if (m == 0 || n == 0) return;
+  if (k == 0 || alpha == 0.0f) {
+    scale_c(c, m, n, ldc, beta);
+    return;
+  }
+#if defined(LOCKSTEP_HAVE_BLAS)
+  cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
+              trans_b ? CblasTrans : CblasNoTrans, static_cast<blasint>(m),
+              static_cast<blasint>(n), static_cast<blasint>(k), alpha, a,
+              static_cast<blasint>(lda), b, static_cast<blasint>(ldb), beta, c,
+              static_cast<blasint>(ldc));
+#else
+  gemm_eigen(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+#endif
+}
+
+}  // namespace lockstep::cpu

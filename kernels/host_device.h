@@ -1,0 +1,67 @@
+// Small scalar helpers shared by the CPU and CUDA kernels: the dropout hash and the
+// scalar activation formulas. Sharing them (not re-typing them) is what keeps the
+// CPU and CUDA dropout masks identical and the activations in agreement.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#define LOCKSTEP_HD __host__ __device__ __forceinline__
+#else
+#define LOCKSTEP_HD inline
+#endif
+
+namespace lockstep::kernels {
+
+// splitmix64 finaliser: a bijective 64-bit mix with good avalanche.
+LOCKSTEP_HD uint64_t mix64(uint64_t x) {
+  x ^= x >> 30;
+  x *= 0xBF58476D1CE4E5B9ull;
+  x ^= x >> 27;
+  x *= 0x94D049BB133111EBull;
+  x ^= x >> 31;
+  return x;
+}
+
+// "lowbias32" 32-bit mix: cheap enough to vectorise with AVX2 32-bit multiplies.
+LOCKSTEP_HD uint32_t mix32(uint32_t x) {
+  x ^= x >> 16;
+  x *= 0x7FEB352Du;
+  x ^= x >> 15;
+  x *= 0x846CA68Bu;
+  x ^= x >> 16;
+  return x;
+}
+
+// Dropout hash of (seed, row, col), split in two so the per-row part is computed
+// once per row and the per-column part is 32-bit arithmetic only.
+LOCKSTEP_HD uint64_t dropout_row_key(uint64_t seed, int64_t row) {
+  return mix64(seed ^ mix64(static_cast<uint64_t>(row) + 0x632BE59BD9B4E019ull));
+}
+LOCKSTEP_HD uint32_t dropout_bits(uint64_t row_key, int64_t col) {
+  const uint32_t lo = static_cast<uint32_t>(row_key);
+  const uint32_t hi = static_cast<uint32_t>(row_key >> 32);
+  return mix32(mix32(static_cast<uint32_t>(col) ^ lo) + hi);
+}
+// An element is dropped when its bits fall below this threshold, so
+// P(keep) = 1 - threshold / 2^32 (rate rounded to a multiple of 2^-32).
+LOCKSTEP_HD uint32_t dropout_threshold(float rate) {
+  const double t = static_cast<double>(rate) * 4294967296.0;
+  return t >= 4294967295.0 ? 0xFFFFFFFFu : static_cast<uint32_t>(t);
+}
+
+// GELU, tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
+constexpr float kGeluC = 0.7978845608028654f;  // sqrt(2/pi)
+constexpr float kGeluA = 0.044715f;
+
+LOCKSTEP_HD float gelu(float x) {
+  return 0.5f * x * (1.0f + tanhf(kGeluC * (x + kGeluA * x * x * x)));
+}
+LOCKSTEP_HD float gelu_grad(float x) {
+  const float t = tanhf(kGeluC * (x + kGeluA * x * x * x));
+  return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * kGeluC * (1.0f + 3.0f * kGeluA * x * x);
+}
+LOCKSTEP_HD float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+}  // namespace lockstep::kernels

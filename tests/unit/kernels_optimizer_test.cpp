@@ -1,0 +1,142 @@
+// Fused optimizer passes against hand-computed trajectories (3 steps, one parameter
+// started at 1.0, gradients 0.5, then -0.25 / -0.3, then 1.0), repeated over 19
+// elements so the AVX2 body and the scalar tail are both checked; plus sum_squares,
+// axpy and scale.
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <stdexcept>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "kernels/cpu/ops.h"
+
+namespace lockstep::cpu {
+namespace {
+
+constexpr int64_t kN = 19;  // two AVX2 vectors and a 3-element tail
+
+struct Expect {
+  double p, slot1, slot2;  // param, then velocity or (m, v)
+};
+
+void expect_all(const std::vector<float>& x, double want, double tol, const char* what,
+                int step) {
+  for (int64_t i = 0; i < kN; ++i) {
+    ASSERT_NEAR(x[i], want, tol) << what << " element " << i << " after step " << step;
+    ASSERT_EQ(x[i], x[0]) << what << ": element " << i << " differs from element 0";
+  }
+}
+
+void run_sgd(bool nesterov, const double (*grads), const Expect* want) {
+  std::vector<float> p(kN, 1.0f), v(kN, 0.0f), g(kN);
+  for (int step = 0; step < 3; ++step) {
+    g.assign(kN, static_cast<float>(grads[step]));
+    sgd_update(p.data(), g.data(), v.data(), kN, 0.1f, 0.9f, nesterov, 0.01f);
+    expect_all(p, want[step].p, 1e-6, "param", step + 1);
+    expect_all(v, want[step].slot1, 1e-6, "velocity", step + 1);
+  }
+}
+
+// lr 0.1, momentum 0.9, wd 0.01. Step 1: g' = 0.5 + 0.01 = 0.51, v = 0.51,
+// p = 1 - 0.051 = 0.949. Step 2: g' = 0.5 + 0.00949 = 0.50949, v = 0.459 + 0.50949.
+TEST(KernelsOptimizer, SgdMomentumWithCoupledDecay) {
+  const double grads[] = {0.5, 0.5, -0.3};
+  const Expect want[] = {{0.949, 0.51, 0}, {0.852151, 0.96849, 0}, {0.794134749, 0.58016251, 0}};
+  run_sgd(false, grads, want);
+}
+
+// Nesterov: p -= lr (g' + momentum v). Step 1: 1 - 0.1 (0.51 + 0.459) = 0.9031.
+TEST(KernelsOptimizer, SgdNesterov) {
+  const double grads[] = {0.5, 0.5, -0.3};
+  const Expect want[] = {
+      {0.9031, 0.51, 0}, {0.76507411, 0.968031, 0}, {0.742209958191, 0.5788786411, 0}};
+  run_sgd(true, grads, want);
+}
+
+TEST(KernelsOptimizer, PlainSgdNeedsNoVelocity) {
+  std::vector<float> p = {1.0f, 2.0f}, g = {0.5f, -1.0f};
+  sgd_update(p.data(), g.data(), nullptr, 2, 0.5f, 0.0f, false, 0.0f);
+  EXPECT_EQ(p, (std::vector<float>{0.75f, 2.5f}));
+  EXPECT_THROW(sgd_update(p.data(), g.data(), nullptr, 2, 0.5f, 0.9f, false, 0.0f),
+               std::invalid_argument);
+}
+
+void run_adam(float wd, bool decoupled, const Expect* want) {
+  const double grads[] = {0.5, -0.25, 1.0};
+  std::vector<float> p(kN, 1.0f), m(kN, 0.0f), v(kN, 0.0f), g(kN);
+  for (int step = 1; step <= 3; ++step) {
+    g.assign(kN, static_cast<float>(grads[step - 1]));
+    adam_update(p.data(), g.data(), m.data(), v.data(), kN, 0.1f, 0.9f, 0.999f, 1e-8f, step, wd,
+                decoupled);
+    expect_all(p, want[step - 1].p, 2e-6, "param", step);
+    expect_all(m, want[step - 1].slot1, 1e-7, "m", step);
+    // 1 - 0.999f is 0.99998713e-3 in float, so v is off by ~1.3e-5 relative.
+    expect_all(v, want[step - 1].slot2, 2e-5 * want[step - 1].slot2, "v", step);
+  }
+}
+
+// lr 0.1, b1 0.9, b2 0.999, eps 1e-8. Step 1: m = 0.05, v = 2.5e-4, m^ = 0.5, v^ = 0.25,
+// p = 1 - 0.1 * 0.5 / 0.5 = 0.9 (bias correction makes the first step exactly lr).
+// Step 2 (g = -0.25): m = 0.02, v = 3.1225e-4, m^ = 0.02 / 0.19, v^ = 3.1225e-4 / 0.001999,
+// p = 0.9 - 0.1 * 0.105263 / 0.395225 = 0.873366.
+TEST(KernelsOptimizer, AdamBiasCorrection) {
+  const Expect want[] = {{0.900000002, 0.05, 0.00025},
+                         {0.8733662987, 0.02, 0.00031225},
+                         {0.8075551397, 0.118, 0.00131193775}};
+  run_adam(0.0f, false, want);
+}
+
+// Adam with L2 (coupled): the gradient becomes g + 0.1 p. Step 1: g' = 0.6.
+TEST(KernelsOptimizer, AdamCoupledWeightDecay) {
+  const Expect want[] = {{0.9000000017, 0.06, 0.00036},
+                         {0.8544413675, 0.03800000002, 0.00038523999995},
+                         {0.7815043999, 0.1427444137, 0.00156304373}};
+  run_adam(0.1f, false, want);
+}
+
+// AdamW: p *= 1 - lr wd = 0.99 first, moments see the raw gradient.
+// Step 1: p = 0.99 - 0.1 = 0.89.
+TEST(KernelsOptimizer, AdamWDecoupledWeightDecay) {
+  const Expect want[] = {{0.890000002, 0.05, 0.00025},
+                         {0.8544662987, 0.02, 0.00031225},
+                         {0.7801104767, 0.118, 0.00131193775}};
+  run_adam(0.1f, true, want);
+}
+
+TEST(KernelsOptimizer, AdamRejectsStepZero) {
+  std::vector<float> p(1), g(1), m(1), v(1);
+  EXPECT_THROW(adam_update(p.data(), g.data(), m.data(), v.data(), 1, 0.1f, 0.9f, 0.999f, 1e-8f,
+                           0, 0.0f, false),
+               std::invalid_argument);
+}
+
+TEST(KernelsVectorOps, SumSquaresIsExactOnIntegers) {
+  std::vector<float> x(1001);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(i);
+  // sum_{i<1001} i^2 = 1000 * 1001 * 2001 / 6 = 333833500, exact in double.
+  EXPECT_EQ(sum_squares(x.data(), 1001), 333833500.0);
+  EXPECT_EQ(sum_squares(x.data(), 0), 0.0);
+  x[17] = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_TRUE(std::isnan(sum_squares(x.data(), 1001)));
+  x[17] = std::numeric_limits<float>::infinity();
+  EXPECT_TRUE(std::isinf(sum_squares(x.data(), 1001)));
+  x[17] = 3e30f;  // its square overflows float but not the double accumulator
+  EXPECT_TRUE(std::isfinite(sum_squares(x.data(), 1001)));
+}
+
+TEST(KernelsVectorOps, AxpyAndScale) {
+  std::vector<float> x(13), y(13);
+  for (int i = 0; i < 13; ++i) {
+    x[i] = static_cast<float>(i);
+    y[i] = 1.0f;
+  }
+  axpy(13, 0.5f, x.data(), y.data());
+  for (int i = 0; i < 13; ++i) EXPECT_EQ(y[i], 1.0f + 0.5f * i);
+  scale(y.data(), 13, -2.0f);
+  for (int i = 0; i < 13; ++i) EXPECT_EQ(y[i], -2.0f - i);
+}
+
+}  // namespace
+}  // namespace lockstep::cpu
