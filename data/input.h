@@ -73,6 +73,11 @@ struct InputOptions {
   int prefetch = 2;           // global batches prepared ahead on a background thread (0 = off)
 };
 
+// The same options for evaluation: no shuffle and no dropped remainder, so every
+// example is seen exactly once (the last global batch may be short, and a
+// replica's slice of it may be empty).
+InputOptions for_evaluation(InputOptions options);
+
 // Where an iterator stands; enough to continue exactly (checkpoints store it).
 struct InputPosition {
   int64_t epoch = 0;

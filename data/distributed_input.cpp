@@ -1,0 +1,127 @@
+// DistributedInput: the per-replica feed of the mirrored strategy, built from
+// the views: range -> shuffle(full, seed, epoch) -> batch(global) -> gather
+// (this process's replicas' rows only) -> prefetch. The order of global batches
+// depends on the seed and epoch alone, never on how many replicas share them.
+#include <utility>
+
+#include "data/views.h"
+
+namespace lockstep {
+
+struct DistributedInput::Impl {
+  std::shared_ptr<Source> source;
+  InputOptions options;
+  IteratorPtr<RowBatch> pipeline;
+  RowBatch current;
+  int64_t epoch = 0;
+  int64_t step = 0;
+};
+
+namespace {
+
+std::string where(const Source& source) { return "input " + source.info().description; }
+
+void check_options(const Source& source, const InputOptions& o) {
+  const int64_t size = source.info().size;
+  if (o.global_batch < 1)
+    throw DataError(where(source) + ": global_batch must be >= 1, got " + std::to_string(o.global_batch));
+  if (o.global_batch > size)
+    throw DataError(where(source) + ": global batch " + std::to_string(o.global_batch) +
+                    " is larger than the dataset (" + std::to_string(size) + " examples); lower global_batch");
+  if (o.num_replicas < 1 || o.local_replicas < 1 || o.first_replica < 0 ||
+      o.first_replica + o.local_replicas > o.num_replicas)
+    throw DataError(where(source) + ": replicas [" + std::to_string(o.first_replica) + ", " +
+                    std::to_string(o.first_replica + o.local_replicas) + ") do not fit in num_replicas " +
+                    std::to_string(o.num_replicas));
+  if (o.prefetch < 0) throw DataError(where(source) + ": prefetch must be >= 0, got " + std::to_string(o.prefetch));
+}
+
+// Rows [r*n/R, (r+1)*n/R) of a global batch of n rows belong to replica r.
+int64_t replica_begin(int64_t replica, int64_t n, int64_t num_replicas) { return replica * n / num_replicas; }
+
+IteratorPtr<RowBatch> build_pipeline(const std::shared_ptr<Source>& source, const InputOptions& o) {
+  const int64_t size = source->info().size;
+  IteratorPtr<int64_t> rows = range(size);
+  // A full-size buffer makes the shuffle an exact permutation: f(seed, epoch).
+  if (o.shuffle) rows = shuffle(std::move(rows), size, o.seed, /*reshuffle_each_epoch=*/true);
+  IteratorPtr<std::vector<int64_t>> batches = batch(std::move(rows), o.global_batch, o.drop_remainder);
+  const int64_t first = o.first_replica, last = o.first_replica + o.local_replicas, total = o.num_replicas;
+  SliceFn local_rows = [first, last, total](int64_t n) {
+    return std::pair<int64_t, int64_t>(replica_begin(first, n, total), replica_begin(last, n, total));
+  };
+  IteratorPtr<RowBatch> pipeline = gather(std::move(batches), source, std::move(local_rows));
+  if (o.prefetch > 0) pipeline = prefetch(std::move(pipeline), o.prefetch);
+  return pipeline;
+}
+
+}  // namespace
+
+InputOptions for_evaluation(InputOptions options) {
+  options.shuffle = false;
+  options.drop_remainder = false;
+  return options;
+}
+
+DistributedInput::DistributedInput(std::shared_ptr<Source> source, const InputOptions& options)
+    : impl_(std::make_unique<Impl>()) {
+  if (!source) throw DataError("DistributedInput: no source given");
+  check_options(*source, options);
+  impl_->source = std::move(source);
+  impl_->options = options;
+  impl_->pipeline = build_pipeline(impl_->source, options);
+  seek(InputPosition{});
+}
+
+DistributedInput::~DistributedInput() = default;
+
+const DatasetInfo& DistributedInput::info() const { return impl_->source->info(); }
+
+int64_t DistributedInput::steps_per_epoch() const {
+  const int64_t n = info().size, b = impl_->options.global_batch;
+  return impl_->options.drop_remainder ? n / b : (n + b - 1) / b;
+}
+
+void DistributedInput::seek(const InputPosition& position) {
+  if (position.epoch < 0 || position.step < 0 || position.step > steps_per_epoch())
+    throw DataError(where(*impl_->source) + ": cannot seek to epoch " + std::to_string(position.epoch) +
+                    ", step " + std::to_string(position.step) + " (an epoch has " +
+                    std::to_string(steps_per_epoch()) + " steps); was the checkpoint made with another batch size?");
+  impl_->pipeline->seek(ViewPosition{position.epoch, position.step});
+  impl_->epoch = position.epoch;
+  impl_->step = position.step;
+}
+
+InputPosition DistributedInput::position() const { return InputPosition{impl_->epoch, impl_->step}; }
+
+bool DistributedInput::next(std::vector<ReplicaBatch>& out) {
+  Impl& s = *impl_;
+  if (!s.pipeline->next(s.current)) {
+    // Start preparing the next epoch now, while the caller wraps this one up.
+    ++s.epoch;
+    s.step = 0;
+    s.pipeline->start(s.epoch);
+    return false;
+  }
+  const InputOptions& o = s.options;
+  const DatasetInfo& info = s.source->info();
+  const RowBatch& b = s.current;
+  out.resize(size_t(o.local_replicas));
+  for (int i = 0; i < o.local_replicas; ++i) {
+    const int64_t replica = o.first_replica + i;
+    const int64_t begin = replica_begin(replica, b.global_rows, o.num_replicas);
+    const int64_t end = replica_begin(replica + 1, b.global_rows, o.num_replicas);
+    const int64_t local = begin - b.first_row;  // row offset inside the gathered slice
+    ReplicaBatch& r = out[size_t(i)];
+    r.rows = end - begin;
+    r.first_row = begin;
+    r.global_rows = b.global_rows;
+    r.sample_base = s.epoch * info.size + s.step * o.global_batch;
+    r.x = b.x.data() + local * info.feature_dim;
+    r.labels = info.num_classes > 0 ? b.labels.data() + local : nullptr;
+    r.targets = info.target_dim > 0 ? b.targets.data() + local * info.target_dim : nullptr;
+  }
+  ++s.step;
+  return true;
+}
+
+}  // namespace lockstep

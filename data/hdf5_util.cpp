@@ -1,0 +1,219 @@
+// HDF5 helpers shared by datasets and checkpoints: one process-wide lock, quiet
+// error handling translated into DataError, RAII handles, attributes, and
+// write-to-temp-then-rename output.
+#include "data/hdf5_util.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <vector>
+
+namespace lockstep {
+
+namespace fs = std::filesystem;
+
+std::recursive_mutex& hdf5_mutex() {
+  static std::recursive_mutex mutex;
+  return mutex;
+}
+
+void hdf5_quiet() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    Hdf5Lock lock(hdf5_mutex());
+    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+  });
+}
+
+namespace {
+
+herr_t collect_error(unsigned, const H5E_error2_t* err, void* data) {
+  auto* lines = static_cast<std::vector<std::string>*>(data);
+  if (err != nullptr && err->desc != nullptr && err->desc[0] != '\0') lines->push_back(err->desc);
+  return 0;
+}
+
+}  // namespace
+
+std::string hdf5_error_text() {
+  Hdf5Lock lock(hdf5_mutex());
+  std::vector<std::string> lines;
+  H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, collect_error, &lines);
+  H5Eclear2(H5E_DEFAULT);
+  if (lines.empty()) return "";
+  // The outermost line says what failed, the innermost why.
+  if (lines.size() == 1 || lines.front() == lines.back()) return lines.front();
+  return lines.front() + ": " + lines.back();
+}
+
+H5Handle::~H5Handle() { reset(); }
+
+H5Handle& H5Handle::operator=(H5Handle&& other) noexcept {
+  if (this != &other) reset(other.release());
+  return *this;
+}
+
+void H5Handle::reset(hid_t id) {
+  if (id_ >= 0) {
+    Hdf5Lock lock(hdf5_mutex());
+    switch (H5Iget_type(id_)) {
+      case H5I_FILE: H5Fclose(id_); break;
+      case H5I_GROUP: H5Gclose(id_); break;
+      case H5I_DATASET: H5Dclose(id_); break;
+      case H5I_DATASPACE: H5Sclose(id_); break;
+      case H5I_DATATYPE: H5Tclose(id_); break;
+      case H5I_ATTR: H5Aclose(id_); break;
+      case H5I_GENPROP_LST: H5Pclose(id_); break;
+      default: H5Idec_ref(id_); break;
+    }
+    H5Eclear2(H5E_DEFAULT);
+  }
+  id_ = id;
+}
+
+H5Handle h5_check_id(hid_t id, const std::string& context) {
+  if (id < 0) {
+    std::string why = hdf5_error_text();
+    throw DataError(context + (why.empty() ? std::string(": HDF5 call failed") : ": " + why));
+  }
+  return H5Handle(id);
+}
+
+void h5_check_status(herr_t status, const std::string& context) {
+  if (status < 0) {
+    std::string why = hdf5_error_text();
+    throw DataError(context + (why.empty() ? std::string(": HDF5 call failed") : ": " + why));
+  }
+}
+
+bool h5_has_attr(hid_t object, const std::string& name) {
+  Hdf5Lock lock(hdf5_mutex());
+  htri_t exists = H5Aexists(object, name.c_str());
+  H5Eclear2(H5E_DEFAULT);
+  return exists > 0;
+}
+
+std::optional<int64_t> h5_read_attr_int(hid_t object, const std::string& name,
+                                        const std::string& context) {
+  Hdf5Lock lock(hdf5_mutex());
+  if (!h5_has_attr(object, name)) return std::nullopt;
+  H5Handle attr = h5_check_id(H5Aopen(object, name.c_str(), H5P_DEFAULT),
+                              context + ": cannot open attribute '" + name + "'");
+  H5Handle type = h5_check_id(H5Aget_type(attr.get()), context + ": attribute '" + name + "'");
+  H5Handle space = h5_check_id(H5Aget_space(attr.get()), context + ": attribute '" + name + "'");
+  if (H5Tget_class(type.get()) != H5T_INTEGER || H5Sget_simple_extent_npoints(space.get()) != 1)
+    throw DataError(context + ": attribute '" + name + "' must be one integer");
+  int64_t value = 0;
+  h5_check_status(H5Aread(attr.get(), H5T_NATIVE_INT64, &value),
+                  context + ": cannot read attribute '" + name + "'");
+  return value;
+}
+
+std::optional<std::string> h5_read_attr_string(hid_t object, const std::string& name,
+                                               const std::string& context) {
+  Hdf5Lock lock(hdf5_mutex());
+  if (!h5_has_attr(object, name)) return std::nullopt;
+  H5Handle attr = h5_check_id(H5Aopen(object, name.c_str(), H5P_DEFAULT),
+                              context + ": cannot open attribute '" + name + "'");
+  H5Handle type = h5_check_id(H5Aget_type(attr.get()), context + ": attribute '" + name + "'");
+  if (H5Tget_class(type.get()) != H5T_STRING)
+    throw DataError(context + ": attribute '" + name + "' must be a string");
+  if (H5Tis_variable_str(type.get()) > 0) {
+    char* text = nullptr;
+    H5Handle mem(H5Tcopy(H5T_C_S1));
+    H5Tset_size(mem.get(), H5T_VARIABLE);
+    h5_check_status(H5Aread(attr.get(), mem.get(), &text),
+                    context + ": cannot read attribute '" + name + "'");
+    std::string value = text != nullptr ? text : "";
+    H5free_memory(text);
+    return value;
+  }
+  size_t size = H5Tget_size(type.get());
+  std::vector<char> buffer(size + 1, '\0');
+  H5Handle mem(H5Tcopy(H5T_C_S1));
+  H5Tset_size(mem.get(), size + 1);
+  h5_check_status(H5Aread(attr.get(), mem.get(), buffer.data()),
+                  context + ": cannot read attribute '" + name + "'");
+  return std::string(buffer.data());
+}
+
+void h5_write_attr_int(hid_t object, const std::string& name, int64_t value,
+                       const std::string& context) {
+  Hdf5Lock lock(hdf5_mutex());
+  H5Handle space = h5_check_id(H5Screate(H5S_SCALAR), context);
+  H5Handle attr = h5_check_id(
+      H5Acreate2(object, name.c_str(), H5T_STD_I64LE, space.get(), H5P_DEFAULT, H5P_DEFAULT),
+      context + ": cannot create attribute '" + name + "'");
+  h5_check_status(H5Awrite(attr.get(), H5T_NATIVE_INT64, &value),
+                  context + ": cannot write attribute '" + name + "'");
+}
+
+void h5_write_attr_string(hid_t object, const std::string& name, const std::string& value,
+                          const std::string& context) {
+  Hdf5Lock lock(hdf5_mutex());
+  H5Handle type = h5_check_id(H5Tcopy(H5T_C_S1), context);
+  h5_check_status(H5Tset_size(type.get(), value.empty() ? 1 : value.size()), context);
+  H5Handle space = h5_check_id(H5Screate(H5S_SCALAR), context);
+  H5Handle attr = h5_check_id(
+      H5Acreate2(object, name.c_str(), type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT),
+      context + ": cannot create attribute '" + name + "'");
+  std::string padded = value.empty() ? std::string(1, '\0') : value;
+  h5_check_status(H5Awrite(attr.get(), type.get(), padded.data()),
+                  context + ": cannot write attribute '" + name + "'");
+}
+
+bool has_hdf5_signature(const std::string& path) {
+  static const unsigned char kSignature[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return false;
+  // A user block pushes the superblock to 512, 1024, 2048, ... bytes.
+  for (std::streamoff offset = 0; offset <= (std::streamoff(1) << 20);
+       offset = offset == 0 ? 512 : offset * 2) {
+    unsigned char head[8] = {};
+    in.clear();
+    in.seekg(offset);
+    if (!in.read(reinterpret_cast<char*>(head), 8)) return false;
+    if (std::memcmp(head, kSignature, 8) == 0) return true;
+  }
+  return false;
+}
+
+AtomicOutput::AtomicOutput(std::string path, bool overwrite)
+    : path_(std::move(path)), overwrite_(overwrite) {
+  std::error_code ec;
+  fs::path target(path_);
+  fs::path folder = target.parent_path();
+  if (!folder.empty() && !fs::is_directory(folder, ec))
+    throw DataError(path_ + ": folder " + folder.string() + " does not exist");
+  if (fs::exists(target, ec) && !overwrite_)
+    throw DataError(path_ + ": already exists; refusing to overwrite it (ask for overwrite to replace it)");
+  static std::atomic<uint64_t> counter{0};
+  temp_path_ = path_ + ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(counter++);
+}
+
+AtomicOutput::~AtomicOutput() {
+  if (!committed_) {
+    std::error_code ec;
+    fs::remove(temp_path_, ec);
+  }
+}
+
+void AtomicOutput::commit() {
+  // Flush the bytes to disk before the rename makes them visible under the real name.
+  int fd = ::open(temp_path_.c_str(), O_RDONLY);
+  if (fd < 0) throw DataError(path_ + ": temporary file " + temp_path_ + " vanished before commit");
+  ::fsync(fd);
+  ::close(fd);
+  std::error_code ec;
+  if (!overwrite_ && fs::exists(path_, ec))
+    throw DataError(path_ + ": appeared while it was being written; refusing to overwrite it");
+  fs::rename(temp_path_, path_, ec);
+  if (ec) throw DataError(path_ + ": cannot move " + temp_path_ + " into place: " + ec.message());
+  committed_ = true;
+}
+
+}  // namespace lockstep

@@ -1,0 +1,100 @@
+// Small shared helpers for the HDF5 C API: the process-wide mutex (the installed
+// HDF5 is not thread-safe, so every HDF5 call goes through it), RAII handles,
+// error translation into one-line messages, attributes, and atomic file output.
+// Used by the dataset sources/writers here and by checkpoints in src/.
+#pragma once
+
+#include <hdf5.h>
+
+#include <cstdint>
+#include <mutex>
+#include <optional>
+#include <string>
+
+#include "data/input.h"
+
+namespace lockstep {
+
+// Every HDF5 call in the process must hold this lock. It is recursive so that a
+// helper called under an outer lock can lock again.
+std::recursive_mutex& hdf5_mutex();
+using Hdf5Lock = std::lock_guard<std::recursive_mutex>;
+
+// Turns off HDF5's own error-stack printing (once per process); the helpers below
+// translate failures into exceptions instead. Safe to call often.
+void hdf5_quiet();
+
+// The current thread's HDF5 error stack as one line ("outer: innermost cause"),
+// or "" when the stack is empty. Call under hdf5_mutex().
+std::string hdf5_error_text();
+
+// Owns one HDF5 identifier (file, group, dataset, dataspace, datatype, attribute,
+// property list) and closes it, under the mutex, when it goes out of scope.
+class H5Handle {
+ public:
+  H5Handle() = default;
+  explicit H5Handle(hid_t id) : id_(id) {}
+  ~H5Handle();
+  H5Handle(H5Handle&& other) noexcept : id_(other.release()) {}
+  H5Handle& operator=(H5Handle&& other) noexcept;
+  H5Handle(const H5Handle&) = delete;
+  H5Handle& operator=(const H5Handle&) = delete;
+
+  hid_t get() const { return id_; }
+  explicit operator bool() const { return id_ >= 0; }
+  hid_t release() {
+    hid_t id = id_;
+    id_ = -1;
+    return id;
+  }
+  void reset(hid_t id = -1);
+
+ private:
+  hid_t id_ = -1;
+};
+
+// Throw DataError("<context>: <HDF5's reason>") when an HDF5 call failed.
+// h5_check_id returns the identifier wrapped in a handle.
+H5Handle h5_check_id(hid_t id, const std::string& context);
+void h5_check_status(herr_t status, const std::string& context);
+
+// Attributes on any object (file root, group, dataset). Reading returns nullopt
+// when the attribute is absent, and throws DataError when it has the wrong kind.
+bool h5_has_attr(hid_t object, const std::string& name);
+std::optional<int64_t> h5_read_attr_int(hid_t object, const std::string& name,
+                                        const std::string& context);
+std::optional<std::string> h5_read_attr_string(hid_t object, const std::string& name,
+                                               const std::string& context);
+void h5_write_attr_int(hid_t object, const std::string& name, int64_t value,
+                       const std::string& context);
+void h5_write_attr_string(hid_t object, const std::string& name, const std::string& value,
+                          const std::string& context);
+
+// Whether `path` starts with the HDF5 file signature (at offset 0, or at a
+// user-block offset 512, 1024, ...). False when it cannot be read.
+bool has_hdf5_signature(const std::string& path);
+
+// Writes a file atomically: the writer fills temp_path() (same folder as the
+// target), and commit() renames it over the target. Without commit() (an
+// exception on the way), the temp file is removed and the target is untouched.
+// Constructing throws DataError when the target exists and overwrite is false, or
+// when the folder does not exist.
+class AtomicOutput {
+ public:
+  AtomicOutput(std::string path, bool overwrite);
+  ~AtomicOutput();
+  AtomicOutput(const AtomicOutput&) = delete;
+  AtomicOutput& operator=(const AtomicOutput&) = delete;
+
+  const std::string& path() const { return path_; }
+  const std::string& temp_path() const { return temp_path_; }
+  void commit();
+
+ private:
+  std::string path_;
+  std::string temp_path_;
+  bool overwrite_ = false;
+  bool committed_ = false;
+};
+
+}  // namespace lockstep

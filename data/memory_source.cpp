@@ -1,0 +1,95 @@
+// MemorySource: gathers arbitrary rows of an in-memory split into float
+// buffers (the hot path of the input pipeline; no allocation), plus the shared
+// label/finite checks.
+#include "data/memory_source.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace lockstep {
+
+void check_labels(const int64_t* labels, int64_t n, int64_t num_classes, const std::string& where) {
+  for (int64_t i = 0; i < n; ++i) {
+    if (labels[i] < 0 || labels[i] >= num_classes)
+      throw DataError(where + ": label " + std::to_string(labels[i]) + " at row " +
+                      std::to_string(i) + " is outside [0, " + std::to_string(num_classes) +
+                      "); fix the labels or the num_classes attribute");
+  }
+}
+
+void check_finite(const float* values, int64_t rows, int64_t row_elements, const std::string& where) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* row = values + r * row_elements;
+    for (int64_t i = 0; i < row_elements; ++i) {
+      if (!std::isfinite(row[i]))
+        throw DataError(where + ": row " + std::to_string(r) + " holds a non-finite feature (" +
+                        std::to_string(row[i]) + ") at element " + std::to_string(i));
+    }
+  }
+}
+
+void convert_row(const unsigned char* in, ElementType type, int64_t n, float scale, float* out) {
+  if (type == ElementType::kUInt8) {
+    for (int64_t i = 0; i < n; ++i) out[i] = static_cast<float>(in[i]) * scale;
+  } else {
+    const float* values = reinterpret_cast<const float*>(in);
+    for (int64_t i = 0; i < n; ++i) out[i] = values[i] * scale;
+  }
+}
+
+MemorySource::MemorySource(DatasetInfo info, HostArray x, std::vector<int32_t> labels,
+                           std::vector<float> targets, float scale)
+    : info_(std::move(info)), x_(std::move(x)), labels_(std::move(labels)),
+      targets_(std::move(targets)), scale_(scale) {
+  const std::string& where = info_.description;
+  if (x_.type != ElementType::kUInt8 && x_.type != ElementType::kFloat32)
+    throw DataError(where + ": features of type " + element_type_name(x_.type) +
+                    " are not supported (use uint8 or float32)");
+  if (x_.shape.size() < 2)
+    throw DataError(where + ": features must be shaped (N, feature dims...), got " +
+                    shape_string(x_.shape));
+  if (x_.rows() <= 0) throw DataError(where + ": the split holds zero rows");
+  if (static_cast<int64_t>(x_.bytes.size()) != x_.elements() * int64_t(element_size(x_.type)))
+    throw DataError(where + ": feature buffer size does not match shape " + shape_string(x_.shape));
+  if (!std::isfinite(scale_)) throw DataError(where + ": the feature scale is not finite");
+  info_.size = x_.rows();
+  info_.feature_shape.assign(x_.shape.begin() + 1, x_.shape.end());
+  info_.feature_dim = x_.row_elements();
+  row_bytes_ = size_t(info_.feature_dim) * element_size(x_.type);
+  if (info_.num_classes > 0) {
+    if (static_cast<int64_t>(labels_.size()) != info_.size)
+      throw DataError(where + ": " + std::to_string(labels_.size()) + " labels for " +
+                      std::to_string(info_.size) + " rows of features");
+    std::vector<int64_t> wide(labels_.begin(), labels_.end());
+    check_labels(wide.data(), info_.size, info_.num_classes, where);
+    info_.target_dim = 0;
+  } else if (info_.target_dim > 0) {
+    if (static_cast<int64_t>(targets_.size()) != info_.size * info_.target_dim)
+      throw DataError(where + ": " + std::to_string(targets_.size()) + " target values for " +
+                      std::to_string(info_.size) + " rows x target_dim " + std::to_string(info_.target_dim));
+    check_finite(targets_.data(), info_.size, info_.target_dim, where + " (targets)");
+  } else {
+    throw DataError(where + ": neither num_classes nor target_dim is set");
+  }
+  if (x_.type == ElementType::kFloat32)
+    check_finite(x_.as<float>(), info_.size, info_.feature_dim, where);
+}
+
+void MemorySource::read(const int64_t* rows, int64_t n, float* x, int32_t* labels,
+                        float* targets) const {
+  const int64_t dim = info_.feature_dim;
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t row = rows[i];
+    if (row < 0 || row >= info_.size)
+      throw DataError(info_.description + ": row " + std::to_string(row) + " is outside [0, " +
+                      std::to_string(info_.size) + ")");
+    convert_row(x_.bytes.data() + size_t(row) * row_bytes_, x_.type, dim, scale_, x + i * dim);
+    if (labels != nullptr && !labels_.empty()) labels[i] = labels_[size_t(row)];
+    if (targets != nullptr && !targets_.empty()) {
+      const float* t = targets_.data() + row * info_.target_dim;
+      std::copy(t, t + info_.target_dim, targets + i * info_.target_dim);
+    }
+  }
+}
+
+}  // namespace lockstep
