@@ -4,6 +4,7 @@
 #include "kernels/cpu/ops.h"
 
 #include <cmath>
+#include <limits>
 #include <stdexcept>
 #include <string>
 
@@ -34,16 +35,21 @@ int64_t row_argmax(const float* x, int64_t classes, float* max_out) {
   return best;
 }
 
-// exp(x - m) for one row of logits, lane by lane in packs; e (classes) may alias x.
-// Returns the sum of the exponentials, added in index order (in double) so the
-// training and evaluation paths agree bitwise.
+// exp(x - m) for one row of logits, in packs; e (classes) may alias x or be null.
+// Returns the sum of the exponentials: lane-wise float partial sums, then the 8
+// lanes added in a fixed order in double, so the training and evaluation paths
+// (and any two replicas) agree bitwise.
 double row_exp(const float* x, float* e, int64_t classes, float m) {
-  double sum = 0.0;
+  detail::Pack acc = detail::Pack::Zero();
   detail::for_each_pack(classes, [&](int64_t i, int len) {
-    const detail::Pack p = (detail::load_pack(x + i, len) - m).exp();
-    for (int j = 0; j < len; ++j) sum += p[j];
+    // Padding lanes read -inf: exp gives 0, they add nothing to the sum.
+    const detail::Pack p =
+        (detail::load_pack(x + i, len, -std::numeric_limits<float>::infinity()) - m).exp();
+    acc += p;
     if (e != nullptr) detail::store_pack(e + i, len, p);
   });
+  double sum = 0.0;
+  for (int j = 0; j < detail::kPack; ++j) sum += acc[j];
   return sum;
 }
 

@@ -12,19 +12,26 @@ double sum_squares(const float* x, int64_t n) {
   int64_t i = 0;
   double total = 0.0;
 #if defined(__AVX2__) && defined(__FMA__)
-  // Two double accumulators of 4 lanes each: every float is widened before squaring,
-  // so the sum is as exact as the scalar double loop (only the order differs).
-  __m256d acc0 = _mm256_setzero_pd();
-  __m256d acc1 = _mm256_setzero_pd();
-  for (; i + 8 <= n; i += 8) {
-    const __m256 xs = _mm256_loadu_ps(x + i);
-    const __m256d lo = _mm256_cvtps_pd(_mm256_castps256_ps128(xs));
-    const __m256d hi = _mm256_cvtps_pd(_mm256_extractf128_ps(xs, 1));
-    acc0 = _mm256_fmadd_pd(lo, lo, acc0);
-    acc1 = _mm256_fmadd_pd(hi, hi, acc1);
+  // Every float is widened before squaring, so the sum is as exact as the scalar
+  // double loop (only the order differs). Four independent accumulators hide the
+  // FMA latency.
+  __m256d acc[4] = {_mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd(),
+                    _mm256_setzero_pd()};
+  for (; i + 16 <= n; i += 16) {
+    const __m256 x0 = _mm256_loadu_ps(x + i);
+    const __m256 x1 = _mm256_loadu_ps(x + i + 8);
+    const __m256d d0 = _mm256_cvtps_pd(_mm256_castps256_ps128(x0));
+    const __m256d d1 = _mm256_cvtps_pd(_mm256_extractf128_ps(x0, 1));
+    const __m256d d2 = _mm256_cvtps_pd(_mm256_castps256_ps128(x1));
+    const __m256d d3 = _mm256_cvtps_pd(_mm256_extractf128_ps(x1, 1));
+    acc[0] = _mm256_fmadd_pd(d0, d0, acc[0]);
+    acc[1] = _mm256_fmadd_pd(d1, d1, acc[1]);
+    acc[2] = _mm256_fmadd_pd(d2, d2, acc[2]);
+    acc[3] = _mm256_fmadd_pd(d3, d3, acc[3]);
   }
   alignas(32) double lanes[4];
-  _mm256_store_pd(lanes, _mm256_add_pd(acc0, acc1));
+  _mm256_store_pd(lanes, _mm256_add_pd(_mm256_add_pd(acc[0], acc[1]),
+                                       _mm256_add_pd(acc[2], acc[3])));
   total = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
 #endif
   for (; i < n; ++i) total += static_cast<double>(x[i]) * static_cast<double>(x[i]);

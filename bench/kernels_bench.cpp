@@ -1,0 +1,213 @@
+// Times the CPU kernels at the shapes of one training step of the 784-128-10 MLP
+// (batch 64 and 256) on one thread: medians of many repetitions, microseconds and
+// GFLOP/s in fixed-width columns, OpenBLAS and Eigen GEMMs side by side. It is also
+// a check: the two GEMM backends must agree (#wrong), else the last line says FAILED.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "kernels/cpu/ops.h"
+
+namespace {
+
+using namespace lockstep;
+
+// Median wall time of one call, in microseconds. Each sample runs `inner` calls,
+// with `inner` chosen so a sample lasts at least ~50 us (clock noise stays small).
+double median_us(const std::function<void()>& fn, int reps) {
+  using Clock = std::chrono::steady_clock;
+  fn();  // warm caches and lazily initialised state
+  auto t0 = Clock::now();
+  fn();
+  const double one = std::chrono::duration<double, std::micro>(Clock::now() - t0).count();
+  const int inner = std::max(1, static_cast<int>(50.0 / std::max(one, 1e-3)));
+  std::vector<double> samples(static_cast<size_t>(reps));
+  for (auto& s : samples) {
+    t0 = Clock::now();
+    for (int i = 0; i < inner; ++i) fn();
+    s = std::chrono::duration<double, std::micro>(Clock::now() - t0).count() / inner;
+  }
+  std::nth_element(samples.begin(), samples.begin() + reps / 2, samples.end());
+  return samples[static_cast<size_t>(reps / 2)];
+}
+
+std::vector<float> random_vec(size_t n, uint32_t seed, float lo = -1.0f, float hi = 1.0f) {
+  std::mt19937 gen(seed);
+  std::uniform_real_distribution<float> dist(lo, hi);
+  std::vector<float> v(n);
+  for (auto& x : v) x = dist(gen);
+  return v;
+}
+
+struct GemmShape {
+  const char* name;
+  bool ta, tb;
+  int64_t m, n, k;
+};
+
+struct Totals {
+  double gemm_us = 0.0, other_us = 0.0;
+  int64_t wrong = 0;
+};
+
+// One GEMM through gemm() and through gemm_eigen(); counts elements where they
+// disagree beyond float rounding of a k-term dot product.
+void bench_gemm(const GemmShape& s, int reps, Totals* totals) {
+  const int64_t lda = s.ta ? s.m : s.k, ldb = s.tb ? s.k : s.n;
+  const auto a = random_vec(static_cast<size_t>(s.m * s.k), 1);
+  const auto b = random_vec(static_cast<size_t>(s.k * s.n), 2);
+  std::vector<float> c1(static_cast<size_t>(s.m * s.n)), c2(c1.size());
+  auto blas = [&] {
+    cpu::gemm(s.ta, s.tb, s.m, s.n, s.k, 1.0f, a.data(), lda, b.data(), ldb, 0.0f, c1.data(), s.n);
+  };
+  auto eigen = [&] {
+    cpu::gemm_eigen(s.ta, s.tb, s.m, s.n, s.k, 1.0f, a.data(), lda, b.data(), ldb, 0.0f,
+                    c2.data(), s.n);
+  };
+  const double t1 = median_us(blas, reps), t2 = median_us(eigen, reps);
+  int64_t wrong = 0;
+  const double tol = 1e-6 * static_cast<double>(s.k) + 1e-6;
+  for (size_t i = 0; i < c1.size(); ++i) wrong += std::abs(c1[i] - c2[i]) > tol;
+  const double gflop = 2.0 * s.m * s.n * s.k * 1e-9;
+  std::printf("%-22s %5s%1s%1s %6lld %6lld %6lld %10.2f %8.2f %10.2f %8.2f %7lld\n", s.name,
+              "", s.ta ? "T" : "N", s.tb ? "T" : "N", static_cast<long long>(s.m),
+              static_cast<long long>(s.n), static_cast<long long>(s.k), t1, gflop / (t1 * 1e-6),
+              t2, gflop / (t2 * 1e-6), static_cast<long long>(wrong));
+  totals->gemm_us += t1;
+  totals->wrong += wrong;
+}
+
+void print_gemm_header(int64_t batch) {
+  std::printf("#\n# batch %lld: GEMMs of one step (gemm() = %s, side by side with Eigen)\n",
+              static_cast<long long>(batch), cpu::gemm_backend());
+  std::printf("# %-20s %7s %6s %6s %6s %10s %8s %10s %8s %7s\n", "gemm", "op", "m", "n", "k",
+              "gemm()", "", "eigen", "", "#wrong");
+  std::printf("# %-20s %7s %6s %6s %6s %10s %8s %10s %8s %7s\n", "", "", "", "", "", "(us)",
+              "(GF/s)", "(us)", "(GF/s)", "");
+}
+
+// An elementwise kernel: time, bytes touched and flops per call (for GB/s, GFLOP/s).
+void row(const char* name, const std::string& shape, double us, double bytes, double flops) {
+  std::printf("%-22s %-22s %10.2f %8.2f %8.2f\n", name, shape.c_str(), us,
+              bytes / (us * 1e3), flops / (us * 1e3));
+}
+
+std::string dims(int64_t a, int64_t b) { return std::to_string(a) + "x" + std::to_string(b); }
+
+void bench_elementwise(int64_t batch, int reps, Totals* totals) {
+  const int64_t h = 128, k = 10;
+  auto z = random_vec(static_cast<size_t>(batch * h), 3), bias = random_vec(h, 4);
+  std::vector<float> act(z.size()), dz(z.size()), db(h);
+  const auto d_out = random_vec(z.size(), 5);
+  auto logits = random_vec(static_cast<size_t>(batch * k), 6, -4.0f, 4.0f);
+  std::vector<float> d_logits(logits.size()), bias_k = random_vec(k, 7);
+  std::vector<int32_t> labels(static_cast<size_t>(batch));
+  for (int64_t r = 0; r < batch; ++r) labels[r] = static_cast<int32_t>(r % k);
+  const double n = static_cast<double>(batch * h);
+  std::printf("#\n# batch %lld: elementwise kernels of one step\n", static_cast<long long>(batch));
+  std::printf("# %-20s %-22s %10s %8s %8s\n", "kernel", "shape", "time", "", "");
+  std::printf("# %-20s %-22s %10s %8s %8s\n", "", "", "(us)", "(GB/s)", "(GF/s)");
+  auto add = [&](const char* name, const std::string& shape, double bytes, double flops,
+                 const std::function<void()>& fn) {
+    const double us = median_us(fn, reps);
+    row(name, shape, us, bytes, flops);
+    totals->other_us += us;
+  };
+  add("bias+relu fwd", dims(batch, h), 12 * n, 2 * n, [&] {
+    cpu::bias_activation_forward(z.data(), bias.data(), act.data(), batch, h, Activation::kRelu);
+  });
+  add("bias+linear fwd", dims(batch, k), 8.0 * batch * k, 1.0 * batch * k, [&] {
+    cpu::bias_activation_forward(logits.data(), bias_k.data(), logits.data(), batch, k,
+                                 Activation::kLinear);
+  });
+  add("softmax_xent", dims(batch, k), 8.0 * batch * k, 0.0, [&] {
+    int64_t correct = 0;
+    cpu::softmax_xent(logits.data(), labels.data(), d_logits.data(), batch, k, 1.0f, &correct);
+  });
+  add("bias_grad out", dims(batch, k), 4.0 * batch * k, 1.0 * batch * k,
+      [&] { cpu::bias_grad(d_logits.data(), db.data(), batch, k, 0.0f); });
+  add("relu bwd", dims(batch, h), 12 * n, n, [&] {
+    cpu::activation_backward(d_out.data(), z.data(), act.data(), dz.data(), batch * h,
+                             Activation::kRelu);
+  });
+  add("bias_grad hidden", dims(batch, h), 4 * n, n,
+      [&] { cpu::bias_grad(dz.data(), db.data(), batch, h, 0.0f); });
+  // Not in the default step; shown for their cost relative to the rest.
+  auto x = random_vec(z.size(), 8);
+  std::printf("# (not in the default MLP step)\n");
+  const double gelu_us = median_us([&] {
+    cpu::bias_activation_forward(z.data(), bias.data(), act.data(), batch, h, Activation::kGelu);
+  }, reps);
+  row("bias+gelu fwd", dims(batch, h), gelu_us, 12 * n, 0.0);
+  const double drop_us = median_us(
+      [&] { cpu::dropout_forward(x.data(), batch, h, 0.2f, 42, 0); }, reps);
+  row("dropout fwd", dims(batch, h), drop_us, 8 * n, 0.0);
+}
+
+void bench_optimizer(int reps, Totals* totals) {
+  const int64_t n = 101770;  // 784*128 + 128 + 128*10 + 10
+  auto p = random_vec(n, 9), g = random_vec(n, 10, -1e-2f, 1e-2f);
+  std::vector<float> m(n, 0.0f), v(n, 0.0f);
+  int64_t step = 1;
+  std::printf("#\n# optimizer and arena kernels over the MLP's %lld parameters\n",
+              static_cast<long long>(n));
+  std::printf("# %-20s %-22s %10s %8s %8s\n", "kernel", "shape", "time", "", "");
+  std::printf("# %-20s %-22s %10s %8s %8s\n", "", "", "(us)", "(GB/s)", "(GF/s)");
+  const double nd = static_cast<double>(n);
+  const double adam_us = median_us([&] {
+    cpu::adam_update(p.data(), g.data(), m.data(), v.data(), n, 1e-3f, 0.9f, 0.999f, 1e-7f,
+                     step++, 0.0f, false);
+  }, reps);
+  row("adam", std::to_string(n), adam_us, 28 * nd, 12 * nd);
+  totals->other_us += adam_us;
+  const double sgd_us = median_us([&] {
+    cpu::sgd_update(p.data(), g.data(), m.data(), n, 1e-2f, 0.9f, true, 0.0f);
+  }, reps);
+  row("sgd nesterov", std::to_string(n), sgd_us, 20 * nd, 6 * nd);
+  const double ss_us = median_us([&] { volatile double s = cpu::sum_squares(g.data(), n); (void)s; },
+                                 reps);
+  row("sum_squares", std::to_string(n), ss_us, 4 * nd, 2 * nd);
+  const double axpy_us = median_us([&] { cpu::axpy(n, 1e-3f, g.data(), p.data()); }, reps);
+  row("axpy", std::to_string(n), axpy_us, 12 * nd, 2 * nd);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"lockstep kernels benchmark: CPU kernels at the 784-128-10 MLP's shapes"};
+  int reps = 200;
+  app.add_option("--reps", reps, "samples per kernel (median reported)")->check(CLI::Range(3, 100000));
+  CLI11_PARSE(app, argc, argv);
+  lockstep::cpu::init_kernels();
+  std::printf("# lockstep kernels_bench: 1 thread, median of %d samples, gemm() backend %s\n",
+              reps, lockstep::cpu::gemm_backend());
+  int64_t wrong = 0;
+  for (int64_t batch : {64, 256}) {
+    Totals totals;
+    print_gemm_header(batch);
+    const GemmShape shapes[] = {
+        {"fwd L1  x*W1", false, false, batch, 128, 784},
+        {"fwd L2  h*W2", false, false, batch, 10, 128},
+        {"bwd L2  dW2=h'*dy", true, false, 128, 10, batch},
+        {"bwd L2  dh=dy*W2'", false, true, batch, 128, 10},
+        {"bwd L1  dW1=x'*dz", true, false, 784, 128, batch},
+    };
+    for (const auto& s : shapes) bench_gemm(s, reps, &totals);
+    bench_elementwise(batch, reps, &totals);
+    if (batch == 64) bench_optimizer(reps, &totals);
+    std::printf("# batch %lld step: GEMMs %.1f us, other kernels %.1f us (%.1f%% of GEMMs)\n",
+                static_cast<long long>(batch), totals.gemm_us, totals.other_us,
+                100.0 * totals.other_us / totals.gemm_us);
+    wrong += totals.wrong;
+  }
+  std::printf("# %s\n", wrong == 0 ? "OK" : "FAILED: GEMM backends disagree");
+  return wrong == 0 ? 0 : 1;
+}
