@@ -1,6 +1,8 @@
-// MPI collectives. Float all-reduce: an all-to-all hands rank r slice r of every
-// rank's buffer, rank r reduces the slices in rank order, and an allgather returns
-// the reduced slices to everyone (bandwidth like a reduce-scatter + allgather).
+// MPI collectives. All-reduce: an all-to-all hands rank r slice r of every rank's
+// buffer, rank r reduces the slices in rank order, and an allgather returns the
+// reduced slices to everyone (bandwidth like a reduce-scatter + allgather). Integer
+// sums go this way too: OpenMPI 4.1's vectorised uint8 sum saturates instead of
+// wrapping, so the library's own reduction is not used for any dtype.
 // Collectives are posted nonblocking and polled, which is what lets a deadline
 // fire instead of a hang, and yields the core while waiting (ranks may share cores).
 #include "comm/mpi_communicator.h"
@@ -41,7 +43,6 @@ class MpiCommunicator final : public Communicator {
  private:
   void wait(MPI_Request* request, CollectiveKind kind);
   void allreduce_fixed_order(std::byte* buf, size_t count, DType dtype, ReduceOp op);
-  void allreduce_native(std::byte* buf, size_t count, DType dtype, ReduceOp op);
   void check_buffer(const void* p, size_t count, const char* what) const;
 
   MPI_Comm comm_ = MPI_COMM_NULL;
@@ -52,16 +53,9 @@ class MpiCommunicator final : public Communicator {
   std::vector<std::byte> staging_;
   std::vector<int> counts_, displs_, peer_counts_, peer_displs_;
   std::vector<const void*> srcs_;
+  // Requests given up on at a deadline; MPI may still touch the communicator for them.
+  std::vector<MPI_Request> abandoned_;
 };
-
-MPI_Op mpi_op(ReduceOp op) {
-  switch (op) {
-    case ReduceOp::kSum: return MPI_SUM;
-    case ReduceOp::kMax: return MPI_MAX;
-    case ReduceOp::kMin: return MPI_MIN;
-  }
-  throw CommError("mpi: unknown reduce op " + std::to_string(static_cast<int>(op)));
-}
 
 MpiCommunicator::MpiCommunicator(MPI_Comm comm, CommOptions options)
     : options_(options), host_(host_name()) {
@@ -79,7 +73,14 @@ MpiCommunicator::MpiCommunicator(MPI_Comm comm, CommOptions options)
 MpiCommunicator::~MpiCommunicator() {
   int finalized = 0;
   MPI_Finalized(&finalized);
-  if (!finalized && comm_ != MPI_COMM_NULL) MPI_Comm_free(&comm_);
+  if (finalized || comm_ == MPI_COMM_NULL) return;
+  for (MPI_Request& r : abandoned_) {
+    int done = 0;
+    if (r != MPI_REQUEST_NULL && (MPI_Test(&r, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS || !done)) {
+      return;  // still in flight: freeing the communicator under it could crash MPI's progress
+    }
+  }
+  MPI_Comm_free(&comm_);
 }
 
 void MpiCommunicator::check_buffer(const void* p, size_t count, const char* what) const {
@@ -102,6 +103,7 @@ void MpiCommunicator::wait(MPI_Request* request, CollectiveKind kind) {
     if (done) return;
     if (polls < kPollsBeforeYield) continue;
     if (Clock::now() >= deadline) {
+      abandoned_.push_back(*request);
       throw CommError("mpi " + std::string(collective_name(kind)) + " (rank " +
                       std::to_string(rank_) + " of " + std::to_string(size_) + ", host " + host_ +
                       "): not complete after " + std::to_string(options_.timeout.count() / 1000.0) +
@@ -118,20 +120,10 @@ void MpiCommunicator::allreduce(void* buf, size_t count, DType dtype, ReduceOp o
   if (count == 0 || size_ == 1) return;
   const size_t elem = dtype_size(dtype);
   const size_t piece = kPieceBytes / elem;
-  const bool exact_in_any_order = dtype != DType::kFloat32 && dtype != DType::kFloat64;
   for (size_t done = 0; done < count; done += piece) {
-    std::byte* p = static_cast<std::byte*>(buf) + done * elem;
-    const size_t n = std::min(piece, count - done);
-    if (exact_in_any_order) allreduce_native(p, n, dtype, op);
-    else allreduce_fixed_order(p, n, dtype, op);
+    allreduce_fixed_order(static_cast<std::byte*>(buf) + done * elem, std::min(piece, count - done),
+                          dtype, op);
   }
-}
-
-void MpiCommunicator::allreduce_native(std::byte* buf, size_t count, DType dtype, ReduceOp op) {
-  MPI_Request request;
-  LOCKSTEP_MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, buf, static_cast<int>(count), mpi_datatype(dtype),
-                                    mpi_op(op), comm_, &request));
-  wait(&request, CollectiveKind::kAllreduce);
 }
 
 void MpiCommunicator::allreduce_fixed_order(std::byte* buf, size_t count, DType dtype,

@@ -1,7 +1,6 @@
-// The MPI backend: one member per MPI process, host buffers. Floating-point
-// reductions use a fixed rank order (0, 1, ..., n-1) computed by lockstep itself,
-// so results never depend on the MPI library's algorithm choice; integer
-// reductions, exact in any order, go straight to MPI_Allreduce.
+// The MPI backend: one member per MPI process, host buffers. Reductions use a
+// fixed rank order (0, 1, ..., n-1) computed by lockstep itself, so results never
+// depend on the MPI library's algorithm choice (nor on its reduction kernels).
 #pragma once
 
 #include <mpi.h>

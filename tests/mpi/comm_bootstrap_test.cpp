@@ -1,0 +1,74 @@
+// Bootstrap under mpirun: MPI is up with the thread level lockstep asked for, and
+// the rank/size and node-local rank/size agree with an independent count made from
+// every rank's host name.
+#include <gtest/gtest.h>
+#include <mpi.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "tests/mpi/mpi_test_env.h"
+
+namespace lockstep {
+namespace {
+
+TEST(Bootstrap, StartedMpiThroughTheLauncher) {
+  const WorldInfo& info = test_bootstrap().info();
+  EXPECT_TRUE(info.mpi);
+  EXPECT_EQ(info.launcher, "openmpi");
+  EXPECT_EQ(detect_launcher(), "openmpi");
+  EXPECT_GE(info.thread_level, MPI_THREAD_SERIALIZED);
+  int rank = -1;
+  int size = -1;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  EXPECT_EQ(info.rank, rank);
+  EXPECT_EQ(info.size, size);
+  EXPECT_EQ(std::atoi(std::getenv("OMPI_COMM_WORLD_SIZE")), size);
+}
+
+TEST(Bootstrap, LocalRankAndSizeMatchHostNames) {
+  const WorldInfo& info = test_bootstrap().info();
+  constexpr int kNameLen = 256;
+  std::vector<char> mine(kNameLen, 0);
+  std::strncpy(mine.data(), info.host.c_str(), kNameLen - 1);
+  std::vector<char> all(static_cast<size_t>(info.size) * kNameLen);
+  MPI_Allgather(mine.data(), kNameLen, MPI_CHAR, all.data(), kNameLen, MPI_CHAR, MPI_COMM_WORLD);
+  int same_host = 0;
+  int before_me = 0;
+  for (int r = 0; r < info.size; ++r) {
+    if (std::strncmp(all.data() + static_cast<size_t>(r) * kNameLen, mine.data(), kNameLen) != 0) continue;
+    ++same_host;
+    if (r < info.rank) ++before_me;
+  }
+  EXPECT_EQ(info.local_size, same_host);
+  EXPECT_EQ(info.local_rank, before_me);
+  if (const char* v = std::getenv("OMPI_COMM_WORLD_LOCAL_RANK")) {
+    EXPECT_EQ(info.local_rank, std::atoi(v));
+  }
+}
+
+TEST(Bootstrap, SecondBootstrapIsRefused) {
+  int argc = 0;
+  char** argv = nullptr;
+  try {
+    Bootstrap again(&argc, &argv);
+    FAIL() << "a second Bootstrap was accepted";
+  } catch (const CommError& e) {
+    EXPECT_NE(std::string(e.what()).find("already exists"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Bootstrap, WorldCommunicatorIsMpi) {
+  auto comm = test_bootstrap().make_world_communicator();
+  EXPECT_EQ(comm->name(), "mpi");
+  EXPECT_EQ(comm->size(), test_bootstrap().info().size);
+  int64_t one = 1;
+  comm->allreduce(&one, 1);
+  EXPECT_EQ(one, test_bootstrap().info().size);
+}
+
+}  // namespace
+}  // namespace lockstep

@@ -1,0 +1,155 @@
+// The hierarchical backend under mpirun with 2 replica threads per process: global
+// ranks process*2 + replica, every dtype and op exact, broadcast from every global
+// root, allgather in global rank order, and float sums bitwise equal to the fixed
+// order (replicas within a process, then processes in rank order).
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "comm/hierarchical_communicator.h"
+#include "tests/mpi/mpi_test_env.h"
+
+namespace lockstep {
+namespace {
+
+constexpr int kReplicas = 2;
+
+void run_replicas(HierarchicalGroup& group, const std::function<void(Communicator&)>& fn) {
+  std::vector<std::thread> threads;
+  for (int i = 0; i < group.local_size(); ++i) threads.emplace_back([&, i] { fn(group.member(i)); });
+  for (auto& t : threads) t.join();
+}
+
+
+template <typename T>
+T value(int rank, size_t i) {
+  if constexpr (std::is_same_v<T, uint8_t>) return static_cast<T>((i * 5 + rank * 3) % 60);
+  else return static_cast<T>(static_cast<int>((i * 5 + rank * 3) % 17) - 8);
+}
+
+template <typename T>
+T expected(ReduceOp op, int ranks, size_t i) {
+  int64_t sum = 0;
+  T best = value<T>(0, i);
+  for (int r = 0; r < ranks; ++r) {
+    const T v = value<T>(r, i);
+    sum += static_cast<int64_t>(v);
+    if (op == ReduceOp::kMax && v > best) best = v;
+    if (op == ReduceOp::kMin && v < best) best = v;
+  }
+  return op == ReduceOp::kSum ? static_cast<T>(sum) : best;
+}
+
+template <typename T>
+class HierarchicalAllreduce : public ::testing::Test {};
+using AllTypes = ::testing::Types<float, double, int32_t, int64_t, uint8_t>;
+TYPED_TEST_SUITE(HierarchicalAllreduce, AllTypes);
+
+TYPED_TEST(HierarchicalAllreduce, EveryOpIsExact) {
+  using T = TypeParam;
+  HierarchicalGroup group(test_bootstrap().world_comm(), kReplicas);
+  for (size_t count : {size_t{0}, size_t{1}, size_t{7}, size_t{4097}, size_t{100003}}) {
+    for (ReduceOp op : {ReduceOp::kSum, ReduceOp::kMax, ReduceOp::kMin}) {
+      run_replicas(group, [&](Communicator& c) {
+        std::vector<T> buf(count);
+        for (size_t i = 0; i < count; ++i) buf[i] = value<T>(c.rank(), i);
+        c.allreduce(buf.data(), count, op);
+        size_t wrong = 0;
+        for (size_t i = 0; i < count; ++i) wrong += buf[i] != expected<T>(op, c.size(), i);
+        EXPECT_EQ(wrong, 0u) << "count " << count << ", " << reduce_op_name(op) << ", rank " << c.rank();
+      });
+    }
+  }
+}
+
+TEST(Hierarchical, RanksAreProcessMajor) {
+  HierarchicalGroup group(test_bootstrap().world_comm(), kReplicas);
+  const WorldInfo& w = test_bootstrap().info();
+  EXPECT_EQ(group.process_rank(), w.rank);
+  EXPECT_EQ(group.process_count(), w.size);
+  for (int i = 0; i < kReplicas; ++i) {
+    EXPECT_EQ(group.member(i).rank(), w.rank * kReplicas + i);
+    EXPECT_EQ(group.member(i).size(), w.size * kReplicas);
+    EXPECT_EQ(group.member(i).name(), "hierarchical");
+  }
+  EXPECT_THROW(group.member(kReplicas), CommError);
+}
+
+TEST(Hierarchical, BroadcastFromEveryGlobalRoot) {
+  HierarchicalGroup group(test_bootstrap().world_comm(), kReplicas);
+  const int size = group.member(0).size();
+  for (int root = 0; root < size; ++root) {
+    run_replicas(group, [&](Communicator& c) {
+      std::vector<int64_t> buf(2049);
+      for (size_t i = 0; i < buf.size(); ++i) buf[i] = c.rank() * 100000 + static_cast<int64_t>(i);
+      c.broadcast(buf.data(), buf.size(), root);
+      size_t wrong = 0;
+      for (size_t i = 0; i < buf.size(); ++i) wrong += buf[i] != root * 100000 + static_cast<int64_t>(i);
+      EXPECT_EQ(wrong, 0u) << "root " << root << ", rank " << c.rank();
+    });
+  }
+}
+
+TEST(Hierarchical, AllgatherInGlobalRankOrder) {
+  HierarchicalGroup group(test_bootstrap().world_comm(), kReplicas);
+  run_replicas(group, [&](Communicator& c) {
+    std::vector<float> send(3);
+    for (size_t i = 0; i < 3; ++i) send[i] = c.rank() * 10.0f + static_cast<float>(i);
+    std::vector<float> recv(3 * c.size(), -1.0f);
+    c.allgather(send.data(), recv.data(), 3);
+    for (int r = 0; r < c.size(); ++r) {
+      for (size_t i = 0; i < 3; ++i) EXPECT_EQ(recv[r * 3 + i], r * 10.0f + static_cast<float>(i));
+    }
+    c.allgather(static_cast<const float*>(nullptr), static_cast<float*>(nullptr), 0);
+    c.barrier();
+  });
+}
+
+TEST(Hierarchical, ManyRepeatedCalls) {
+  HierarchicalGroup group(test_bootstrap().world_comm(), kReplicas);
+  run_replicas(group, [&](Communicator& c) {
+    const int n = c.size();
+    int bad = 0;
+    for (int step = 0; step < 300; ++step) {
+      int32_t v = c.rank() + step;
+      c.allreduce(&v, 1);
+      bad += v != n * (n - 1) / 2 + n * step;
+    }
+    EXPECT_EQ(bad, 0);
+  });
+}
+
+TEST(Hierarchical, FloatSumFollowsTheFixedOrderBitwise) {
+  HierarchicalGroup group(test_bootstrap().world_comm(), kReplicas);
+  constexpr size_t kCount = 30001;
+  auto input = [](int rank) {
+    std::mt19937 rng(500 + rank);
+    std::uniform_real_distribution<float> dist(-1e3f, 1e3f);
+    std::vector<float> v(kCount);
+    for (float& x : v) x = dist(rng) * (rng() % 2 ? 1e-4f : 1.0f);
+    return v;
+  };
+  const int processes = group.process_count();
+  std::vector<float> want(kCount, 0.0f);
+  for (int p = 0; p < processes; ++p) {
+    std::vector<float> local = input(p * kReplicas);
+    for (int k = 1; k < kReplicas; ++k) {
+      const std::vector<float> other = input(p * kReplicas + k);
+      for (size_t i = 0; i < kCount; ++i) local[i] += other[i];
+    }
+    for (size_t i = 0; i < kCount; ++i) want[i] = p == 0 ? local[i] : want[i] + local[i];
+  }
+  run_replicas(group, [&](Communicator& c) {
+    std::vector<float> buf = input(c.rank());
+    c.allreduce(buf.data(), kCount);
+    EXPECT_EQ(std::memcmp(buf.data(), want.data(), kCount * sizeof(float)), 0) << "rank " << c.rank();
+  });
+}
+
+}  // namespace
+}  // namespace lockstep
