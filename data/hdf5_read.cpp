@@ -258,7 +258,7 @@ class Hdf5RowSource : public Source {
       if (targets != nullptr && !targets_.empty())
         std::copy_n(targets_.data() + rows[i] * info_.target_dim, info_.target_dim, targets + i * info_.target_dim);
     }
-    if (split_.x_type == ElementType::kFloat32) check_finite(x, n, dim, info_.description + "/x (rows read)");
+    if (split_.x_type == ElementType::kFloat32) check_finite(x, n, dim, info_.description + "/x", rows);
   }
 
  private:

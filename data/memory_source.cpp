@@ -17,12 +17,13 @@ void check_labels(const int64_t* labels, int64_t n, int64_t num_classes, const s
   }
 }
 
-void check_finite(const float* values, int64_t rows, int64_t row_elements, const std::string& where) {
+void check_finite(const float* values, int64_t rows, int64_t row_elements, const std::string& where,
+                  const int64_t* row_ids) {
   for (int64_t r = 0; r < rows; ++r) {
     const float* row = values + r * row_elements;
     for (int64_t i = 0; i < row_elements; ++i) {
       if (!std::isfinite(row[i]))
-        throw DataError(where + ": row " + std::to_string(r) + " holds a non-finite feature (" +
+        throw DataError(where + ": row " + std::to_string(row_ids != nullptr ? row_ids[r] : r) + " holds a non-finite feature (" +
                         std::to_string(row[i]) + ") at element " + std::to_string(i));
     }
   }

@@ -15,8 +15,10 @@ namespace lockstep {
 // Throws DataError naming `where` and the first offending row when a label is
 // outside [0, num_classes).
 void check_labels(const int64_t* labels, int64_t n, int64_t num_classes, const std::string& where);
-// Throws DataError naming `where` and the first row holding a NaN or Inf.
-void check_finite(const float* values, int64_t rows, int64_t row_elements, const std::string& where);
+// Throws DataError naming `where` and the first row holding a NaN or Inf (its
+// index, or row_ids[index] when the rows were gathered from elsewhere).
+void check_finite(const float* values, int64_t rows, int64_t row_elements, const std::string& where,
+                  const int64_t* row_ids = nullptr);
 // Converts one row of raw features to floats: out[i] = scale * in[i].
 void convert_row(const unsigned char* in, ElementType type, int64_t n, float scale, float* out);
 

@@ -1,0 +1,251 @@
+// DistributedInput against hand-checkable sources: each row's features encode
+// its row id, so a batch's content can be compared with exact expectations —
+// replica slices add up to the one-replica batch for any R, evaluation sees
+// every row once, resume continues identically, prefetch changes nothing.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <numeric>
+#include <set>
+
+#include "data/input.h"
+#include "data/sources.h"
+
+namespace lockstep {
+namespace {
+
+constexpr int64_t kDim = 3;
+
+// Row i: x = (10 i, 10 i + 1, 10 i + 2), label i % 5.
+std::shared_ptr<Source> numbered_rows(int64_t n) {
+  TensorSet t;
+  t.feature_shape = {kDim};
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t j = 0; j < kDim; ++j) t.x.push_back(float(10 * i + j));
+    t.labels.push_back(int32_t(i % 5));
+  }
+  t.num_classes = 5;
+  t.description = "numbered rows";
+  return make_tensor_source(std::move(t));
+}
+
+// Row ids of a replica slice, checking that x and labels agree with them.
+std::vector<int64_t> row_ids(const ReplicaBatch& b) {
+  std::vector<int64_t> ids;
+  for (int64_t r = 0; r < b.rows; ++r) {
+    const int64_t id = int64_t(b.x[r * kDim]) / 10;
+    for (int64_t j = 0; j < kDim; ++j) EXPECT_EQ(b.x[r * kDim + j], float(10 * id + j));
+    EXPECT_EQ(b.labels[r], id % 5);
+    ids.push_back(id);
+  }
+  return ids;
+}
+
+// Every global batch of one epoch as the row ids of the whole batch, read by
+// `num_processes` inputs that each feed R / num_processes replicas.
+std::vector<std::vector<int64_t>> epoch_batches(const std::shared_ptr<Source>& src, InputOptions o,
+                                                int num_processes) {
+  std::vector<std::unique_ptr<DistributedInput>> inputs;
+  o.local_replicas = o.num_replicas / num_processes;
+  for (int p = 0; p < num_processes; ++p) {
+    o.first_replica = p * o.local_replicas;
+    inputs.push_back(std::make_unique<DistributedInput>(src, o));
+  }
+  std::vector<std::vector<int64_t>> batches;
+  std::vector<ReplicaBatch> out;
+  for (;;) {
+    std::vector<int64_t> global;
+    bool any = false;
+    for (auto& input : inputs) {
+      if (!input->next(out)) continue;
+      any = true;
+      for (const ReplicaBatch& b : out) {
+        const int64_t replica = &b - out.data() + (&input - inputs.data()) * o.local_replicas;
+        EXPECT_EQ(b.first_row, replica * b.global_rows / o.num_replicas);
+        EXPECT_EQ(b.rows, (replica + 1) * b.global_rows / o.num_replicas - b.first_row);
+        std::vector<int64_t> ids = row_ids(b);
+        global.insert(global.end(), ids.begin(), ids.end());
+      }
+    }
+    if (!any) break;
+    batches.push_back(global);
+  }
+  return batches;
+}
+
+TEST(DataDistributed, ReplicaSlicesAddUpToTheOneReplicaBatch) {
+  auto src = numbered_rows(103);
+  InputOptions o;
+  o.global_batch = 16;
+  o.seed = 5;
+  o.num_replicas = 1;
+  const auto reference = epoch_batches(src, o, 1);
+  ASSERT_EQ(reference.size(), 7u);  // 6 full batches and one of 7
+  EXPECT_EQ(reference.back().size(), 7u);
+  for (int replicas = 1; replicas <= 4; ++replicas) {
+    for (int processes : {1, replicas}) {
+      o.num_replicas = replicas;
+      EXPECT_EQ(epoch_batches(src, o, processes), reference) << replicas << " replicas, " << processes << " processes";
+    }
+  }
+}
+
+TEST(DataDistributed, EvaluationSeesEveryExampleExactlyOnce) {
+  for (int64_t n : {103, 21, 64}) {
+    auto src = numbered_rows(n);
+    InputOptions o;
+    o.global_batch = 20;
+    o.num_replicas = 3;
+    o.drop_remainder = true;
+    o.seed = 9;
+    o = for_evaluation(o);
+    auto batches = epoch_batches(src, o, 3);
+    std::vector<int64_t> seen;
+    for (const auto& b : batches) seen.insert(seen.end(), b.begin(), b.end());
+    std::vector<int64_t> expected(static_cast<size_t>(n));
+    std::iota(expected.begin(), expected.end(), 0);
+    EXPECT_EQ(seen, expected) << "n = " << n;  // in order, since evaluation does not shuffle
+  }
+}
+
+TEST(DataDistributed, ShortLastBatchWithFewerRowsThanReplicas) {
+  auto src = numbered_rows(21);
+  InputOptions o = for_evaluation({});
+  o.global_batch = 20;
+  o.num_replicas = 4;
+  o.local_replicas = 4;
+  DistributedInput input(src, o);
+  std::vector<ReplicaBatch> out;
+  ASSERT_TRUE(input.next(out));
+  ASSERT_TRUE(input.next(out));
+  int64_t total = 0;
+  for (const ReplicaBatch& b : out) {
+    EXPECT_EQ(b.global_rows, 1);
+    total += b.rows;
+  }
+  EXPECT_EQ(total, 1);
+  EXPECT_EQ(out[3].rows, 1);
+  EXPECT_EQ(row_ids(out[3]), std::vector<int64_t>{20});
+  EXPECT_FALSE(input.next(out));
+}
+
+TEST(DataDistributed, DropRemainderAndEpochsReshuffle) {
+  auto src = numbered_rows(50);
+  InputOptions o;
+  o.global_batch = 16;
+  o.drop_remainder = true;
+  o.seed = 1;
+  DistributedInput input(src, o);
+  EXPECT_EQ(input.steps_per_epoch(), 3);
+  std::vector<ReplicaBatch> out;
+  std::vector<std::vector<int64_t>> epoch0, epoch1;
+  while (input.next(out)) epoch0.push_back(row_ids(out[0]));
+  EXPECT_EQ(input.position().epoch, 1);
+  EXPECT_EQ(input.position().step, 0);
+  while (input.next(out)) epoch1.push_back(row_ids(out[0]));
+  ASSERT_EQ(epoch0.size(), 3u);
+  ASSERT_EQ(epoch1.size(), 3u);
+  for (const auto& b : epoch0) EXPECT_EQ(b.size(), 16u);
+  EXPECT_NE(epoch0, epoch1);
+  std::set<int64_t> distinct;
+  for (const auto& b : epoch0) distinct.insert(b.begin(), b.end());
+  EXPECT_EQ(distinct.size(), 48u);
+}
+
+TEST(DataDistributed, SampleBaseNumbersEveryGlobalBatch) {
+  auto src = numbered_rows(40);
+  InputOptions o;
+  o.global_batch = 16;
+  o.num_replicas = 2;
+  o.local_replicas = 2;
+  DistributedInput input(src, o);
+  std::vector<ReplicaBatch> out;
+  std::vector<int64_t> bases;
+  for (int i = 0; i < 7; ++i)
+    if (input.next(out)) bases.push_back(out[1].sample_base);
+  EXPECT_EQ(bases, (std::vector<int64_t>{0, 16, 32, 40, 56, 72}));
+}
+
+TEST(DataDistributed, ResumeFromPositionContinuesIdentically) {
+  auto src = numbered_rows(77);
+  for (int prefetch : {0, 2}) {
+    InputOptions o;
+    o.global_batch = 8;
+    o.num_replicas = 2;
+    o.local_replicas = 2;
+    o.seed = 123;
+    o.prefetch = prefetch;
+    DistributedInput original(src, o);
+    std::vector<ReplicaBatch> out;
+    for (int i = 0; i < 13; ++i) original.next(out);  // into epoch 1 (10 steps per epoch)
+    const InputPosition saved = original.position();
+    EXPECT_EQ(saved.epoch, 1);
+    EXPECT_EQ(saved.step, 2);
+    std::vector<std::vector<int64_t>> rest;
+    for (int i = 0; i < 15; ++i)
+      rest.push_back(original.next(out) ? row_ids(out[0]) : std::vector<int64_t>{-1});
+    DistributedInput resumed(src, o);
+    resumed.seek(saved);
+    for (int i = 0; i < 15; ++i)
+      EXPECT_EQ(resumed.next(out) ? row_ids(out[0]) : std::vector<int64_t>{-1}, rest[size_t(i)]) << i;
+  }
+}
+
+TEST(DataDistributed, PrefetchChangesNothingButTiming) {
+  auto src = numbered_rows(200);
+  InputOptions o;
+  o.global_batch = 32;
+  o.seed = 77;
+  o.prefetch = 0;
+  DistributedInput plain(src, o);
+  o.prefetch = 3;
+  DistributedInput fetched(src, o);
+  std::vector<ReplicaBatch> a, b;
+  for (int i = 0; i < 30; ++i) {
+    const bool more = plain.next(a);
+    ASSERT_EQ(more, fetched.next(b));
+    if (more) {
+      EXPECT_EQ(row_ids(a[0]), row_ids(b[0]));
+    }
+  }
+}
+
+TEST(DataDistributed, SteadyStateReusesItsBuffers) {
+  auto src = numbered_rows(640);
+  InputOptions o;
+  o.global_batch = 64;
+  o.prefetch = 2;
+  DistributedInput input(src, o);
+  std::vector<ReplicaBatch> out;
+  std::set<const float*> buffers;
+  for (int i = 0; i < 30; ++i) {
+    if (!input.next(out)) continue;
+    if (i >= 3) buffers.insert(out[0].x);
+  }
+  // The consumer's batch and the prefetch ring's slots rotate; nothing new is made.
+  EXPECT_LE(buffers.size(), 3u);
+}
+
+TEST(DataDistributed, BadOptionsAreDataErrors) {
+  auto src = numbered_rows(10);
+  InputOptions o;
+  o.global_batch = 11;
+  try {
+    DistributedInput input(src, o);
+    FAIL() << "a global batch larger than the dataset was accepted";
+  } catch (const DataError& e) {
+    EXPECT_NE(std::string(e.what()).find("numbered rows"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("larger than the dataset"), std::string::npos) << e.what();
+  }
+  o.global_batch = 4;
+  o.num_replicas = 2;
+  o.first_replica = 1;
+  o.local_replicas = 2;
+  EXPECT_THROW(DistributedInput(src, o), DataError);
+  o.first_replica = 0;
+  DistributedInput input(src, o);
+  EXPECT_THROW(input.seek({0, 4}), DataError);
+}
+
+}  // namespace
+}  // namespace lockstep
