@@ -75,6 +75,10 @@ void save_state(const std::string& path, const Model& model, const SavedState& s
     h5_write_attr_int(root, "updates", s.updates, ctx);
     h5_write_attr_int(root, "epoch", s.epoch, ctx);
     h5_write_attr_int(root, "step_in_epoch", s.step_in_epoch, ctx);
+    if (int64_t(s.params.size()) != model.num_params()) {  // checked mid-write on purpose:
+      throw DataError(ctx + ": " + std::to_string(s.params.size()) +  // the temp file goes away
+                      " parameters given, the model has " + std::to_string(model.num_params()));
+    }
     H5Handle weights = h5_check_id(
         H5Gcreate2(root, "weights", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), ctx + ": /weights");
     for (const auto& l : model.layers()) {

@@ -356,6 +356,8 @@ const char* schedule_name(ScheduleKind k) {
 
 std::string Config::to_yaml() const {
   YAML::Emitter e;
+  e.SetFloatPrecision(7);  // fp32 values print as written (0.001, not 0.00100000005)
+  e.SetDoublePrecision(15);
   e << YAML::BeginMap;
   e << YAML::Key << "data" << YAML::Value << YAML::BeginMap
     << YAML::Key << "path" << YAML::Value << data_path

@@ -49,6 +49,7 @@ MirroredStrategy::MirroredStrategy(const Model& model, const Config& config, Wor
     r->model = std::make_unique<ReplicaModel>(model, max_rows);
     replicas_.push_back(std::move(r));
   }
+  batches_.resize(size_t(local));
 }
 
 MirroredStrategy::~MirroredStrategy() = default;
@@ -83,6 +84,16 @@ void MirroredStrategy::run(const std::function<void(Replica&)>& fn) {
   body(*replicas_[0]);
   for (auto& t : threads) t.join();
   if (first) std::rethrow_exception(first);
+}
+
+const ReplicaBatch* MirroredStrategy::fetch(Replica& r, DistributedInput& input) {
+  // has_batch_ alternates between two slots: after an empty fetch (end of
+  // epoch) no collective follows, so replica 0 may already be writing the next
+  // fetch's flag while another replica still reads this one.
+  const size_t slot = size_t(r.fetches++ & 1);
+  if (r.local_index == 0) has_batch_[slot] = input.next(batches_);
+  r.local_comm->barrier();  // publishes batches_ and has_batch_ to the other replicas
+  return has_batch_[slot] ? &batches_[size_t(r.local_index)] : nullptr;
 }
 
 void MirroredStrategy::broadcast_initial_weights(Replica& r) {

@@ -33,6 +33,7 @@ struct Replica {
   std::unique_ptr<Optimizer> optimizer;
   std::unique_ptr<ReplicaModel> model;
   int64_t updates = 0;                 // optimizer steps applied
+  int64_t fetches = 0;                 // MirroredStrategy::fetch calls
 };
 
 struct StepOutcome {
@@ -57,6 +58,14 @@ class MirroredStrategy {
   // is failed, so no replica waits forever for one that threw.
   void run(const std::function<void(Replica&)>& fn);
 
+  // The next global batch from `input`: local replica 0 advances the pipeline,
+  // then all local replicas meet, and each gets its slice. nullptr at the end of
+  // the epoch (the next call starts the next epoch). A slice stays valid until
+  // the next fetch; a loop that runs no collective per batch (evaluation) must
+  // call release() before fetching again.
+  const ReplicaBatch* fetch(Replica& r, DistributedInput& input);
+  void release(Replica& r) { r.local_comm->barrier(); }
+
   // Start of training: every replica gets rank 0 replica 0's initial weights.
   void broadcast_initial_weights(Replica& r);
   // One synchronous step on this replica's slice: forward, backward, bucketed
@@ -75,6 +84,8 @@ class MirroredStrategy {
   int64_t bucket_elems_;
   std::unique_ptr<LocalGroup> local_group_;         // barriers among this process's replicas
   std::unique_ptr<HierarchicalGroup> hier_group_;   // processes x local replicas
+  std::vector<ReplicaBatch> batches_;  // filled by local replica 0 in fetch()
+  bool has_batch_[2] = {false, false};
   std::vector<std::unique_ptr<Replica>> replicas_;
 };
 

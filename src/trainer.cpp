@@ -90,7 +90,6 @@ void Trainer::build(int64_t max_rows_hint) {
   ev.shuffle = false;
   ev.drop_remainder = false;
   eval_input_ = std::make_unique<DistributedInput>(eval_source_, ev);
-  batches_.resize(size_t(local));
 
   base_lr_ = c.learning_rate * (c.scale_lr ? double(replicas) : 1.0);
   total_steps_ = train_input_->steps_per_epoch() * c.epochs;
@@ -186,11 +185,10 @@ void Trainer::train_epoch(Replica& r, int64_t epoch, MetricSums& sums, int64_t& 
   MetricSums window;  // since the last progress reduction
   MetricSums running;
   for (int64_t step = 0;; ++step) {
-    if (r.local_index == 0) has_batch_ = train_input_->next(batches_);
-    r.local_comm->barrier();  // publishes batches_ to the other local replicas
-    if (!has_batch_) break;
+    const ReplicaBatch* batch = strategy_->fetch(r, *train_input_);
+    if (!batch) break;
     const float lr = float(learning_rate_at(config_, base_lr_, global_step, total_steps_));
-    const SliceStats s = strategy_->train_step(r, batches_[size_t(r.local_index)], lr,
+    const SliceStats s = strategy_->train_step(r, *batch, lr,
                                                mix_seed(config_.seed, 0xd7090u + uint64_t(global_step)));
     sums.add(s);
     window.add(s);
@@ -212,11 +210,10 @@ EvalResult Trainer::evaluate(Replica& r, DistributedInput& input) {
   if (r.local_index == 0) input.seek(InputPosition{});
   MetricSums sums;
   for (;;) {
-    if (r.local_index == 0) has_batch_ = input.next(batches_);
-    r.local_comm->barrier();
-    if (!has_batch_) break;
-    sums.add(r.model->evaluate(r.params.data(), batches_[size_t(r.local_index)]));
-    r.local_comm->barrier();  // replica 0 refills batches_ only after all have read them
+    const ReplicaBatch* batch = strategy_->fetch(r, input);
+    if (!batch) break;
+    sums.add(r.model->evaluate(r.params.data(), *batch));
+    strategy_->release(r);  // no collective per batch: wait before replica 0 refills
   }
   const MetricSums total = all_reduce(r, sums);
   EvalResult e;

@@ -61,8 +61,6 @@ class Trainer {
   std::unique_ptr<MirroredStrategy> strategy_;
   std::unique_ptr<DistributedInput> train_input_, eval_input_;
   std::unique_ptr<MetricsWriter> metrics_;
-  std::vector<ReplicaBatch> batches_;  // filled by local replica 0, read by all
-  bool has_batch_ = false;
   double base_lr_ = 0.0;
   int64_t total_steps_ = 0;
   EvalResult last_eval_;

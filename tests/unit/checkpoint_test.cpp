@@ -1,0 +1,97 @@
+// Model files: round trip, architecture mismatch, and damaged files refused
+// with a message naming the file; a failed write leaves the old file intact.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "data/input.h"
+#include "src/checkpoint.h"
+
+namespace lockstep {
+namespace {
+
+namespace fs = std::filesystem;
+
+class CheckpointTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("lockstep-ckpt-" + std::to_string(::getpid()));
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  std::string path(const char* name) const { return (dir_ / name).string(); }
+  fs::path dir_;
+};
+
+SavedState state_for(const Model& m) {
+  SavedState s;
+  s.config_yaml = "data: {path: x}\n";
+  s.params.resize(size_t(m.num_params()));
+  for (size_t i = 0; i < s.params.size(); ++i) s.params[i] = 0.001f * float(i) - 0.5f;
+  s.slots.emplace_back("m", std::vector<float>(s.params.size(), 0.25f));
+  s.updates = 17;
+  s.epoch = 2;
+  s.step_in_epoch = 5;
+  return s;
+}
+
+TEST_F(CheckpointTest, RoundTripIsExact) {
+  Model m({{6, Activation::kGelu, 0.0f}}, 5, 3, LossKind::kSoftmaxCrossEntropy);
+  const SavedState s = state_for(m);
+  save_state(path("a.h5"), m, s);
+  const SavedState r = load_state(path("a.h5"), &m);
+  EXPECT_EQ(r.params, s.params);
+  ASSERT_EQ(r.slots.size(), 1u);
+  EXPECT_EQ(r.slots[0].first, "m");
+  EXPECT_EQ(r.slots[0].second, s.slots[0].second);
+  EXPECT_EQ(r.updates, 17);
+  EXPECT_EQ(r.epoch, 2);
+  EXPECT_EQ(r.step_in_epoch, 5);
+  EXPECT_EQ(r.config_yaml, s.config_yaml);
+}
+
+TEST_F(CheckpointTest, DifferentModelIsRefusedNamingBoth) {
+  Model m({{6, Activation::kRelu, 0.0f}}, 5, 3, LossKind::kSoftmaxCrossEntropy);
+  Model other({{7, Activation::kRelu, 0.0f}}, 5, 3, LossKind::kSoftmaxCrossEntropy);
+  save_state(path("a.h5"), m, state_for(m));
+  try {
+    load_state(path("a.h5"), &other);
+    FAIL();
+  } catch (const DataError& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("different model"), std::string::npos);
+    EXPECT_NE(msg.find("6,relu"), std::string::npos);
+    EXPECT_NE(msg.find("7,relu"), std::string::npos);
+  }
+}
+
+TEST_F(CheckpointTest, DamagedFilesAreRefused) {
+  Model m({{6, Activation::kRelu, 0.0f}}, 5, 3, LossKind::kSoftmaxCrossEntropy);
+  save_state(path("good.h5"), m, state_for(m));
+  const auto size = fs::file_size(path("good.h5"));
+  for (uintmax_t keep : {uintmax_t(0), uintmax_t(8), uintmax_t(600), size / 2, size - 16}) {
+    fs::copy_file(path("good.h5"), path("cut.h5"), fs::copy_options::overwrite_existing);
+    fs::resize_file(path("cut.h5"), keep);
+    EXPECT_THROW(load_state(path("cut.h5"), &m), DataError) << "kept " << keep << " bytes";
+  }
+  EXPECT_THROW(load_state(path("none.h5"), &m), DataError);
+}
+
+TEST_F(CheckpointTest, FailedWriteKeepsThePreviousFile) {
+  Model m({{6, Activation::kRelu, 0.0f}}, 5, 3, LossKind::kSoftmaxCrossEntropy);
+  const SavedState s = state_for(m);
+  save_state(path("a.h5"), m, s);
+  SavedState broken = s;
+  broken.params.clear();  // a writer with nothing to write throws mid-way
+  broken.params.shrink_to_fit();
+  Model bigger({{600, Activation::kRelu, 0.0f}}, 500, 3, LossKind::kSoftmaxCrossEntropy);
+  EXPECT_ANY_THROW(save_state(path("a.h5"), bigger, broken));
+  EXPECT_EQ(load_state(path("a.h5"), &m).params, s.params);
+  for (const auto& e : fs::directory_iterator(dir_)) {
+    EXPECT_EQ(e.path().filename().string().find(".tmp"), std::string::npos) << e.path();
+  }
+}
+
+}  // namespace
+}  // namespace lockstep
