@@ -34,12 +34,14 @@ std::vector<unsigned char> read_file_bytes(const std::string& path) {
 std::vector<unsigned char> gunzip(const std::vector<unsigned char>& packed, const std::string& path) {
   z_stream zs{};
   if (inflateInit2(&zs, 16 + MAX_WBITS) != Z_OK) throw DataError(path + ": cannot start gzip decoder");
-  // The gzip trailer holds the unpacked size mod 2^32: a good first guess.
+  // The gzip trailer holds the unpacked size mod 2^32: a good first guess, but
+  // only a guess (a damaged file has garbage there), so never beyond deflate's
+  // best ratio (about 1032:1).
   size_t guess = packed.size() * 4;
   if (packed.size() >= 4) {
     const unsigned char* t = packed.data() + packed.size() - 4;
-    guess = std::max<size_t>(guess / 4, size_t(t[0]) | size_t(t[1]) << 8 | size_t(t[2]) << 16 |
-                                            size_t(t[3]) << 24);
+    const size_t trailer = size_t(t[0]) | size_t(t[1]) << 8 | size_t(t[2]) << 16 | size_t(t[3]) << 24;
+    guess = std::min(trailer, packed.size() * 1032);
   }
   std::vector<unsigned char> out(guess + 1);
   zs.next_in = const_cast<unsigned char*>(packed.data());
@@ -98,8 +100,11 @@ HostArray parse_idx(const std::vector<unsigned char>& bytes, const std::string& 
   HostArray array;
   array.type = ElementType::kUInt8;
   for (unsigned d = 0; d < rank; ++d) array.shape.push_back(big_endian_u32(&bytes[4 + 4 * d]));
-  const uint64_t expected = uint64_t(array.elements());
   const uint64_t present = bytes.size() - header;
+  uint64_t expected = 1;  // a damaged header can declare dims whose product overflows
+  for (int64_t d : array.shape)
+    if (__builtin_mul_overflow(expected, uint64_t(d), &expected))
+      throw DataError(path + ": IDX header declares impossible dimensions " + shape_string(array.shape));
   if (expected != present)
     throw DataError(path + ": IDX header says " + shape_string(array.shape) + " = " +
                     std::to_string(expected) + " bytes of data but the file holds " +
