@@ -132,8 +132,8 @@ SavedState load_state(const std::string& path, const Model* model) {
   s.step_in_epoch = required_int(root, "step_in_epoch", ctx);
   if (!model) return s;
   if (s.signature != model->signature()) {
-    throw DataError(ctx + ": holds a different model\n  file:   " + s.signature +
-                    "\n  config: " + model->signature());
+    throw DataError(ctx + ": holds a different model: the file has [" + s.signature +
+                    "], the config describes [" + model->signature() + "]");
   }
   s.params.assign(size_t(model->num_params()), 0.0f);
   for (const auto& l : model->layers()) {

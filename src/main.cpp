@@ -106,11 +106,12 @@ int run_convert(const Args& a) {
   try {
     Hdf5WriteOptions opt;
     opt.overwrite = a.overwrite;
-    const ConvertSummary s = convert_idx_to_hdf5(
-        or_default(a.train_images, a.idx_dir, "train-images"),
-        or_default(a.train_labels, a.idx_dir, "train-labels"),
-        or_default(a.test_images, a.idx_dir, "test-images"),
-        or_default(a.test_labels, a.idx_dir, "test-labels"), a.out, opt);
+    const std::string train_images = or_default(a.train_images, a.idx_dir, "train-images");
+    const std::string train_labels = or_default(a.train_labels, a.idx_dir, "train-labels");
+    const std::string test_images = or_default(a.test_images, a.idx_dir, "test-images");
+    const std::string test_labels = or_default(a.test_labels, a.idx_dir, "test-labels");
+    const ConvertSummary s =
+        convert_idx_to_hdf5(train_images, train_labels, test_images, test_labels, a.out, opt);
     std::printf("%s\n", s.to_string().c_str());
     return 0;
   } catch (const ConfigError& e) {
@@ -158,6 +159,15 @@ int main(int argc, char** argv) {
   idx->add_option("--out,-o", a.out, "output HDF5 file")->required();
   idx->add_flag("--overwrite", a.overwrite, "replace an existing output file");
 
+  if (argc > 1 && argv[1][0] != '-') {
+    const std::string cmd = argv[1];
+    if (cmd != "train" && cmd != "evaluate" && cmd != "convert") {
+      std::fprintf(stderr,
+                   "lockstep: error: unknown subcommand '%s' (choose train, evaluate or convert; "
+                   "see 'lockstep --help')\n", cmd.c_str());
+      return kExitUsage;
+    }
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -32,7 +32,7 @@ expect_fail 2 "train.batch_size.*expected an integer" -- "$LS" train good.yaml -
 expect_fail 2 "optimizer.learning_rate" -- "$LS" train good.yaml --set optimizer.learning_rate=-1
 expect_fail 2 "optimizer.name.*unknown value 'adagrad'" -- "$LS" train good.yaml --set optimizer.name=adagrad
 expect_fail 2 "activation.*unknown value 'swish'" -- "$LS" train good.yaml --set 'model.layers=[{units: 4, activation: swish}]'
-expect_fail 2 "data.path.*required" -- "$LS" train good.yaml --set data.path=""
+expect_fail 2 "data.path: empty value" -- "$LS" train good.yaml --set data.path=""
 expect_fail 2 "does not divide" -- "$LS" train good.yaml --set strategy.local_replicas=3
 expect_fail 2 "fewer than one global batch" -- "$LS" train good.yaml --set train.batch_size=4096
 expect_fail 2 "mse needs float targets" -- "$LS" train good.yaml --set model.loss=mse
