@@ -62,19 +62,26 @@ double gemm_step_seconds(const Model& model, int64_t rows, int iters) {
   return std::chrono::duration<double>(Clock::now() - t0).count() / iters;
 }
 
-// Seconds per training step through the strategy (1 process, `replicas` threads).
-double train_step_seconds(const Model& model, Config cfg, World& world, std::shared_ptr<Source> src,
-                          int steps) {
+struct StepTimes {
+  double step = 0, compute = 0, comm = 0, input = 0;  // seconds per step (replica 0 of rank 0)
+};
+
+// Times training steps through the strategy (this process's `replicas` threads
+// x all MPI ranks), on the real input pipeline with prefetch.
+StepTimes time_steps(const Model& model, Config cfg, World& world, std::shared_ptr<Source> src,
+                     int steps) {
   const int local = resolve_local_replicas(cfg);
-  MirroredStrategy strategy(model, cfg, world, cfg.batch_size / local + 1);
+  const int R = local * world.size();
+  MirroredStrategy strategy(model, cfg, world, cfg.batch_size / R + 1);
   InputOptions in;
   in.global_batch = cfg.batch_size;
-  in.num_replicas = local;
+  in.num_replicas = R;
+  in.first_replica = strategy.first_replica();
   in.local_replicas = local;
   in.seed = cfg.seed;
   in.prefetch = cfg.data_prefetch;
   DistributedInput input(src, in);
-  double seconds = 0;
+  StepTimes t;
   strategy.run([&](Replica& r) {
     strategy.broadcast_initial_weights(r);
     auto loop = [&](int n) {
@@ -85,25 +92,34 @@ double train_step_seconds(const Model& model, Config cfg, World& world, std::sha
       }
     };
     loop(30);  // warm-up: caches, page faults, prefetch queue
-    r.local_comm->barrier();
+    r.comm->barrier();
+    r.input_seconds = r.comm_seconds = r.step_seconds = 0;
     const auto t0 = Clock::now();
     loop(steps);
-    r.local_comm->barrier();
-    if (r.local_index == 0) seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+    r.comm->barrier();
+    if (r.local_index == 0) {
+      t.step = std::chrono::duration<double>(Clock::now() - t0).count() / steps;
+      t.comm = r.comm_seconds / steps;
+      t.compute = r.step_seconds / steps - t.comm;
+      t.input = r.input_seconds / steps;
+    }
   });
-  return seconds / steps;
+  return t;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"lockstep training-throughput benchmark (Fashion-MNIST MLP shapes)"};
+  CLI::App app{"lockstep training benchmark: throughput, GEMM bound and scaling (Fashion-MNIST MLP)"};
   std::vector<int64_t> batches = {64, 256};
   std::vector<int> replica_counts = {1};
   int steps = 400, reps = 5;
-  std::string json_path, hidden = "128";
-  app.add_option("--batch", batches, "global batch sizes")->delimiter(',');
-  app.add_option("--replicas", replica_counts, "local replica counts (threads)")->delimiter(',');
+  std::string json_path, scaling = "weak";
+  app.add_option("--batch", batches, "batch sizes: per replica (weak scaling) or global (strong)")
+      ->delimiter(',');
+  app.add_option("--replicas", replica_counts, "local replica counts (threads) to sweep")->delimiter(',');
+  app.add_option("--scaling", scaling, "weak: fixed per-replica batch; strong: fixed global batch")
+      ->check(CLI::IsMember({"weak", "strong"}));
   app.add_option("--steps", steps, "timed steps per repetition");
   app.add_option("--reps", reps, "repetitions (the median is reported)");
   app.add_option("--json", json_path, "also write the results as JSON");
@@ -113,6 +129,7 @@ int main(int argc, char** argv) {
   cpu::init_kernels();
   auto comm = boot.make_world_communicator();
   World world{boot.info(), boot.world_comm(), comm.get()};
+  const bool chief = world.rank() == 0;
 
   SyntheticOptions so;
   so.size = 60000;
@@ -121,32 +138,54 @@ int main(int argc, char** argv) {
   auto src = make_synthetic(so);
   Model model({{128, Activation::kRelu, 0.0f}}, 784, 10, LossKind::kSoftmaxCrossEntropy);
 
-  std::printf("# lockstep train_bench: MLP 784-128-10, Adam, synthetic data (60000 x 784), gemm: %s\n",
-              cpu::gemm_backend());
-  std::printf("# median of %d repetitions x %d steps; gemm = the step's 5 layer GEMMs alone, same shapes\n",
-              reps, steps);
-  std::printf("#%9s %8s %12s %10s %10s %10s\n", "batch", "replicas", "samples/s", "step", "gemm", "gemm/step");
-  std::printf("#%9s %8s %12s %10s %10s %10s\n", "(global)", "", "", "(ms)", "(ms)", "");
+  if (chief) {
+    std::printf("# lockstep train_bench: MLP 784-128-10, Adam, synthetic data (60000 x 784), gemm: %s\n",
+                cpu::gemm_backend());
+    std::printf("# %s scaling, %d process(es), median of %d repetitions x %d steps\n",
+                scaling.c_str(), world.size(), reps, steps);
+    std::printf("# gemm = the 5 layer GEMMs of one replica's step alone (same shapes, same run);"
+                " eff = samples/s / (replicas x samples/s of the first row of the same batch)\n");
+    std::printf("#%6s %6s %5s %5s %11s %8s %8s %8s %8s %8s %6s %6s\n", "global", "per", "procs",
+                "repl", "samples/s", "step", "compute", "comm", "input", "gemm", "g/step", "eff");
+    std::printf("#%6s %6s %5s %5s %11s %8s %8s %8s %8s %8s %6s %6s\n", "batch", "repl", "", "",
+                "", "(ms)", "(ms)", "(ms)", "(ms)", "(ms)", "", "");
+  }
   nlohmann::json out = nlohmann::json::array();
-  for (int R : replica_counts) {
-    for (int64_t b : batches) {
+  for (int64_t b : batches) {
+    double base = 0;
+    for (int local : replica_counts) {
+      const int R = local * world.size();
+      const int64_t global = scaling == "weak" ? b * R : b;
+      if (global % R != 0) continue;
       Config cfg;
-      cfg.batch_size = b;
-      cfg.local_replicas = R;
+      cfg.batch_size = global;
+      cfg.local_replicas = local;
       cfg.seed = 1;
-      std::vector<double> step_t, gemm_t;
+      std::vector<double> step_t, comp_t, comm_t, in_t, gemm_t;
       for (int i = 0; i < reps; ++i) {
-        gemm_t.push_back(gemm_step_seconds(model, b / R, steps));
-        step_t.push_back(train_step_seconds(model, cfg, world, src, steps));
+        gemm_t.push_back(gemm_step_seconds(model, global / R, steps));
+        const StepTimes t = time_steps(model, cfg, world, src, steps);
+        step_t.push_back(t.step), comp_t.push_back(t.compute), comm_t.push_back(t.comm),
+            in_t.push_back(t.input);
       }
       const double st = median(step_t), gt = median(gemm_t);
-      std::printf("%10lld %8d %12.0f %10.4f %10.4f %10.3f\n", (long long)b, R, double(b) / st,
-                  st * 1e3, gt * 1e3, gt / st);
-      out.push_back({{"batch", b}, {"replicas", R}, {"samples_per_sec", double(b) / st},
-                     {"ms_per_step", st * 1e3}, {"gemm_ms", gt * 1e3}, {"gemm_fraction", gt / st}});
+      const double sps = double(global) / st;
+      if (base == 0) base = sps / R;
+      const double eff = sps / (R * base);
+      if (chief) {
+        std::printf("%7lld %6lld %5d %5d %11.0f %8.4f %8.4f %8.4f %8.4f %8.4f %6.3f %6.3f\n",
+                    (long long)global, (long long)(global / R), world.size(), local, sps, st * 1e3,
+                    median(comp_t) * 1e3, median(comm_t) * 1e3, median(in_t) * 1e3, gt * 1e3,
+                    gt / st, eff);
+        std::fflush(stdout);
+      }
+      out.push_back({{"global_batch", global}, {"processes", world.size()}, {"local_replicas", local},
+                     {"samples_per_sec", sps}, {"ms_per_step", st * 1e3},
+                     {"compute_ms", median(comp_t) * 1e3}, {"comm_ms", median(comm_t) * 1e3},
+                     {"input_ms", median(in_t) * 1e3}, {"gemm_ms", gt * 1e3},
+                     {"gemm_fraction", gt / st}, {"efficiency", eff}, {"scaling", scaling}});
     }
   }
-  std::fflush(stdout);
-  if (!json_path.empty()) std::ofstream(json_path) << out.dump(2) << "\n";
+  if (chief && !json_path.empty()) std::ofstream(json_path) << out.dump(2) << "\n";
   return 0;
 }

@@ -4,6 +4,7 @@
 #include "src/strategy.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <exception>
@@ -15,6 +16,12 @@
 #include "src/random.h"
 
 namespace lockstep {
+namespace {
+using Clock = std::chrono::steady_clock;
+double since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+}  // namespace
 
 int resolve_local_replicas(const Config& config) {
   if (config.local_replicas > 0) return config.local_replicas;
@@ -90,9 +97,11 @@ const ReplicaBatch* MirroredStrategy::fetch(Replica& r, DistributedInput& input)
   // has_batch_ alternates between two slots: after an empty fetch (end of
   // epoch) no collective follows, so replica 0 may already be writing the next
   // fetch's flag while another replica still reads this one.
+  const auto t0 = Clock::now();
   const size_t slot = size_t(r.fetches++ & 1);
   if (r.local_index == 0) has_batch_[slot] = input.next(batches_);
   r.local_comm->barrier();  // publishes batches_ and has_batch_ to the other replicas
+  r.input_seconds += since(t0);
   return has_batch_[slot] ? &batches_[size_t(r.local_index)] : nullptr;
 }
 
@@ -104,13 +113,17 @@ void MirroredStrategy::broadcast_initial_weights(Replica& r) {
 }
 
 void MirroredStrategy::reduce_range(Replica& r, int64_t begin, int64_t end) {
-  if (end > begin) r.comm->allreduce(r.grads.data() + begin, size_t(end - begin));
+  if (end <= begin) return;
+  const auto t0 = Clock::now();
+  r.comm->allreduce(r.grads.data() + begin, size_t(end - begin));
+  r.comm_seconds += since(t0);
 }
 
 SliceStats MirroredStrategy::train_step(Replica& r, const ReplicaBatch& batch, float lr,
                                         uint64_t step_seed) {
   // The gradient of sum(loss)/global_rows on each replica; their SUM over all
   // replicas is the gradient of the global batch's mean loss.
+  const auto t0 = Clock::now();
   const float scale = batch.global_rows > 0 ? 1.0f / float(batch.global_rows) : 0.0f;
   int64_t reduced = 0;
   const int64_t n = model_.num_params();
@@ -124,6 +137,7 @@ SliceStats MirroredStrategy::train_step(Replica& r, const ReplicaBatch& batch, f
   reduce_range(r, reduced, n);
   r.optimizer->apply(r.params.data(), r.grads.data(), 0, n, lr, r.updates);
   ++r.updates;
+  r.step_seconds += since(t0);
   return s;
 }
 

@@ -34,6 +34,10 @@ struct Replica {
   std::unique_ptr<ReplicaModel> model;
   int64_t updates = 0;                 // optimizer steps applied
   int64_t fetches = 0;                 // MirroredStrategy::fetch calls
+  // Where this replica's time went (seconds): waiting for input (fetch, which
+  // includes waiting for the other local replicas), inside gradient
+  // collectives, and the whole train_step (compute = step - comm).
+  double input_seconds = 0, comm_seconds = 0, step_seconds = 0;
 };
 
 struct StepOutcome {
