@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Several machines over MPI. Every host needs the same build/lockstep path and the
+# dataset at the config's data.path (or a shared filesystem). Change the variables,
+# then: launch/multi_node.sh [--set key=value ...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CONFIG=${CONFIG:-configs/fashion_mnist_mlp.yaml}
+HOSTFILE=${HOSTFILE:-launch/hosts.txt}  # lines like "node1 slots=8"
+RANKS=${RANKS:-16}                      # total processes across the hosts
+RANKS_PER_HOST=${RANKS_PER_HOST:-8}     # usually one per GPU, or per socket on CPU
+LOCAL_REPLICAS=${LOCAL_REPLICAS:-1}     # replica threads inside each process
+MPIRUN=${MPIRUN:-mpirun}
+
+if [ ! -f "$HOSTFILE" ]; then
+  echo "multi_node: hostfile $HOSTFILE not found: write one line per host, e.g. 'node1 slots=$RANKS_PER_HOST'" >&2
+  exit 2
+fi
+exec "$MPIRUN" -np "$RANKS" --hostfile "$HOSTFILE" --map-by "ppr:${RANKS_PER_HOST}:node" \
+  --bind-to core -x PATH -x LD_LIBRARY_PATH \
+  "$PWD/build/lockstep" train "$CONFIG" --set "strategy.local_replicas=$LOCAL_REPLICAS" "$@"

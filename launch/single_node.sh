@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# One machine, N MPI ranks (one replica each) or one process with local replicas.
+# Change the variables below, then: launch/single_node.sh [--set key=value ...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CONFIG=${CONFIG:-configs/fashion_mnist_mlp.yaml}
+RANKS=${RANKS:-2}                 # MPI processes on this machine (1 = no mpirun)
+LOCAL_REPLICAS=${LOCAL_REPLICAS:-1}  # replica threads per process ("auto" = all cores)
+MPIRUN=${MPIRUN:-mpirun}
+
+args=(train "$CONFIG" --set "strategy.local_replicas=$LOCAL_REPLICAS" "$@")
+if [ "$RANKS" -le 1 ]; then
+  exec build/lockstep "${args[@]}"
+fi
+extra=()
+# OpenMPI refuses root unless told; more ranks than cores needs --oversubscribe.
+if [ "$(id -u)" -eq 0 ]; then
+  export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+fi
+[ "$RANKS" -gt "$(nproc)" ] && extra+=(--oversubscribe)
+exec "$MPIRUN" -np "$RANKS" "${extra[@]}" --bind-to core build/lockstep "${args[@]}"
