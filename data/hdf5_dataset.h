@@ -28,6 +28,9 @@ struct Hdf5ReadOptions {
   // (one sequential read, then every batch is a memory gather); a larger one is
   // read per batch with hyperslab selections of just the requested rows.
   int64_t cache_limit_bytes = int64_t(2) << 30;
+  // HDF5's chunk cache for per-row reads (its default, 1 MiB, thrashes on
+  // random rows).
+  int64_t chunk_cache_bytes = int64_t(64) << 20;
 };
 
 // open_dataset (data/input.h) with explicit read options.
@@ -42,7 +45,7 @@ DatasetSplit load_hdf5_split(const std::string& path, const std::string& split,
 
 struct Hdf5WriteOptions {
   bool overwrite = false;  // replace an existing file (otherwise DataError)
-  int64_t chunk_rows = 0;  // rows per chunk along N; 0 = about 1 MiB per chunk
+  int64_t chunk_rows = 0;  // rows per chunk along N; 0 = about 64 KiB per chunk
   int deflate_level = 0;   // 0 = uncompressed (fastest row reads), 1..9 = gzip
 };
 

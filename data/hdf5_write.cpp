@@ -14,7 +14,9 @@ namespace lockstep {
 
 namespace {
 
-constexpr int64_t kChunkBytes = int64_t(1) << 20;
+// Small chunks: a per-row read (a split too big to cache) costs about one chunk
+// per row read, while a whole-split read does not care.
+constexpr int64_t kChunkBytes = int64_t(64) << 10;
 
 std::vector<int64_t> labels_as_int64(const HostArray& y) {
   std::vector<int64_t> out(size_t(y.rows()));
