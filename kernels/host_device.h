@@ -1,6 +1,6 @@
-// Small scalar helpers shared by the CPU and CUDA kernels: the dropout hash and the
-// scalar activation formulas. Sharing them (not re-typing them) is what keeps the
-// CPU and CUDA dropout masks identical and the activations in agreement.
+// Small scalar helpers shared by the CPU and CUDA kernels: the dropout hash, the
+// scalar activation formulas and the per-element optimizer steps. Sharing them (not
+// re-typing them) keeps the CPU and CUDA dropout masks identical and the updates equal.
 #pragma once
 
 #include <cmath>
@@ -63,5 +63,52 @@ LOCKSTEP_HD float gelu_grad(float x) {
   return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * kGeluC * (1.0f + 3.0f * kGeluA * x * x);
 }
 LOCKSTEP_HD float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+// Per-call constants of one Adam step, computed once on the host (see cpu/ops.h):
+// p = p * decay - step_size * m / (sqrt(v) * inv_sqrt_bc2 + eps).
+struct AdamConsts {
+  float b1, one_minus_b1, b2, one_minus_b2;
+  float coupled_wd;    // added to the gradient (Adam + L2)
+  float decay;         // p *= decay before the step (AdamW: 1 - lr * wd)
+  float step_size;     // lr / (1 - b1^t)
+  float inv_sqrt_bc2;  // 1 / sqrt(1 - b2^t)
+  float eps;
+};
+
+inline AdamConsts adam_consts(float lr, float beta1, float beta2, float eps, int64_t step,
+                              float weight_decay, bool decoupled_wd) {
+  const double t = static_cast<double>(step);
+  const double bc1 = 1.0 - std::pow(static_cast<double>(beta1), t);
+  const double bc2 = 1.0 - std::pow(static_cast<double>(beta2), t);
+  AdamConsts k{};
+  k.b1 = beta1;
+  k.one_minus_b1 = 1.0f - beta1;
+  k.b2 = beta2;
+  k.one_minus_b2 = 1.0f - beta2;
+  k.coupled_wd = decoupled_wd ? 0.0f : weight_decay;
+  k.decay = decoupled_wd ? 1.0f - lr * weight_decay : 1.0f;
+  k.step_size = static_cast<float>(lr / bc1);
+  k.inv_sqrt_bc2 = static_cast<float>(1.0 / std::sqrt(bc2));
+  k.eps = eps;
+  return k;
+}
+
+// One element of Adam, with explicit FMAs so every device rounds identically
+// (the CPU's AVX2 body performs exactly these operations lane by lane).
+LOCKSTEP_HD void adam_element(float& p, float grad, float& m, float& v, const AdamConsts& k) {
+  const float g = fmaf(k.coupled_wd, p, grad);
+  m = fmaf(k.b1, m, k.one_minus_b1 * g);
+  v = fmaf(k.b2, v, k.one_minus_b2 * (g * g));
+  const float denom = fmaf(sqrtf(v), k.inv_sqrt_bc2, k.eps);
+  p = fmaf(-k.step_size, m / denom, p * k.decay);
+}
+
+// One element of SGD with momentum (see cpu/ops.h for the formula).
+LOCKSTEP_HD void sgd_element(float& p, float grad, float& vel, float lr, float momentum,
+                             bool nesterov, float weight_decay) {
+  const float g = fmaf(weight_decay, p, grad);
+  vel = fmaf(momentum, vel, g);
+  p = fmaf(-lr, nesterov ? fmaf(momentum, vel, g) : vel, p);
+}
 
 }  // namespace lockstep::kernels

@@ -81,6 +81,7 @@ void init_kernels() {
 #if defined(LOCKSTEP_HAVE_BLAS)
   openblas_set_num_threads(1);
 #endif
+  Eigen::initParallel();  // Eigen's cached blocking sizes, set before replica threads start
   Eigen::setNbThreads(1);
 }
 

@@ -7,6 +7,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "kernels/host_device.h"
+
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
 #endif
@@ -14,46 +16,12 @@
 namespace lockstep::cpu {
 namespace {
 
-// Per-call constants of one Adam step (see ops.h for the formula they implement).
-struct AdamConsts {
-  float b1, one_minus_b1, b2, one_minus_b2;
-  float coupled_wd;    // added to the gradient (Adam + L2)
-  float decay;         // p *= decay before the step (AdamW: 1 - lr * wd)
-  float step_size;     // lr / (1 - b1^t)
-  float inv_sqrt_bc2;  // 1 / sqrt(1 - b2^t)
-  float eps;
-};
-
-AdamConsts adam_consts(float lr, float beta1, float beta2, float eps, int64_t step,
-                       float weight_decay, bool decoupled_wd) {
-  const double t = static_cast<double>(step);
-  const double bc1 = 1.0 - std::pow(static_cast<double>(beta1), t);
-  const double bc2 = 1.0 - std::pow(static_cast<double>(beta2), t);
-  AdamConsts k{};
-  k.b1 = beta1;
-  k.one_minus_b1 = 1.0f - beta1;
-  k.b2 = beta2;
-  k.one_minus_b2 = 1.0f - beta2;
-  k.coupled_wd = decoupled_wd ? 0.0f : weight_decay;
-  k.decay = decoupled_wd ? 1.0f - lr * weight_decay : 1.0f;
-  k.step_size = static_cast<float>(lr / bc1);
-  k.inv_sqrt_bc2 = static_cast<float>(1.0 / std::sqrt(bc2));
-  k.eps = eps;
-  return k;
-}
+using kernels::AdamConsts;
 
 // Elements [begin, n) one at a time: the tail of the vector loop, or all of them.
 void adam_scalar(float* p, const float* grad, float* m, float* v, int64_t begin, int64_t n,
                  const AdamConsts& k) {
-  for (int64_t i = begin; i < n; ++i) {
-    const float g = std::fma(k.coupled_wd, p[i], grad[i]);
-    const float mi = std::fma(k.b1, m[i], k.one_minus_b1 * g);
-    const float vi = std::fma(k.b2, v[i], k.one_minus_b2 * (g * g));
-    const float denom = std::fma(std::sqrt(vi), k.inv_sqrt_bc2, k.eps);
-    m[i] = mi;
-    v[i] = vi;
-    p[i] = std::fma(-k.step_size, mi / denom, p[i] * k.decay);
-  }
+  for (int64_t i = begin; i < n; ++i) kernels::adam_element(p[i], grad[i], m[i], v[i], k);
 }
 
 // Vector body; returns how many leading elements it handled.
@@ -95,14 +63,14 @@ void sgd_update(float* __restrict param, const float* __restrict grad,
       throw std::invalid_argument("lockstep::cpu::sgd_update: momentum " +
                                   std::to_string(momentum) + " needs a velocity buffer");
     }
-    for (int64_t i = 0; i < n; ++i) param[i] -= lr * (grad[i] + weight_decay * param[i]);
+    for (int64_t i = 0; i < n; ++i) {
+      param[i] = fmaf(-lr, fmaf(weight_decay, param[i], grad[i]), param[i]);
+    }
     return;
   }
+  // Shared with CUDA; the FMAs vectorise (GCC turns this loop into AVX2 vfmadd).
   for (int64_t i = 0; i < n; ++i) {
-    const float g = grad[i] + weight_decay * param[i];
-    const float v = momentum * velocity[i] + g;
-    velocity[i] = v;
-    param[i] -= lr * (nesterov ? g + momentum * v : v);
+    kernels::sgd_element(param[i], grad[i], velocity[i], lr, momentum, nesterov, weight_decay);
   }
 }
 
@@ -113,7 +81,7 @@ void adam_update(float* param, const float* grad, float* m, float* v, int64_t n,
     throw std::invalid_argument("lockstep::cpu::adam_update: step " + std::to_string(step) +
                                 " must be >= 1 (it is 1-based, for bias correction)");
   }
-  const AdamConsts k = adam_consts(lr, beta1, beta2, eps, step, weight_decay, decoupled_wd);
+  const AdamConsts k = kernels::adam_consts(lr, beta1, beta2, eps, step, weight_decay, decoupled_wd);
   const int64_t done = adam_vector(param, grad, m, v, n, k);
   adam_scalar(param, grad, m, v, done, n, k);
 }

@@ -137,14 +137,18 @@ TEST(KernelsGemm, ConcurrentCallsFromTwoThreadsAreCorrect) {
   init_kernels();
   const int64_t m = 64, n = 128, k = 784;
   const auto a = random_vec(m * k, 7), b = random_vec(k * n, 8);
-  std::vector<float> expect(m * n);
+  std::vector<float> expect(m * n), expect_eigen(m * n);
   gemm(false, false, m, n, k, 1.0f, a.data(), k, b.data(), n, 0.0f, expect.data(), n);
+  gemm_eigen(false, false, m, n, k, 1.0f, a.data(), k, b.data(), n, 0.0f, expect_eigen.data(),
+             n);
   int mismatches[2] = {0, 0};
   auto worker = [&](int id) {
     std::vector<float> c(m * n);
-    for (int rep = 0; rep < 50; ++rep) {
+    for (int rep = 0; rep < 40; ++rep) {
       gemm(false, false, m, n, k, 1.0f, a.data(), k, b.data(), n, 0.0f, c.data(), n);
       if (c != expect) ++mismatches[id];
+      gemm_eigen(false, false, m, n, k, 1.0f, a.data(), k, b.data(), n, 0.0f, c.data(), n);
+      if (c != expect_eigen) ++mismatches[id];
     }
   };
   std::thread t0(worker, 0), t1(worker, 1);
