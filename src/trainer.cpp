@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <sstream>
 
 #include "src/checkpoint.h"
 #include "src/metrics.h"
@@ -57,6 +58,7 @@ void Trainer::build(int64_t max_rows_hint) {
   model_ = std::make_unique<Model>(c.layers, ti.feature_dim,
                                    classification ? ti.num_classes : ti.target_dim, c.loss);
 
+  check_same_everywhere();
   const int local = resolve_local_replicas(c);
   const int64_t replicas = int64_t(local) * world_.size();
   if (c.batch_size % replicas != 0) {
@@ -93,6 +95,59 @@ void Trainer::build(int64_t max_rows_hint) {
 
   base_lr_ = c.learning_rate * (c.scale_lr ? double(replicas) : 1.0);
   total_steps_ = train_input_->steps_per_epoch() * c.epochs;
+}
+
+// Every process must train the same thing: compare a hash of the resolved
+// config, the architecture and the data each process opened. On a mismatch,
+// rank 0's config is broadcast so each process can name the keys that differ.
+std::string Trainer::fingerprint() const {
+  const DatasetInfo& ti = train_source_->info();
+  const DatasetInfo& ei = eval_source_->info();
+  Config c = config_;
+  c.progress = true;  // cosmetic keys may differ between ranks
+  std::string text;
+  for (const auto& row : c.table()) text += row[0] + " = " + row[1] + "\n";
+  return text + "model: " + model_->signature() + "\ntrain data: " +
+         std::to_string(ti.size) + " x " + std::to_string(ti.feature_dim) + ", classes " +
+         std::to_string(ti.num_classes) + "\neval data: " + std::to_string(ei.size) + "\n";
+}
+
+void Trainer::check_same_everywhere() {
+  if (world_.size() == 1) return;
+  const std::string mine = fingerprint();
+  uint64_t h = 1469598103934665603ULL;
+  for (unsigned char ch : mine) h = (h ^ ch) * 1099511628211ULL;
+  std::vector<int64_t> all(static_cast<size_t>(world_.size()));
+  const int64_t hv = int64_t(h);
+  world_.comm->allgather(&hv, all.data(), 1);
+  std::vector<int> differ;
+  for (int i = 1; i < world_.size(); ++i) {
+    if (all[size_t(i)] != all[0]) differ.push_back(i);
+  }
+  if (differ.empty()) return;
+  // Everyone gets rank 0's text and the first differing rank's, so the message
+  // every process prints (whichever MPI_Abort wins) names the keys.
+  auto text_of = [&](int root) {
+    int64_t len = int64_t(mine.size());
+    world_.comm->broadcast(&len, 1, root);
+    std::string t(size_t(len), '\0');
+    if (world_.rank() == root) t = mine;
+    world_.comm->broadcast(reinterpret_cast<uint8_t*>(t.data()), t.size(), root);
+    return t;
+  };
+  const std::string ref = text_of(0);
+  const std::string other = text_of(differ[0]);
+  std::string diff;
+  std::istringstream a(other), b(ref);
+  std::string la, lb;
+  while (std::getline(a, la)) {
+    if (!std::getline(b, lb)) lb.clear();
+    if (la != lb) diff += (diff.empty() ? "" : "; ") + la + " (rank 0 has " + lb + ")";
+  }
+  std::string ranks;
+  for (int r : differ) ranks += (ranks.empty() ? "" : ", ") + std::to_string(r);
+  throw ConfigError("every process must train the same config, model and data, but rank(s) " +
+                    ranks + " differ from rank 0; rank " + std::to_string(differ[0]) + ": " + diff);
 }
 
 void Trainer::print_plan() const {

@@ -45,6 +45,8 @@ class Trainer {
 
  private:
   void build(int64_t max_rows_hint);
+  std::string fingerprint() const;
+  void check_same_everywhere();
   void print_plan() const;
   void replica_fit(Replica& r);
   void train_epoch(Replica& r, int64_t epoch, MetricSums& sums, int64_t& global_step);

@@ -1,0 +1,107 @@
+// The mirrored strategy across MPI ranks (np 2 and 4), alone and mixed with local
+// replicas (hierarchical): the same weights as one replica up to fp32 summation
+// order, bitwise identical on every rank and every run; sharding covers every
+// example exactly once; evaluation counts each example once.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstring>
+#include <numeric>
+
+#include "comm/bootstrap.h"
+#include "data/sources.h"
+#include "tests/common/train_harness.h"
+#include "tests/mpi/mpi_test_env.h"
+
+namespace lockstep {
+namespace {
+
+struct MpiWorld {
+  std::unique_ptr<Communicator> comm = test_bootstrap().make_world_communicator();
+  World world{test_bootstrap().info(), test_bootstrap().world_comm(), comm.get()};
+};
+
+TEST(StrategyMpi, RanksAndMixedReplicasAgreeWithOneReplica) {
+  testing::SingleWorld single;
+  MpiWorld mpi;
+  for (OptimizerKind opt : {OptimizerKind::kSgd, OptimizerKind::kAdam}) {
+    const auto one = testing::train_synthetic(single.world, {1, opt});
+    for (int local : {1, 2}) {
+      testing::RunSpec spec{local, opt};
+      const auto many = testing::train_synthetic(mpi.world, spec);
+      const double worst = testing::worst_relative_difference(many.params, one.params);
+      EXPECT_LT(worst, testing::kReplicaTolerance)
+          << mpi.world.size() << " ranks x " << local << " local, " << optimizer_name(opt);
+      // Every rank must hold bitwise the same weights (check_in_sync also ran).
+      std::vector<float> root = many.params;
+      mpi.comm->broadcast(root.data(), root.size(), 0);
+      EXPECT_EQ(0, std::memcmp(root.data(), many.params.data(), root.size() * 4));
+    }
+  }
+}
+
+TEST(StrategyMpi, SameLayoutTwiceIsBitwiseEqual) {
+  MpiWorld mpi;
+  const auto a = testing::train_synthetic(mpi.world, {2, OptimizerKind::kAdam, 250, 2, 0.25f});
+  const auto b = testing::train_synthetic(mpi.world, {2, OptimizerKind::kAdam, 250, 2, 0.25f});
+  EXPECT_EQ(0, std::memcmp(a.params.data(), b.params.data(), a.params.size() * 4));
+}
+
+// Feature 0 of example i is i, so the gathered rows say which examples came.
+std::shared_ptr<Source> numbered(int64_t n) {
+  TensorSet t;
+  t.feature_shape = {2};
+  t.num_classes = 2;
+  for (int64_t i = 0; i < n; ++i) {
+    t.x.push_back(float(i));
+    t.x.push_back(0.0f);
+    t.labels.push_back(int32_t(i % 2));
+  }
+  return make_tensor_source(std::move(t));
+}
+
+// Every example of an epoch, gathered from every replica of every rank.
+std::vector<int64_t> epoch_rows(MpiWorld& mpi, int64_t n, int64_t batch, bool shuffle, int local) {
+  InputOptions in;
+  in.global_batch = batch;
+  in.num_replicas = local * mpi.world.size();
+  in.first_replica = mpi.world.rank() * local;
+  in.local_replicas = local;
+  in.shuffle = shuffle;
+  in.seed = 5;
+  DistributedInput input(numbered(n), in);
+  std::vector<int64_t> mine;
+  std::vector<ReplicaBatch> out;
+  while (input.next(out)) {
+    for (const auto& b : out) {
+      for (int64_t r = 0; r < b.rows; ++r) mine.push_back(int64_t(b.x[r * 2]));
+    }
+  }
+  int64_t count = int64_t(mine.size());
+  std::vector<int64_t> counts(size_t(mpi.world.size()));
+  mpi.comm->allgather(&count, counts.data(), 1);
+  const int64_t most = *std::max_element(counts.begin(), counts.end());
+  mine.resize(size_t(most), -1);  // pad to a common length for allgather
+  std::vector<int64_t> all(size_t(most) * counts.size());
+  mpi.comm->allgather(mine.data(), all.data(), size_t(most));
+  all.erase(std::remove(all.begin(), all.end(), int64_t(-1)), all.end());
+  std::sort(all.begin(), all.end());
+  return all;
+}
+
+TEST(StrategyMpi, ShardingCoversEveryExampleExactlyOnce) {
+  MpiWorld mpi;
+  for (int local : {1, 2}) {
+    for (bool shuffle : {true, false}) {
+      // 1001 examples do not divide by the global batch or by the replica count.
+      const int64_t batch = 8 * local * mpi.world.size();
+      const auto rows = epoch_rows(mpi, 1001, batch, shuffle, local);
+      std::vector<int64_t> expect(1001);
+      std::iota(expect.begin(), expect.end(), 0);
+      EXPECT_EQ(rows, expect) << "local " << local << " shuffle " << shuffle;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace lockstep
