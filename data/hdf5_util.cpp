@@ -18,16 +18,14 @@ namespace fs = std::filesystem;
 
 std::recursive_mutex& hdf5_mutex() {
   static std::recursive_mutex mutex;
+  // Silenced once, during the first use of the lock: no HDF5 call can run before
+  // it (they all take the lock), and no lock is needed while the static is built.
+  static const bool quiet = [] { return H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr) >= 0; }();
+  (void)quiet;
   return mutex;
 }
 
-void hdf5_quiet() {
-  static std::once_flag once;
-  std::call_once(once, [] {
-    Hdf5Lock lock(hdf5_mutex());
-    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
-  });
-}
+void hdf5_quiet() { hdf5_mutex(); }
 
 namespace {
 

@@ -20,8 +20,9 @@ namespace lockstep {
 std::recursive_mutex& hdf5_mutex();
 using Hdf5Lock = std::lock_guard<std::recursive_mutex>;
 
-// Turns off HDF5's own error-stack printing (once per process); the helpers below
-// translate failures into exceptions instead. Safe to call often.
+// Turns off HDF5's own error-stack printing (done once per process, on the first
+// use of hdf5_mutex(), so taking the lock is enough); the helpers below translate
+// failures into exceptions instead. Safe to call often, with or without the lock.
 void hdf5_quiet();
 
 // The current thread's HDF5 error stack as one line ("outer: innermost cause"),
