@@ -206,6 +206,8 @@ const std::vector<KeyDef> kKeys = {
      c.local_replicas = int(get_int(n, x, 1, 4096)); }},
   {"strategy.bucket_mb", "4", "gradient fusion bucket size in MiB",
    [](Config& c, const YAML::Node& n, const Ctx& x) { c.bucket_mb = get_float(n, x, 0, 1024, true); }},
+  {"strategy.overlap", "false", "reduce gradient buckets on a helper thread while backward continues (wants a spare core per replica)",
+   [](Config& c, const YAML::Node& n, const Ctx& x) { c.overlap = get_bool(n, x); }},
   {"strategy.check_every", "100", "steps between cross-replica weight checksums (0 = off)",
    [](Config& c, const YAML::Node& n, const Ctx& x) { c.check_every = get_int(n, x, 0, int64_t(1) << 40); }},
   {"output.dir", "runs/default", "folder for the final model (and later checkpoints)",
@@ -400,6 +402,7 @@ std::string Config::to_yaml() const {
     << YAML::Key << "local_replicas" << YAML::Value;
   if (local_replicas == 0) e << "auto"; else e << local_replicas;
   e << YAML::Key << "bucket_mb" << YAML::Value << bucket_mb
+    << YAML::Key << "overlap" << YAML::Value << overlap
     << YAML::Key << "check_every" << YAML::Value << check_every << YAML::EndMap;
   e << YAML::Key << "output" << YAML::Value << YAML::BeginMap
     << YAML::Key << "dir" << YAML::Value << output_dir

@@ -68,6 +68,7 @@ struct Config {
   // strategy
   int local_replicas = 1;    // 0 = auto (all cores / all GPUs)
   double bucket_mb = 4.0;    // gradient fusion bucket size
+  bool overlap = false;      // reduce buckets on a helper thread during backward
   int64_t check_every = 100; // steps between cross-replica weight checksums (0 = off)
 
   // output

@@ -6,7 +6,9 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <cstring>
+#include <deque>
 #include <exception>
 #include <mutex>
 #include <thread>
@@ -22,6 +24,70 @@ double since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 }  // namespace
+
+// strategy.overlap: a thread per replica that all-reduces the buckets backward
+// hands it, in order, while backward goes on with earlier layers. Results are
+// bitwise the same as reducing inline: same buckets, same order, same backend.
+class BucketWorker {
+ public:
+  explicit BucketWorker(Communicator* comm) : comm_(comm), thread_([this] { loop(); }) {}
+  ~BucketWorker() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  void submit(float* data, int64_t count) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      queue_.push_back({data, count});
+      ++pending_;
+    }
+    cv_.notify_all();
+  }
+  // Until every submitted bucket is reduced; rethrows the worker's failure.
+  void wait() {
+    std::unique_lock<std::mutex> lock(mu_);
+    done_cv_.wait(lock, [this] { return pending_ == 0 || error_; });
+    if (error_) std::rethrow_exception(error_);
+  }
+
+ private:
+  void loop() {
+    std::unique_lock<std::mutex> lock(mu_);
+    for (;;) {
+      cv_.wait(lock, [this] { return stop_ || !queue_.empty(); });
+      if (queue_.empty()) return;  // stop_ with nothing left
+      const auto [data, count] = queue_.front();
+      queue_.pop_front();
+      lock.unlock();
+      std::exception_ptr err;
+      try {
+        comm_->allreduce(data, size_t(count));
+      } catch (...) {
+        err = std::current_exception();
+      }
+      lock.lock();
+      if (err && !error_) error_ = err;
+      --pending_;
+      done_cv_.notify_all();
+    }
+  }
+
+  Communicator* comm_;
+  std::mutex mu_;
+  std::condition_variable cv_, done_cv_;
+  std::deque<std::pair<float*, int64_t>> queue_;
+  int64_t pending_ = 0;
+  bool stop_ = false;
+  std::exception_ptr error_;
+  std::thread thread_;
+};
+
+Replica::Replica() = default;
+Replica::~Replica() = default;
 
 int resolve_local_replicas(const Config& config) {
   if (config.local_replicas > 0) return config.local_replicas;
@@ -54,6 +120,7 @@ MirroredStrategy::MirroredStrategy(const Model& model, const Config& config, Wor
     r->grads.assign(size_t(model.num_params()), 0.0f);
     r->optimizer = std::make_unique<Optimizer>(config, model.num_params());
     r->model = std::make_unique<ReplicaModel>(model, max_rows);
+    if (config.overlap) r->worker = std::make_unique<BucketWorker>(r->comm);
     replicas_.push_back(std::move(r));
   }
   batches_.resize(size_t(local));
@@ -114,6 +181,10 @@ void MirroredStrategy::broadcast_initial_weights(Replica& r) {
 
 void MirroredStrategy::reduce_range(Replica& r, int64_t begin, int64_t end) {
   if (end <= begin) return;
+  if (r.worker) {
+    r.worker->submit(r.grads.data() + begin, end - begin);
+    return;
+  }
   const auto t0 = Clock::now();
   r.comm->allreduce(r.grads.data() + begin, size_t(end - begin));
   r.comm_seconds += since(t0);
@@ -135,6 +206,11 @@ SliceStats MirroredStrategy::train_step(Replica& r, const ReplicaBatch& batch, f
                                   }
                                 });
   reduce_range(r, reduced, n);
+  if (r.worker) {  // the exposed part of the communication
+    const auto tw = Clock::now();
+    r.worker->wait();
+    r.comm_seconds += since(tw);
+  }
   r.optimizer->apply(r.params.data(), r.grads.data(), 0, n, lr, r.updates);
   ++r.updates;
   r.step_seconds += since(t0);

@@ -22,9 +22,12 @@ namespace lockstep {
 
 class LocalGroup;
 class HierarchicalGroup;
+class BucketWorker;
 
 // Everything one replica owns.
 struct Replica {
+  Replica();
+  ~Replica();
   int local_index = 0;
   int global_index = 0;
   Communicator* comm = nullptr;        // all replicas in sync
@@ -32,6 +35,7 @@ struct Replica {
   std::vector<float> params, grads;
   std::unique_ptr<Optimizer> optimizer;
   std::unique_ptr<ReplicaModel> model;
+  std::unique_ptr<BucketWorker> worker;  // strategy.overlap: reduces buckets during backward
   int64_t updates = 0;                 // optimizer steps applied
   int64_t fetches = 0;                 // MirroredStrategy::fetch calls
   // Where this replica's time went (seconds): waiting for input (fetch, which

@@ -24,6 +24,7 @@ struct RunSpec {
   int64_t dataset_size = 250;  // 10 global batches of 24 and a short one of 10
   int epochs = 2;
   float dropout = 0.0f;
+  bool overlap = false;
 };
 
 inline RunResult train_synthetic(World& world, const RunSpec& spec) {
@@ -42,6 +43,7 @@ inline RunResult train_synthetic(World& world, const RunSpec& spec) {
   cfg.local_replicas = spec.local_replicas;
   cfg.bucket_mb = 0.0005;  // ~131 floats: several buckets per step
   cfg.check_every = 5;
+  cfg.overlap = spec.overlap;
   Model model({{16, Activation::kTanh, spec.dropout}, {8, Activation::kRelu, 0.0f}}, 12, 4,
               LossKind::kSoftmaxCrossEntropy);
   MirroredStrategy strategy(model, cfg, world, 24);

@@ -47,6 +47,17 @@ TEST(StrategyMpi, SameLayoutTwiceIsBitwiseEqual) {
   EXPECT_EQ(0, std::memcmp(a.params.data(), b.params.data(), a.params.size() * 4));
 }
 
+TEST(StrategyMpi, OverlappedBucketsGiveBitwiseTheSameWeights) {
+  MpiWorld mpi;
+  for (int local : {1, 2}) {
+    testing::RunSpec spec{local, OptimizerKind::kAdam};
+    const auto a = testing::train_synthetic(mpi.world, spec);
+    spec.overlap = true;
+    const auto b = testing::train_synthetic(mpi.world, spec);
+    EXPECT_EQ(0, std::memcmp(a.params.data(), b.params.data(), a.params.size() * 4)) << local;
+  }
+}
+
 // Feature 0 of example i is i, so the gathered rows say which examples came.
 std::shared_ptr<Source> numbered(int64_t n) {
   TensorSet t;

@@ -38,6 +38,18 @@ TEST(MirroredStrategy, SameReplicaCountIsBitwiseReproducible) {
   }
 }
 
+TEST(MirroredStrategy, OverlappedBucketsGiveBitwiseTheSameWeights) {
+  for (int r : {1, 2, 3}) {
+    testing::SingleWorld w;
+    const RunResult inline_reduce = testing::train_synthetic(w.world, RunSpec{r, OptimizerKind::kAdam});
+    RunSpec spec{r, OptimizerKind::kAdam};
+    spec.overlap = true;
+    const RunResult overlapped = testing::train_synthetic(w.world, spec);
+    EXPECT_EQ(0, std::memcmp(inline_reduce.params.data(), overlapped.params.data(),
+                             inline_reduce.params.size() * 4)) << r << " replicas";
+  }
+}
+
 TEST(MirroredStrategy, DropoutMasksDoNotDependOnTheReplicaCount) {
   EXPECT_LT(testing::worst_relative_difference(run(2, OptimizerKind::kSgd, 240, 1, 0.3f).params,
                                                run(1, OptimizerKind::kSgd, 240, 1, 0.3f).params),
