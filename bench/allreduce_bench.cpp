@@ -24,6 +24,7 @@
 #include "comm/local_communicator.h"
 #include "comm/mpi_check.h"
 #include "comm/mpi_communicator.h"
+#include "comm/placement.h"
 
 namespace lockstep {
 namespace {
@@ -37,6 +38,8 @@ struct Settings {
   int iters = 20;
   int warmup = 5;
   double timeout_s = 300.0;
+  bool pin = true;
+  int local_rank = 0;  // node-local process rank, for choosing CPUs
   std::string json_path;
 };
 
@@ -165,6 +168,11 @@ std::vector<Row> run_member(Communicator& comm, const Settings& s) {
 }
 
 // Runs `k` members on k threads; the first exception fails the group and is rethrown.
+// Pins the calling replica thread (see comm/placement.h); MPI ranks are left to mpirun.
+void place_replica(const Settings& s, int replica, int replicas) {
+  if (s.pin) pin_current_thread(s.local_rank * replicas + replica);
+}
+
 template <typename Group>
 std::vector<Row> run_threads(Group& group, int k, const Settings& s) {
   std::vector<Row> rows;
@@ -173,6 +181,7 @@ std::vector<Row> run_threads(Group& group, int k, const Settings& s) {
   std::vector<std::thread> threads;
   for (int i = 0; i < k; ++i) {
     threads.emplace_back([&, i] {
+      place_replica(s, i, k);
       try {
         std::vector<Row> mine = run_member(group.member(i), s);
         if (i == 0) rows = std::move(mine);
@@ -193,6 +202,8 @@ void print_header(const Settings& s, const WorldInfo& w, int ranks, int local) {
   std::printf("# backend: %s  ranks: %d  processes: %d  replicas per process: %d\n",
               s.backend.c_str(), ranks, w.size, local);
   std::printf("# host: %s  launcher: %s\n", w.host.c_str(), w.launcher.c_str());
+  std::printf("# replica threads pinned to their own CPUs: %s\n",
+              s.pin && s.backend != "mpi" && s.backend != "mpi-raw" ? "yes" : "no");
   std::printf("# op: sum  in place  iters: %d  warmup: %d  time: median over iters of the "
               "slowest member\n#\n", s.iters, s.warmup);
   std::printf("#%11s  %12s  %8s  %10s  %8s  %8s  %7s\n", "size", "count", "type", "time", "algbw",
@@ -260,6 +271,7 @@ int run(int argc, char** argv) {
   app.add_option("-w,--warmup", s.warmup, "untimed iterations per size")->check(CLI::Range(0, 1000000));
   app.add_option("--timeout", s.timeout_s, "collective deadline in seconds (0 = none)")
       ->check(CLI::Range(0.0, 1e6));
+  app.add_option("--pin", s.pin, "pin each replica thread to its own CPU (local, hierarchical)");
   app.add_option("--json", s.json_path, "also write the results as JSON to this file");
   CLI11_PARSE(app, argc, argv);
   if (s.min_bytes < sizeof(float) || s.min_bytes > s.max_bytes) {
@@ -268,6 +280,7 @@ int run(int argc, char** argv) {
   }
   const bool needs_mpi = s.backend != "local";
   Bootstrap boot(&argc, &argv, BootstrapOptions{needs_mpi});
+  s.local_rank = boot.info().local_rank;
   int ranks = 1;
   int local = 1;
   const std::vector<Row> rows = run_backend(s, boot, &ranks, &local);

@@ -2,7 +2,7 @@
 // arrival counter and the buffers of the member's current collective (double
 // buffered by call parity, since a fast member can be at most one call ahead).
 // Waiting spins briefly (the common case is a partner a few hundred ns away), then
-// yields the core (this machine may have fewer cores than members) and watches the
+// yields the core (there may be fewer free cores than members) and watches the
 // deadline.
 #include "comm/local_fabric.h"
 
@@ -16,7 +16,12 @@
 namespace lockstep {
 namespace {
 
-constexpr int kSpinIterations = 4000;
+// Waiting: a few polls without reading the clock, then spinning for a bounded
+// time, then yielding. The spin is short because a partner that shares our core
+// (more replicas than free cores) can only arrive once we yield; a partner on
+// another core arrives within the spin, or the yield costs just a system call.
+constexpr int kQuickPolls = 32;
+constexpr std::chrono::nanoseconds kSpinTime{3000};
 constexpr size_t kLineBytes = 64;
 // Below this many bytes per member a split is not worth a cache-line transfer.
 constexpr size_t kMinChunkBytes = 4096;
@@ -124,21 +129,24 @@ void LocalFabric::sync(int member, CollectiveKind kind, const char* phase) {
 void LocalFabric::wait_for_all(int member, uint64_t target, CollectiveKind kind,
                                const char* phase) {
   using Clock = std::chrono::steady_clock;
-  const bool has_deadline = options_.timeout.count() > 0;
-  Clock::time_point deadline{};
+  Clock::time_point start{};
   int next = 0;  // members before `next` are known to have arrived
   for (long iter = 0;; ++iter) {
     while (next < size_ && slots_[next].arrived.load(std::memory_order_acquire) >= target) ++next;
     if (next == size_) return;
-    if (iter < kSpinIterations) {
+    if (iter < kQuickPolls) {
+      cpu_relax();
+      continue;
+    }
+    const auto now = Clock::now();
+    if (iter == kQuickPolls) start = now;
+    if (now - start < kSpinTime) {
       cpu_relax();
       continue;
     }
     if (failed_.load(std::memory_order_acquire)) throw_failed();
-    if (has_deadline) {
-      const auto now = Clock::now();
-      if (iter == kSpinIterations) deadline = now + options_.timeout;
-      else if (now >= deadline) throw_timeout(member, target, kind, phase);
+    if (options_.timeout.count() > 0 && now - start >= options_.timeout) {
+      throw_timeout(member, target, kind, phase);
     }
     std::this_thread::yield();
   }

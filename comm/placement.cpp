@@ -1,0 +1,31 @@
+// Thread placement through the Linux affinity calls.
+#include "comm/placement.h"
+
+#include <pthread.h>
+#include <sched.h>
+
+namespace lockstep {
+
+std::vector<int> allowed_cpus() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  std::vector<int> cpus;
+  if (sched_getaffinity(0, sizeof(set), &set) != 0) return cpus;
+  for (int c = 0; c < CPU_SETSIZE; ++c) {
+    if (CPU_ISSET(c, &set)) cpus.push_back(c);
+  }
+  return cpus;
+}
+
+int pin_current_thread(int slot) {
+  const std::vector<int> cpus = allowed_cpus();
+  if (cpus.empty() || slot < 0) return -1;
+  const int cpu = cpus[static_cast<size_t>(slot) % cpus.size()];
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  if (pthread_setaffinity_np(pthread_self(), sizeof(set), &set) != 0) return -1;
+  return cpu;
+}
+
+}  // namespace lockstep
