@@ -2,8 +2,8 @@
 // arrival counter and the buffers of the member's current collective (double
 // buffered by call parity, since a fast member can be at most one call ahead).
 // Waiting spins briefly (the common case is a partner a few hundred ns away), then
-// yields the core (there may be fewer free cores than members) and watches the
-// deadline.
+// yields the core (there may be fewer free cores than members), then naps, and
+// watches the deadline throughout.
 #include "comm/local_fabric.h"
 
 #include <chrono>
@@ -22,6 +22,11 @@ namespace {
 // another core arrives within the spin, or the yield costs just a system call.
 constexpr int kQuickPolls = 32;
 constexpr std::chrono::nanoseconds kSpinTime{3000};
+// A wait this long is another member's big job (a large reduction, the leader's
+// MPI phase): nap instead of yielding, so the waiters stop competing with it for
+// the core.
+constexpr std::chrono::microseconds kYieldTime{500};
+constexpr std::chrono::microseconds kNap{50};
 constexpr size_t kLineBytes = 64;
 // Below this many bytes per member a split is not worth a cache-line transfer.
 constexpr size_t kMinChunkBytes = 4096;
@@ -148,7 +153,8 @@ void LocalFabric::wait_for_all(int member, uint64_t target, CollectiveKind kind,
     if (options_.timeout.count() > 0 && now - start >= options_.timeout) {
       throw_timeout(member, target, kind, phase);
     }
-    std::this_thread::yield();
+    if (now - start < kYieldTime) std::this_thread::yield();
+    else std::this_thread::sleep_for(kNap);
   }
 }
 
