@@ -1,8 +1,10 @@
 // Loss kernels: softmax cross-entropy (with accuracy count) and mean squared error.
 // Softmax is max-subtracted and the loss is log-sum-exp in double, so logits of
-// 1e4 stay finite. Exponentials run in 8-float packs (pack.h).
+// 1e4 stay finite. Exponentials run in 8-float packs (pack.h): 8 rows at a time for
+// few classes, along the row for many.
 #include "kernels/cpu/ops.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <stdexcept>
@@ -53,6 +55,92 @@ double row_exp(const float* x, float* e, int64_t classes, float m) {
   return sum;
 }
 
+// Up to this many classes, rows are processed 8 at a time, one row per vector lane
+// (a row of 10 classes would fill only 1.25 vectors otherwise).
+constexpr int64_t kGroupClasses = 64;
+
+// Rows [r0, r0 + n), n <= 8, classes <= kGroupClasses: logits transposed so lane l
+// holds row r0 + l; every lane runs the same vector ops, so a row's result does not
+// depend on which rows share its group. d_logits may be null (evaluation) or alias
+// logits. Returns the group's loss sum; adds correct rows to *hits.
+double softmax_group(const float* logits, const int32_t* labels, float* d_logits, int64_t r0,
+                     int n, int64_t classes, float scale, int64_t* hits) {
+  using detail::Pack;
+  Pack xt[kGroupClasses];
+  Pack m = Pack::Zero();
+  float x_label[detail::kPack] = {};
+  for (int lane = 0; lane < detail::kPack; ++lane) {
+    if (lane >= n) {  // padding lane: harmless zeros, never read back
+      for (int64_t j = 0; j < classes; ++j) xt[j][lane] = 0.0f;
+      continue;
+    }
+    const float* x = logits + (r0 + lane) * classes;
+    const int32_t label = labels[r0 + lane];
+    float mx = 0.0f;
+    *hits += row_argmax(x, classes, &mx) == label ? 1 : 0;
+    m[lane] = mx;
+    x_label[lane] = x[label];
+    for (int64_t j = 0; j < classes; ++j) xt[j][lane] = x[j];
+  }
+  Pack sum = Pack::Zero();
+  for (int64_t j = 0; j < classes; ++j) {
+    xt[j] = (xt[j] - m).exp();
+    sum += xt[j];
+  }
+  double loss = 0.0;
+  for (int lane = 0; lane < n; ++lane) {
+    loss += std::log(static_cast<double>(sum[lane])) + static_cast<double>(m[lane]) -
+            x_label[lane];
+  }
+  if (d_logits != nullptr) {
+    const Pack k = scale / sum;
+    for (int lane = 0; lane < n; ++lane) {
+      float* d = d_logits + (r0 + lane) * classes;
+      for (int64_t j = 0; j < classes; ++j) d[j] = xt[j][lane] * k[lane];
+      d[labels[r0 + lane]] -= scale;
+    }
+  }
+  return loss;
+}
+
+// One row, any number of classes (the path for classes > kGroupClasses).
+double softmax_row(const float* x, int32_t label, float* d, int64_t classes, float scale,
+                   int64_t* hits) {
+  float m = 0.0f;
+  *hits += row_argmax(x, classes, &m) == label ? 1 : 0;
+  const float x_label = x[label];  // read before d (which may alias x) is written
+  const double sum = row_exp(x, d, classes, m);
+  if (d != nullptr) {
+    const float k = static_cast<float>(scale / sum);
+    for (int64_t j = 0; j < classes; ++j) d[j] *= k;
+    d[label] -= scale;
+  }
+  return std::log(sum) + static_cast<double>(m) - x_label;
+}
+
+// Shared by the training and evaluation entry points, so their losses agree bitwise.
+double softmax_rows(const char* fn, const float* logits, const int32_t* labels,
+                    float* d_logits, int64_t rows, int64_t classes, float scale,
+                    int64_t* correct) {
+  for (int64_t r = 0; r < rows; ++r) check_label(fn, labels[r], r, classes);
+  double loss = 0.0;
+  int64_t hits = 0;
+  if (classes <= kGroupClasses) {
+    for (int64_t r0 = 0; r0 < rows; r0 += detail::kPack) {
+      const int n = static_cast<int>(std::min<int64_t>(detail::kPack, rows - r0));
+      loss += softmax_group(logits, labels, d_logits, r0, n, classes, scale, &hits);
+    }
+  } else {
+    for (int64_t r = 0; r < rows; ++r) {
+      loss += softmax_row(logits + r * classes, labels[r],
+                          d_logits != nullptr ? d_logits + r * classes : nullptr, classes, scale,
+                          &hits);
+    }
+  }
+  if (correct != nullptr) *correct += hits;
+  return loss;
+}
+
 // Per-row mean of squared differences, summed in index order in double.
 double mse_row(const float* p, const float* t, int64_t cols) {
   double sum = 0.0;
@@ -67,41 +155,13 @@ double mse_row(const float* p, const float* t, int64_t cols) {
 
 double softmax_xent(const float* logits, const int32_t* labels, float* d_logits, int64_t rows,
                     int64_t classes, float scale, int64_t* correct) {
-  double loss = 0.0;
-  int64_t hits = 0;
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* x = logits + r * classes;
-    float* d = d_logits + r * classes;
-    const int32_t label = labels[r];
-    check_label("softmax_xent", label, r, classes);
-    float m = 0.0f;
-    hits += row_argmax(x, classes, &m) == label ? 1 : 0;
-    const float x_label = x[label];  // read before d (which may alias x) is written
-    const double sum = row_exp(x, d, classes, m);
-    loss += std::log(sum) + static_cast<double>(m) - x_label;
-    const float k = static_cast<float>(scale / sum);
-    for (int64_t j = 0; j < classes; ++j) d[j] *= k;
-    d[label] -= scale;
-  }
-  if (correct != nullptr) *correct += hits;
-  return loss;
+  return softmax_rows("softmax_xent", logits, labels, d_logits, rows, classes, scale, correct);
 }
 
 double softmax_xent_loss(const float* logits, const int32_t* labels, int64_t rows,
                          int64_t classes, int64_t* correct) {
-  double loss = 0.0;
-  int64_t hits = 0;
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* x = logits + r * classes;
-    const int32_t label = labels[r];
-    check_label("softmax_xent_loss", label, r, classes);
-    float m = 0.0f;
-    hits += row_argmax(x, classes, &m) == label ? 1 : 0;
-    const double sum = row_exp(x, nullptr, classes, m);
-    loss += std::log(sum) + static_cast<double>(m) - x[label];
-  }
-  if (correct != nullptr) *correct += hits;
-  return loss;
+  return softmax_rows("softmax_xent_loss", logits, labels, nullptr, rows, classes, 0.0f,
+                      correct);
 }
 
 double mse(const float* pred, const float* target, float* d_pred, int64_t rows, int64_t cols,
