@@ -6,6 +6,7 @@
 #include <limits>
 #include <random>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -32,8 +33,7 @@ double xent_row(const std::vector<double>& x, int32_t label) {
   return std::log(s) + m - x[label];
 }
 
-TEST(KernelsSoftmaxXent, LossAndGradientMatchFiniteDifferences) {
-  const int64_t rows = 7, classes = 10;
+void check_softmax_against_fd(int64_t rows, int64_t classes) {
   const float scale = 0.125f;
   const auto logits = random_vec(rows * classes, 1, -3.0f, 3.0f);
   std::vector<int32_t> labels(rows);
@@ -58,6 +58,32 @@ TEST(KernelsSoftmaxXent, LossAndGradientMatchFiniteDifferences) {
   EXPECT_NEAR(loss, want_loss, 1e-5 * want_loss);
   // Evaluation and training share the row math: bitwise the same loss.
   EXPECT_EQ(softmax_xent_loss(logits.data(), labels.data(), rows, classes, nullptr), loss);
+}
+
+// 10 classes: rows go 8 per vector; 70 classes: one row at a time along the row.
+TEST(KernelsSoftmaxXent, LossAndGradientMatchFiniteDifferences) {
+  for (int64_t classes : {10, 70}) {
+    SCOPED_TRACE("classes " + std::to_string(classes));
+    check_softmax_against_fd(11, classes);
+  }
+}
+
+// A row's gradient must not depend on which rows share its call (replica split).
+TEST(KernelsSoftmaxXent, SplitIntoTwoCallsGivesIdenticalRows) {
+  for (int64_t classes : {10, 70}) {
+    const int64_t rows = 13;
+    const auto logits = random_vec(rows * classes, 5, -3.0f, 3.0f);
+    std::vector<int32_t> labels(rows);
+    for (int64_t r = 0; r < rows; ++r) labels[r] = static_cast<int32_t>((r * 7) % classes);
+    std::vector<float> whole(logits.size()), split(logits.size());
+    const double a = softmax_xent(logits.data(), labels.data(), whole.data(), rows, classes,
+                                  1.0f, nullptr);
+    double b = softmax_xent(logits.data(), labels.data(), split.data(), 5, classes, 1.0f, nullptr);
+    b += softmax_xent(logits.data() + 5 * classes, labels.data() + 5, split.data() + 5 * classes,
+                      rows - 5, classes, 1.0f, nullptr);
+    EXPECT_EQ(whole, split) << "classes " << classes;
+    EXPECT_NEAR(a, b, 1e-12 * a);
+  }
 }
 
 TEST(KernelsSoftmaxXent, CountsFirstArgmaxMatches) {
