@@ -68,11 +68,12 @@ void HierarchicalCommunicator::allreduce(void* buf, size_t count, DType dtype, R
   const int k = fabric_.size();
   const size_t elem = dtype_size(dtype);
   if (k > 1) {
-    const ElementRange mine = chunk_of(count, elem, k, member_);
     std::vector<const void*>& srcs = fabric_.src_scratch(member_);
-    for (int j = 0; j < k; ++j) srcs[j] = static_cast<std::byte*>(peers.buf(j)) + mine.begin * elem;
-    void* dst = static_cast<std::byte*>(peers.buf(0)) + mine.begin * elem;
-    reduce_fixed_order(srcs.data(), k, &dst, 1, mine.end - mine.begin, dtype, op);
+    fabric_.share_blocks(member_, peers, count, elem, [&](size_t begin, size_t end) {
+      for (int j = 0; j < k; ++j) srcs[j] = static_cast<std::byte*>(peers.buf(j)) + begin * elem;
+      void* dst = static_cast<std::byte*>(peers.buf(0)) + begin * elem;
+      reduce_fixed_order(srcs.data(), k, &dst, 1, end - begin, dtype, op);
+    });
     fabric_.sync(member_, CollectiveKind::kAllreduce, "local reduce");
   }
   as_leader([&] { inter_.allreduce(buf, count, dtype, op); });

@@ -1,6 +1,7 @@
-// Local collectives over LocalFabric. All-reduce: after everyone arrives, member i
-// reduces slice i across all members' buffers in member order and stores the result
-// into every buffer; a second barrier keeps buffers alive until all slices are done.
+// Local collectives over LocalFabric. All-reduce: after everyone arrives, members
+// share out blocks (each starting with its own slice), reduce each block across all
+// members' buffers in member order and store the result into every buffer; a
+// second barrier keeps buffers alive until all blocks are done.
 // Broadcast and allgather copy from the published buffers the same way.
 #include "comm/local_communicator.h"
 
@@ -46,17 +47,16 @@ void LocalCommunicator::allreduce(void* buf, size_t count, DType dtype, ReduceOp
   const CallSignature sig{CollectiveKind::kAllreduce, dtype, op, 0, count};
   const LocalFabric::Peers peers = fabric_.arrive(member_, sig, nullptr, buf);
   const size_t elem = dtype_size(dtype);
-  const ElementRange mine = chunk_of(count, elem, fabric_.size(), member_);
-  if (mine.end > mine.begin) {
-    std::vector<const void*>& srcs = fabric_.src_scratch(member_);
-    std::vector<void*>& dsts = fabric_.dst_scratch(member_);
+  std::vector<const void*>& srcs = fabric_.src_scratch(member_);
+  std::vector<void*>& dsts = fabric_.dst_scratch(member_);
+  fabric_.share_blocks(member_, peers, count, elem, [&](size_t begin, size_t end) {
     for (int j = 0; j < fabric_.size(); ++j) {
-      dsts[j] = static_cast<std::byte*>(peers.buf(j)) + mine.begin * elem;
+      dsts[j] = static_cast<std::byte*>(peers.buf(j)) + begin * elem;
       srcs[j] = dsts[j];
     }
-    reduce_fixed_order(srcs.data(), fabric_.size(), dsts.data(), fabric_.size(),
-                       mine.end - mine.begin, dtype, op);
-  }
+    reduce_fixed_order(srcs.data(), fabric_.size(), dsts.data(), fabric_.size(), end - begin,
+                       dtype, op);
+  });
   fabric_.sync(member_, CollectiveKind::kAllreduce, "slices reduced");
 }
 

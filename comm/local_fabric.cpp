@@ -86,11 +86,34 @@ struct alignas(64) LocalFabric::Private {
   std::vector<void*> dsts;
 };
 
+// Claims on one member's slice: the high bits tag the collective (its sequence
+// number), the low bits count blocks handed out. A stale tag means a fresh count.
+struct alignas(64) LocalFabric::WorkCounter {
+  std::atomic<uint64_t> value{0};
+};
+constexpr int kTagShift = 40;
+constexpr uint64_t kCountMask = (uint64_t{1} << kTagShift) - 1;
+
+int64_t LocalFabric::take_block(int owner, const Peers& peers, size_t blocks) {
+  std::atomic<uint64_t>& counter = work_[owner * 2 + peers.parity].value;
+  const uint64_t tag = peers.call & ((uint64_t{1} << (64 - kTagShift)) - 1);
+  uint64_t seen = counter.load(std::memory_order_relaxed);
+  for (;;) {
+    const uint64_t next = (seen >> kTagShift) == tag ? (seen & kCountMask) : 0;
+    if (next >= blocks) return -1;
+    if (counter.compare_exchange_weak(seen, (tag << kTagShift) | (next + 1),
+                                      std::memory_order_relaxed)) {
+      return static_cast<int64_t>(next);
+    }
+  }
+}
+
 LocalFabric::LocalFabric(int size, CommOptions options, std::string label)
     : size_(size), options_(options), label_(std::move(label)) {
   if (size < 1) throw CommError(label_ + ": group size must be at least 1, got " + std::to_string(size));
   slots_ = std::make_unique<Slot[]>(size);
   private_ = std::make_unique<Private[]>(size);
+  work_ = std::make_unique<WorkCounter[]>(static_cast<size_t>(size) * 2);
   for (int i = 0; i < size; ++i) {
     private_[i].srcs.resize(size);
     private_[i].dsts.resize(size);
@@ -113,7 +136,8 @@ LocalFabric::Peers LocalFabric::arrive(int member, const CallSignature& sig, con
                                        void* buf) {
   if (failed_.load(std::memory_order_acquire)) throw_failed();
   Private& me = private_[member];
-  const int parity = static_cast<int>(me.calls++ & 1);
+  const uint64_t call = me.calls++;
+  const int parity = static_cast<int>(call & 1);
   Slot::Published& pub = slots_[member].published[parity];
   pub.sig = sig;
   pub.send = send;
@@ -122,7 +146,7 @@ LocalFabric::Peers LocalFabric::arrive(int member, const CallSignature& sig, con
   slots_[member].arrived.store(target, std::memory_order_release);
   wait_for_all(member, target, sig.kind, "arrival");
   check_agreement(parity);
-  return Peers{this, parity};
+  return Peers{this, parity, call};
 }
 
 void LocalFabric::sync(int member, CollectiveKind kind, const char* phase) {

@@ -4,6 +4,7 @@
 // same collective. Internal to comm/; call sites use LocalGroup.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -54,6 +55,7 @@ class LocalFabric {
   struct Peers {
     const LocalFabric* fabric = nullptr;
     int parity = 0;
+    uint64_t call = 0;  // the collective's sequence number, the same on every member
     void* buf(int member) const;
     const void* send(int member) const;
   };
@@ -64,6 +66,14 @@ class LocalFabric {
   Peers arrive(int member, const CallSignature& sig, const void* send, void* buf);
   // A plain barrier between later phases of the same collective.
   void sync(int member, CollectiveKind kind, const char* phase);
+  // Work sharing for the slices of one collective: calls fn(begin, end) for
+  // blocks of [0, count) until none is left. A member takes the blocks of its own
+  // slice (chunk_of) first, for cache locality, then helps with the others'
+  // slices, so a member that is descheduled (a shared core) does not hold the
+  // group back. Each block is done exactly once, by whoever takes it; results do
+  // not depend on who, since every element's reduction order is fixed.
+  template <typename Fn>
+  void share_blocks(int member, const Peers& peers, size_t count, size_t elem_bytes, Fn&& fn);
   // Marks the group failed: every member waiting now or later throws with `reason`.
   void fail(const std::string& reason);
   // Scratch pointer arrays sized size(), owned by `member` (no allocation per call).
@@ -79,15 +89,37 @@ class LocalFabric {
                                   const char* phase);
   [[noreturn]] void throw_failed() const;
   void check_agreement(int parity);
+  // Next unclaimed block of `owner`'s slice in collective `call`, or -1.
+  int64_t take_block(int owner, const Peers& peers, size_t blocks);
+  struct WorkCounter;
 
   int size_;
   CommOptions options_;
   std::string label_;
   std::unique_ptr<Slot[]> slots_;
   std::unique_ptr<Private[]> private_;
+  std::unique_ptr<WorkCounter[]> work_;  // [member * 2 + parity]
   alignas(64) std::atomic<bool> failed_{false};
   mutable std::mutex reason_mutex_;
   std::string reason_;
 };
+
+// Blocks are 64 KiB: few enough claims to cost nothing, small enough to balance.
+inline constexpr size_t kShareBlockBytes = size_t{64} << 10;
+
+template <typename Fn>
+void LocalFabric::share_blocks(int member, const Peers& peers, size_t count, size_t elem_bytes,
+                               Fn&& fn) {
+  const size_t block = kShareBlockBytes / elem_bytes;
+  for (int k = 0; k < size_; ++k) {
+    const int owner = (member + k) % size_;
+    const ElementRange slice = chunk_of(count, elem_bytes, size_, owner);
+    const size_t blocks = (slice.end - slice.begin + block - 1) / block;
+    for (int64_t b; (b = take_block(owner, peers, blocks)) >= 0;) {
+      const size_t begin = slice.begin + static_cast<size_t>(b) * block;
+      fn(begin, std::min(slice.end, begin + block));
+    }
+  }
+}
 
 }  // namespace lockstep
