@@ -93,22 +93,32 @@ inline AdamConsts adam_consts(float lr, float beta1, float beta2, float eps, int
   return k;
 }
 
+// a * b + c rounded once where the hardware fuses it (GPUs, x86 with FMA); a CPU
+// without FMA rounds twice rather than call libm's slow software fmaf.
+LOCKSTEP_HD float fused(float a, float b, float c) {
+#if defined(__CUDA_ARCH__) || defined(__FMA__) || !defined(__x86_64__)
+  return fmaf(a, b, c);
+#else
+  return a * b + c;
+#endif
+}
+
 // One element of Adam, with explicit FMAs so every device rounds identically
 // (the CPU's AVX2 body performs exactly these operations lane by lane).
 LOCKSTEP_HD void adam_element(float& p, float grad, float& m, float& v, const AdamConsts& k) {
-  const float g = fmaf(k.coupled_wd, p, grad);
-  m = fmaf(k.b1, m, k.one_minus_b1 * g);
-  v = fmaf(k.b2, v, k.one_minus_b2 * (g * g));
-  const float denom = fmaf(sqrtf(v), k.inv_sqrt_bc2, k.eps);
-  p = fmaf(-k.step_size, m / denom, p * k.decay);
+  const float g = fused(k.coupled_wd, p, grad);
+  m = fused(k.b1, m, k.one_minus_b1 * g);
+  v = fused(k.b2, v, k.one_minus_b2 * (g * g));
+  const float denom = fused(sqrtf(v), k.inv_sqrt_bc2, k.eps);
+  p = fused(-k.step_size, m / denom, p * k.decay);
 }
 
 // One element of SGD with momentum (see cpu/ops.h for the formula).
 LOCKSTEP_HD void sgd_element(float& p, float grad, float& vel, float lr, float momentum,
                              bool nesterov, float weight_decay) {
-  const float g = fmaf(weight_decay, p, grad);
-  vel = fmaf(momentum, vel, g);
-  p = fmaf(-lr, nesterov ? fmaf(momentum, vel, g) : vel, p);
+  const float g = fused(weight_decay, p, grad);
+  vel = fused(momentum, vel, g);
+  p = fused(-lr, nesterov ? fused(momentum, vel, g) : vel, p);
 }
 
 }  // namespace lockstep::kernels

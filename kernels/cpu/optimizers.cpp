@@ -11,6 +11,8 @@
 
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
+#elif defined(__SSE2__)
+#include <emmintrin.h>
 #endif
 
 namespace lockstep::cpu {
@@ -47,6 +49,27 @@ int64_t adam_vector(float* p, const float* grad, float* m, float* v, int64_t n,
                                              _mm256_mul_ps(pi, decay)));
   }
   return i;
+#elif defined(__SSE2__)
+  // Baseline x86-64 (no -march=native): 4 lanes, mul + add as fused() does without FMA.
+  const __m128 b1 = _mm_set1_ps(k.b1), c1 = _mm_set1_ps(k.one_minus_b1);
+  const __m128 b2 = _mm_set1_ps(k.b2), c2 = _mm_set1_ps(k.one_minus_b2);
+  const __m128 wd = _mm_set1_ps(k.coupled_wd), decay = _mm_set1_ps(k.decay);
+  const __m128 step = _mm_set1_ps(k.step_size), isb = _mm_set1_ps(k.inv_sqrt_bc2);
+  const __m128 eps = _mm_set1_ps(k.eps);
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const __m128 pi = _mm_loadu_ps(p + i);
+    const __m128 g = _mm_add_ps(_mm_mul_ps(wd, pi), _mm_loadu_ps(grad + i));
+    const __m128 mi = _mm_add_ps(_mm_mul_ps(b1, _mm_loadu_ps(m + i)), _mm_mul_ps(c1, g));
+    const __m128 vi =
+        _mm_add_ps(_mm_mul_ps(b2, _mm_loadu_ps(v + i)), _mm_mul_ps(c2, _mm_mul_ps(g, g)));
+    const __m128 denom = _mm_add_ps(_mm_mul_ps(_mm_sqrt_ps(vi), isb), eps);
+    _mm_storeu_ps(m + i, mi);
+    _mm_storeu_ps(v + i, vi);
+    _mm_storeu_ps(p + i, _mm_sub_ps(_mm_mul_ps(pi, decay),
+                                    _mm_mul_ps(step, _mm_div_ps(mi, denom))));
+  }
+  return i;
 #else
   return 0;
 #endif
@@ -64,7 +87,7 @@ void sgd_update(float* __restrict param, const float* __restrict grad,
                                   std::to_string(momentum) + " needs a velocity buffer");
     }
     for (int64_t i = 0; i < n; ++i) {
-      param[i] = fmaf(-lr, fmaf(weight_decay, param[i], grad[i]), param[i]);
+      param[i] = kernels::fused(-lr, kernels::fused(weight_decay, param[i], grad[i]), param[i]);
     }
     return;
   }

@@ -13,7 +13,7 @@ __global__ void sgd_kernel(float* p, const float* g, float* vel, int64_t n, floa
                            float momentum, bool nesterov, float wd) {
   for (int64_t i = detail::first_index(); i < n; i += detail::grid_stride()) {
     if (vel == nullptr) {
-      p[i] = fmaf(-lr, fmaf(wd, p[i], g[i]), p[i]);
+      p[i] = kernels::fused(-lr, kernels::fused(wd, p[i], g[i]), p[i]);
     } else {
       kernels::sgd_element(p[i], g[i], vel[i], lr, momentum, nesterov, wd);
     }
