@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -204,14 +205,26 @@ void AtomicOutput::commit() {
   // Flush the bytes to disk before the rename makes them visible under the real name.
   int fd = ::open(temp_path_.c_str(), O_RDONLY);
   if (fd < 0) throw DataError(path_ + ": temporary file " + temp_path_ + " vanished before commit");
-  ::fsync(fd);
+  const int synced = ::fsync(fd);
+  const int sync_errno = errno;
   ::close(fd);
+  if (synced != 0) {
+    throw DataError(path_ + ": cannot flush " + temp_path_ + " to disk: " + std::strerror(sync_errno) +
+                    " (the previous " + path_ + ", if any, is untouched)");
+  }
   std::error_code ec;
   if (!overwrite_ && fs::exists(path_, ec))
     throw DataError(path_ + ": appeared while it was being written; refusing to overwrite it");
   fs::rename(temp_path_, path_, ec);
   if (ec) throw DataError(path_ + ": cannot move " + temp_path_ + " into place: " + ec.message());
   committed_ = true;
+  // Make the rename itself durable.
+  const std::string dir = fs::path(path_).parent_path().empty() ? "." : fs::path(path_).parent_path().string();
+  int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
+  if (dfd >= 0) {
+    ::fsync(dfd);
+    ::close(dfd);
+  }
 }
 
 }  // namespace lockstep

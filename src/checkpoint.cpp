@@ -4,7 +4,10 @@
 //   /optimizer/<slot> (num_params) float32, in the arena layout
 #include "src/checkpoint.h"
 
+#include <algorithm>
+#include <cstdio>
 #include <filesystem>
+#include <map>
 
 #include "data/hdf5_util.h"
 
@@ -44,6 +47,27 @@ void read_floats(hid_t parent, const std::string& name, float* out, int64_t expe
                   ctx + ": read " + name);
 }
 
+void write_doubles(hid_t parent, const std::string& name, const double* data, hsize_t n,
+                   const std::string& ctx) {
+  H5Handle space = h5_check_id(H5Screate_simple(1, &n, nullptr), ctx);
+  H5Handle ds = h5_check_id(H5Dcreate2(parent, name.c_str(), H5T_IEEE_F64LE, space.get(),
+                                       H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+                            ctx + ": create " + name);
+  h5_check_status(H5Dwrite(ds.get(), H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, data),
+                  ctx + ": write " + name);
+}
+
+void read_doubles(hid_t parent, const std::string& name, double* out, hssize_t expect,
+                  const std::string& ctx) {
+  H5Handle ds = h5_check_id(H5Dopen2(parent, name.c_str(), H5P_DEFAULT), ctx + ": open " + name);
+  H5Handle space = h5_check_id(H5Dget_space(ds.get()), ctx + ": " + name);
+  if (H5Sget_simple_extent_npoints(space.get()) != expect) {
+    throw DataError(ctx + ": dataset '" + name + "' has the wrong size");
+  }
+  h5_check_status(H5Dread(ds.get(), H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, out),
+                  ctx + ": read " + name);
+}
+
 int64_t required_int(hid_t obj, const char* name, const std::string& ctx) {
   auto v = h5_read_attr_int(obj, name, ctx);
   if (!v) throw DataError(ctx + ": missing attribute '" + std::string(name) + "'");
@@ -75,6 +99,8 @@ void save_state(const std::string& path, const Model& model, const SavedState& s
     h5_write_attr_int(root, "updates", s.updates, ctx);
     h5_write_attr_int(root, "epoch", s.epoch, ctx);
     h5_write_attr_int(root, "step_in_epoch", s.step_in_epoch, ctx);
+    h5_write_attr_int(root, "replicas", s.replicas, ctx);
+    write_doubles(root, "progress", s.progress, 4, ctx);
     if (int64_t(s.params.size()) != model.num_params()) {  // checked mid-write on purpose:
       throw DataError(ctx + ": " + std::to_string(s.params.size()) +  // the temp file goes away
                       " parameters given, the model has " + std::to_string(model.num_params()));
@@ -97,6 +123,9 @@ void save_state(const std::string& path, const Model& model, const SavedState& s
       }
     }
     h5_check_status(H5Fflush(root, H5F_SCOPE_GLOBAL), ctx + ": flush");
+    weights.reset();
+    // Close explicitly: a failed close (a full disk) must not be renamed into place.
+    h5_check_status(H5Fclose(file.release()), ctx + ": cannot finish writing (disk full?)");
   }
   out.commit();
 }
@@ -130,6 +159,11 @@ SavedState load_state(const std::string& path, const Model* model) {
   s.updates = required_int(root, "updates", ctx);
   s.epoch = required_int(root, "epoch", ctx);
   s.step_in_epoch = required_int(root, "step_in_epoch", ctx);
+  s.replicas = h5_read_attr_int(root, "replicas", ctx).value_or(0);
+  if (s.updates < 0 || s.epoch < 0 || s.step_in_epoch < 0) {
+    throw DataError(ctx + ": negative training position (corrupt file)");
+  }
+  if (H5Lexists(root, "progress", H5P_DEFAULT) > 0) read_doubles(root, "progress", s.progress, 4, ctx);
   if (!model) return s;
   if (s.signature != model->signature()) {
     throw DataError(ctx + ": holds a different model: the file has [" + s.signature +
@@ -159,6 +193,61 @@ SavedState load_state(const std::string& path, const Model* model) {
     }
   }
   return s;
+}
+
+std::string checkpoint_path(const std::string& dir, int64_t global_step) {
+  char name[64];
+  std::snprintf(name, sizeof name, "ckpt-%010lld.h5", (long long)global_step);
+  return (std::filesystem::path(dir) / name).string();
+}
+
+std::vector<std::string> list_checkpoints(const std::string& dir) {
+  std::vector<std::string> out;
+  std::error_code ec;
+  if (!std::filesystem::is_directory(dir, ec)) return out;
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.size() == 18 && name.rfind("ckpt-", 0) == 0 && name.substr(15) == ".h5" &&
+        e.is_regular_file()) {
+      out.push_back(e.path().string());
+    }
+  }
+  std::sort(out.rbegin(), out.rend());  // zero-padded step: newest first
+  return out;
+}
+
+void prune_checkpoints(const std::string& dir, int64_t keep) {
+  const auto all = list_checkpoints(dir);
+  for (size_t i = size_t(std::max<int64_t>(keep, 1)); i < all.size(); ++i) {
+    std::error_code ec;
+    std::filesystem::remove(all[i], ec);
+  }
+}
+
+void check_resume_compatible(const std::string& saved_yaml, const Config& now,
+                             const std::string& path) {
+  const Config saved = parse_config(saved_yaml, path + " (its saved config)");
+  auto may_change = [](const std::string& key) {
+    for (const char* prefix : {"strategy.", "output.", "checkpoint.", "train.epochs",
+                               "train.progress", "train.eval_batch_size", "train.on_nonfinite",
+                               "data.prefetch", "data.path"}) {
+      if (key.rfind(prefix, 0) == 0) return true;
+    }
+    return false;
+  };
+  std::map<std::string, std::string> before;
+  for (const auto& row : saved.table()) before[row[0]] = row[1];
+  std::string diff;
+  for (const auto& row : now.table()) {
+    if (may_change(row[0])) continue;
+    const auto it = before.find(row[0]);
+    const std::string old = it == before.end() ? "(unset)" : it->second;
+    if (old != row[1]) diff += (diff.empty() ? "" : "; ") + row[0] + " is " + row[1] + " but was " + old;
+  }
+  if (!diff.empty()) {
+    throw ConfigError(path + ": cannot resume: the config differs from the one the checkpoint was "
+                      "written with: " + diff + " (resume with the original values, or start a new run)");
+  }
 }
 
 }  // namespace lockstep

@@ -21,6 +21,8 @@ struct SavedState {
   int64_t updates = 0;      // optimizer steps applied
   int64_t epoch = 0;        // input position
   int64_t step_in_epoch = 0;
+  double progress[4] = {0, 0, 0, 0};  // the epoch so far: loss sum, correct, rows, seconds
+  int64_t replicas = 0;     // num_replicas_in_sync of the writer
 };
 
 // Writes `path` atomically; overwrites an existing file only through the rename.
@@ -28,5 +30,17 @@ void save_state(const std::string& path, const Model& model, const SavedState& s
 // Reads a file written by save_state. Throws DataError naming the file on any
 // problem; when `model` is given, checks that the file holds this architecture.
 SavedState load_state(const std::string& path, const Model* model);
+
+// Training checkpoints in a folder: ckpt-<global step, 10 digits>.h5.
+std::string checkpoint_path(const std::string& dir, int64_t global_step);
+// Newest first.
+std::vector<std::string> list_checkpoints(const std::string& dir);
+// Deletes all but the newest `keep`.
+void prune_checkpoints(const std::string& dir, int64_t keep);
+// Throws ConfigError naming every key whose value differs between the saved
+// config and `now`, except keys that may change on resume (epochs, strategy,
+// output, checkpoint, progress, prefetch, eval batch, non-finite policy).
+void check_resume_compatible(const std::string& saved_yaml, const Config& now,
+                             const std::string& path);
 
 }  // namespace lockstep

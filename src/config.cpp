@@ -200,6 +200,19 @@ const std::vector<KeyDef> kKeys = {
    [](Config& c, const YAML::Node& n, const Ctx& x) { c.eval_batch_size = get_int(n, x, 1, int64_t(1) << 24); }},
   {"train.progress", "true", "print a Keras-style progress line during each epoch",
    [](Config& c, const YAML::Node& n, const Ctx& x) { c.progress = get_bool(n, x); }},
+  {"train.on_nonfinite", "stop", "a NaN/Inf loss: stop naming the step, or skip the step's update",
+   [](Config& c, const YAML::Node& n, const Ctx& x) {
+     c.nonfinite = get_enum<NonFinitePolicy>(n, x, {{"stop", NonFinitePolicy::kStop}, {"skip", NonFinitePolicy::kSkip}}); }},
+  {"checkpoint.dir", "OUTPUT_DIR/checkpoints", "folder of the training checkpoints",
+   [](Config& c, const YAML::Node& n, const Ctx& x) { c.checkpoint_dir = get_string(n, x); }},
+  {"checkpoint.every_steps", "0", "write a checkpoint every N steps (0 = off)",
+   [](Config& c, const YAML::Node& n, const Ctx& x) { c.checkpoint_every = get_int(n, x, 0, int64_t(1) << 40); }},
+  {"checkpoint.every_epoch", "true", "write a checkpoint at the end of every epoch",
+   [](Config& c, const YAML::Node& n, const Ctx& x) { c.checkpoint_epochs = get_bool(n, x); }},
+  {"checkpoint.keep", "3", "how many of the newest checkpoints to keep",
+   [](Config& c, const YAML::Node& n, const Ctx& x) { c.checkpoint_keep = get_int(n, x, 1, 1000000); }},
+  {"checkpoint.on_signal", "true", "on SIGINT/SIGTERM finish the step, write a checkpoint, exit",
+   [](Config& c, const YAML::Node& n, const Ctx& x) { c.checkpoint_on_signal = get_bool(n, x); }},
   {"strategy.local_replicas", "1", "replicas in this process: a number, or auto (all cores)",
    [](Config& c, const YAML::Node& n, const Ctx& x) {
      if (n.IsScalar() && n.Scalar() == "auto") { c.local_replicas = 0; return; }
@@ -397,7 +410,15 @@ std::string Config::to_yaml() const {
     << YAML::Key << "seed" << YAML::Value << seed
     << YAML::Key << "drop_remainder" << YAML::Value << drop_remainder
     << YAML::Key << "eval_batch_size" << YAML::Value << eval_batch_size
-    << YAML::Key << "progress" << YAML::Value << progress << YAML::EndMap;
+    << YAML::Key << "progress" << YAML::Value << progress
+    << YAML::Key << "on_nonfinite" << YAML::Value
+    << (nonfinite == NonFinitePolicy::kStop ? "stop" : "skip") << YAML::EndMap;
+  e << YAML::Key << "checkpoint" << YAML::Value << YAML::BeginMap;
+  if (!checkpoint_dir.empty()) e << YAML::Key << "dir" << YAML::Value << checkpoint_dir;
+  e << YAML::Key << "every_steps" << YAML::Value << checkpoint_every
+    << YAML::Key << "every_epoch" << YAML::Value << checkpoint_epochs
+    << YAML::Key << "keep" << YAML::Value << checkpoint_keep
+    << YAML::Key << "on_signal" << YAML::Value << checkpoint_on_signal << YAML::EndMap;
   e << YAML::Key << "strategy" << YAML::Value << YAML::BeginMap
     << YAML::Key << "local_replicas" << YAML::Value;
   if (local_replicas == 0) e << "auto"; else e << local_replicas;

@@ -26,6 +26,7 @@ struct LayerConfig {
 enum class LossKind { kSoftmaxCrossEntropy, kMeanSquaredError };
 enum class OptimizerKind { kSgd, kAdam, kAdamW };
 enum class ScheduleKind { kConstant, kStep, kCosine };
+enum class NonFinitePolicy { kStop, kSkip };
 
 struct Config {
   std::string source;  // the file it was loaded from ("" for defaults)
@@ -64,6 +65,14 @@ struct Config {
   bool drop_remainder = false;
   int64_t eval_batch_size = 1000;
   bool progress = true;
+  NonFinitePolicy nonfinite = NonFinitePolicy::kStop;  // a NaN/Inf loss: stop, or skip the step
+
+  // checkpoints
+  std::string checkpoint_dir;     // "" = OUTPUT_DIR/checkpoints
+  int64_t checkpoint_every = 0;   // steps between checkpoints (0 = only at epoch ends)
+  bool checkpoint_epochs = true;  // also at the end of every epoch
+  int64_t checkpoint_keep = 3;    // newest K kept
+  bool checkpoint_on_signal = true;  // SIGINT/SIGTERM: write one before exiting
 
   // strategy
   int local_replicas = 1;    // 0 = auto (all cores / all GPUs)

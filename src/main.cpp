@@ -15,6 +15,7 @@
 #include "data/input.h"
 #include "kernels/cpu/ops.h"
 #include "src/config.h"
+#include "src/signals.h"
 #include "src/trainer.h"
 #include "src/world.h"
 
@@ -44,7 +45,7 @@ std::vector<Override> parse_overrides(const std::vector<std::string>& sets) {
 }
 
 struct Args {
-  std::string config, model, metrics_out;
+  std::string config, model, metrics_out, resume;
   std::vector<std::string> sets;
   std::string idx_dir, train_images, train_labels, test_images, test_labels, out;
   bool overwrite = false;
@@ -69,6 +70,10 @@ int with_world(int* argc, char*** argv, Fn&& fn) {
     World world{boot->info(), boot->world_comm(), comm.get()};
     fn(world);
     return 0;
+  } catch (const Interrupted& e) {
+    // Every process stopped after the same step; finish MPI cleanly.
+    if (!boot || boot->info().rank == 0) std::fprintf(stderr, "lockstep: %s\n", e.what());
+    return 128 + e.signal();
   } catch (const ConfigError& e) {
     return report_fatal(boot.get(), "error", e.what(), kExitUsage);
   } catch (const DataError& e) {
@@ -136,6 +141,11 @@ int main(int argc, char** argv) {
   train->add_option("--set", a.sets, "override a config key: --set train.epochs=3 (repeatable)");
   train->add_option("--metrics-out", a.metrics_out,
                     "write metrics as JSON lines (one record per epoch, then a final record)");
+  train->add_option("--resume", a.resume,
+                    "continue from a checkpoint: a file, or 'auto' (the newest in checkpoint.dir; "
+                    "a fresh start if there is none)")
+      ->expected(0, 1)
+      ->default_str("auto");
   train->footer(keys_help());
 
   auto* evaluate = app.add_subcommand("evaluate", "Evaluate a saved model on data.eval_split");
@@ -192,7 +202,7 @@ int main(int argc, char** argv) {
   if (*train) {
     return with_world(&argc, &argv, [&](World& world) {
       Trainer trainer(config, world);
-      trainer.fit(a.metrics_out);
+      trainer.fit(a.metrics_out, a.resume);
     });
   }
   return with_world(&argc, &argv, [&](World& world) {

@@ -117,7 +117,7 @@ MirroredStrategy::MirroredStrategy(const Model& model, const Config& config, Wor
       r->comm = &hier_group_->member(i);
     }
     r->params.assign(size_t(model.num_params()), 0.0f);
-    r->grads.assign(size_t(model.num_params()), 0.0f);
+    r->grads.assign(size_t(model.num_params() + kExtras), 0.0f);
     r->optimizer = std::make_unique<Optimizer>(config, model.num_params());
     r->model = std::make_unique<ReplicaModel>(model, max_rows);
     if (config.overlap) r->worker = std::make_unique<BucketWorker>(r->comm);
@@ -190,31 +190,50 @@ void MirroredStrategy::reduce_range(Replica& r, int64_t begin, int64_t end) {
   r.comm_seconds += since(t0);
 }
 
-SliceStats MirroredStrategy::train_step(Replica& r, const ReplicaBatch& batch, float lr,
-                                        uint64_t step_seed) {
+StepResult MirroredStrategy::train_step(Replica& r, const ReplicaBatch& batch, float lr,
+                                        uint64_t step_seed, bool stop_requested) {
   // The gradient of sum(loss)/global_rows on each replica; their SUM over all
   // replicas is the gradient of the global batch's mean loss.
   const auto t0 = Clock::now();
   const float scale = batch.global_rows > 0 ? 1.0f / float(batch.global_rows) : 0.0f;
   int64_t reduced = 0;
   const int64_t n = model_.num_params();
-  SliceStats s = r.model->train(r.params.data(), r.grads.data(), batch, scale, step_seed,
-                                [&](int64_t ready) {
-                                  if (ready - reduced >= bucket_elems_ || ready == n) {
-                                    reduce_range(r, reduced, ready);
-                                    reduced = ready;
-                                  }
-                                });
-  reduce_range(r, reduced, n);
+  const SliceStats s = r.model->train(r.params.data(), r.grads.data(), batch, scale, step_seed,
+                                      [&](int64_t ready) {
+                                        if (ready - reduced >= bucket_elems_ && ready < n) {
+                                          reduce_range(r, reduced, ready);
+                                          reduced = ready;
+                                        }
+                                      });
+  // The step's metrics and stop requests ride in the last bucket, so every
+  // replica learns the global loss (and any stop) with no extra collective.
+  float* extra = r.grads.data() + n;
+  extra[kLossSum] = float(s.loss_sum);
+  extra[kCorrect] = float(s.correct);
+  extra[kRows] = float(s.rows);
+  extra[kStop] = stop_requested ? 1.0f : 0.0f;
+  reduce_range(r, reduced, n + kExtras);
   if (r.worker) {  // the exposed part of the communication
     const auto tw = Clock::now();
     r.worker->wait();
     r.comm_seconds += since(tw);
   }
-  r.optimizer->apply(r.params.data(), r.grads.data(), 0, n, lr, r.updates);
-  ++r.updates;
+  StepResult out;
+  out.global.loss_sum = extra[kLossSum];
+  out.global.correct = int64_t(std::llround(extra[kCorrect]));
+  out.global.rows = int64_t(std::llround(extra[kRows]));
+  out.stop = extra[kStop] > 0.0f;
+  out.finite = std::isfinite(extra[kLossSum]);
+  if (out.finite || config_.nonfinite == NonFinitePolicy::kStop) {
+    // kStop: the caller stops before anything non-finite is saved; the update
+    // is applied so the state matches what a debugger would want to inspect.
+    if (out.finite) {
+      r.optimizer->apply(r.params.data(), r.grads.data(), 0, n, lr, r.updates);
+      ++r.updates;
+    }
+  }
   r.step_seconds += since(t0);
-  return s;
+  return out;
 }
 
 void MirroredStrategy::check_in_sync(Replica& r) {

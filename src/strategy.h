@@ -24,6 +24,9 @@ class LocalGroup;
 class HierarchicalGroup;
 class BucketWorker;
 
+// The gradient arena has room for a few values reduced with the last bucket.
+enum StepExtra : int64_t { kLossSum = 0, kCorrect, kRows, kStop, kExtras };
+
 // Everything one replica owns.
 struct Replica {
   Replica();
@@ -44,8 +47,11 @@ struct Replica {
   double input_seconds = 0, comm_seconds = 0, step_seconds = 0;
 };
 
-struct StepOutcome {
-  SliceStats stats;
+// What one synchronous step reports, the same on every replica.
+struct StepResult {
+  SliceStats global;    // loss sum, correct and rows over ALL replicas
+  bool stop = false;    // some replica asked to stop (a signal)
+  bool finite = true;   // the global loss was finite; if not, no update was applied
 };
 
 class MirroredStrategy {
@@ -79,7 +85,10 @@ class MirroredStrategy {
   // One synchronous step on this replica's slice: forward, backward, bucketed
   // all-reduce of the gradient (a SUM of gradients of loss/global_rows, i.e. the
   // global mean), then the optimizer. Every replica ends with identical weights.
-  SliceStats train_step(Replica& r, const ReplicaBatch& batch, float lr, uint64_t step_seed);
+  // stop_requested is OR-ed across replicas into the result. A non-finite global
+  // loss skips the update on every replica alike.
+  StepResult train_step(Replica& r, const ReplicaBatch& batch, float lr, uint64_t step_seed,
+                        bool stop_requested = false);
   // Throws if any replica's weights differ from replica 0's, naming it.
   void check_in_sync(Replica& r);
 

@@ -12,9 +12,10 @@
 #include <filesystem>
 #include <sstream>
 
-#include "src/checkpoint.h"
+#include "kernels/cpu/ops.h"
 #include "src/metrics.h"
 #include "src/random.h"
+#include "src/signals.h"
 
 namespace lockstep {
 namespace {
@@ -177,13 +178,15 @@ void Trainer::print_plan() const {
 }
 
 // ---- train ----
-EvalResult Trainer::fit(const std::string& metrics_out) {
+EvalResult Trainer::fit(const std::string& metrics_out, const std::string& resume) {
   build(0);
-  if (strategy_->is_chief()) metrics_ = std::make_unique<MetricsWriter>(metrics_out);
-  if (strategy_->is_chief() && config_.save_model) {
-    std::filesystem::create_directories(config_.output_dir);
+  if (strategy_->is_chief()) {
+    metrics_ = std::make_unique<MetricsWriter>(metrics_out);
+    if (config_.save_model) std::filesystem::create_directories(config_.output_dir);
+    if (!resume.empty()) resume_ = find_resume_point(resume);
   }
   print_plan();
+  SignalGuard signals;  // SIGINT/SIGTERM: stop at a step boundary, everywhere alike
   const auto t0 = Clock::now();
   strategy_->run([&](Replica& r) { replica_fit(r); });
   const double seconds = seconds_since(t0);
@@ -198,15 +201,8 @@ EvalResult Trainer::fit(const std::string& metrics_out) {
     }
     std::printf(" (%lld examples, %.1f s total)\n", (long long)last_eval_.count, seconds);
     if (config_.save_model) {
-      Replica& r = strategy_->replica(0);
-      SavedState s;
-      s.config_yaml = config_.to_yaml();
-      s.params = r.params;
-      for (auto& [name, slot] : r.optimizer->slots()) s.slots.emplace_back(name, *slot);
-      s.updates = r.updates;
-      s.epoch = config_.epochs;
       const std::string path = (std::filesystem::path(config_.output_dir) / "model.h5").string();
-      save_state(path, *model_, s);
+      save_state(path, *model_, snapshot(strategy_->replica(0), Position{config_.epochs, 0, 0, {}, 0}));
       std::printf("saved model: %s\n", path.c_str());
     }
     std::fflush(stdout);
@@ -214,50 +210,189 @@ EvalResult Trainer::fit(const std::string& metrics_out) {
   return last_eval_;
 }
 
+// Weights and position from rank 0 to every replica: a fresh start (seeded
+// initial weights) or the checkpoint rank 0 loaded.
+Trainer::Position Trainer::start_state(Replica& r) {
+  int64_t head[4] = {0, 0, 0, 0};  // resuming, updates, epoch, step_in_epoch
+  double sums[4] = {0, 0, 0, 0};   // the resumed epoch's loss, correct, rows, seconds so far
+  if (r.local_index == 0 && resume_) {
+    head[0] = 1, head[1] = resume_->updates, head[2] = resume_->epoch, head[3] = resume_->step_in_epoch;
+    std::copy(resume_->progress, resume_->progress + 4, sums);
+  }
+  r.comm->broadcast(head, 4, 0);
+  r.comm->broadcast(sums, 4, 0);
+  if (!head[0]) {
+    strategy_->broadcast_initial_weights(r);
+    return Position{};
+  }
+  if (r.local_index == 0 && resume_) r.params = resume_->params;
+  r.comm->broadcast(r.params.data(), r.params.size(), 0);
+  for (auto& [name, slot] : r.optimizer->slots()) {
+    if (r.local_index == 0 && resume_) {
+      for (const auto& [saved_name, data] : resume_->slots) {
+        if (saved_name == name) *slot = data;
+      }
+    }
+    r.comm->broadcast(slot->data(), slot->size(), 0);
+  }
+  r.updates = head[1];
+  Position p;
+  p.epoch = head[2];
+  p.step_in_epoch = head[3];
+  p.global_step = p.epoch * train_input_->steps_per_epoch() + p.step_in_epoch;
+  p.epoch_sums = MetricSums{sums[0], sums[1], sums[2]};
+  p.epoch_train_seconds = sums[3];
+  return p;
+}
+
 void Trainer::replica_fit(Replica& r) {
-  strategy_->broadcast_initial_weights(r);
-  int64_t global_step = 0;
-  for (int64_t epoch = 0; epoch < config_.epochs; ++epoch) {
+  Position pos = start_state(r);
+  if (r.local_index == 0) train_input_->seek(InputPosition{pos.epoch, pos.step_in_epoch});
+  for (; pos.epoch < config_.epochs; ++pos.epoch) {
     const auto t0 = Clock::now();
-    MetricSums sums;
-    train_epoch(r, epoch, sums, global_step);
-    const double train_seconds = seconds_since(t0);
-    const MetricSums total = all_reduce(r, sums);
+    train_epoch(r, pos);
+    const double train_seconds = pos.epoch_train_seconds + seconds_since(t0);
     const EvalResult val = evaluate(r, *eval_input_);
     if (r.local_index == 0 && strategy_->is_chief()) {
-      const double lr = learning_rate_at(config_, base_lr_, std::max<int64_t>(0, global_step - 1),
+      const double lr = learning_rate_at(config_, base_lr_, std::max<int64_t>(0, pos.global_step - 1),
                                          total_steps_);
-      report_epoch(epoch, total, train_seconds, lr, val, seconds_since(t0));
+      report_epoch(pos.epoch, pos.epoch_sums, train_seconds, lr, val, seconds_since(t0));
       last_eval_ = val;
+    }
+    pos.step_in_epoch = 0;
+    pos.epoch_sums = MetricSums{};
+    pos.epoch_train_seconds = 0;
+    if (config_.checkpoint_epochs) save_checkpoint(r, Position{pos.epoch + 1, 0, pos.global_step, {}, 0});
+  }
+}
+
+void Trainer::train_epoch(Replica& r, Position& pos) {
+  const int64_t steps = train_input_->steps_per_epoch();
+  const int64_t log_every = std::max<int64_t>(1, steps / 50);
+  const auto t0 = Clock::now();
+  while (const ReplicaBatch* batch = strategy_->fetch(r, *train_input_)) {
+    const float lr = float(learning_rate_at(config_, base_lr_, pos.global_step, total_steps_));
+    const StepResult res =
+        strategy_->train_step(r, *batch, lr, mix_seed(config_.seed, 0xd7090u + uint64_t(pos.global_step)),
+                              r.local_index == 0 && SignalGuard::requested() != 0);
+    if (res.finite) {
+      pos.epoch_sums.add(res.global);
+    } else {
+      on_nonfinite(r, pos);  // throws, or counts a skipped step
+    }
+    ++pos.global_step;
+    ++pos.step_in_epoch;
+    if (config_.check_every > 0 && pos.global_step % config_.check_every == 0) {
+      strategy_->check_in_sync(r);
+    }
+    if (config_.progress && pos.step_in_epoch % log_every == 0 && pos.step_in_epoch < steps &&
+        r.local_index == 0) {
+      report_progress(pos.epoch, pos.step_in_epoch, pos.epoch_sums, seconds_since(t0));
+    }
+    if (config_.checkpoint_every > 0 && pos.global_step % config_.checkpoint_every == 0) {
+      Position at = pos;
+      at.epoch_train_seconds += seconds_since(t0);
+      save_checkpoint(r, at);
+    }
+    if (res.stop) {
+      Position at = pos;
+      at.epoch_train_seconds += seconds_since(t0);
+      std::string where;
+      if (config_.checkpoint_on_signal) where = save_checkpoint(r, at);
+      throw Interrupted(SignalGuard::requested(), pos.global_step, where);
     }
   }
 }
 
-void Trainer::train_epoch(Replica& r, int64_t epoch, MetricSums& sums, int64_t& global_step) {
-  const int64_t steps = train_input_->steps_per_epoch();
-  const int64_t log_every = std::max<int64_t>(1, steps / 50);
-  const auto t0 = Clock::now();
-  MetricSums window;  // since the last progress reduction
-  MetricSums running;
-  for (int64_t step = 0;; ++step) {
-    const ReplicaBatch* batch = strategy_->fetch(r, *train_input_);
-    if (!batch) break;
-    const float lr = float(learning_rate_at(config_, base_lr_, global_step, total_steps_));
-    const SliceStats s = strategy_->train_step(r, *batch, lr,
-                                               mix_seed(config_.seed, 0xd7090u + uint64_t(global_step)));
-    sums.add(s);
-    window.add(s);
-    ++global_step;
-    if (config_.check_every > 0 && global_step % config_.check_every == 0) {
-      strategy_->check_in_sync(r);
+void Trainer::on_nonfinite(Replica& r, const Position& pos) {
+  if (config_.nonfinite == NonFinitePolicy::kSkip) {
+    if (r.local_index != 0) return;  // every replica skips alike; one counts
+    ++skipped_steps_;
+    if (strategy_->is_chief() && skipped_steps_ <= 5) {
+      std::printf("\nwarning: step %lld (epoch %lld, step %lld): the loss is not finite; the "
+                  "update was skipped (train.on_nonfinite: skip)%s\n",
+                  (long long)pos.global_step + 1, (long long)pos.epoch + 1,
+                  (long long)pos.step_in_epoch + 1,
+                  skipped_steps_ == 5 ? "; further skips are only counted" : "");
     }
-    if (config_.progress && (step + 1) % log_every == 0 && step + 1 < steps) {
-      const MetricSums w = all_reduce(r, window);
-      running.loss_sum += w.loss_sum, running.correct += w.correct, running.rows += w.rows;
-      window = MetricSums{};
-      if (r.local_index == 0) report_progress(epoch, step + 1, running, seconds_since(t0));
+    return;
+  }
+  throw std::runtime_error(
+      "step " + std::to_string(pos.global_step + 1) + " (epoch " + std::to_string(pos.epoch + 1) +
+      ", step " + std::to_string(pos.step_in_epoch + 1) + "): the loss is NaN or infinite; "
+      "stopped before the update, and no checkpoint holds it (lower the learning rate, check "
+      "the data, or set train.on_nonfinite: skip)");
+}
+
+// ---- checkpoints ----
+std::string Trainer::checkpoint_dir() const {
+  if (!config_.checkpoint_dir.empty()) return config_.checkpoint_dir;
+  return (std::filesystem::path(config_.output_dir) / "checkpoints").string();
+}
+
+SavedState Trainer::snapshot(Replica& r, const Position& pos) const {
+  SavedState s;
+  s.config_yaml = config_.to_yaml();
+  s.params = r.params;
+  for (auto& [name, slot] : r.optimizer->slots()) s.slots.emplace_back(name, *slot);
+  s.updates = r.updates;
+  s.epoch = pos.epoch;
+  s.step_in_epoch = pos.step_in_epoch;
+  s.progress[0] = pos.epoch_sums.loss_sum;
+  s.progress[1] = pos.epoch_sums.correct;
+  s.progress[2] = pos.epoch_sums.rows;
+  s.progress[3] = pos.epoch_train_seconds;
+  s.replicas = strategy_->num_replicas_in_sync();
+  return s;
+}
+
+std::string Trainer::save_checkpoint(Replica& r, const Position& pos) {
+  if (r.local_index != 0 || !strategy_->is_chief()) return "";
+  // Never save NaN/Inf: a checkpoint must always be a state worth resuming.
+  const double norm = cpu::sum_squares(r.params.data(), int64_t(r.params.size()));
+  if (!std::isfinite(norm)) {
+    throw std::runtime_error("step " + std::to_string(pos.global_step) +
+                             ": the weights hold NaN or Inf; no checkpoint written");
+  }
+  const std::string dir = checkpoint_dir();
+  std::filesystem::create_directories(dir);
+  const std::string path = checkpoint_path(dir, pos.global_step);
+  save_state(path, *model_, snapshot(r, pos));
+  prune_checkpoints(dir, config_.checkpoint_keep);
+  return path;
+}
+
+std::optional<SavedState> Trainer::find_resume_point(const std::string& resume) {
+  std::vector<std::string> candidates;
+  if (resume == "auto") {
+    candidates = list_checkpoints(checkpoint_dir());
+    if (candidates.empty()) {
+      std::printf("resume: no checkpoint in %s yet: starting from scratch\n", checkpoint_dir().c_str());
+      return std::nullopt;
+    }
+  } else {
+    candidates = {resume};
+  }
+  for (size_t i = 0; i < candidates.size(); ++i) {
+    try {
+      SavedState s = load_state(candidates[i], model_.get());
+      check_resume_compatible(s.config_yaml, config_, candidates[i]);
+      const int now = strategy_->num_replicas_in_sync();
+      std::printf("resume: %s (epoch %lld, step %lld of the epoch, %lld updates)\n",
+                  candidates[i].c_str(), (long long)s.epoch + 1, (long long)s.step_in_epoch,
+                  (long long)s.updates);
+      if (s.replicas != 0 && s.replicas != now) {
+        std::printf("resume: written with %lld replicas in sync, continuing with %d: the global "
+                    "batch of %lld still divides; weights agree up to fp32 summation order\n",
+                    (long long)s.replicas, now, (long long)config_.batch_size);
+      }
+      return s;
+    } catch (const DataError& e) {
+      if (resume != "auto" || i + 1 == candidates.size()) throw;
+      std::printf("resume: skipping %s: %s\n", candidates[i].c_str(), e.what());
     }
   }
+  return std::nullopt;
 }
 
 // ---- evaluate: every example exactly once, summed over all replicas ----
@@ -310,12 +445,15 @@ void Trainer::report_epoch(int64_t epoch, const MetricSums& s, double train_seco
   if (cls) std::printf(" - accuracy: %.4f", acc);
   std::printf(" - val_loss: %.4f", val.loss);
   if (cls) std::printf(" - val_accuracy: %.4f", val.accuracy);
-  std::printf(" - %.0f samples/s\n", sps);
+  std::printf(" - %.0f samples/s", sps);
+  if (skipped_steps_ > 0) std::printf(" - %lld steps skipped (non-finite)", (long long)skipped_steps_.load());
+  std::printf("\n");
   std::fflush(stdout);
   nlohmann::json rec = {{"epoch", epoch + 1},  {"loss", loss},
                         {"val_loss", val.loss}, {"samples_per_sec", sps},
                         {"seconds", epoch_seconds}, {"train_seconds", train_seconds},
-                        {"learning_rate", lr},  {"steps", steps}};
+                        {"learning_rate", lr},  {"steps", steps},
+                        {"skipped_steps", skipped_steps_.load()}};
   if (cls) {
     rec["accuracy"] = acc;
     rec["val_accuracy"] = val.accuracy;

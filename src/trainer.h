@@ -2,12 +2,15 @@
 // (step, log, check) -> evaluate -> save. Also evaluation of a saved model.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "data/input.h"
+#include "src/checkpoint.h"
 #include "src/config.h"
 #include "src/model.h"
 #include "src/strategy.h"
@@ -38,18 +41,36 @@ class Trainer {
   ~Trainer();
 
   // Trains for config.epochs; writes the final model if configured. Returns the
-  // final evaluation on data.eval_split.
-  EvalResult fit(const std::string& metrics_out);
+  // final evaluation on data.eval_split. resume: "" (fresh), "auto" (the newest
+  // loadable checkpoint in checkpoint.dir, or fresh if there is none) or a path.
+  // Throws Interrupted after writing a checkpoint when a signal stopped training.
+  EvalResult fit(const std::string& metrics_out, const std::string& resume = "");
   // Loads a model file and evaluates it on data.eval_split.
   EvalResult evaluate_saved(const std::string& model_path, const std::string& metrics_out);
 
  private:
+  // Where training stands; every replica keeps an identical copy.
+  struct Position {
+    int64_t epoch = 0;
+    int64_t step_in_epoch = 0;
+    int64_t global_step = 0;
+    MetricSums epoch_sums;           // the epoch so far, over all replicas
+    double epoch_train_seconds = 0;  // training time of the epoch before a resume
+  };
+
   void build(int64_t max_rows_hint);
+  Position start_state(Replica& r);
+  void train_epoch(Replica& r, Position& pos);
+  void on_nonfinite(Replica& r, const Position& pos);
+  SavedState snapshot(Replica& r, const Position& pos) const;
+  // Chief only (others return ""): writes a checkpoint atomically, keeps the newest K.
+  std::string save_checkpoint(Replica& r, const Position& pos);
+  std::optional<SavedState> find_resume_point(const std::string& resume);
+  std::string checkpoint_dir() const;
   std::string fingerprint() const;
   void check_same_everywhere();
   void print_plan() const;
   void replica_fit(Replica& r);
-  void train_epoch(Replica& r, int64_t epoch, MetricSums& sums, int64_t& global_step);
   EvalResult evaluate(Replica& r, DistributedInput& input);
   MetricSums all_reduce(Replica& r, const MetricSums& local);
   void report_progress(int64_t epoch, int64_t step, const MetricSums& s, double seconds);
@@ -66,7 +87,9 @@ class Trainer {
   double base_lr_ = 0.0;
   int64_t total_steps_ = 0;
   EvalResult last_eval_;
+  std::optional<SavedState> resume_;  // chief: the checkpoint to continue from
   bool tty_ = false;
+  std::atomic<int64_t> skipped_steps_{0};  // local replica 0 counts (all replicas skip alike)
 };
 
 }  // namespace lockstep

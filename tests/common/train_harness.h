@@ -61,10 +61,10 @@ inline RunResult train_synthetic(World& world, const RunSpec& spec) {
     int64_t step = 0;
     for (int e = 0; e < spec.epochs; ++e) {
       while (const ReplicaBatch* b = strategy.fetch(r, input)) {
-        const SliceStats s = strategy.train_step(r, *b, cfg.learning_rate, uint64_t(step));
-        double v[2] = {s.loss_sum, double(s.rows)};
-        r.comm->allreduce(v, 2);
-        if (r.local_index == 0) (step == 0 ? run.loss_first : run.loss_last) = v[0] / v[1];
+        const StepResult s = strategy.train_step(r, *b, cfg.learning_rate, uint64_t(step));
+        EXPECT_TRUE(s.finite);
+        const double mean = s.global.loss_sum / double(s.global.rows);
+        if (r.local_index == 0) (step == 0 ? run.loss_first : run.loss_last) = mean;
         ++step;
         if (step % cfg.check_every == 0) strategy.check_in_sync(r);  // across all ranks
       }
