@@ -69,8 +69,8 @@ class LocalFabric {
   // Work sharing for the slices of one collective: calls fn(begin, end) for
   // blocks of [0, count) until none is left. A member takes the blocks of its own
   // slice (chunk_of) first, for cache locality, then helps with the others'
-  // slices, so a member that is descheduled (a shared core) does not hold the
-  // group back. Each block is done exactly once, by whoever takes it; results do
+  // slices (those of two blocks or more), so a member that is descheduled (a
+  // shared core) does not hold the group back. Each block is done exactly once, by whoever takes it; results do
   // not depend on who, since every element's reduction order is fixed.
   template <typename Fn>
   void share_blocks(int member, const Peers& peers, size_t count, size_t elem_bytes, Fn&& fn);
@@ -115,6 +115,12 @@ void LocalFabric::share_blocks(int member, const Peers& peers, size_t count, siz
     const int owner = (member + k) % size_;
     const ElementRange slice = chunk_of(count, elem_bytes, size_, owner);
     const size_t blocks = (slice.end - slice.begin + block - 1) / block;
+    // A one-block slice is its owner's alone: claiming it would cost more (a
+    // shared counter, a remote buffer) than it could save.
+    if (blocks < 2) {
+      if (k == 0 && blocks == 1) fn(slice.begin, slice.end);
+      continue;
+    }
     for (int64_t b; (b = take_block(owner, peers, blocks)) >= 0;) {
       const size_t begin = slice.begin + static_cast<size_t>(b) * block;
       fn(begin, std::min(slice.end, begin + block));
