@@ -15,6 +15,7 @@
 #include "data/input.h"
 #include "kernels/cpu/ops.h"
 #include "src/config.h"
+#include "src/predict.h"
 #include "src/signals.h"
 #include "src/trainer.h"
 #include "src/world.h"
@@ -47,6 +48,7 @@ std::vector<Override> parse_overrides(const std::vector<std::string>& sets) {
 struct Args {
   std::string config, model, metrics_out, resume;
   std::vector<std::string> sets;
+  std::string input, split = "test", output;
   std::string idx_dir, train_images, train_labels, test_images, test_labels, out;
   bool overwrite = false;
 };
@@ -155,6 +157,17 @@ int main(int argc, char** argv) {
   evaluate->add_option("--set", a.sets, "override a config key (repeatable)");
   evaluate->add_option("--metrics-out", a.metrics_out, "write the result as a JSON line");
 
+  auto* predict_cmd = app.add_subcommand("predict", "Predict every example of a split with a saved model");
+  predict_cmd->add_option("config", a.config, "experiment config (YAML) the model was trained with")->required();
+  predict_cmd->add_option("--checkpoint,--model", a.model, "model file or checkpoint")->required();
+  predict_cmd->add_option("--input", a.input, "HDF5 dataset in the lockstep layout")->required();
+  predict_cmd->add_option("--split", a.split, "group of the input file to predict (default test)");
+  predict_cmd->add_option("--output,-o", a.output,
+                          "predictions: *.h5 -> HDF5 (/probabilities or /outputs, /classes); "
+                          "otherwise JSON lines")->required();
+  predict_cmd->add_option("--set", a.sets, "override a config key (repeatable)");
+  predict_cmd->add_flag("--overwrite", a.overwrite, "replace an existing output file");
+
   auto* convert = app.add_subcommand("convert", "Convert datasets to the lockstep HDF5 layout");
   convert->require_subcommand(1);
   auto* idx = convert->add_subcommand(
@@ -171,9 +184,9 @@ int main(int argc, char** argv) {
 
   if (argc > 1 && argv[1][0] != '-') {
     const std::string cmd = argv[1];
-    if (cmd != "train" && cmd != "evaluate" && cmd != "convert") {
+    if (cmd != "train" && cmd != "evaluate" && cmd != "predict" && cmd != "convert") {
       std::fprintf(stderr,
-                   "lockstep: error: unknown subcommand '%s' (choose train, evaluate or convert; "
+                   "lockstep: error: unknown subcommand '%s' (choose train, evaluate, predict or convert; "
                    "see 'lockstep --help')\n", cmd.c_str());
       return kExitUsage;
     }
@@ -198,6 +211,21 @@ int main(int argc, char** argv) {
     config = load_config(a.config, overrides);
   } catch (const ConfigError& e) {
     return report_fatal(nullptr, "error", e.what(), kExitUsage);
+  }
+  if (*predict_cmd) {
+    try {
+      PredictArgs p{a.model, a.input, a.split, a.output, a.overwrite};
+      const int64_t n = predict(config, p);
+      std::printf("predicted %lld examples of %s:/%s -> %s\n", (long long)n, a.input.c_str(),
+                  a.split.c_str(), a.output.c_str());
+      return 0;
+    } catch (const ConfigError& e) {
+      return report_fatal(nullptr, "error", e.what(), kExitUsage);
+    } catch (const DataError& e) {
+      return report_fatal(nullptr, "error", e.what(), kExitData);
+    } catch (const std::exception& e) {
+      return report_fatal(nullptr, "error", e.what(), kExitRuntime);
+    }
   }
   if (*train) {
     return with_world(&argc, &argv, [&](World& world) {

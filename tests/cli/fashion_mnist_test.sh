@@ -40,4 +40,21 @@ ev = json.loads(open(sys.argv[2]).readline())
 assert ev["test_accuracy"] == final["test_accuracy"], (ev, final)
 assert abs(ev["test_loss"] - final["test_loss"]) < 1e-9, (ev, final)
 PYEOF
+"$LS" predict "$CFG" --checkpoint out/model.h5 --input fm.h5 --output pred.h5 >pred.log 2>&1 &&
+  "$LS" predict "$CFG" --checkpoint out/model.h5 --input fm.h5 --output pred.jsonl >>pred.log 2>&1 &&
+  ok "predict to HDF5 and JSON" || bad "predict: $(cat pred.log)"
+"$PY" - metrics.jsonl pred.h5 pred.jsonl fm.h5 <<'PYEOF' && ok "predictions match the labels as often as test_accuracy says" || bad "predictions"
+import json, sys, h5py, numpy as np
+final = [json.loads(l) for l in open(sys.argv[1]) if '"final"' in l][0]
+p = h5py.File(sys.argv[2], "r")
+probs, classes = p["probabilities"][()], p["classes"][()]
+y = h5py.File(sys.argv[4], "r")["test/y"][()]
+assert probs.shape == (10000, 10) and np.allclose(probs.sum(1), 1, atol=1e-5)
+assert (classes == probs.argmax(1)).all()
+assert (classes == y).mean() == final["test_accuracy"], ((classes == y).mean(), final)
+rows = [json.loads(l) for l in open(sys.argv[3])]
+assert [r["class"] for r in rows] == classes.tolist()
+PYEOF
+expect_fail 3 "missing.h5" -- "$LS" predict "$CFG" --checkpoint out/model.h5 --input missing.h5 --output x.h5
+expect_fail 3 "exists" -- "$LS" predict "$CFG" --checkpoint out/model.h5 --input fm.h5 --output pred.h5
 finish
