@@ -26,7 +26,9 @@ TEST(Bootstrap, StartedMpiThroughTheLauncher) {
   MPI_Comm_size(MPI_COMM_WORLD, &size);
   EXPECT_EQ(info.rank, rank);
   EXPECT_EQ(info.size, size);
-  EXPECT_EQ(std::atoi(std::getenv("OMPI_COMM_WORLD_SIZE")), size);
+  const char* launcher_size = std::getenv("OMPI_COMM_WORLD_SIZE");
+  ASSERT_NE(launcher_size, nullptr) << "not started by mpirun";
+  EXPECT_EQ(std::atoi(launcher_size), size);
 }
 
 TEST(Bootstrap, LocalRankAndSizeMatchHostNames) {
