@@ -1,19 +1,14 @@
-// Counter-based randomness: every random number is a pure function of
-// (seed, stream, counter), so results never depend on thread timing, replica
-// count or how work is split — the basis of reproducible runs.
+// Counter-based randomness for the trunk: every random number is a pure
+// function of (seed, stream, counter), so results never depend on thread
+// timing, replica count or how work is split — the basis of reproducible runs.
+// The 64-bit mix is the input pipeline's (data/random.h).
 #pragma once
 
 #include <cstdint>
 
-namespace lockstep {
+#include "data/random.h"
 
-// splitmix64 finaliser: a strong 64-bit mix.
-inline uint64_t mix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
+namespace lockstep {
 
 inline uint64_t mix_seed(uint64_t seed, uint64_t stream) { return mix64(mix64(seed) ^ stream); }
 
