@@ -213,7 +213,7 @@ const std::vector<KeyDef> kKeys = {
    [](Config& c, const YAML::Node& n, const Ctx& x) { c.checkpoint_keep = get_int(n, x, 1, 1000000); }},
   {"checkpoint.on_signal", "true", "on SIGINT/SIGTERM finish the step, write a checkpoint, exit",
    [](Config& c, const YAML::Node& n, const Ctx& x) { c.checkpoint_on_signal = get_bool(n, x); }},
-  {"strategy.local_replicas", "1", "replicas in this process: a number, or auto (all cores)",
+  {"strategy.local_replicas", "1", "replicas in this process: a number, or auto (all cores; with device cuda all GPUs x replicas_per_gpu)",
    [](Config& c, const YAML::Node& n, const Ctx& x) {
      if (n.IsScalar() && n.Scalar() == "auto") { c.local_replicas = 0; return; }
      c.local_replicas = int(get_int(n, x, 1, 4096)); }},
@@ -223,6 +223,16 @@ const std::vector<KeyDef> kKeys = {
    [](Config& c, const YAML::Node& n, const Ctx& x) { c.overlap = get_bool(n, x); }},
   {"strategy.check_every", "100", "steps between cross-replica weight checksums (0 = off)",
    [](Config& c, const YAML::Node& n, const Ctx& x) { c.check_every = get_int(n, x, 0, int64_t(1) << 40); }},
+  {"strategy.device", "cpu", "where replicas compute: cpu, cuda, or auto (cuda when built with CUDA and a GPU is visible)",
+   [](Config& c, const YAML::Node& n, const Ctx& x) {
+     c.device = get_enum<DeviceKind>(n, x, {{"cpu", DeviceKind::kCpu}, {"cuda", DeviceKind::kCuda},
+                                            {"auto", DeviceKind::kAuto}}); }},
+  {"strategy.replicas_per_gpu", "1", "cuda: replicas sharing one GPU (logical devices; > 1 mainly for tests)",
+   [](Config& c, const YAML::Node& n, const Ctx& x) { c.replicas_per_gpu = int(get_int(n, x, 1, 64)); }},
+  {"strategy.cuda_graphs", "true", "cuda: capture each full-batch training step once and replay it",
+   [](Config& c, const YAML::Node& n, const Ctx& x) { c.cuda_graphs = get_bool(n, x); }},
+  {"strategy.tf32", "false", "cuda: TF32 tensor-core GEMMs (faster, about 1e-3 relative error)",
+   [](Config& c, const YAML::Node& n, const Ctx& x) { c.tf32 = get_bool(n, x); }},
   {"output.dir", "runs/default", "folder for the final model (and later checkpoints)",
    [](Config& c, const YAML::Node& n, const Ctx& x) { c.output_dir = get_string(n, x); }},
   {"output.save_model", "true", "write OUTPUT_DIR/model.h5 at the end of training",
@@ -286,6 +296,12 @@ void validate(const Config& c, const std::string& origin) {
   if (c.schedule == ScheduleKind::kStep && c.decay_steps == 0) {
     throw ConfigError(origin + ": key 'optimizer.decay_steps' must be > 0 with schedule: step");
   }
+#if !defined(LOCKSTEP_HAVE_CUDA)
+  if (c.device == DeviceKind::kCuda) {
+    throw ConfigError(origin + ": key 'strategy.device': cuda, but this lockstep was built without "
+                               "CUDA (rebuild with -DLOCKSTEP_CUDA=ON, or use device: cpu or auto)");
+  }
+#endif
 }
 
 }  // namespace
@@ -369,6 +385,15 @@ const char* schedule_name(ScheduleKind k) {
   return "?";
 }
 
+const char* device_kind_name(DeviceKind k) {
+  switch (k) {
+    case DeviceKind::kCpu: return "cpu";
+    case DeviceKind::kCuda: return "cuda";
+    case DeviceKind::kAuto: return "auto";
+  }
+  return "?";
+}
+
 std::string Config::to_yaml() const {
   YAML::Emitter e;
   e.SetFloatPrecision(7);  // fp32 values print as written (0.001, not 0.00100000005)
@@ -424,7 +449,11 @@ std::string Config::to_yaml() const {
   if (local_replicas == 0) e << "auto"; else e << local_replicas;
   e << YAML::Key << "bucket_mb" << YAML::Value << bucket_mb
     << YAML::Key << "overlap" << YAML::Value << overlap
-    << YAML::Key << "check_every" << YAML::Value << check_every << YAML::EndMap;
+    << YAML::Key << "check_every" << YAML::Value << check_every
+    << YAML::Key << "device" << YAML::Value << device_kind_name(device)
+    << YAML::Key << "replicas_per_gpu" << YAML::Value << replicas_per_gpu
+    << YAML::Key << "cuda_graphs" << YAML::Value << cuda_graphs
+    << YAML::Key << "tf32" << YAML::Value << tf32 << YAML::EndMap;
   e << YAML::Key << "output" << YAML::Value << YAML::BeginMap
     << YAML::Key << "dir" << YAML::Value << output_dir
     << YAML::Key << "save_model" << YAML::Value << save_model << YAML::EndMap;

@@ -27,6 +27,7 @@ enum class LossKind { kSoftmaxCrossEntropy, kMeanSquaredError };
 enum class OptimizerKind { kSgd, kAdam, kAdamW };
 enum class ScheduleKind { kConstant, kStep, kCosine };
 enum class NonFinitePolicy { kStop, kSkip };
+enum class DeviceKind { kCpu, kCuda, kAuto };  // auto: cuda when built with it and a GPU is visible
 
 struct Config {
   std::string source;  // the file it was loaded from ("" for defaults)
@@ -79,6 +80,10 @@ struct Config {
   double bucket_mb = 4.0;    // gradient fusion bucket size
   bool overlap = false;      // reduce buckets on a helper thread during backward
   int64_t check_every = 100; // steps between cross-replica weight checksums (0 = off)
+  DeviceKind device = DeviceKind::kCpu;  // where replicas compute (src/cuda_replica.h)
+  int replicas_per_gpu = 1;  // cuda: logical replicas sharing one GPU (> 1 for tests)
+  bool cuda_graphs = true;   // cuda: replay each full-batch step as one captured graph
+  bool tf32 = false;         // cuda: TF32 tensor-core GEMMs (about 1e-3 relative error)
 
   // output
   std::string output_dir = "runs/default";
@@ -111,5 +116,6 @@ const char* activation_name(Activation a);
 const char* loss_name(LossKind k);
 const char* optimizer_name(OptimizerKind k);
 const char* schedule_name(ScheduleKind k);
+const char* device_kind_name(DeviceKind k);
 
 }  // namespace lockstep

@@ -15,6 +15,7 @@
 
 #include "comm/hierarchical_communicator.h"
 #include "comm/local_communicator.h"
+#include "src/cuda_replica.h"
 #include "src/random.h"
 
 namespace lockstep {
@@ -91,6 +92,7 @@ Replica::~Replica() = default;
 
 int resolve_local_replicas(const Config& config) {
   if (config.local_replicas > 0) return config.local_replicas;
+  if (use_cuda(config)) return visible_cuda_devices() * config.replicas_per_gpu;
   const unsigned n = std::thread::hardware_concurrency();
   return n == 0 ? 1 : int(n);
 }
@@ -104,6 +106,7 @@ MirroredStrategy::MirroredStrategy(const Model& model, const Config& config, Wor
   if (world.size() > 1 && local > 1) {
     hier_group_ = std::make_unique<HierarchicalGroup>(world.mpi_comm, local);
   }
+  if (use_cuda(config)) devices_ = make_cuda_group(model, config, world, local, max_rows);
   for (int i = 0; i < local; ++i) {
     auto r = std::make_unique<Replica>();
     r->local_index = i;
@@ -117,10 +120,14 @@ MirroredStrategy::MirroredStrategy(const Model& model, const Config& config, Wor
       r->comm = &hier_group_->member(i);
     }
     r->params.assign(size_t(model.num_params()), 0.0f);
-    r->grads.assign(size_t(model.num_params() + kExtras), 0.0f);
     r->optimizer = std::make_unique<Optimizer>(config, model.num_params());
-    r->model = std::make_unique<ReplicaModel>(model, max_rows);
-    if (config.overlap) r->worker = std::make_unique<BucketWorker>(r->comm);
+    if (devices_) {  // gradients and workspaces live on the device
+      r->device = &devices_->replica(i);
+    } else {
+      r->grads.assign(size_t(model.num_params() + kExtras), 0.0f);
+      r->model = std::make_unique<ReplicaModel>(model, max_rows);
+      if (config.overlap) r->worker = std::make_unique<BucketWorker>(r->comm);
+    }
     replicas_.push_back(std::move(r));
   }
   batches_.resize(size_t(local));
@@ -139,6 +146,7 @@ void MirroredStrategy::run(const std::function<void(Replica&)>& fn) {
   std::mutex mu;
   auto body = [&](Replica& r) {
     try {
+      if (r.device) r.device->bind_thread();
       fn(r);
     } catch (...) {
       {
@@ -149,6 +157,7 @@ void MirroredStrategy::run(const std::function<void(Replica&)>& fn) {
       const std::string why = "local replica " + std::to_string(r.local_index) + " failed";
       local_group_->fail(why);
       if (hier_group_) hier_group_->fail(why);
+      if (devices_) devices_->fail(why);
     }
   };
   std::vector<std::thread> threads;
@@ -177,6 +186,29 @@ void MirroredStrategy::broadcast_initial_weights(Replica& r) {
   // weights authoritative even if another process computed something else.
   model_.init_params(r.params.data(), config_.seed);
   r.comm->broadcast(r.params.data(), r.params.size(), 0);
+  to_device(r);
+}
+
+SliceStats MirroredStrategy::evaluate(Replica& r, const ReplicaBatch& batch) {
+  return r.device ? r.device->evaluate(batch) : r.model->evaluate(r.params.data(), batch);
+}
+
+void MirroredStrategy::to_device(Replica& r) {
+  if (r.device) r.device->upload(r);
+}
+
+void MirroredStrategy::to_host(Replica& r) {
+  if (r.device) r.device->download(r);
+}
+
+std::string MirroredStrategy::device_plan() const {
+  std::string plan;
+  for (const auto& r : replicas_) {
+    if (!r->device) continue;
+    plan += (plan.empty() ? "devices: " : "; ") + std::string("replica ") +
+            std::to_string(r->global_index) + " -> " + r->device->describe();
+  }
+  return plan;
 }
 
 void MirroredStrategy::reduce_range(Replica& r, int64_t begin, int64_t end) {
@@ -195,6 +227,12 @@ StepResult MirroredStrategy::train_step(Replica& r, const ReplicaBatch& batch, f
   // The gradient of sum(loss)/global_rows on each replica; their SUM over all
   // replicas is the gradient of the global batch's mean loss.
   const auto t0 = Clock::now();
+  if (r.device) {  // the same step, enqueued on the replica's GPU
+    const StepResult res = r.device->train_step(r, batch, lr, step_seed, stop_requested);
+    if (res.finite) ++r.updates;
+    r.step_seconds += since(t0);
+    return res;
+  }
   const float scale = batch.global_rows > 0 ? 1.0f / float(batch.global_rows) : 0.0f;
   int64_t reduced = 0;
   const int64_t n = model_.num_params();
@@ -238,6 +276,7 @@ StepResult MirroredStrategy::train_step(Replica& r, const ReplicaBatch& batch, f
 
 void MirroredStrategy::check_in_sync(Replica& r) {
   if (num_replicas_in_sync() == 1) return;
+  to_host(r);
   // A 64-bit hash of the weights' bits, 8 bytes at a time: any single-bit
   // difference shows; about 0.2 ms per 100k parameters, every check_every steps.
   uint64_t h = 0x243f6a8885a308d3ULL;

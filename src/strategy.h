@@ -23,6 +23,8 @@ namespace lockstep {
 class LocalGroup;
 class HierarchicalGroup;
 class BucketWorker;
+class DeviceReplica;  // src/cuda_replica.h
+class DeviceGroup;
 
 // The gradient arena has room for a few values reduced with the last bucket.
 enum StepExtra : int64_t { kLossSum = 0, kCorrect, kRows, kStop, kExtras };
@@ -39,6 +41,9 @@ struct Replica {
   std::unique_ptr<Optimizer> optimizer;
   std::unique_ptr<ReplicaModel> model;
   std::unique_ptr<BucketWorker> worker;  // strategy.overlap: reduces buckets during backward
+  // strategy.device cuda: the replica's state and step on its GPU, with params and
+  // the optimizer's slots above as a host mirror (to_host/to_device); nullptr on CPU.
+  DeviceReplica* device = nullptr;
   int64_t updates = 0;                 // optimizer steps applied
   int64_t fetches = 0;                 // MirroredStrategy::fetch calls
   // Where this replica's time went (seconds): waiting for input (fetch, which
@@ -91,6 +96,15 @@ class MirroredStrategy {
                         bool stop_requested = false);
   // Throws if any replica's weights differ from replica 0's, naming it.
   void check_in_sync(Replica& r);
+  // Forward only: loss sum and correct count of this replica's slice.
+  SliceStats evaluate(Replica& r, const ReplicaBatch& batch);
+  // Device replicas keep their state on the device: to_device after the host
+  // params/slots were written (start, resume, a loaded model), to_host before
+  // reading them (checkpoints, the end). No-ops on the CPU.
+  void to_device(Replica& r);
+  void to_host(Replica& r);
+  // "replica 0 -> cuda:0 NVIDIA H100 ...; ..." for the plan ("" on the CPU).
+  std::string device_plan() const;
 
  private:
   void reduce_range(Replica& r, int64_t begin, int64_t end);
@@ -101,12 +115,14 @@ class MirroredStrategy {
   int64_t bucket_elems_;
   std::unique_ptr<LocalGroup> local_group_;         // barriers among this process's replicas
   std::unique_ptr<HierarchicalGroup> hier_group_;   // processes x local replicas
+  std::unique_ptr<DeviceGroup> devices_;            // strategy.device cuda
   std::vector<ReplicaBatch> batches_;  // filled by local replica 0 in fetch()
   bool has_batch_[2] = {false, false};
   std::vector<std::unique_ptr<Replica>> replicas_;
 };
 
-// Resolves strategy.local_replicas (0 = auto: all cores).
+// Resolves strategy.local_replicas (0 = auto: all cores, or with strategy.device
+// cuda all visible GPUs x strategy.replicas_per_gpu).
 int resolve_local_replicas(const Config& config);
 
 }  // namespace lockstep

@@ -157,6 +157,7 @@ void Trainer::print_plan() const {
   const int R = strategy_->num_replicas_in_sync();
   std::printf("lockstep: %d process(es) x %d local replica(s) = %d replicas in sync (%s)\n",
               world_.size(), strategy_->local_replicas(), R, strategy_->replica(0).comm->name().c_str());
+  if (const std::string d = strategy_->device_plan(); !d.empty()) std::printf("%s\n", d.c_str());
   std::printf("data: %s (%lld examples, %lld features) -> eval %s (%lld examples)\n",
               train_source_->info().description.c_str(), (long long)train_source_->info().size,
               (long long)train_source_->info().feature_dim, eval_source_->info().description.c_str(),
@@ -247,6 +248,7 @@ Trainer::Position Trainer::start_state(Replica& r) {
 
 void Trainer::replica_fit(Replica& r) {
   Position pos = start_state(r);
+  strategy_->to_device(r);  // device replicas: the weights and slots just set on the host
   if (r.local_index == 0) train_input_->seek(InputPosition{pos.epoch, pos.step_in_epoch});
   for (; pos.epoch < config_.epochs; ++pos.epoch) {
     const auto t0 = Clock::now();
@@ -264,6 +266,7 @@ void Trainer::replica_fit(Replica& r) {
     pos.epoch_train_seconds = 0;
     if (config_.checkpoint_epochs) save_checkpoint(r, Position{pos.epoch + 1, 0, pos.global_step, {}, 0});
   }
+  strategy_->to_host(r);  // the final model is written from the host mirror
 }
 
 void Trainer::train_epoch(Replica& r, Position& pos) {
@@ -348,6 +351,7 @@ SavedState Trainer::snapshot(Replica& r, const Position& pos) const {
 
 std::string Trainer::save_checkpoint(Replica& r, const Position& pos) {
   if (r.local_index != 0 || !strategy_->is_chief()) return "";
+  strategy_->to_host(r);
   // Never save NaN/Inf: a checkpoint must always be a state worth resuming.
   const double norm = cpu::sum_squares(r.params.data(), int64_t(r.params.size()));
   if (!std::isfinite(norm)) {
@@ -402,7 +406,7 @@ EvalResult Trainer::evaluate(Replica& r, DistributedInput& input) {
   for (;;) {
     const ReplicaBatch* batch = strategy_->fetch(r, input);
     if (!batch) break;
-    sums.add(r.model->evaluate(r.params.data(), *batch));
+    sums.add(strategy_->evaluate(r, *batch));
     strategy_->release(r);  // no collective per batch: wait before replica 0 refills
   }
   const MetricSums total = all_reduce(r, sums);
@@ -469,6 +473,7 @@ EvalResult Trainer::evaluate_saved(const std::string& model_path, const std::str
   EvalResult result;
   strategy_->run([&](Replica& r) {
     r.params = saved.params;
+    strategy_->to_device(r);
     const EvalResult e = evaluate(r, *eval_input_);
     if (r.local_index == 0) result = e;
   });
