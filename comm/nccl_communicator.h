@@ -1,0 +1,55 @@
+// The NCCL backend: one NCCL communicator over (all processes) x (this process's
+// GPU replicas), with replicas that share a GPU combined by lockstep's own device
+// kernels first (NCCL refuses two ranks on one GPU). Collectives are stream-ordered:
+// they enqueue work and return without waiting for the device. Compiled only with
+// LOCKSTEP_HAVE_CUDA (comm/CMakeLists.txt).
+#pragma once
+
+#include <cuda_runtime_api.h>
+#include <mpi.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "comm/communicator.h"
+#include "comm/options.h"
+
+namespace lockstep {
+
+class NcclState;
+
+// Created by the main thread of every process before replica threads start: the
+// constructor is collective over `world` (MPI_COMM_NULL for a single process, in
+// which case MPI is never called); rank 0 makes the ncclUniqueId and MPI broadcasts
+// it. Every process must pass the same number of local devices. Replicas that share
+// one GPU (the same id listed twice) are reduced on that GPU in replica order, then
+// one NCCL rank per distinct GPU combines across GPUs and processes.
+class NcclGroup {
+ public:
+  NcclGroup(MPI_Comm world, const std::vector<int>& local_devices, CommOptions options = {});
+  ~NcclGroup();
+  NcclGroup(const NcclGroup&) = delete;
+  NcclGroup& operator=(const NcclGroup&) = delete;
+
+  int local_size() const;
+  // Local replica i's communicator: rank() = process_rank*K + i, size() = processes*K,
+  // name() == "nccl". Buffers are device pointers on local_devices[i]. Each call is
+  // ordered after all work already enqueued on the stream set with set_stream(i, s)
+  // and everything enqueued on that stream afterwards sees the result (stream-ordered;
+  // no host synchronisation). Call it only from replica i's thread. Calls may be
+  // captured into a CUDA graph when replica i has its GPU to itself.
+  Communicator& member(int i);
+  // The compute stream member i orders against (default: the legacy default stream).
+  // Must be on local_devices[i]; set it before member i's first collective.
+  void set_stream(int i, cudaStream_t compute_stream);
+  // Aborts the group: NCCL communicators are aborted (device work waiting on peers
+  // ends), members waiting now or calling later throw CommError with `reason`.
+  void fail(const std::string& reason);
+
+ private:
+  std::unique_ptr<NcclState> state_;
+  std::vector<std::unique_ptr<Communicator>> members_;
+};
+
+}  // namespace lockstep
