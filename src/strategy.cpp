@@ -234,15 +234,22 @@ StepResult MirroredStrategy::train_step(Replica& r, const ReplicaBatch& batch, f
     return res;
   }
   const float scale = batch.global_rows > 0 ? 1.0f / float(batch.global_rows) : 0.0f;
-  int64_t reduced = 0;
   const int64_t n = model_.num_params();
+  // Bucketing state behind one pointer: the callback then fits std::function's
+  // small buffer and the step allocates nothing.
+  struct Buckets {
+    MirroredStrategy* self;
+    Replica* r;
+    int64_t n, reduced;
+  } b{this, &r, n, 0};
   const SliceStats s = r.model->train(r.params.data(), r.grads.data(), batch, scale, step_seed,
-                                      [&](int64_t ready) {
-                                        if (ready - reduced >= bucket_elems_ && ready < n) {
-                                          reduce_range(r, reduced, ready);
-                                          reduced = ready;
+                                      [bk = &b](int64_t ready) {
+                                        if (ready - bk->reduced >= bk->self->bucket_elems_ && ready < bk->n) {
+                                          bk->self->reduce_range(*bk->r, bk->reduced, ready);
+                                          bk->reduced = ready;
                                         }
                                       });
+  const int64_t reduced = b.reduced;
   // The step's metrics and stop requests ride in the last bucket, so every
   // replica learns the global loss (and any stop) with no extra collective.
   float* extra = r.grads.data() + n;
@@ -262,13 +269,9 @@ StepResult MirroredStrategy::train_step(Replica& r, const ReplicaBatch& batch, f
   out.global.rows = int64_t(std::llround(extra[kRows]));
   out.stop = extra[kStop] > 0.0f;
   out.finite = std::isfinite(extra[kLossSum]);
-  if (out.finite || config_.nonfinite == NonFinitePolicy::kStop) {
-    // kStop: the caller stops before anything non-finite is saved; the update
-    // is applied so the state matches what a debugger would want to inspect.
-    if (out.finite) {
-      r.optimizer->apply(r.params.data(), r.grads.data(), 0, n, lr, r.updates);
-      ++r.updates;
-    }
+  if (out.finite) {  // a non-finite step changes nothing; the trainer stops or skips it
+    r.optimizer->apply(r.params.data(), r.grads.data(), 0, n, lr, r.updates);
+    ++r.updates;
   }
   r.step_seconds += since(t0);
   return out;
