@@ -78,7 +78,7 @@ void HierarchicalCommunicator::allreduce(void* buf, size_t count, DType dtype, R
   }
   as_leader([&] { inter_.allreduce(buf, count, dtype, op); });
   if (k == 1) return;
-  fabric_.sync(member_, CollectiveKind::kAllreduce, "inter-process allreduce");
+  fabric_.sync(member_, CollectiveKind::kAllreduce, "inter-process allreduce", true);
   if (!leader()) std::memcpy(buf, peers.buf(0), count * elem);
   fabric_.sync(member_, CollectiveKind::kAllreduce, "local broadcast");
 }
@@ -104,7 +104,7 @@ void HierarchicalCommunicator::broadcast(void* buf, size_t count, DType dtype, i
   }
   as_leader([&] { inter_.broadcast(buf, count, dtype, root_process); });
   if (k == 1) return;
-  fabric_.sync(member_, CollectiveKind::kBroadcast, "inter-process broadcast");
+  fabric_.sync(member_, CollectiveKind::kBroadcast, "inter-process broadcast", true);
   if (!leader() && !(root_here && member_ == root_member)) std::memcpy(buf, peers.buf(0), bytes);
   fabric_.sync(member_, CollectiveKind::kBroadcast, "local broadcast");
 }
@@ -128,7 +128,7 @@ void HierarchicalCommunicator::allgather(const void* send, void* recv, size_t co
     inter_.allgather(leader_recv + inter_.rank() * process_bytes, leader_recv, k * count, dtype);
   });
   if (k == 1) return;
-  fabric_.sync(member_, CollectiveKind::kAllgather, "inter-process allgather");
+  fabric_.sync(member_, CollectiveKind::kAllgather, "inter-process allgather", true);
   if (!leader()) std::memcpy(recv, leader_recv, static_cast<size_t>(inter_.size()) * process_bytes);
   fabric_.sync(member_, CollectiveKind::kAllgather, "local broadcast");
 }
@@ -136,7 +136,7 @@ void HierarchicalCommunicator::allgather(const void* send, void* recv, size_t co
 void HierarchicalCommunicator::barrier() {
   fabric_.arrive(member_, CallSignature{}, nullptr, nullptr);
   as_leader([&] { inter_.barrier(); });
-  if (fabric_.size() > 1) fabric_.sync(member_, CollectiveKind::kBarrier, "inter-process barrier");
+  if (fabric_.size() > 1) fabric_.sync(member_, CollectiveKind::kBarrier, "inter-process barrier", true);
 }
 
 void check_thread_level(int local_replicas) {

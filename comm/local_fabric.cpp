@@ -80,6 +80,8 @@ struct alignas(64) LocalFabric::Slot {
 
 // State only its owner touches, kept off the shared slots.
 struct alignas(64) LocalFabric::Private {
+  DeadlineClock clock;  // this member's pace and phase budgets
+  WaitBudget budget;    // of the collective in progress
   uint64_t epoch = 0;  // barriers passed (arrive and sync alike)
   uint64_t calls = 0;  // collectives started; parity selects the published pair
   std::vector<const void*> srcs;
@@ -115,6 +117,7 @@ LocalFabric::LocalFabric(int size, CommOptions options, std::string label)
   private_ = std::make_unique<Private[]>(size);
   work_ = std::make_unique<WorkCounter[]>(static_cast<size_t>(size) * 2);
   for (int i = 0; i < size; ++i) {
+    private_[i].clock = DeadlineClock(options_);
     private_[i].srcs.resize(size);
     private_[i].dsts.resize(size);
   }
@@ -142,21 +145,25 @@ LocalFabric::Peers LocalFabric::arrive(int member, const CallSignature& sig, con
   pub.sig = sig;
   pub.send = send;
   pub.buf = buf;
+  me.budget = me.clock.start();
   const uint64_t target = ++me.epoch;
   slots_[member].arrived.store(target, std::memory_order_release);
-  wait_for_all(member, target, sig.kind, "arrival");
+  wait_for_all(member, target, sig.kind, "arrival", me.budget.limit);
   check_agreement(parity);
   return Peers{this, parity, call};
 }
 
-void LocalFabric::sync(int member, CollectiveKind kind, const char* phase) {
-  const uint64_t target = ++private_[member].epoch;
+void LocalFabric::sync(int member, CollectiveKind kind, const char* phase, bool behind_leader) {
+  Private& me = private_[member];
+  const uint64_t target = ++me.epoch;
   slots_[member].arrived.store(target, std::memory_order_release);
-  wait_for_all(member, target, kind, phase);
+  std::chrono::milliseconds limit = me.budget.limit;
+  if (behind_leader && limit.count() > 0) limit = 2 * limit + std::chrono::seconds(1);
+  wait_for_all(member, target, kind, phase, limit);
 }
 
 void LocalFabric::wait_for_all(int member, uint64_t target, CollectiveKind kind,
-                               const char* phase) {
+                               const char* phase, std::chrono::milliseconds limit) {
   using Clock = std::chrono::steady_clock;
   Clock::time_point start{};
   int next = 0;  // members before `next` are known to have arrived
@@ -174,27 +181,26 @@ void LocalFabric::wait_for_all(int member, uint64_t target, CollectiveKind kind,
       continue;
     }
     if (failed_.load(std::memory_order_acquire)) throw_failed();
-    if (options_.timeout.count() > 0 && now - start >= options_.timeout) {
-      throw_timeout(member, target, kind, phase);
-    }
+    if (limit.count() > 0 && now - start >= limit) throw_timeout(member, target, kind, phase, limit);
     if (now - start < kYieldTime) std::this_thread::yield();
     else std::this_thread::sleep_for(kNap);
   }
 }
 
 void LocalFabric::throw_timeout(int member, uint64_t target, CollectiveKind kind,
-                                const char* phase) {
+                                const char* phase, std::chrono::milliseconds limit) {
   std::string absent;
   for (int j = 0; j < size_; ++j) {
     if (slots_[j].arrived.load(std::memory_order_acquire) < target) {
       absent += (absent.empty() ? "" : ", ") + std::to_string(j);
     }
   }
-  const double seconds = options_.timeout.count() / 1000.0;
+  WaitBudget budget = private_[member].budget;
+  budget.limit = limit;
   const std::string msg = label_ + " " + collective_name(kind) + " (" + phase + ", member " +
                           std::to_string(member) + " of " + std::to_string(size_) +
-                          "): timed out after " + std::to_string(seconds) +
-                          " s waiting for member(s) " + absent +
+                          "): timed out after " + budget.describe() +
+                          " waiting for member(s) " + absent +
                           " (hint: a replica died, hangs, or skipped this collective; "
                           "raise the timeout if a step is legitimately this slow)";
   fail(msg);

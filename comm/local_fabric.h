@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "comm/communicator.h"
+#include "comm/deadline.h"
 #include "comm/options.h"
 
 namespace lockstep {
@@ -64,8 +65,12 @@ class LocalFabric {
   // wait until all members have, and check that they agree. Throws CommError on
   // timeout (naming the absent members), on disagreement, or if the group failed.
   Peers arrive(int member, const CallSignature& sig, const void* send, void* buf);
-  // A plain barrier between later phases of the same collective.
-  void sync(int member, CollectiveKind kind, const char* phase);
+  // A plain barrier between later phases of the same collective. The deadline
+  // is the one arrive() set for this collective; `behind_leader` doubles it
+  // (plus a second) for waits on the hierarchical leader's inter-process phase,
+  // so that the leader's own deadline, which can name the missing rank, fires
+  // first and fails the group with that message.
+  void sync(int member, CollectiveKind kind, const char* phase, bool behind_leader = false);
   // Work sharing for the slices of one collective: calls fn(begin, end) for
   // blocks of [0, count) until none is left. A member takes the blocks of its own
   // slice (chunk_of) first, for cache locality, then helps with the others'
@@ -84,9 +89,10 @@ class LocalFabric {
   struct Slot;
   struct Private;
 
-  void wait_for_all(int member, uint64_t target, CollectiveKind kind, const char* phase);
+  void wait_for_all(int member, uint64_t target, CollectiveKind kind, const char* phase,
+                    std::chrono::milliseconds limit);
   [[noreturn]] void throw_timeout(int member, uint64_t target, CollectiveKind kind,
-                                  const char* phase);
+                                  const char* phase, std::chrono::milliseconds limit);
   [[noreturn]] void throw_failed() const;
   void check_agreement(int parity);
   // Next unclaimed block of `owner`'s slice in collective `call`, or -1.

@@ -5,8 +5,11 @@
 // wrapping, so the library's own reduction is not used for any dtype.
 // Collectives are posted nonblocking and polled, which is what lets a deadline
 // fire instead of a hang, and yields the core while waiting (ranks may share cores).
+// A slow wait reports this rank's position to its peers (PeerWatch), so that a
+// deadline names the rank(s) that did not arrive.
 #include "comm/mpi_communicator.h"
 
+#include <algorithm>
 #include <chrono>
 #include <climits>
 #include <cstring>
@@ -14,8 +17,10 @@
 #include <thread>
 #include <vector>
 
+#include "comm/deadline.h"
 #include "comm/local_fabric.h"
 #include "comm/mpi_check.h"
+#include "comm/peer_watch.h"
 #include "comm/reduce.h"
 
 namespace lockstep {
@@ -25,6 +30,12 @@ namespace {
 // the staging buffer stays bounded.
 constexpr size_t kPieceBytes = size_t{256} << 20;
 constexpr int kPollsBeforeYield = 64;
+// A wait this long posts our position to the peers (or a quarter of the
+// deadline, if that is shorter), so that by the deadline every waiting rank has
+// heard from every other waiting rank.
+constexpr std::chrono::milliseconds kAnnounceAfter{1000};
+// At a deadline, how long to gather the last replies (at most).
+constexpr std::chrono::milliseconds kReplyGrace{500};
 
 class MpiCommunicator final : public Communicator {
  public:
@@ -41,7 +52,13 @@ class MpiCommunicator final : public Communicator {
   void barrier() override;
 
  private:
+  // Every collective that communicates starts here: sequence number, deadline,
+  // position for the watch, and (comm.verify) the cross-rank agreement check.
+  void begin(const CallSignature& sig);
+  void verify_call(const CallSignature& sig);
   void wait(MPI_Request* request, CollectiveKind kind);
+  [[noreturn]] void throw_stuck(CollectiveKind kind, const std::string& why,
+                                std::chrono::milliseconds grace);
   void allreduce_fixed_order(std::byte* buf, size_t count, DType dtype, ReduceOp op);
   void check_buffer(const void* p, size_t count, const char* what) const;
 
@@ -49,6 +66,12 @@ class MpiCommunicator final : public Communicator {
   int rank_ = 0;
   int size_ = 1;
   CommOptions options_;
+  DeadlineClock clock_;
+  WaitBudget budget_;
+  uint64_t seq_ = 0;  // collectives begun; the same count on every rank
+  CallSignature sig_;
+  std::unique_ptr<PeerWatch> watch_;
+  std::vector<int64_t> verify_rows_;
   std::string host_;
   std::vector<std::byte> staging_;
   std::vector<int> counts_, displs_, peer_counts_, peer_displs_;
@@ -58,7 +81,7 @@ class MpiCommunicator final : public Communicator {
 };
 
 MpiCommunicator::MpiCommunicator(MPI_Comm comm, CommOptions options)
-    : options_(options), host_(host_name()) {
+    : options_(options), clock_(options), host_(host_name()) {
   LOCKSTEP_MPI_CHECK(MPI_Comm_dup(comm, &comm_));
   LOCKSTEP_MPI_CHECK(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN));
   LOCKSTEP_MPI_CHECK(MPI_Comm_rank(comm_, &rank_));
@@ -68,6 +91,7 @@ MpiCommunicator::MpiCommunicator(MPI_Comm comm, CommOptions options)
   peer_counts_.resize(size_);
   peer_displs_.resize(size_);
   srcs_.resize(size_);
+  watch_ = std::make_unique<PeerWatch>(comm_);
 }
 
 MpiCommunicator::~MpiCommunicator() {
@@ -90,25 +114,82 @@ void MpiCommunicator::check_buffer(const void* p, size_t count, const char* what
   }
 }
 
+void MpiCommunicator::begin(const CallSignature& sig) {
+  ++seq_;
+  sig_ = sig;
+  budget_ = clock_.start();
+  watch_->begin(seq_, sig);
+  if (options_.verify) verify_call(sig);
+}
+
+// Every rank's (sequence number, call) side by side; all ranks see the same
+// table, so all throw the same message.
+void MpiCommunicator::verify_call(const CallSignature& sig) {
+  int64_t mine[6] = {static_cast<int64_t>(seq_)};
+  signature_to(sig, mine + 1);
+  verify_rows_.resize(static_cast<size_t>(size_) * 6);
+  MPI_Request request;
+  LOCKSTEP_MPI_CHECK(MPI_Iallgather(mine, 6, MPI_INT64_T, verify_rows_.data(), 6, MPI_INT64_T,
+                                    watch_->side(), &request));
+  wait(&request, sig.kind);
+  std::string diff;
+  for (int j = 1; j < size_; ++j) {
+    const int64_t* row = verify_rows_.data() + static_cast<size_t>(j) * 6;
+    if (std::equal(row, row + 6, verify_rows_.data())) continue;
+    diff += "; rank " + std::to_string(j) + " called collective #" + std::to_string(row[0]) + " " +
+            describe_call(signature_from(row + 1));
+  }
+  if (diff.empty()) return;
+  throw CommError("mpi (rank " + std::to_string(rank_) + " of " + std::to_string(size_) +
+                  ", host " + host_ + "): ranks issue different collectives (comm.verify): rank 0 "
+                  "called collective #" + std::to_string(verify_rows_[0]) + " " +
+                  describe_call(signature_from(verify_rows_.data() + 1)) + diff +
+                  " (hint: the ranks' control flow diverged: different step counts, data sizes "
+                  "or a rank-dependent branch around a collective)");
+}
+
+void MpiCommunicator::throw_stuck(CollectiveKind kind, const std::string& why,
+                                  std::chrono::milliseconds grace) {
+  watch_->keep_open();  // the abandoned request may be the verify exchange on its communicator
+  const std::string who = watch_->missing_report(grace);
+  throw CommError("mpi " + std::string(collective_name(kind)) + " (rank " + std::to_string(rank_) +
+                  " of " + std::to_string(size_) + ", host " + host_ + ", collective #" +
+                  std::to_string(seq_) + " " + describe_call(sig_) + "): " + why + ": " + who +
+                  " (hint: a rank died, hangs, or called a different collective; the job cannot "
+                  "continue and should be aborted; comm.timeout_s sets the deadline)");
+}
+
 void MpiCommunicator::wait(MPI_Request* request, CollectiveKind kind) {
-  if (options_.timeout.count() <= 0) {
+  if (budget_.forever() && !options_.interrupted) {
     LOCKSTEP_MPI_CHECK(MPI_Wait(request, MPI_STATUS_IGNORE));
     return;
   }
   using Clock = std::chrono::steady_clock;
-  const auto deadline = Clock::now() + options_.timeout;
+  const auto start = Clock::now();
+  const auto announce_after =
+      budget_.forever() ? kAnnounceAfter : std::min(kAnnounceAfter, budget_.limit / 4);
+  Clock::time_point interrupted_at{};
+  bool interrupted = false;
   for (int polls = 0;; ++polls) {
     int done = 0;
     LOCKSTEP_MPI_CHECK(MPI_Test(request, &done, MPI_STATUS_IGNORE));
     if (done) return;
     if (polls < kPollsBeforeYield) continue;
-    if (Clock::now() >= deadline) {
+    const auto now = Clock::now();
+    watch_->poll(now - start >= announce_after);
+    if (!budget_.forever() && now - start >= budget_.limit) {
       abandoned_.push_back(*request);
-      throw CommError("mpi " + std::string(collective_name(kind)) + " (rank " +
-                      std::to_string(rank_) + " of " + std::to_string(size_) + ", host " + host_ +
-                      "): not complete after " + std::to_string(options_.timeout.count() / 1000.0) +
-                      " s (hint: a rank died, hangs, or called a different collective; the job "
-                      "cannot continue and should be aborted)");
+      throw_stuck(kind, "not complete after " + budget_.describe(),
+                  std::min(kReplyGrace, budget_.limit / 2));
+    }
+    if (options_.interrupted && budget_.phase.empty() && options_.interrupted()) {
+      if (!interrupted) interrupted_at = now;
+      interrupted = true;
+      if (now - interrupted_at >= options_.interrupt_grace) {
+        abandoned_.push_back(*request);
+        throw_stuck(kind, "interrupted by a signal while waiting (the launcher may be ending the job)",
+                    std::chrono::milliseconds(200));
+      }
     }
     std::this_thread::yield();
   }
@@ -118,6 +199,7 @@ void MpiCommunicator::allreduce(void* buf, size_t count, DType dtype, ReduceOp o
   check_dtype_and_op(dtype, op, "mpi allreduce");
   check_buffer(buf, count, "allreduce");
   if (count == 0 || size_ == 1) return;
+  begin(CallSignature{CollectiveKind::kAllreduce, dtype, op, 0, count});
   const size_t elem = dtype_size(dtype);
   const size_t piece = kPieceBytes / elem;
   for (size_t done = 0; done < count; done += piece) {
@@ -169,6 +251,7 @@ void MpiCommunicator::broadcast(void* buf, size_t count, DType dtype, int root) 
   }
   check_buffer(buf, count, "broadcast");
   if (count == 0 || size_ == 1) return;
+  begin(CallSignature{CollectiveKind::kBroadcast, dtype, ReduceOp::kSum, root, count});
   const size_t elem = dtype_size(dtype);
   const size_t piece = kPieceBytes / elem;
   for (size_t done = 0; done < count; done += piece) {
@@ -193,6 +276,7 @@ void MpiCommunicator::allgather(const void* send, void* recv, size_t count, DTyp
   std::byte* own = static_cast<std::byte*>(recv) + static_cast<size_t>(rank_) * bytes;
   if (own != send) std::memmove(own, send, bytes);
   if (size_ == 1) return;
+  begin(CallSignature{CollectiveKind::kAllgather, dtype, ReduceOp::kSum, 0, count});
   MPI_Request request;
   const MPI_Datatype type = mpi_datatype(dtype);
   LOCKSTEP_MPI_CHECK(MPI_Iallgather(MPI_IN_PLACE, 0, type, recv, static_cast<int>(count), type,
@@ -202,6 +286,7 @@ void MpiCommunicator::allgather(const void* send, void* recv, size_t count, DTyp
 
 void MpiCommunicator::barrier() {
   if (size_ == 1) return;
+  begin(CallSignature{});
   MPI_Request request;
   LOCKSTEP_MPI_CHECK(MPI_Ibarrier(comm_, &request));
   wait(&request, CollectiveKind::kBarrier);

@@ -1,0 +1,141 @@
+// Deadline bookkeeping. LongPhase state is process-wide (a phase is something the
+// process does, whichever communicator waits next); a generation counter lets
+// every member's clock notice, with one atomic load per collective, that a phase
+// began or ended since its previous collective.
+#include "comm/deadline.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <mutex>
+#include <vector>
+
+namespace lockstep {
+namespace {
+
+// Intervals per window of the "slowest recent" maximum: the maximum covers the
+// last 64 to 128 collectives.
+constexpr int kWindow = 64;
+
+struct PhaseRegistry {
+  std::mutex mu;
+  std::vector<std::pair<std::string, std::chrono::milliseconds>> active;
+  // The budget the next collective of each member gets: the largest active one,
+  // or that of the phase that ended last.
+  std::string name;
+  std::chrono::milliseconds budget{0};
+  std::atomic<uint64_t> generation{0};
+  std::atomic<int> active_count{0};
+};
+
+PhaseRegistry& registry() {
+  static PhaseRegistry r;
+  return r;
+}
+
+}  // namespace
+
+CommOptions CommOptions::from_seconds(double timeout_s, bool verify) {
+  CommOptions o;
+  o.verify = verify;
+  if (timeout_s > 0) {
+    o.timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000.0 + 0.5));
+  } else {
+    o.timeout = std::chrono::milliseconds(0);
+    o.adaptive = true;
+  }
+  return o;
+}
+
+LongPhase::LongPhase(std::string name, std::chrono::milliseconds budget)
+    : name_(std::move(name)), budget_(budget) {
+  PhaseRegistry& r = registry();
+  std::lock_guard<std::mutex> lock(r.mu);
+  r.active.emplace_back(name_, budget_);
+  if (r.active_count.load(std::memory_order_relaxed) == 0 || budget_ > r.budget) {
+    r.name = name_;
+    r.budget = budget_;
+  }
+  r.active_count.fetch_add(1, std::memory_order_release);
+  r.generation.fetch_add(1, std::memory_order_release);
+}
+
+LongPhase::~LongPhase() {
+  PhaseRegistry& r = registry();
+  std::lock_guard<std::mutex> lock(r.mu);
+  for (auto it = r.active.begin(); it != r.active.end(); ++it) {
+    if (it->first == name_ && it->second == budget_) {
+      r.active.erase(it);
+      break;
+    }
+  }
+  // Still-active phases keep the largest of theirs; with none left, this one's
+  // budget stays for every member's next collective.
+  if (!r.active.empty()) {
+    const auto top = std::max_element(r.active.begin(), r.active.end(),
+                                      [](const auto& a, const auto& b) { return a.second < b.second; });
+    r.name = top->first;
+    r.budget = top->second;
+  } else {
+    r.name = name_;
+    r.budget = budget_;
+  }
+  r.active_count.fetch_sub(1, std::memory_order_release);
+  r.generation.fetch_add(1, std::memory_order_release);
+}
+
+std::string WaitBudget::describe() const {
+  char text[64];
+  std::snprintf(text, sizeof text, "%.1f s", static_cast<double>(limit.count()) / 1000.0);
+  if (phase.empty()) return text;
+  return std::string(text) + " (long phase '" + phase + "')";
+}
+
+DeadlineClock::DeadlineClock(const CommOptions& options)
+    : timeout_(options.timeout),
+      floor_(options.floor),
+      adaptive_(options.adaptive),
+      factor_(options.pace_factor) {}
+
+double DeadlineClock::slowest_recent_seconds() const {
+  return std::chrono::duration<double>(std::max(window_max_[0], window_max_[1])).count();
+}
+
+std::chrono::milliseconds DeadlineClock::base() const {
+  if (timeout_.count() > 0) return timeout_;
+  if (!adaptive_) return std::chrono::milliseconds(0);
+  const auto paced = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::max(window_max_[0], window_max_[1]) * factor_);
+  return std::max(floor_, paced);
+}
+
+WaitBudget DeadlineClock::start() {
+  const Clock::time_point now = Clock::now();
+  PhaseRegistry& r = registry();
+  const uint64_t generation = r.generation.load(std::memory_order_acquire);
+  const bool in_phase =
+      generation != seen_phase_generation_ || r.active_count.load(std::memory_order_acquire) > 0;
+  // An interval that spans a long phase is not the pace of the job.
+  if (started_ && !in_phase) {
+    const Clock::duration interval = now - last_start_;
+    window_max_[0] = std::max(window_max_[0], interval);
+    if (++window_fill_ == kWindow) {
+      window_max_[1] = window_max_[0];
+      window_max_[0] = Clock::duration::zero();
+      window_fill_ = 0;
+    }
+  }
+  started_ = true;
+  last_start_ = now;
+  WaitBudget out{base(), ""};
+  if (!in_phase) return out;
+  seen_phase_generation_ = generation;
+  std::lock_guard<std::mutex> lock(r.mu);
+  if (!out.forever() && r.budget > out.limit) {
+    out.limit = r.budget;
+    out.phase = r.name;
+  }
+  return out;
+}
+
+}  // namespace lockstep

@@ -1,0 +1,71 @@
+// Deadlines for collectives: how long one member may wait for the others before
+// it declares them stuck. A fixed timeout, or an adaptive one that follows the
+// pace of the job (a multiple of the slowest recent step, above a floor), and a
+// larger budget for known long phases (start-up, evaluation, checkpoint writes)
+// announced with a LongPhase guard, so a rank that is merely slow is not
+// mistaken for a stuck one.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+
+#include "comm/options.h"
+
+namespace lockstep {
+
+// RAII: while alive, and for the first collective of every member after it
+// ends, collectives in this process may wait `budget` (if that is longer than
+// their usual deadline). The budget reaches the collective right after the
+// phase too, because that is where the peers of a rank still in its phase wait
+// (the chief writes a checkpoint; the others wait in the next step's
+// all-reduce). Every rank should open the same phase at the same point, since
+// it is the waiting ranks' budget that matters. Phases nest and may be opened
+// by several replica threads at once; the largest active budget applies.
+class LongPhase {
+ public:
+  LongPhase(std::string name, std::chrono::milliseconds budget);
+  ~LongPhase();
+  LongPhase(const LongPhase&) = delete;
+  LongPhase& operator=(const LongPhase&) = delete;
+
+ private:
+  std::string name_;
+  std::chrono::milliseconds budget_;
+};
+
+// The deadline of one collective, as DeadlineClock::start decides it.
+struct WaitBudget {
+  std::chrono::milliseconds limit{0};  // 0 = wait forever
+  std::string phase;                   // the long phase that set it, or ""
+  bool forever() const { return limit.count() <= 0; }
+  // "10.0 s" or "60.0 s (long phase 'checkpoint write')".
+  std::string describe() const;
+};
+
+// One member's clock: call start() as each collective begins. Not thread safe:
+// each member (thread) of a group owns one.
+class DeadlineClock {
+ public:
+  DeadlineClock() : DeadlineClock(CommOptions{}) {}
+  explicit DeadlineClock(const CommOptions& options);
+  WaitBudget start();
+  // Seconds of the slowest recent interval between collectives (for tests/logs).
+  double slowest_recent_seconds() const;
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  std::chrono::milliseconds base() const;
+
+  std::chrono::milliseconds timeout_, floor_;
+  bool adaptive_;
+  double factor_;
+  Clock::time_point last_start_{};
+  bool started_ = false;
+  uint64_t seen_phase_generation_ = 0;
+  // Windowed maximum of intervals: the current window and the one before it.
+  Clock::duration window_max_[2] = {Clock::duration::zero(), Clock::duration::zero()};
+  int window_fill_ = 0;
+};
+
+}  // namespace lockstep
