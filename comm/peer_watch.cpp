@@ -164,7 +164,10 @@ std::string PeerWatch::missing_report(std::chrono::milliseconds grace) {
   if (!different.empty()) {
     out += (out.empty() ? "" : "; ") + std::string("ranks diverged: ") + different;
   }
-  if (out.empty()) out = "every rank reports waiting in this collective (the transport may be stalled)";
+  if (out.empty()) {
+    out = "every peer reported reaching this collective (one may have failed since, or the "
+          "transport stalled)";
+  }
   return out;
 }
 

@@ -28,4 +28,38 @@ int pin_current_thread(int slot) {
   return cpu;
 }
 
+namespace {
+
+std::vector<int> thread_cpus() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  std::vector<int> cpus;
+  if (pthread_getaffinity_np(pthread_self(), sizeof(set), &set) != 0) return cpus;
+  for (int c = 0; c < CPU_SETSIZE; ++c) {
+    if (CPU_ISSET(c, &set)) cpus.push_back(c);
+  }
+  return cpus;
+}
+
+}  // namespace
+
+ThreadPin::ThreadPin(int slot, bool enabled) {
+  if (!enabled) return;
+  previous_ = thread_cpus();
+  cpu_ = pin_current_thread(slot);
+}
+
+ThreadPin::~ThreadPin() {
+  if (cpu_ < 0 || previous_.empty()) return;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  for (int c : previous_) CPU_SET(c, &set);
+  pthread_setaffinity_np(pthread_self(), sizeof(set), &set);  // best effort, like pinning
+}
+
+bool pinning_fits(int replicas_per_process, int processes_on_node) {
+  const int threads = replicas_per_process * processes_on_node;
+  return threads > 1 && static_cast<int>(allowed_cpus().size()) >= threads;
+}
+
 }  // namespace lockstep

@@ -17,4 +17,27 @@ std::vector<int> allowed_cpus();
 // process with node-local rank L, pass slot = L*K + r.
 int pin_current_thread(int slot);
 
+// RAII pin for a replica thread: pins the calling thread to slot `slot` (as
+// pin_current_thread) when `enabled`, and gives the thread its previous CPU set
+// back at the end (replica 0 runs on the caller's thread, which must not stay
+// pinned after the replicas are done). Threads started while pinned inherit it.
+class ThreadPin {
+ public:
+  ThreadPin(int slot, bool enabled);
+  ~ThreadPin();
+  ThreadPin(const ThreadPin&) = delete;
+  ThreadPin& operator=(const ThreadPin&) = delete;
+  int cpu() const { return cpu_; }  // -1: not pinned
+
+ private:
+  std::vector<int> previous_;
+  int cpu_ = -1;
+};
+
+// Whether `replicas_per_process` x `processes_on_node` replica threads each get
+// a CPU of their own here (the rule MirroredStrategy pins by): pinning more
+// threads than allowed CPUs would stack replicas, which is worse than letting
+// the scheduler move them.
+bool pinning_fits(int replicas_per_process, int processes_on_node);
+
 }  // namespace lockstep

@@ -203,6 +203,12 @@ const std::vector<KeyDef> kKeys = {
   {"train.on_nonfinite", "stop", "a NaN/Inf loss: stop naming the step, or skip the step's update",
    [](Config& c, const YAML::Node& n, const Ctx& x) {
      c.nonfinite = get_enum<NonFinitePolicy>(n, x, {{"stop", NonFinitePolicy::kStop}, {"skip", NonFinitePolicy::kSkip}}); }},
+  {"comm.timeout_s", "0", "seconds a collective may wait for a peer before the job ends naming it (0 = adaptive: 10 s or 20x the slowest recent step)",
+   [](Config& c, const YAML::Node& n, const Ctx& x) { c.comm_timeout_s = get_float(n, x, 0.0, 1e6); }},
+  {"comm.long_phase_s", "600", "seconds peers may wait for start-up, evaluation or a checkpoint write",
+   [](Config& c, const YAML::Node& n, const Ctx& x) { c.comm_long_phase_s = get_float(n, x, 0.0, 1e6, true); }},
+  {"comm.verify", "false", "debug: check that every rank issues the same collectives, naming the first difference",
+   [](Config& c, const YAML::Node& n, const Ctx& x) { c.comm_verify = get_bool(n, x); }},
   {"checkpoint.dir", "OUTPUT_DIR/checkpoints", "folder of the training checkpoints",
    [](Config& c, const YAML::Node& n, const Ctx& x) { c.checkpoint_dir = get_string(n, x); }},
   {"checkpoint.every_steps", "0", "write a checkpoint every N steps (0 = off)",
@@ -438,6 +444,10 @@ std::string Config::to_yaml() const {
     << YAML::Key << "progress" << YAML::Value << progress
     << YAML::Key << "on_nonfinite" << YAML::Value
     << (nonfinite == NonFinitePolicy::kStop ? "stop" : "skip") << YAML::EndMap;
+  e << YAML::Key << "comm" << YAML::Value << YAML::BeginMap
+    << YAML::Key << "timeout_s" << YAML::Value << comm_timeout_s
+    << YAML::Key << "long_phase_s" << YAML::Value << comm_long_phase_s
+    << YAML::Key << "verify" << YAML::Value << comm_verify << YAML::EndMap;
   e << YAML::Key << "checkpoint" << YAML::Value << YAML::BeginMap;
   if (!checkpoint_dir.empty()) e << YAML::Key << "dir" << YAML::Value << checkpoint_dir;
   e << YAML::Key << "every_steps" << YAML::Value << checkpoint_every

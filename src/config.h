@@ -75,6 +75,11 @@ struct Config {
   int64_t checkpoint_keep = 3;    // newest K kept
   bool checkpoint_on_signal = true;  // SIGINT/SIGTERM: write one before exiting
 
+  // communication (comm/options.h, comm/deadline.h)
+  double comm_timeout_s = 0;        // collective deadline; 0 = adaptive (>= 10 s, 20x slowest step)
+  double comm_long_phase_s = 600;   // start-up, evaluation and checkpoint writes may take this long
+  bool comm_verify = false;         // debug: every rank must issue the same collectives
+
   // strategy
   int local_replicas = 1;    // 0 = auto (all cores / all GPUs)
   double bucket_mb = 4.0;    // gradient fusion bucket size

@@ -63,12 +63,12 @@ int report_fatal(const Bootstrap* boot, const char* kind, const std::string& wha
 
 // Runs fn inside an MPI-aware world (a world of one without a launcher).
 template <typename Fn>
-int with_world(int* argc, char*** argv, Fn&& fn) {
+int with_world(int* argc, char*** argv, const CommOptions& options, Fn&& fn) {
   std::unique_ptr<Bootstrap> boot;
   try {
     boot = std::make_unique<Bootstrap>(argc, argv);
     cpu::init_kernels();
-    auto comm = boot->make_world_communicator();
+    auto comm = boot->make_world_communicator(options);
     World world{boot->info(), boot->world_comm(), comm.get()};
     fn(world);
     return 0;
@@ -228,12 +228,12 @@ int main(int argc, char** argv) {
     }
   }
   if (*train) {
-    return with_world(&argc, &argv, [&](World& world) {
+    return with_world(&argc, &argv, comm_options(config), [&](World& world) {
       Trainer trainer(config, world);
       trainer.fit(a.metrics_out, a.resume);
     });
   }
-  return with_world(&argc, &argv, [&](World& world) {
+  return with_world(&argc, &argv, comm_options(config), [&](World& world) {
     Trainer trainer(config, world);
     trainer.evaluate_saved(a.model, a.metrics_out);
   });

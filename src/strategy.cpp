@@ -15,8 +15,10 @@
 
 #include "comm/hierarchical_communicator.h"
 #include "comm/local_communicator.h"
+#include "comm/placement.h"
 #include "src/cuda_replica.h"
 #include "src/random.h"
+#include "src/signals.h"
 
 namespace lockstep {
 namespace {
@@ -90,6 +92,12 @@ class BucketWorker {
 Replica::Replica() = default;
 Replica::~Replica() = default;
 
+CommOptions comm_options(const Config& config) {
+  CommOptions o = CommOptions::from_seconds(config.comm_timeout_s, config.comm_verify);
+  o.interrupted = [] { return SignalGuard::requested() != 0; };
+  return o;
+}
+
 int resolve_local_replicas(const Config& config) {
   if (config.local_replicas > 0) return config.local_replicas;
   if (use_cuda(config)) return visible_cuda_devices() * config.replicas_per_gpu;
@@ -102,9 +110,9 @@ MirroredStrategy::MirroredStrategy(const Model& model, const Config& config, Wor
     : model_(model), config_(config), world_(world) {
   const int local = resolve_local_replicas(config);
   bucket_elems_ = std::max<int64_t>(1, int64_t(config.bucket_mb * 1024.0 * 1024.0 / sizeof(float)));
-  local_group_ = std::make_unique<LocalGroup>(local);
+  local_group_ = std::make_unique<LocalGroup>(local, comm_options(config));
   if (world.size() > 1 && local > 1) {
-    hier_group_ = std::make_unique<HierarchicalGroup>(world.mpi_comm, local);
+    hier_group_ = std::make_unique<HierarchicalGroup>(world.mpi_comm, local, comm_options(config));
   }
   if (use_cuda(config)) devices_ = make_cuda_group(model, config, world, local, max_rows);
   for (int i = 0; i < local; ++i) {
@@ -144,7 +152,12 @@ bool MirroredStrategy::is_chief() const { return world_.rank() == 0; }
 void MirroredStrategy::run(const std::function<void(Replica&)>& fn) {
   std::exception_ptr first;
   std::mutex mu;
+  // Each replica thread on a CPU of its own (slot local_rank*K + i), when this
+  // node has one for every replica of every local process.
+  const int k = int(replicas_.size());
+  const bool pin = pinning_fits(k, world_.info.local_size);
   auto body = [&](Replica& r) {
+    const ThreadPin pinned(world_.info.local_rank * k + r.local_index, pin);
     try {
       if (r.device) r.device->bind_thread();
       fn(r);

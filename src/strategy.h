@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "comm/communicator.h"
+#include "comm/options.h"
 #include "data/input.h"
 #include "src/model.h"
 #include "src/optimizer.h"
@@ -124,5 +125,10 @@ class MirroredStrategy {
 // Resolves strategy.local_replicas (0 = auto: all cores, or with strategy.device
 // cuda all visible GPUs x strategy.replicas_per_gpu).
 int resolve_local_replicas(const Config& config);
+
+// The communicators' settings from the comm.* keys: comm.timeout_s (0 = the
+// adaptive deadline), comm.verify, and a SIGTERM that arrives while a
+// collective waits for a peer ends the wait naming that peer.
+CommOptions comm_options(const Config& config);
 
 }  // namespace lockstep

@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <sstream>
 
+#include "comm/deadline.h"
 #include "kernels/cpu/ops.h"
 #include "src/metrics.h"
 #include "src/random.h"
@@ -27,6 +28,12 @@ double seconds_since(Clock::time_point t0) {
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// How long peers may wait for one rank's long phase (start-up, evaluation, a
+// checkpoint write) before they take it for stuck: comm.long_phase_s.
+std::chrono::milliseconds long_phase_budget(const Config& c) {
+  return std::chrono::milliseconds(int64_t(c.comm_long_phase_s * 1000.0));
+}
+
 }  // namespace
 
 Trainer::Trainer(Config config, World& world) : config_(std::move(config)), world_(world) {
@@ -38,6 +45,8 @@ Trainer::~Trainer() = default;
 // ---- build: data -> model -> strategy -> input pipelines ----
 void Trainer::build(int64_t max_rows_hint) {
   const Config& c = config_;
+  // Opening data and, just after, a checkpoint to resume take unequal time on each rank.
+  const LongPhase phase("start-up", long_phase_budget(c));
   train_source_ = open_dataset(c.data_path, c.data_train_split, c.data_scale);
   eval_source_ = open_dataset(c.data_path, c.data_eval_split, c.data_scale);
   const DatasetInfo& ti = train_source_->info();
@@ -350,6 +359,8 @@ SavedState Trainer::snapshot(Replica& r, const Position& pos) const {
 }
 
 std::string Trainer::save_checkpoint(Replica& r, const Position& pos) {
+  // On every replica: the others' next collective waits for the chief's write.
+  const LongPhase phase("checkpoint write", long_phase_budget(config_));
   if (r.local_index != 0 || !strategy_->is_chief()) return "";
   strategy_->to_host(r);
   // Never save NaN/Inf: a checkpoint must always be a state worth resuming.
@@ -401,6 +412,7 @@ std::optional<SavedState> Trainer::find_resume_point(const std::string& resume) 
 
 // ---- evaluate: every example exactly once, summed over all replicas ----
 EvalResult Trainer::evaluate(Replica& r, DistributedInput& input) {
+  const LongPhase phase("evaluation", long_phase_budget(config_));  // slices may be uneven
   if (r.local_index == 0) input.seek(InputPosition{});
   MetricSums sums;
   for (;;) {
