@@ -31,6 +31,11 @@ struct Hdf5ReadOptions {
   // HDF5's chunk cache for per-row reads (its default, 1 MiB, thrashes on
   // random rows).
   int64_t chunk_cache_bytes = int64_t(64) << 20;
+  // Read the split once in a forked child first (hdf5_trial_read, hdf5_util.h),
+  // so that a file crafted to crash the HDF5 library ends in a DataError rather
+  // than taking the process down. A split served per row is read whole there
+  // (one extra pass over the file at open).
+  bool trial_read = true;
 };
 
 // open_dataset (data/input.h) with explicit read options.

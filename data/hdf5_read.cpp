@@ -70,6 +70,41 @@ std::string type_text(hid_t type) {
   }
 }
 
+// Bytes a dataset declares (every dimension times the element size); a damaged
+// header can declare dimensions whose product overflows.
+int64_t declared_bytes(const std::vector<int64_t>& shape, size_t element, const std::string& where) {
+  int64_t bytes = int64_t(element);
+  for (int64_t d : shape)
+    if (d < 0 || __builtin_mul_overflow(bytes, d, &bytes))
+      throw DataError(where + ": impossible shape " + shape_string(shape) + " (its size overflows)");
+  return bytes;
+}
+
+// The file must hold the data a dataset declares: a few KiB of file must not
+// make lockstep allocate and read gigabytes. Sparse datasets (chunks never
+// written, read back as fill values) and cut files fail here. Compression
+// bounds how much declared data a stored byte can carry: deflate at most
+// about 1032:1, shuffle and checksums not at all; other filters are not bounded.
+void check_storage(hid_t dataset, const std::vector<int64_t>& shape, size_t element, const std::string& where) {
+  const int64_t declared = declared_bytes(shape, element, where);
+  H5Handle create = h5_check_id(H5Dget_create_plist(dataset), where + ": cannot read its creation properties");
+  const int filters = H5Pget_nfilters(create.get());
+  double ratio = 1.0;
+  for (int i = 0; i < filters; ++i) {
+    unsigned flags = 0;
+    size_t values = 0;
+    const H5Z_filter_t id = H5Pget_filter2(create.get(), unsigned(i), &flags, &values, nullptr, 0, nullptr, nullptr);
+    if (id == H5Z_FILTER_DEFLATE || id == H5Z_FILTER_SZIP) ratio = 1100.0;
+    else if (id != H5Z_FILTER_SHUFFLE && id != H5Z_FILTER_FLETCHER32) return;
+  }
+  H5Eclear2(H5E_DEFAULT);
+  const double stored = double(H5Dget_storage_size(dataset));
+  if (stored * ratio < double(declared))
+    throw DataError(where + ": declares shape " + shape_string(shape) + " (" + std::to_string(declared) +
+                    " bytes) but the file stores only " + std::to_string(int64_t(stored)) +
+                    " bytes of it (truncated file, or chunks never written)");
+}
+
 H5Handle open_member(hid_t group, const std::string& name, const std::string& where, hid_t access) {
   if (H5Lexists(group, name.c_str(), H5P_DEFAULT) <= 0) {
     H5Eclear2(H5E_DEFAULT);
@@ -95,6 +130,7 @@ void inspect_x(OpenSplit& s) {
     throw DataError(where + ": unsupported rank " + std::to_string(s.x_shape.size()) + " (shape " +
                     shape_string(s.x_shape) + "); x must be (N, feature dims...)");
   if (s.x_shape[0] == 0) throw DataError(where + ": zero rows");
+  check_storage(s.x.get(), s.x_shape, size, where);
 }
 
 void inspect_y(OpenSplit& s) {
@@ -121,6 +157,7 @@ void inspect_y(OpenSplit& s) {
   if (s.y_shape[0] != s.x_shape[0])
     throw DataError(s.where + ": x has " + std::to_string(s.x_shape[0]) + " rows but y has " +
                     std::to_string(s.y_shape[0]));
+  check_storage(s.y.get(), s.y_shape, H5Tget_size(type.get()), where);
 }
 
 void check_root_attributes(OpenSplit& s) {
@@ -213,6 +250,7 @@ DatasetInfo split_info(const OpenSplit& s) {
 }  // namespace
 
 DatasetSplit load_hdf5_split(const std::string& path, const std::string& split, int64_t* num_classes) {
+  hdf5_trial_read(path, [&] { open_split(path, split, 0); });
   OpenSplit s = open_split(path, split, 0);
   DatasetSplit out;
   out.name = split;
@@ -327,10 +365,26 @@ class Hdf5RowSource : public Source {
   mutable std::vector<hsize_t> start_, count_;
 };
 
-}  // namespace
+// Every row through the source, in bounded slices: what training will read, for
+// a trial read of a split served per row.
+void read_every_row(const Source& source) {
+  const DatasetInfo& info = source.info();
+  const int64_t per_call = std::max<int64_t>(1, (int64_t(64) << 20) / std::max<int64_t>(info.feature_dim * 4, 1));
+  const int64_t n = std::min(per_call, info.size);
+  std::vector<int64_t> rows(static_cast<size_t>(n));
+  std::vector<float> x(static_cast<size_t>(n * info.feature_dim));
+  std::vector<float> targets(static_cast<size_t>(n * info.target_dim));
+  std::vector<int32_t> labels(static_cast<size_t>(n));
+  for (int64_t first = 0; first < info.size; first += n) {
+    const int64_t count = std::min(n, info.size - first);
+    for (int64_t i = 0; i < count; ++i) rows[size_t(i)] = first + i;
+    source.read(rows.data(), count, x.data(), info.num_classes > 0 ? labels.data() : nullptr,
+                info.target_dim > 0 ? targets.data() : nullptr);
+  }
+}
 
-std::shared_ptr<Source> open_hdf5_split(const std::string& path, const std::string& split,
-                                        const Hdf5ReadOptions& options) {
+std::shared_ptr<Source> open_split_source(const std::string& path, const std::string& split,
+                                          const Hdf5ReadOptions& options) {
   OpenSplit s = open_split(path, split, options.chunk_cache_bytes);
   const int64_t x_bytes = shape_product(s.x_shape) * int64_t(element_size(s.x_type));
   if (x_bytes > options.cache_limit_bytes) return std::make_shared<Hdf5RowSource>(std::move(s), options.scale);
@@ -348,6 +402,19 @@ std::shared_ptr<Source> open_hdf5_split(const std::string& path, const std::stri
     check_finite(x.as<float>(), s.x_shape[0], x.row_elements(), s.where + "/x");
   return std::make_shared<MemorySource>(std::move(info), std::move(x), std::move(labels),
                                         std::move(targets), options.scale);
+}
+
+}  // namespace
+
+std::shared_ptr<Source> open_hdf5_split(const std::string& path, const std::string& split,
+                                        const Hdf5ReadOptions& options) {
+  if (options.trial_read) {
+    hdf5_trial_read(path, [&] {
+      std::shared_ptr<Source> source = open_split_source(path, split, options);
+      if (!dynamic_cast<const MemorySource*>(source.get())) read_every_row(*source);
+    });
+  }
+  return open_split_source(path, split, options);
 }
 
 std::shared_ptr<Source> open_dataset(const std::string& path, const std::string& split, float scale) {

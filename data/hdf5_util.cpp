@@ -4,26 +4,53 @@
 #include "data/hdf5_util.h"
 
 #include <fcntl.h>
+#include <poll.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <chrono>
+#include <csignal>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <vector>
 
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define LOCKSTEP_ASAN 1
+#endif
+#elif defined(__SANITIZE_ADDRESS__)
+#define LOCKSTEP_ASAN 1
+#endif
+#ifdef LOCKSTEP_ASAN
+#include <sanitizer/common_interface_defs.h>
+#endif
+
 namespace lockstep {
 
 namespace fs = std::filesystem;
 
+namespace {
+
+// A pointer, so that a child forked by hdf5_trial_read can swap in a fresh lock:
+// the parent's lock is held, in the child, by a thread that no longer exists.
+std::recursive_mutex*& mutex_slot() {
+  static std::recursive_mutex* slot = new std::recursive_mutex;
+  return slot;
+}
+
+}  // namespace
+
 std::recursive_mutex& hdf5_mutex() {
-  static std::recursive_mutex mutex;
   // Silenced once, during the first use of the lock: no HDF5 call can run before
   // it (they all take the lock), and no lock is needed while the static is built.
   static const bool quiet = [] { return H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr) >= 0; }();
   (void)quiet;
-  return mutex;
+  return *mutex_slot();
 }
 
 void hdf5_quiet() { hdf5_mutex(); }
@@ -179,6 +206,107 @@ bool has_hdf5_signature(const std::string& path) {
     if (std::memcmp(head, kSignature, 8) == 0) return true;
   }
   return false;
+}
+
+namespace {
+
+void write_all(int fd, const std::string& text) {
+  size_t done = 0;
+  while (done < text.size()) {
+    const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return;
+    done += size_t(n);
+  }
+}
+
+// The child's side: run `read`, report "ok" or "error:<message>", and leave
+// without running anything of the parent's (atexit handlers, buffered output).
+[[noreturn]] void trial_child(int fd, const std::string& path, const std::function<void()>& read) {
+  mutex_slot() = new std::recursive_mutex;
+  // A crash must end the child by its signal, not in handlers inherited from the
+  // parent (crash reporters, fuzzers) that could write files or exit "cleanly".
+  for (int sig : {SIGSEGV, SIGBUS, SIGABRT, SIGFPE, SIGILL}) std::signal(sig, SIG_DFL);
+#ifdef LOCKSTEP_ASAN
+  // Likewise a sanitizer report (HDF5 reading out of bounds): it still prints,
+  // then the child exits, without the parent's death callback (a fuzzer would
+  // save the input as a crash of the parent).
+  __sanitizer_set_death_callback(nullptr);
+#endif
+  const rlimit no_core{0, 0};
+  ::setrlimit(RLIMIT_CORE, &no_core);
+  std::string reply = "ok";
+  try {
+    read();
+  } catch (const DataError& e) {
+    reply = std::string("error:") + e.what();
+  } catch (const std::exception& e) {
+    reply = "error:";
+    reply += path;
+    reply += ": cannot read it: ";
+    reply += e.what();
+  }
+  write_all(fd, reply);
+  ::_exit(0);
+}
+
+// Collects the child's reply until it closes the pipe; false on timeout.
+bool read_reply(int fd, int timeout_s, std::string& reply) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
+  char buffer[4096];
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now()).count();
+    if (left <= 0) return false;
+    pollfd p{fd, POLLIN, 0};
+    const int ready = ::poll(&p, 1, int(std::min<long long>(left, 1000)));
+    if (ready < 0 && errno != EINTR) return false;
+    if (ready <= 0) continue;
+    const ssize_t n = ::read(fd, buffer, sizeof buffer);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return true;  // closed: the child exited or died
+    reply.append(buffer, size_t(n));
+  }
+}
+
+}  // namespace
+
+void hdf5_trial_read(const std::string& path, const std::function<void()>& read, int timeout_s) {
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0)
+    throw DataError(path + ": cannot create a pipe to check the file: " + std::strerror(errno));
+  pid_t pid = -1;
+  {
+    Hdf5Lock lock(hdf5_mutex());  // no other thread is inside HDF5 at the fork
+    pid = ::fork();
+    if (pid == 0) {
+      ::close(fds[0]);
+      trial_child(fds[1], path, read);
+    }
+  }
+  const int fork_errno = errno;
+  ::close(fds[1]);
+  if (pid < 0) {
+    ::close(fds[0]);
+    throw DataError(path + ": cannot fork a process to check the file: " + std::strerror(fork_errno));
+  }
+  std::string reply;
+  const bool finished = read_reply(fds[0], timeout_s, reply);
+  ::close(fds[0]);
+  if (!finished) ::kill(pid, SIGKILL);
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  const std::string corrupt = path + " is corrupt: the HDF5 library failed reading it";
+  if (!finished)
+    throw DataError(path + " is corrupt: the HDF5 library did not finish reading it within " +
+                    std::to_string(timeout_s) + " s");
+  if (reply == "ok") return;
+  if (reply.rfind("error:", 0) == 0) throw DataError(reply.substr(6));
+  if (WIFSIGNALED(status))
+    throw DataError(corrupt + " (" + strsignal(WTERMSIG(status)) + " in the checking process)");
+  throw DataError(corrupt + " (the checking process exited with status " +
+                  std::to_string(WIFEXITED(status) ? WEXITSTATUS(status) : -1) + ")");
 }
 
 AtomicOutput::AtomicOutput(std::string path, bool overwrite)

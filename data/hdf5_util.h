@@ -7,6 +7,7 @@
 #include <hdf5.h>
 
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -19,6 +20,22 @@ namespace lockstep {
 // helper called under an outer lock can lock again.
 std::recursive_mutex& hdf5_mutex();
 using Hdf5Lock = std::lock_guard<std::recursive_mutex>;
+
+// Runs `read` (code that reads `path` through HDF5, e.g. opening a split) first
+// in a forked child process, because HDF5 1.10 itself can crash (segfault,
+// abort) or hang on a crafted or damaged file, and no check done beforehand can
+// rule that out. The child's outcome decides:
+//   - it crashed: DataError "<path> is corrupt: the HDF5 library failed reading
+//     it (<signal>)"; no HDF5 call in this process touches the file;
+//   - it threw: the same error is thrown here (a DataError with the child's
+//     message), again without this process touching the file;
+//   - it ran past timeout_s: the child is killed, DataError "... did not finish";
+//   - it succeeded: returns, and the caller runs `read` itself, safely.
+// The child is forked while hdf5_mutex() is held (no other thread is inside
+// HDF5), takes a fresh lock of its own, and leaves with _exit (no atexit
+// handlers, no MPI, no flushing of the parent's files). Costs one fork plus one
+// extra run of `read` (data/README.md has the measurements).
+void hdf5_trial_read(const std::string& path, const std::function<void()>& read, int timeout_s = 600);
 
 // Turns off HDF5's own error-stack printing (done once per process, on the first
 // use of hdf5_mutex(), so taking the lock is enough); the helpers below translate

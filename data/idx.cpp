@@ -101,14 +101,16 @@ HostArray parse_idx(const std::vector<unsigned char>& bytes, const std::string& 
   array.type = ElementType::kUInt8;
   for (unsigned d = 0; d < rank; ++d) array.shape.push_back(big_endian_u32(&bytes[4 + 4 * d]));
   const uint64_t present = bytes.size() - header;
-  uint64_t expected = 1;  // a damaged header can declare dims whose product overflows
+  // A damaged header can declare dims whose product overflows; sizes are int64
+  // everywhere after this, so every partial product must fit one.
+  int64_t expected = 1;
   for (int64_t d : array.shape)
-    if (__builtin_mul_overflow(expected, uint64_t(d), &expected))
+    if (__builtin_mul_overflow(expected, d, &expected))
       throw DataError(path + ": IDX header declares impossible dimensions " + shape_string(array.shape));
-  if (expected != present)
+  if (uint64_t(expected) != present)
     throw DataError(path + ": IDX header says " + shape_string(array.shape) + " = " +
                     std::to_string(expected) + " bytes of data but the file holds " +
-                    std::to_string(present) + (present < expected ? " (truncated)" : " (trailing bytes)"));
+                    std::to_string(present) + (present < uint64_t(expected) ? " (truncated)" : " (trailing bytes)"));
   array.bytes.assign(bytes.begin() + std::ptrdiff_t(header), bytes.end());
   return array;
 }
