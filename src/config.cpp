@@ -73,10 +73,30 @@ bool get_bool(const YAML::Node& n, const Ctx& c) {
   }
 }
 
+// Byte offset of the first invalid UTF-8 sequence, or npos.
+size_t invalid_utf8_at(const std::string& s) {
+  for (size_t i = 0; i < s.size();) {
+    const unsigned char b = static_cast<unsigned char>(s[i]);
+    const size_t len = b < 0x80 ? 1 : (b >> 5) == 0x6 ? 2 : (b >> 4) == 0xe ? 3 : (b >> 3) == 0x1e ? 4 : 0;
+    if (len == 0 || i + len > s.size()) return i;
+    for (size_t k = 1; k < len; ++k)
+      if ((static_cast<unsigned char>(s[i + k]) & 0xc0) != 0x80) return i;
+    i += len;
+  }
+  return std::string::npos;
+}
+
+// Names and paths must survive to_yaml (stored in model files) unchanged: the
+// emitter escapes control bytes and invalid UTF-8, which read back differently.
 std::string get_string(const YAML::Node& n, const Ctx& c, bool allow_empty = false) {
   if (!n.IsScalar()) c.fail("expected a string, got " + node_text(n));
-  if (!allow_empty && n.Scalar().empty()) c.fail("must not be empty");
-  return n.Scalar();
+  const std::string& s = n.Scalar();
+  if (!allow_empty && s.empty()) c.fail("must not be empty");
+  for (unsigned char ch : s)
+    if (ch < 0x20 || ch == 0x7f) c.fail("holds control character " + std::to_string(ch) + " (names and paths must be printable)");
+  if (const size_t at = invalid_utf8_at(s); at != std::string::npos)
+    c.fail("is not valid UTF-8 (byte " + std::to_string(at) + ")");
+  return s;
 }
 
 template <typename E>
