@@ -4,6 +4,8 @@
 // began or ended since its previous collective.
 #include "comm/deadline.h"
 
+#include "comm/fault_injection.h"
+
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
@@ -49,15 +51,18 @@ CommOptions CommOptions::from_seconds(double timeout_s, bool verify) {
 
 LongPhase::LongPhase(std::string name, std::chrono::milliseconds budget)
     : name_(std::move(name)), budget_(budget) {
-  PhaseRegistry& r = registry();
-  std::lock_guard<std::mutex> lock(r.mu);
-  r.active.emplace_back(name_, budget_);
-  if (r.active_count.load(std::memory_order_relaxed) == 0 || budget_ > r.budget) {
-    r.name = name_;
-    r.budget = budget_;
+  {
+    PhaseRegistry& r = registry();
+    std::lock_guard<std::mutex> lock(r.mu);
+    r.active.emplace_back(name_, budget_);
+    if (r.active_count.load(std::memory_order_relaxed) == 0 || budget_ > r.budget) {
+      r.name = name_;
+      r.budget = budget_;
+    }
+    r.active_count.fetch_add(1, std::memory_order_release);
+    r.generation.fetch_add(1, std::memory_order_release);
   }
-  r.active_count.fetch_add(1, std::memory_order_release);
-  r.generation.fetch_add(1, std::memory_order_release);
+  inject_fault_at_phase(name_);
 }
 
 LongPhase::~LongPhase() {

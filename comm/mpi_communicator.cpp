@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "comm/deadline.h"
+#include "comm/fault_injection.h"
 #include "comm/local_fabric.h"
 #include "comm/mpi_check.h"
 #include "comm/peer_watch.h"
@@ -116,6 +117,7 @@ void MpiCommunicator::check_buffer(const void* p, size_t count, const char* what
 
 void MpiCommunicator::begin(const CallSignature& sig) {
   ++seq_;
+  inject_fault_at_collective(seq_);
   sig_ = sig;
   budget_ = clock_.start();
   watch_->begin(seq_, sig);

@@ -1,0 +1,79 @@
+// LOCKSTEP_FAULT parsing (once, on first use) and the self-signal. A malformed
+// value is reported on stderr and ignored: it is a test knob, never a reason
+// to stop a job.
+#include "comm/fault_injection.h"
+
+#include <mpi.h>
+
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+
+namespace lockstep {
+namespace {
+
+struct Fault {
+  bool armed = false;
+  int rank = -1;
+  std::string phase;     // "phase=NAME"
+  uint64_t collective = 0;  // "collective=N"
+  int signal = SIGKILL;
+};
+
+Fault parse_fault() {
+  Fault f;
+  const char* text = std::getenv("LOCKSTEP_FAULT");
+  if (text == nullptr || text[0] == '\0') return f;
+  const std::string s = text;
+  const size_t a = s.find(':');
+  const size_t b = s.rfind(':');
+  const std::string point = a == std::string::npos || b <= a ? "" : s.substr(a + 1, b - a - 1);
+  const std::string sig = b == std::string::npos ? "" : s.substr(b + 1);
+  if (point.rfind("phase=", 0) == 0) {
+    f.phase = point.substr(6);
+  } else if (point.rfind("collective=", 0) == 0) {
+    f.collective = std::strtoull(point.c_str() + 11, nullptr, 10);
+  }
+  if (sig == "KILL" || sig == "STOP") f.signal = sig == "KILL" ? SIGKILL : SIGSTOP;
+  f.rank = std::atoi(s.substr(0, a).c_str());
+  f.armed = (!f.phase.empty() || f.collective > 0) && (sig == "KILL" || sig == "STOP");
+  if (!f.armed) {
+    std::fprintf(stderr, "lockstep: warning: LOCKSTEP_FAULT='%s' ignored (want RANK:phase=NAME:KILL|STOP "
+                 "or RANK:collective=N:KILL|STOP)\n", text);
+  }
+  return f;
+}
+
+const Fault& fault() {
+  static const Fault f = parse_fault();
+  return f;
+}
+
+bool is_target(const Fault& f) {
+  int initialized = 0;
+  MPI_Initialized(&initialized);
+  int rank = 0;
+  if (initialized) MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  return rank == f.rank;
+}
+
+void fire(const Fault& f, const std::string& where) {
+  std::fprintf(stderr, "lockstep: LOCKSTEP_FAULT: rank %d raises SIG%s at %s\n", f.rank,
+               f.signal == SIGKILL ? "KILL" : "STOP", where.c_str());
+  std::fflush(stderr);
+  std::raise(f.signal);
+}
+
+}  // namespace
+
+void inject_fault_at_phase(const std::string& phase) {
+  const Fault& f = fault();
+  if (f.armed && f.phase == phase && is_target(f)) fire(f, "phase " + phase);
+}
+
+void inject_fault_at_collective(uint64_t seq) {
+  const Fault& f = fault();
+  if (f.armed && f.collective == seq && is_target(f)) fire(f, "collective #" + std::to_string(seq));
+}
+
+}  // namespace lockstep
