@@ -2,7 +2,8 @@
 // the usual collective benchmarks: '#' header lines, fixed-width columns with a
 // units row, algbw/busbw, a #wrong column, a final "# OK"/"# FAILED" and exit code.
 // Backends: local (threads), mpi, hierarchical (processes x threads), mpi-raw
-// (plain MPI_Allreduce, the baseline to beat).
+// (plain MPI_Allreduce, the baseline to beat), and in a CUDA build nccl (device
+// buffers, one replica thread per GPU or several sharing one).
 #include <CLI/CLI.hpp>
 #include <mpi.h>
 
@@ -25,6 +26,11 @@
 #include "comm/mpi_check.h"
 #include "comm/mpi_communicator.h"
 #include "comm/placement.h"
+
+#if defined(LOCKSTEP_HAVE_CUDA)
+#include "comm/nccl_communicator.h"
+#include "kernels/cuda/device.h"
+#endif
 
 namespace lockstep {
 namespace {
@@ -203,7 +209,8 @@ void print_header(const Settings& s, const WorldInfo& w, int ranks, int local) {
               s.backend.c_str(), ranks, w.size, local);
   std::printf("# host: %s  launcher: %s\n", w.host.c_str(), w.launcher.c_str());
   std::printf("# replica threads pinned to their own CPUs: %s\n",
-              s.pin && s.backend != "mpi" && s.backend != "mpi-raw" ? "yes" : "no");
+              s.pin && s.backend != "mpi" && s.backend != "mpi-raw" && s.backend != "nccl"
+                  ? "yes" : "no");
   std::printf("# op: sum  in place  iters: %d  warmup: %d  time: median over iters of the "
               "slowest member\n#\n", s.iters, s.warmup);
   std::printf("#%11s  %12s  %8s  %10s  %8s  %8s  %7s\n", "size", "count", "type", "time", "algbw",
@@ -230,6 +237,113 @@ void write_json(const std::string& path, const Settings& s, const WorldInfo& w, 
   out << "\n  ]\n}\n";
 }
 
+#if defined(LOCKSTEP_HAVE_CUDA)
+// ---- nccl: device buffers; each timed call ends with a stream synchronisation,
+// so the time is what the host sees for a complete all-reduce ----
+
+// Host values through the device communicator (for times and error counts).
+template <typename T>
+void allreduce_host(Communicator& comm, cudaStream_t stream, T* values, size_t n, ReduceOp op) {
+  cuda::DeviceBuffer<T> dev(n);
+  LOCKSTEP_CUDA_CHECK(cudaMemcpyAsync(dev.data(), values, n * sizeof(T), cudaMemcpyHostToDevice, stream));
+  comm.allreduce(dev.data(), n, op);
+  LOCKSTEP_CUDA_CHECK(cudaMemcpyAsync(values, dev.data(), n * sizeof(T), cudaMemcpyDeviceToHost, stream));
+  LOCKSTEP_CUDA_CHECK(cudaStreamSynchronize(stream));
+}
+
+int64_t check_size_device(Communicator& comm, cudaStream_t stream, float* dev, size_t count) {
+  std::vector<float> host(count);
+  for (size_t i = 0; i < count; ++i) host[i] = pattern(comm.rank(), i);
+  LOCKSTEP_CUDA_CHECK(cudaMemcpyAsync(dev, host.data(), count * 4, cudaMemcpyHostToDevice, stream));
+  comm.allreduce(dev, count, ReduceOp::kSum);
+  LOCKSTEP_CUDA_CHECK(cudaMemcpyAsync(host.data(), dev, count * 4, cudaMemcpyDeviceToHost, stream));
+  LOCKSTEP_CUDA_CHECK(cudaStreamSynchronize(stream));
+  int64_t wrong = 0;
+  for (size_t i = 0; i < count; ++i) {
+    double expect = 0;
+    for (int r = 0; r < comm.size(); ++r) expect += pattern(r, i);
+    if (host[i] != static_cast<float>(expect)) ++wrong;
+  }
+  allreduce_host(comm, stream, &wrong, 1, ReduceOp::kSum);
+  return wrong;
+}
+
+Row measure_size_device(Communicator& comm, cudaStream_t stream, float* dev, size_t bytes,
+                        const Settings& s) {
+  using Clock = std::chrono::steady_clock;
+  Row row;
+  row.bytes = bytes;
+  row.count = bytes / sizeof(float);
+  for (int w = 0; w < s.warmup; ++w) comm.allreduce(dev, row.count, ReduceOp::kSum);
+  comm.barrier();
+  LOCKSTEP_CUDA_CHECK(cudaStreamSynchronize(stream));
+  std::vector<double> times(s.iters);
+  for (int it = 0; it < s.iters; ++it) {
+    const auto t0 = Clock::now();
+    comm.allreduce(dev, row.count, ReduceOp::kSum);
+    LOCKSTEP_CUDA_CHECK(cudaStreamSynchronize(stream));
+    times[it] = std::chrono::duration<double, std::micro>(Clock::now() - t0).count();
+  }
+  allreduce_host(comm, stream, times.data(), times.size(), ReduceOp::kMax);
+  std::sort(times.begin(), times.end());
+  const size_t n = times.size();
+  row.time_us = n % 2 ? times[n / 2] : 0.5 * (times[n / 2 - 1] + times[n / 2]);
+  const int ranks = comm.size();
+  row.algbw = row.time_us > 0 ? static_cast<double>(bytes) / row.time_us / 1e3 : 0.0;
+  row.busbw = row.algbw * 2.0 * (ranks - 1) / ranks;
+  row.wrong = check_size_device(comm, stream, dev, row.count);
+  return row;
+}
+
+// Replica i of this process on a GPU: the node's replicas spread over its GPUs in
+// contiguous blocks, so with more replicas than GPUs neighbours share one.
+int nccl_device_for(const WorldInfo& w, int replica, int replicas) {
+  const int count = cuda::device_count();
+  if (count == 0) throw std::runtime_error("--backend nccl: no CUDA device is visible");
+  const int64_t slot = int64_t(w.local_rank) * replicas + replica;
+  const int64_t slots = int64_t(std::max(1, w.local_size)) * replicas;
+  return static_cast<int>(slot * count / slots);
+}
+
+std::vector<Row> run_nccl(const Settings& s, const Bootstrap& boot, CommOptions options) {
+  const WorldInfo& w = boot.info();
+  std::vector<int> devices;
+  for (int i = 0; i < s.replicas; ++i) devices.push_back(nccl_device_for(w, i, s.replicas));
+  NcclGroup group(boot.world_comm(), devices, options);
+  const std::vector<size_t> sizes = sweep(s);
+  std::vector<Row> rows;
+  std::exception_ptr error;
+  std::mutex mu;
+  std::vector<std::thread> threads;
+  for (int i = 0; i < s.replicas; ++i) {
+    threads.emplace_back([&, i] {
+      try {
+        cuda::set_device(devices[size_t(i)]);
+        cuda::Stream stream;
+        group.set_stream(i, stream.get());
+        cuda::DeviceBuffer<float> buf(sizes.empty() ? 1 : sizes.back() / sizeof(float));
+        std::vector<float> ones(buf.size(), 1.0f);
+        buf.upload(ones.data(), ones.size());
+        Communicator& comm = group.member(i);
+        std::vector<Row> mine;
+        for (size_t bytes : sizes) {
+          mine.push_back(measure_size_device(comm, stream.get(), buf.data(), bytes, s));
+          if (comm.rank() == 0) print_row(mine.back());
+        }
+        if (i == 0) rows = std::move(mine);
+      } catch (const std::exception& e) {
+        group.fail(e.what());
+        std::lock_guard<std::mutex> lock(mu);
+        if (!error) error = std::current_exception();
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  if (error) std::rethrow_exception(error);
+  return rows;
+}
+#endif  // LOCKSTEP_HAVE_CUDA
+
 std::vector<Row> run_backend(const Settings& s, const Bootstrap& boot, int* ranks, int* local) {
   const CommOptions options{std::chrono::milliseconds(static_cast<int64_t>(s.timeout_s * 1000))};
   const WorldInfo& w = boot.info();
@@ -240,6 +354,15 @@ std::vector<Row> run_backend(const Settings& s, const Bootstrap& boot, int* rank
     print_header(s, w, *ranks, *local);
     return run_threads(group, s.replicas, s);
   }
+#if defined(LOCKSTEP_HAVE_CUDA)
+  if (s.backend == "nccl") {  // MPI only when started by a launcher
+    if (cuda::device_count() == 0) throw std::runtime_error("--backend nccl: no CUDA device is visible");
+    *ranks = w.size * s.replicas;
+    *local = s.replicas;
+    if (w.rank == 0) print_header(s, w, *ranks, *local);
+    return run_nccl(s, boot, options);
+  }
+#endif
   if (!w.mpi) throw std::runtime_error("--backend " + s.backend + " needs MPI: run it under mpirun");
   if (s.backend == "hierarchical") {
     HierarchicalGroup group(boot.world_comm(), s.replicas, options);
@@ -260,9 +383,16 @@ std::vector<Row> run_backend(const Settings& s, const Bootstrap& boot, int* rank
 int run(int argc, char** argv) {
   Settings s;
   CLI::App app{"lockstep all-reduce benchmark (float32 sum, in place)"};
+#if defined(LOCKSTEP_HAVE_CUDA)
+  app.add_option("--backend", s.backend, "local | mpi | hierarchical | mpi-raw | nccl")
+      ->check(CLI::IsMember({"local", "mpi", "hierarchical", "mpi-raw", "nccl"}));
+#else
   app.add_option("--backend", s.backend, "local | mpi | hierarchical | mpi-raw")
       ->check(CLI::IsMember({"local", "mpi", "hierarchical", "mpi-raw"}));
-  app.add_option("--replicas", s.replicas, "replica threads per process (local, hierarchical)")
+#endif
+  app.add_option("--replicas", s.replicas,
+                 "replica threads per process (local, hierarchical, nccl: replicas beyond the "
+                 "GPU count share GPUs)")
       ->check(CLI::Range(1, 1024));
   app.add_option("-b,--min-bytes", s.min_bytes, "smallest size in bytes")->transform(CLI::AsSizeValue(false));
   app.add_option("-e,--max-bytes", s.max_bytes, "largest size in bytes")->transform(CLI::AsSizeValue(false));
@@ -278,7 +408,7 @@ int run(int argc, char** argv) {
     std::fprintf(stderr, "allreduce_bench: --min-bytes must be >= 4 and <= --max-bytes\n");
     return 2;
   }
-  const bool needs_mpi = s.backend != "local";
+  const bool needs_mpi = s.backend != "local" && s.backend != "nccl";
   Bootstrap boot(&argc, &argv, BootstrapOptions{needs_mpi});
   s.local_rank = boot.info().local_rank;
   int ranks = 1;
