@@ -35,15 +35,19 @@ class CommError : public std::runtime_error {
 // Contract, for every backend:
 // - All members of the group call the same collectives in the same order with the
 //   same count and dtype; `count` is in ELEMENTS, never bytes.
-// - Collectives are in place where that makes sense and blocking: when the call
-//   returns, the result is in the caller's buffer. count == 0 is legal (a no-op that
-//   still synchronises nothing and must not hang).
+// - Collectives are in place where that makes sense. Host backends block: when the
+//   call returns, the result is in the caller's buffer. Device backends (NCCL) are
+//   stream-ordered instead: the call is ordered after the work already enqueued on
+//   the member's compute stream, work enqueued there afterwards sees the result, and
+//   the host never waits for the device (synchronise the stream to read on the host).
+//   count == 0 is legal (a no-op that synchronises nothing and must not hang).
 // - Results are deterministic: the same inputs on the same group give bitwise the
 //   same output on every member, every time (fixed reduction order).
 // - Buffers are host memory, except for device backends (NCCL), whose buffers are
 //   device memory of the caller's device.
 // - A member that stops making progress must not hang the others forever: a
-//   backend with a deadline throws CommError naming who did not arrive.
+//   backend with a deadline throws CommError naming who did not arrive (a device
+//   backend aborts the collective on the device and the next call throws).
 class Communicator {
  public:
   virtual ~Communicator() = default;
