@@ -49,7 +49,7 @@ class NcclMember final : public Communicator {
   int position_;
   cudaStream_t compute_ = nullptr;
   cuda::Event ready_;
-  std::vector<NcclPublished> solo_{1};  // the leader's view when it has its GPU alone
+  std::vector<NcclPublished> solo_ = std::vector<NcclPublished>(1);  // leader alone on its GPU
   std::vector<const void*> sources_;   // scratch for the same-GPU reduction
   const void* checked_ = nullptr;      // last pointers found on our device
   const void* checked_send_ = nullptr;

@@ -73,8 +73,13 @@ void NcclState::abort_comms() {
     std::unique_lock<std::timed_mutex> lock(slot->call_mu, std::defer_lock);
     (void)lock.try_lock_for(kAbortLockWait);
     if (slot->comm == nullptr) continue;
-    DeviceGuard guard(slot->device);
+    // Never throws (this runs on the watchdog thread and in error paths): a device
+    // that cannot be selected still gets its abort attempted.
+    int previous = -1;
+    if (cudaGetDevice(&previous) != cudaSuccess) previous = -1;
+    if (cudaSetDevice(slot->device) != cudaSuccess) cudaGetLastError();
     const ncclResult_t rc = ncclCommAbort(slot->comm);
+    if (previous >= 0) cudaSetDevice(previous);
     if (rc != ncclSuccess) {
       std::fprintf(stderr, "lockstep: ncclCommAbort on device %d: %s\n", slot->device,
                    ncclGetErrorString(rc));
@@ -196,9 +201,13 @@ void NcclState::watch_loop() {
     watch_cv_.wait_for(lock, busy && !failed() ? kBusyPoll : kIdlePoll);
     if (stop_ || failed()) continue;
     std::string problem;
-    for (auto& slot : slots) {
-      problem = poll_slot(*slot);
-      if (!problem.empty()) break;
+    try {
+      for (auto& slot : slots) {
+        problem = poll_slot(*slot);
+        if (!problem.empty()) break;
+      }
+    } catch (const std::exception& e) {  // an exception must not end this thread
+      problem = std::string("NCCL watchdog: ") + e.what();
     }
     if (problem.empty()) continue;
     lock.unlock();
