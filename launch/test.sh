@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite: set up and build (launch/setup.sh), run every test through
 # CTest, then check that the CUDA configuration compiles and links when the CUDA
-# toolkit is present (nothing CUDA runs on a machine without a GPU).
+# toolkit is present (nothing CUDA runs on a machine without a GPU), run the suite
+# again under AddressSanitizer + UBSan (build-asan/), and fuzz every file reader
+# with libFuzzer (build-fuzz/; FUZZ_RUNS inputs per target, default 20000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,4 +19,74 @@ if [ -x /usr/local/cuda/bin/nvcc ] || command -v nvcc >/dev/null 2>&1; then
   echo "test: CUDA configuration builds"
 else
   echo "test: no CUDA toolkit on this machine: CUDA build check SKIPPED"
+fi
+
+# ---- AddressSanitizer + UndefinedBehaviorSanitizer build of the whole suite ----
+# detect_leaks=0: OpenMPI and HDF5 leak by design at exit (and HDF5 on error
+# paths of corrupt files), which LeakSanitizer would report as failures of tests
+# that are correct. halt_on_error: a UBSan report fails the test, not just prints.
+stage_start=$SECONDS
+echo "test: sanitizers: AddressSanitizer + UndefinedBehaviorSanitizer build in build-asan/"
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Release -DLOCKSTEP_SANITIZE=address,undefined \
+      -DLOCKSTEP_CUDA=OFF -DLOCKSTEP_BENCH=OFF >/dev/null
+cmake --build build-asan -j "$JOBS"
+ASAN_OPTIONS=detect_leaks=0 \
+UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+  ctest --test-dir build-asan --output-on-failure --no-tests=error -j "$JOBS" --timeout 1500
+echo "test: sanitizers: suite passed ($((SECONDS - stage_start)) s)"
+
+# ---- libFuzzer targets: every reader of files fed mutated inputs ----
+# Each target starts from its checked-in corpus and runs FUZZ_RUNS inputs (capped
+# at FUZZ_SECONDS each). Failures: a crash, a sanitizer report in lockstep code,
+# a broken property (tests/fuzz/*_fuzz.cpp). HDF5's own out-of-bounds reads and
+# crashes inside a checking child (hdf5_trial_read) are the defended case: the
+# parent gets a DataError, and the child's report is printed and counted.
+FUZZ_RUNS=${FUZZ_RUNS:-20000}
+FUZZ_SECONDS=${FUZZ_SECONDS:-120}
+stage_start=$SECONDS
+if ! command -v clang++ >/dev/null 2>&1 || ! ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a >/dev/null 2>&1; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get install -y -qq --no-install-recommends clang libclang-rt-dev >/dev/null 2>&1 || true
+fi
+if command -v clang++ >/dev/null 2>&1 && ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a >/dev/null 2>&1; then
+  echo "test: fuzz: libFuzzer build in build-fuzz/"
+  cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Release -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
+        -DLOCKSTEP_FUZZ=ON -DLOCKSTEP_TESTS=OFF -DLOCKSTEP_BENCH=OFF -DLOCKSTEP_CUDA=OFF >/dev/null
+  cmake --build build-fuzz -j "$JOBS"
+  fuzz_dir=$(mktemp -d /tmp/lockstep-fuzz.XXXXXX)
+  fuzz_failed=0
+  for target in config override idx hdf5_dataset model_file; do
+    mkdir -p "$fuzz_dir/$target"
+    # allocator_may_return_null: HDF5 asks for sizes read from a corrupt file
+    # and handles the failure; malloc_limit above HDF5's 4 GiB largest request;
+    # a small quarantine keeps the process small, so each trial-read fork is cheap.
+    if ASAN_OPTIONS=allocator_may_return_null=1:detect_leaks=0:quarantine_size_mb=16 UBSAN_OPTIONS=print_stacktrace=1 \
+       build-fuzz/tests/fuzz/fuzz_$target -runs="$FUZZ_RUNS" -max_total_time="$FUZZ_SECONDS" \
+         -malloc_limit_mb=4100 -rss_limit_mb=3072 -print_final_stats=1 \
+         -artifact_prefix="$fuzz_dir/$target-" "$fuzz_dir/$target" "tests/fuzz/corpus/$target" \
+         >"$fuzz_dir/$target.log" 2>&1; then
+      status="ok"
+    else
+      status="CRASH"
+      fuzz_failed=1
+    fi
+    # A sanitizer report is lockstep's bug unless the first stack frames are HDF5's.
+    ours=$(awk '/ERROR: (Address|Undefined)Sanitizer|runtime error:/ {n = 4; hdf5 = 0; next}
+                n > 0 && /^ *#[0-9]/ {if ($0 ~ /libhdf5/) hdf5 = 1; if (--n == 0 && !hdf5) bad++}
+                END {print bad + 0}' "$fuzz_dir/$target.log")
+    hdf5_reports=$(grep -c "ERROR: AddressSanitizer" "$fuzz_dir/$target.log" || true)
+    runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$fuzz_dir/$target.log" | tail -1)
+    [ "$ours" -eq 0 ] || { status="SANITIZER REPORT IN LOCKSTEP CODE"; fuzz_failed=1; }
+    echo "test: fuzz: $target: ${runs:-0} inputs, $status (sanitizer reports: $hdf5_reports, of them in lockstep code: $ours)"
+    if [ "$status" != "ok" ]; then
+      tail -n 60 "$fuzz_dir/$target.log"
+      ls "$fuzz_dir"/"$target"-* 2>/dev/null || true
+    fi
+  done
+  [ "$fuzz_failed" -eq 0 ] || { echo "test: fuzz: FAILED (inputs and logs in $fuzz_dir)"; exit 1; }
+  rm -rf "$fuzz_dir"
+  echo "test: fuzz: passed ($((SECONDS - stage_start)) s)"
+else
+  echo "test: fuzz: clang or the libFuzzer runtime (libclang-rt-dev) is missing and could not be installed: fuzz stage SKIPPED"
 fi
