@@ -2,6 +2,7 @@
 // the views: range -> shuffle(full, seed, epoch) -> batch(global) -> gather
 // (this process's replicas' rows only) -> prefetch. The order of global batches
 // depends on the seed and epoch alone, never on how many replicas share them.
+#include <mutex>
 #include <utility>
 
 #include "data/views.h"
@@ -11,10 +12,21 @@ namespace lockstep {
 struct DistributedInput::Impl {
   std::shared_ptr<Source> source;
   InputOptions options;
-  IteratorPtr<RowBatch> pipeline;
+  IteratorPtr<RowBatch> pipeline;  // rows read by one thread (maybe a prefetch thread)
   RowBatch current;
+  // replica_gather: the global batches as row ids; each replica reads its own.
+  IteratorPtr<std::vector<int64_t>> indices;
+  std::vector<int64_t> batch_rows;
+  struct Buffers {
+    std::vector<float> x, targets;
+    std::vector<int32_t> labels;
+  };
+  std::vector<Buffers> buffers;  // per local replica
+  std::mutex read_mu;            // sources without concurrent reads
   int64_t epoch = 0;
   int64_t step = 0;
+  void seek(const ViewPosition& p) { indices ? indices->seek(p) : pipeline->seek(p); }
+  void start(int64_t e) { indices ? indices->start(e) : pipeline->start(e); }
 };
 
 namespace {
@@ -39,12 +51,17 @@ void check_options(const Source& source, const InputOptions& o) {
 // Rows [r*n/R, (r+1)*n/R) of a global batch of n rows belong to replica r.
 int64_t replica_begin(int64_t replica, int64_t n, int64_t num_replicas) { return replica * n / num_replicas; }
 
-IteratorPtr<RowBatch> build_pipeline(const std::shared_ptr<Source>& source, const InputOptions& o) {
+IteratorPtr<std::vector<int64_t>> global_batches(const std::shared_ptr<Source>& source,
+                                                 const InputOptions& o) {
   const int64_t size = source->info().size;
   IteratorPtr<int64_t> rows = range(size);
   // A full-size buffer makes the shuffle an exact permutation: f(seed, epoch).
   if (o.shuffle) rows = shuffle(std::move(rows), size, o.seed, /*reshuffle_each_epoch=*/true);
-  IteratorPtr<std::vector<int64_t>> batches = batch(std::move(rows), o.global_batch, o.drop_remainder);
+  return batch(std::move(rows), o.global_batch, o.drop_remainder);
+}
+
+IteratorPtr<RowBatch> build_pipeline(const std::shared_ptr<Source>& source, const InputOptions& o) {
+  IteratorPtr<std::vector<int64_t>> batches = global_batches(source, o);
   const int64_t first = o.first_replica, last = o.first_replica + o.local_replicas, total = o.num_replicas;
   SliceFn local_rows = [first, last, total](int64_t n) {
     return std::pair<int64_t, int64_t>(replica_begin(first, n, total), replica_begin(last, n, total));
@@ -68,7 +85,12 @@ DistributedInput::DistributedInput(std::shared_ptr<Source> source, const InputOp
   check_options(*source, options);
   impl_->source = std::move(source);
   impl_->options = options;
-  impl_->pipeline = build_pipeline(impl_->source, options);
+  if (options.replica_gather) {
+    impl_->indices = global_batches(impl_->source, options);
+    impl_->buffers.resize(size_t(options.local_replicas));
+  } else {
+    impl_->pipeline = build_pipeline(impl_->source, options);
+  }
   seek(InputPosition{});
 }
 
@@ -86,7 +108,7 @@ void DistributedInput::seek(const InputPosition& position) {
     throw DataError(where(*impl_->source) + ": cannot seek to epoch " + std::to_string(position.epoch) +
                     ", step " + std::to_string(position.step) + " (an epoch has " +
                     std::to_string(steps_per_epoch()) + " steps); was the checkpoint made with another batch size?");
-  impl_->pipeline->seek(ViewPosition{position.epoch, position.step});
+  impl_->seek(ViewPosition{position.epoch, position.step});
   impl_->epoch = position.epoch;
   impl_->step = position.step;
 }
@@ -95,33 +117,74 @@ InputPosition DistributedInput::position() const { return InputPosition{impl_->e
 
 bool DistributedInput::next(std::vector<ReplicaBatch>& out) {
   Impl& s = *impl_;
-  if (!s.pipeline->next(s.current)) {
+  const bool more = s.indices ? s.indices->next(s.batch_rows) : s.pipeline->next(s.current);
+  if (!more) {
     // Start preparing the next epoch now, while the caller wraps this one up.
     ++s.epoch;
     s.step = 0;
-    s.pipeline->start(s.epoch);
+    s.start(s.epoch);
     return false;
   }
   const InputOptions& o = s.options;
   const DatasetInfo& info = s.source->info();
-  const RowBatch& b = s.current;
+  const int64_t global_rows = s.indices ? int64_t(s.batch_rows.size()) : s.current.global_rows;
   out.resize(size_t(o.local_replicas));
   for (int i = 0; i < o.local_replicas; ++i) {
     const int64_t replica = o.first_replica + i;
-    const int64_t begin = replica_begin(replica, b.global_rows, o.num_replicas);
-    const int64_t end = replica_begin(replica + 1, b.global_rows, o.num_replicas);
-    const int64_t local = begin - b.first_row;  // row offset inside the gathered slice
+    const int64_t begin = replica_begin(replica, global_rows, o.num_replicas);
+    const int64_t end = replica_begin(replica + 1, global_rows, o.num_replicas);
     ReplicaBatch& r = out[size_t(i)];
     r.rows = end - begin;
     r.first_row = begin;
-    r.global_rows = b.global_rows;
+    r.global_rows = global_rows;
     r.sample_base = s.epoch * info.size + s.step * o.global_batch;
+    if (s.indices) {  // gather() fills these
+      r.x = nullptr, r.labels = nullptr, r.targets = nullptr;
+      continue;
+    }
+    const RowBatch& b = s.current;
+    const int64_t local = begin - b.first_row;  // row offset inside the gathered slice
     r.x = b.x.data() + local * info.feature_dim;
     r.labels = info.num_classes > 0 ? b.labels.data() + local : nullptr;
     r.targets = info.target_dim > 0 ? b.targets.data() + local * info.target_dim : nullptr;
   }
   ++s.step;
   return true;
+}
+
+bool DistributedInput::replica_gather() const { return impl_->indices != nullptr; }
+
+void DistributedInput::gather(int local_index, ReplicaBatch& slice) {
+  Impl& s = *impl_;
+  if (!s.indices || local_index < 0 || local_index >= s.options.local_replicas)
+    throw DataError(where(*s.source) + ": gather(" + std::to_string(local_index) +
+                    ") needs replica_gather and a local replica index below " +
+                    std::to_string(s.options.local_replicas));
+  if (slice.first_row < 0 || slice.rows < 0 || slice.first_row + slice.rows > int64_t(s.batch_rows.size()))
+    throw DataError(where(*s.source) + ": gather: rows [" + std::to_string(slice.first_row) + ", " +
+                    std::to_string(slice.first_row + slice.rows) + ") are not in the current batch");
+  const DatasetInfo& info = s.source->info();
+  Impl::Buffers& b = s.buffers[size_t(local_index)];
+  // resize() keeps capacity: after the first full batch this allocates nothing.
+  b.x.resize(size_t(slice.rows * info.feature_dim));
+  b.labels.resize(info.num_classes > 0 ? size_t(slice.rows) : 0);
+  b.targets.resize(size_t(slice.rows * info.target_dim));
+  if (slice.rows > 0) {
+    auto read = [&] {
+      s.source->read(s.batch_rows.data() + slice.first_row, slice.rows, b.x.data(),
+                     info.num_classes > 0 ? b.labels.data() : nullptr,
+                     info.target_dim > 0 ? b.targets.data() : nullptr);
+    };
+    if (s.source->concurrent_reads()) {
+      read();
+    } else {
+      std::lock_guard<std::mutex> lock(s.read_mu);
+      read();
+    }
+  }
+  slice.x = b.x.data();
+  slice.labels = info.num_classes > 0 ? b.labels.data() : nullptr;
+  slice.targets = info.target_dim > 0 ? b.targets.data() : nullptr;
 }
 
 }  // namespace lockstep

@@ -36,6 +36,9 @@ class Source {
  public:
   virtual ~Source() = default;
   virtual const DatasetInfo& info() const = 0;
+  // Whether several threads may call read() at once (in-memory sources: yes;
+  // sources behind a non-thread-safe library such as serial HDF5: no).
+  virtual bool concurrent_reads() const { return false; }
   // x: (n, feature_dim) floats, already mapped (e.g. uint8 pixels scaled by 1/255);
   // labels: (n) when classification, else nullptr; targets: (n, target_dim) when
   // regression, else nullptr.
@@ -50,7 +53,8 @@ std::shared_ptr<Source> open_dataset(const std::string& path, const std::string&
                                      float scale = 1.0f);
 
 // One local replica's slice of one global batch. Memory is owned by the
-// pipeline and valid until the next call to next().
+// pipeline and valid until the next call to next() (with replica_gather: x,
+// labels and targets are set by gather()).
 struct ReplicaBatch {
   int64_t rows = 0;          // may be 0 when a short last batch has fewer rows than replicas
   int64_t first_row = 0;     // offset of this slice inside the global batch
@@ -71,6 +75,11 @@ struct InputOptions {
   uint64_t seed = 0;
   bool drop_remainder = false;
   int prefetch = 2;           // global batches prepared ahead on a background thread (0 = off)
+  // Each local replica reads its own rows on its own thread (gather()), in
+  // parallel, instead of one thread reading all of them; prefetch is then unused.
+  // The choice when every core runs a replica and a prefetch thread would take
+  // its time from one of them (see resolve_gather in src/strategy.h).
+  bool replica_gather = false;
 };
 
 // The same options for evaluation: no shuffle and no dropped remainder, so every
@@ -101,8 +110,16 @@ class DistributedInput {
   InputPosition position() const;
   // Fills out[i] (i < local_replicas) with local replica i's slice of the next
   // global batch and advances. Returns false at the end of the epoch; the next
-  // call then starts the following epoch (new shuffle order).
+  // call then starts the following epoch (new shuffle order). With
+  // replica_gather only the slice's shape is filled: each replica then calls
+  // gather() for its own rows.
   bool next(std::vector<ReplicaBatch>& out);
+  // replica_gather: reads local replica i's rows of the batch next() returned
+  // into i's own buffers and points slice's x/labels/targets at them. Calls for
+  // different i may run at once (serialised when the source does not allow
+  // concurrent reads); none may overlap next().
+  void gather(int local_index, ReplicaBatch& slice);
+  bool replica_gather() const;
 
  private:
   struct Impl;

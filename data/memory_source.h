@@ -34,6 +34,7 @@ class MemorySource : public Source {
                std::vector<float> targets, float scale);
 
   const DatasetInfo& info() const override { return info_; }
+  bool concurrent_reads() const override { return true; }  // reads touch nothing mutable
   void read(const int64_t* rows, int64_t n, float* x, int32_t* labels,
             float* targets) const override;
 

@@ -25,6 +25,7 @@ struct RunSpec {
   int epochs = 2;
   float dropout = 0.0f;
   bool overlap = false;
+  bool replica_gather = false;  // each replica reads its own rows (data.gather replicas)
 };
 
 inline RunResult train_synthetic(World& world, const RunSpec& spec) {
@@ -53,6 +54,7 @@ inline RunResult train_synthetic(World& world, const RunSpec& spec) {
   in.first_replica = strategy.first_replica();
   in.local_replicas = spec.local_replicas;
   in.seed = 11;
+  in.replica_gather = spec.replica_gather;
   DistributedInput input(src, in);
   RunResult run;
   std::vector<std::vector<float>> finals(static_cast<size_t>(spec.local_replicas));

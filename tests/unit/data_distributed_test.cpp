@@ -1,12 +1,16 @@
 // DistributedInput against hand-checkable sources: each row's features encode
 // its row id, so a batch's content can be compared with exact expectations —
 // replica slices add up to the one-replica batch for any R, evaluation sees
-// every row once, resume continues identically, prefetch changes nothing.
+// every row once, resume continues identically, prefetch changes nothing, and
+// replicas reading their own rows (replica_gather) get exactly the same slices.
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <numeric>
 #include <set>
+#include <thread>
 
 #include "data/input.h"
 #include "data/sources.h"
@@ -245,6 +249,135 @@ TEST(DataDistributed, BadOptionsAreDataErrors) {
   o.first_replica = 0;
   DistributedInput input(src, o);
   EXPECT_THROW(input.seek({0, 4}), DataError);
+}
+
+// A source that refuses concurrent reads and records whether two ever overlapped.
+class OneReaderSource : public Source {
+ public:
+  explicit OneReaderSource(std::shared_ptr<Source> inner) : inner_(std::move(inner)) {}
+  const DatasetInfo& info() const override { return inner_->info(); }
+  void read(const int64_t* rows, int64_t n, float* x, int32_t* labels, float* targets) const override {
+    if (inside_.fetch_add(1) != 0) overlapped_ = true;
+    std::this_thread::sleep_for(std::chrono::microseconds(200));  // widen the window
+    inner_->read(rows, n, x, labels, targets);
+    inside_.fetch_sub(1);
+  }
+  bool overlapped() const { return overlapped_; }
+
+ private:
+  std::shared_ptr<Source> inner_;
+  mutable std::atomic<int> inside_{0};
+  mutable std::atomic<bool> overlapped_{false};
+};
+
+// Every slice of `epochs` epochs, each replica reading its own rows on its own
+// thread at once (as MirroredStrategy::fetch does), as row ids.
+std::vector<std::vector<int64_t>> gathered_slices(const std::shared_ptr<Source>& src, InputOptions o,
+                                                  int epochs) {
+  o.replica_gather = true;
+  DistributedInput input(src, o);
+  EXPECT_TRUE(input.replica_gather());
+  std::vector<std::vector<int64_t>> slices;
+  std::vector<ReplicaBatch> out;
+  for (int e = 0; e < epochs; ++e) {
+    while (input.next(out)) {
+      for (const ReplicaBatch& b : out) EXPECT_EQ(b.x, nullptr) << "next() read rows itself";
+      std::vector<std::thread> readers;
+      for (int i = 0; i < o.local_replicas; ++i)
+        readers.emplace_back([&, i] { input.gather(i, out[size_t(i)]); });
+      for (auto& t : readers) t.join();
+      for (const ReplicaBatch& b : out) slices.push_back(row_ids(b));
+    }
+  }
+  return slices;
+}
+
+std::vector<std::vector<int64_t>> threaded_slices(const std::shared_ptr<Source>& src, InputOptions o,
+                                                  int epochs) {
+  DistributedInput input(src, o);
+  EXPECT_FALSE(input.replica_gather());
+  std::vector<std::vector<int64_t>> slices;
+  std::vector<ReplicaBatch> out;
+  for (int e = 0; e < epochs; ++e)
+    while (input.next(out))
+      for (const ReplicaBatch& b : out) slices.push_back(row_ids(b));
+  return slices;
+}
+
+TEST(DataDistributed, ReplicasReadingTheirOwnRowsGetTheSameSlices) {
+  auto src = numbered_rows(103);  // 103 = 6 x 16 + 7: a short last batch of 7 rows for 4 replicas
+  for (int processes : {1, 2}) {
+    InputOptions o;
+    o.global_batch = 16;
+    o.num_replicas = 4;
+    o.local_replicas = 4 / processes;
+    o.first_replica = (processes - 1) * o.local_replicas;  // the last process
+    o.seed = 9;
+    const auto expected = threaded_slices(src, o, 2);
+    const auto got = gathered_slices(src, o, 2);
+    ASSERT_EQ(got.size(), expected.size());
+    EXPECT_EQ(got, expected) << processes << " process(es)";
+    EXPECT_EQ(got.size(), size_t(2 * 7 * o.local_replicas));
+  }
+}
+
+TEST(DataDistributed, ReplicaGatherResumesFromAPosition) {
+  auto src = numbered_rows(77);
+  InputOptions o;
+  o.global_batch = 8;
+  o.num_replicas = 2;
+  o.local_replicas = 2;
+  o.seed = 123;
+  o.replica_gather = true;
+  DistributedInput original(src, o);
+  std::vector<ReplicaBatch> out;
+  for (int i = 0; i < 13; ++i) original.next(out);
+  const InputPosition saved = original.position();
+  DistributedInput resumed(src, o);
+  resumed.seek(saved);
+  std::vector<ReplicaBatch> again;
+  for (int i = 0; i < 15; ++i) {
+    const bool more = original.next(out);
+    ASSERT_EQ(more, resumed.next(again)) << i;
+    if (!more) continue;
+    for (int r = 0; r < 2; ++r) {
+      original.gather(r, out[size_t(r)]);
+      resumed.gather(r, again[size_t(r)]);
+      EXPECT_EQ(row_ids(out[size_t(r)]), row_ids(again[size_t(r)])) << i;
+    }
+  }
+}
+
+TEST(DataDistributed, ReplicaGatherOverASerialSourceReadsOneAtATime) {
+  auto serial = std::make_shared<OneReaderSource>(numbered_rows(64));
+  EXPECT_FALSE(serial->concurrent_reads());
+  EXPECT_TRUE(numbered_rows(4)->concurrent_reads());
+  InputOptions o;
+  o.global_batch = 16;
+  o.num_replicas = 4;
+  o.local_replicas = 4;
+  o.seed = 4;
+  EXPECT_EQ(gathered_slices(serial, o, 1), threaded_slices(numbered_rows(64), o, 1));
+  EXPECT_FALSE(serial->overlapped());
+}
+
+TEST(DataDistributed, GatherOutsideReplicaGatherIsAnError) {
+  auto src = numbered_rows(32);
+  InputOptions o;
+  o.global_batch = 8;
+  o.num_replicas = 2;
+  o.local_replicas = 2;
+  DistributedInput threaded(src, o);
+  std::vector<ReplicaBatch> out;
+  ASSERT_TRUE(threaded.next(out));
+  EXPECT_THROW(threaded.gather(0, out[0]), DataError);
+  o.replica_gather = true;
+  DistributedInput own(src, o);
+  ASSERT_TRUE(own.next(out));
+  EXPECT_THROW(own.gather(2, out[0]), DataError);  // only local replicas 0 and 1
+  ReplicaBatch outside = out[1];
+  outside.rows = 9;  // more rows than the batch holds
+  EXPECT_THROW(own.gather(1, outside), DataError);
 }
 
 }  // namespace
