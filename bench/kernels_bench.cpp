@@ -14,6 +14,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "data/memory_source.h"
 #include "kernels/cpu/ops.h"
 
 namespace {
@@ -180,6 +181,47 @@ double bench_optimizer(int reps) {
   return adam_us;
 }
 
+// The input side of a step: MemorySource::read of one replica's 64 rows from a
+// cached 60000 x 784 split (Fashion-MNIST's shape, random content), in shuffled
+// order, for uint8 pixels (the Fashion-MNIST case) and float32 features.
+void bench_input(int reps) {
+  const int64_t size = 60000, dim = 784, rows = 64;
+  std::mt19937_64 rng(5);
+  std::vector<int64_t> order(static_cast<size_t>(size));
+  for (int64_t i = 0; i < size; ++i) order[static_cast<size_t>(i)] = i;
+  std::shuffle(order.begin(), order.end(), rng);
+  std::vector<int32_t> labels(static_cast<size_t>(size));
+  for (auto& l : labels) l = static_cast<int32_t>(rng() % 10);
+  std::printf("#\n# input: one replica's rows gathered from a cached %lld x %lld split, shuffled order\n",
+              static_cast<long long>(size), static_cast<long long>(dim));
+  std::printf("# %-20s %-22s %10s %8s %8s\n", "kernel", "shape", "time", "", "");
+  std::printf("# %-20s %-22s %10s %8s %8s\n", "", "", "(us)", "(GB/s)", "(GF/s)");
+  std::vector<float> x(static_cast<size_t>(rows * dim));
+  std::vector<int32_t> y(static_cast<size_t>(rows));
+  for (bool bytes : {true, false}) {
+    DatasetInfo info;
+    info.num_classes = 10;
+    info.description = "bench split";
+    HostArray features;
+    if (bytes) {
+      std::vector<uint8_t> v(static_cast<size_t>(size * dim));
+      for (auto& b : v) b = static_cast<uint8_t>(rng());
+      features = make_array({size, dim}, v);
+    } else {
+      features = make_array({size, dim}, random_vec(size * dim, 11));
+    }
+    const MemorySource source(info, std::move(features), labels, {}, bytes ? 1.0f / 255 : 1.0f);
+    int64_t at = 0;
+    const double us = median_us([&] {
+      if (at + rows > size) at = 0;
+      source.read(order.data() + at, rows, x.data(), y.data(), nullptr);
+      at += rows;
+    }, reps);
+    const double moved = static_cast<double>(rows * dim) * ((bytes ? 1 : 4) + 4);
+    row(bytes ? "gather uint8 rows" : "gather float32 rows", dims(rows, dim), us, moved, 0.0);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -191,6 +233,7 @@ int main(int argc, char** argv) {
   std::printf("# lockstep kernels_bench: 1 thread, median of %d samples, gemm() backend %s\n",
               reps, lockstep::cpu::gemm_backend());
   const double adam_us = bench_optimizer(reps);
+  bench_input(reps);
   int64_t wrong = 0;
   for (int64_t batch : {64, 256}) {
     Totals totals;

@@ -80,6 +80,7 @@ StepTimes time_steps(const Model& model, Config cfg, World& world, std::shared_p
   in.local_replicas = local;
   in.seed = cfg.seed;
   in.prefetch = cfg.data_prefetch;
+  in.replica_gather = resolve_gather(cfg, local, world.info.local_size, *src);
   DistributedInput input(src, in);
   StepTimes t;
   strategy.run([&](Replica& r) {
@@ -113,8 +114,9 @@ int main(int argc, char** argv) {
   CLI::App app{"lockstep training benchmark: throughput, GEMM bound and scaling (Fashion-MNIST MLP)"};
   std::vector<int64_t> batches = {64, 256};
   std::vector<int> replica_counts = {1};
-  int steps = 400, reps = 5;
-  std::string json_path, scaling = "weak";
+  int steps = 400, reps = 5, prefetch = 2;
+  std::string gather = "auto";
+  std::string json_path, scaling = "weak", data_path;
   app.add_option("--batch", batches, "batch sizes: per replica (weak scaling) or global (strong)")
       ->delimiter(',');
   app.add_option("--replicas", replica_counts, "local replica counts (threads) to sweep")->delimiter(',');
@@ -122,6 +124,12 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"weak", "strong"}));
   app.add_option("--steps", steps, "timed steps per repetition");
   app.add_option("--reps", reps, "repetitions (the median is reported)");
+  app.add_option("--prefetch", prefetch, "global batches prepared ahead (data.prefetch; 0 = none)");
+  app.add_option("--gather", gather, "data.gather: who reads the rows (auto, thread, replicas)")
+      ->check(CLI::IsMember({"auto", "thread", "replicas"}));
+  app.add_option("--data", data_path,
+                 "an HDF5 dataset in lockstep's layout (its train split, pixels scaled by 1/255; "
+                 "e.g. datasets/fashion_mnist.h5 from launch/run.sh) instead of synthetic data");
   app.add_option("--json", json_path, "also write the results as JSON");
   CLI11_PARSE(app, argc, argv);
 
@@ -131,16 +139,28 @@ int main(int argc, char** argv) {
   World world{boot.info(), boot.world_comm(), comm.get()};
   const bool chief = world.rank() == 0;
 
-  SyntheticOptions so;
-  so.size = 60000;
-  so.feature_shape = {28, 28};
-  so.num_classes = 10;
-  auto src = make_synthetic(so);
+  std::shared_ptr<Source> src;
+  if (data_path.empty()) {
+    SyntheticOptions so;
+    so.size = 60000;
+    so.feature_shape = {28, 28};
+    so.num_classes = 10;
+    src = make_synthetic(so);
+  } else {
+    src = open_dataset(data_path, "train", 1.0f / 255.0f);
+  }
+  const DatasetInfo& info = src->info();
+  if (info.feature_dim != 784 || info.num_classes != 10) {
+    std::fprintf(stderr, "train_bench: %s has %lld features and %lld classes; the benchmark's MLP "
+                 "needs 784 and 10 (Fashion-MNIST or MNIST)\n", info.description.c_str(),
+                 (long long)info.feature_dim, (long long)info.num_classes);
+    return 2;
+  }
   Model model({{128, Activation::kRelu, 0.0f}}, 784, 10, LossKind::kSoftmaxCrossEntropy);
 
   if (chief) {
-    std::printf("# lockstep train_bench: MLP 784-128-10, Adam, synthetic data (60000 x 784), gemm: %s\n",
-                cpu::gemm_backend());
+    std::printf("# lockstep train_bench: MLP 784-128-10, Adam, %s (%lld x 784), gemm: %s\n",
+                info.description.c_str(), (long long)info.size, cpu::gemm_backend());
     std::printf("# %s scaling, %d process(es), median of %d repetitions x %d steps\n",
                 scaling.c_str(), world.size(), reps, steps);
     std::printf("# gemm = the 5 layer GEMMs of one replica's step alone (same shapes, same run);"
@@ -161,6 +181,9 @@ int main(int argc, char** argv) {
       cfg.batch_size = global;
       cfg.local_replicas = local;
       cfg.seed = 1;
+      cfg.data_prefetch = prefetch;
+      cfg.data_gather = gather == "thread" ? GatherMode::kThread
+                        : gather == "replicas" ? GatherMode::kReplicas : GatherMode::kAuto;
       std::vector<double> step_t, comp_t, comm_t, in_t, gemm_t;
       for (int i = 0; i < reps; ++i) {
         gemm_t.push_back(gemm_step_seconds(model, global / R, steps));

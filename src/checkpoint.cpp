@@ -241,7 +241,7 @@ void check_resume_compatible(const std::string& saved_yaml, const Config& now,
   auto may_change = [](const std::string& key) {
     for (const char* prefix : {"strategy.", "output.", "checkpoint.", "train.epochs",
                                "train.progress", "train.eval_batch_size", "train.on_nonfinite",
-                               "data.prefetch", "data.path", "comm."}) {
+                               "data.prefetch", "data.gather", "data.path", "comm."}) {
       if (key.rfind(prefix, 0) == 0) return true;
     }
     return false;

@@ -170,6 +170,10 @@ const std::vector<KeyDef> kKeys = {
    [](Config& c, const YAML::Node& n, const Ctx& x) { c.data_shuffle = get_bool(n, x); }},
   {"data.prefetch", "2", "global batches prepared ahead on a background thread (0 = off)",
    [](Config& c, const YAML::Node& n, const Ctx& x) { c.data_prefetch = int(get_int(n, x, 0, 64)); }},
+  {"data.gather", "auto", "who reads a batch's rows: thread (one prefetch thread), replicas (each replica its own, in parallel) or auto (replicas when every core runs a replica)",
+   [](Config& c, const YAML::Node& n, const Ctx& x) {
+     c.data_gather = get_enum<GatherMode>(n, x, {{"auto", GatherMode::kAuto}, {"thread", GatherMode::kThread},
+                                                 {"replicas", GatherMode::kReplicas}}); }},
   {"model.layers", "[{units: 128, activation: relu}]", "hidden Dense layers; the output layer is added from the dataset",
    [](Config& c, const YAML::Node& n, const Ctx& x) { c.layers = get_layers(n, x); }},
   {"model.loss", "softmax_cross_entropy", "softmax_cross_entropy (class labels) or mse (float targets)",
@@ -239,7 +243,7 @@ const std::vector<KeyDef> kKeys = {
    [](Config& c, const YAML::Node& n, const Ctx& x) { c.checkpoint_keep = get_int(n, x, 1, 1000000); }},
   {"checkpoint.on_signal", "true", "on SIGINT/SIGTERM finish the step, write a checkpoint, exit",
    [](Config& c, const YAML::Node& n, const Ctx& x) { c.checkpoint_on_signal = get_bool(n, x); }},
-  {"strategy.local_replicas", "1", "replicas in this process: a number, or auto (all cores; with device cuda all GPUs x replicas_per_gpu)",
+  {"strategy.local_replicas", "1", "replicas in this process: a number, or auto (one per CPU, the most that divide the global batch; with device cuda all GPUs x replicas_per_gpu)",
    [](Config& c, const YAML::Node& n, const Ctx& x) {
      if (n.IsScalar() && n.Scalar() == "auto") { c.local_replicas = 0; return; }
      c.local_replicas = int(get_int(n, x, 1, 4096)); }},
@@ -431,7 +435,10 @@ std::string Config::to_yaml() const {
     << YAML::Key << "eval_split" << YAML::Value << data_eval_split
     << YAML::Key << "scale" << YAML::Value << data_scale
     << YAML::Key << "shuffle" << YAML::Value << data_shuffle
-    << YAML::Key << "prefetch" << YAML::Value << data_prefetch << YAML::EndMap;
+    << YAML::Key << "prefetch" << YAML::Value << data_prefetch
+    << YAML::Key << "gather" << YAML::Value
+    << (data_gather == GatherMode::kAuto ? "auto" : data_gather == GatherMode::kThread ? "thread" : "replicas")
+    << YAML::EndMap;
   e << YAML::Key << "model" << YAML::Value << YAML::BeginMap << YAML::Key << "layers"
     << YAML::Value << YAML::BeginSeq;
   for (const auto& l : layers) {

@@ -28,6 +28,9 @@ enum class OptimizerKind { kSgd, kAdam, kAdamW };
 enum class ScheduleKind { kConstant, kStep, kCosine };
 enum class NonFinitePolicy { kStop, kSkip };
 enum class DeviceKind { kCpu, kCuda, kAuto };  // auto: cuda when built with it and a GPU is visible
+// Who reads a batch's rows: one prefetch thread for all local replicas, or each
+// replica its own rows on its own thread (auto: see resolve_gather).
+enum class GatherMode { kAuto, kThread, kReplicas };
 
 struct Config {
   std::string source;  // the file it was loaded from ("" for defaults)
@@ -39,6 +42,7 @@ struct Config {
   float data_scale = 1.0f;
   bool data_shuffle = true;
   int data_prefetch = 2;
+  GatherMode data_gather = GatherMode::kAuto;
 
   // model: hidden layers; the output Dense layer is added from the dataset
   // (num_classes or target_dim units, linear, the loss applies softmax).

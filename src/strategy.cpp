@@ -98,17 +98,40 @@ CommOptions comm_options(const Config& config) {
   return o;
 }
 
-int resolve_local_replicas(const Config& config) {
+int resolve_local_replicas(const Config& config, int processes, int processes_on_node) {
   if (config.local_replicas > 0) return config.local_replicas;
   if (use_cuda(config)) return visible_cuda_devices() * config.replicas_per_gpu;
-  const unsigned n = std::thread::hardware_concurrency();
-  return n == 0 ? 1 : int(n);
+  // This process's CPUs: its affinity mask when a launcher bound it to fewer
+  // than the node has, else an equal share of the node among its processes.
+  const int allowed = int(allowed_cpus().size());
+  const int node = int(std::thread::hardware_concurrency());
+  int cpus = allowed < node ? allowed : allowed / std::max(1, processes_on_node);
+  return auto_replica_count(cpus, config.batch_size, processes);
+}
+
+int auto_replica_count(int cpus, int64_t global_batch, int processes) {
+  for (int k = std::max(1, cpus); k > 1; --k) {
+    if (global_batch % (int64_t(k) * std::max(1, processes)) == 0) return k;
+  }
+  return 1;
+}
+
+bool resolve_gather(const Config& config, int local_replicas, int processes_on_node,
+                    const Source& source) {
+  switch (config.data_gather) {
+    case GatherMode::kThread: return false;
+    case GatherMode::kReplicas: return true;
+    case GatherMode::kAuto: break;
+  }
+  const int threads = local_replicas * std::max(1, processes_on_node);
+  return !use_cuda(config) && source.concurrent_reads() &&
+         threads >= int(allowed_cpus().size());
 }
 
 MirroredStrategy::MirroredStrategy(const Model& model, const Config& config, World& world,
                                    int64_t max_rows)
     : model_(model), config_(config), world_(world) {
-  const int local = resolve_local_replicas(config);
+  const int local = resolve_local_replicas(config, world.size(), world.info.local_size);
   bucket_elems_ = std::max<int64_t>(1, int64_t(config.bucket_mb * 1024.0 * 1024.0 / sizeof(float)));
   local_group_ = std::make_unique<LocalGroup>(local, comm_options(config));
   if (world.size() > 1 && local > 1) {
@@ -190,8 +213,14 @@ const ReplicaBatch* MirroredStrategy::fetch(Replica& r, DistributedInput& input)
   const size_t slot = size_t(r.fetches++ & 1);
   if (r.local_index == 0) has_batch_[slot] = input.next(batches_);
   r.local_comm->barrier();  // publishes batches_ and has_batch_ to the other replicas
+  if (!has_batch_[slot]) {
+    r.input_seconds += since(t0);
+    return nullptr;
+  }
+  ReplicaBatch& mine = batches_[size_t(r.local_index)];
+  if (input.replica_gather()) input.gather(r.local_index, mine);
   r.input_seconds += since(t0);
-  return has_batch_[slot] ? &batches_[size_t(r.local_index)] : nullptr;
+  return &mine;
 }
 
 void MirroredStrategy::broadcast_initial_weights(Replica& r) {

@@ -79,7 +79,8 @@ class MirroredStrategy {
   void run(const std::function<void(Replica&)>& fn);
 
   // The next global batch from `input`: local replica 0 advances the pipeline,
-  // then all local replicas meet, and each gets its slice. nullptr at the end of
+  // then all local replicas meet, and each gets its slice (with replica_gather
+  // each then reads its own rows, all at once). nullptr at the end of
   // the epoch (the next call starts the next epoch). A slice stays valid until
   // the next fetch; a loop that runs no collective per batch (evaluation) must
   // call release() before fetching again.
@@ -122,9 +123,23 @@ class MirroredStrategy {
   std::vector<std::unique_ptr<Replica>> replicas_;
 };
 
-// Resolves strategy.local_replicas (0 = auto: all cores, or with strategy.device
-// cuda all visible GPUs x strategy.replicas_per_gpu).
-int resolve_local_replicas(const Config& config);
+// Resolves strategy.local_replicas. 0 = auto: with strategy.device cuda all
+// visible GPUs x strategy.replicas_per_gpu; on the CPU one replica per CPU of
+// this process (its affinity mask if a launcher bound it, else its share of the
+// node among processes_on_node), lowered to the largest count that divides
+// train.batch_size evenly over `processes` processes.
+int resolve_local_replicas(const Config& config, int processes = 1, int processes_on_node = 1);
+// The most replicas, at most `cpus` (one per CPU), that split global_batch
+// evenly over `processes` processes; 1 if none does.
+int auto_replica_count(int cpus, int64_t global_batch, int processes);
+
+// data.gather: whether each local replica reads its own rows (true) or one
+// prefetch thread reads them for all (false). auto picks the replicas when this
+// node's replica threads (local_replicas x processes_on_node) leave no CPU for a
+// prefetch thread, on the CPU and with a source that allows concurrent reads;
+// replicas asked for over such a source read one at a time.
+bool resolve_gather(const Config& config, int local_replicas, int processes_on_node,
+                    const Source& source);
 
 // The communicators' settings from the comm.* keys: comm.timeout_s (0 = the
 // adaptive deadline), comm.verify, and a SIGTERM that arrives while a

@@ -14,6 +14,7 @@
 
 #include "comm/deadline.h"
 #include "kernels/cpu/ops.h"
+#include "src/cuda_replica.h"
 #include "src/metrics.h"
 #include "src/random.h"
 #include "src/signals.h"
@@ -69,7 +70,17 @@ void Trainer::build(int64_t max_rows_hint) {
                                    classification ? ti.num_classes : ti.target_dim, c.loss);
 
   check_same_everywhere();
-  const int local = resolve_local_replicas(c);
+  int local = resolve_local_replicas(c, world_.size(), world_.info.local_size);
+  if (c.local_replicas == 0) {
+    auto_replicas_ = true;
+    if (world_.size() > 1) {  // nodes may differ: every process takes the smallest count
+      std::vector<int64_t> all(size_t(world_.size()));
+      const int64_t mine = local;
+      world_.comm->allgather(&mine, all.data(), 1);
+      local = int(*std::min_element(all.begin(), all.end()));
+    }
+    config_.local_replicas = local;  // the strategy and checkpoints see the count in use
+  }
   const int64_t replicas = int64_t(local) * world_.size();
   if (c.batch_size % replicas != 0) {
     throw ConfigError(c.source + ": key 'train.batch_size': the global batch " +
@@ -96,6 +107,7 @@ void Trainer::build(int64_t max_rows_hint) {
   in.seed = c.seed;
   in.drop_remainder = c.drop_remainder;
   in.prefetch = c.data_prefetch;
+  in.replica_gather = resolve_gather(c, local, world_.info.local_size, *train_source_);
   train_input_ = std::make_unique<DistributedInput>(train_source_, in);
   InputOptions ev = in;
   ev.global_batch = c.eval_batch_size;
@@ -166,6 +178,11 @@ void Trainer::print_plan() const {
   const int R = strategy_->num_replicas_in_sync();
   std::printf("lockstep: %d process(es) x %d local replica(s) = %d replicas in sync (%s)\n",
               world_.size(), strategy_->local_replicas(), R, strategy_->replica(0).comm->name().c_str());
+  if (auto_replicas_) {
+    std::printf("strategy.local_replicas auto -> %d per process (%s)\n", strategy_->local_replicas(),
+                use_cuda(c) ? "visible GPUs x strategy.replicas_per_gpu"
+                            : "one per CPU of the process, the most that divide the global batch");
+  }
   if (const std::string d = strategy_->device_plan(); !d.empty()) std::printf("%s\n", d.c_str());
   std::printf("data: %s (%lld examples, %lld features) -> eval %s (%lld examples)\n",
               train_source_->info().description.c_str(), (long long)train_source_->info().size,
@@ -175,6 +192,12 @@ void Trainer::print_plan() const {
               "each process reads only its replicas' rows\n",
               (long long)c.batch_size, R, (long long)(c.batch_size / R),
               (long long)train_input_->steps_per_epoch(), c.drop_remainder ? "dropping" : "keeping");
+  const bool per_replica = train_input_->replica_gather();
+  std::printf("input: %s\n",
+              per_replica ? "each replica reads its own rows on its own thread (data.gather)"
+              : c.data_prefetch > 0 ? ("a prefetch thread reads the process's rows, " +
+                                       std::to_string(c.data_prefetch) + " global batches ahead").c_str()
+                                    : "local replica 0 reads the process's rows when a step needs them");
   std::printf("optimizer: %s, learning rate %g%s, schedule %s, warm-up %lld steps\n\n",
               optimizer_name(c.optimizer), base_lr_, c.scale_lr ? " (scaled by replicas)" : "",
               schedule_name(c.schedule), (long long)c.warmup_steps);

@@ -78,6 +78,7 @@ class Trainer {
                     const EvalResult& val, double epoch_seconds);
 
   Config config_;
+  bool auto_replicas_ = false;  // strategy.local_replicas was auto (resolved in build)
   World& world_;
   std::shared_ptr<Source> train_source_, eval_source_;
   std::unique_ptr<Model> model_;

@@ -50,6 +50,47 @@ TEST(MirroredStrategy, OverlappedBucketsGiveBitwiseTheSameWeights) {
   }
 }
 
+TEST(MirroredStrategy, ReplicasReadingTheirOwnRowsGiveBitwiseTheSameWeights) {
+  for (int r : {1, 2, 3}) {
+    testing::SingleWorld w;
+    RunSpec spec{r, OptimizerKind::kAdam, 250, 2, 0.2f};
+    const RunResult one_reader = testing::train_synthetic(w.world, spec);
+    spec.replica_gather = true;
+    const RunResult own_rows = testing::train_synthetic(w.world, spec);
+    EXPECT_EQ(0, std::memcmp(one_reader.params.data(), own_rows.params.data(),
+                             one_reader.params.size() * 4)) << r << " replicas";
+  }
+}
+
+TEST(MirroredStrategy, AutoReplicaCountDividesTheGlobalBatch) {
+  // One replica per CPU when that divides the batch, else the most that do.
+  EXPECT_EQ(auto_replica_count(4, 64, 1), 4);
+  EXPECT_EQ(auto_replica_count(3, 64, 1), 2);
+  EXPECT_EQ(auto_replica_count(6, 64, 1), 4);
+  EXPECT_EQ(auto_replica_count(6, 60, 1), 6);
+  EXPECT_EQ(auto_replica_count(6, 60, 4), 5);   // 4 processes: 20 replicas divide 60
+  EXPECT_EQ(auto_replica_count(8, 7, 1), 7);
+  EXPECT_EQ(auto_replica_count(8, 13, 2), 1);   // 13 does not split over 2 processes at all
+  EXPECT_EQ(auto_replica_count(1, 64, 1), 1);
+  Config c;
+  c.local_replicas = 3;
+  EXPECT_EQ(resolve_local_replicas(c, 2, 2), 3);  // a number is taken as given
+}
+
+TEST(MirroredStrategy, GatherModeFollowsTheConfig) {
+  SyntheticOptions so;
+  so.size = 8;
+  so.feature_shape = {2};
+  auto memory = make_synthetic(so);
+  Config c;
+  c.data_gather = GatherMode::kThread;
+  EXPECT_FALSE(resolve_gather(c, 64, 1, *memory));
+  c.data_gather = GatherMode::kReplicas;
+  EXPECT_TRUE(resolve_gather(c, 1, 1, *memory));
+  c.data_gather = GatherMode::kAuto;
+  EXPECT_TRUE(resolve_gather(c, 4096, 1, *memory));  // more replica threads than any CPU count
+}
+
 TEST(MirroredStrategy, DropoutMasksDoNotDependOnTheReplicaCount) {
   EXPECT_LT(testing::worst_relative_difference(run(2, OptimizerKind::kSgd, 240, 1, 0.3f).params,
                                                run(1, OptimizerKind::kSgd, 240, 1, 0.3f).params),
