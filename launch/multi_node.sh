@@ -16,6 +16,12 @@ if [ ! -f "$HOSTFILE" ]; then
   echo "multi_node: hostfile $HOSTFILE not found: write one line per host, e.g. 'node1 slots=$RANKS_PER_HOST'" >&2
   exit 2
 fi
-exec "$MPIRUN" -np "$RANKS" --hostfile "$HOSTFILE" --map-by "ppr:${RANKS_PER_HOST}:node" \
-  --bind-to core -x PATH -x LD_LIBRARY_PATH \
+# One replica per rank: each rank bound to a core; several: to LOCAL_REPLICAS
+# cores (PE=); auto: unbound, and lockstep shares the node among its ranks.
+case "$LOCAL_REPLICAS" in
+  1) mapping=(--map-by "ppr:${RANKS_PER_HOST}:node" --bind-to core) ;;
+  auto) mapping=(--map-by "ppr:${RANKS_PER_HOST}:node" --bind-to none) ;;
+  *) mapping=(--map-by "ppr:${RANKS_PER_HOST}:node:PE=${LOCAL_REPLICAS}" --bind-to core) ;;
+esac
+exec "$MPIRUN" -np "$RANKS" --hostfile "$HOSTFILE" "${mapping[@]}" -x PATH -x LD_LIBRARY_PATH \
   "$PWD/build/lockstep" train "$CONFIG" --set "strategy.local_replicas=$LOCAL_REPLICAS" "$@"

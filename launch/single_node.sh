@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 CONFIG=${CONFIG:-configs/fashion_mnist_mlp.yaml}
 RANKS=${RANKS:-2}                 # MPI processes on this machine (1 = no mpirun)
-LOCAL_REPLICAS=${LOCAL_REPLICAS:-1}  # replica threads per process ("auto" = all cores)
+LOCAL_REPLICAS=${LOCAL_REPLICAS:-1}  # replica threads per process ("auto" = one per core of the process)
 MPIRUN=${MPIRUN:-mpirun}
 
 args=(train "$CONFIG" --set "strategy.local_replicas=$LOCAL_REPLICAS" "$@")
@@ -19,4 +19,8 @@ if [ "$(id -u)" -eq 0 ]; then
   export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 fi
 [ "$RANKS" -gt "$(nproc)" ] && extra+=(--oversubscribe)
-exec "$MPIRUN" -np "$RANKS" "${extra[@]}" --bind-to core build/lockstep "${args[@]}"
+# One replica per rank: bind each rank to a core. Several: leave the ranks free
+# (a rank bound to one core would stack its threads there); lockstep pins each
+# replica thread to a CPU of its own itself when they fit.
+if [ "$LOCAL_REPLICAS" = 1 ]; then extra+=(--bind-to core); else extra+=(--bind-to none); fi
+exec "$MPIRUN" -np "$RANKS" "${extra[@]}" build/lockstep "${args[@]}"
