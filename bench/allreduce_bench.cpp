@@ -1,7 +1,8 @@
 // All-reduce bandwidth benchmark that is also a correctness check, laid out like
 // the usual collective benchmarks: '#' header lines, fixed-width columns with a
 // units row, algbw/busbw, a #wrong column, a final "# OK"/"# FAILED" and exit code.
-// Backends: local (threads), mpi, hierarchical (processes x threads), mpi-raw
+// Backends: local (threads), mpi, shm (processes of one node through shared
+// memory), hierarchical (processes x threads), mpi-raw
 // (plain MPI_Allreduce, the baseline to beat), and in a CUDA build nccl (device
 // buffers, one replica thread per GPU or several sharing one).
 #include <CLI/CLI.hpp>
@@ -25,6 +26,7 @@
 #include "comm/local_communicator.h"
 #include "comm/mpi_check.h"
 #include "comm/mpi_communicator.h"
+#include "comm/shm_communicator.h"
 #include "comm/placement.h"
 
 #if defined(LOCKSTEP_HAVE_CUDA)
@@ -209,7 +211,7 @@ void print_header(const Settings& s, const WorldInfo& w, int ranks, int local) {
               s.backend.c_str(), ranks, w.size, local);
   std::printf("# host: %s  launcher: %s\n", w.host.c_str(), w.launcher.c_str());
   std::printf("# replica threads pinned to their own CPUs: %s\n",
-              s.pin && s.backend != "mpi" && s.backend != "mpi-raw" && s.backend != "nccl"
+              s.pin && s.backend != "mpi" && s.backend != "shm" && s.backend != "mpi-raw" && s.backend != "nccl"
                   ? "yes" : "no");
   std::printf("# op: sum  in place  iters: %d  warmup: %d  time: median over iters of the "
               "slowest member\n#\n", s.iters, s.warmup);
@@ -371,9 +373,10 @@ std::vector<Row> run_backend(const Settings& s, const Bootstrap& boot, int* rank
     if (w.rank == 0) print_header(s, w, *ranks, *local);
     return run_threads(group, s.replicas, s);
   }
-  std::unique_ptr<Communicator> comm = s.backend == "mpi"
-                                           ? make_mpi_communicator(boot.world_comm(), options)
-                                           : std::make_unique<RawMpiCommunicator>(boot.world_comm());
+  std::unique_ptr<Communicator> comm =
+      s.backend == "mpi"   ? make_mpi_communicator(boot.world_comm(), options)
+      : s.backend == "shm" ? make_shm_communicator(boot.world_comm(), options)
+                           : std::unique_ptr<Communicator>(std::make_unique<RawMpiCommunicator>(boot.world_comm()));
   *ranks = w.size;
   *local = 1;
   if (w.rank == 0) print_header(s, w, *ranks, *local);
@@ -384,11 +387,11 @@ int run(int argc, char** argv) {
   Settings s;
   CLI::App app{"lockstep all-reduce benchmark (float32 sum, in place)"};
 #if defined(LOCKSTEP_HAVE_CUDA)
-  app.add_option("--backend", s.backend, "local | mpi | hierarchical | mpi-raw | nccl")
-      ->check(CLI::IsMember({"local", "mpi", "hierarchical", "mpi-raw", "nccl"}));
+  app.add_option("--backend", s.backend, "local | mpi | shm | hierarchical | mpi-raw | nccl")
+      ->check(CLI::IsMember({"local", "mpi", "shm", "hierarchical", "mpi-raw", "nccl"}));
 #else
-  app.add_option("--backend", s.backend, "local | mpi | hierarchical | mpi-raw")
-      ->check(CLI::IsMember({"local", "mpi", "hierarchical", "mpi-raw"}));
+  app.add_option("--backend", s.backend, "local | mpi | shm | hierarchical | mpi-raw")
+      ->check(CLI::IsMember({"local", "mpi", "shm", "hierarchical", "mpi-raw"}));
 #endif
   app.add_option("--replicas", s.replicas,
                  "replica threads per process (local, hierarchical, nccl: replicas beyond the "

@@ -116,6 +116,7 @@ int main(int argc, char** argv) {
   std::vector<int> replica_counts = {1};
   int steps = 400, reps = 5, prefetch = 2;
   std::string gather = "auto";
+  bool shared_memory = true;
   std::string json_path, scaling = "weak", data_path;
   app.add_option("--batch", batches, "batch sizes: per replica (weak scaling) or global (strong)")
       ->delimiter(',');
@@ -130,12 +131,16 @@ int main(int argc, char** argv) {
   app.add_option("--data", data_path,
                  "an HDF5 dataset in lockstep's layout (its train split, pixels scaled by 1/255; "
                  "e.g. datasets/fashion_mnist.h5 from launch/run.sh) instead of synthetic data");
+  app.add_option("--shared-memory", shared_memory,
+                 "comm.shared_memory: ranks on one node all-reduce through shared memory (false: MPI)");
   app.add_option("--json", json_path, "also write the results as JSON");
   CLI11_PARSE(app, argc, argv);
 
   Bootstrap boot(&argc, &argv);
   cpu::init_kernels();
-  auto comm = boot.make_world_communicator();
+  CommOptions comm_opts;
+  comm_opts.shared_memory = shared_memory;
+  auto comm = boot.make_world_communicator(comm_opts);
   World world{boot.info(), boot.world_comm(), comm.get()};
   const bool chief = world.rank() == 0;
 
@@ -182,6 +187,7 @@ int main(int argc, char** argv) {
       cfg.local_replicas = local;
       cfg.seed = 1;
       cfg.data_prefetch = prefetch;
+      cfg.comm_shared_memory = shared_memory;
       cfg.data_gather = gather == "thread" ? GatherMode::kThread
                         : gather == "replicas" ? GatherMode::kReplicas : GatherMode::kAuto;
       std::vector<double> step_t, comp_t, comm_t, in_t, gemm_t;

@@ -9,6 +9,7 @@
 
 #include "comm/mpi_check.h"
 #include "comm/mpi_communicator.h"
+#include "comm/shm_communicator.h"
 
 namespace lockstep {
 namespace {
@@ -115,7 +116,7 @@ Bootstrap::~Bootstrap() {
 
 std::unique_ptr<Communicator> Bootstrap::make_world_communicator(CommOptions options) const {
   if (!info_.mpi) return make_single_communicator();
-  return make_mpi_communicator(world_, options);
+  return make_process_communicator(world_, options);
 }
 
 void abort_job(const std::string& message, int exit_code) {

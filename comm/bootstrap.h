@@ -50,7 +50,8 @@ class Bootstrap {
   MPI_Comm world_comm() const { return world_; }
   // The processes sharing this node's memory (MPI_COMM_NULL without MPI).
   MPI_Comm node_comm() const { return node_; }
-  // The MPI communicator over all processes, or a single-rank one without MPI.
+  // The communicator over all processes (shared memory when they are all on this
+  // node and options.shared_memory, else MPI), or a single-rank one without MPI.
   std::unique_ptr<Communicator> make_world_communicator(CommOptions options = {}) const;
 
  private:

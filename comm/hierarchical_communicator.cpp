@@ -10,6 +10,7 @@
 #include "comm/local_fabric.h"
 #include "comm/mpi_check.h"
 #include "comm/mpi_communicator.h"
+#include "comm/shm_communicator.h"
 #include "comm/reduce.h"
 
 namespace lockstep {
@@ -159,7 +160,7 @@ HierarchicalGroup::HierarchicalGroup(MPI_Comm process_comm, int local_replicas, 
                     std::to_string(local_replicas));
   }
   check_thread_level(local_replicas);
-  inter_ = make_mpi_communicator(process_comm, options);
+  inter_ = make_process_communicator(process_comm, options);
   fabric_ = std::make_unique<LocalFabric>(
       local_replicas, options, "hierarchical process " + std::to_string(inter_->rank()));
   members_.reserve(local_replicas);

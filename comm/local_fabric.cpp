@@ -7,35 +7,15 @@
 #include "comm/local_fabric.h"
 
 #include <chrono>
-#include <thread>
 
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#endif
+#include "comm/spin_wait.h"
 
 namespace lockstep {
 namespace {
 
-// Waiting: a few polls without reading the clock, then spinning for a bounded
-// time, then yielding. The spin is short because a partner that shares our core
-// (more replicas than free cores) can only arrive once we yield; a partner on
-// another core arrives within the spin, or the yield costs just a system call.
-constexpr int kQuickPolls = 32;
-constexpr std::chrono::nanoseconds kSpinTime{3000};
-// A wait this long is another member's big job (a large reduction, the leader's
-// MPI phase): nap instead of yielding, so the waiters stop competing with it for
-// the core.
-constexpr std::chrono::microseconds kYieldTime{500};
-constexpr std::chrono::microseconds kNap{50};
 constexpr size_t kLineBytes = 64;
 // Below this many bytes per member a split is not worth a cache-line transfer.
 constexpr size_t kMinChunkBytes = 4096;
-
-inline void cpu_relax() {
-#if defined(__x86_64__) || defined(__i386__)
-  _mm_pause();
-#endif
-}
 
 }  // namespace
 
@@ -164,27 +144,16 @@ void LocalFabric::sync(int member, CollectiveKind kind, const char* phase, bool 
 
 void LocalFabric::wait_for_all(int member, uint64_t target, CollectiveKind kind,
                                const char* phase, std::chrono::milliseconds limit) {
-  using Clock = std::chrono::steady_clock;
-  Clock::time_point start{};
   int next = 0;  // members before `next` are known to have arrived
-  for (long iter = 0;; ++iter) {
-    while (next < size_ && slots_[next].arrived.load(std::memory_order_acquire) >= target) ++next;
-    if (next == size_) return;
-    if (iter < kQuickPolls) {
-      cpu_relax();
-      continue;
-    }
-    const auto now = Clock::now();
-    if (iter == kQuickPolls) start = now;
-    if (now - start < kSpinTime) {
-      cpu_relax();
-      continue;
-    }
-    if (failed_.load(std::memory_order_acquire)) throw_failed();
-    if (limit.count() > 0 && now - start >= limit) throw_timeout(member, target, kind, phase, limit);
-    if (now - start < kYieldTime) std::this_thread::yield();
-    else std::this_thread::sleep_for(kNap);
-  }
+  spin_wait(
+      [&] {
+        while (next < size_ && slots_[next].arrived.load(std::memory_order_acquire) >= target) ++next;
+        return next == size_;
+      },
+      [&](std::chrono::steady_clock::duration waited) {
+        if (failed_.load(std::memory_order_acquire)) throw_failed();
+        if (limit.count() > 0 && waited >= limit) throw_timeout(member, target, kind, phase, limit);
+      });
 }
 
 void LocalFabric::throw_timeout(int member, uint64_t target, CollectiveKind kind,

@@ -33,6 +33,9 @@ struct CommOptions {
   // which peer and which collective. Not applied during a LongPhase.
   std::function<bool()> interrupted{};
   std::chrono::milliseconds interrupt_grace{300};
+  // Processes on one node all-reduce through a shared-memory segment instead of
+  // MPI messages (make_process_communicator, comm/shm_communicator.h).
+  bool shared_memory = true;
 
   // What the trainer uses: timeout_s > 0 is a fixed deadline, 0 the adaptive one
   // (10 s floor, 20x the slowest recent step).

@@ -233,6 +233,8 @@ const std::vector<KeyDef> kKeys = {
    [](Config& c, const YAML::Node& n, const Ctx& x) { c.comm_long_phase_s = get_float(n, x, 0.0, 1e6, true); }},
   {"comm.verify", "false", "debug: check that every rank issues the same collectives, naming the first difference",
    [](Config& c, const YAML::Node& n, const Ctx& x) { c.comm_verify = get_bool(n, x); }},
+  {"comm.shared_memory", "true", "processes on one node all-reduce through shared memory (false: MPI messages)",
+   [](Config& c, const YAML::Node& n, const Ctx& x) { c.comm_shared_memory = get_bool(n, x); }},
   {"checkpoint.dir", "OUTPUT_DIR/checkpoints", "folder of the training checkpoints",
    [](Config& c, const YAML::Node& n, const Ctx& x) { c.checkpoint_dir = get_string(n, x); }},
   {"checkpoint.every_steps", "0", "write a checkpoint every N steps (0 = off)",
@@ -474,7 +476,8 @@ std::string Config::to_yaml() const {
   e << YAML::Key << "comm" << YAML::Value << YAML::BeginMap
     << YAML::Key << "timeout_s" << YAML::Value << comm_timeout_s
     << YAML::Key << "long_phase_s" << YAML::Value << comm_long_phase_s
-    << YAML::Key << "verify" << YAML::Value << comm_verify << YAML::EndMap;
+    << YAML::Key << "verify" << YAML::Value << comm_verify
+    << YAML::Key << "shared_memory" << YAML::Value << comm_shared_memory << YAML::EndMap;
   e << YAML::Key << "checkpoint" << YAML::Value << YAML::BeginMap;
   if (!checkpoint_dir.empty()) e << YAML::Key << "dir" << YAML::Value << checkpoint_dir;
   e << YAML::Key << "every_steps" << YAML::Value << checkpoint_every

@@ -83,6 +83,7 @@ struct Config {
   double comm_timeout_s = 0;        // collective deadline; 0 = adaptive (>= 10 s, 20x slowest step)
   double comm_long_phase_s = 600;   // start-up, evaluation and checkpoint writes may take this long
   bool comm_verify = false;         // debug: every rank must issue the same collectives
+  bool comm_shared_memory = true;   // processes on one node all-reduce through shared memory
 
   // strategy
   int local_replicas = 1;    // 0 = auto (all cores / all GPUs)

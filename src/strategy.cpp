@@ -95,6 +95,7 @@ Replica::~Replica() = default;
 CommOptions comm_options(const Config& config) {
   CommOptions o = CommOptions::from_seconds(config.comm_timeout_s, config.comm_verify);
   o.interrupted = [] { return SignalGuard::requested() != 0; };
+  o.shared_memory = config.comm_shared_memory;
   return o;
 }
 

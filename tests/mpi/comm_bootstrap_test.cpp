@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "comm/shm_communicator.h"
 #include "tests/mpi/mpi_test_env.h"
 
 namespace lockstep {
@@ -63,13 +64,21 @@ TEST(Bootstrap, SecondBootstrapIsRefused) {
   }
 }
 
-TEST(Bootstrap, WorldCommunicatorIsMpi) {
-  auto comm = test_bootstrap().make_world_communicator();
-  EXPECT_EQ(comm->name(), "mpi");
-  EXPECT_EQ(comm->size(), test_bootstrap().info().size);
-  int64_t one = 1;
-  comm->allreduce(&one, 1);
-  EXPECT_EQ(one, test_bootstrap().info().size);
+// Every rank of these tests runs on this machine: the world all-reduces through
+// shared memory, or through MPI messages when comm.shared_memory is off.
+TEST(Bootstrap, WorldCommunicatorIsSharedMemoryOnOneNode) {
+  ASSERT_TRUE(on_one_node(test_bootstrap().world_comm()));
+  for (bool shared : {true, false}) {
+    CommOptions options;
+    options.shared_memory = shared;
+    auto comm = test_bootstrap().make_world_communicator(options);
+    EXPECT_EQ(comm->name(), shared ? "shm" : "mpi");
+    EXPECT_EQ(comm->size(), test_bootstrap().info().size);
+    EXPECT_EQ(comm->rank(), test_bootstrap().info().rank);
+    int64_t one = 1;
+    comm->allreduce(&one, 1);
+    EXPECT_EQ(one, test_bootstrap().info().size);
+  }
 }
 
 }  // namespace

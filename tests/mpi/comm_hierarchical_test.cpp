@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "comm/hierarchical_communicator.h"
+#include "tests/common/exact_values.h"
 #include "tests/mpi/mpi_test_env.h"
 
 namespace lockstep {
@@ -27,25 +28,6 @@ void run_replicas(HierarchicalGroup& group, const std::function<void(Communicato
 
 
 template <typename T>
-T value(int rank, size_t i) {
-  if constexpr (std::is_same_v<T, uint8_t>) return static_cast<T>((i * 5 + rank * 3) % 60);
-  else return static_cast<T>(static_cast<int>((i * 5 + rank * 3) % 17) - 8);
-}
-
-template <typename T>
-T expected(ReduceOp op, int ranks, size_t i) {
-  int64_t sum = 0;
-  T best = value<T>(0, i);
-  for (int r = 0; r < ranks; ++r) {
-    const T v = value<T>(r, i);
-    sum += static_cast<int64_t>(v);
-    if (op == ReduceOp::kMax && v > best) best = v;
-    if (op == ReduceOp::kMin && v < best) best = v;
-  }
-  return op == ReduceOp::kSum ? static_cast<T>(sum) : best;
-}
-
-template <typename T>
 class HierarchicalAllreduce : public ::testing::Test {};
 using AllTypes = ::testing::Types<float, double, int32_t, int64_t, uint8_t>;
 TYPED_TEST_SUITE(HierarchicalAllreduce, AllTypes);
@@ -56,12 +38,7 @@ TYPED_TEST(HierarchicalAllreduce, EveryOpIsExact) {
   for (size_t count : {size_t{0}, size_t{1}, size_t{7}, size_t{4097}, size_t{100003}}) {
     for (ReduceOp op : {ReduceOp::kSum, ReduceOp::kMax, ReduceOp::kMin}) {
       run_replicas(group, [&](Communicator& c) {
-        std::vector<T> buf(count);
-        for (size_t i = 0; i < count; ++i) buf[i] = value<T>(c.rank(), i);
-        c.allreduce(buf.data(), count, op);
-        size_t wrong = 0;
-        for (size_t i = 0; i < count; ++i) wrong += buf[i] != expected<T>(op, c.size(), i);
-        EXPECT_EQ(wrong, 0u) << "count " << count << ", " << reduce_op_name(op) << ", rank " << c.rank();
+        EXPECT_EQ(testing::wrong_after_allreduce<T>(c, count, op), 0u) << "count " << count << ", " << reduce_op_name(op) << ", rank " << c.rank();
       });
     }
   }

@@ -14,30 +14,11 @@
 
 #include "comm/mpi_check.h"
 #include "comm/mpi_communicator.h"
+#include "tests/common/exact_values.h"
 #include "tests/mpi/mpi_test_env.h"
 
 namespace lockstep {
 namespace {
-
-// Small integers; uint8 sums wrap modulo 256 (the conversion of the int64 sum does too).
-template <typename T>
-T value(int rank, size_t i) {
-  if constexpr (std::is_same_v<T, uint8_t>) return static_cast<T>((i * 5 + rank * 3) % 60);
-  else return static_cast<T>(static_cast<int>((i * 5 + rank * 3) % 17) - 8);
-}
-
-template <typename T>
-T expected(ReduceOp op, int ranks, size_t i) {
-  int64_t sum = 0;
-  T best = value<T>(0, i);
-  for (int r = 0; r < ranks; ++r) {
-    const T v = value<T>(r, i);
-    sum += static_cast<int64_t>(v);
-    if (op == ReduceOp::kMax && v > best) best = v;
-    if (op == ReduceOp::kMin && v < best) best = v;
-  }
-  return op == ReduceOp::kSum ? static_cast<T>(sum) : best;
-}
 
 std::unique_ptr<Communicator> world(CommOptions options = {}) {
   return make_mpi_communicator(test_bootstrap().world_comm(), options);
@@ -53,12 +34,8 @@ TYPED_TEST(MpiAllreduce, EveryOpIsExact) {
   auto comm = world();
   for (size_t count : {size_t{0}, size_t{1}, size_t{7}, size_t{4097}, size_t{100003}}) {
     for (ReduceOp op : {ReduceOp::kSum, ReduceOp::kMax, ReduceOp::kMin}) {
-      std::vector<T> buf(count);
-      for (size_t i = 0; i < count; ++i) buf[i] = value<T>(comm->rank(), i);
-      comm->allreduce(buf.data(), count, op);
-      size_t wrong = 0;
-      for (size_t i = 0; i < count; ++i) wrong += buf[i] != expected<T>(op, comm->size(), i);
-      EXPECT_EQ(wrong, 0u) << "count " << count << ", " << reduce_op_name(op);
+      EXPECT_EQ(testing::wrong_after_allreduce<T>(*comm, count, op), 0u)
+          << "count " << count << ", " << reduce_op_name(op);
     }
   }
 }

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "comm/local_communicator.h"
+#include "tests/common/exact_values.h"
 
 namespace lockstep {
 namespace {
@@ -21,26 +22,6 @@ void run_group(LocalGroup& group, const std::function<void(Communicator&)>& fn) 
   std::vector<std::thread> threads;
   for (int i = 0; i < group.size(); ++i) threads.emplace_back([&, i] { fn(group.member(i)); });
   for (auto& t : threads) t.join();
-}
-
-// Small integers: sums are exact in every dtype (uint8 stays below 256 for <= 4 members).
-template <typename T>
-T value(int rank, size_t i) {
-  if constexpr (std::is_same_v<T, uint8_t>) return static_cast<T>((i * 5 + rank * 3) % 60);
-  else return static_cast<T>(static_cast<int>((i * 5 + rank * 3) % 17) - 8);
-}
-
-template <typename T>
-T expected(ReduceOp op, int members, size_t i) {
-  int64_t sum = 0;
-  T best = value<T>(0, i);
-  for (int r = 0; r < members; ++r) {
-    const T v = value<T>(r, i);
-    sum += static_cast<int64_t>(v);
-    if (op == ReduceOp::kMax && v > best) best = v;
-    if (op == ReduceOp::kMin && v < best) best = v;
-  }
-  return op == ReduceOp::kSum ? static_cast<T>(sum) : best;
 }
 
 template <typename T>
@@ -55,12 +36,7 @@ TYPED_TEST(LocalAllreduce, EveryOpIsExact) {
     for (size_t count : {size_t{0}, size_t{1}, size_t{7}, size_t{1023}, size_t{4097}, size_t{100003}}) {
       for (ReduceOp op : {ReduceOp::kSum, ReduceOp::kMax, ReduceOp::kMin}) {
         run_group(group, [&](Communicator& c) {
-          std::vector<T> buf(count);
-          for (size_t i = 0; i < count; ++i) buf[i] = value<T>(c.rank(), i);
-          c.allreduce(buf.data(), count, op);
-          size_t wrong = 0;
-          for (size_t i = 0; i < count; ++i) wrong += buf[i] != expected<T>(op, members, i);
-          EXPECT_EQ(wrong, 0u) << members << " members, count " << count << ", "
+          EXPECT_EQ(testing::wrong_after_allreduce<T>(c, count, op), 0u) << members << " members, count " << count << ", "
                                << reduce_op_name(op) << ", member " << c.rank();
         });
       }

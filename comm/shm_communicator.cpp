@@ -1,0 +1,313 @@
+// The shared-memory all-reduce between the processes of one node. Segment layout,
+// one region per rank: a control block (arrival counter, the collective the rank
+// is in) and two slabs, used by call parity so that a rank one call ahead never
+// overwrites a slab a slower rank still reads. One all-reduce of a piece:
+//   copy in (own slab) -> all arrive -> reduce own slice of every slab in rank
+//   order, into own slab -> all arrive -> copy every rank's reduced slice out.
+#include "comm/shm_communicator.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <new>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "comm/deadline.h"
+#include "comm/fault_injection.h"
+#include "comm/local_fabric.h"
+#include "comm/mpi_check.h"
+#include "comm/mpi_communicator.h"
+#include "comm/peer_watch.h"
+#include "comm/reduce.h"
+#include "comm/spin_wait.h"
+
+namespace lockstep {
+namespace {
+
+// Bytes per slab: larger all-reduces go in pieces of this size. Two slabs per
+// rank, so 4 MiB of shared memory per process.
+constexpr size_t kSlabBytes = size_t{2} << 20;
+constexpr size_t kControlBytes = 4096;
+constexpr size_t kRegionBytes = kControlBytes + 2 * kSlabBytes;
+constexpr int kHostBytes = 64;
+struct alignas(64) Control {
+  std::atomic<uint64_t> arrived{0};  // barriers this rank has reached
+  std::atomic<uint64_t> seq{0};      // the collective it is in (its number)
+  int64_t sig[5] = {0, 0, 0, 0, 0};  // that collective (signature_to), published before arriving
+};
+static_assert(sizeof(Control) <= kControlBytes, "control block too large");
+static_assert(std::atomic<uint64_t>::is_always_lock_free, "shared-memory atomics must be lock-free");
+
+std::string errno_text(int err) { return std::string(std::strerror(err)); }
+
+// The segment cannot be had; every rank learns it at once, so all may fall back.
+class ShmUnavailable : public CommError {
+ public:
+  using CommError::CommError;
+};
+
+class ShmCommunicator final : public Communicator {
+ public:
+  ShmCommunicator(MPI_Comm comm, CommOptions options);
+  ~ShmCommunicator() override;
+
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  std::string name() const override { return "shm"; }
+
+  void allreduce(void* buf, size_t count, DType dtype, ReduceOp op) override;
+  void broadcast(void* buf, size_t count, DType dtype, int root) override {
+    ++seq_;
+    inner_->broadcast(buf, count, dtype, root);
+  }
+  void allgather(const void* send, void* recv, size_t count, DType dtype) override {
+    ++seq_;
+    inner_->allgather(send, recv, count, dtype);
+  }
+  void barrier() override {
+    ++seq_;
+    inner_->barrier();
+  }
+
+ private:
+  Control& control(int r) const { return *reinterpret_cast<Control*>(regions_[size_t(r)]); }
+  std::byte* slab(int r, int parity) const {
+    return regions_[size_t(r)] + kControlBytes + size_t(parity) * kSlabBytes;
+  }
+  void map_segment();
+  void arrive_and_wait(const char* phase);
+  void check_agreement();
+  [[noreturn]] void throw_stuck(const char* phase, const std::string& why);
+  std::string where() const;
+
+  std::unique_ptr<Communicator> inner_;  // MPI: setup and the other collectives
+  int rank_ = 0, size_ = 1;
+  CommOptions options_;
+  DeadlineClock clock_;
+  WaitBudget budget_;
+  uint64_t seq_ = 0;     // collectives begun through this communicator
+  uint64_t epoch_ = 0;   // barriers passed inside all-reduces
+  uint64_t pieces_ = 0;  // pieces done: parity selects the slab
+  CallSignature sig_;
+  std::string host_;
+  void* mapping_ = MAP_FAILED;
+  std::vector<std::byte*> regions_;
+  std::vector<const void*> srcs_;
+};
+
+ShmCommunicator::ShmCommunicator(MPI_Comm comm, CommOptions options)
+    : options_(options), clock_(options), host_(host_name()) {
+  inner_ = make_mpi_communicator(comm, options);
+  rank_ = inner_->rank();
+  size_ = inner_->size();
+  srcs_.resize(size_t(size_));
+  map_segment();
+}
+
+ShmCommunicator::~ShmCommunicator() {
+  if (mapping_ != MAP_FAILED) munmap(mapping_, kRegionBytes * size_t(size_));
+}
+
+std::string ShmCommunicator::where() const {
+  return "rank " + std::to_string(rank_) + " of " + std::to_string(size_) + ", host " + host_;
+}
+
+// Rank 0 creates and reserves the segment and broadcasts its name; everyone maps
+// it and says whether that worked; rank 0 then unlinks the name. Every exchange
+// goes through the MPI backend, so a rank that never comes hits its deadline.
+void ShmCommunicator::map_segment() {
+  const size_t total = kRegionBytes * size_t(size_);
+  char name[kHostBytes] = {0};
+  int64_t status = 0;  // 0 = created; otherwise errno of the failed step
+  int fd = -1;
+  if (rank_ == 0) {
+    std::random_device rd;
+    std::snprintf(name, sizeof(name), "/lockstep-%d-%08x", int(getpid()), unsigned(rd()));
+    fd = shm_open(name, O_CREAT | O_EXCL | O_RDWR, 0600);
+    if (fd < 0) status = errno;
+    // Reserve the pages now: on a full /dev/shm this fails here instead of a
+    // SIGBUS at the first touch of an unbacked page.
+    if (status == 0 && ftruncate(fd, off_t(total)) != 0) status = errno;
+    if (status == 0) status = posix_fallocate(fd, 0, off_t(total));
+    if (status != 0 && fd >= 0) {
+      close(fd);
+      shm_unlink(name);
+    }
+  }
+  inner_->broadcast(&status, 1, 0);
+  if (status != 0) {
+    throw ShmUnavailable("shm (" + where() + "): cannot create a shared-memory segment of " +
+                    std::to_string(total >> 20) + " MiB: " + errno_text(int(status)) +
+                    " (hint: /dev/shm may be full or too small, e.g. a container's 64 MiB "
+                    "default; set comm.shared_memory: false to use MPI messages instead)");
+  }
+  inner_->broadcast(reinterpret_cast<uint8_t*>(name), sizeof(name), 0);
+  int64_t failed = 0;
+  if (rank_ != 0) fd = shm_open(name, O_RDWR, 0600);
+  if (fd < 0) {
+    failed = errno;
+  } else {
+    mapping_ = mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (mapping_ == MAP_FAILED) failed = errno;
+    close(fd);
+  }
+  int64_t worst = failed;
+  inner_->allreduce(&worst, 1, ReduceOp::kMax);  // also: everyone has opened the name
+  if (rank_ == 0) shm_unlink(name);
+  if (worst != 0) {
+    throw ShmUnavailable("shm (" + where() + "): a rank could not map the shared-memory segment " +
+                    std::string(name) + ": " + errno_text(int(worst)) +
+                    " (hint: set comm.shared_memory: false to use MPI messages instead)");
+  }
+  regions_.resize(size_t(size_));
+  for (int r = 0; r < size_; ++r) regions_[size_t(r)] = static_cast<std::byte*>(mapping_) + kRegionBytes * size_t(r);
+  new (regions_[size_t(rank_)]) Control();  // the fresh segment is zero: this only starts lifetimes
+  inner_->barrier();  // no rank reads a control block before its owner has made it
+}
+
+void ShmCommunicator::allreduce(void* buf, size_t count, DType dtype, ReduceOp op) {
+  check_dtype_and_op(dtype, op, "shm allreduce");
+  if (count > 0 && buf == nullptr) {
+    throw CommError("shm allreduce (" + where() + "): null buffer with count " + std::to_string(count));
+  }
+  if (count == 0 || size_ == 1) return;
+  ++seq_;
+  inject_fault_at_collective(seq_);
+  sig_ = CallSignature{CollectiveKind::kAllreduce, dtype, op, 0, count};
+  budget_ = clock_.start();
+  Control& me = control(rank_);
+  signature_to(sig_, me.sig);
+  me.seq.store(seq_, std::memory_order_relaxed);
+  const size_t elem = dtype_size(dtype);
+  const size_t piece = kSlabBytes / elem;
+  auto* bytes = static_cast<std::byte*>(buf);
+  bool first = true;
+  for (size_t done = 0; done < count; done += piece) {
+    const size_t n = std::min(piece, count - done);
+    const int parity = int(pieces_++ & 1);
+    std::memcpy(slab(rank_, parity), bytes + done * elem, n * elem);
+    arrive_and_wait("arrival");
+    if (first) check_agreement();
+    first = false;
+    const ElementRange mine = chunk_of(n, elem, size_, rank_);
+    if (mine.end > mine.begin) {
+      for (int j = 0; j < size_; ++j) srcs_[size_t(j)] = slab(j, parity) + mine.begin * elem;
+      void* dst = slab(rank_, parity) + mine.begin * elem;
+      reduce_fixed_order(srcs_.data(), size_, &dst, 1, mine.end - mine.begin, dtype, op);
+    }
+    arrive_and_wait("slices reduced");
+    for (int j = 0; j < size_; ++j) {
+      const ElementRange r = chunk_of(n, elem, size_, j);
+      if (r.end > r.begin)
+        std::memcpy(bytes + (done + r.begin) * elem, slab(j, parity) + r.begin * elem, (r.end - r.begin) * elem);
+    }
+  }
+}
+
+void ShmCommunicator::arrive_and_wait(const char* phase) {
+  const uint64_t target = ++epoch_;
+  control(rank_).arrived.store(target, std::memory_order_release);
+  std::chrono::steady_clock::duration interrupted_for{};
+  bool interrupted = false;
+  int next = 0;  // ranks before `next` are known to have arrived
+  spin_wait(
+      [&] {
+        while (next < size_ && control(next).arrived.load(std::memory_order_acquire) >= target) ++next;
+        return next == size_;
+      },
+      [&](std::chrono::steady_clock::duration waited) {
+        if (!budget_.forever() && waited >= budget_.limit)
+          throw_stuck(phase, "not complete after " + budget_.describe());
+        if (options_.interrupted && budget_.phase.empty() && options_.interrupted()) {
+          if (!interrupted) interrupted_for = waited;
+          interrupted = true;
+          if (waited - interrupted_for >= options_.interrupt_grace)
+            throw_stuck(phase, "interrupted by a signal while waiting (the launcher may be ending the job)");
+        }
+      });
+}
+
+// Every rank published its call before arriving: all must be rank 0's. Every
+// rank builds the same table, so all throw the same message.
+void ShmCommunicator::check_agreement() {
+  const Control& first = control(0);
+  const uint64_t first_seq = first.seq.load(std::memory_order_relaxed);
+  std::string diff;
+  for (int j = 1; j < size_; ++j) {
+    const Control& other = control(j);
+    const uint64_t seq = other.seq.load(std::memory_order_relaxed);
+    if (seq == first_seq && std::equal(other.sig, other.sig + 5, first.sig)) continue;
+    diff += "; rank " + std::to_string(j) + " called collective #" + std::to_string(seq) + " " +
+            describe_call(signature_from(other.sig));
+  }
+  if (diff.empty()) return;
+  throw CommError("mpi allreduce (" + where() + ", shared memory): ranks issue different "
+                  "collectives: rank 0 called collective #" + std::to_string(first_seq) + " " +
+                  describe_call(signature_from(first.sig)) + diff +
+                  " (hint: the ranks' control flow diverged: different step counts, data sizes "
+                  "or a rank-dependent branch around a collective)");
+}
+
+void ShmCommunicator::throw_stuck(const char* phase, const std::string& why) {
+  const uint64_t target = epoch_;
+  std::string missing, detail;
+  for (int j = 0; j < size_; ++j) {
+    const Control& other = control(j);
+    if (other.arrived.load(std::memory_order_acquire) >= target) continue;
+    missing += (missing.empty() ? "" : ", ") + std::to_string(j);
+    detail += (detail.empty() ? "" : "; ") + std::string("rank ") + std::to_string(j) +
+              " last entered collective #" + std::to_string(other.seq.load(std::memory_order_relaxed)) +
+              " here";
+  }
+  throw CommError("mpi allreduce (" + where() + ", collective #" + std::to_string(seq_) + " " +
+                  describe_call(sig_) + ", shared memory, " + phase + "): " + why + ": rank(s) " +
+                  missing + " did not arrive (" + detail +
+                  "; stopped, deadlocked, dead or busy outside lockstep's collectives)"
+                  " (hint: a rank died, hangs, or called a different collective; the job cannot "
+                  "continue and should be aborted; comm.timeout_s sets the deadline)");
+}
+
+}  // namespace
+
+bool on_one_node(MPI_Comm comm) {
+  MPI_Comm node = MPI_COMM_NULL;
+  LOCKSTEP_MPI_CHECK(MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node));
+  int node_size = 0, size = 0;
+  MPI_Comm_size(node, &node_size);
+  MPI_Comm_size(comm, &size);
+  MPI_Comm_free(&node);
+  int all = node_size == size ? 1 : 0;
+  LOCKSTEP_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &all, 1, MPI_INT, MPI_MIN, comm));
+  return all == 1;
+}
+
+std::unique_ptr<Communicator> make_shm_communicator(MPI_Comm comm, CommOptions options) {
+  return std::make_unique<ShmCommunicator>(comm, options);
+}
+
+std::unique_ptr<Communicator> make_process_communicator(MPI_Comm comm, CommOptions options) {
+  int size = 1;
+  LOCKSTEP_MPI_CHECK(MPI_Comm_size(comm, &size));
+  if (!options.shared_memory || size == 1 || !on_one_node(comm)) return make_mpi_communicator(comm, options);
+  try {
+    return make_shm_communicator(comm, options);
+  } catch (const ShmUnavailable& e) {
+    // Every rank threw it (the status went to all): fall back together.
+    int rank = 0;
+    MPI_Comm_rank(comm, &rank);
+    if (rank == 0) std::fprintf(stderr, "lockstep: warning: %s; using MPI messages\n", e.what());
+    return make_mpi_communicator(comm, options);
+  }
+}
+
+}  // namespace lockstep

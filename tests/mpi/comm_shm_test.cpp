@@ -1,0 +1,151 @@
+// The shared-memory backend under mpirun (every rank on this machine): every dtype
+// and op with exact expectations, odd and zero sizes, buffers larger than a slab
+// (several pieces), float sums bitwise equal to the MPI backend's rank-order sum,
+// all-reduces interleaved with the collectives it hands to MPI, a deadline that
+// names the ranks that did not arrive, and a mismatched call named on every rank.
+#include <gtest/gtest.h>
+#include <mpi.h>
+
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "comm/mpi_communicator.h"
+#include "comm/shm_communicator.h"
+#include "tests/common/exact_values.h"
+#include "tests/mpi/mpi_test_env.h"
+
+namespace lockstep {
+namespace {
+
+std::unique_ptr<Communicator> shm(CommOptions options = {}) {
+  return make_shm_communicator(test_bootstrap().world_comm(), options);
+}
+
+template <typename T>
+class ShmAllreduce : public ::testing::Test {};
+using AllTypes = ::testing::Types<float, double, int32_t, int64_t, uint8_t>;
+TYPED_TEST_SUITE(ShmAllreduce, AllTypes);
+
+TYPED_TEST(ShmAllreduce, EveryOpIsExactAtEverySize) {
+  using T = TypeParam;
+  auto comm = shm();
+  EXPECT_EQ(comm->name(), "shm");
+  // 2 MiB slabs: the largest sizes take several pieces (and an odd last one).
+  const size_t slab = (size_t{2} << 20) / sizeof(T);
+  for (size_t count : {size_t{0}, size_t{1}, size_t{7}, size_t{4097}, size_t{100003}, slab, 2 * slab + 13}) {
+    for (ReduceOp op : {ReduceOp::kSum, ReduceOp::kMax, ReduceOp::kMin}) {
+      EXPECT_EQ(testing::wrong_after_allreduce<T>(*comm, count, op), 0u)
+          << "count " << count << ", " << reduce_op_name(op);
+    }
+  }
+}
+
+// Rounding inputs: bitwise ((x0 + x1) + x2) + ..., which is also what the MPI
+// backend returns, so switching backends never changes a training run.
+TEST(ShmCommunicator, FloatSumIsBitwiseTheMpiBackends) {
+  auto comm = shm();
+  auto mpi = make_mpi_communicator(test_bootstrap().world_comm());
+  constexpr size_t kCount = 600001;  // two pieces
+  auto input = [](int rank) {
+    std::mt19937 rng(300 + rank);
+    std::uniform_real_distribution<float> dist(-1e3f, 1e3f);
+    std::vector<float> v(kCount);
+    for (float& x : v) x = dist(rng) * (rng() % 2 ? 1e-4f : 1.0f);
+    return v;
+  };
+  std::vector<float> want = input(0);
+  for (int r = 1; r < comm->size(); ++r) {
+    const std::vector<float> other = input(r);
+    for (size_t i = 0; i < kCount; ++i) want[i] += other[i];
+  }
+  std::vector<float> a = input(comm->rank()), b = a;
+  comm->allreduce(a.data(), kCount);
+  mpi->allreduce(b.data(), kCount);
+  EXPECT_EQ(std::memcmp(a.data(), want.data(), kCount * sizeof(float)), 0);
+  EXPECT_EQ(std::memcmp(a.data(), b.data(), kCount * sizeof(float)), 0);
+}
+
+TEST(ShmCommunicator, InterleavedWithTheCollectivesMpiCarries) {
+  auto comm = shm();
+  const int n = comm->size();
+  int bad = 0;
+  for (int step = 0; step < 300; ++step) {
+    const size_t count = 1 + size_t(step % 5) * 1000;  // sizes change from call to call
+    std::vector<int32_t> v(count, comm->rank() + step);
+    comm->allreduce(v.data(), count);
+    for (int32_t x : v) bad += x != n * (n - 1) / 2 + n * step;
+    if (step % 7 == 0) {
+      int32_t b = comm->rank() == step % n ? step : -1;
+      comm->broadcast(&b, 1, step % n);
+      bad += b != step;
+    }
+    if (step % 11 == 0) {
+      const int32_t mine = comm->rank() * 3;
+      std::vector<int32_t> all(size_t(n), -1);
+      comm->allgather(&mine, all.data(), 1);
+      for (int r = 0; r < n; ++r) bad += all[size_t(r)] != r * 3;
+    }
+    if (step % 13 == 0) comm->barrier();
+  }
+  EXPECT_EQ(bad, 0);
+}
+
+// Rank 0 waits 0.3 s for ranks that come 1.2 s late: it names all of them. The
+// late ones then find rank 0 arrived but never reducing: they name rank 0.
+TEST(ShmCommunicator, DeadlineNamesTheRanksThatDidNotArrive) {
+  const int rank = test_bootstrap().info().rank;
+  const int size = test_bootstrap().info().size;
+  auto comm = shm(CommOptions{std::chrono::milliseconds(rank == 0 ? 300 : 1000)});
+  std::vector<float> buf(1000, 1.0f);
+  const auto start = std::chrono::steady_clock::now();
+  if (rank != 0) std::this_thread::sleep_for(std::chrono::milliseconds(1200));
+  try {
+    comm->allreduce(buf.data(), buf.size());
+    ADD_FAILURE() << "the all-reduce completed although rank 0 gave up";
+  } catch (const CommError& e) {
+    const std::string msg = e.what();
+    std::string absent;
+    for (int r = 1; r < size; ++r) absent += (absent.empty() ? "" : ", ") + std::to_string(r);
+    EXPECT_NE(msg.find("mpi allreduce (rank " + std::to_string(rank)), std::string::npos) << msg;
+    EXPECT_NE(msg.find("collective #1 allreduce(count=1000, float32, sum)"), std::string::npos) << msg;
+    if (rank == 0) {
+      EXPECT_NE(msg.find("arrival): not complete after 0.3"), std::string::npos) << msg;
+      EXPECT_NE(msg.find("rank(s) " + absent + " did not arrive"), std::string::npos) << msg;
+      EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(1100));
+    } else {
+      EXPECT_NE(msg.find("slices reduced): not complete after 1.0"), std::string::npos) << msg;
+      EXPECT_NE(msg.find("rank(s) 0 did not arrive"), std::string::npos) << msg;
+    }
+  }
+  MPI_Barrier(test_bootstrap().world_comm());
+}
+
+TEST(ShmCommunicator, MismatchedCallsAreNamedOnEveryRank) {
+  auto comm = shm(CommOptions{std::chrono::milliseconds(5000)});
+  const size_t count = comm->rank() == 1 ? 5 : 6;
+  std::vector<double> buf(count, 1.0);
+  try {
+    comm->allreduce(buf.data(), count);
+    ADD_FAILURE() << "different counts were reduced";
+  } catch (const CommError& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("ranks issue different collectives"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("rank 1 called collective #1 allreduce(count=5, float64, sum)"), std::string::npos) << msg;
+  }
+  MPI_Barrier(test_bootstrap().world_comm());
+}
+
+TEST(ShmCommunicator, ProcessCommunicatorFollowsTheOption) {
+  CommOptions options;
+  EXPECT_EQ(make_process_communicator(test_bootstrap().world_comm(), options)->name(), "shm");
+  options.shared_memory = false;
+  EXPECT_EQ(make_process_communicator(test_bootstrap().world_comm(), options)->name(), "mpi");
+}
+
+}  // namespace
+}  // namespace lockstep
