@@ -176,6 +176,10 @@ double bench_optimizer(int reps) {
   const double ss_us = median_us([&] { volatile double s = cpu::sum_squares(g.data(), n); (void)s; },
                                  reps);
   row("sum_squares", std::to_string(n), ss_us, 4 * nd, 2 * nd);
+  // Run on every step's reduced gradient before the update (non-finite check).
+  const double fin_us = median_us([&] { volatile bool f = cpu::all_finite(g.data(), n); (void)f; },
+                                  reps);
+  row("all_finite", std::to_string(n), fin_us, 4 * nd, 0.0);
   const double axpy_us = median_us([&] { cpu::axpy(n, 1e-3f, g.data(), p.data()); }, reps);
   row("axpy", std::to_string(n), axpy_us, 12 * nd, 2 * nd);
   return adam_us;

@@ -37,7 +37,7 @@ int visible_cuda_devices() { return 0; }
 
 bool use_cuda(const Config& config) {
   if (config.device == DeviceKind::kCuda) {
-    throw ConfigError(config.source + ": key 'strategy.device': cuda, but this lockstep was built "
+    throw ConfigError(config.where("strategy.device") + ": key 'strategy.device': cuda, but this lockstep was built "
                       "without CUDA (rebuild with -DLOCKSTEP_CUDA=ON, or use device: cpu or auto)");
   }
   return false;
@@ -45,7 +45,7 @@ bool use_cuda(const Config& config) {
 
 std::unique_ptr<DeviceGroup> make_cuda_group(const Model&, const Config& config, World&, int,
                                              int64_t) {
-  throw ConfigError(config.source + ": key 'strategy.device': this lockstep was built without CUDA");
+  throw ConfigError(config.where("strategy.device") + ": key 'strategy.device': this lockstep was built without CUDA");
 }
 
 #else  // LOCKSTEP_HAVE_CUDA
@@ -61,7 +61,7 @@ bool use_cuda(const Config& config) {
   const int n = visible_cuda_devices();
   if (config.device == DeviceKind::kAuto) return n > 0;
   if (n == 0) {
-    throw ConfigError(config.source + ": key 'strategy.device': cuda, but no CUDA device is "
+    throw ConfigError(config.where("strategy.device") + ": key 'strategy.device': cuda, but no CUDA device is "
                       "visible (check nvidia-smi and CUDA_VISIBLE_DEVICES, or use device: cpu "
                       "or auto)");
   }
@@ -147,7 +147,7 @@ class CudaReplica final : public DeviceReplica {
   bool gpu_shared_ = false;
   std::unique_ptr<cuda::CudaContextOwner> ctx_;
   cuda::DeviceBuffer<char> cublas_workspace_;
-  cuda::DeviceBuffer<float> params_, grads_, m_, v_;     // n, n + kExtras, slots
+  cuda::DeviceBuffer<float> params_, grads_, m_, v_;     // n, n + kExtras + flag, slots
   cuda::DeviceBuffer<float> x_, targets_;                 // (max_rows, in), (max_rows, out)
   cuda::DeviceBuffer<int32_t> labels_;                    // (max_rows)
   std::vector<cuda::DeviceBuffer<float>> z_, a_, d_;      // per layer, as ReplicaModel
@@ -175,7 +175,7 @@ CudaReplica::CudaReplica(const Model& model, const Config& config, int device, i
       bucket_elems_(bucket_elems), n_(model.num_params()),
       ctx_((cuda::set_device(device), std::make_unique<cuda::CudaContextOwner>(
                                           config.tf32 ? cuda::GemmMath::kTf32 : cuda::GemmMath::kFp32))),
-      cublas_workspace_(kCublasWorkspace), params_(size_t(n_)), grads_(size_t(n_ + kExtras)),
+      cublas_workspace_(kCublasWorkspace), params_(size_t(n_)), grads_(size_t(n_ + kExtras + 1)),
       m_(size_t(n_)), v_(config.optimizer == OptimizerKind::kSgd ? 0 : size_t(n_)),
       x_(size_t(max_rows_ * model.input_dim())),
       targets_(size_t(max_rows_ * model.output_dim())), labels_(size_t(max_rows_)),
@@ -185,7 +185,7 @@ CudaReplica::CudaReplica(const Model& model, const Config& config, int device, i
       step_block_bytes_(step_block_.size()),
       x_host_(size_t(max_rows_ * model.input_dim())),
       targets_host_(size_t(max_rows_ * model.output_dim())), labels_host_(size_t(max_rows_)),
-      step_host_(step_block_bytes_), extras_host_(kExtras), loss_host_(1), correct_host_(1) {
+      step_host_(step_block_bytes_), extras_host_(kExtras + 1), loss_host_(1), correct_host_(1) {
   // A fixed cuBLAS workspace: captured and eager GEMMs see the same one, so they
   // pick the same algorithms (graphs on and off stay bitwise equal).
   LOCKSTEP_CUBLAS_CHECK(cublasSetWorkspace(ctx_->get().cublas, cublas_workspace_.data(),
@@ -375,11 +375,15 @@ void CudaReplica::enqueue_update() {
   const cudaStream_t s = stream();
   const auto* sp = reinterpret_cast<const cuda_step::StepParams*>(step_block_.data());
   const float* loss = grads_.data() + n_ + kLossSum;  // the reduced global loss
+  // After the extras, outside the reduced range: 1 when the reduced gradient holds
+  // NaN/Inf (the same on every replica, since all hold the same reduced values).
+  float* nonfinite = grads_.data() + n_ + kExtras;
+  cuda_step::check_finite(s, grads_.data(), n_, nonfinite);
   if (config_.optimizer == OptimizerKind::kSgd) {
     cuda_step::sgd(s, params_.data(), grads_.data(), m_.data(), n_, config_.momentum,
-                   config_.nesterov, config_.weight_decay, sp, loss);
+                   config_.nesterov, config_.weight_decay, sp, loss, nonfinite);
   } else {
-    cuda_step::adam(s, params_.data(), grads_.data(), m_.data(), v_.data(), n_, sp, loss);
+    cuda_step::adam(s, params_.data(), grads_.data(), m_.data(), v_.data(), n_, sp, loss, nonfinite);
   }
 }
 
@@ -453,7 +457,7 @@ StepResult CudaReplica::train_step(Replica& r, const ReplicaBatch& b, float lr,
   run_step(b);
   const cudaStream_t s = stream();
   LOCKSTEP_CUDA_CHECK(cudaMemcpyAsync(extras_host_.data(), grads_.data() + n_,
-                                      kExtras * sizeof(float), cudaMemcpyDeviceToHost, s));
+                                      (kExtras + 1) * sizeof(float), cudaMemcpyDeviceToHost, s));
   LOCKSTEP_CUDA_CHECK(cudaStreamSynchronize(s));  // the step's one wait on the device
   const float* extra = extras_host_.data();
   StepResult out;
@@ -461,7 +465,8 @@ StepResult CudaReplica::train_step(Replica& r, const ReplicaBatch& b, float lr,
   out.global.correct = int64_t(std::llround(extra[kCorrect]));
   out.global.rows = int64_t(std::llround(extra[kRows]));
   out.stop = extra[kStop] > 0.0f;
-  out.finite = std::isfinite(extra[kLossSum]);
+  out.finite_loss = std::isfinite(extra[kLossSum]);
+  out.finite = out.finite_loss && extra[kExtras] == 0.0f;  // the update ran iff both held
   return out;
 }
 
@@ -525,7 +530,7 @@ CudaGroup::CudaGroup(const Model& model, const Config& config, World& world, int
     replicas_[size_t(i)]->set_comm(&nccl_->member(i));
   }
 #else
-  throw ConfigError(config.source + ": key 'strategy.device': " + std::to_string(local * world.size()) +
+  throw ConfigError(config.where("strategy.device") + ": key 'strategy.device': " + std::to_string(local * world.size()) +
                     " CUDA replicas need the NCCL group (comm/nccl_communicator.h), which this "
                     "build lacks; run one replica in total or use device: cpu");
 #endif

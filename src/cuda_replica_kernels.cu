@@ -47,9 +47,23 @@ __global__ void dropout_kernel(float* x, int64_t rows, int64_t cols, uint32_t th
   }
 }
 
+// *flag = 1 when any of g[0, n) is NaN or Inf (exponent bits all ones; the bit
+// test does not depend on fast-math flags). The flag was zeroed before.
+__global__ void nonfinite_kernel(const float* g, int64_t n, float* flag) {
+  bool bad = false;
+  for (int64_t i = first_index(); i < n; i += stride()) {
+    bad |= (__float_as_uint(g[i]) & 0x7fffffffu) >= 0x7f800000u;
+  }
+  if (bad) *flag = 1.0f;
+}
+
+__device__ bool skip_update(const float* loss, const float* nonfinite) {
+  return !isfinite(*loss) || *nonfinite != 0.0f;
+}
+
 __global__ void adam_kernel(float* p, const float* g, float* m, float* v, int64_t n,
-                            const StepParams* sp, const float* loss) {
-  if (!isfinite(*loss)) return;
+                            const StepParams* sp, const float* loss, const float* nonfinite) {
+  if (skip_update(loss, nonfinite)) return;
   const kernels::AdamConsts k = sp->adam;
   for (int64_t i = first_index(); i < n; i += stride()) {
     float pi = p[i], mi = m[i], vi = v[i];
@@ -61,8 +75,9 @@ __global__ void adam_kernel(float* p, const float* g, float* m, float* v, int64_
 }
 
 __global__ void sgd_kernel(float* p, const float* g, float* vel, int64_t n, float momentum,
-                           bool nesterov, float wd, const StepParams* sp, const float* loss) {
-  if (!isfinite(*loss)) return;
+                           bool nesterov, float wd, const StepParams* sp, const float* loss,
+                           const float* nonfinite) {
+  if (skip_update(loss, nonfinite)) return;
   const float lr = sp->lr;
   for (int64_t i = first_index(); i < n; i += stride()) {
     kernels::sgd_element(p[i], g[i], vel[i], lr, momentum, nesterov, wd);
@@ -87,19 +102,27 @@ void dropout(cudaStream_t s, float* x, int64_t rows, int64_t cols, float rate,
   check_launch("cuda_step::dropout_kernel");
 }
 
-void adam(cudaStream_t s, float* param, const float* grad, float* m, float* v, int64_t n,
-          const StepParams* p, const float* loss) {
+void check_finite(cudaStream_t s, const float* grad, int64_t n, float* nonfinite) {
+  const cudaError_t err = cudaMemsetAsync(nonfinite, 0, sizeof(float), s);
+  if (err != cudaSuccess) cuda::throw_cuda_error(err, "cudaMemsetAsync(nonfinite flag)", __FILE__, __LINE__);
   if (n == 0) return;
-  adam_kernel<<<blocks_for(n), kThreads, 0, s>>>(param, grad, m, v, n, p, loss);
+  nonfinite_kernel<<<blocks_for(n), kThreads, 0, s>>>(grad, n, nonfinite);
+  check_launch("cuda_step::nonfinite_kernel");
+}
+
+void adam(cudaStream_t s, float* param, const float* grad, float* m, float* v, int64_t n,
+          const StepParams* p, const float* loss, const float* nonfinite) {
+  if (n == 0) return;
+  adam_kernel<<<blocks_for(n), kThreads, 0, s>>>(param, grad, m, v, n, p, loss, nonfinite);
   check_launch("cuda_step::adam_kernel");
 }
 
 void sgd(cudaStream_t s, float* param, const float* grad, float* velocity, int64_t n,
          float momentum, bool nesterov, float weight_decay, const StepParams* p,
-         const float* loss) {
+         const float* loss, const float* nonfinite) {
   if (n == 0) return;
   sgd_kernel<<<blocks_for(n), kThreads, 0, s>>>(param, grad, velocity, n, momentum, nesterov,
-                                                weight_decay, p, loss);
+                                                weight_decay, p, loss, nonfinite);
   check_launch("cuda_step::sgd_kernel");
 }
 

@@ -37,12 +37,15 @@ void write_extras(cudaStream_t s, float* extras, const double* loss_sum, const i
 // from the step block.
 void dropout(cudaStream_t s, float* x, int64_t rows, int64_t cols, float rate,
              const StepParams* p, int layer);
+// *nonfinite = 1 if any of grad[0, n) is NaN or Inf, else 0 (zeroed here first).
+void check_finite(cudaStream_t s, const float* grad, int64_t n, float* nonfinite);
 // One fused optimizer pass, skipped entirely when the reduced loss (*loss, the
-// gradient arena's extras) is not finite, as on the CPU.
+// gradient arena's extras) is not finite or the reduced gradient holds NaN/Inf
+// (*nonfinite from check_finite), as on the CPU.
 void adam(cudaStream_t s, float* param, const float* grad, float* m, float* v, int64_t n,
-          const StepParams* p, const float* loss);
+          const StepParams* p, const float* loss, const float* nonfinite);
 void sgd(cudaStream_t s, float* param, const float* grad, float* velocity, int64_t n,
          float momentum, bool nesterov, float weight_decay, const StepParams* p,
-         const float* loss);
+         const float* loss, const float* nonfinite);
 
 }  // namespace lockstep::cuda_step

@@ -57,7 +57,10 @@ struct Replica {
 struct StepResult {
   SliceStats global;    // loss sum, correct and rows over ALL replicas
   bool stop = false;    // some replica asked to stop (a signal)
-  bool finite = true;   // the global loss was finite; if not, no update was applied
+  // The update was applied: the global loss and the reduced gradient were all
+  // finite. If not, no replica changed anything (finite_loss says which failed).
+  bool finite = true;
+  bool finite_loss = true;
 };
 
 class MirroredStrategy {
@@ -93,7 +96,7 @@ class MirroredStrategy {
   // all-reduce of the gradient (a SUM of gradients of loss/global_rows, i.e. the
   // global mean), then the optimizer. Every replica ends with identical weights.
   // stop_requested is OR-ed across replicas into the result. A non-finite global
-  // loss skips the update on every replica alike.
+  // loss or reduced gradient skips the update on every replica alike.
   StepResult train_step(Replica& r, const ReplicaBatch& batch, float lr, uint64_t step_seed,
                         bool stop_requested = false);
   // Throws if any replica's weights differ from replica 0's, naming it.

@@ -1,6 +1,10 @@
 // Level-1 vector kernels on the flat arenas: sum of squares (gradient norms and the
-// finiteness check, accumulated in double), axpy and scale.
+// finiteness check, accumulated in double), the bitwise finiteness check, axpy
+// and scale.
 #include "kernels/cpu/ops.h"
+
+#include <algorithm>
+#include <cstring>
 
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
@@ -36,6 +40,24 @@ double sum_squares(const float* x, int64_t n) {
 #endif
   for (; i < n; ++i) total += static_cast<double>(x[i]) * static_cast<double>(x[i]);
   return total;
+}
+
+bool all_finite(const float* x, int64_t n) {
+  // The largest magnitude bit pattern: NaN and Inf are exactly those with all
+  // exponent bits set (>= 0x7f800000 once the sign is cleared). An unsigned max
+  // reduction vectorises with plain -O2, unlike a float one.
+  constexpr int64_t kBlock = 4096;  // stop early on a bad block, do not branch per element
+  for (int64_t start = 0; start < n; start += kBlock) {
+    const int64_t end = std::min(n, start + kBlock);
+    uint32_t worst = 0;
+    for (int64_t i = start; i < end; ++i) {
+      uint32_t bits;
+      std::memcpy(&bits, x + i, sizeof bits);
+      worst = std::max(worst, bits & 0x7fffffffu);
+    }
+    if (worst >= 0x7f800000u) return false;
+  }
+  return true;
 }
 
 void axpy(int64_t n, float alpha, const float* __restrict x, float* __restrict y) {

@@ -126,6 +126,31 @@ TEST(KernelsVectorOps, SumSquaresIsExactOnIntegers) {
   EXPECT_TRUE(std::isfinite(sum_squares(x.data(), 1001)));
 }
 
+TEST(KernelsVectorOps, AllFiniteFindsEveryNonFiniteAtEveryPosition) {
+  // 9000 elements: two whole 4096-element blocks and a partial one.
+  const int64_t n = 9000;
+  std::vector<float> x(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) x[size_t(i)] = (i % 2 ? -1.0f : 1.0f) * float(i) * 1e30f;
+  x[1] = std::numeric_limits<float>::max();
+  x[2] = -std::numeric_limits<float>::max();
+  x[3] = std::numeric_limits<float>::denorm_min();
+  x[4] = -0.0f;
+  EXPECT_TRUE(all_finite(x.data(), n));
+  EXPECT_TRUE(all_finite(x.data(), 0));
+  const float bad[] = {std::numeric_limits<float>::quiet_NaN(), -std::numeric_limits<float>::quiet_NaN(),
+                       std::numeric_limits<float>::signaling_NaN(),
+                       std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity()};
+  for (const float b : bad) {
+    for (const int64_t at : {int64_t(0), int64_t(4095), int64_t(4096), int64_t(8999)}) {
+      const float keep = x[size_t(at)];
+      x[size_t(at)] = b;
+      EXPECT_FALSE(all_finite(x.data(), n)) << b << " at " << at;
+      EXPECT_TRUE(all_finite(x.data(), at)) << "the elements before " << at << " are finite";
+      x[size_t(at)] = keep;
+    }
+  }
+}
+
 TEST(KernelsVectorOps, AxpyAndScale) {
   std::vector<float> x(13), y(13);
   for (int i = 0; i < 13; ++i) {
