@@ -16,6 +16,7 @@
 #include "comm/hierarchical_communicator.h"
 #include "comm/local_communicator.h"
 #include "comm/placement.h"
+#include "kernels/cpu/ops.h"
 #include "src/cuda_replica.h"
 #include "src/random.h"
 #include "src/signals.h"
@@ -311,7 +312,10 @@ StepResult MirroredStrategy::train_step(Replica& r, const ReplicaBatch& batch, f
   out.global.correct = int64_t(std::llround(extra[kCorrect]));
   out.global.rows = int64_t(std::llround(extra[kRows]));
   out.stop = extra[kStop] > 0.0f;
-  out.finite = std::isfinite(extra[kLossSum]);
+  // Every replica holds the same reduced gradient, so all decide alike. A finite
+  // loss does not imply a finite gradient (an overflow in backward, a huge input).
+  out.finite_loss = std::isfinite(extra[kLossSum]);
+  out.finite = out.finite_loss && cpu::all_finite(r.grads.data(), n);
   if (out.finite) {  // a non-finite step changes nothing; the trainer stops or skips it
     r.optimizer->apply(r.params.data(), r.grads.data(), 0, n, lr, r.updates);
     ++r.updates;
@@ -339,15 +343,32 @@ void MirroredStrategy::check_in_sync(Replica& r) {
   std::vector<int64_t> all(static_cast<size_t>(n));
   const int64_t mine = int64_t(h);
   r.comm->allgather(&mine, all.data(), 1);
-  for (int i = 1; i < n; ++i) {
-    if (all[size_t(i)] != all[0]) {
-      throw std::runtime_error("replica " + std::to_string(i) + " (process " +
-                               std::to_string(i / local_replicas()) + ") has weights that differ from "
-                               "replica 0 after " + std::to_string(r.updates) +
-                               " steps: the replicas diverged (non-deterministic kernel, "
-                               "memory corruption or mismatched configuration)");
-    }
+  if (std::all_of(all.begin(), all.end(), [&](int64_t x) { return x == all[0]; })) return;
+  // The weights most replicas hold are taken as right; the others diverged. With
+  // no majority (e.g. 2 replicas that differ) no replica can be blamed.
+  int64_t common = all[0];
+  int best = 0;
+  for (const int64_t x : all) {
+    const int c = int(std::count(all.begin(), all.end(), x));
+    if (c > best) best = c, common = x;
   }
+  const auto who = [&](int i) {
+    return std::to_string(i) + " (process " + std::to_string(i / local_replicas()) + ")";
+  };
+  std::string odd;
+  for (int i = 0; i < n; ++i) {
+    if (2 * best <= n || all[size_t(i)] != common) odd += (odd.empty() ? "" : ", ") + who(i);
+  }
+  const std::string after = " after " + std::to_string(r.updates) + " steps";
+  const std::string why = " (non-deterministic kernel, memory corruption or mismatched configuration)";
+  if (2 * best > n) {
+    throw std::runtime_error("replica(s) " + odd + " hold weights that differ from the other " +
+                             std::to_string(best) + " of " + std::to_string(n) + " replicas" + after +
+                             ": they diverged" + why);
+  }
+  throw std::runtime_error("the replicas' weights disagree" + after + " with no majority (replicas " +
+                           odd + "; " + std::to_string(best) + " of " + std::to_string(n) +
+                           " at most agree), so which diverged is unknown" + why);
 }
 
 }  // namespace lockstep

@@ -97,6 +97,94 @@ TEST(MirroredStrategy, DropoutMasksDoNotDependOnTheReplicaCount) {
             testing::kReplicaTolerance);
 }
 
+// A finite loss with a gradient that overflows (a huge input whose weight is 0:
+// the prediction and the loss stay small, the weight's gradient does not) must
+// skip the update on every replica, like a non-finite loss, and say which.
+TEST(MirroredStrategy, NonFiniteGradientWithFiniteLossSkipsTheUpdateEverywhere) {
+  testing::SingleWorld w;
+  Config cfg;
+  cfg.data_path = "x";
+  cfg.local_replicas = 2;
+  cfg.optimizer = OptimizerKind::kAdam;
+  Model model({}, 2, 1, LossKind::kMeanSquaredError);
+  MirroredStrategy strategy(model, cfg, w.world, 1);
+  // Replica i gets row i of a global batch of 2: x = (3e38, 1), target 10.
+  const float x_bad[2][2] = {{3e38f, 1.0f}, {3e38f, 1.0f}};
+  const float x_ok[2][2] = {{0.5f, 1.0f}, {-0.5f, 1.0f}};
+  const float targets[2] = {10.0f, 10.0f};
+  std::vector<StepResult> bad(2), ok(2);
+  std::vector<std::vector<float>> after_bad(2), after_ok(2), m_after_bad(2);
+  strategy.run([&](Replica& r) {
+    std::fill(r.params.begin(), r.params.end(), 0.0f);
+    const int i = r.local_index;
+    ReplicaBatch b;
+    b.rows = 1;
+    b.first_row = i;
+    b.global_rows = 2;
+    b.targets = &targets[i];
+    b.x = x_bad[i];
+    bad[size_t(i)] = strategy.train_step(r, b, 0.1f, 1);
+    after_bad[size_t(i)] = r.params;
+    m_after_bad[size_t(i)] = *r.optimizer->slots().at(0).second;
+    b.x = x_ok[i];
+    ok[size_t(i)] = strategy.train_step(r, b, 0.1f, 2);
+    after_ok[size_t(i)] = r.params;
+  });
+  for (int i = 0; i < 2; ++i) {
+    SCOPED_TRACE("replica " + std::to_string(i));
+    EXPECT_TRUE(bad[size_t(i)].finite_loss) << "the loss (0 - 10)^2 = 100 is finite";
+    EXPECT_EQ(bad[size_t(i)].global.loss_sum, 200.0);
+    EXPECT_FALSE(bad[size_t(i)].finite) << "the weight gradient 2 * -10 * 3e38 overflows";
+    EXPECT_EQ(after_bad[size_t(i)], std::vector<float>(3, 0.0f)) << "no weight moved";
+    EXPECT_EQ(m_after_bad[size_t(i)], std::vector<float>(3, 0.0f)) << "no optimizer slot moved";
+    EXPECT_TRUE(ok[size_t(i)].finite);
+    EXPECT_TRUE(ok[size_t(i)].finite_loss);
+    // The one applied Adam step moves every weight whose gradient is non-zero by
+    // lr * sign(g) (bias-corrected m / sqrt(v) = g / |g|): the bias by +0.1.
+    EXPECT_NEAR(after_ok[size_t(i)][2], 0.1f, 1e-6f);
+  }
+  EXPECT_EQ(after_ok[0], after_ok[1]);
+}
+
+// The periodic checksum: one flipped bit on any one replica, replica 0 included,
+// is caught and that replica is named (the others agree); 2 replicas that differ
+// have no majority and the message says so.
+std::string sync_error(int replicas, int flipped) {
+  testing::SingleWorld w;
+  Config cfg;
+  cfg.data_path = "x";
+  cfg.local_replicas = replicas;
+  Model model({{4, Activation::kRelu, 0.0f}}, 3, 2, LossKind::kSoftmaxCrossEntropy);
+  MirroredStrategy strategy(model, cfg, w.world, 8);
+  std::string error;
+  try {
+    strategy.run([&](Replica& r) {
+      strategy.broadcast_initial_weights(r);
+      if (r.local_index == flipped) {
+        uint32_t bits;
+        std::memcpy(&bits, &r.params[5], 4);
+        bits ^= 1u;  // the last mantissa bit of one weight
+        std::memcpy(&r.params[5], &bits, 4);
+      }
+      strategy.check_in_sync(r);
+    });
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  return error;
+}
+
+TEST(MirroredStrategy, DivergedReplicaIsNamedByTheChecksum) {
+  EXPECT_EQ(sync_error(3, -1), "") << "identical replicas pass";
+  for (const int flipped : {0, 1, 2}) {
+    const std::string e = sync_error(3, flipped);
+    EXPECT_NE(e.find("replica(s) " + std::to_string(flipped) + " (process 0) hold weights that "
+                     "differ from the other 2 of 3 replicas"), std::string::npos) << e;
+  }
+  const std::string two = sync_error(2, 0);
+  EXPECT_NE(two.find("with no majority (replicas 0 (process 0), 1 (process 0)"), std::string::npos) << two;
+}
+
 TEST(MirroredStrategy, ReplicaFailureDoesNotHangTheOthers) {
   testing::SingleWorld w;
   Config cfg;
