@@ -135,7 +135,8 @@ namespace {
 SavedState read_state(const std::string& path, const Model* model) {
   const std::string ctx = path;
   if (!std::filesystem::exists(path)) {
-    throw DataError(path + ": no such model file (train first, or check the path)");
+    throw DataError(path + ": no such model or checkpoint file (check the path; train writes "
+                    "OUTPUT_DIR/model.h5 and checkpoints in checkpoint.dir)");
   }
   if (!has_hdf5_signature(path)) {
     throw DataError(path + ": not an HDF5 file (expected a lockstep model or checkpoint)");

@@ -59,11 +59,11 @@ void Trainer::build(int64_t max_rows_hint) {
   }
   const bool classification = ti.num_classes > 0;
   if (classification && c.loss != LossKind::kSoftmaxCrossEntropy) {
-    throw ConfigError(c.source + ": key 'model.loss': mse needs float targets, but " +
+    throw ConfigError(c.where("model.loss") + ": key 'model.loss': mse needs float targets, but " +
                       ti.description + " has class labels (use softmax_cross_entropy)");
   }
   if (!classification && c.loss != LossKind::kMeanSquaredError) {
-    throw ConfigError(c.source + ": key 'model.loss': softmax_cross_entropy needs class labels, but " +
+    throw ConfigError(c.where("model.loss") + ": key 'model.loss': softmax_cross_entropy needs class labels, but " +
                       ti.description + " has float targets (use mse)");
   }
   model_ = std::make_unique<Model>(c.layers, ti.feature_dim,
@@ -83,14 +83,14 @@ void Trainer::build(int64_t max_rows_hint) {
   }
   const int64_t replicas = int64_t(local) * world_.size();
   if (c.batch_size % replicas != 0) {
-    throw ConfigError(c.source + ": key 'train.batch_size': the global batch " +
+    throw ConfigError(c.where("train.batch_size") + ": key 'train.batch_size': the global batch " +
                       std::to_string(c.batch_size) + " does not divide by num_replicas_in_sync " +
                       std::to_string(replicas) + " (" + std::to_string(world_.size()) +
                       " processes x " + std::to_string(local) +
                       " local replicas); use a multiple of " + std::to_string(replicas));
   }
   if (ti.size < c.batch_size) {
-    throw ConfigError(c.source + ": key 'train.batch_size': " + ti.description + " has only " +
+    throw ConfigError(c.where("train.batch_size") + ": key 'train.batch_size': " + ti.description + " has only " +
                       std::to_string(ti.size) + " examples, fewer than one global batch of " +
                       std::to_string(c.batch_size));
   }
@@ -188,10 +188,13 @@ void Trainer::print_plan() const {
               train_source_->info().description.c_str(), (long long)train_source_->info().size,
               (long long)train_source_->info().feature_dim, eval_source_->info().description.c_str(),
               (long long)eval_source_->info().size);
-  std::printf("batch: global %lld = %d x %lld per replica; %lld steps/epoch (%s remainder); "
-              "each process reads only its replicas' rows\n",
+  std::printf("batch: global %lld = %d x %lld per replica; %lld steps/epoch (%s remainder); %s\n",
               (long long)c.batch_size, R, (long long)(c.batch_size / R),
-              (long long)train_input_->steps_per_epoch(), c.drop_remainder ? "dropping" : "keeping");
+              (long long)train_input_->steps_per_epoch(), c.drop_remainder ? "dropping" : "keeping",
+              train_source_->reads_rows_from_file()
+                  ? "each process reads only its replicas' rows from the file"
+                  : "the training split is held in memory (read whole at start, as it is small), "
+                    "and each process gathers only its replicas' rows");
   const bool per_replica = train_input_->replica_gather();
   std::printf("input: %s\n",
               per_replica ? "each replica reads its own rows on its own thread (data.gather)"
@@ -282,6 +285,18 @@ void Trainer::replica_fit(Replica& r) {
   Position pos = start_state(r);
   strategy_->to_device(r);  // device replicas: the weights and slots just set on the host
   if (r.local_index == 0) train_input_->seek(InputPosition{pos.epoch, pos.step_in_epoch});
+  if (pos.epoch >= config_.epochs) {
+    // Resumed from the end of training: nothing to train, but the final record
+    // and the saved model still report the model's real test result.
+    if (r.local_index == 0 && strategy_->is_chief()) {
+      std::printf("the checkpoint is at the end of training (epoch %lld of %lld): nothing left to "
+                  "train; evaluating it (raise train.epochs to train further)\n",
+                  (long long)pos.epoch, (long long)config_.epochs);
+      std::fflush(stdout);
+    }
+    const EvalResult val = evaluate(r, *eval_input_);
+    if (r.local_index == 0 && strategy_->is_chief()) last_eval_ = val;
+  }
   for (; pos.epoch < config_.epochs; ++pos.epoch) {
     const auto t0 = Clock::now();
     train_epoch(r, pos);
@@ -313,7 +328,7 @@ void Trainer::train_epoch(Replica& r, Position& pos) {
     if (res.finite) {
       pos.epoch_sums.add(res.global);
     } else {
-      on_nonfinite(r, pos);  // throws, or counts a skipped step
+      on_nonfinite(r, pos, res);  // throws, or counts a skipped step
     }
     ++pos.global_step;
     ++pos.step_in_epoch;
@@ -339,22 +354,27 @@ void Trainer::train_epoch(Replica& r, Position& pos) {
   }
 }
 
-void Trainer::on_nonfinite(Replica& r, const Position& pos) {
+void Trainer::on_nonfinite(Replica& r, const Position& pos, const StepResult& res) {
+  const std::string what =
+      res.finite_loss ? "the all-reduced gradient holds NaN or Inf (the loss, " +
+                            std::to_string(res.global.loss_sum / double(std::max<int64_t>(1, res.global.rows))) +
+                            ", is finite)"
+                      : std::string("the loss is NaN or infinite");
   if (config_.nonfinite == NonFinitePolicy::kSkip) {
     if (r.local_index != 0) return;  // every replica skips alike; one counts
     ++skipped_steps_;
     if (strategy_->is_chief() && skipped_steps_ <= 5) {
-      std::printf("\nwarning: step %lld (epoch %lld, step %lld): the loss is not finite; the "
+      std::printf("\nwarning: step %lld (epoch %lld, step %lld): %s; the "
                   "update was skipped (train.on_nonfinite: skip)%s\n",
                   (long long)pos.global_step + 1, (long long)pos.epoch + 1,
-                  (long long)pos.step_in_epoch + 1,
+                  (long long)pos.step_in_epoch + 1, what.c_str(),
                   skipped_steps_ == 5 ? "; further skips are only counted" : "");
     }
     return;
   }
   throw std::runtime_error(
       "step " + std::to_string(pos.global_step + 1) + " (epoch " + std::to_string(pos.epoch + 1) +
-      ", step " + std::to_string(pos.step_in_epoch + 1) + "): the loss is NaN or infinite; "
+      ", step " + std::to_string(pos.step_in_epoch + 1) + "): " + what + "; "
       "stopped before the update, and no checkpoint holds it (lower the learning rate, check "
       "the data, or set train.on_nonfinite: skip)");
 }
@@ -400,6 +420,34 @@ std::string Trainer::save_checkpoint(Replica& r, const Position& pos) {
   return path;
 }
 
+// The keys the schedule depends on may not change on resume, but two inputs to it
+// may: train.epochs (a cosine decay spans the whole run) and, with
+// optimizer.scale_lr, the replica count. Say so, with the rate before and after.
+void Trainer::report_schedule_change(const SavedState& s, const std::string& path) const {
+  const Config saved = parse_config(s.config_yaml, path + " (its saved config)");
+  const int64_t spe = train_input_->steps_per_epoch();
+  const int64_t replicas = s.replicas > 0 ? s.replicas : strategy_->num_replicas_in_sync();
+  const double saved_base = config_.learning_rate * (config_.scale_lr ? double(replicas) : 1.0);
+  const int64_t saved_total = spe * saved.epochs;
+  const int64_t step = s.epoch * spe + s.step_in_epoch;
+  const bool spans_run = config_.schedule == ScheduleKind::kCosine && config_.decay_steps == 0;
+  std::string why;
+  if (saved_base != base_lr_) {
+    why = "optimizer.scale_lr with " + std::to_string(replicas) + " -> " +
+          std::to_string(strategy_->num_replicas_in_sync()) + " replicas moves the base rate";
+  }
+  if (spans_run && saved_total != total_steps_) {
+    why += std::string(why.empty() ? "" : "; ") + "train.epochs " + std::to_string(saved.epochs) +
+           " -> " + std::to_string(config_.epochs) + " stretches the cosine decay over " +
+           std::to_string(total_steps_) + " steps instead of " + std::to_string(saved_total);
+  }
+  if (why.empty()) return;
+  std::printf("resume: the learning-rate schedule changes (%s): the rate at step %lld is %g, "
+              "%g in the run that wrote the checkpoint\n",
+              why.c_str(), (long long)step + 1, learning_rate_at(config_, base_lr_, step, total_steps_),
+              learning_rate_at(config_, saved_base, step, saved_total));
+}
+
 std::optional<SavedState> Trainer::find_resume_point(const std::string& resume) {
   std::vector<std::string> candidates;
   if (resume == "auto") {
@@ -424,6 +472,7 @@ std::optional<SavedState> Trainer::find_resume_point(const std::string& resume) 
                     "batch of %lld still divides; weights agree up to fp32 summation order\n",
                     (long long)s.replicas, now, (long long)config_.batch_size);
       }
+      report_schedule_change(s, candidates[i]);
       return s;
     } catch (const DataError& e) {
       if (resume != "auto" || i + 1 == candidates.size()) throw;

@@ -61,10 +61,11 @@ class Trainer {
   void build(int64_t max_rows_hint);
   Position start_state(Replica& r);
   void train_epoch(Replica& r, Position& pos);
-  void on_nonfinite(Replica& r, const Position& pos);
+  void on_nonfinite(Replica& r, const Position& pos, const StepResult& res);
   SavedState snapshot(Replica& r, const Position& pos) const;
   // Chief only (others return ""): writes a checkpoint atomically, keeps the newest K.
   std::string save_checkpoint(Replica& r, const Position& pos);
+  void report_schedule_change(const SavedState& s, const std::string& path) const;
   std::optional<SavedState> find_resume_point(const std::string& resume);
   std::string checkpoint_dir() const;
   std::string fingerprint() const;

@@ -77,6 +77,23 @@ fi
   grep -q "written with 1 replicas in sync, continuing with 2" r2.log &&
   ok "resume with 2 replicas is allowed and says so" || bad "2 replicas: $(tail -2 r2.log)"
 
+# Resuming a run that already ended trains nothing and reports the model's real
+# test result (the same line as the run that wrote it), not an empty evaluation.
+last=$(ls full/checkpoints | tail -1)
+"$LS" train cfg.yaml --set output.dir=end --resume "full/checkpoints/$last" >end.log 2>&1 &&
+  grep -q "nothing left to train" end.log &&
+  [ "$(grep '^test:' end.log | sed 's/, [0-9.]* s total//')" = "$(grep '^test:' full.log | sed 's/, [0-9.]* s total//')" ] &&
+  ok "resume at the end ($last): nothing trained, same test result" ||
+  bad "resume at the end: $(grep '^test:' full.log end.log; tail -2 end.log)"
+
+# More epochs on resume stretch a cosine decay that spans the run: allowed, and said.
+COS=(--set optimizer.schedule=cosine --set output.dir=cos --set train.epochs=1)
+"$LS" train cfg.yaml "${COS[@]}" >cos1.log 2>&1 &&
+  "$LS" train cfg.yaml "${COS[@]}" --set train.epochs=2 --resume cos/checkpoints/ckpt-0000000014.h5 >cos2.log 2>&1 &&
+  grep -q "train.epochs 1 -> 2 stretches the cosine decay over 50 steps instead of 25" cos2.log &&
+  ok "resume with more epochs says the cosine schedule changes" ||
+  bad "cosine resume: $(grep resume cos2.log; tail -2 cos2.log)"
+
 # A changed hyper-parameter is refused, naming it.
 expect_fail 2 "optimizer.learning_rate is 0.1 but was 0.002" -- "$LS" train cfg.yaml \
   --set optimizer.learning_rate=0.1 --resume full/checkpoints/ckpt-0000000049.h5
@@ -117,8 +134,8 @@ NAN=(--set optimizer.name=sgd --set optimizer.learning_rate=1000 --set optimizer
      --set 'model.layers=[{units: 32, activation: linear}]')
 "$LS" train cfg.yaml --set output.dir=nan "${NAN[@]}" --set checkpoint.every_steps=1 >nan.log 2>&1
 rc=$?
-if [ $rc -ne 0 ] && grep -q "the loss is NaN or infinite" nan.log; then
-  ok "NaN loss stops: $(grep -o 'step [0-9]* (epoch [0-9]*, step [0-9]*)' nan.log)"
+if [ $rc -ne 0 ] && grep -qE "the loss is NaN or infinite|gradient holds NaN or Inf" nan.log; then
+  ok "NaN/Inf stops: $(grep -oE 'step [0-9]* \(epoch [0-9]*, step [0-9]*\): [^;]*' nan.log)"
 else
   bad "NaN: rc=$rc $(tail -2 nan.log)"
 fi
