@@ -272,6 +272,7 @@ namespace {
 // with a hyperslab selection of just the requested rows.
 class Hdf5RowSource : public Source {
  public:
+  bool reads_rows_from_file() const override { return true; }
   Hdf5RowSource(OpenSplit split, float scale)
       : split_(std::move(split)), info_(split_info(split_)), scale_(scale) {
     if (split_.classification) {

@@ -336,7 +336,7 @@ AtomicOutput::AtomicOutput(std::string path, bool overwrite)
   if (!folder.empty() && !fs::is_directory(folder, ec))
     throw DataError(path_ + ": folder " + folder.string() + " does not exist");
   if (fs::exists(target, ec) && !overwrite_)
-    throw DataError(path_ + ": already exists; refusing to overwrite it (ask for overwrite to replace it)");
+    throw DataError(path_ + ": already exists; refusing to overwrite it (pass --overwrite to replace it)");
   static std::atomic<uint64_t> counter{0};
   temp_path_ = path_ + ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(counter++);
 }

@@ -178,7 +178,7 @@ ConvertSummary convert_idx_to_hdf5(const std::string& train_images, const std::s
   // Refuse early, before reading anything, when the output is already there.
   std::error_code ec;
   if (!options.overwrite && std::filesystem::exists(out_path, ec))
-    throw DataError(out_path + ": already exists; refusing to overwrite it (ask for overwrite to replace it)");
+    throw DataError(out_path + ": already exists; refusing to overwrite it (pass --overwrite to replace it)");
   std::vector<DatasetSplit> splits;
   splits.push_back(idx_split("train", train_images, train_labels));
   splits.push_back(idx_split("test", test_images, test_labels));

@@ -39,6 +39,9 @@ class Source {
   // Whether several threads may call read() at once (in-memory sources: yes;
   // sources behind a non-thread-safe library such as serial HDF5: no).
   virtual bool concurrent_reads() const { return false; }
+  // Whether read() goes to the file for just the rows asked (a split too large
+  // to hold in memory); false when the rows are already in memory.
+  virtual bool reads_rows_from_file() const { return false; }
   // x: (n, feature_dim) floats, already mapped (e.g. uint8 pixels scaled by 1/255);
   // labels: (n) when classification, else nullptr; targets: (n, target_dim) when
   // regression, else nullptr.

@@ -174,7 +174,7 @@ const std::vector<KeyDef> kKeys = {
    [](Config& c, const YAML::Node& n, const Ctx& x) {
      c.data_gather = get_enum<GatherMode>(n, x, {{"auto", GatherMode::kAuto}, {"thread", GatherMode::kThread},
                                                  {"replicas", GatherMode::kReplicas}}); }},
-  {"model.layers", "[{units: 128, activation: relu}]", "hidden Dense layers; the output layer is added from the dataset",
+  {"model.layers", "[{units: 128, activation: relu}]", "hidden Dense layers, each {units: N, activation: relu|tanh|sigmoid|gelu|linear (default relu), dropout: P (default 0)}; the output layer is added from the dataset",
    [](Config& c, const YAML::Node& n, const Ctx& x) { c.layers = get_layers(n, x); }},
   {"model.loss", "softmax_cross_entropy", "softmax_cross_entropy (class labels) or mse (float targets)",
    [](Config& c, const YAML::Node& n, const Ctx& x) {
@@ -202,7 +202,7 @@ const std::vector<KeyDef> kKeys = {
    [](Config& c, const YAML::Node& n, const Ctx& x) {
      c.schedule = get_enum<ScheduleKind>(n, x, {{"constant", ScheduleKind::kConstant}, {"step", ScheduleKind::kStep},
                                                 {"cosine", ScheduleKind::kCosine}}); }},
-  {"optimizer.warmup_steps", "0", "linear warm-up from 0 over this many steps",
+  {"optimizer.warmup_steps", "0", "linear warm-up: step s < N runs at learning_rate x (s+1)/N",
    [](Config& c, const YAML::Node& n, const Ctx& x) { c.warmup_steps = get_int(n, x, 0, int64_t(1) << 40); }},
   {"optimizer.decay_steps", "0", "step: decay every N steps; cosine: decay over N steps (0 = the whole run)",
    [](Config& c, const YAML::Node& n, const Ctx& x) { c.decay_steps = get_int(n, x, 0, int64_t(1) << 40); }},
@@ -224,7 +224,7 @@ const std::vector<KeyDef> kKeys = {
    [](Config& c, const YAML::Node& n, const Ctx& x) { c.eval_batch_size = get_int(n, x, 1, int64_t(1) << 24); }},
   {"train.progress", "true", "print a Keras-style progress line during each epoch",
    [](Config& c, const YAML::Node& n, const Ctx& x) { c.progress = get_bool(n, x); }},
-  {"train.on_nonfinite", "stop", "a NaN/Inf loss: stop naming the step, or skip the step's update",
+  {"train.on_nonfinite", "stop", "a NaN/Inf loss or gradient: stop naming the step, or skip the step's update",
    [](Config& c, const YAML::Node& n, const Ctx& x) {
      c.nonfinite = get_enum<NonFinitePolicy>(n, x, {{"stop", NonFinitePolicy::kStop}, {"skip", NonFinitePolicy::kSkip}}); }},
   {"comm.timeout_s", "0", "seconds a collective may wait for a peer before the job ends naming it (0 = adaptive: 10 s or 20x the slowest recent step)",
@@ -265,7 +265,7 @@ const std::vector<KeyDef> kKeys = {
    [](Config& c, const YAML::Node& n, const Ctx& x) { c.cuda_graphs = get_bool(n, x); }},
   {"strategy.tf32", "false", "cuda: TF32 tensor-core GEMMs (faster, about 1e-3 relative error)",
    [](Config& c, const YAML::Node& n, const Ctx& x) { c.tf32 = get_bool(n, x); }},
-  {"output.dir", "runs/default", "folder for the final model (and later checkpoints)",
+  {"output.dir", "runs/default", "folder for the final model (model.h5) and, unless checkpoint.dir says otherwise, checkpoints/",
    [](Config& c, const YAML::Node& n, const Ctx& x) { c.output_dir = get_string(n, x); }},
   {"output.save_model", "true", "write OUTPUT_DIR/model.h5 at the end of training",
    [](Config& c, const YAML::Node& n, const Ctx& x) { c.save_model = get_bool(n, x); }},
@@ -320,23 +320,31 @@ void flatten(const YAML::Node& node, const std::string& prefix, const std::strin
   }
 }
 
-void validate(const Config& c, const std::string& origin) {
+void validate(const Config& c) {
   if (c.data_path.empty()) {
-    throw ConfigError(origin + ": key 'data.path' is required (an HDF5 dataset; make one with "
+    throw ConfigError(c.where("data.path") + ": key 'data.path' is required (an HDF5 dataset; make one with "
                                "'lockstep convert idx ...')");
   }
   if (c.schedule == ScheduleKind::kStep && c.decay_steps == 0) {
-    throw ConfigError(origin + ": key 'optimizer.decay_steps' must be > 0 with schedule: step");
+    const std::string from = c.where("optimizer.decay_steps") == "--set" ? "--set" : c.where("optimizer.schedule");
+    throw ConfigError(from + ": key 'optimizer.decay_steps' must be > 0 with schedule: step");
   }
 #if !defined(LOCKSTEP_HAVE_CUDA)
   if (c.device == DeviceKind::kCuda) {
-    throw ConfigError(origin + ": key 'strategy.device': cuda, but this lockstep was built without "
+    throw ConfigError(c.where("strategy.device") + ": key 'strategy.device': cuda, but this lockstep was built without "
                                "CUDA (rebuild with -DLOCKSTEP_CUDA=ON, or use device: cpu or auto)");
   }
 #endif
 }
 
 }  // namespace
+
+std::string Config::where(const std::string& key) const {
+  for (const auto& k : overridden) {
+    if (k == key) return "--set";
+  }
+  return source.empty() ? std::string("config") : source;
+}
 
 Override parse_override(const std::string& text) {
   const size_t eq = text.find('=');
@@ -376,8 +384,9 @@ Config parse_config(const std::string& yaml_text, const std::string& origin,
     const KeyDef* def = find_key(o.key);
     if (!def) unknown_key("--set", o.key);
     def->set(c, node, Ctx{"--set", o.key});
+    c.overridden.push_back(o.key);
   }
-  validate(c, origin);
+  validate(c);
   return c;
 }
 

@@ -34,6 +34,9 @@ enum class GatherMode { kAuto, kThread, kReplicas };
 
 struct Config {
   std::string source;  // the file it was loaded from ("" for defaults)
+  std::vector<std::string> overridden;  // keys whose value came from --set
+  // Where key's value came from, to start an error: "--set" or the file.
+  std::string where(const std::string& key) const;
 
   // data
   std::string data_path;

@@ -1,8 +1,9 @@
 // The lockstep command line — the only place that reads argv. Subcommands:
-// train, evaluate, convert. Every failure ends with one "lockstep: error: ..."
+// train, evaluate, predict, convert. Every failure ends with one "lockstep: error: ..."
 // line naming what was wrong and a non-zero exit code; never a crash or a hang.
 #include <CLI/CLI.hpp>
 
+#include <cctype>
 #include <cstdio>
 #include <exception>
 #include <memory>
@@ -32,11 +33,60 @@ std::string keys_help() {
   std::string s = "Config keys (YAML sections; override any with --set key=value):\n";
   char line[256];
   for (const auto& row : config_key_help()) {
-    std::snprintf(line, sizeof line, "  %-26s %-14s %s\n", row[0].c_str(),
-                  row[1].size() > 14 ? "" : row[1].c_str(), row[2].c_str());
-    s += line;
+    // A default too wide for its column goes in front of the meaning.
+    const bool wide = row[1].size() > 14;
+    const std::string meaning = wide ? "(default " + row[1] + ") " + row[2] : row[2];
+    std::snprintf(line, sizeof line, "  %-26s %-14s ", row[0].c_str(), wide ? "" : row[1].c_str());
+    s += line + meaning + "\n";
   }
   return s;
+}
+
+// CLI11 reports a missing required option or subcommand before an unknown one
+// ('convert idx --frob' would say "--out is required"), so the words are walked
+// first: every option must belong to the (sub)command it follows, and a word
+// after a command that takes subcommands and no positional must be one of them.
+// Returns the error, or "" when every word is known.
+std::string unknown_word(CLI::App& app, int argc, char** argv) {
+  const auto usage = [](const std::string& path) { return " (see '" + path + " --help')"; };
+  CLI::App* cmd = &app;
+  std::string path = "lockstep";
+  for (int i = 1; i < argc; ++i) {
+    const std::string w = argv[i];
+    if (w == "--") break;
+    const bool number = w.size() > 1 && (std::isdigit(static_cast<unsigned char>(w[1])) || w[1] == '.');
+    if (w.size() > 1 && w[0] == '-' && !number) {
+      std::string name = w.substr(0, w.find('='));
+      if (name[1] != '-' && name.size() > 2) name = name.substr(0, 2);  // -ovalue
+      const CLI::Option* opt = cmd->get_option_no_throw(name);
+      if (opt == nullptr) return "unknown option '" + name + "' for '" + path + "'" + usage(path);
+      if (w.find('=') == std::string::npos && name.size() == w.size()) {
+        // Its values: the next words, up to the count it takes, until an option.
+        for (int k = 0; k < opt->get_items_expected_max() && i + 1 < argc && argv[i + 1][0] != '-'; ++k) ++i;
+      }
+      continue;
+    }
+    const auto subs = cmd->get_subcommands(std::function<bool(const CLI::App*)>{});
+    bool found = false;
+    for (const CLI::App* s : subs) {
+      if (s->get_name() == w) {
+        cmd = const_cast<CLI::App*>(s);
+        path += " " + w;
+        found = true;
+        break;
+      }
+    }
+    if (found || subs.empty()) continue;
+    bool positional = false;
+    for (const CLI::Option* o : cmd->get_options()) positional = positional || o->get_positional();
+    if (positional) continue;
+    std::string names;
+    for (size_t k = 0; k < subs.size(); ++k) {
+      names += (k == 0 ? "" : k + 1 == subs.size() ? " or " : ", ") + subs[k]->get_name();
+    }
+    return "unknown subcommand '" + w + "' of '" + path + "' (choose " + names + ")" + usage(path);
+  }
+  return "";
 }
 
 std::vector<Override> parse_overrides(const std::vector<std::string>& sets) {
@@ -182,14 +232,9 @@ int main(int argc, char** argv) {
   idx->add_option("--out,-o", a.out, "output HDF5 file")->required();
   idx->add_flag("--overwrite", a.overwrite, "replace an existing output file");
 
-  if (argc > 1 && argv[1][0] != '-') {
-    const std::string cmd = argv[1];
-    if (cmd != "train" && cmd != "evaluate" && cmd != "predict" && cmd != "convert") {
-      std::fprintf(stderr,
-                   "lockstep: error: unknown subcommand '%s' (choose train, evaluate, predict or convert; "
-                   "see 'lockstep --help')\n", cmd.c_str());
-      return kExitUsage;
-    }
+  if (const std::string bad = unknown_word(app, argc, argv); !bad.empty()) {
+    std::fprintf(stderr, "lockstep: error: %s\n", bad.c_str());
+    return kExitUsage;
   }
   try {
     app.parse(argc, argv);

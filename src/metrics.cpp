@@ -6,14 +6,17 @@
 #include <filesystem>
 #include <stdexcept>
 
+#include "src/config.h"
+
 namespace lockstep {
 
 MetricsWriter::MetricsWriter(const std::string& path) {
   if (path.empty()) return;
   const auto parent = std::filesystem::path(path).parent_path();
   if (!parent.empty() && !std::filesystem::is_directory(parent)) {
-    throw std::runtime_error("--metrics-out " + path + ": folder " + parent.string() +
-                             " does not exist");
+    // A usage error (exit 2), like a bad flag: nothing was trained yet.
+    throw ConfigError("--metrics-out " + path + ": folder " + parent.string() +
+                      " does not exist (create it first, or choose another path)");
   }
   file_ = std::fopen(path.c_str(), "w");
   if (!file_) {

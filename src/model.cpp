@@ -68,18 +68,27 @@ std::string Model::summary() const {
   std::snprintf(line, sizeof line, "%-14s (None, %-8lld) %-12s %14d\n", "input",
                 (long long)input_dim_, "", 0);
   os << line;
-  for (const auto& l : layers_) {
+  int dropouts = 0;
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const auto& l = layers_[i];
+    // The output layer's softmax is computed inside the loss (fused, stable).
+    const bool softmax = i + 1 == layers_.size() && loss_ == LossKind::kSoftmaxCrossEntropy;
     std::snprintf(line, sizeof line, "%-14s (None, %-8lld) %-12s %14lld\n", l.name.c_str(),
-                  (long long)l.out,
-                  (std::string(activation_name(l.activation)) +
-                   (l.dropout > 0 ? "+drop" : ""))
-                      .c_str(),
+                  (long long)l.out, softmax ? "softmax" : activation_name(l.activation),
                   (long long)l.num_params());
     os << line;
+    if (l.dropout > 0) {  // as Keras lists it: a layer of its own, training only
+      char rate[32];
+      std::snprintf(rate, sizeof rate, "rate %g", double(l.dropout));
+      std::snprintf(line, sizeof line, "%-14s (None, %-8lld) %-12s %14d\n",
+                    ("dropout_" + std::to_string(++dropouts)).c_str(), (long long)l.out, rate, 0);
+      os << line;
+    }
   }
   os << std::string(59, '-') << "\n";
-  std::snprintf(line, sizeof line, "Total params: %lld (%.2f KiB fp32), loss: %s\n",
-                (long long)num_params_, num_params_ * 4.0 / 1024.0, loss_name(loss_));
+  std::snprintf(line, sizeof line, "Total params: %lld (%.2f KiB fp32), loss: %s%s\n",
+                (long long)num_params_, num_params_ * 4.0 / 1024.0, loss_name(loss_),
+                loss_ == LossKind::kSoftmaxCrossEntropy ? " (the softmax is fused into the loss)" : "");
   os << line;
   return os.str();
 }

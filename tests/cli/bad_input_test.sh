@@ -16,10 +16,14 @@ if "$LS" train good.yaml >train.log 2>&1; then ok "good config trains"; else bad
 
 # command line
 expect_fail 2 "frobnicate" -- "$LS" frobnicate
-expect_fail 2 "--no-such-flag" -- "$LS" train good.yaml --no-such-flag
+expect_fail 2 "unknown option '--no-such-flag' for 'lockstep train'" -- "$LS" train good.yaml --no-such-flag
+expect_fail 2 "unknown option '--frob' for 'lockstep'" -- "$LS" --frob
+expect_fail 2 "unknown subcommand 'frob' of 'lockstep convert' (choose idx)" -- "$LS" convert frob
+expect_fail 2 "unknown option '--frob' for 'lockstep convert idx'" -- "$LS" convert idx --frob --dir x
 expect_fail 2 "config" -- "$LS" train
 expect_fail 2 "key=value" -- "$LS" train good.yaml --set train.epochs
 expect_fail 2 "train.epochz" -- "$LS" train good.yaml --set train.epochz=3
+expect_fail 2 "--metrics-out nodir/m.jsonl: folder nodir does not exist" -- "$LS" train good.yaml --metrics-out nodir/m.jsonl
 # config files
 expect_fail 2 "missing.yaml" -- "$LS" train missing.yaml
 printf 'train: {epochs: [1\n' > broken.yaml
@@ -34,7 +38,8 @@ expect_fail 2 "optimizer.name.*unknown value 'adagrad'" -- "$LS" train good.yaml
 expect_fail 2 "activation.*unknown value 'swish'" -- "$LS" train good.yaml --set 'model.layers=[{units: 4, activation: swish}]'
 expect_fail 2 "data.path: empty value" -- "$LS" train good.yaml --set data.path=""
 expect_fail 2 "does not divide" -- "$LS" train good.yaml --set strategy.local_replicas=3
-expect_fail 2 "fewer than one global batch" -- "$LS" train good.yaml --set train.batch_size=4096
+expect_fail 2 "^lockstep: error: --set: key 'train.batch_size'.*fewer than one global batch" -- "$LS" train good.yaml --set train.batch_size=4096
+expect_fail 2 "^lockstep: error: --set: key 'optimizer.decay_steps' must be > 0" -- "$LS" train good.yaml --set optimizer.schedule=step
 expect_fail 2 "mse needs float targets" -- "$LS" train good.yaml --set model.loss=mse
 # data files
 expect_fail 3 "nothere.h5" -- "$LS" train good.yaml --set data.path=nothere.h5
