@@ -67,10 +67,10 @@ Bootstrap::Bootstrap(int* argc, char*** argv, BootstrapOptions options) {
 
 void Bootstrap::start_mpi(int* argc, char*** argv) {
   int initialized = 0;
-  MPI_Initialized(&initialized);
+  LOCKSTEP_MPI_CHECK(MPI_Initialized(&initialized));
   if (initialized) {
     int provided = MPI_THREAD_SINGLE;
-    MPI_Query_thread(&provided);
+    LOCKSTEP_MPI_CHECK(MPI_Query_thread(&provided));
     info_.thread_level = provided;
   } else {
     int provided = MPI_THREAD_SINGLE;

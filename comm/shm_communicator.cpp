@@ -283,9 +283,9 @@ bool on_one_node(MPI_Comm comm) {
   MPI_Comm node = MPI_COMM_NULL;
   LOCKSTEP_MPI_CHECK(MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node));
   int node_size = 0, size = 0;
-  MPI_Comm_size(node, &node_size);
-  MPI_Comm_size(comm, &size);
-  MPI_Comm_free(&node);
+  LOCKSTEP_MPI_CHECK(MPI_Comm_size(node, &node_size));
+  LOCKSTEP_MPI_CHECK(MPI_Comm_size(comm, &size));
+  LOCKSTEP_MPI_CHECK(MPI_Comm_free(&node));
   int all = node_size == size ? 1 : 0;
   LOCKSTEP_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &all, 1, MPI_INT, MPI_MIN, comm));
   return all == 1;
@@ -304,7 +304,7 @@ std::unique_ptr<Communicator> make_process_communicator(MPI_Comm comm, CommOptio
   } catch (const ShmUnavailable& e) {
     // Every rank threw it (the status went to all): fall back together.
     int rank = 0;
-    MPI_Comm_rank(comm, &rank);
+    LOCKSTEP_MPI_CHECK(MPI_Comm_rank(comm, &rank));
     if (rank == 0) std::fprintf(stderr, "lockstep: warning: %s; using MPI messages\n", e.what());
     return make_mpi_communicator(comm, options);
   }

@@ -93,6 +93,10 @@ if command -v clang++ >/dev/null 2>&1 && ls /usr/lib/llvm-*/lib/clang/*/lib/linu
   [ "$fuzz_failed" -eq 0 ] || { echo "test: fuzz: FAILED (inputs and logs in $fuzz_dir)"; exit 1; }
   rm -rf "$fuzz_dir"
   echo "test: fuzz: passed ($((SECONDS - stage_start)) s)"
+elif [ "${LOCKSTEP_SKIP_FUZZ:-0}" = 1 ]; then
+  echo "test: fuzz: clang or the libFuzzer runtime is missing: fuzz stage SKIPPED (LOCKSTEP_SKIP_FUZZ=1)"
 else
-  echo "test: fuzz: clang or the libFuzzer runtime (libclang-rt-dev) is missing and could not be installed: fuzz stage SKIPPED"
+  echo "test: fuzz: FAILED: clang or the libFuzzer runtime (libclang-rt-dev) is missing and could not be" \
+       "installed (install them, or set LOCKSTEP_SKIP_FUZZ=1 to skip this stage knowingly)" >&2
+  exit 1
 fi

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # End to end on the real data: convert Debian's Fashion-MNIST IDX files, train
 # the reference MLP for 2 epochs, and check the metrics file against a band
-# (measured over seeds; see README), that the loss falls, and that evaluating
+# (measured over seeds; see bench/README.md), that the loss falls, and that evaluating
 # the saved model reproduces the final test accuracy exactly.
 source "$(dirname "$0")/lib.sh"
 cd "$WORK"
@@ -27,7 +27,7 @@ assert epochs[1]["loss"] < epochs[0]["loss"], "training loss did not fall"
 assert len(final) == 1 and final[0]["examples"] == 10000, final
 acc = final[0]["test_accuracy"]
 print("test_accuracy after 2 epochs:", acc)
-# Band for 2 epochs of the reference config (see README for how it was measured).
+# Band for 2 epochs of the reference config (see bench/README.md for how it was measured).
 assert 0.835 <= acc <= 0.885, acc
 assert abs(final[0]["test_accuracy"] - epochs[-1]["val_accuracy"]) < 1e-12
 PYEOF

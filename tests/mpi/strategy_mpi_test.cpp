@@ -1,7 +1,7 @@
-// The mirrored strategy across MPI ranks (np 2 and 4), alone and mixed with local
-// replicas (hierarchical): the same weights as one replica up to fp32 summation
-// order, bitwise identical on every rank and every run; sharding covers every
-// example exactly once; evaluation counts each example once.
+// The mirrored strategy across MPI ranks (np 2, 3 and 4), alone and mixed with
+// local replicas (hierarchical): the same weights as one replica up to fp32
+// summation order, bitwise identical on every rank and every run; sharding covers
+// every example exactly once (exact evaluation end to end: cli/mpi_train_test.sh).
 #include <gtest/gtest.h>
 
 #include <algorithm>
