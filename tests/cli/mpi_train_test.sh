@@ -49,6 +49,21 @@ if [ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q "train.seed = 3 (rank 0 has train
 else
   bad "mismatched seed: rc=$rc after ${took}s: $(grep lockstep: seed.log)"
 fi
+# A rank with another model: the same, naming the layers on both sides.
+cat > other_model.sh <<SH
+#!/usr/bin/env bash
+extra=()
+[ "\${OMPI_COMM_WORLD_RANK:-0}" = 1 ] && extra=(--set 'model.layers=[{units: 5, activation: tanh}]')
+exec "$LS" train cfg.yaml "\${extra[@]}"
+SH
+chmod +x other_model.sh
+timeout 60 "${MPI[@]}" ./other_model.sh >model.log 2>&1
+rc=$?
+if [ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q "rank 1: model.layers = - {units: 5, activation: tanh" model.log; then
+  ok "mismatched model stops the job naming model.layers"
+else
+  bad "mismatched model: rc=$rc: $(grep lockstep: model.log)"
+fi
 timeout 60 "${MPI[@]}" "$LS" train cfg.yaml --set strategy.local_replicas=3 >div.log 2>&1
 rc=$?
 [ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q "does not divide by num_replicas_in_sync 6" div.log \
