@@ -236,8 +236,8 @@ void prune_checkpoints(const std::string& dir, int64_t keep) {
   }
 }
 
-void check_resume_compatible(const std::string& saved_yaml, const Config& now,
-                             const std::string& path) {
+std::string check_resume_compatible(const std::string& saved_yaml, const Config& now,
+                                    const std::string& path) {
   const Config saved = parse_config(saved_yaml, path + " (its saved config)");
   auto may_change = [](const std::string& key) {
     for (const char* prefix : {"strategy.", "output.", "checkpoint.", "train.epochs",
@@ -249,17 +249,22 @@ void check_resume_compatible(const std::string& saved_yaml, const Config& now,
   };
   std::map<std::string, std::string> before;
   for (const auto& row : saved.table()) before[row[0]] = row[1];
-  std::string diff;
+  std::string diff, allowed;
   for (const auto& row : now.table()) {
-    if (may_change(row[0])) continue;
     const auto it = before.find(row[0]);
     const std::string old = it == before.end() ? "(unset)" : it->second;
-    if (old != row[1]) diff += (diff.empty() ? "" : "; ") + row[0] + " is " + row[1] + " but was " + old;
+    if (old == row[1]) continue;
+    if (!may_change(row[0])) {
+      diff += (diff.empty() ? "" : "; ") + row[0] + " is " + row[1] + " but was " + old;
+    } else if (row[0] != "strategy.local_replicas") {  // the replica count is reported on its own
+      allowed += (allowed.empty() ? "" : "; ") + row[0] + " " + old + " -> " + row[1];
+    }
   }
   if (!diff.empty()) {
     throw ConfigError(path + ": cannot resume: the config differs from the one the checkpoint was "
                       "written with: " + diff + " (resume with the original values, or start a new run)");
   }
+  return allowed;
 }
 
 }  // namespace lockstep

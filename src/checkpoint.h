@@ -39,8 +39,10 @@ std::vector<std::string> list_checkpoints(const std::string& dir);
 void prune_checkpoints(const std::string& dir, int64_t keep);
 // Throws ConfigError naming every key whose value differs between the saved
 // config and `now`, except keys that may change on resume (epochs, strategy,
-// output, checkpoint, progress, prefetch, eval batch, non-finite policy).
-void check_resume_compatible(const std::string& saved_yaml, const Config& now,
-                             const std::string& path);
+// output, checkpoint, progress, prefetch, eval batch, non-finite policy, data
+// path). Returns those that did change ("key old -> new; ..."), for the user to
+// see; the replica count is left out (it has a message of its own).
+std::string check_resume_compatible(const std::string& saved_yaml, const Config& now,
+                                    const std::string& path);
 
 }  // namespace lockstep

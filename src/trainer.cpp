@@ -462,7 +462,7 @@ std::optional<SavedState> Trainer::find_resume_point(const std::string& resume) 
   for (size_t i = 0; i < candidates.size(); ++i) {
     try {
       SavedState s = load_state(candidates[i], model_.get());
-      check_resume_compatible(s.config_yaml, config_, candidates[i]);
+      const std::string changed = check_resume_compatible(s.config_yaml, config_, candidates[i]);
       const int now = strategy_->num_replicas_in_sync();
       std::printf("resume: %s (epoch %lld, step %lld of the epoch, %lld updates)\n",
                   candidates[i].c_str(), (long long)s.epoch + 1, (long long)s.step_in_epoch,
@@ -472,6 +472,7 @@ std::optional<SavedState> Trainer::find_resume_point(const std::string& resume) 
                     "batch of %lld still divides; weights agree up to fp32 summation order\n",
                     (long long)s.replicas, now, (long long)config_.batch_size);
       }
+      if (!changed.empty()) std::printf("resume: settings changed since the checkpoint: %s\n", changed.c_str());
       report_schedule_change(s, candidates[i]);
       return s;
     } catch (const DataError& e) {

@@ -91,6 +91,7 @@ COS=(--set optimizer.schedule=cosine --set output.dir=cos --set train.epochs=1)
 "$LS" train cfg.yaml "${COS[@]}" >cos1.log 2>&1 &&
   "$LS" train cfg.yaml "${COS[@]}" --set train.epochs=2 --resume cos/checkpoints/ckpt-0000000014.h5 >cos2.log 2>&1 &&
   grep -q "train.epochs 1 -> 2 stretches the cosine decay over 50 steps instead of 25" cos2.log &&
+  grep -q "resume: settings changed since the checkpoint: train.epochs 1 -> 2" cos2.log &&
   ok "resume with more epochs says the cosine schedule changes" ||
   bad "cosine resume: $(grep resume cos2.log; tail -2 cos2.log)"
 
