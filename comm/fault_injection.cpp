@@ -5,6 +5,7 @@
 
 #include <mpi.h>
 
+#include <atomic>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -15,7 +16,8 @@ namespace {
 struct Fault {
   bool armed = false;
   int rank = -1;
-  std::string phase;     // "phase=NAME"
+  std::string phase;     // "phase=NAME" or "phase=NAME@K"
+  int occurrence = 1;    // K: fire on the K-th entry of the phase in this process
   uint64_t collective = 0;  // "collective=N"
   int signal = SIGKILL;
 };
@@ -31,6 +33,11 @@ Fault parse_fault() {
   const std::string sig = b == std::string::npos ? "" : s.substr(b + 1);
   if (point.rfind("phase=", 0) == 0) {
     f.phase = point.substr(6);
+    if (const size_t at = f.phase.rfind('@'); at != std::string::npos) {
+      f.occurrence = std::atoi(f.phase.c_str() + at + 1);
+      f.phase.resize(at);
+      if (f.occurrence < 1) f.phase.clear();  // malformed: disarm below
+    }
   } else if (point.rfind("collective=", 0) == 0) {
     f.collective = std::strtoull(point.c_str() + 11, nullptr, 10);
   }
@@ -38,7 +45,7 @@ Fault parse_fault() {
   f.rank = std::atoi(s.substr(0, a).c_str());
   f.armed = (!f.phase.empty() || f.collective > 0) && (sig == "KILL" || sig == "STOP");
   if (!f.armed) {
-    std::fprintf(stderr, "lockstep: warning: LOCKSTEP_FAULT='%s' ignored (want RANK:phase=NAME:KILL|STOP "
+    std::fprintf(stderr, "lockstep: warning: LOCKSTEP_FAULT='%s' ignored (want RANK:phase=NAME[@K]:KILL|STOP "
                  "or RANK:collective=N:KILL|STOP)\n", text);
   }
   return f;
@@ -68,7 +75,10 @@ void fire(const Fault& f, const std::string& where) {
 
 void inject_fault_at_phase(const std::string& phase) {
   const Fault& f = fault();
-  if (f.armed && f.phase == phase && is_target(f)) fire(f, "phase " + phase);
+  if (!f.armed || f.phase != phase || !is_target(f)) return;
+  static std::atomic<int> entries{0};  // entries of the fault's phase in this process
+  const int k = entries.fetch_add(1) + 1;
+  if (k == f.occurrence) fire(f, "phase " + phase + (f.occurrence > 1 ? " (entry " + std::to_string(k) + ")" : ""));
 }
 
 void inject_fault_at_collective(uint64_t seq) {

@@ -1,7 +1,8 @@
 // Fault injection for the failure tests: LOCKSTEP_FAULT="RANK:POINT:SIGNAL" makes
 // world rank RANK send itself SIGNAL (KILL or STOP) at POINT, which is
-// "phase=NAME" (entering a LongPhase: start-up, evaluation, checkpoint write) or
-// "collective=N" (the N-th collective of an MPI communicator). Deterministic
+// "phase=NAME" (entering a LongPhase: start-up, evaluation, checkpoint write;
+// "phase=NAME@K": its K-th entry in this process) or "collective=N" (the N-th
+// collective of an MPI communicator). Deterministic
 // points, where a signal from outside would land wherever the rank happens to be.
 // Unset, it costs one predictable branch per collective.
 #pragma once

@@ -229,7 +229,7 @@ const std::vector<KeyDef> kKeys = {
      c.nonfinite = get_enum<NonFinitePolicy>(n, x, {{"stop", NonFinitePolicy::kStop}, {"skip", NonFinitePolicy::kSkip}}); }},
   {"comm.timeout_s", "0", "seconds a collective may wait for a peer before the job ends naming it (0 = adaptive: 10 s or 20x the slowest recent step)",
    [](Config& c, const YAML::Node& n, const Ctx& x) { c.comm_timeout_s = get_float(n, x, 0.0, 1e6); }},
-  {"comm.long_phase_s", "600", "seconds peers may wait for start-up, evaluation or a checkpoint write",
+  {"comm.long_phase_s", "600", "seconds peers may wait for start-up, the first evaluation or a checkpoint write (later evaluations: 20x the slowest so far, at least the collective floor)",
    [](Config& c, const YAML::Node& n, const Ctx& x) { c.comm_long_phase_s = get_float(n, x, 0.0, 1e6, true); }},
   {"comm.verify", "false", "debug: check that every rank issues the same collectives, naming the first difference",
    [](Config& c, const YAML::Node& n, const Ctx& x) { c.comm_verify = get_bool(n, x); }},

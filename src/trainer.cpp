@@ -484,8 +484,27 @@ std::optional<SavedState> Trainer::find_resume_point(const std::string& resume) 
 }
 
 // ---- evaluate: every example exactly once, summed over all replicas ----
+// The first evaluation may take comm.long_phase_s (nothing is known of its cost).
+// Every later one costs the same work, so peers wait what the collectives' own
+// deadline would allow for it: pace_factor x the slowest evaluation so far, at
+// least the floor (comm.timeout_s if set, else the adaptive floor), at most
+// comm.long_phase_s. A rank frozen in the 2nd evaluation is then named within
+// seconds, not after the long-phase budget.
+std::chrono::milliseconds Trainer::evaluation_budget() const {
+  const auto whole = long_phase_budget(config_);
+  const int64_t slowest = slowest_eval_ms_.load();
+  if (slowest <= 0) return whole;
+  const CommOptions defaults;
+  const auto floor = config_.comm_timeout_s > 0
+                         ? std::chrono::milliseconds(int64_t(config_.comm_timeout_s * 1000.0))
+                         : defaults.floor;
+  const auto paced = std::chrono::milliseconds(int64_t(double(slowest) * defaults.pace_factor));
+  return std::min(whole, std::max(floor, paced));
+}
+
 EvalResult Trainer::evaluate(Replica& r, DistributedInput& input) {
-  const LongPhase phase("evaluation", long_phase_budget(config_));  // slices may be uneven
+  const auto t0 = Clock::now();
+  const LongPhase phase("evaluation", evaluation_budget());  // slices may be uneven
   if (r.local_index == 0) input.seek(InputPosition{});
   MetricSums sums;
   for (;;) {
@@ -495,6 +514,10 @@ EvalResult Trainer::evaluate(Replica& r, DistributedInput& input) {
     strategy_->release(r);  // no collective per batch: wait before replica 0 refills
   }
   const MetricSums total = all_reduce(r, sums);
+  if (r.local_index == 0) {
+    const auto ms = int64_t(seconds_since(t0) * 1000.0) + 1;
+    if (ms > slowest_eval_ms_.load()) slowest_eval_ms_.store(ms);
+  }
   EvalResult e;
   e.count = int64_t(total.rows);
   e.loss = total.rows > 0 ? total.loss_sum / total.rows : 0.0;

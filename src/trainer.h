@@ -91,6 +91,10 @@ class Trainer {
   EvalResult last_eval_;
   std::optional<SavedState> resume_;  // chief: the checkpoint to continue from
   bool tty_ = false;
+  // The slowest evaluation so far in this process (ms; 0 = none yet): later ones
+  // get a budget that follows it instead of comm.long_phase_s.
+  std::atomic<int64_t> slowest_eval_ms_{0};
+  std::chrono::milliseconds evaluation_budget() const;
   std::atomic<int64_t> skipped_steps_{0};  // local replica 0 counts (all replicas skip alike)
 };
 
