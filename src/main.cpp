@@ -66,7 +66,7 @@ std::string unknown_word(CLI::App& app, int argc, char** argv) {
       }
       continue;
     }
-    const auto subs = cmd->get_subcommands(std::function<bool(const CLI::App*)>{});
+    const auto subs = static_cast<const CLI::App*>(cmd)->get_subcommands(std::function<bool(const CLI::App*)>{});
     bool found = false;
     for (const CLI::App* s : subs) {
       if (s->get_name() == w) {
