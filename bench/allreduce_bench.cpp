@@ -49,6 +49,7 @@ struct Settings {
   bool pin = true;
   int local_rank = 0;  // node-local process rank, for choosing CPUs
   std::string json_path;
+  std::string shm_stores = "auto";
 };
 
 struct Row {
@@ -347,7 +348,10 @@ std::vector<Row> run_nccl(const Settings& s, const Bootstrap& boot, CommOptions 
 #endif  // LOCKSTEP_HAVE_CUDA
 
 std::vector<Row> run_backend(const Settings& s, const Bootstrap& boot, int* ranks, int* local) {
-  const CommOptions options{std::chrono::milliseconds(static_cast<int64_t>(s.timeout_s * 1000))};
+  CommOptions options{std::chrono::milliseconds(static_cast<int64_t>(s.timeout_s * 1000))};
+  options.shm_stores = s.shm_stores == "plain"       ? CommOptions::ShmStores::kPlain
+                       : s.shm_stores == "streaming" ? CommOptions::ShmStores::kStreaming
+                                                     : CommOptions::ShmStores::kAuto;
   const WorldInfo& w = boot.info();
   if (s.backend == "local") {
     LocalGroup group(s.replicas, options);
@@ -379,7 +383,10 @@ std::vector<Row> run_backend(const Settings& s, const Bootstrap& boot, int* rank
                            : std::unique_ptr<Communicator>(std::make_unique<RawMpiCommunicator>(boot.world_comm()));
   *ranks = w.size;
   *local = 1;
-  if (w.rank == 0) print_header(s, w, *ranks, *local);
+  if (w.rank == 0) {
+    print_header(s, w, *ranks, *local);
+    std::printf("# communicator: %s\n", comm->describe().c_str());
+  }
   return run_member(*comm, s);
 }
 
@@ -393,6 +400,9 @@ int run(int argc, char** argv) {
   app.add_option("--backend", s.backend, "local | mpi | shm | hierarchical | mpi-raw")
       ->check(CLI::IsMember({"local", "mpi", "shm", "hierarchical", "mpi-raw"}));
 #endif
+  app.add_option("--shm-stores", s.shm_stores,
+                 "shm: how data goes into the segment: auto (timed at creation), plain or streaming")
+      ->check(CLI::IsMember({"auto", "plain", "streaming"}));
   app.add_option("--replicas", s.replicas,
                  "replica threads per process (local, hierarchical, nccl: replicas beyond the "
                  "GPU count share GPUs)")

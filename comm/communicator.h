@@ -56,6 +56,9 @@ class Communicator {
   virtual int size() const = 0;
   // Short backend name for logs and benchmark headers ("single", "local", "mpi"...).
   virtual std::string name() const = 0;
+  // The name with how the backend chose to work here, for the plan ("shm
+  // (streaming stores)"); the name alone by default.
+  virtual std::string describe() const { return name(); }
 
   // buf[i] = op over all members of buf[i]; every member gets the result.
   virtual void allreduce(void* buf, size_t count, DType dtype, ReduceOp op) = 0;

@@ -36,6 +36,10 @@ struct CommOptions {
   // Processes on one node all-reduce through a shared-memory segment instead of
   // MPI messages (make_process_communicator, comm/shm_communicator.h).
   bool shared_memory = true;
+  // How the shared-memory backend writes into its segment: timed at creation
+  // (auto), or forced (tests run both paths).
+  enum class ShmStores { kAuto, kPlain, kStreaming };
+  ShmStores shm_stores = ShmStores::kAuto;
 
   // What the trainer uses: timeout_s > 0 is a fixed deadline, 0 the adaptive one
   // (10 s floor, 20x the slowest recent step).

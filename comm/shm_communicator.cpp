@@ -4,6 +4,16 @@
 // overwrites a slab a slower rank still reads. One all-reduce of a piece:
 //   copy in (own slab) -> all arrive -> reduce own slice of every slab in rank
 //   order, into own slab -> all arrive -> copy every rank's reduced slice out.
+// Every write into the segment lands on lines the other ranks read the call
+// before. Where taking those lines back from their caches is slow, streaming
+// (non-temporal) stores are far faster; where it is cheap they only push the
+// data out to DRAM. On a 2-vCPU VM the cost of plain stores moved between 2 and
+// 15 GB/s from one minute to the next while streaming stayed at 4-25 GB/s, so
+// each rank times its own writes into the segment (nothing else: waits are the
+// peers' doing) and keeps the kind that is cheaper lately, trying the other one
+// call in 16 to follow the machine. The kind only changes how a rank's bytes
+// reach the segment, never which bytes, so ranks need not agree on it and the
+// result stays bitwise the same.
 #include "comm/shm_communicator.h"
 
 #include <fcntl.h>
@@ -31,6 +41,10 @@
 #include "comm/reduce.h"
 #include "comm/spin_wait.h"
 
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
 namespace lockstep {
 namespace {
 
@@ -40,6 +54,7 @@ constexpr size_t kSlabBytes = size_t{2} << 20;
 constexpr size_t kControlBytes = 4096;
 constexpr size_t kRegionBytes = kControlBytes + 2 * kSlabBytes;
 constexpr int kHostBytes = 64;
+constexpr size_t kTimedBytes = size_t{64} << 10;  // all-reduces this large time the store kinds
 struct alignas(64) Control {
   std::atomic<uint64_t> arrived{0};  // barriers this rank has reached
   std::atomic<uint64_t> seq{0};      // the collective it is in (its number)
@@ -49,6 +64,33 @@ static_assert(sizeof(Control) <= kControlBytes, "control block too large");
 static_assert(std::atomic<uint64_t>::is_always_lock_free, "shared-memory atomics must be lock-free");
 
 std::string errno_text(int err) { return std::string(std::strerror(err)); }
+
+// memcpy with non-temporal stores where the CPU has them; dst 32-byte aligned
+// (slabs are page aligned and slices start on 64-byte boundaries). The fence
+// orders the streamed stores before the release store that announces them.
+void stream_copy(std::byte* dst, const std::byte* src, size_t bytes) {
+#if defined(__AVX2__)
+  size_t i = 0;
+  for (; i + 128 <= bytes; i += 128) {
+    const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i));
+    const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i + 32));
+    const __m256i c = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i + 64));
+    const __m256i d = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i + 96));
+    _mm256_stream_si256(reinterpret_cast<__m256i*>(dst + i), a);
+    _mm256_stream_si256(reinterpret_cast<__m256i*>(dst + i + 32), b);
+    _mm256_stream_si256(reinterpret_cast<__m256i*>(dst + i + 64), c);
+    _mm256_stream_si256(reinterpret_cast<__m256i*>(dst + i + 96), d);
+  }
+  for (; i + 32 <= bytes; i += 32) {
+    _mm256_stream_si256(reinterpret_cast<__m256i*>(dst + i),
+                        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i)));
+  }
+  if (i < bytes) std::memcpy(dst + i, src + i, bytes - i);
+  _mm_sfence();
+#else
+  std::memcpy(dst, src, bytes);
+#endif
+}
 
 // The segment cannot be had; every rank learns it at once, so all may fall back.
 class ShmUnavailable : public CommError {
@@ -64,6 +106,13 @@ class ShmCommunicator final : public Communicator {
   int rank() const override { return rank_; }
   int size() const override { return size_; }
   std::string name() const override { return "shm"; }
+  std::string describe() const override {
+    switch (options_.shm_stores) {
+      case CommOptions::ShmStores::kPlain: return "shm (plain stores)";
+      case CommOptions::ShmStores::kStreaming: return "shm (streaming stores)";
+      default: return "shm (plain or streaming stores, timed)";
+    }
+  }
 
   void allreduce(void* buf, size_t count, DType dtype, ReduceOp op) override;
   void broadcast(void* buf, size_t count, DType dtype, int root) override {
@@ -85,6 +134,13 @@ class ShmCommunicator final : public Communicator {
     return regions_[size_t(r)] + kControlBytes + size_t(parity) * kSlabBytes;
   }
   void map_segment();
+  void choose_stores(bool timed);
+  // The pieces of one all-reduce (the ranks' calls are compared at the first).
+  void reduce_pieces(std::byte* bytes, size_t count, DType dtype, ReduceOp op);
+  void put(std::byte* dst, const std::byte* src, size_t n) {
+    if (stream_) stream_copy(dst, src, n);
+    else std::memcpy(dst, src, n);
+  }
   void arrive_and_wait(const char* phase);
   void check_agreement();
   [[noreturn]] void throw_stuck(const char* phase, const std::string& why);
@@ -103,6 +159,15 @@ class ShmCommunicator final : public Communicator {
   void* mapping_ = MAP_FAILED;
   std::vector<std::byte*> regions_;
   std::vector<const void*> srcs_;
+  bool stream_ = false;             // copy into the segment with streaming stores
+  std::vector<std::byte> scratch_;  // streaming: a slice is reduced here first
+  // ShmStores::kAuto: ns per byte written into the segment, a moving average per
+  // kind (plain, streaming; < 0 = not measured yet), over all-reduces of at
+  // least kTimedBytes (smaller ones are mostly fixed costs), and those calls.
+  double cost_[2] = {-1.0, -1.0};
+  uint64_t calls_ = 0;
+  int64_t put_ns_ = 0;   // this call: time spent writing into the segment
+  size_t put_bytes_ = 0;
 };
 
 ShmCommunicator::ShmCommunicator(MPI_Comm comm, CommOptions options)
@@ -111,6 +176,8 @@ ShmCommunicator::ShmCommunicator(MPI_Comm comm, CommOptions options)
   rank_ = inner_->rank();
   size_ = inner_->size();
   srcs_.resize(size_t(size_));
+  scratch_.resize(kSlabBytes);
+  stream_ = options.shm_stores == CommOptions::ShmStores::kStreaming;
   map_segment();
 }
 
@@ -188,22 +255,65 @@ void ShmCommunicator::allreduce(void* buf, size_t count, DType dtype, ReduceOp o
   Control& me = control(rank_);
   signature_to(sig_, me.sig);
   me.seq.store(seq_, std::memory_order_relaxed);
+  const bool timed = count * dtype_size(dtype) >= kTimedBytes;
+  choose_stores(timed);
+  put_ns_ = 0;
+  put_bytes_ = 0;
+  reduce_pieces(static_cast<std::byte*>(buf), count, dtype, op);
+  if (options_.shm_stores == CommOptions::ShmStores::kAuto && timed) {
+    double& c = cost_[stream_ ? 1 : 0];
+    const double now = double(put_ns_) / double(put_bytes_);
+    c = c < 0 ? now : 0.75 * c + 0.25 * now;
+  }
+}
+
+void ShmCommunicator::choose_stores(bool timed) {
+  if (options_.shm_stores != CommOptions::ShmStores::kAuto) return;
+  const bool known = cost_[0] >= 0 && cost_[1] >= 0;
+  const bool best = known && cost_[1] < cost_[0];
+  if (!timed) {  // too small to time well: the kind that is cheaper lately
+    stream_ = best;
+    return;
+  }
+  const uint64_t call = calls_++;
+  if (!known) {  // measure each kind first
+    stream_ = cost_[0] >= 0;
+    return;
+  }
+  stream_ = call % 16 == 15 ? !best : best;  // now and then, the other kind again
+}
+
+void ShmCommunicator::reduce_pieces(std::byte* bytes, size_t count, DType dtype, ReduceOp op) {
   const size_t elem = dtype_size(dtype);
   const size_t piece = kSlabBytes / elem;
-  auto* bytes = static_cast<std::byte*>(buf);
   bool first = true;
   for (size_t done = 0; done < count; done += piece) {
     const size_t n = std::min(piece, count - done);
     const int parity = int(pieces_++ & 1);
-    std::memcpy(slab(rank_, parity), bytes + done * elem, n * elem);
+    auto t0 = std::chrono::steady_clock::now();
+    put(slab(rank_, parity), bytes + done * elem, n * elem);
+    put_ns_ += (std::chrono::steady_clock::now() - t0).count();
+    put_bytes_ += n * elem;
     arrive_and_wait("arrival");
     if (first) check_agreement();
     first = false;
     const ElementRange mine = chunk_of(n, elem, size_, rank_);
     if (mine.end > mine.begin) {
+      const size_t len = mine.end - mine.begin;
       for (int j = 0; j < size_; ++j) srcs_[size_t(j)] = slab(j, parity) + mine.begin * elem;
-      void* dst = slab(rank_, parity) + mine.begin * elem;
-      reduce_fixed_order(srcs_.data(), size_, &dst, 1, mine.end - mine.begin, dtype, op);
+      std::byte* own = slab(rank_, parity) + mine.begin * elem;
+      // Timed whole (reads, arithmetic, stores) so both kinds compare alike.
+      t0 = std::chrono::steady_clock::now();
+      if (stream_) {  // reduce in private memory, then stream the slice out
+        void* dst = scratch_.data();
+        reduce_fixed_order(srcs_.data(), size_, &dst, 1, len, dtype, op);
+        stream_copy(own, scratch_.data(), len * elem);
+      } else {
+        void* dst = own;
+        reduce_fixed_order(srcs_.data(), size_, &dst, 1, len, dtype, op);
+      }
+      put_ns_ += (std::chrono::steady_clock::now() - t0).count();
+      put_bytes_ += len * elem;
     }
     arrive_and_wait("slices reduced");
     for (int j = 0; j < size_; ++j) {

@@ -235,6 +235,11 @@ const std::vector<KeyDef> kKeys = {
    [](Config& c, const YAML::Node& n, const Ctx& x) { c.comm_verify = get_bool(n, x); }},
   {"comm.shared_memory", "true", "processes on one node all-reduce through shared memory (false: MPI messages)",
    [](Config& c, const YAML::Node& n, const Ctx& x) { c.comm_shared_memory = get_bool(n, x); }},
+  {"comm.shm_stores", "auto", "shared memory: how a rank writes into the segment: plain, streaming (non-temporal) or auto (whichever its timing finds cheaper lately)",
+   [](Config& c, const YAML::Node& n, const Ctx& x) {
+     c.comm_shm_stores = get_enum<Config::ShmStores>(n, x, {{"auto", Config::ShmStores::kAuto},
+                                                           {"plain", Config::ShmStores::kPlain},
+                                                           {"streaming", Config::ShmStores::kStreaming}}); }},
   {"checkpoint.dir", "OUTPUT_DIR/checkpoints", "folder of the training checkpoints",
    [](Config& c, const YAML::Node& n, const Ctx& x) { c.checkpoint_dir = get_string(n, x); }},
   {"checkpoint.every_steps", "0", "write a checkpoint every N steps (0 = off)",
@@ -486,7 +491,12 @@ std::string Config::to_yaml() const {
     << YAML::Key << "timeout_s" << YAML::Value << comm_timeout_s
     << YAML::Key << "long_phase_s" << YAML::Value << comm_long_phase_s
     << YAML::Key << "verify" << YAML::Value << comm_verify
-    << YAML::Key << "shared_memory" << YAML::Value << comm_shared_memory << YAML::EndMap;
+    << YAML::Key << "shared_memory" << YAML::Value << comm_shared_memory
+    << YAML::Key << "shm_stores" << YAML::Value
+    << (comm_shm_stores == ShmStores::kPlain       ? "plain"
+        : comm_shm_stores == ShmStores::kStreaming ? "streaming"
+                                                   : "auto")
+    << YAML::EndMap;
   e << YAML::Key << "checkpoint" << YAML::Value << YAML::BeginMap;
   if (!checkpoint_dir.empty()) e << YAML::Key << "dir" << YAML::Value << checkpoint_dir;
   e << YAML::Key << "every_steps" << YAML::Value << checkpoint_every

@@ -86,6 +86,10 @@ struct Config {
   double comm_timeout_s = 0;        // collective deadline; 0 = adaptive (>= 10 s, 20x slowest step)
   double comm_long_phase_s = 600;   // start-up, evaluation and checkpoint writes may take this long
   bool comm_verify = false;         // debug: every rank must issue the same collectives
+  // How the shared-memory backend writes into its segment: timed as it runs
+  // (auto), or plain / streaming stores (comm/shm_communicator.cpp).
+  enum class ShmStores { kAuto, kPlain, kStreaming };
+  ShmStores comm_shm_stores = ShmStores::kAuto;
   bool comm_shared_memory = true;   // processes on one node all-reduce through shared memory
 
   // strategy

@@ -20,7 +20,7 @@ YAML
 "${MPI[@]}" "$LS" train cfg.yaml --metrics-out two.jsonl >two.log 2>&1 && ok "2 ranks" || bad "2 ranks: $(tail -3 two.log)"
 "${MPI[@]}" "$LS" train cfg.yaml --set strategy.local_replicas=2 --metrics-out four.jsonl >four.log 2>&1 \
   && ok "2 ranks x 2 local" || bad "2x2: $(tail -3 four.log)"
-grep -q "2 process(es) x 2 local replica(s) = 4 replicas in sync (hierarchical)" four.log \
+grep -q "2 process(es) x 2 local replica(s) = 4 replicas in sync (hierarchical; between processes: shm (" four.log \
   && ok "plan names the hierarchical layout" || bad "plan line: $(grep replicas four.log)"
 "$PY" - one.jsonl two.jsonl four.jsonl <<'PYEOF' && ok "same result for 1, 2 and 4 replicas" || bad "results differ"
 import json, sys

@@ -31,16 +31,29 @@ class ShmAllreduce : public ::testing::Test {};
 using AllTypes = ::testing::Types<float, double, int32_t, int64_t, uint8_t>;
 TYPED_TEST_SUITE(ShmAllreduce, AllTypes);
 
+// Both ways of writing into the segment (the choice is timed at creation).
+const CommOptions::ShmStores kStores[] = {CommOptions::ShmStores::kPlain,
+                                          CommOptions::ShmStores::kStreaming};
+std::unique_ptr<Communicator> shm_with(CommOptions::ShmStores stores) {
+  CommOptions options;
+  options.shm_stores = stores;
+  return shm(options);
+}
+
 TYPED_TEST(ShmAllreduce, EveryOpIsExactAtEverySize) {
   using T = TypeParam;
-  auto comm = shm();
-  EXPECT_EQ(comm->name(), "shm");
-  // 2 MiB slabs: the largest sizes take several pieces (and an odd last one).
-  const size_t slab = (size_t{2} << 20) / sizeof(T);
-  for (size_t count : {size_t{0}, size_t{1}, size_t{7}, size_t{4097}, size_t{100003}, slab, 2 * slab + 13}) {
-    for (ReduceOp op : {ReduceOp::kSum, ReduceOp::kMax, ReduceOp::kMin}) {
-      EXPECT_EQ(testing::wrong_after_allreduce<T>(*comm, count, op), 0u)
-          << "count " << count << ", " << reduce_op_name(op);
+  for (const auto stores : kStores) {
+    auto comm = shm_with(stores);
+    EXPECT_EQ(comm->name(), "shm");
+    EXPECT_EQ(comm->describe(), stores == CommOptions::ShmStores::kStreaming ? "shm (streaming stores)"
+                                                                            : "shm (plain stores)");
+    // 2 MiB slabs: the largest sizes take several pieces (and an odd last one).
+    const size_t slab = (size_t{2} << 20) / sizeof(T);
+    for (size_t count : {size_t{0}, size_t{1}, size_t{7}, size_t{4097}, size_t{100003}, slab, 2 * slab + 13}) {
+      for (ReduceOp op : {ReduceOp::kSum, ReduceOp::kMax, ReduceOp::kMin}) {
+        EXPECT_EQ(testing::wrong_after_allreduce<T>(*comm, count, op), 0u)
+            << "count " << count << ", " << reduce_op_name(op) << ", " << comm->describe();
+      }
     }
   }
 }
@@ -48,26 +61,29 @@ TYPED_TEST(ShmAllreduce, EveryOpIsExactAtEverySize) {
 // Rounding inputs: bitwise ((x0 + x1) + x2) + ..., which is also what the MPI
 // backend returns, so switching backends never changes a training run.
 TEST(ShmCommunicator, FloatSumIsBitwiseTheMpiBackends) {
-  auto comm = shm();
-  auto mpi = make_mpi_communicator(test_bootstrap().world_comm());
-  constexpr size_t kCount = 600001;  // two pieces
-  auto input = [](int rank) {
-    std::mt19937 rng(300 + rank);
-    std::uniform_real_distribution<float> dist(-1e3f, 1e3f);
-    std::vector<float> v(kCount);
-    for (float& x : v) x = dist(rng) * (rng() % 2 ? 1e-4f : 1.0f);
-    return v;
-  };
-  std::vector<float> want = input(0);
-  for (int r = 1; r < comm->size(); ++r) {
-    const std::vector<float> other = input(r);
-    for (size_t i = 0; i < kCount; ++i) want[i] += other[i];
+  for (const auto stores : kStores) {
+    auto comm = shm_with(stores);
+    SCOPED_TRACE(comm->describe());
+    auto mpi = make_mpi_communicator(test_bootstrap().world_comm());
+    constexpr size_t kCount = 600001;  // two pieces
+    auto input = [](int rank) {
+      std::mt19937 rng(300 + rank);
+      std::uniform_real_distribution<float> dist(-1e3f, 1e3f);
+      std::vector<float> v(kCount);
+      for (float& x : v) x = dist(rng) * (rng() % 2 ? 1e-4f : 1.0f);
+      return v;
+    };
+    std::vector<float> want = input(0);
+    for (int r = 1; r < comm->size(); ++r) {
+      const std::vector<float> other = input(r);
+      for (size_t i = 0; i < kCount; ++i) want[i] += other[i];
+    }
+    std::vector<float> a = input(comm->rank()), b = a;
+    comm->allreduce(a.data(), kCount);
+    mpi->allreduce(b.data(), kCount);
+    EXPECT_EQ(std::memcmp(a.data(), want.data(), kCount * sizeof(float)), 0);
+    EXPECT_EQ(std::memcmp(a.data(), b.data(), kCount * sizeof(float)), 0);
   }
-  std::vector<float> a = input(comm->rank()), b = a;
-  comm->allreduce(a.data(), kCount);
-  mpi->allreduce(b.data(), kCount);
-  EXPECT_EQ(std::memcmp(a.data(), want.data(), kCount * sizeof(float)), 0);
-  EXPECT_EQ(std::memcmp(a.data(), b.data(), kCount * sizeof(float)), 0);
 }
 
 TEST(ShmCommunicator, InterleavedWithTheCollectivesMpiCarries) {
