@@ -9,11 +9,12 @@
 // (non-temporal) stores are far faster; where it is cheap they only push the
 // data out to DRAM. On a 2-vCPU VM the cost of plain stores moved between 2 and
 // 15 GB/s from one minute to the next while streaming stayed at 4-25 GB/s, so
-// each rank times its own writes into the segment (nothing else: waits are the
-// peers' doing) and keeps the kind that is cheaper lately, trying the other one
-// call in 16 to follow the machine. The kind only changes how a rank's bytes
-// reach the segment, never which bytes, so ranks need not agree on it and the
-// result stays bitwise the same.
+// each rank times its all-reduces (whole: the peers' reads of what it wrote are
+// part of the cost) and keeps the kind that is cheaper lately, trying the other
+// one call in 16 to follow the machine. Calls are numbered alike on every rank,
+// so all try the other kind on the same call. The kind only changes how a rank's
+// bytes reach the segment, never which bytes, so ranks need not agree on it and
+// the result stays bitwise the same.
 #include "comm/shm_communicator.h"
 
 #include <fcntl.h>
@@ -161,13 +162,11 @@ class ShmCommunicator final : public Communicator {
   std::vector<const void*> srcs_;
   bool stream_ = false;             // copy into the segment with streaming stores
   std::vector<std::byte> scratch_;  // streaming: a slice is reduced here first
-  // ShmStores::kAuto: ns per byte written into the segment, a moving average per
-  // kind (plain, streaming; < 0 = not measured yet), over all-reduces of at
-  // least kTimedBytes (smaller ones are mostly fixed costs), and those calls.
+  // ShmStores::kAuto: ns per byte of an all-reduce, a moving average per kind
+  // (plain, streaming; < 0 = not measured yet), over all-reduces of at least
+  // kTimedBytes (smaller ones are mostly fixed costs), and those calls.
   double cost_[2] = {-1.0, -1.0};
   uint64_t calls_ = 0;
-  int64_t put_ns_ = 0;   // this call: time spent writing into the segment
-  size_t put_bytes_ = 0;
 };
 
 ShmCommunicator::ShmCommunicator(MPI_Comm comm, CommOptions options)
@@ -255,14 +254,14 @@ void ShmCommunicator::allreduce(void* buf, size_t count, DType dtype, ReduceOp o
   Control& me = control(rank_);
   signature_to(sig_, me.sig);
   me.seq.store(seq_, std::memory_order_relaxed);
-  const bool timed = count * dtype_size(dtype) >= kTimedBytes;
+  const size_t bytes = count * dtype_size(dtype);
+  const bool timed = bytes >= kTimedBytes;
   choose_stores(timed);
-  put_ns_ = 0;
-  put_bytes_ = 0;
+  const auto t0 = std::chrono::steady_clock::now();
   reduce_pieces(static_cast<std::byte*>(buf), count, dtype, op);
   if (options_.shm_stores == CommOptions::ShmStores::kAuto && timed) {
     double& c = cost_[stream_ ? 1 : 0];
-    const double now = double(put_ns_) / double(put_bytes_);
+    const double now = double((std::chrono::steady_clock::now() - t0).count()) / double(bytes);
     c = c < 0 ? now : 0.75 * c + 0.25 * now;
   }
 }
@@ -290,10 +289,7 @@ void ShmCommunicator::reduce_pieces(std::byte* bytes, size_t count, DType dtype,
   for (size_t done = 0; done < count; done += piece) {
     const size_t n = std::min(piece, count - done);
     const int parity = int(pieces_++ & 1);
-    auto t0 = std::chrono::steady_clock::now();
     put(slab(rank_, parity), bytes + done * elem, n * elem);
-    put_ns_ += (std::chrono::steady_clock::now() - t0).count();
-    put_bytes_ += n * elem;
     arrive_and_wait("arrival");
     if (first) check_agreement();
     first = false;
@@ -302,8 +298,6 @@ void ShmCommunicator::reduce_pieces(std::byte* bytes, size_t count, DType dtype,
       const size_t len = mine.end - mine.begin;
       for (int j = 0; j < size_; ++j) srcs_[size_t(j)] = slab(j, parity) + mine.begin * elem;
       std::byte* own = slab(rank_, parity) + mine.begin * elem;
-      // Timed whole (reads, arithmetic, stores) so both kinds compare alike.
-      t0 = std::chrono::steady_clock::now();
       if (stream_) {  // reduce in private memory, then stream the slice out
         void* dst = scratch_.data();
         reduce_fixed_order(srcs_.data(), size_, &dst, 1, len, dtype, op);
@@ -312,8 +306,6 @@ void ShmCommunicator::reduce_pieces(std::byte* bytes, size_t count, DType dtype,
         void* dst = own;
         reduce_fixed_order(srcs_.data(), size_, &dst, 1, len, dtype, op);
       }
-      put_ns_ += (std::chrono::steady_clock::now() - t0).count();
-      put_bytes_ += len * elem;
     }
     arrive_and_wait("slices reduced");
     for (int j = 0; j < size_; ++j) {
