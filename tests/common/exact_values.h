@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <random>
 #include <type_traits>
 #include <vector>
 
@@ -44,6 +45,26 @@ size_t wrong_after_allreduce(Communicator& c, size_t count, ReduceOp op) {
   size_t wrong = 0;
   for (size_t i = 0; i < count; ++i) wrong += buf[i] != exact_expected<T>(op, c.size(), i);
   return wrong;
+}
+
+// Values whose fp32 sums round (mixed magnitudes), the same for a given seed and
+// member on every process: for checking that a backend adds in member order.
+inline std::vector<float> rounding_values(uint32_t seed, int member, size_t count) {
+  std::mt19937 rng(seed + uint32_t(member));
+  std::uniform_real_distribution<float> dist(-1e3f, 1e3f);
+  std::vector<float> v(count);
+  for (float& x : v) x = dist(rng) * (rng() % 2 ? 1e-4f : 1.0f);
+  return v;
+}
+
+// ((v0 + v1) + v2) + ... of rounding_values over members 0..members-1.
+inline std::vector<float> member_order_sum(uint32_t seed, int members, size_t count) {
+  std::vector<float> sum = rounding_values(seed, 0, count);
+  for (int m = 1; m < members; ++m) {
+    const std::vector<float> other = rounding_values(seed, m, count);
+    for (size_t i = 0; i < count; ++i) sum[i] += other[i];
+  }
+  return sum;
 }
 
 }  // namespace lockstep::testing

@@ -104,13 +104,7 @@ TEST(Hierarchical, ManyRepeatedCalls) {
 TEST(Hierarchical, FloatSumFollowsTheFixedOrderBitwise) {
   HierarchicalGroup group(test_bootstrap().world_comm(), kReplicas);
   constexpr size_t kCount = 30001;
-  auto input = [](int rank) {
-    std::mt19937 rng(500 + rank);
-    std::uniform_real_distribution<float> dist(-1e3f, 1e3f);
-    std::vector<float> v(kCount);
-    for (float& x : v) x = dist(rng) * (rng() % 2 ? 1e-4f : 1.0f);
-    return v;
-  };
+  auto input = [](int rank) { return testing::rounding_values(500, rank, kCount); };
   const int processes = group.process_count();
   std::vector<float> want(kCount, 0.0f);
   for (int p = 0; p < processes; ++p) {

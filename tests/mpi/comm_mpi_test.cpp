@@ -97,20 +97,9 @@ TEST(MpiCommunicator, ManyRepeatedCalls) {
 TEST(MpiCommunicator, FloatSumIsRankOrderBitwise) {
   auto comm = world();
   constexpr size_t kCount = 70001;
-  auto input = [](int rank) {
-    std::mt19937 rng(100 + rank);
-    std::uniform_real_distribution<float> dist(-1e3f, 1e3f);
-    std::vector<float> v(kCount);
-    for (float& x : v) x = dist(rng) * (rng() % 2 ? 1e-4f : 1.0f);
-    return v;
-  };
-  std::vector<float> want = input(0);
-  for (int r = 1; r < comm->size(); ++r) {
-    const std::vector<float> other = input(r);
-    for (size_t i = 0; i < kCount; ++i) want[i] += other[i];
-  }
+  const std::vector<float> want = testing::member_order_sum(100, comm->size(), kCount);
   for (int run = 0; run < 2; ++run) {
-    std::vector<float> buf = input(comm->rank());
+    std::vector<float> buf = testing::rounding_values(100, comm->rank(), kCount);
     comm->allreduce(buf.data(), kCount);
     EXPECT_EQ(std::memcmp(buf.data(), want.data(), kCount * sizeof(float)), 0) << "run " << run;
   }

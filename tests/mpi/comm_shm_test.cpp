@@ -66,19 +66,8 @@ TEST(ShmCommunicator, FloatSumIsBitwiseTheMpiBackends) {
     SCOPED_TRACE(comm->describe());
     auto mpi = make_mpi_communicator(test_bootstrap().world_comm());
     constexpr size_t kCount = 600001;  // two pieces
-    auto input = [](int rank) {
-      std::mt19937 rng(300 + rank);
-      std::uniform_real_distribution<float> dist(-1e3f, 1e3f);
-      std::vector<float> v(kCount);
-      for (float& x : v) x = dist(rng) * (rng() % 2 ? 1e-4f : 1.0f);
-      return v;
-    };
-    std::vector<float> want = input(0);
-    for (int r = 1; r < comm->size(); ++r) {
-      const std::vector<float> other = input(r);
-      for (size_t i = 0; i < kCount; ++i) want[i] += other[i];
-    }
-    std::vector<float> a = input(comm->rank()), b = a;
+    const std::vector<float> want = testing::member_order_sum(300, comm->size(), kCount);
+    std::vector<float> a = testing::rounding_values(300, comm->rank(), kCount), b = a;
     comm->allreduce(a.data(), kCount);
     mpi->allreduce(b.data(), kCount);
     EXPECT_EQ(std::memcmp(a.data(), want.data(), kCount * sizeof(float)), 0);
