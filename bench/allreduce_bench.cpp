@@ -49,7 +49,7 @@ struct Settings {
   bool pin = true;
   int local_rank = 0;  // node-local process rank, for choosing CPUs
   std::string json_path;
-  std::string shm_stores = "auto";
+  CommOptions::ShmStores shm_stores = CommOptions::ShmStores::kAuto;
 };
 
 struct Row {
@@ -349,9 +349,7 @@ std::vector<Row> run_nccl(const Settings& s, const Bootstrap& boot, CommOptions 
 
 std::vector<Row> run_backend(const Settings& s, const Bootstrap& boot, int* ranks, int* local) {
   CommOptions options{std::chrono::milliseconds(static_cast<int64_t>(s.timeout_s * 1000))};
-  options.shm_stores = s.shm_stores == "plain"       ? CommOptions::ShmStores::kPlain
-                       : s.shm_stores == "streaming" ? CommOptions::ShmStores::kStreaming
-                                                     : CommOptions::ShmStores::kAuto;
+  options.shm_stores = s.shm_stores;
   const WorldInfo& w = boot.info();
   if (s.backend == "local") {
     LocalGroup group(s.replicas, options);
@@ -401,8 +399,8 @@ int run(int argc, char** argv) {
       ->check(CLI::IsMember({"local", "mpi", "shm", "hierarchical", "mpi-raw"}));
 #endif
   app.add_option("--shm-stores", s.shm_stores,
-                 "shm: how data goes into the segment: auto (timed at creation), plain or streaming")
-      ->check(CLI::IsMember({"auto", "plain", "streaming"}));
+                 "shm: how data goes into the segment: auto (timed as it runs), plain or streaming")
+      ->transform(CLI::CheckedTransformer(CommOptions::shm_store_names()));
   app.add_option("--replicas", s.replicas,
                  "replica threads per process (local, hierarchical, nccl: replicas beyond the "
                  "GPU count share GPUs)")

@@ -117,7 +117,7 @@ int main(int argc, char** argv) {
   int steps = 400, reps = 5, prefetch = 2;
   std::string gather = "auto";
   bool shared_memory = true;
-  std::string shm_stores = "auto";
+  CommOptions::ShmStores shm_stores = CommOptions::ShmStores::kAuto;
   std::string json_path, scaling = "weak", data_path;
   app.add_option("--batch", batches, "batch sizes: per replica (weak scaling) or global (strong)")
       ->delimiter(',');
@@ -133,7 +133,7 @@ int main(int argc, char** argv) {
                  "an HDF5 dataset in lockstep's layout (its train split, pixels scaled by 1/255; "
                  "e.g. datasets/fashion_mnist.h5 from launch/run.sh) instead of synthetic data");
   app.add_option("--shm-stores", shm_stores, "comm.shm_stores: auto, plain or streaming")
-      ->check(CLI::IsMember({"auto", "plain", "streaming"}));
+      ->transform(CLI::CheckedTransformer(CommOptions::shm_store_names()));
   app.add_option("--shared-memory", shared_memory,
                  "comm.shared_memory: ranks on one node all-reduce through shared memory (false: MPI)");
   app.add_option("--json", json_path, "also write the results as JSON");
@@ -141,14 +141,9 @@ int main(int argc, char** argv) {
 
   Bootstrap boot(&argc, &argv);
   cpu::init_kernels();
-  Config store_cfg;  // comm.shm_stores as the trainer maps it
-  store_cfg.comm_shared_memory = shared_memory;
-  store_cfg.comm_shm_stores = shm_stores == "plain"       ? Config::ShmStores::kPlain
-                              : shm_stores == "streaming" ? Config::ShmStores::kStreaming
-                                                          : Config::ShmStores::kAuto;
-  CommOptions comm_opts = comm_options(store_cfg);
-  comm_opts.timeout = CommOptions{}.timeout;  // the bench's own deadline: the default fixed one
-  comm_opts.adaptive = false;
+  CommOptions comm_opts;
+  comm_opts.shared_memory = shared_memory;
+  comm_opts.shm_stores = shm_stores;
   auto comm = boot.make_world_communicator(comm_opts);
   World world{boot.info(), boot.world_comm(), comm.get()};
   const bool chief = world.rank() == 0;
@@ -197,7 +192,7 @@ int main(int argc, char** argv) {
       cfg.seed = 1;
       cfg.data_prefetch = prefetch;
       cfg.comm_shared_memory = shared_memory;
-      cfg.comm_shm_stores = store_cfg.comm_shm_stores;
+      cfg.comm_shm_stores = shm_stores;
       cfg.data_gather = gather == "thread" ? GatherMode::kThread
                         : gather == "replicas" ? GatherMode::kReplicas : GatherMode::kAuto;
       std::vector<double> step_t, comp_t, comm_t, in_t, gemm_t;

@@ -7,6 +7,8 @@
 
 #include <chrono>
 #include <functional>
+#include <map>
+#include <string>
 
 namespace lockstep {
 
@@ -36,10 +38,14 @@ struct CommOptions {
   // Processes on one node all-reduce through a shared-memory segment instead of
   // MPI messages (make_process_communicator, comm/shm_communicator.h).
   bool shared_memory = true;
-  // How the shared-memory backend writes into its segment: timed at creation
-  // (auto), or forced (tests run both paths).
+  // How the shared-memory backend writes into its segment: plain or streaming
+  // stores, whichever its timing finds cheaper lately (auto), or one forced.
   enum class ShmStores { kAuto, kPlain, kStreaming };
   ShmStores shm_stores = ShmStores::kAuto;
+  // Their names (config comm.shm_stores, the benchmarks' --shm-stores).
+  static std::map<std::string, ShmStores> shm_store_names() {
+    return {{"auto", ShmStores::kAuto}, {"plain", ShmStores::kPlain}, {"streaming", ShmStores::kStreaming}};
+  }
 
   // What the trainer uses: timeout_s > 0 is a fixed deadline, 0 the adaptive one
   // (10 s floor, 20x the slowest recent step).

@@ -237,9 +237,8 @@ const std::vector<KeyDef> kKeys = {
    [](Config& c, const YAML::Node& n, const Ctx& x) { c.comm_shared_memory = get_bool(n, x); }},
   {"comm.shm_stores", "auto", "shared memory: how a rank writes into the segment: plain, streaming (non-temporal) or auto (whichever its timing finds cheaper lately)",
    [](Config& c, const YAML::Node& n, const Ctx& x) {
-     c.comm_shm_stores = get_enum<Config::ShmStores>(n, x, {{"auto", Config::ShmStores::kAuto},
-                                                           {"plain", Config::ShmStores::kPlain},
-                                                           {"streaming", Config::ShmStores::kStreaming}}); }},
+     const auto names = CommOptions::shm_store_names();
+     c.comm_shm_stores = get_enum<Config::ShmStores>(n, x, {names.begin(), names.end()}); }},
   {"checkpoint.dir", "OUTPUT_DIR/checkpoints", "folder of the training checkpoints",
    [](Config& c, const YAML::Node& n, const Ctx& x) { c.checkpoint_dir = get_string(n, x); }},
   {"checkpoint.every_steps", "0", "write a checkpoint every N steps (0 = off)",
@@ -493,9 +492,11 @@ std::string Config::to_yaml() const {
     << YAML::Key << "verify" << YAML::Value << comm_verify
     << YAML::Key << "shared_memory" << YAML::Value << comm_shared_memory
     << YAML::Key << "shm_stores" << YAML::Value
-    << (comm_shm_stores == ShmStores::kPlain       ? "plain"
-        : comm_shm_stores == ShmStores::kStreaming ? "streaming"
-                                                   : "auto")
+    << [this] {
+         for (const auto& [name, value] : CommOptions::shm_store_names())
+           if (value == comm_shm_stores) return name;
+         return std::string("auto");
+       }()
     << YAML::EndMap;
   e << YAML::Key << "checkpoint" << YAML::Value << YAML::BeginMap;
   if (!checkpoint_dir.empty()) e << YAML::Key << "dir" << YAML::Value << checkpoint_dir;

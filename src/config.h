@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "comm/options.h"
 #include "kernels/cpu/ops.h"
 
 namespace lockstep {
@@ -88,7 +89,7 @@ struct Config {
   bool comm_verify = false;         // debug: every rank must issue the same collectives
   // How the shared-memory backend writes into its segment: timed as it runs
   // (auto), or plain / streaming stores (comm/shm_communicator.cpp).
-  enum class ShmStores { kAuto, kPlain, kStreaming };
+  using ShmStores = CommOptions::ShmStores;
   ShmStores comm_shm_stores = ShmStores::kAuto;
   bool comm_shared_memory = true;   // processes on one node all-reduce through shared memory
 

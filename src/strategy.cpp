@@ -97,9 +97,7 @@ CommOptions comm_options(const Config& config) {
   CommOptions o = CommOptions::from_seconds(config.comm_timeout_s, config.comm_verify);
   o.interrupted = [] { return SignalGuard::requested() != 0; };
   o.shared_memory = config.comm_shared_memory;
-  o.shm_stores = config.comm_shm_stores == Config::ShmStores::kPlain       ? CommOptions::ShmStores::kPlain
-                 : config.comm_shm_stores == Config::ShmStores::kStreaming ? CommOptions::ShmStores::kStreaming
-                                                                           : CommOptions::ShmStores::kAuto;
+  o.shm_stores = config.comm_shm_stores;
   return o;
 }
 
