@@ -31,7 +31,7 @@ class ShmAllreduce : public ::testing::Test {};
 using AllTypes = ::testing::Types<float, double, int32_t, int64_t, uint8_t>;
 TYPED_TEST_SUITE(ShmAllreduce, AllTypes);
 
-// Both ways of writing into the segment (the choice is timed at creation).
+// Both ways of writing into the segment (auto times them as it runs).
 const CommOptions::ShmStores kStores[] = {CommOptions::ShmStores::kPlain,
                                           CommOptions::ShmStores::kStreaming};
 std::unique_ptr<Communicator> shm_with(CommOptions::ShmStores stores) {
