@@ -67,7 +67,7 @@ IteratorPtr<RowBatch> build_pipeline(const std::shared_ptr<Source>& source, cons
     return std::pair<int64_t, int64_t>(replica_begin(first, n, total), replica_begin(last, n, total));
   };
   IteratorPtr<RowBatch> pipeline = gather(std::move(batches), source, std::move(local_rows));
-  if (o.prefetch > 0) pipeline = prefetch(std::move(pipeline), o.prefetch);
+  if (o.prefetch > 0) pipeline = prefetch(std::move(pipeline), o.prefetch, o.on_thread_start);
   return pipeline;
 }
 

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -83,6 +84,9 @@ struct InputOptions {
   // The choice when every core runs a replica and a prefetch thread would take
   // its time from one of them (see resolve_gather in src/strategy.h).
   bool replica_gather = false;
+  // Runs first on every thread the pipeline starts (the prefetch thread), so the
+  // caller can give it the floating-point mode of its compute threads.
+  std::function<void()> on_thread_start;
 };
 
 // The same options for evaluation: no shuffle and no dropped remainder, so every

@@ -227,6 +227,8 @@ const std::vector<KeyDef> kKeys = {
   {"train.on_nonfinite", "stop", "a NaN/Inf loss or gradient: stop naming the step, or skip the step's update",
    [](Config& c, const YAML::Node& n, const Ctx& x) {
      c.nonfinite = get_enum<NonFinitePolicy>(n, x, {{"stop", NonFinitePolicy::kStop}, {"skip", NonFinitePolicy::kSkip}}); }},
+  {"train.flush_denormals", "true", "flush denormal floats to zero on every compute thread (false: IEEE gradual underflow, 2-3x slower steps once values get tiny)",
+   [](Config& c, const YAML::Node& n, const Ctx& x) { c.flush_denormals = get_bool(n, x); }},
   {"comm.timeout_s", "0", "seconds a collective may wait for a peer before the job ends naming it (0 = adaptive: 10 s or 20x the slowest recent step)",
    [](Config& c, const YAML::Node& n, const Ctx& x) { c.comm_timeout_s = get_float(n, x, 0.0, 1e6); }},
   {"comm.long_phase_s", "600", "seconds peers may wait for start-up, the first evaluation or a checkpoint write (later evaluations: 20x the slowest so far, at least the collective floor)",
@@ -485,7 +487,8 @@ std::string Config::to_yaml() const {
     << YAML::Key << "eval_batch_size" << YAML::Value << eval_batch_size
     << YAML::Key << "progress" << YAML::Value << progress
     << YAML::Key << "on_nonfinite" << YAML::Value
-    << (nonfinite == NonFinitePolicy::kStop ? "stop" : "skip") << YAML::EndMap;
+    << (nonfinite == NonFinitePolicy::kStop ? "stop" : "skip")
+    << YAML::Key << "flush_denormals" << YAML::Value << flush_denormals << YAML::EndMap;
   e << YAML::Key << "comm" << YAML::Value << YAML::BeginMap
     << YAML::Key << "timeout_s" << YAML::Value << comm_timeout_s
     << YAML::Key << "long_phase_s" << YAML::Value << comm_long_phase_s

@@ -16,6 +16,7 @@
 #include "comm/hierarchical_communicator.h"
 #include "comm/local_communicator.h"
 #include "comm/placement.h"
+#include "kernels/cpu/fpenv.h"
 #include "kernels/cpu/ops.h"
 #include "src/cuda_replica.h"
 #include "src/random.h"
@@ -34,7 +35,11 @@ double since(Clock::time_point t0) {
 // bitwise the same as reducing inline: same buckets, same order, same backend.
 class BucketWorker {
  public:
-  explicit BucketWorker(Communicator* comm) : comm_(comm), thread_([this] { loop(); }) {}
+  BucketWorker(Communicator* comm, bool flush_denormals)
+      : comm_(comm), thread_([this, flush_denormals] {
+          cpu::set_flush_denormals(flush_denormals);  // it sums gradients
+          loop();
+        }) {}
   ~BucketWorker() {
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -160,7 +165,9 @@ MirroredStrategy::MirroredStrategy(const Model& model, const Config& config, Wor
     } else {
       r->grads.assign(size_t(model.num_params() + kExtras), 0.0f);
       r->model = std::make_unique<ReplicaModel>(model, max_rows);
-      if (config.overlap) r->worker = std::make_unique<BucketWorker>(r->comm);
+      if (config.overlap) {
+        r->worker = std::make_unique<BucketWorker>(r->comm, config.flush_denormals);
+      }
     }
     replicas_.push_back(std::move(r));
   }
@@ -184,6 +191,7 @@ void MirroredStrategy::run(const std::function<void(Replica&)>& fn) {
   const bool pin = pinning_fits(k, world_.info.local_size);
   auto body = [&](Replica& r) {
     const ThreadPin pinned(world_.info.local_rank * k + r.local_index, pin);
+    cpu::set_flush_denormals(config_.flush_denormals);  // train.flush_denormals
     try {
       if (r.device) r.device->bind_thread();
       fn(r);

@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "comm/deadline.h"
+#include "kernels/cpu/fpenv.h"
 #include "kernels/cpu/ops.h"
 #include "src/cuda_replica.h"
 #include "src/metrics.h"
@@ -108,6 +109,7 @@ void Trainer::build(int64_t max_rows_hint) {
   in.drop_remainder = c.drop_remainder;
   in.prefetch = c.data_prefetch;
   in.replica_gather = resolve_gather(c, local, world_.info.local_size, *train_source_);
+  in.on_thread_start = [flush = c.flush_denormals] { cpu::set_flush_denormals(flush); };
   train_input_ = std::make_unique<DistributedInput>(train_source_, in);
   InputOptions ev = in;
   ev.global_batch = c.eval_batch_size;
