@@ -217,21 +217,27 @@ void MirroredStrategy::run(const std::function<void(Replica&)>& fn) {
 }
 
 const ReplicaBatch* MirroredStrategy::fetch(Replica& r, DistributedInput& input) {
+  const auto t0 = Clock::now();
+  ++r.fetches;
+  ReplicaBatch& mine = batches_[size_t(r.local_index)];
+  if (input.replica_gather()) {  // its own batch sequence and rows: no one to wait for
+    const bool more = input.next_own(r.local_index, mine);
+    r.input_seconds += since(t0);
+    return more ? &mine : nullptr;
+  }
   // has_batch_ alternates between two slots: after an empty fetch (end of
   // epoch) no collective follows, so replica 0 may already be writing the next
   // fetch's flag while another replica still reads this one.
-  const auto t0 = Clock::now();
-  const size_t slot = size_t(r.fetches++ & 1);
+  const size_t slot = size_t(r.fetches & 1);
   if (r.local_index == 0) has_batch_[slot] = input.next(batches_);
   r.local_comm->barrier();  // publishes batches_ and has_batch_ to the other replicas
-  if (!has_batch_[slot]) {
-    r.input_seconds += since(t0);
-    return nullptr;
-  }
-  ReplicaBatch& mine = batches_[size_t(r.local_index)];
-  if (input.replica_gather()) input.gather(r.local_index, mine);
   r.input_seconds += since(t0);
-  return &mine;
+  return has_batch_[slot] ? &mine : nullptr;
+}
+
+void MirroredStrategy::seek(Replica& r, DistributedInput& input, const InputPosition& position) {
+  if (r.local_index == 0) input.seek(position);
+  r.local_comm->barrier();
 }
 
 void MirroredStrategy::broadcast_initial_weights(Replica& r) {
@@ -323,12 +329,14 @@ StepResult MirroredStrategy::train_step(Replica& r, const ReplicaBatch& batch, f
   out.stop = extra[kStop] > 0.0f;
   // Every replica holds the same reduced gradient, so all decide alike. A finite
   // loss does not imply a finite gradient (an overflow in backward, a huge input).
+  const auto t_opt = Clock::now();
   out.finite_loss = std::isfinite(extra[kLossSum]);
   out.finite = out.finite_loss && cpu::all_finite(r.grads.data(), n);
   if (out.finite) {  // a non-finite step changes nothing; the trainer stops or skips it
     r.optimizer->apply(r.params.data(), r.grads.data(), 0, n, lr, r.updates);
     ++r.updates;
   }
+  r.optimizer_seconds += since(t_opt);
   r.step_seconds += since(t0);
   return out;
 }

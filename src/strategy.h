@@ -49,8 +49,9 @@ struct Replica {
   int64_t fetches = 0;                 // MirroredStrategy::fetch calls
   // Where this replica's time went (seconds): waiting for input (fetch, which
   // includes waiting for the other local replicas), inside gradient
-  // collectives, and the whole train_step (compute = step - comm).
-  double input_seconds = 0, comm_seconds = 0, step_seconds = 0;
+  // collectives, the finite check and optimizer update, and the whole
+  // train_step (forward and backward = step - comm - optimizer).
+  double input_seconds = 0, comm_seconds = 0, optimizer_seconds = 0, step_seconds = 0;
 };
 
 // What one synchronous step reports, the same on every replica.
@@ -81,14 +82,21 @@ class MirroredStrategy {
   // is failed, so no replica waits forever for one that threw.
   void run(const std::function<void(Replica&)>& fn);
 
-  // The next global batch from `input`: local replica 0 advances the pipeline,
-  // then all local replicas meet, and each gets its slice (with replica_gather
-  // each then reads its own rows, all at once). nullptr at the end of
-  // the epoch (the next call starts the next epoch). A slice stays valid until
-  // the next fetch; a loop that runs no collective per batch (evaluation) must
-  // call release() before fetching again.
+  // The next global batch from `input`, this replica's slice of it; nullptr at
+  // the end of the epoch (the next call starts the next epoch). With
+  // replica_gather each replica walks its own copy of the batch sequence and
+  // reads its own rows, meeting no one; otherwise local replica 0 takes the
+  // batch from the pipeline and all local replicas meet before reading their
+  // slices. A slice stays valid until this replica's next fetch; a loop that runs
+  // no collective per batch (evaluation) must call release() before fetching
+  // again (the shared pipeline reuses its buffers).
   const ReplicaBatch* fetch(Replica& r, DistributedInput& input);
-  void release(Replica& r) { r.local_comm->barrier(); }
+  // Positions `input` (start of training, a resume, each evaluation): local
+  // replica 0 seeks, then the local replicas meet, so none fetches before.
+  void seek(Replica& r, DistributedInput& input, const InputPosition& position);
+  void release(Replica& r, const DistributedInput& input) {
+    if (!input.replica_gather()) r.local_comm->barrier();
+  }
 
   // Start of training: every replica gets rank 0 replica 0's initial weights.
   void broadcast_initial_weights(Replica& r);

@@ -287,7 +287,7 @@ Trainer::Position Trainer::start_state(Replica& r) {
 void Trainer::replica_fit(Replica& r) {
   Position pos = start_state(r);
   strategy_->to_device(r);  // device replicas: the weights and slots just set on the host
-  if (r.local_index == 0) train_input_->seek(InputPosition{pos.epoch, pos.step_in_epoch});
+  strategy_->seek(r, *train_input_, InputPosition{pos.epoch, pos.step_in_epoch});
   if (pos.epoch >= config_.epochs) {
     // Resumed from the end of training: nothing to train, but the final record
     // and the saved model still report the model's real test result.
@@ -508,13 +508,13 @@ std::chrono::milliseconds Trainer::evaluation_budget() const {
 EvalResult Trainer::evaluate(Replica& r, DistributedInput& input) {
   const auto t0 = Clock::now();
   const LongPhase phase("evaluation", evaluation_budget());  // slices may be uneven
-  if (r.local_index == 0) input.seek(InputPosition{});
+  strategy_->seek(r, input, InputPosition{});
   MetricSums sums;
   for (;;) {
     const ReplicaBatch* batch = strategy_->fetch(r, input);
     if (!batch) break;
     sums.add(strategy_->evaluate(r, *batch));
-    strategy_->release(r);  // no collective per batch: wait before replica 0 refills
+    strategy_->release(r, input);  // no collective per batch: wait before replica 0 refills
   }
   const MetricSums total = all_reduce(r, sums);
   if (r.local_index == 0) {
