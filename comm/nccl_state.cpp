@@ -16,6 +16,8 @@ namespace {
 constexpr auto kAbortLockWait = std::chrono::seconds(2);
 constexpr auto kBusyPoll = std::chrono::milliseconds(1);
 constexpr auto kIdlePoll = std::chrono::milliseconds(20);
+constexpr auto kSpinFor = std::chrono::milliseconds(2);
+constexpr auto kStepNap = std::chrono::microseconds(50);
 
 std::string seconds_text(std::chrono::milliseconds ms) {
   std::ostringstream s;
@@ -205,7 +207,9 @@ void NcclState::wait_enqueued(int local, uint64_t generation, const char* op,
 // Polls rather than cudaStreamSynchronize: a stream that waits on an NCCL kernel
 // whose peer never comes would block the host thread past every deadline.
 void NcclState::wait_stream(int local, cudaStream_t stream, const char* op) const {
-  auto nap = std::chrono::microseconds(20);
+  // Spin briefly (short steps end within it), then nap in steps too short to
+  // show in a step time.
+  const auto start = NcclClock::now();
   for (;;) {
     const cudaError_t q = cudaStreamQuery(stream);
     if (q == cudaSuccess) break;
@@ -215,8 +219,11 @@ void NcclState::wait_stream(int local, cudaStream_t stream, const char* op) cons
       cuda::throw_cuda_error(q, "cudaStreamQuery(compute_stream)", __FILE__, __LINE__);
     }
     if (failed()) throw_failed(local, op);
-    std::this_thread::sleep_for(nap);
-    nap = std::min<std::chrono::microseconds>(nap * 2, kBusyPoll);
+    if (NcclClock::now() - start < kSpinFor) {
+      std::this_thread::yield();
+    } else {
+      std::this_thread::sleep_for(kStepNap);
+    }
   }
   if (failed()) throw_failed(local, op);
 }
