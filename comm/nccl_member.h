@@ -1,7 +1,8 @@
 // One replica's Communicator in an NcclGroup: it records "my inputs are ready" on
 // the replica's compute stream, meets the replicas sharing its GPU, and (as the
 // GPU's leader) enqueues the same-GPU reduction and the NCCL call on the NCCL
-// stream; every member's compute stream then waits for the result on the device.
+// stream; every member's compute stream then waits for the result on the device
+// (after each call, or once at join() with a deferred wait).
 // Internal to comm/; compiled only with LOCKSTEP_HAVE_CUDA.
 #pragma once
 
