@@ -41,6 +41,11 @@ WaitBudget NcclState::begin_wait(int local, uint64_t* seq) {
   return clocks[size_t(local)].start();
 }
 
+std::chrono::milliseconds NcclState::usual_interval(int local) const {
+  return std::chrono::milliseconds(
+      static_cast<int64_t>(clocks[size_t(local)].slowest_recent_seconds() * 1000.0));
+}
+
 std::string NcclState::behind(uint64_t seq) const {
   std::string late;
   for (int i = 0; i < local_size(); ++i) {
@@ -249,7 +254,8 @@ void NcclState::track(int slot_index, cudaStream_t stream, std::string what,
     cuda::throw_cuda_error(err, "cudaEventRecord(event, stream)", __FILE__, __LINE__);
   }
   const bool wake = slot.pending.empty();
-  slot.pending.push_back(NcclPending{event, std::move(what), NcclClock::now(), budget, local, seq});
+  slot.pending.push_back(
+      NcclPending{event, std::move(what), NcclClock::now(), budget, local, seq, usual_interval(local)});
   if (wake) watch_cv_.notify_one();
 }
 
@@ -295,7 +301,10 @@ std::string NcclState::poll_slot(NcclSlot& slot) {
     }
     const auto now = NcclClock::now();
     std::string why = overdue(front.budget, now - front.since);
-    if (why.empty() && grace_.expired(now, front.budget)) {
+    // Work tracked here includes compute queued before it (a whole replayed step):
+    // after a signal, a healthy one still gets its usual time before the grace runs.
+    const bool past_usual = now - front.since >= front.usual + options.interrupt_grace;
+    if (why.empty() && past_usual && grace_.expired(now, front.budget)) {
       why = "was interrupted by a signal while waiting (the launcher may be ending the job)";
     }
     if (!why.empty()) {

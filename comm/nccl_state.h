@@ -70,6 +70,9 @@ struct NcclPending {
   WaitBudget budget;  // from the issuing member's DeadlineClock
   int local = 0;      // the issuing member
   uint64_t seq = 0;   // its count of waits begun, this one included
+  // The member's slowest recent interval between waits: a healthy wait may take
+  // this long, so a signal ends the wait only after it plus the grace.
+  std::chrono::milliseconds usual{0};
 };
 
 // One distinct GPU of this process: one NCCL rank. members[0] (the lowest local
@@ -112,6 +115,8 @@ class NcclState {
   // Starts local replica `local`'s next wait (a collective or a watched replay):
   // its budget, and in *seq how many waits it has begun, this one included.
   WaitBudget begin_wait(int local, uint64_t* seq);
+  // That member's slowest recent interval between waits.
+  std::chrono::milliseconds usual_interval(int local) const;
   // "; local replicas 1, 2 have not got this far" for the replicas of this process
   // that have begun fewer than `seq` waits ("" when none).
   std::string behind(uint64_t seq) const;

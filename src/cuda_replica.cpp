@@ -574,7 +574,8 @@ std::vector<std::vector<std::string>> node_bus_ids(MPI_Comm world, int* node_ran
   LOCKSTEP_MPI_CHECK(MPI_Comm_rank(node, node_rank));
   LOCKSTEP_MPI_CHECK(MPI_Comm_size(node, &size));
   const int n = int(mine.size());
-  std::vector<int> counts(static_cast<size_t>(size)), offsets(static_cast<size_t>(size)), chars(static_cast<size_t>(size));
+  const size_t processes = static_cast<size_t>(size);
+  std::vector<int> counts(processes), offsets(processes), chars(processes);
   LOCKSTEP_MPI_CHECK(MPI_Allgather(&n, 1, MPI_INT, counts.data(), 1, MPI_INT, node));
   int total = 0;
   for (int p = 0; p < size; ++p) {
@@ -586,7 +587,7 @@ std::vector<std::vector<std::string>> node_bus_ids(MPI_Comm world, int* node_ran
   for (int d = 0; d < n; ++d) mine[size_t(d)].copy(send.data() + size_t(d) * kBusIdChars, kBusIdChars - 1);
   LOCKSTEP_MPI_CHECK(MPI_Allgatherv(send.data(), n * kBusIdChars, MPI_CHAR, all.data(), chars.data(),
                                     offsets.data(), MPI_CHAR, node));
-  std::vector<std::vector<std::string>> out(static_cast<size_t>(size));
+  std::vector<std::vector<std::string>> out(processes);
   for (int p = 0; p < size; ++p) {
     for (int d = 0; d < counts[size_t(p)]; ++d) {
       out[size_t(p)].emplace_back(all.data() + offsets[size_t(p)] + d * kBusIdChars);
