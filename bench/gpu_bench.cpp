@@ -29,6 +29,7 @@ int main(int argc, char** argv) {
 
 #include "kernels/cuda/ops.h"
 #include "src/cuda_replica.h"
+#include "src/gpu_mapping.h"
 #if defined(LOCKSTEP_HAVE_NCCL_GROUP)  // set by src/CMakeLists.txt when comm/ has it
 #include "comm/nccl_communicator.h"
 #endif
@@ -191,7 +192,7 @@ int sweep_allreduce(const Settings& s) {
   const int k = s.replicas;
   const int count = cuda::device_count();
   std::vector<int> devices;
-  for (int i = 0; i < k; ++i) devices.push_back(device_for_replica(0, k, i, s.replicas_per_gpu, count));
+  for (int i = 0; i < k; ++i) devices.push_back(device_for_replica(gpu_share(count, 1, 0, false), i, s.replicas_per_gpu));
   cuda::set_device(devices[0]);
   NcclGroup group(MPI_COMM_NULL, devices);
   std::printf("#\n# all-reduce (sum, float) across %d local GPU replica(s)\n", k);

@@ -251,7 +251,7 @@ const std::vector<KeyDef> kKeys = {
    [](Config& c, const YAML::Node& n, const Ctx& x) { c.checkpoint_keep = get_int(n, x, 1, 1000000); }},
   {"checkpoint.on_signal", "true", "on SIGINT/SIGTERM finish the step, write a checkpoint, exit",
    [](Config& c, const YAML::Node& n, const Ctx& x) { c.checkpoint_on_signal = get_bool(n, x); }},
-  {"strategy.local_replicas", "1", "replicas in this process: a number, or auto (one per CPU, the most that divide the global batch; with device cuda all GPUs x replicas_per_gpu)",
+  {"strategy.local_replicas", "1", "replicas in this process: a number, or auto (one per CPU, the most that divide the global batch; with device cuda this process's share of the node's GPUs x replicas_per_gpu)",
    [](Config& c, const YAML::Node& n, const Ctx& x) {
      if (n.IsScalar() && n.Scalar() == "auto") { c.local_replicas = 0; return; }
      c.local_replicas = int(get_int(n, x, 1, 4096)); }},

@@ -19,6 +19,7 @@
 #include "kernels/cpu/fpenv.h"
 #include "kernels/cpu/ops.h"
 #include "src/cuda_replica.h"
+#include "src/gpu_mapping.h"
 #include "src/random.h"
 #include "src/signals.h"
 
@@ -108,7 +109,10 @@ CommOptions comm_options(const Config& config) {
 
 int resolve_local_replicas(const Config& config, int processes, int processes_on_node) {
   if (config.local_replicas > 0) return config.local_replicas;
-  if (use_cuda(config)) return visible_cuda_devices() * config.replicas_per_gpu;
+  // GPUs: the node's processes split the visible GPUs (src/gpu_mapping.h).
+  if (use_cuda(config)) {
+    return auto_gpu_replicas(visible_cuda_devices(), processes_on_node, config.replicas_per_gpu);
+  }
   // This process's CPUs: its affinity mask when a launcher bound it to fewer
   // than the node has, else an equal share of the node among its processes.
   const int allowed = int(allowed_cpus().size());

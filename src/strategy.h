@@ -134,8 +134,9 @@ class MirroredStrategy {
   std::vector<std::unique_ptr<Replica>> replicas_;
 };
 
-// Resolves strategy.local_replicas. 0 = auto: with strategy.device cuda all
-// visible GPUs x strategy.replicas_per_gpu; on the CPU one replica per CPU of
+// Resolves strategy.local_replicas. 0 = auto: with strategy.device cuda this
+// process's share of the node's visible GPUs (src/gpu_mapping.h) x
+// strategy.replicas_per_gpu; on the CPU one replica per CPU of
 // this process (its affinity mask if a launcher bound it, else its share of the
 // node among processes_on_node), lowered to the largest count that divides
 // train.batch_size evenly over `processes` processes.

@@ -183,7 +183,7 @@ void Trainer::print_plan() const {
               world_.size() > 1 ? ("; between processes: " + world_.comm->describe()).c_str() : "");
   if (auto_replicas_) {
     std::printf("strategy.local_replicas auto -> %d per process (%s)\n", strategy_->local_replicas(),
-                use_cuda(c) ? "visible GPUs x strategy.replicas_per_gpu"
+                use_cuda(c) ? "its share of the node's GPUs x strategy.replicas_per_gpu"
                             : "one per CPU of the process, the most that divide the global batch");
   }
   if (const std::string d = strategy_->device_plan(); !d.empty()) std::printf("%s\n", d.c_str());
