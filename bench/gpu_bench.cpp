@@ -27,6 +27,7 @@ int main(int argc, char** argv) {
 #include <thread>
 #include <vector>
 
+#include "bench/machine.h"
 #include "kernels/cuda/ops.h"
 #include "src/cuda_replica.h"
 #include "src/gpu_mapping.h"
@@ -279,6 +280,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   try {
+    std::printf("# CPU: %s\n", lockstep::bench::cpu_description().c_str());
     std::printf("# lockstep gpu_bench: %d visible device(s); device 0: %s\n", devices,
                 cuda::device_name(0).c_str());
     print_steps(s);
