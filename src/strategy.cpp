@@ -163,7 +163,11 @@ MirroredStrategy::MirroredStrategy(const Model& model, const Config& config, Wor
       r->comm = &hier_group_->member(i);
     }
     r->params.assign(size_t(model.num_params()), 0.0f);
-    r->optimizer = std::make_unique<Optimizer>(config, model.num_params());
+    if (devices_ || i == 0) {  // device replicas keep their own slots on their GPU
+      r->optimizer = std::make_shared<Optimizer>(config, model.num_params());
+    } else {
+      r->optimizer = replicas_[0]->optimizer;
+    }
     if (devices_) {  // gradients and workspaces live on the device
       r->device = &devices_->replica(i);
     } else {
@@ -176,6 +180,14 @@ MirroredStrategy::MirroredStrategy(const Model& model, const Config& config, Wor
     replicas_.push_back(std::move(r));
   }
   batches_.resize(size_t(local));
+  if (!devices_ && local > 1) {
+    // Shard boundaries on 16-float (64-byte) multiples: no two replicas write one line.
+    const int64_t n = model.num_params();
+    for (int i = 0; i < local; ++i) {
+      const auto edge = [&](int j) { return j == local ? n : (n * j / local) / 16 * 16; };
+      shards_.emplace_back(edge(i), edge(i + 1));
+    }
+  }
 }
 
 MirroredStrategy::~MirroredStrategy() = default;
@@ -336,13 +348,41 @@ StepResult MirroredStrategy::train_step(Replica& r, const ReplicaBatch& batch, f
   const auto t_opt = Clock::now();
   out.finite_loss = std::isfinite(extra[kLossSum]);
   out.finite = out.finite_loss && cpu::all_finite(r.grads.data(), n);
-  if (out.finite) {  // a non-finite step changes nothing; the trainer stops or skips it
-    r.optimizer->apply(r.params.data(), r.grads.data(), 0, n, lr, r.updates);
-    ++r.updates;
-  }
+  if (out.finite) update(r, lr);  // a non-finite step changes nothing; the trainer stops or skips it
   r.optimizer_seconds += since(t_opt);
   r.step_seconds += since(t0);
   return out;
+}
+
+void MirroredStrategy::update(Replica& r, float lr) {
+  if (shards_.empty()) {
+    r.optimizer->apply(r.params.data(), r.grads.data(), 0, model_.num_params(), lr, r.updates);
+    ++r.updates;
+    return;
+  }
+  // Every local replica has passed the last bucket's all-reduce, so no one reads
+  // params now; the barrier after the writes keeps the next forward from
+  // starting on a half-updated arena.
+  const auto [begin, end] = shards_[size_t(r.local_index)];
+  r.optimizer->apply(r.params.data(), r.grads.data(), begin, end, lr, r.updates);
+  const size_t bytes = size_t(end - begin) * sizeof(float);
+  for (const auto& peer : replicas_) {
+    if (peer.get() != &r) std::memcpy(peer->params.data() + begin, r.params.data() + begin, bytes);
+  }
+  ++r.updates;
+  r.local_comm->barrier();
+}
+
+void MirroredStrategy::broadcast_optimizer_state(Replica& r) {
+  if (shards_.empty()) {
+    for (auto& [name, slot] : r.optimizer->slots()) r.comm->broadcast(slot->data(), slot->size(), 0);
+    return;
+  }
+  // One Optimizer per process: its local replica 0 takes rank 0's slots.
+  if (r.local_index == 0) {
+    for (auto& [name, slot] : r.optimizer->slots()) world_.comm->broadcast(slot->data(), slot->size(), 0);
+  }
+  r.local_comm->barrier();
 }
 
 void MirroredStrategy::check_in_sync(Replica& r) {

@@ -39,7 +39,10 @@ struct Replica {
   Communicator* comm = nullptr;        // all replicas in sync
   Communicator* local_comm = nullptr;  // the replicas of this process
   std::vector<float> params, grads;
-  std::unique_ptr<Optimizer> optimizer;
+  // The optimizer's slots. CPU replicas of one process share one Optimizer (its
+  // slots are the same on every replica, so one copy serves), and each updates
+  // its own shard of the arena in every replica's params (shard_update_).
+  std::shared_ptr<Optimizer> optimizer;
   std::unique_ptr<ReplicaModel> model;
   std::unique_ptr<BucketWorker> worker;  // strategy.overlap: reduces buckets during backward
   // strategy.device cuda: the replica's state and step on its GPU, with params and
@@ -107,6 +110,9 @@ class MirroredStrategy {
   // loss or reduced gradient skips the update on every replica alike.
   StepResult train_step(Replica& r, const ReplicaBatch& batch, float lr, uint64_t step_seed,
                         bool stop_requested = false);
+  // Rank 0's optimizer slots to every replica, after local replica 0 of rank 0
+  // wrote them (a resume). Shared slots travel once per process.
+  void broadcast_optimizer_state(Replica& r);
   // Throws if any replica's weights differ from replica 0's, naming it.
   void check_in_sync(Replica& r);
   // Forward only: loss sum and correct count of this replica's slice.
@@ -121,7 +127,13 @@ class MirroredStrategy {
 
  private:
   void reduce_range(Replica& r, int64_t begin, int64_t end);
+  void update(Replica& r, float lr);
 
+  // CPU replicas of this process share one Optimizer and split the update: each
+  // applies it to its shard [begin, end) of the arena and writes the result into
+  // every local replica's params (the same values, bitwise, as a full update on
+  // each). shards_[i] is local replica i's shard; empty when not sharded.
+  std::vector<std::pair<int64_t, int64_t>> shards_;
   const Model& model_;
   const Config& config_;
   World& world_;

@@ -266,14 +266,14 @@ Trainer::Position Trainer::start_state(Replica& r) {
   }
   if (r.local_index == 0 && resume_) r.params = resume_->params;
   r.comm->broadcast(r.params.data(), r.params.size(), 0);
-  for (auto& [name, slot] : r.optimizer->slots()) {
-    if (r.local_index == 0 && resume_) {
+  if (r.local_index == 0 && resume_) {
+    for (auto& [name, slot] : r.optimizer->slots()) {
       for (const auto& [saved_name, data] : resume_->slots) {
         if (saved_name == name) *slot = data;
       }
     }
-    r.comm->broadcast(slot->data(), slot->size(), 0);
   }
+  strategy_->broadcast_optimizer_state(r);
   r.updates = head[1];
   Position p;
   p.epoch = head[2];
