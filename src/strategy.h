@@ -41,7 +41,7 @@ struct Replica {
   std::vector<float> params, grads;
   // The optimizer's slots. CPU replicas of one process share one Optimizer (its
   // slots are the same on every replica, so one copy serves), and each updates
-  // its own shard of the arena in every replica's params (shard_update_).
+  // its own shard of the arena in every replica's params (MirroredStrategy::update).
   std::shared_ptr<Optimizer> optimizer;
   std::unique_ptr<ReplicaModel> model;
   std::unique_ptr<BucketWorker> worker;  // strategy.overlap: reduces buckets during backward
