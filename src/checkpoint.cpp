@@ -228,11 +228,17 @@ std::vector<std::string> list_checkpoints(const std::string& dir) {
   return out;
 }
 
-void prune_checkpoints(const std::string& dir, int64_t keep) {
-  const auto all = list_checkpoints(dir);
-  for (size_t i = size_t(std::max<int64_t>(keep, 1)); i < all.size(); ++i) {
+void prune_checkpoints(const std::string& dir, int64_t keep, const std::string& protect) {
+  std::vector<std::string> others;
+  for (const auto& p : list_checkpoints(dir)) {
     std::error_code ec;
-    std::filesystem::remove(all[i], ec);
+    if (protect.empty() || !std::filesystem::equivalent(p, protect, ec)) others.push_back(p);
+  }
+  // The protected file counts as one of the `keep`.
+  const int64_t left = std::max<int64_t>(keep, 1) - (protect.empty() ? 0 : 1);
+  for (size_t i = size_t(std::max<int64_t>(left, 0)); i < others.size(); ++i) {
+    std::error_code ec;
+    std::filesystem::remove(others[i], ec);
   }
 }
 
