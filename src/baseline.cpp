@@ -41,8 +41,8 @@ nlohmann::json read_json(const fs::path& path, const std::string& hint) {
   const std::string text = read_text(path, hint);
   try {
     return nlohmann::json::parse(text);
-  } catch (const nlohmann::json::exception& e) {
-    throw DataError(path.string() + ": not valid JSON (" + e.what() + ")");
+  } catch (const nlohmann::json::parse_error& e) {
+    throw DataError(path.string() + ": not valid JSON (parse error at byte " + std::to_string(e.byte) + ")");
   }
 }
 

@@ -4,7 +4,12 @@
 //   /optimizer/<slot> (num_params) float32, in the arena layout
 #include "src/checkpoint.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <cstdio>
 #include <filesystem>
 #include <map>
@@ -82,15 +87,38 @@ std::string required_string(hid_t obj, const char* name, const std::string& ctx)
 
 }  // namespace
 
-void save_state(const std::string& path, const Model& model, const SavedState& s) {
-  const std::string ctx = path;
-  AtomicOutput out(path, /*overwrite=*/true);
+namespace {
+
+// Writes bytes to path with plain system calls, so a failure reports the
+// system's reason (ENOSPC, EFBIG, EDQUOT). Throws IoError holding only that reason.
+void write_bytes(const std::string& path, const std::vector<char>& bytes) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0) throw IoError(std::strerror(errno));
+  size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const int err = n < 0 ? errno : ENOSPC;
+      ::close(fd);
+      throw IoError(std::strerror(err));
+    }
+    done += size_t(n);
+  }
+  if (::close(fd) != 0) throw IoError(std::strerror(errno));
+}
+
+// The whole file is built in memory (HDF5's core driver) and written in one go:
+// HDF5 never meets a failing disk, which it reports badly and, after a failed
+// close, crashes on at exit.
+std::vector<char> file_image(const Model& model, const SavedState& s, const std::string& ctx) {
+  Hdf5Lock lock(hdf5_mutex());
+  hdf5_quiet();
+  H5Handle fapl = h5_check_id(H5Pcreate(H5P_FILE_ACCESS), ctx);
+  h5_check_status(H5Pset_fapl_core(fapl.get(), 1 << 20, /*backing_store=*/0), ctx);
+  H5Handle file = h5_check_id(H5Fcreate(ctx.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get()),
+                              ctx + ": cannot create the file");
   {
-    Hdf5Lock lock(hdf5_mutex());
-    hdf5_quiet();
-    H5Handle file = h5_check_id(
-        H5Fcreate(out.temp_path().c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT),
-        ctx + ": cannot create the file");
     const hid_t root = file.get();
     h5_write_attr_string(root, "format", "lockstep-model", ctx);
     h5_write_attr_int(root, "version", kVersion, ctx);
@@ -101,8 +129,8 @@ void save_state(const std::string& path, const Model& model, const SavedState& s
     h5_write_attr_int(root, "step_in_epoch", s.step_in_epoch, ctx);
     h5_write_attr_int(root, "replicas", s.replicas, ctx);
     write_doubles(root, "progress", s.progress, 4, ctx);
-    if (int64_t(s.params.size()) != model.num_params()) {  // checked mid-write on purpose:
-      throw DataError(ctx + ": " + std::to_string(s.params.size()) +  // the temp file goes away
+    if (int64_t(s.params.size()) != model.num_params()) {
+      throw DataError(ctx + ": " + std::to_string(s.params.size()) +
                       " parameters given, the model has " + std::to_string(model.num_params()));
     }
     H5Handle weights = h5_check_id(
@@ -122,12 +150,27 @@ void save_state(const std::string& path, const Model& model, const SavedState& s
         write_floats(opt.get(), name, data.data(), {hsize_t(data.size())}, ctx);
       }
     }
-    h5_check_status(H5Fflush(root, H5F_SCOPE_GLOBAL), ctx + ": flush");
-    weights.reset();
-    // Close explicitly: a failed close (a full disk) must not be renamed into place.
-    h5_check_status(H5Fclose(file.release()), ctx + ": cannot finish writing (disk full?)");
   }
-  out.commit();
+  h5_check_status(H5Fflush(file.get(), H5F_SCOPE_GLOBAL), ctx + ": flush");
+  const ssize_t size = H5Fget_file_image(file.get(), nullptr, 0);
+  if (size <= 0) throw DataError(ctx + ": cannot build the file image");
+  std::vector<char> bytes(static_cast<size_t>(size));
+  if (H5Fget_file_image(file.get(), bytes.data(), size_t(size)) != size) {
+    throw DataError(ctx + ": cannot build the file image");
+  }
+  return bytes;
+}
+
+}  // namespace
+
+void save_state(const std::string& path, const Model& model, const SavedState& s) {
+  AtomicOutput out(path, /*overwrite=*/true);
+  write_bytes(out.temp_path(), file_image(model, s, path));
+  try {
+    out.commit();
+  } catch (const DataError& e) {  // the flush to disk failed: a write error too
+    throw IoError(e.what());
+  }
 }
 
 namespace {

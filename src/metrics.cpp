@@ -20,7 +20,7 @@ std::FILE* open_for(const std::string& path, const char* mode, const std::string
 
 }  // namespace
 
-MetricsWriter::MetricsWriter(const std::string& path) : path_(path) {
+void MetricsWriter::check_path(const std::string& path) {
   if (path.empty()) return;
   if (std::filesystem::is_directory(path)) {
     throw ConfigError("--metrics-out " + path + ": is a folder; name a file (e.g. " +
@@ -32,6 +32,11 @@ MetricsWriter::MetricsWriter(const std::string& path) : path_(path) {
     throw ConfigError("--metrics-out " + path + ": folder " + parent.string() +
                       " does not exist (create it first, or choose another path)");
   }
+}
+
+MetricsWriter::MetricsWriter(const std::string& path) : path_(path) {
+  if (path.empty()) return;
+  check_path(path);
   file_ = open_for(path, "w", "--metrics-out " + path);
 }
 

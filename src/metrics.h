@@ -16,6 +16,8 @@ class MetricsWriter {
   // path is a folder or lies in a missing one, std::runtime_error if the file
   // cannot be created.
   explicit MetricsWriter(const std::string& path);
+  // The constructor's usage checks alone, to run before anything is written.
+  static void check_path(const std::string& path);
   // Writes every record to a second file too (the run folder's metrics.jsonl),
   // appended to (a resumed run) or started afresh; nothing when it is the same
   // file as the first.

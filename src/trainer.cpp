@@ -256,6 +256,7 @@ EvalResult Trainer::fit(const std::string& metrics_out, const std::string& resum
   build(true);
   if (strategy_->is_chief()) {
     run_options_.resume = !resume.empty();
+    MetricsWriter::check_path(metrics_out);
     prepare_run_folder(config_, checkpoint_dir(), run_options_);
     metrics_ = std::make_unique<MetricsWriter>(metrics_out);
     metrics_->also((std::filesystem::path(config_.output_dir) / "metrics.jsonl").string(),
@@ -280,7 +281,12 @@ EvalResult Trainer::fit(const std::string& metrics_out, const std::string& resum
     std::printf(" (%lld examples, %.1f s total)\n", (long long)last_eval_.count, seconds);
     if (config_.save_model) {
       const std::string path = (std::filesystem::path(config_.output_dir) / "model.h5").string();
-      save_state(path, *model_, snapshot(strategy_->replica(0), Position{config_.epochs, 0, 0, {}, 0}));
+      try {
+        save_state(path, *model_, snapshot(strategy_->replica(0), Position{config_.epochs, 0, 0, {}, 0}));
+      } catch (const IoError& e) {
+        throw IoError("cannot write the model " + path + ": " + e.what() + "; the checkpoints in " +
+                      checkpoint_dir() + " hold the trained state");
+      }
       std::printf("saved model: %s\n", path.c_str());
     }
     std::fflush(stdout);
@@ -425,15 +431,9 @@ void Trainer::on_nonfinite(Replica& r, const Position& pos, const StepResult& re
 namespace {
 
 // "cannot write checkpoint P: No space left on device; Q kept": the system's
-// reason where the write left one, and what survives.
-std::string write_failure(const std::string& path, const std::string& what, int err,
+// reason and what survives.
+std::string write_failure(const std::string& path, const std::string& reason,
                           const std::vector<std::string>& before) {
-  std::string reason = what;
-  if (err == ENOSPC || err == EFBIG || err == EDQUOT || err == EROFS || err == EACCES || err == EIO) {
-    reason = std::strerror(err);
-  } else if (what.find("disk full") != std::string::npos) {
-    reason = "the file could not be finished (disk full?)";
-  }
   std::string kept = "no earlier checkpoint to keep";
   for (const auto& p : before) {
     if (p != path) {
@@ -484,9 +484,8 @@ std::string Trainer::save_checkpoint(Replica& r, const Position& pos) {
   const std::vector<std::string> before = list_checkpoints(dir);
   try {
     save_state(path, *model_, snapshot(r, pos));
-  } catch (const std::exception& e) {
-    const int err = errno;  // what the failed write left, when the HDF5 layer kept it
-    throw IoError(write_failure(path, e.what(), err, before));
+  } catch (const IoError& e) {
+    throw IoError(write_failure(path, e.what(), before));
   }
   prune_checkpoints(dir, config_.checkpoint_keep, path);
   return path;
