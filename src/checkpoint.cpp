@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cerrno>
 #include <cstring>
 #include <cstdio>
@@ -31,18 +32,32 @@ void write_floats(hid_t parent, const std::string& name, const float* data,
                   ctx + ": write " + name);
 }
 
-// Reads a float dataset whose total size must be `expect` elements.
-void read_floats(hid_t parent, const std::string& name, float* out, int64_t expect,
+// Reads a float dataset of exactly the shape `dims` (a kernel stored transposed
+// has the right element count but not the right shape), all finite: a model
+// file holding NaN or Inf is refused as the data reader refuses such features.
+void read_floats(hid_t parent, const std::string& name, float* out, const std::vector<int64_t>& dims,
                  const std::string& ctx) {
   if (H5Lexists(parent, name.c_str(), H5P_DEFAULT) <= 0) {
     throw DataError(ctx + ": missing dataset '" + name + "'");
   }
   H5Handle ds = h5_check_id(H5Dopen2(parent, name.c_str(), H5P_DEFAULT), ctx + ": open " + name);
   H5Handle space = h5_check_id(H5Dget_space(ds.get()), ctx + ": " + name);
-  const hssize_t n = H5Sget_simple_extent_npoints(space.get());
-  if (n != expect) {
-    throw DataError(ctx + ": dataset '" + name + "' has " + std::to_string(n) +
-                    " elements, the model needs " + std::to_string(expect));
+  const int rank = H5Sget_simple_extent_ndims(space.get());
+  std::vector<hsize_t> have(size_t(std::max(rank, 0)));
+  if (rank > 0) H5Sget_simple_extent_dims(space.get(), have.data(), nullptr);
+  const auto shape = [](const auto& d) {
+    std::string t = "(";
+    for (size_t i = 0; i < d.size(); ++i) t += (i ? ", " : "") + std::to_string(d[i]);
+    return t + (d.size() == 1 ? ",)" : ")");
+  };
+  bool same = have.size() == dims.size();
+  for (size_t i = 0; same && i < dims.size(); ++i) same = int64_t(have[i]) == dims[i];
+  if (!same) {
+    throw DataError(ctx + ": dataset '" + name + "' has shape " + shape(have) + ", the model needs " +
+                    shape(dims) + (have.size() == 2 && dims.size() == 2 && int64_t(have[0]) == dims[1] &&
+                                           int64_t(have[1]) == dims[0]
+                                       ? " (stored transposed? lockstep kernels are (in, out))"
+                                       : ""));
   }
   H5Handle type = h5_check_id(H5Dget_type(ds.get()), ctx + ": " + name);
   if (H5Tget_class(type.get()) != H5T_FLOAT) {
@@ -50,6 +65,15 @@ void read_floats(hid_t parent, const std::string& name, float* out, int64_t expe
   }
   h5_check_status(H5Dread(ds.get(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, out),
                   ctx + ": read " + name);
+  int64_t n = 1;
+  for (int64_t d : dims) n *= d;
+  for (int64_t i = 0; i < n; ++i) {
+    if (!std::isfinite(out[i])) {
+      throw DataError(ctx + ": dataset '" + name + "' holds " + (std::isnan(out[i]) ? "NaN" : "Inf") +
+                      " (element " + std::to_string(i) + "); a model file must hold finite values "
+                      "(use an earlier checkpoint)");
+    }
+  }
 }
 
 void write_doubles(hid_t parent, const std::string& name, const double* data, hsize_t n,
@@ -223,8 +247,8 @@ SavedState read_state(const std::string& path, const Model* model) {
       throw DataError(ctx + ": missing group /" + g);
     }
     H5Handle grp = h5_check_id(H5Gopen2(root, g.c_str(), H5P_DEFAULT), ctx + ": /" + g);
-    read_floats(grp.get(), "kernel", s.params.data() + l.weight_offset, l.in * l.out, ctx + ":/" + g);
-    read_floats(grp.get(), "bias", s.params.data() + l.bias_offset, l.out, ctx + ":/" + g);
+    read_floats(grp.get(), "kernel", s.params.data() + l.weight_offset, {l.in, l.out}, ctx + ":/" + g);
+    read_floats(grp.get(), "bias", s.params.data() + l.bias_offset, {l.out}, ctx + ":/" + g);
   }
   if (H5Lexists(root, "optimizer", H5P_DEFAULT) > 0) {
     H5Handle opt = h5_check_id(H5Gopen2(root, "optimizer", H5P_DEFAULT), ctx + ": /optimizer");
@@ -234,7 +258,7 @@ SavedState read_state(const std::string& path, const Model* model) {
       char name[256] = {0};
       H5Lget_name_by_idx(opt.get(), ".", H5_INDEX_NAME, H5_ITER_INC, i, name, sizeof name, H5P_DEFAULT);
       std::vector<float> data(size_t(model->num_params()));
-      read_floats(opt.get(), name, data.data(), model->num_params(), ctx + ":/optimizer");
+      read_floats(opt.get(), name, data.data(), {model->num_params()}, ctx + ":/optimizer");
       s.slots.emplace_back(name, std::move(data));
     }
   }

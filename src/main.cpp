@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <exception>
 #include <memory>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -148,6 +149,10 @@ int with_world(int* argc, char*** argv, const CommOptions& options, Fn&& fn) {
     return report_fatal(boot.get(), "error", std::string("communication: ") + e.what(), kExitComm);
   } catch (const IoError& e) {
     return report_fatal(boot.get(), "error", e.what(), kExitIo);
+  } catch (const std::bad_alloc&) {
+    return report_fatal(boot.get(), "error", "out of memory: the model, the batches or the dataset do not fit "
+                        "(lower model.layers units, train.batch_size, train.eval_batch_size or "
+                        "strategy.local_replicas)", kExitRuntime);
   } catch (const std::exception& e) {
     return report_fatal(boot.get(), "error", e.what(), kExitRuntime);
   }

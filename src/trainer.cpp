@@ -32,9 +32,11 @@ double seconds_since(Clock::time_point t0) {
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-// "(N, 28, 28) uint8, 10 classes": what a split holds, for error messages.
+// "rows of shape (4, 4), 3 classes": what a split holds, for error messages.
 std::string split_shape(const DatasetInfo& d) {
-  std::string s = d.description;
+  std::string s = "rows of shape (";
+  for (size_t i = 0; i < d.feature_shape.size(); ++i) s += (i ? ", " : "") + std::to_string(d.feature_shape[i]);
+  s += d.feature_shape.size() == 1 ? ",)" : ")";
   if (d.num_classes > 0) return s + ", " + std::to_string(d.num_classes) + " classes";
   return s + ", " + std::to_string(d.target_dim) + " targets";
 }
