@@ -10,6 +10,7 @@
 #include <atomic>
 #include <cstdio>
 #include <mutex>
+#include <thread>
 #include <vector>
 
 namespace lockstep {
@@ -141,6 +142,73 @@ WaitBudget DeadlineClock::start() {
     out.phase = r.name;
   }
   return out;
+}
+
+// ---- freezes of the whole process ----
+namespace {
+
+using Steady = std::chrono::steady_clock;
+constexpr auto kTick = std::chrono::milliseconds(100);
+constexpr auto kFrozenGap = std::chrono::seconds(1);
+
+struct FreezeLog {
+  std::atomic<int64_t> last_tick{0};    // steady ns of the ticker's latest stamp
+  std::atomic<int64_t> freeze_end{0};   // steady ns the latest freeze was noticed
+  std::atomic<int64_t> freeze_ns{0};    // its length
+};
+
+FreezeLog& freeze_log() {
+  static FreezeLog log;
+  return log;
+}
+
+int64_t ns(Steady::time_point t) { return t.time_since_epoch().count() * (1000000000LL * Steady::period::num / Steady::period::den); }
+
+}  // namespace
+
+void watch_for_freezes() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    FreezeLog& log = freeze_log();
+    log.last_tick.store(ns(Steady::now()));
+    std::thread([&log] {
+      for (;;) {
+        std::this_thread::sleep_for(kTick);
+        const int64_t now = ns(Steady::now());
+        const int64_t gap = now - log.last_tick.load();
+        if (gap > std::chrono::nanoseconds(kFrozenGap).count()) {
+          log.freeze_ns.store(gap);
+          log.freeze_end.store(now);
+        }
+        log.last_tick.store(now);
+      }
+    }).detach();
+  });
+}
+
+double frozen_seconds_since(Steady::time_point since) {
+  FreezeLog& log = freeze_log();
+  const int64_t tick = log.last_tick.load();
+  if (tick == 0) return 0.0;  // not watching
+  const int64_t now = ns(Steady::now());
+  // Resumed a moment ago: the ticker has not run since, but its stamp is old.
+  if (now - tick > std::chrono::nanoseconds(kFrozenGap).count() + std::chrono::nanoseconds(kTick).count()) {
+    return double(now - tick) / 1e9;
+  }
+  if (log.freeze_end.load() >= ns(since)) return double(log.freeze_ns.load()) / 1e9;
+  return 0.0;
+}
+
+std::string freeze_report(Steady::time_point since) {
+  const double s = frozen_seconds_since(since);
+  if (s <= 0.0) return "";
+  char text[320];
+  std::snprintf(text, sizeof text,
+                "this process was stopped for %.1f s (SIGSTOP or SIGTSTP, or a suspended host) just before "
+                "or while it waited, long enough for its peers' deadline to pass: they have named this rank "
+                "and given up on it, so the peers are not to blame (hint: never stop a rank of a running job; "
+                "restart it with --resume auto)", s);
+  return text;
 }
 
 }  // namespace lockstep
