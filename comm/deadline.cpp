@@ -6,6 +6,9 @@
 
 #include "comm/fault_injection.h"
 
+#include <signal.h>
+#include <time.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
@@ -149,12 +152,15 @@ namespace {
 
 using Steady = std::chrono::steady_clock;
 constexpr auto kTick = std::chrono::milliseconds(100);
-constexpr auto kFrozenGap = std::chrono::seconds(1);
+constexpr int64_t kFrozenGapNs = 1000000000;  // 1 s without a tick
 
+// A gap alone could be a starved process on a crowded machine; a freeze also
+// ends with SIGCONT. Both must be seen.
 struct FreezeLog {
-  std::atomic<int64_t> last_tick{0};    // steady ns of the ticker's latest stamp
-  std::atomic<int64_t> freeze_end{0};   // steady ns the latest freeze was noticed
-  std::atomic<int64_t> freeze_ns{0};    // its length
+  std::atomic<int64_t> last_tick{0};  // steady ns of the ticker's latest stamp
+  std::atomic<int64_t> gap_start{0};  // the latest gap of more than a second
+  std::atomic<int64_t> gap_end{0};
+  std::atomic<int64_t> continued{0};  // steady ns of the latest SIGCONT
 };
 
 FreezeLog& freeze_log() {
@@ -162,7 +168,17 @@ FreezeLog& freeze_log() {
   return log;
 }
 
-int64_t ns(Steady::time_point t) { return t.time_since_epoch().count() * (1000000000LL * Steady::period::num / Steady::period::den); }
+int64_t now_ns() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);  // async-signal-safe; what steady_clock reads on Linux
+  return int64_t(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
+int64_t to_ns(Steady::time_point t) {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+}
+
+void on_sigcont(int) { freeze_log().continued.store(now_ns()); }
 
 }  // namespace
 
@@ -170,15 +186,20 @@ void watch_for_freezes() {
   static std::once_flag once;
   std::call_once(once, [] {
     FreezeLog& log = freeze_log();
-    log.last_tick.store(ns(Steady::now()));
+    log.last_tick.store(now_ns());
+    struct sigaction sa {};
+    sa.sa_handler = on_sigcont;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGCONT, &sa, nullptr);
     std::thread([&log] {
       for (;;) {
         std::this_thread::sleep_for(kTick);
-        const int64_t now = ns(Steady::now());
-        const int64_t gap = now - log.last_tick.load();
-        if (gap > std::chrono::nanoseconds(kFrozenGap).count()) {
-          log.freeze_ns.store(gap);
-          log.freeze_end.store(now);
+        const int64_t now = now_ns();
+        const int64_t last = log.last_tick.load();
+        if (now - last > kFrozenGapNs) {
+          log.gap_start.store(last);
+          log.gap_end.store(now);
         }
         log.last_tick.store(now);
       }
@@ -190,12 +211,13 @@ double frozen_seconds_since(Steady::time_point since) {
   FreezeLog& log = freeze_log();
   const int64_t tick = log.last_tick.load();
   if (tick == 0) return 0.0;  // not watching
-  const int64_t now = ns(Steady::now());
+  const int64_t now = now_ns(), continued = log.continued.load();
   // Resumed a moment ago: the ticker has not run since, but its stamp is old.
-  if (now - tick > std::chrono::nanoseconds(kFrozenGap).count() + std::chrono::nanoseconds(kTick).count()) {
+  if (now - tick > kFrozenGapNs + 2 * std::chrono::nanoseconds(kTick).count() && continued > tick) {
     return double(now - tick) / 1e9;
   }
-  if (log.freeze_end.load() >= ns(since)) return double(log.freeze_ns.load()) / 1e9;
+  const int64_t start = log.gap_start.load(), end = log.gap_end.load();
+  if (end >= to_ns(since) && continued > start) return double(end - start) / 1e9;
   return 0.0;
 }
 
