@@ -1,6 +1,7 @@
-// The build facts come from CMake as compile definitions on this file only
-// (src/CMakeLists.txt), so a new commit recompiles one file; the machine facts
-// are read at run time (/proc/cpuinfo, the compiler's CPU probe, MPI, OpenBLAS).
+// The build facts come from CMake: compile definitions on this file only and a
+// generated header with the git commit (src/CMakeLists.txt, src/git_commit.cmake),
+// so a new commit recompiles one file; the machine facts are read at run time
+// (/proc/cpuinfo, the compiler's CPU probe, MPI, OpenBLAS).
 #include "src/environment.h"
 
 #include <mpi.h>
@@ -8,6 +9,7 @@
 #include <fstream>
 
 #include "kernels/cpu/ops.h"
+#include "lockstep_git_commit.h"
 
 #if defined(LOCKSTEP_ENV_OPENBLAS)
 extern "C" char* openblas_get_config(void);
