@@ -332,6 +332,10 @@ int main(int argc, char** argv) {
       return report_fatal(nullptr, "error", e.what(), kExitRuntime);
     }
   }
+  if (*train && a.overwrite && !a.resume.empty()) {
+    return report_fatal(nullptr, "error", "--resume and --overwrite exclude each other: continue the run "
+                        "in output.dir, or replace it", kExitUsage);
+  }
   if (*train) {
     return with_world(&argc, &argv, comm_options(config), [&](World& world) {
       Trainer trainer(config, world);

@@ -63,6 +63,7 @@ assert m["run_id"] == sys.argv[2] and len(m["resumes"]) == 1, m
 epochs = [json.loads(l).get("epoch") for l in open(sys.argv[1] + "/metrics.jsonl")]
 assert epochs == [1, 2, 3, None, 4, None], epochs
 PYEOF
+expect_fail 2 "^lockstep: error: --resume and --overwrite exclude each other" -- "$LS" train cfg.yaml --resume --overwrite
 # --overwrite: a new run replaces the earlier run's files (and only those).
 echo keep-me > out/notes.txt
 "$LS" train cfg.yaml --set train.seed=2 --overwrite >o.log 2>&1 && grep -q "^--overwrite: removed the earlier run's" o.log &&
