@@ -4,13 +4,13 @@
 
 #include <unistd.h>
 
-#include <chrono>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <random>
-#include <sstream>
 
 #include <nlohmann/json.hpp>
 
@@ -55,12 +55,12 @@ void write_atomically(const std::string& path, const std::string& text) {
     if (!out) {
       std::error_code ec;
       fs::remove(tmp, ec);
-      throw std::runtime_error("cannot write " + path);
+      throw IoError("cannot write " + path + ": " + std::strerror(errno));
     }
   }
   std::error_code ec;
   fs::rename(tmp, path, ec);
-  if (ec) throw std::runtime_error("cannot write " + path + ": " + ec.message());
+  if (ec) throw IoError("cannot write " + path + ": " + ec.message());
 }
 
 std::string shown(const fs::path& p, const fs::path& base) {

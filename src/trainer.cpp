@@ -7,9 +7,7 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cerrno>
 #include <cmath>
-#include <cstring>
 #include <cstdio>
 #include <filesystem>
 #include <map>
