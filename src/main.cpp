@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <exception>
 #include <memory>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -16,10 +17,12 @@
 #include "data/input.h"
 #include "kernels/cpu/ops.h"
 #include "kernels/cpu/fpenv.h"
+#include "src/baseline.h"
 #include "src/config.h"
 #include "src/predict.h"
 #include "src/signals.h"
 #include "src/trainer.h"
+#include "src/checkpoint.h"
 #include "src/world.h"
 
 namespace {
@@ -27,8 +30,13 @@ namespace {
 using namespace lockstep;
 
 // Exit codes: 1 runtime failure, 2 bad usage/config, 3 bad data or model file,
-// 4 communication failure.
-constexpr int kExitRuntime = 1, kExitUsage = 2, kExitData = 3, kExitComm = 4;
+// 4 communication failure, 5 a file could not be written (disk full, size limit),
+// 6 lockstep verify: the run differs from its baseline.
+constexpr int kExitRuntime = 1, kExitUsage = 2, kExitData = 3, kExitComm = 4, kExitIo = 5, kExitMoved = 6;
+constexpr const char* kExitCodesHelp =
+    "Exit codes: 0 success, 1 other failure, 2 bad usage or config, 3 bad data or model file, "
+    "4 communication failure, 5 a file could not be written (disk full, file-size limit), "
+    "6 (verify) the run differs from the baseline; 128+N stopped by signal N.";
 
 std::string keys_help() {
   std::string s = "Config keys (YAML sections; override any with --set key=value):\n";
@@ -97,12 +105,19 @@ std::vector<Override> parse_overrides(const std::vector<std::string>& sets) {
 }
 
 struct Args {
-  std::string config, model, metrics_out, resume;
+  std::string config, model, metrics_out, resume, baseline, run_dir;
   std::vector<std::string> sets;
   std::string input, split = "test", output;
   std::string idx_dir, train_images, train_labels, test_images, test_labels, out;
-  bool overwrite = false;
+  bool overwrite = false, verbose = false;
 };
+
+// The command line as typed, for the run folder's manifest.
+std::string joined(int argc, char** argv) {
+  std::string s;
+  for (int i = 0; i < argc; ++i) s += (i ? " " : "") + std::string(argv[i]);
+  return s;
+}
 
 // Prints the one-line error and returns its exit code; in a multi-process job
 // it ends the whole job instead, so no peer waits for this process forever.
@@ -133,6 +148,12 @@ int with_world(int* argc, char*** argv, const CommOptions& options, Fn&& fn) {
     return report_fatal(boot.get(), "error", e.what(), kExitData);
   } catch (const CommError& e) {
     return report_fatal(boot.get(), "error", std::string("communication: ") + e.what(), kExitComm);
+  } catch (const IoError& e) {
+    return report_fatal(boot.get(), "error", e.what(), kExitIo);
+  } catch (const std::bad_alloc&) {
+    return report_fatal(boot.get(), "error", "out of memory: the model, the batches or the dataset do not fit "
+                        "(lower model.layers units, train.batch_size, train.eval_batch_size or "
+                        "strategy.local_replicas)", kExitRuntime);
   } catch (const std::exception& e) {
     return report_fatal(boot.get(), "error", e.what(), kExitRuntime);
   }
@@ -181,12 +202,31 @@ int run_convert(const Args& a) {
   }
 }
 
+int run_baseline(const Args& a, bool verify) {
+  try {
+    if (!verify) {
+      write_baseline(a.run_dir, a.out);
+      return 0;
+    }
+    return verify_baseline(a.baseline, a.run_dir) ? 0 : kExitMoved;
+  } catch (const ConfigError& e) {
+    return report_fatal(nullptr, "error", e.what(), kExitUsage);
+  } catch (const DataError& e) {
+    return report_fatal(nullptr, "error", e.what(), kExitData);
+  } catch (const IoError& e) {
+    return report_fatal(nullptr, "error", e.what(), kExitIo);
+  } catch (const std::exception& e) {
+    return report_fatal(nullptr, "error", e.what(), kExitRuntime);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"lockstep: synchronous data-parallel training (mirrored strategy)", "lockstep"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "lockstep 0.1.0");
+  app.footer(kExitCodesHelp);
   Args a;
 
   auto* train = app.add_subcommand("train", "Train the model a YAML config describes");
@@ -199,6 +239,10 @@ int main(int argc, char** argv) {
                     "a fresh start if there is none)")
       ->expected(0, 1)
       ->default_str("auto");
+  train->add_flag("--overwrite", a.overwrite,
+                  "start afresh in an output.dir that holds an earlier run's work, removing that "
+                  "work (model.h5, manifest.json, config.yaml, metrics.jsonl, checkpoints)");
+  train->add_flag("--verbose", a.verbose, "print every config key at start, not only those that differ from the defaults");
   train->footer(keys_help());
 
   auto* evaluate = app.add_subcommand("evaluate", "Evaluate a saved model on data.eval_split");
@@ -219,6 +263,20 @@ int main(int argc, char** argv) {
   predict_cmd->add_option("--set", a.sets, "override a config key (repeatable)");
   predict_cmd->add_flag("--overwrite", a.overwrite, "replace an existing output file");
 
+  auto* baseline_cmd = app.add_subcommand(
+      "baseline", "Write a golden baseline of a finished run folder (metrics, prediction digest, weight hash, environment)");
+  baseline_cmd->add_option("run_dir", a.run_dir, "the run's output.dir")->required();
+  baseline_cmd->add_option("--out,-o", a.out, "baseline file to write (JSON)")->required();
+  auto* verify_cmd = app.add_subcommand(
+      "verify", "Check a run folder against a golden baseline: exit 0 when it matches, 6 when it moved");
+  verify_cmd->add_option("baseline", a.baseline, "baseline file written by 'lockstep baseline'")->required();
+  verify_cmd->add_option("run_dir", a.run_dir, "the run's output.dir")->required();
+  verify_cmd->footer(
+      "Exact comparison when the environment entries that change numerics (lockstep_version, numeric_code, "
+      "compiler, build_flags, blas, cpu_isa) match; otherwise losses within 0.01 + 1% of the baseline, "
+      "accuracies within 0.02, each prediction within 0.02 and the weight norm within 0.1%. The config "
+      "(except output.*, checkpoint.*, comm.*, data.path/prefetch/gather, train.progress) must match.");
+
   auto* convert = app.add_subcommand("convert", "Convert datasets to the lockstep HDF5 layout");
   convert->require_subcommand(1);
   auto* idx = convert->add_subcommand(
@@ -233,6 +291,7 @@ int main(int argc, char** argv) {
   idx->add_option("--out,-o", a.out, "output HDF5 file")->required();
   idx->add_flag("--overwrite", a.overwrite, "replace an existing output file");
 
+  const std::string command_line = joined(argc, argv);
   if (const std::string bad = unknown_word(app, argc, argv); !bad.empty()) {
     std::fprintf(stderr, "lockstep: error: %s\n", bad.c_str());
     return kExitUsage;
@@ -249,6 +308,7 @@ int main(int argc, char** argv) {
   }
 
   if (*convert) return run_convert(a);
+  if (*baseline_cmd || *verify_cmd) return run_baseline(a, bool(*verify_cmd));
   // Config errors are found before MPI starts, the same on every process.
   std::vector<Override> overrides;
   Config config;
@@ -275,9 +335,17 @@ int main(int argc, char** argv) {
       return report_fatal(nullptr, "error", e.what(), kExitRuntime);
     }
   }
+  if (*train && a.overwrite && !a.resume.empty()) {
+    return report_fatal(nullptr, "error", "--resume and --overwrite exclude each other: continue the run "
+                        "in output.dir, or replace it", kExitUsage);
+  }
   if (*train) {
     return with_world(&argc, &argv, comm_options(config), [&](World& world) {
       Trainer trainer(config, world);
+      RunFolderOptions run;
+      run.overwrite = a.overwrite;
+      run.command_line = command_line;
+      trainer.set_run_options(run, a.verbose);
       trainer.fit(a.metrics_out, a.resume);
     });
   }
