@@ -83,6 +83,11 @@ struct InputOptions {
   // The choice when every core runs a replica and a prefetch thread would take
   // its time from one of them (see resolve_gather in src/strategy.h).
   bool replica_gather = false;
+  // Replica r takes rows [r*S, (r+1)*S) of every batch, S = global_batch /
+  // num_replicas, cut to the batch's length, instead of an even split of it: a
+  // short last batch then leaves whole fixed-size pieces (micro-batches) on the
+  // first replicas and none split between two (deterministic mode).
+  bool whole_shares = false;
 };
 
 // The same options for evaluation: no shuffle and no dropped remainder, so every
@@ -97,7 +102,7 @@ struct InputPosition {
 };
 
 // Splits every global batch across replicas: replica r of R gets the contiguous
-// rows [r*n/R, (r+1)*n/R) of the batch (n rows), so the sequence of global batches
+// rows [r*n/R, (r+1)*n/R) of the batch (n rows; see whole_shares for the other split), so the sequence of global batches
 // depends only on the seed, never on R. A process reads only its replicas' rows.
 class DistributedInput {
  public:

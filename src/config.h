@@ -75,6 +75,11 @@ struct Config {
   int64_t eval_batch_size = 1000;
   bool progress = true;
   NonFinitePolicy nonfinite = NonFinitePolicy::kStop;  // a NaN/Inf loss: stop, or skip the step
+  // Deterministic mode (src/micro_batch.h): fixed micro-batches and an exact
+  // integer gradient sum, so the weights are bitwise the same for every replica
+  // count that divides the micro-batches of a global batch.
+  bool deterministic = false;
+  int64_t micro_batch_size = 0;  // rows per micro-batch; 0 = auto (resolve_micro_batch)
 
   // checkpoints
   std::string checkpoint_dir;     // "" = OUTPUT_DIR/checkpoints

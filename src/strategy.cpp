@@ -18,6 +18,7 @@
 #include "comm/placement.h"
 #include "kernels/cpu/ops.h"
 #include "src/cuda_replica.h"
+#include "src/micro_batch.h"
 #include "src/random.h"
 #include "src/signals.h"
 
@@ -141,6 +142,15 @@ MirroredStrategy::MirroredStrategy(const Model& model, const Config& config, Wor
     hier_group_ = std::make_unique<HierarchicalGroup>(world.mpi_comm, local, comm_options(config));
   }
   if (use_cuda(config)) devices_ = make_cuda_group(model, config, world, local, max_rows);
+  const int64_t replicas = int64_t(local) * world.size();
+  micro_rows_ = resolve_micro_batch(config, replicas);
+  micro_batched_ = !devices_ && (config.deterministic || micro_rows_ * replicas < config.batch_size);
+  for (const DenseLayer& l : model.layers()) {
+    segments_.push_back({l.weight_offset, l.weight_offset + l.in * l.out});
+    segments_.push_back({l.bias_offset, l.bias_offset + l.out});
+  }
+  std::sort(segments_.begin(), segments_.end(),
+            [](const ArenaSegment& a, const ArenaSegment& b) { return a.begin < b.begin; });
   for (int i = 0; i < local; ++i) {
     auto r = std::make_unique<Replica>();
     r->local_index = i;
@@ -271,6 +281,7 @@ StepResult MirroredStrategy::train_step(Replica& r, const ReplicaBatch& batch, f
                                         uint64_t step_seed, bool stop_requested) {
   // The gradient of sum(loss)/global_rows on each replica; their SUM over all
   // replicas is the gradient of the global batch's mean loss.
+  if (micro_batched_) return micro_step(r, batch, lr, step_seed, stop_requested);
   const auto t0 = Clock::now();
   if (r.device) {  // the same step, enqueued on the replica's GPU
     const StepResult res = r.device->train_step(r, batch, lr, step_seed, stop_requested);

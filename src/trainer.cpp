@@ -89,6 +89,11 @@ void Trainer::build(int64_t max_rows_hint) {
                       " processes x " + std::to_string(local) +
                       " local replicas); use a multiple of " + std::to_string(replicas));
   }
+  check_micro_batches(c, replicas);
+  if (c.deterministic && use_cuda(c)) {
+    throw ConfigError(c.where("train.deterministic") + ": key 'train.deterministic': not available on CUDA "
+                      "replicas yet (strategy.device resolved to cuda); use strategy.device: cpu");
+  }
   if (ti.size < c.batch_size) {
     throw ConfigError(c.where("train.batch_size") + ": key 'train.batch_size': " + ti.description + " has only " +
                       std::to_string(ti.size) + " examples, fewer than one global batch of " +
@@ -108,11 +113,13 @@ void Trainer::build(int64_t max_rows_hint) {
   in.drop_remainder = c.drop_remainder;
   in.prefetch = c.data_prefetch;
   in.replica_gather = resolve_gather(c, local, world_.info.local_size, *train_source_);
+  in.whole_shares = c.deterministic;  // a short last batch keeps whole micro-batches
   train_input_ = std::make_unique<DistributedInput>(train_source_, in);
   InputOptions ev = in;
   ev.global_batch = c.eval_batch_size;
   ev.shuffle = false;
   ev.drop_remainder = false;
+  ev.whole_shares = false;
   eval_input_ = std::make_unique<DistributedInput>(eval_source_, ev);
 
   base_lr_ = c.learning_rate * (c.scale_lr ? double(replicas) : 1.0);
@@ -196,6 +203,7 @@ void Trainer::print_plan() const {
                   ? "each process reads only its replicas' rows from the file"
                   : "the training split is held in memory (read whole at start, as it is small), "
                     "and each process gathers only its replicas' rows");
+  if (const std::string m = micro_batch_plan(c, R); !m.empty()) std::printf("%s\n", m.c_str());
   const bool per_replica = train_input_->replica_gather();
   std::printf("input: %s\n",
               per_replica ? "each replica reads its own rows on its own thread (data.gather)"
@@ -470,8 +478,10 @@ std::optional<SavedState> Trainer::find_resume_point(const std::string& resume) 
                   (long long)s.updates);
       if (s.replicas != 0 && s.replicas != now) {
         std::printf("resume: written with %lld replicas in sync, continuing with %d: the global "
-                    "batch of %lld still divides; weights agree up to fp32 summation order\n",
-                    (long long)s.replicas, now, (long long)config_.batch_size);
+                    "batch of %lld still divides; %s\n",
+                    (long long)s.replicas, now, (long long)config_.batch_size,
+                    config_.deterministic ? "train.deterministic: bitwise the weights of either count"
+                                          : "weights agree up to fp32 summation order");
       }
       if (!changed.empty()) std::printf("resume: settings changed since the checkpoint: %s\n", changed.c_str());
       report_schedule_change(s, candidates[i]);
