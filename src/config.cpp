@@ -229,7 +229,7 @@ const std::vector<KeyDef> kKeys = {
      c.nonfinite = get_enum<NonFinitePolicy>(n, x, {{"stop", NonFinitePolicy::kStop}, {"skip", NonFinitePolicy::kSkip}}); }},
   {"train.deterministic", "false", "bitwise the same weights and optimizer slots for every replica count that divides the micro-batches of a global batch (fixed micro-batches, exact integer gradient sum)",
    [](Config& c, const YAML::Node& n, const Ctx& x) { c.deterministic = get_bool(n, x); }},
-  {"train.micro_batch_size", "auto", "rows per micro-batch, a divisor of train.batch_size; each micro-batch's gradient is computed on its own, and fewer rows than a replica's share is gradient accumulation; auto: the replica's share, or with deterministic the batch cut into 8, 4, 2 or 1 micro-batches (the most that divide it)",
+  {"train.micro_batch_size", "auto", "rows per micro-batch, a divisor of train.batch_size; each micro-batch's gradient is computed on its own, and fewer rows than a replica's share is gradient accumulation; auto: the replica's share, or with deterministic the global batch cut into the most of 8, 4 or 2 micro-batches of at least 16 rows (else 1)",
    [](Config& c, const YAML::Node& n, const Ctx& x) {
      if (n.IsScalar() && n.Scalar() == "auto") { c.micro_batch_size = 0; return; }
      c.micro_batch_size = get_int(n, x, 1, int64_t(1) << 24); }},

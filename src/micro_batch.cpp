@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cfloat>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -22,6 +23,7 @@ double since(Clock::time_point t0) {
 }
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
+constexpr int64_t kMinAutoRows = 16;  // the smallest micro-batch auto picks
 
 // The replica counts a global batch of `micro_batches` pieces splits over.
 std::string divisors(int64_t micro_batches) {
@@ -53,8 +55,11 @@ int64_t resolve_micro_batch(const Config& c, int64_t replicas) {
     const int64_t r = std::max<int64_t>(1, replicas);
     return std::max<int64_t>(1, (c.batch_size + r - 1) / r);
   }
+  // Each micro-batch writes a whole gradient, so pieces below 16 rows cost more
+  // than they give (bench/deterministic_cost.sh); a fixed count, never the
+  // replicas', keeps the result the same for every replica count.
   for (const int64_t k : {8, 4, 2}) {
-    if (c.batch_size % k == 0) return c.batch_size / k;
+    if (c.batch_size % k == 0 && c.batch_size / k >= kMinAutoRows) return c.batch_size / k;
   }
   return c.batch_size;
 }
@@ -111,15 +116,38 @@ int fixed_point_exponent(double max_abs, int64_t terms) {
   return 62 - headroom - e;
 }
 
+// x * 2^F, rounded to the nearest integer (ties to even), in the cheapest exact
+// way: in float when 2^F is a normal float (x * 2^F then only rounds where it
+// falls below float's normal range, the same way on every replica), else in
+// double. |x * 2^F| < 2^62 by the choice of F, so the result fits.
+void to_fixed(const float* x, int64_t n, int exponent, int64_t* out) {
+  if (exponent >= -126 && exponent <= 127) {
+    const float scale = std::ldexp(1.0f, exponent);
+    for (int64_t i = 0; i < n; ++i) out[i] = static_cast<int64_t>(std::nearbyint(x[i] * scale));
+    return;
+  }
+  const double scale = std::ldexp(1.0, exponent);
+  for (int64_t i = 0; i < n; ++i) out[i] = static_cast<int64_t>(std::nearbyint(double(x[i]) * scale));
+}
+
 void accumulate_fixed(const float* x, int64_t n, int exponent, int64_t* acc) {
-  // x * 2^F is exact in double (24 significant bits, a power-of-two scale, a
-  // magnitude below 2^62), so the only rounding is to the integer, the same
-  // on every replica; nearbyint rounds to nearest, ties to even.
+  if (exponent >= -126 && exponent <= 127) {
+    const float scale = std::ldexp(1.0f, exponent);
+    for (int64_t i = 0; i < n; ++i) acc[i] += static_cast<int64_t>(std::nearbyint(x[i] * scale));
+    return;
+  }
   const double scale = std::ldexp(1.0, exponent);
   for (int64_t i = 0; i < n; ++i) acc[i] += static_cast<int64_t>(std::nearbyint(double(x[i]) * scale));
 }
 
+// One rounding, int64 to float, then an exact power-of-two scale (in double
+// when 2^-F is not a normal float).
 void fixed_to_float(const int64_t* acc, int64_t n, int exponent, float* out) {
+  if (exponent >= -127 && exponent <= 126) {
+    const float scale = std::ldexp(1.0f, -exponent);
+    for (int64_t i = 0; i < n; ++i) out[i] = float(acc[i]) * scale;
+    return;
+  }
   const double scale = std::ldexp(1.0, -exponent);
   for (int64_t i = 0; i < n; ++i) out[i] = float(double(acc[i]) * scale);
 }
@@ -165,6 +193,7 @@ SliceStats MirroredStrategy::micro_backward(Replica& r, const ReplicaBatch& b, u
   const size_t buffers = keep_each ? size_t(count) : size_t(count > 1);
   if (mb.grads.size() < buffers) mb.grads.resize(buffers);
   mb.losses.assign(size_t(count), 0.0);
+  mb.tensor_max.assign(segments_.size(), 0.0);
   SliceStats total;
   if (!keep_each) std::fill(r.grads.begin(), r.grads.begin() + n, 0.0f);
   for (int64_t t = 0; t < count; ++t) {
@@ -176,6 +205,12 @@ SliceStats MirroredStrategy::micro_backward(Replica& r, const ReplicaBatch& b, u
       g = buf.data();
     }
     const SliceStats st = r.model->train(r.params.data(), g, s, scale, step_seed, no_buckets);
+    if (keep_each) {  // each tensor's largest |gradient|, while it is still in cache
+      for (size_t k = 0; k < segments_.size(); ++k) {
+        const ArenaSegment& seg = segments_[k];
+        mb.tensor_max[k] = std::max(mb.tensor_max[k], max_abs(g + seg.begin, seg.end - seg.begin));
+      }
+    }
     if (!keep_each && t > 0) {
       float* sum = r.grads.data();
       for (int64_t i = 0; i < n; ++i) sum[i] += g[i];
@@ -204,14 +239,7 @@ void MirroredStrategy::exact_sum(Replica& r, const ReplicaBatch& b, const SliceS
   const int64_t first_micro = b.first_row / m;
   // [tensor maxima | loss of micro-batch 0..K-1 | stop]; -inf where not ours.
   mb.maxima.assign(nseg + size_t(total_micro) + 1, -kInf);
-  for (size_t s = 0; s < nseg; ++s) {
-    double most = 0.0;
-    for (size_t t = 0; t < count; ++t) {
-      most = std::max(most, max_abs(mb.grads[t].data() + segments_[s].begin,
-                                    segments_[s].end - segments_[s].begin));
-    }
-    mb.maxima[s] = most;
-  }
+  std::copy(mb.tensor_max.begin(), mb.tensor_max.end(), mb.maxima.begin());
   for (size_t t = 0; t < count; ++t) {
     const double loss = mb.losses[t];
     mb.maxima[nseg + size_t(first_micro) + t] = std::isnan(loss) ? kInf : loss;
@@ -223,16 +251,24 @@ void MirroredStrategy::exact_sum(Replica& r, const ReplicaBatch& b, const SliceS
 
   bool finite_grads = true;
   for (size_t s = 0; s < nseg; ++s) finite_grads = finite_grads && std::isfinite(mb.maxima[s]);
-  mb.fixed.assign(size_t(n) + 2, 0);
+  mb.fixed.resize(size_t(n) + 2);
   std::vector<int>& exponent = mb.exponents;
   exponent.assign(nseg, 0);
+  if (!finite_grads || count == 0) std::fill(mb.fixed.begin(), mb.fixed.end(), 0);
   if (finite_grads) {
+    for (size_t s = 0; s < nseg; ++s) exponent[s] = fixed_point_exponent(mb.maxima[s], total_micro);
+  }
+  if (finite_grads && count > 0) {
+    // Block by block, every micro-batch's piece into the block's sums while
+    // they sit in L1: the int64 arena is written once, not once per micro-batch.
+    constexpr int64_t kBlock = 2048;
     for (size_t s = 0; s < nseg; ++s) {
-      exponent[s] = fixed_point_exponent(mb.maxima[s], total_micro);
-      const ArenaSegment& seg = segments_[s];
-      for (size_t t = 0; t < count; ++t) {
-        accumulate_fixed(mb.grads[t].data() + seg.begin, seg.end - seg.begin, exponent[s],
-                         mb.fixed.data() + seg.begin);
+      for (int64_t at = segments_[s].begin; at < segments_[s].end; at += kBlock) {
+        const int64_t len = std::min(kBlock, segments_[s].end - at);
+        to_fixed(mb.grads[0].data() + at, len, exponent[s], mb.fixed.data() + at);
+        for (size_t t = 1; t < count; ++t) {
+          accumulate_fixed(mb.grads[t].data() + at, len, exponent[s], mb.fixed.data() + at);
+        }
       }
     }
   }
@@ -258,8 +294,13 @@ void MirroredStrategy::exact_sum(Replica& r, const ReplicaBatch& b, const SliceS
       fixed_to_float(mb.fixed.data() + seg.begin, seg.end - seg.begin, exponent[s], r.grads.data() + seg.begin);
     }
   }
-  // A sum of finite values can still overflow fp32 on the way back.
-  out.finite = out.finite_loss && finite_grads && cpu::all_finite(r.grads.data(), n);
+  // A sum of finite values can overflow fp32 on the way back, but only when some
+  // tensor's largest |gradient| times the micro-batches comes near FLT_MAX.
+  bool may_overflow = false;
+  for (size_t s = 0; s < nseg; ++s) {
+    may_overflow = may_overflow || mb.maxima[s] * double(total_micro) >= 0.5 * double(FLT_MAX);
+  }
+  out.finite = out.finite_loss && finite_grads && (!may_overflow || cpu::all_finite(r.grads.data(), n));
 }
 
 // Gradient accumulation without deterministic mode: the slice's micro-batch

@@ -16,8 +16,8 @@ namespace lockstep {
 
 // Rows per micro-batch for `replicas` replicas in sync. train.micro_batch_size
 // when set; auto (0): with train.deterministic the global batch cut into the
-// most of 8, 4, 2, 1 pieces that divide it (a count that must not depend on the
-// replicas); otherwise a replica's whole share (no accumulation).
+// most of 8, 4 or 2 pieces of at least 16 rows each, else 1 (a count that must
+// not depend on the replicas); otherwise a replica's whole share (no accumulation).
 int64_t resolve_micro_batch(const Config& config, int64_t replicas);
 
 // Throws ConfigError naming the keys when a replica's share of the global batch
@@ -35,6 +35,7 @@ struct MicroBuffers {
   std::vector<double> maxima;             // the max-reduced vector (see micro_batch.cpp)
   std::vector<double> losses;             // per local micro-batch
   std::vector<int> exponents;             // per tensor: the fixed-point scale 2^F
+  std::vector<double> tensor_max;         // per tensor: the largest |gradient| of the slice
 };
 
 // ---- fixed point (exposed for tests) ----
@@ -51,6 +52,9 @@ double max_abs(const float* x, int64_t n);
 // whose sum over `terms` (>= 1) values fits in int64 with a bit to spare:
 // F = 62 - ceil(log2 terms) - e, where max_abs < 2^e. max_abs must be finite.
 int fixed_point_exponent(double max_abs, int64_t terms);
+
+// out[i] = round(x[i] * 2^F) (to nearest, ties to even) for i < n.
+void to_fixed(const float* x, int64_t n, int exponent, int64_t* out);
 
 // acc[i] += round(x[i] * 2^F) (to nearest, ties to even) for i < n.
 void accumulate_fixed(const float* x, int64_t n, int exponent, int64_t* acc);

@@ -158,17 +158,72 @@ TEST(Deterministic, GradientAccumulationMatchesOnePassPerShare) {
   EXPECT_LT(testing::worst_relative_difference(pieces.params, one_piece.params), testing::kReplicaTolerance);
 }
 
+// Non-finite steps in deterministic mode skip the update on every replica, as
+// in the fp32 mode: an overflow inside one micro-batch's gradient, and finite
+// micro-batch gradients whose exact sum overflows fp32 (2 x -2e38).
+TEST(Deterministic, NonFiniteGradientsSkipTheUpdateEverywhere) {
+  testing::SingleWorld w;
+  Config cfg;
+  cfg.data_path = "x";
+  cfg.local_replicas = 2;
+  cfg.batch_size = 2;
+  cfg.deterministic = true;
+  cfg.micro_batch_size = 1;
+  Model model({}, 2, 1, LossKind::kMeanSquaredError);  // y = x0 w0 + x1 w1 + b
+  MirroredStrategy strategy(model, cfg, w.world, 1);
+  const float targets[2] = {10.0f, 10.0f};
+  // With zero weights every prediction is 0: dL/dw0 = x0 * (0 - 10) per row
+  // (the 1/2 of the global mean cancels the 2 of the square).
+  const float inside[2][2] = {{3e38f, 1.0f}, {3e38f, 1.0f}};  // -3e39: overflows in backward
+  const float summed[2][2] = {{2e37f, 1.0f}, {2e37f, 1.0f}};  // -2e38 each, -4e38 together
+  const float fine[2][2] = {{0.5f, 1.0f}, {-0.5f, 1.0f}};
+  std::vector<StepResult> res(6);
+  std::vector<std::vector<float>> after(2);
+  strategy.run([&](Replica& r) {
+    std::fill(r.params.begin(), r.params.end(), 0.0f);
+    const int i = r.local_index;
+    ReplicaBatch b;
+    b.rows = 1;
+    b.first_row = i;
+    b.global_rows = 2;
+    b.targets = &targets[i];
+    b.x = inside[i];
+    res[size_t(i)] = strategy.train_step(r, b, 0.1f, 1);
+    b.x = summed[i];
+    res[size_t(2 + i)] = strategy.train_step(r, b, 0.1f, 2);
+    EXPECT_EQ(r.params, std::vector<float>(3, 0.0f)) << "no weight moved";
+    b.x = fine[i];
+    res[size_t(4 + i)] = strategy.train_step(r, b, 0.1f, 3);
+    after[size_t(i)] = r.params;
+  });
+  for (int i = 0; i < 2; ++i) {
+    SCOPED_TRACE("replica " + std::to_string(i));
+    for (const int step : {0, 2}) {
+      const StepResult& bad = res[size_t(step + i)];
+      EXPECT_TRUE(bad.finite_loss) << step;
+      EXPECT_EQ(bad.global.loss_sum, 200.0) << step;
+      EXPECT_EQ(bad.global.rows, 2) << step;
+      EXPECT_FALSE(bad.finite) << step;
+    }
+    EXPECT_TRUE(res[size_t(4 + i)].finite);
+    EXPECT_NEAR(after[size_t(i)][2], 0.1f, 1e-6f) << "Adam's first step moves the bias by lr";
+  }
+  EXPECT_EQ(after[0], after[1]);
+}
+
 TEST(Deterministic, MicroBatchSizeIsResolvedAndChecked) {
   Config c;
   c.data_path = "x";
   c.batch_size = 64;
   c.deterministic = true;
-  EXPECT_EQ(resolve_micro_batch(c, 2), 8);  // auto: 8 micro-batches, whatever the replicas
-  EXPECT_EQ(resolve_micro_batch(c, 4), 8);
-  c.batch_size = 12;
-  EXPECT_EQ(resolve_micro_batch(c, 1), 3);  // 4 pieces
-  c.batch_size = 7;
-  EXPECT_EQ(resolve_micro_batch(c, 1), 7);
+  EXPECT_EQ(resolve_micro_batch(c, 2), 16);  // auto: 4 pieces of >= 16 rows, whatever the replicas
+  EXPECT_EQ(resolve_micro_batch(c, 4), 16);
+  c.batch_size = 256;
+  EXPECT_EQ(resolve_micro_batch(c, 1), 32);  // 8 pieces at most
+  c.batch_size = 48;
+  EXPECT_EQ(resolve_micro_batch(c, 1), 24);  // 8 or 4 pieces would be under 16 rows
+  c.batch_size = 24;
+  EXPECT_EQ(resolve_micro_batch(c, 1), 24);  // one piece: set micro_batch_size for more
   c.deterministic = false;
   c.batch_size = 64;
   EXPECT_EQ(resolve_micro_batch(c, 4), 16);  // fp32 mode: a replica's share, one pass
