@@ -112,6 +112,47 @@ TEST(FixedPoint, AnyOrderGivesTheSameBitsNearTheTrueSum) {
   }
 }
 
+// whole_shares: every full batch splits as usual, a short one keeps whole
+// shares on the first replicas (so a micro-batch is never cut in two), and each
+// replica gets the rows the split names, with or without a reader per replica.
+TEST(WholeShares, ShortLastBatchKeepsWholeSharesOnTheFirstReplicas) {
+  TensorSet t;
+  t.feature_shape = {1};
+  t.num_classes = 2;
+  for (int i = 0; i < 34; ++i) t.x.push_back(float(i)), t.labels.push_back(i % 2);
+  auto src = make_tensor_source(std::move(t));
+  for (const bool own_rows : {false, true}) {
+    InputOptions in;
+    in.global_batch = 24;
+    in.num_replicas = 4;
+    in.local_replicas = 4;
+    in.shuffle = false;
+    in.whole_shares = true;
+    in.replica_gather = own_rows;
+    DistributedInput input(src, in);
+    std::vector<ReplicaBatch> out;
+    ASSERT_TRUE(input.next(out));
+    for (int r = 0; r < 4; ++r) EXPECT_EQ(out[size_t(r)].first_row, 6 * r);
+    ASSERT_TRUE(input.next(out));  // rows 24..33: 10 rows
+    const int64_t first[4] = {0, 6, 10, 10}, rows[4] = {6, 4, 0, 0};
+    for (int r = 0; r < 4; ++r) {
+      ReplicaBatch& b = out[size_t(r)];
+      EXPECT_EQ(b.first_row, first[r]) << r;
+      EXPECT_EQ(b.rows, rows[r]) << r;
+      EXPECT_EQ(b.global_rows, 10);
+      if (own_rows) input.gather(r, b);
+      if (b.rows > 0) EXPECT_EQ(b.x[0], float(24 + first[r])) << r;
+    }
+    EXPECT_FALSE(input.next(out));
+  }
+  InputOptions odd;
+  odd.global_batch = 24;
+  odd.num_replicas = 5;
+  odd.local_replicas = 5;
+  odd.whole_shares = true;
+  EXPECT_THROW(DistributedInput(src, odd), DataError);
+}
+
 // The heart of deterministic mode: 1, 2, 4 and 8 replicas, bitwise, slots too.
 TEST(Deterministic, WeightsAndSlotsAreBitwiseTheSameForEveryReplicaCount) {
   for (const OptimizerKind opt : {OptimizerKind::kAdam, OptimizerKind::kSgd}) {
