@@ -89,11 +89,6 @@ void Trainer::build(int64_t max_rows_hint) {
                       " processes x " + std::to_string(local) +
                       " local replicas); use a multiple of " + std::to_string(replicas));
   }
-  check_micro_batches(c, replicas);
-  if (c.deterministic && use_cuda(c)) {
-    throw ConfigError(c.where("train.deterministic") + ": key 'train.deterministic': not available on CUDA "
-                      "replicas yet (strategy.device resolved to cuda); use strategy.device: cpu");
-  }
   if (ti.size < c.batch_size) {
     throw ConfigError(c.where("train.batch_size") + ": key 'train.batch_size': " + ti.description + " has only " +
                       std::to_string(ti.size) + " examples, fewer than one global batch of " +
@@ -113,7 +108,7 @@ void Trainer::build(int64_t max_rows_hint) {
   in.drop_remainder = c.drop_remainder;
   in.prefetch = c.data_prefetch;
   in.replica_gather = resolve_gather(c, local, world_.info.local_size, *train_source_);
-  in.whole_shares = c.deterministic;  // a short last batch keeps whole micro-batches
+  in.whole_shares = c.deterministic && c.batch_size % replicas == 0;  // whole micro-batches per replica
   train_input_ = std::make_unique<DistributedInput>(train_source_, in);
   InputOptions ev = in;
   ev.global_batch = c.eval_batch_size;
@@ -225,6 +220,7 @@ void Trainer::print_plan() const {
 // ---- train ----
 EvalResult Trainer::fit(const std::string& metrics_out, const std::string& resume) {
   build(0);
+  check_deterministic();
   if (strategy_->is_chief()) {
     metrics_ = std::make_unique<MetricsWriter>(metrics_out);
     if (config_.save_model) std::filesystem::create_directories(config_.output_dir);
@@ -253,6 +249,17 @@ EvalResult Trainer::fit(const std::string& metrics_out, const std::string& resum
     std::fflush(stdout);
   }
   return last_eval_;
+}
+
+// Training in deterministic mode needs whole micro-batches per replica and CPU
+// replicas; evaluation and prediction need neither.
+void Trainer::check_deterministic() const {
+  const Config& c = config_;
+  check_micro_batches(c, strategy_->num_replicas_in_sync());
+  if (c.deterministic && use_cuda(c)) {
+    throw ConfigError(c.where("train.deterministic") + ": key 'train.deterministic': not available on CUDA "
+                      "replicas yet (strategy.device resolved to cuda); use strategy.device: cpu");
+  }
 }
 
 // Weights and position from rank 0 to every replica: a fresh start (seeded

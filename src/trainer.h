@@ -59,6 +59,7 @@ class Trainer {
   };
 
   void build(int64_t max_rows_hint);
+  void check_deterministic() const;  // train.deterministic: micro-batches split, CPU replicas
   Position start_state(Replica& r);
   void train_epoch(Replica& r, Position& pos);
   void on_nonfinite(Replica& r, const Position& pos, const StepResult& res);

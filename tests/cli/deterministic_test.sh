@@ -61,4 +61,8 @@ expect_fail 2 "key 'train.micro_batch_size'.*run 1, 2, 4 replicas" -- \
   "$LS" train cfg.yaml --set train.micro_batch_size=10 --set strategy.local_replicas=8 --set output.dir=x
 expect_fail 2 "key 'train.micro_batch_size': 7 does not divide the global batch 40" -- \
   "$LS" train cfg.yaml --set train.micro_batch_size=7
+# Evaluation trains nothing: no micro-batch split to check.
+"$LS" evaluate cfg.yaml --checkpoint one/model.h5 --set train.micro_batch_size=10 \
+  --set strategy.local_replicas=8 >eval.log 2>&1 && grep -q "^evaluate one/model.h5" eval.log &&
+  ok "evaluate with 8 replicas and 4 micro-batches: not refused" || bad "evaluate: $(tail -2 eval.log)"
 finish
