@@ -167,7 +167,11 @@ StepResult MirroredStrategy::micro_step(Replica& r, const ReplicaBatch& batch, f
     float_sum(r, local, stop_requested, out);
   }
   if (out.finite) {
-    r.optimizer->apply(r.params.data(), r.grads.data(), 0, model_.num_params(), lr, r.updates);
+    if (exact) {
+      apply_exact(r, lr);
+    } else {
+      r.optimizer->apply(r.params.data(), r.grads.data(), 0, model_.num_params(), lr, r.updates);
+    }
     ++r.updates;
   }
   r.step_seconds += since(t0);
@@ -288,19 +292,42 @@ void MirroredStrategy::exact_sum(Replica& r, const ReplicaBatch& b, const SliceS
   out.global.rows = mb.fixed[size_t(n) + 1];
   out.stop = mb.maxima[nseg + size_t(total_micro)] > 0.0;
   out.finite_loss = std::isfinite(loss);
-  if (finite_grads) {
+  // A sum of finite values can overflow fp32 on the way back, but only when some
+  // tensor's largest |gradient| times the micro-batches comes near FLT_MAX:
+  // then convert it all now and look. Otherwise apply_exact converts.
+  bool may_overflow = false;
+  for (size_t s = 0; s < nseg; ++s) {
+    may_overflow = may_overflow || mb.maxima[s] * double(total_micro) >= 0.5 * double(FLT_MAX);
+  }
+  mb.converted = finite_grads && may_overflow;
+  if (mb.converted) {
     for (size_t s = 0; s < nseg; ++s) {
       const ArenaSegment& seg = segments_[s];
       fixed_to_float(mb.fixed.data() + seg.begin, seg.end - seg.begin, exponent[s], r.grads.data() + seg.begin);
     }
   }
-  // A sum of finite values can overflow fp32 on the way back, but only when some
-  // tensor's largest |gradient| times the micro-batches comes near FLT_MAX.
-  bool may_overflow = false;
-  for (size_t s = 0; s < nseg; ++s) {
-    may_overflow = may_overflow || mb.maxima[s] * double(total_micro) >= 0.5 * double(FLT_MAX);
+  out.finite = out.finite_loss && finite_grads && (!mb.converted || cpu::all_finite(r.grads.data(), n));
+}
+
+// The update from the exact sum, block by block: each block of the int64 sums is
+// turned into fp32 gradients and applied while it is still in L1 (one pass over
+// the arena instead of a conversion pass and an update pass). Elementwise, so
+// the blocks change nothing but where the work happens; the blocks are the same
+// for every replica count.
+void MirroredStrategy::apply_exact(Replica& r, float lr) {
+  MicroBuffers& mb = *r.micro;
+  if (mb.converted) {
+    r.optimizer->apply(r.params.data(), r.grads.data(), 0, model_.num_params(), lr, r.updates);
+    return;
   }
-  out.finite = out.finite_loss && finite_grads && (!may_overflow || cpu::all_finite(r.grads.data(), n));
+  constexpr int64_t kBlock = 2048;
+  for (size_t s = 0; s < segments_.size(); ++s) {
+    for (int64_t at = segments_[s].begin; at < segments_[s].end; at += kBlock) {
+      const int64_t end = std::min(at + kBlock, segments_[s].end);
+      fixed_to_float(mb.fixed.data() + at, end - at, mb.exponents[s], r.grads.data() + at);
+      r.optimizer->apply(r.params.data(), r.grads.data(), at, end, lr, r.updates);
+    }
+  }
 }
 
 // Gradient accumulation without deterministic mode: the slice's micro-batch

@@ -125,6 +125,7 @@ class MirroredStrategy {
   void exact_sum(Replica& r, const ReplicaBatch& batch, const SliceStats& local, bool stop_requested,
                  StepResult& out);
   void float_sum(Replica& r, const SliceStats& local, bool stop_requested, StepResult& out);
+  void apply_exact(Replica& r, float lr);
 
   const Model& model_;
   const Config& config_;
