@@ -227,6 +227,52 @@ SliceStats MirroredStrategy::micro_backward(Replica& r, const ReplicaBatch& b, u
   return total;
 }
 
+namespace {
+
+// The vector the max all-reduce agrees on: [tensor maxima | loss of micro-batch
+// 0..K-1 | stop], with -inf in the loss slots of other replicas' micro-batches.
+void fill_maxima(MicroBuffers& mb, int64_t total_micro, int64_t first_micro, bool stop_requested) {
+  const size_t nseg = mb.tensor_max.size();
+  mb.maxima.assign(nseg + size_t(total_micro) + 1, -kInf);
+  std::copy(mb.tensor_max.begin(), mb.tensor_max.end(), mb.maxima.begin());
+  for (size_t t = 0; t < mb.losses.size(); ++t) {
+    const double loss = mb.losses[t];
+    mb.maxima[nseg + size_t(first_micro) + t] = std::isnan(loss) ? kInf : loss;
+  }
+  mb.maxima[nseg + size_t(total_micro)] = stop_requested ? 1.0 : 0.0;
+}
+
+// mb.fixed[0, n) = this replica's micro-batch gradients in fixed point, tensor
+// by tensor at the agreed scale; zeros when there are none or the step is not
+// finite. Block by block, every micro-batch's piece goes into the block's sums
+// while they sit in L1: the int64 arena is written once, not once per micro-batch.
+void quantize(MicroBuffers& mb, const std::vector<ArenaSegment>& segments, int64_t n,
+              int64_t total_micro, bool finite) {
+  const size_t count = mb.losses.size();
+  mb.fixed.resize(size_t(n) + 2);
+  mb.exponents.assign(segments.size(), 0);
+  if (!finite || count == 0) {
+    std::fill(mb.fixed.begin(), mb.fixed.end(), 0);
+    if (!finite) return;
+  }
+  for (size_t s = 0; s < segments.size(); ++s) {
+    mb.exponents[s] = fixed_point_exponent(mb.maxima[s], total_micro);
+  }
+  if (count == 0) return;
+  constexpr int64_t kBlock = 2048;
+  for (size_t s = 0; s < segments.size(); ++s) {
+    for (int64_t at = segments[s].begin; at < segments[s].end; at += kBlock) {
+      const int64_t len = std::min(kBlock, segments[s].end - at);
+      to_fixed(mb.grads[0].data() + at, len, mb.exponents[s], mb.fixed.data() + at);
+      for (size_t t = 1; t < count; ++t) {
+        accumulate_fixed(mb.grads[t].data() + at, len, mb.exponents[s], mb.fixed.data() + at);
+      }
+    }
+  }
+}
+
+}  // namespace
+
 // The exact sum. One max all-reduce agrees on each tensor's largest |gradient|
 // (hence its fixed-point scale), on every micro-batch's loss (each in its own
 // slot, so the max is a gather) and on the stop flag; one int64 all-reduce sums
@@ -236,47 +282,17 @@ void MirroredStrategy::exact_sum(Replica& r, const ReplicaBatch& b, const SliceS
                                  bool stop_requested, StepResult& out) {
   MicroBuffers& mb = *r.micro;
   const int64_t n = model_.num_params();
-  const int64_t m = micro_rows_;
-  const int64_t total_micro = (b.global_rows + m - 1) / m;
+  const int64_t total_micro = (b.global_rows + micro_rows_ - 1) / micro_rows_;
   const size_t nseg = segments_.size();
-  const size_t count = mb.losses.size();
-  const int64_t first_micro = b.first_row / m;
-  // [tensor maxima | loss of micro-batch 0..K-1 | stop]; -inf where not ours.
-  mb.maxima.assign(nseg + size_t(total_micro) + 1, -kInf);
-  std::copy(mb.tensor_max.begin(), mb.tensor_max.end(), mb.maxima.begin());
-  for (size_t t = 0; t < count; ++t) {
-    const double loss = mb.losses[t];
-    mb.maxima[nseg + size_t(first_micro) + t] = std::isnan(loss) ? kInf : loss;
-  }
-  mb.maxima[nseg + size_t(total_micro)] = stop_requested ? 1.0 : 0.0;
+  fill_maxima(mb, total_micro, b.first_row / micro_rows_, stop_requested);
   auto tc = Clock::now();
   r.comm->allreduce(mb.maxima.data(), mb.maxima.size(), ReduceOp::kMax);
   r.comm_seconds += since(tc);
 
   bool finite_grads = true;
   for (size_t s = 0; s < nseg; ++s) finite_grads = finite_grads && std::isfinite(mb.maxima[s]);
-  mb.fixed.resize(size_t(n) + 2);
-  std::vector<int>& exponent = mb.exponents;
-  exponent.assign(nseg, 0);
-  if (!finite_grads || count == 0) std::fill(mb.fixed.begin(), mb.fixed.end(), 0);
-  if (finite_grads) {
-    for (size_t s = 0; s < nseg; ++s) exponent[s] = fixed_point_exponent(mb.maxima[s], total_micro);
-  }
-  if (finite_grads && count > 0) {
-    // Block by block, every micro-batch's piece into the block's sums while
-    // they sit in L1: the int64 arena is written once, not once per micro-batch.
-    constexpr int64_t kBlock = 2048;
-    for (size_t s = 0; s < nseg; ++s) {
-      for (int64_t at = segments_[s].begin; at < segments_[s].end; at += kBlock) {
-        const int64_t len = std::min(kBlock, segments_[s].end - at);
-        to_fixed(mb.grads[0].data() + at, len, exponent[s], mb.fixed.data() + at);
-        for (size_t t = 1; t < count; ++t) {
-          accumulate_fixed(mb.grads[t].data() + at, len, exponent[s], mb.fixed.data() + at);
-        }
-      }
-    }
-  }
-  mb.fixed[size_t(n)] = local.correct;
+  quantize(mb, segments_, n, total_micro, finite_grads);
+  mb.fixed[size_t(n)] = local.correct;  // the counts ride along, exact as integers
   mb.fixed[size_t(n) + 1] = local.rows;
   tc = Clock::now();
   const int64_t chunk = std::max<int64_t>(1, bucket_elems_ / 2);  // int64: twice a float's bytes
@@ -303,7 +319,8 @@ void MirroredStrategy::exact_sum(Replica& r, const ReplicaBatch& b, const SliceS
   if (mb.converted) {
     for (size_t s = 0; s < nseg; ++s) {
       const ArenaSegment& seg = segments_[s];
-      fixed_to_float(mb.fixed.data() + seg.begin, seg.end - seg.begin, exponent[s], r.grads.data() + seg.begin);
+      fixed_to_float(mb.fixed.data() + seg.begin, seg.end - seg.begin, mb.exponents[s],
+                     r.grads.data() + seg.begin);
     }
   }
   out.finite = out.finite_loss && finite_grads && (!mb.converted || cpu::all_finite(r.grads.data(), n));
