@@ -102,8 +102,9 @@ struct InputPosition {
 };
 
 // Splits every global batch across replicas: replica r of R gets the contiguous
-// rows [r*n/R, (r+1)*n/R) of the batch (n rows; see whole_shares for the other split), so the sequence of global batches
-// depends only on the seed, never on R. A process reads only its replicas' rows.
+// rows [r*n/R, (r+1)*n/R) of the batch (n rows; whole_shares splits otherwise), so
+// the sequence of global batches depends only on the seed, never on R. A process
+// reads only its replicas' rows.
 class DistributedInput {
  public:
   DistributedInput(std::shared_ptr<Source> source, const InputOptions& options);
