@@ -51,5 +51,23 @@ TEST(DeterministicMpi, RanksAndThreadsGiveBitwiseTheWeightsOfOneReplica) {
   }
 }
 
+// fp32 gradient accumulation across ranks: the weights of one pass per share up
+// to fp32 summation order, and the same on every rank.
+TEST(DeterministicMpi, GradientAccumulationAcrossRanksMatchesOnePassPerShare) {
+  testing::SingleWorld single;
+  MpiWorld mpi;
+  const auto one = testing::train_synthetic(single.world, {1, OptimizerKind::kAdam});
+  for (const int local : {1, 2}) {
+    testing::RunSpec spec{local, OptimizerKind::kAdam};
+    spec.micro_batch = 1;  // every replica's share runs row by row
+    const auto accumulated = testing::train_synthetic(mpi.world, spec);
+    EXPECT_LT(testing::worst_relative_difference(accumulated.params, one.params), testing::kReplicaTolerance)
+        << mpi.world.size() << " ranks x " << local;
+    std::vector<float> root = accumulated.params;
+    mpi.comm->broadcast(root.data(), root.size(), 0);
+    EXPECT_TRUE(same_bits(root, accumulated.params));
+  }
+}
+
 }  // namespace
 }  // namespace lockstep
