@@ -1,5 +1,5 @@
 // The lockstep command line — the only place that reads argv. Subcommands:
-// train, evaluate, predict, convert. Every failure ends with one "lockstep: error: ..."
+// train, evaluate, predict, export, serve, convert. Every failure ends with one "lockstep: error: ..."
 // line naming what was wrong and a non-zero exit code; never a crash or a hang.
 #include <CLI/CLI.hpp>
 
@@ -16,7 +16,9 @@
 #include "data/input.h"
 #include "kernels/cpu/ops.h"
 #include "src/config.h"
+#include "src/onnx_export.h"
 #include "src/predict.h"
+#include "src/serve.h"
 #include "src/signals.h"
 #include "src/trainer.h"
 #include "src/world.h"
@@ -101,6 +103,8 @@ struct Args {
   std::string input, split = "test", output;
   std::string idx_dir, train_images, train_labels, test_images, test_labels, out;
   bool overwrite = false;
+  std::string format = "onnx";
+  ServeOptions serve;
 };
 
 // Prints the one-line error and returns its exit code; in a multi-process job
@@ -180,6 +184,32 @@ int run_convert(const Args& a) {
   }
 }
 
+// export and serve: one model file, no MPI world; errors mapped like predict's.
+template <typename Fn>
+int run_inference_command(Fn&& fn) {
+  try {
+    return fn();
+  } catch (const ConfigError& e) {
+    return report_fatal(nullptr, "error", e.what(), kExitUsage);
+  } catch (const DataError& e) {
+    return report_fatal(nullptr, "error", e.what(), kExitData);
+  } catch (const std::exception& e) {
+    return report_fatal(nullptr, "error", e.what(), kExitRuntime);
+  }
+}
+
+int run_export(const Config& config, const Args& a) {
+  if (a.format != "onnx") throw ConfigError("export: --format " + a.format + " is not known (use onnx)");
+  const SavedModel model = load_saved_model(config, a.model);
+  std::string stem = a.config.substr(a.config.find_last_of('/') + 1);
+  stem = stem.substr(0, stem.find('.'));
+  export_onnx(model, stem.empty() ? "lockstep" : stem, a.out, a.overwrite);
+  std::printf("exported %s (%s) -> %s (ONNX opset 13: %s [N, %lld] float32 -> %s [N, %lld])\n",
+              a.model.c_str(), model.model->signature().c_str(), a.out.c_str(), kOnnxInputName,
+              (long long)model.model->input_dim(), output_name(model), (long long)model.model->output_dim());
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -217,6 +247,35 @@ int main(int argc, char** argv) {
                           "otherwise JSON lines")->required();
   predict_cmd->add_option("--set", a.sets, "override a config key (repeatable)");
   predict_cmd->add_flag("--overwrite", a.overwrite, "replace an existing output file");
+
+  auto* export_cmd = app.add_subcommand("export", "Write a saved model in an exchange format (ONNX)");
+  export_cmd->add_option("config", a.config, "experiment config (YAML) the model was trained with")->required();
+  export_cmd->add_option("--checkpoint,--model", a.model, "model file or checkpoint")->required();
+  export_cmd->add_option("--format", a.format, "onnx (the only format; default)");
+  export_cmd->add_option("--out,-o", a.out, "output file (model.onnx)")->required();
+  export_cmd->add_option("--set", a.sets, "override a config key (repeatable)");
+  export_cmd->add_flag("--overwrite", a.overwrite, "replace an existing output file");
+
+  auto* serve_cmd = app.add_subcommand(
+      "serve", "Serve a saved model over TensorFlow Serving's REST API (GET /v1/models/NAME, "
+               "GET .../metadata, POST .../NAME:predict); SIGTERM drains and exits 0");
+  serve_cmd->add_option("config", a.config, "experiment config (YAML) the model was trained with")->required();
+  serve_cmd->add_option("--checkpoint,--model", a.serve.model_path, "model file or checkpoint")->required();
+  serve_cmd->add_option("--port", a.serve.port, "TCP port (default 8501; 0 = any free port, printed)");
+  serve_cmd->add_option("--host", a.serve.host,
+                        "address to listen on (default 127.0.0.1; 0.0.0.0 = every interface)");
+  serve_cmd->add_option("--model-name", a.serve.model_name, "the NAME in the URLs (default 'default')");
+  serve_cmd->add_option("--max-batch-size", a.serve.max_batch_size,
+                        "rows per batched forward pass (default 64; 0 = no batching)");
+  serve_cmd->add_option("--batch-timeout-micros", a.serve.batch_timeout_us,
+                        "the longest a request waits for its batch to fill, in microseconds (default 200)");
+  serve_cmd->add_option("--threads", a.serve.threads,
+                        "HTTP worker threads, each serving one open connection at a time (default 64)");
+  serve_cmd->add_option("--max-body-bytes", a.serve.max_body_bytes,
+                        "larger request bodies get 413 (default 16777216)");
+  serve_cmd->add_option("--read-timeout", a.serve.read_timeout_s,
+                        "seconds a client may stay silent mid-request before it is dropped (default 5)");
+  serve_cmd->add_option("--set", a.sets, "override a config key (repeatable)");
 
   auto* convert = app.add_subcommand("convert", "Convert datasets to the lockstep HDF5 layout");
   convert->require_subcommand(1);
@@ -271,6 +330,13 @@ int main(int argc, char** argv) {
     } catch (const std::exception& e) {
       return report_fatal(nullptr, "error", e.what(), kExitRuntime);
     }
+  }
+  if (*export_cmd) return run_inference_command([&] { return run_export(config, a); });
+  if (*serve_cmd) {
+    return run_inference_command([&] {
+      serve(config, a.serve);  // returns once a SIGTERM/SIGINT has drained it
+      return 0;
+    });
   }
   if (*train) {
     return with_world(&argc, &argv, comm_options(config), [&](World& world) {
