@@ -5,6 +5,7 @@
 // of either. Field numbers are those of onnx/onnx.proto (IR version 7).
 #include "src/onnx_export.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <vector>
@@ -160,10 +161,13 @@ const char* output_name(const SavedModel& model) {
 std::string onnx_model_bytes(const SavedModel& m, const std::string& graph_name) {
   GraphBuilder g;
   g.constant("scale", m.input_scale);
-  g.constant("gelu_a", 0.044715f);
-  g.constant("gelu_c", 0.7978845608028654f);
-  g.constant("half", 0.5f);
-  g.constant("one", 1.0f);
+  const auto& layers = m.model->layers();
+  if (std::any_of(layers.begin(), layers.end(), [](const DenseLayer& l) { return l.activation == Activation::kGelu; })) {
+    g.constant("gelu_a", 0.044715f);  // kernels/host_device.h kGeluA, kGeluC
+    g.constant("gelu_c", 0.7978845608028654f);
+    g.constant("half", 0.5f);
+    g.constant("one", 1.0f);
+  }
   const std::string scaled = g.node("Mul", {kOnnxInputName, "scale"}, "scaled_inputs");
   const std::string logits = dense_stack(g, m, scaled);
   if (m.classifier) {
