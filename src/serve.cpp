@@ -138,6 +138,12 @@ class RestApi {
     svr_.set_keep_alive_max_count(1000000);
     svr_.set_keep_alive_timeout(2);
     svr_.set_tcp_nodelay(true);
+    // httplib's default sets SO_REUSEPORT, which lets a second server bind a port
+    // already served; SO_REUSEADDR alone allows a restart, never a shared port.
+    svr_.set_socket_options([](int sock) {
+      const int yes = 1;
+      setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+    });
   }
 
   httplib::Server& server() { return svr_; }
