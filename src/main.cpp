@@ -268,7 +268,7 @@ int main(int argc, char** argv) {
   serve_cmd->add_option("--max-batch-size", a.serve.max_batch_size,
                         "rows per batched forward pass (default 64; 0 = no batching)");
   serve_cmd->add_option("--batch-timeout-micros", a.serve.batch_timeout_us,
-                        "the longest a request waits for its batch to fill, in microseconds (default 200)");
+                        "the longest a request waits for more requests to join its batch, in microseconds (default 0: the worker takes what is queued; requests arriving during a forward pass form the next batch)");
   serve_cmd->add_option("--threads", a.serve.threads,
                         "HTTP worker threads, each serving one open connection at a time (default 64)");
   serve_cmd->add_option("--max-body-bytes", a.serve.max_body_bytes,

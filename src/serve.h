@@ -22,7 +22,7 @@ struct ServeOptions {
   std::string host = "127.0.0.1";
   int port = 8501;               // 0: any free port (printed)
   int64_t max_batch_size = 64;   // rows per forward pass; 0 = no batching (each request on its own thread)
-  int64_t batch_timeout_us = 200;  // the most a first request waits for its batch to fill
+  int64_t batch_timeout_us = 0;  // the most a first request waits for its batch to fill (0: run what is queued)
   int threads = 64;              // HTTP worker threads (one per open connection)
   int64_t max_body_bytes = 16 << 20;
   int read_timeout_s = 5;        // a client that sends nothing for this long is dropped
