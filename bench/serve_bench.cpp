@@ -76,7 +76,8 @@ Round run_round(const std::string& host, int port, const std::string& path, cons
         lat[size_t(c)].push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
         if (!res || res->status != 200 || !same_answer(res->body, expect)) {
           if (wrong++ < 3) {
-            std::fprintf(stderr, "serve_bench: wrong answer: %s\n",
+            std::fprintf(stderr, "serve_bench: wrong answer (%.3f s before the end, request %zu of this client): %s\n",
+                         std::chrono::duration<double>(end - Clock::now()).count(), lat[size_t(c)].size(),
                          !res ? httplib::to_string(res.error()).c_str()
                               : (std::to_string(res->status) + " " + res->body.substr(0, 200)).c_str());
           }

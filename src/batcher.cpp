@@ -1,6 +1,7 @@
 // The batching worker: wait for a first request, give the batch until its
 // deadline (or until it is full) to grow, gather the rows, run once, scatter
-// the results and wake each caller.
+// the results and wake each caller. A request that finds nothing running and
+// nothing queued runs on its caller's thread instead (busy_ keeps one run at a time).
 #include "src/batcher.h"
 
 #include <algorithm>
@@ -23,15 +24,38 @@ Batcher::~Batcher() {
 }
 
 void Batcher::infer(const float* x, int64_t rows, float* y) {
+  std::unique_lock<std::mutex> lock(mu_);
+  if (!busy_ && queue_.empty()) {
+    // Nothing runs or waits: run on this thread, no handoff. Requests that come
+    // meanwhile queue up and form the worker's next batch.
+    busy_ = true;
+    ++batches_;
+    rows_done_ += rows;
+    lock.unlock();
+    try {
+      run_(x, rows, y);
+    } catch (...) {
+      release();
+      throw;
+    }
+    release();
+    return;
+  }
   Pending p{x, rows, y, std::chrono::steady_clock::now(), {}};
   std::future<void> done = p.done.get_future();
+  queue_.push_back(&p);
+  queued_rows_ += rows;
+  lock.unlock();
+  cv_.notify_all();
+  done.get();
+}
+
+void Batcher::release() {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    queue_.push_back(&p);
-    queued_rows_ += rows;
+    busy_ = false;
   }
-  cv_.notify_one();
-  done.get();
+  cv_.notify_all();
 }
 
 int64_t Batcher::batches() const {
@@ -45,7 +69,7 @@ int64_t Batcher::rows_done() const {
 }
 
 std::vector<Batcher::Pending*> Batcher::take_batch(std::unique_lock<std::mutex>& lock) {
-  cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+  cv_.wait(lock, [&] { return (stopping_ || !queue_.empty()) && !busy_; });
   if (queue_.empty()) return {};
   const auto deadline = queue_.front()->arrived + timeout_;
   cv_.wait_until(lock, deadline, [&] { return stopping_ || queued_rows_ >= max_rows_; });
@@ -57,6 +81,7 @@ std::vector<Batcher::Pending*> Batcher::take_batch(std::unique_lock<std::mutex>&
     queue_.pop_front();
   }
   queued_rows_ -= rows;
+  busy_ = true;
   ++batches_;
   rows_done_ += rows;
   return batch;
@@ -96,6 +121,7 @@ void Batcher::work() {
     lock.unlock();
     run_batch(batch);
     lock.lock();
+    busy_ = false;
   }
 }
 

@@ -2,7 +2,9 @@
 // queued, and one worker runs them together, up to max_rows rows per forward
 // pass, waiting at most timeout for a batch to fill after its first request
 // arrived (TF Serving's max_batch_size and batch_timeout_micros). A request is
-// never split; one larger than max_rows runs alone.
+// never split; one larger than max_rows runs alone. When nothing runs and nothing
+// waits, a request runs at once on its caller's thread (no handoff at low load);
+// the requests that arrive meanwhile form the next batch. One run at a time.
 #pragma once
 
 #include <chrono>
@@ -20,7 +22,7 @@ namespace lockstep {
 class Batcher {
  public:
   // run(x, rows, y): x (rows, in_width) -> y (rows, out_width); called on the
-  // worker thread only, so it may own scratch state.
+  // worker thread or a caller's, never twice at once, so it may own scratch state.
   using Run = std::function<void(const float* x, int64_t rows, float* y)>;
 
   Batcher(int64_t in_width, int64_t out_width, int64_t max_rows, std::chrono::microseconds timeout,
@@ -46,6 +48,7 @@ class Batcher {
     std::promise<void> done;
   };
   void work();
+  void release();  // an inline run ended
   std::vector<Pending*> take_batch(std::unique_lock<std::mutex>& lock);
   void run_batch(const std::vector<Pending*>& batch);
 
@@ -57,6 +60,7 @@ class Batcher {
   std::deque<Pending*> queue_;
   int64_t queued_rows_ = 0, batches_ = 0, rows_done_ = 0;
   bool stopping_ = false;
+  bool busy_ = false;  // a batch (or an inline request) is running
   std::vector<float> x_, y_;  // the gathered batch (worker only)
   std::thread worker_;
 };

@@ -6,6 +6,7 @@
 #include <httplib.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/socket.h>
 
 #include <atomic>
 #include <cstdio>
@@ -140,13 +141,20 @@ class RestApi {
     svr_.set_tcp_nodelay(true);
     // httplib's default sets SO_REUSEPORT, which lets a second server bind a port
     // already served; SO_REUSEADDR alone allows a restart, never a shared port.
-    svr_.set_socket_options([](int sock) {
+    svr_.set_socket_options([this](int sock) {
       const int yes = 1;
       setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+      listen_fd_ = sock;
     });
   }
 
   httplib::Server& server() { return svr_; }
+  // httplib listens with a backlog of 5: 16 clients connecting at once overflow
+  // it and some connections die on their first request. Linux lets a second
+  // listen() on the bound socket raise the backlog.
+  void widen_backlog() const {
+    if (listen_fd_ >= 0) ::listen(listen_fd_, SOMAXCONN);
+  }
   int64_t requests() const { return requests_.load(); }
 
  private:
@@ -218,6 +226,7 @@ class RestApi {
   Engine& engine_;
   httplib::Server svr_;
   std::atomic<int64_t> requests_{0};
+  int listen_fd_ = -1;
 };
 
 void check_options(const ServeOptions& o) {
@@ -262,6 +271,7 @@ int serve(const Config& config, const ServeOptions& options) {
     throw std::runtime_error("serve: cannot listen on " + options.host + ":" + std::to_string(options.port) +
                              " (in use, or not an address of this machine): pick another --port or --host");
   }
+  api.widen_backlog();
   std::atomic<bool> done{false};
   std::atomic<int> signal_number{0};
   std::thread watcher([&] {

@@ -64,9 +64,11 @@ TEST(ServeRequest, ResponsesRoundTripFloatsExactly) {
   EXPECT_EQ(nlohmann::json::parse(error_body("bad \"x\"\n"))["error"], "bad \"x\"\n");
 }
 
-// y = 2x over rows of `width`; records the largest batch run.
+// y = 2x over rows of `width`; records the largest batch run. Each run takes
+// 200 us, so callers arriving meanwhile queue up and share the next one.
 Batcher::Run doubling(std::atomic<int64_t>& largest, int64_t width = 1) {
   return [&largest, width](const float* x, int64_t rows, float* y) {
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
     int64_t seen = largest.load();
     while (rows > seen && !largest.compare_exchange_weak(seen, rows)) {
     }
@@ -76,7 +78,7 @@ Batcher::Run doubling(std::atomic<int64_t>& largest, int64_t width = 1) {
 
 TEST(Batcher, ConcurrentCallersGetTheirOwnRowsAndShareBatches) {
   std::atomic<int64_t> largest{0};
-  Batcher batcher(1, 1, 8, std::chrono::microseconds(2000), doubling(largest));
+  Batcher batcher(1, 1, 8, std::chrono::microseconds(500), doubling(largest));
   std::vector<std::thread> threads;
   std::atomic<int> wrong{0};
   for (int t = 0; t < 8; ++t) {
@@ -92,7 +94,7 @@ TEST(Batcher, ConcurrentCallersGetTheirOwnRowsAndShareBatches) {
   for (auto& th : threads) th.join();
   EXPECT_EQ(wrong.load(), 0);
   EXPECT_EQ(batcher.rows_done(), 400);
-  EXPECT_LT(batcher.batches(), 400);  // some requests shared a forward pass
+  EXPECT_LT(batcher.batches(), 300);  // requests shared forward passes
   EXPECT_LE(largest.load(), 8);       // never more than max_rows
 }
 
