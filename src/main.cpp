@@ -257,8 +257,7 @@ int main(int argc, char** argv) {
   export_cmd->add_flag("--overwrite", a.overwrite, "replace an existing output file");
 
   auto* serve_cmd = app.add_subcommand(
-      "serve", "Serve a saved model over TensorFlow Serving's REST API (GET /v1/models/NAME, "
-               "GET .../metadata, POST .../NAME:predict); SIGTERM drains and exits 0");
+      "serve", "Serve a saved model over TensorFlow Serving's REST API (SIGTERM drains, exits 0)");
   serve_cmd->add_option("config", a.config, "experiment config (YAML) the model was trained with")->required();
   serve_cmd->add_option("--checkpoint,--model", a.serve.model_path, "model file or checkpoint")->required();
   serve_cmd->add_option("--port", a.serve.port, "TCP port (default 8501; 0 = any free port, printed)");
@@ -268,7 +267,8 @@ int main(int argc, char** argv) {
   serve_cmd->add_option("--max-batch-size", a.serve.max_batch_size,
                         "rows per batched forward pass (default 64; 0 = no batching)");
   serve_cmd->add_option("--batch-timeout-micros", a.serve.batch_timeout_us,
-                        "the longest a request waits for more requests to join its batch, in microseconds (default 0: the worker takes what is queued; requests arriving during a forward pass form the next batch)");
+                        "how long a batch's first request waits for more to join, in microseconds "
+                        "(default 0: none; requests that arrive while a forward pass runs form the next batch)");
   serve_cmd->add_option("--threads", a.serve.threads,
                         "HTTP worker threads, each serving one open connection at a time (default 64)");
   serve_cmd->add_option("--max-body-bytes", a.serve.max_body_bytes,
