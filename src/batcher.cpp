@@ -1,7 +1,8 @@
 // The batching worker: wait for a first request, give the batch until its
 // deadline (or until it is full) to grow, gather the rows, run once, scatter
 // the results and wake each caller. A request that finds nothing running and
-// nothing queued runs on its caller's thread instead (busy_ keeps one run at a time).
+// nothing queued runs on its caller's thread instead, while fewer than `lanes` runs
+// are active (active_ counts batches and inline runs).
 #include "src/batcher.h"
 
 #include <algorithm>
@@ -10,9 +11,9 @@
 namespace lockstep {
 
 Batcher::Batcher(int64_t in_width, int64_t out_width, int64_t max_rows,
-                 std::chrono::microseconds timeout, Run run)
+                 std::chrono::microseconds timeout, Run run, int lanes)
     : in_width_(in_width), out_width_(out_width), max_rows_(std::max<int64_t>(1, max_rows)),
-      timeout_(timeout), run_(std::move(run)), worker_([this] { work(); }) {}
+      timeout_(timeout), lanes_(std::max(1, lanes)), run_(std::move(run)), worker_([this] { work(); }) {}
 
 Batcher::~Batcher() {
   {
@@ -25,10 +26,10 @@ Batcher::~Batcher() {
 
 void Batcher::infer(const float* x, int64_t rows, float* y) {
   std::unique_lock<std::mutex> lock(mu_);
-  if (!busy_ && queue_.empty()) {
+  if (active_ < lanes_ && queue_.empty()) {
     // Nothing runs or waits: run on this thread, no handoff. Requests that come
     // meanwhile queue up and form the worker's next batch.
-    busy_ = true;
+    ++active_;
     ++batches_;
     rows_done_ += rows;
     lock.unlock();
@@ -46,16 +47,20 @@ void Batcher::infer(const float* x, int64_t rows, float* y) {
   queue_.push_back(&p);
   queued_rows_ += rows;
   lock.unlock();
-  cv_.notify_all();
+  cv_.notify_one();
   done.get();
 }
 
 void Batcher::release() {
+  bool waiting = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    busy_ = false;
+    --active_;
+    waiting = !queue_.empty();
   }
-  cv_.notify_all();
+  // Only the worker waits on cv_, and only for queued work: waking it for
+  // nothing would cost a context switch per request.
+  if (waiting) cv_.notify_one();
 }
 
 int64_t Batcher::batches() const {
@@ -69,7 +74,7 @@ int64_t Batcher::rows_done() const {
 }
 
 std::vector<Batcher::Pending*> Batcher::take_batch(std::unique_lock<std::mutex>& lock) {
-  cv_.wait(lock, [&] { return (stopping_ || !queue_.empty()) && !busy_; });
+  cv_.wait(lock, [&] { return (stopping_ || !queue_.empty()) && active_ < lanes_; });
   if (queue_.empty()) return {};
   const auto deadline = queue_.front()->arrived + timeout_;
   cv_.wait_until(lock, deadline, [&] { return stopping_ || queued_rows_ >= max_rows_; });
@@ -81,7 +86,7 @@ std::vector<Batcher::Pending*> Batcher::take_batch(std::unique_lock<std::mutex>&
     queue_.pop_front();
   }
   queued_rows_ -= rows;
-  busy_ = true;
+  ++active_;
   ++batches_;
   rows_done_ += rows;
   return batch;
@@ -121,7 +126,7 @@ void Batcher::work() {
     lock.unlock();
     run_batch(batch);
     lock.lock();
-    busy_ = false;
+    --active_;
   }
 }
 

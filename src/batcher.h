@@ -2,9 +2,9 @@
 // queued, and one worker runs them together, up to max_rows rows per forward
 // pass, waiting at most timeout for a batch to fill after its first request
 // arrived (TF Serving's max_batch_size and batch_timeout_micros). A request is
-// never split; one larger than max_rows runs alone. When nothing runs and nothing
-// waits, a request runs at once on its caller's thread (no handoff at low load);
-// the requests that arrive meanwhile form the next batch. One run at a time.
+// never split; one larger than max_rows runs alone. While nothing waits and fewer
+// than `lanes` runs are active, a request runs at once on its caller's thread (no
+// handoff at low load); once every lane is busy, arrivals queue and form batches.
 #pragma once
 
 #include <chrono>
@@ -22,11 +22,12 @@ namespace lockstep {
 class Batcher {
  public:
   // run(x, rows, y): x (rows, in_width) -> y (rows, out_width); called on the
-  // worker thread or a caller's, never twice at once, so it may own scratch state.
+  // worker thread or a caller's, at most `lanes` calls at once (with lanes 1 it
+  // may own scratch state).
   using Run = std::function<void(const float* x, int64_t rows, float* y)>;
 
   Batcher(int64_t in_width, int64_t out_width, int64_t max_rows, std::chrono::microseconds timeout,
-          Run run);
+          Run run, int lanes = 1);
   ~Batcher();  // finishes every queued request, then joins the worker
   Batcher(const Batcher&) = delete;
   Batcher& operator=(const Batcher&) = delete;
@@ -54,13 +55,14 @@ class Batcher {
 
   const int64_t in_width_, out_width_, max_rows_;
   const std::chrono::microseconds timeout_;
+  const int lanes_;
   Run run_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::deque<Pending*> queue_;
   int64_t queued_rows_ = 0, batches_ = 0, rows_done_ = 0;
   bool stopping_ = false;
-  bool busy_ = false;  // a batch (or an inline request) is running
+  int active_ = 0;  // runs in progress: batches and inline requests
   std::vector<float> x_, y_;  // the gathered batch (worker only)
   std::thread worker_;
 };

@@ -39,22 +39,22 @@ struct Workspace {
 // Runs the model on raw rows: scale, forward in chunks, softmax for classifiers.
 class Engine {
  public:
-  Engine(const SavedModel& m, const ServeOptions& o) : m_(m) {
+  Engine(const SavedModel& m, const ServeOptions& o)
+      : m_(m), workspace_rows_(std::max<int64_t>(64, o.max_batch_size)) {
     if (o.max_batch_size > 0) {
-      batch_ws_ = std::make_unique<Workspace>(*m.model, o.max_batch_size);
+      // One lane per core: a request runs at once while a core is free, and
+      // batches form once every core is busy.
+      const int lanes = int(std::max(1u, std::thread::hardware_concurrency()));
       batcher_ = std::make_unique<Batcher>(
           m.model->input_dim(), m.model->output_dim(), o.max_batch_size,
           std::chrono::microseconds(o.batch_timeout_us),
-          [this](const float* x, int64_t rows, float* y) { compute(*batch_ws_, x, rows, y); });
+          [this](const float* x, int64_t rows, float* y) { run_pooled(x, rows, y); }, lanes);
     }
   }
 
   void infer(const float* x, int64_t rows, float* y) {
     if (batcher_) return batcher_->infer(x, rows, y);
-    std::unique_ptr<Workspace> ws = acquire();
-    compute(*ws, x, rows, y);
-    std::lock_guard<std::mutex> lock(pool_mu_);
-    pool_.push_back(std::move(ws));
+    run_pooled(x, rows, y);
   }
 
   std::string stats() const {
@@ -66,18 +66,20 @@ class Engine {
   }
 
  private:
-  static constexpr int64_t kPoolRows = 64;
-
-  std::unique_ptr<Workspace> acquire() {
+  // A workspace from the pool (a new one when all are in use) for one run.
+  void run_pooled(const float* x, int64_t rows, float* y) {
+    std::unique_ptr<Workspace> ws;
     {
       std::lock_guard<std::mutex> lock(pool_mu_);
       if (!pool_.empty()) {
-        auto ws = std::move(pool_.back());
+        ws = std::move(pool_.back());
         pool_.pop_back();
-        return ws;
       }
     }
-    return std::make_unique<Workspace>(*m_.model, kPoolRows);
+    if (!ws) ws = std::make_unique<Workspace>(*m_.model, workspace_rows_);
+    compute(*ws, x, rows, y);  // a throw loses this workspace, nothing else
+    std::lock_guard<std::mutex> lock(pool_mu_);
+    pool_.push_back(std::move(ws));
   }
 
   void compute(Workspace& ws, const float* x, int64_t rows, float* y) const {
@@ -95,10 +97,10 @@ class Engine {
   }
 
   const SavedModel& m_;
-  std::unique_ptr<Workspace> batch_ws_;
-  std::unique_ptr<Batcher> batcher_;
+  const int64_t workspace_rows_;
   std::mutex pool_mu_;
   std::vector<std::unique_ptr<Workspace>> pool_;
+  std::unique_ptr<Batcher> batcher_;  // last: its threads stop before the pool goes
 };
 
 json tensor_info(const std::string& name, int64_t width) {
