@@ -98,6 +98,37 @@ TEST(Batcher, ConcurrentCallersGetTheirOwnRowsAndShareBatches) {
   EXPECT_LE(largest.load(), 8);       // never more than max_rows
 }
 
+TEST(Batcher, AtMostLanesRunsAtOnceAndBatchesFormWhenAllAreBusy) {
+  std::atomic<int> running{0}, most{0};
+  const Batcher::Run run = [&](const float* x, int64_t rows, float* y) {
+    const int now = ++running;
+    int seen = most.load();
+    while (now > seen && !most.compare_exchange_weak(seen, now)) {
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(300));
+    for (int64_t i = 0; i < rows; ++i) y[i] = x[i] + 1;
+    --running;
+  };
+  Batcher batcher(1, 1, 16, std::chrono::microseconds(0), run, 2);
+  std::atomic<int> wrong{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&, t] {
+      for (int k = 0; k < 20; ++k) {
+        const float x = float(t * 100 + k);
+        float y = 0;
+        batcher.infer(&x, 1, &y);
+        if (y != x + 1) ++wrong;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(wrong.load(), 0);
+  EXPECT_EQ(most.load(), 2);  // both lanes used, never a third run
+  EXPECT_EQ(batcher.rows_done(), 160);
+  EXPECT_LT(batcher.batches(), 160);  // with both lanes busy, queued requests shared passes
+}
+
 TEST(Batcher, LargeRequestRunsAloneAndErrorsReachTheCaller) {
   std::atomic<int64_t> largest{0};
   Batcher batcher(2, 2, 4, std::chrono::microseconds(0), doubling(largest, 2));
