@@ -1,8 +1,8 @@
 // Load on a running `lockstep serve` over loopback: N client threads, each with
 // one keep-alive connection, send single-row predict requests back to back for a
 // bounded time; requests/s and p50/p99 latency per round, then the median round.
-// Every answer is checked (status 200, one row of predictions, the same answer
-// as the first request gave): the #wrong column, and a final OK/FAILED line.
+// Every answer is checked (status 200, one row of predictions within 1e-5 of the
+// first request's): the #wrong column, and a final OK/FAILED line.
 #include <CLI/CLI.hpp>
 #include <httplib.h>
 

@@ -1,11 +1,9 @@
 #!/usr/bin/env bash
-# The serving benchmark, end to end on loopback: trains the Fashion-MNIST MLP for
-# one epoch (the weights do not matter for speed), serves it with batching on and
-# off and loads each with build/bench/serve_bench (CLIENTS clients, single-row
-# requests, ROUNDS rounds of ROUND_SECONDS s), then times onnxruntime in process on the
-# same model exported to ONNX. Prints the CPU model and load first.
-#   bench/serve_bench.sh            # CLIENTS=16 ROUNDS=3 ROUND_SECONDS=3
-# Variables: CLIENTS, ROUNDS, ROUND_SECONDS, BATCH (max batch size), WAIT_US, THREADS.
+# The serving benchmark on loopback: the Fashion-MNIST MLP (one epoch) served with
+# batching on and off, each loaded by build/bench/serve_bench (CLIENTS clients,
+# single-row requests, ROUNDS rounds of ROUND_SECONDS s), then onnxruntime in
+# process on the exported model. Prints the CPU model and load first. Variables:
+# CLIENTS=16 ROUNDS=3 ROUND_SECONDS=3 BATCH=64 (max batch size) WAIT_US=0 THREADS=64.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CLIENTS=${CLIENTS:-16}

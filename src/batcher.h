@@ -1,10 +1,6 @@
-// Server-side batching for lockstep serve: requests from many HTTP threads are
-// queued, and one worker runs them together, up to max_rows rows per forward
-// pass, waiting at most timeout for a batch to fill after its first request
-// arrived (TF Serving's max_batch_size and batch_timeout_micros). A request is
-// never split; one larger than max_rows runs alone. While nothing waits and fewer
-// than `lanes` runs are active, a request runs at once on its caller's thread (no
-// handoff at low load); once every lane is busy, arrivals queue and form batches.
+// Server-side batching for lockstep serve (TF Serving's max_batch_size and
+// batch_timeout_micros): requests from many HTTP threads share forward passes
+// when every core is busy, and run at once on their own thread when one is free.
 #pragma once
 
 #include <chrono>
@@ -19,6 +15,11 @@
 
 namespace lockstep {
 
+// A request is never split; one larger than max_rows runs alone. A queued batch
+// waits at most `timeout` after its first request arrived for more rows. While
+// nothing is queued and fewer than `lanes` runs are active, a request runs at
+// once on its caller's thread (no handoff); once every lane is busy, arrivals
+// queue, and the worker thread runs them as one pass when a lane frees.
 class Batcher {
  public:
   // run(x, rows, y): x (rows, in_width) -> y (rows, out_width); called on the

@@ -1,6 +1,6 @@
 // lockstep serve: the HTTP side (cpp-httplib: routes, limits, timeouts, the
-// TF Serving JSON), the compute side (one worker behind a Batcher, or a pool of
-// per-thread workspaces without batching) and the signal thread that stops it.
+// TF Serving JSON), the compute side (a pool of forward workspaces, used through
+// a Batcher or, without batching, by each HTTP thread) and the signal watcher.
 #include "src/serve.h"
 
 #include <httplib.h>

@@ -1,12 +1,6 @@
 // lockstep serve: a trained model behind TensorFlow Serving's REST API, so
-// existing TF Serving clients work unchanged:
-//   GET  /v1/models/NAME[/versions/1]            version status ("AVAILABLE")
-//   GET  /v1/models/NAME[/versions/1]/metadata   signature: input/output names, dtype, shape
-//   POST /v1/models/NAME[/versions/1]:predict    {"instances": ...} or {"inputs": ...}
-// Errors are {"error": "..."} with 400 (bad body), 404 (unknown model or path),
-// 405 (wrong method), 413 (body over max_body_bytes). Concurrent requests are
-// batched (batcher.h). SIGTERM/SIGINT stop accepting, let in-flight requests
-// finish and return normally.
+// existing TF Serving clients work unchanged; cpp-httplib does the HTTP, a
+// Batcher (batcher.h) groups concurrent requests, SIGTERM/SIGINT drain it.
 #pragma once
 
 #include <cstdint>
@@ -29,7 +23,14 @@ struct ServeOptions {
 };
 
 // Serves until SIGTERM/SIGINT; returns the signal number that ended it. Prints one
-// line "serving NAME on http://HOST:PORT ..." once it accepts connections.
+// line "serving model 'NAME' ... on http://HOST:PORT/..." once it accepts
+// connections. Routes (NAME = model_name; "/versions/1" may follow NAME):
+//   GET  /v1/models/NAME             version status ("state": "AVAILABLE")
+//   GET  /v1/models/NAME/metadata    signature: input/output names, dtype, shape
+//   POST /v1/models/NAME:predict     {"instances": ...} or {"inputs": ...} (serve_request.h)
+// Errors are {"error": "..."} with 400 (bad body), 404 (unknown model, version or
+// path), 413 (body over max_body_bytes). On SIGTERM/SIGINT it stops accepting,
+// lets requests being handled finish and be answered, then returns.
 // Throws DataError (model file), ConfigError (options), std::runtime_error (bind).
 int serve(const Config& config, const ServeOptions& options);
 

@@ -1,5 +1,5 @@
-// TF Serving request parsing (nlohmann::json) and response writing (to_chars,
-// which is several times faster than a general JSON dump for float matrices).
+// TF Serving request parsing (nlohmann::json) and response writing (straight
+// to text with std::to_chars, without building a JSON tree for the floats).
 #include "src/serve_request.h"
 
 #include <charconv>
