@@ -1,6 +1,7 @@
 // The lockstep command line — the only place that reads argv. Subcommands:
-// train, evaluate, predict, export, serve, convert. Every failure ends with one "lockstep: error: ..."
-// line naming what was wrong and a non-zero exit code; never a crash or a hang.
+// train, evaluate, predict, export, serve, convert. Every failure ends with one
+// "lockstep: error: ..." line naming what was wrong and a non-zero exit code;
+// never a crash or a hang.
 #include <CLI/CLI.hpp>
 
 #include <cctype>
