@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <cstdio>
 #include <fstream>
 #include <set>
@@ -48,50 +49,50 @@ inline std::string cpu_description() {
 }
 
 // Single-core fp32 FMA peak in GFLOP/s with `bits`-wide vectors (256 or 512),
-// 0 where this build has no such FMA. Ten independent accumulators hide the
-// FMA latency; about 50 ms.
-inline double fma_peak_gflops(int bits) {
-  constexpr int kAcc = 10;
-  constexpr long kIters = 4'000'000;
+// 0 where this build has no such FMA. Twelve independent chains in named
+// variables (an array with asm barriers let the compiler spill them) hide the
+// FMA latency on two FMA ports; about 0.1 s.
+template <typename V, typename Fma, typename Set>
+double fma_chains_gflops(Fma fma, Set set, double lanes) {
+  constexpr long kIters = 10'000'000;
+  const V m = set(0.999f), b = set(0.001f);
+  // Distinct starting values: equal chains would be computed once.
+  V a0 = set(1), a1 = set(2), a2 = set(3), a3 = set(4), a4 = set(5), a5 = set(6), a6 = set(7),
+    a7 = set(8), a8 = set(9), a9 = set(10), a10 = set(11), a11 = set(12);
   const auto t0 = std::chrono::steady_clock::now();
-  float sink = 0;
-  double lanes = 0;
-  if (bits == 512) {
-#if defined(__AVX512F__)
-    __m512 acc[kAcc];
-    for (int i = 0; i < kAcc; ++i) acc[i] = _mm512_set1_ps(float(i));
-    const __m512 a = _mm512_set1_ps(0.999f), b = _mm512_set1_ps(0.001f);
-    for (long it = 0; it < kIters; ++it) {
-      for (int i = 0; i < kAcc; ++i) acc[i] = _mm512_fmadd_ps(acc[i], a, b);
-      asm volatile("" : "+v"(acc[0]), "+v"(acc[1]), "+v"(acc[2]), "+v"(acc[3]), "+v"(acc[4]),
-                   "+v"(acc[5]), "+v"(acc[6]), "+v"(acc[7]), "+v"(acc[8]), "+v"(acc[9]));
-    }
-    for (int i = 0; i < kAcc; ++i) sink += _mm512_reduce_add_ps(acc[i]);
-    lanes = 16;
-#endif
-  } else if (bits == 256) {
-#if defined(__AVX2__) && defined(__FMA__)
-    __m256 acc[kAcc];
-    for (int i = 0; i < kAcc; ++i) acc[i] = _mm256_set1_ps(float(i));
-    const __m256 a = _mm256_set1_ps(0.999f), b = _mm256_set1_ps(0.001f);
-    for (long it = 0; it < kIters; ++it) {
-      for (int i = 0; i < kAcc; ++i) acc[i] = _mm256_fmadd_ps(acc[i], a, b);
-      asm volatile("" : "+x"(acc[0]), "+x"(acc[1]), "+x"(acc[2]), "+x"(acc[3]), "+x"(acc[4]),
-                   "+x"(acc[5]), "+x"(acc[6]), "+x"(acc[7]), "+x"(acc[8]), "+x"(acc[9]));
-    }
-    float out[8];
-    for (int i = 0; i < kAcc; ++i) {
-      _mm256_storeu_ps(out, acc[i]);
-      for (float f : out) sink += f;
-    }
-    lanes = 8;
-#endif
+  for (long i = 0; i < kIters; ++i) {
+    a0 = fma(a0, m, b), a1 = fma(a1, m, b), a2 = fma(a2, m, b), a3 = fma(a3, m, b);
+    a4 = fma(a4, m, b), a5 = fma(a5, m, b), a6 = fma(a6, m, b), a7 = fma(a7, m, b);
+    a8 = fma(a8, m, b), a9 = fma(a9, m, b), a10 = fma(a10, m, b), a11 = fma(a11, m, b);
   }
-  if (lanes == 0) return 0;
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  volatile float keep = sink;
-  (void)keep;
-  return 2.0 * lanes * kAcc * double(kIters) / s / 1e9;
+  // Keep every chain alive: the compiler may not drop work whose result is read.
+  alignas(64) float sink[16];
+  V all[12] = {a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11};
+  float keep = 0;
+  for (const V& v : all) {
+    std::memcpy(sink, &v, sizeof(V));
+    keep += sink[0];
+  }
+  volatile float out = keep;
+  (void)out;
+  return 2.0 * lanes * 12 * double(kIters) / s / 1e9;
+}
+
+inline double fma_peak_gflops(int bits) {
+#if defined(__AVX512F__)
+  if (bits == 512) {
+    return fma_chains_gflops<__m512>([](__m512 x, __m512 y, __m512 z) { return _mm512_fmadd_ps(x, y, z); },
+                                     [](float f) { return _mm512_set1_ps(f); }, 16);
+  }
+#endif
+#if defined(__AVX2__) && defined(__FMA__)
+  if (bits == 256) {
+    return fma_chains_gflops<__m256>([](__m256 x, __m256 y, __m256 z) { return _mm256_fmadd_ps(x, y, z); },
+                                     [](float f) { return _mm256_set1_ps(f); }, 8);
+  }
+#endif
+  return 0;
 }
 
 // The best of a few tries of the widest FMA this build has (noise only lowers it).
