@@ -96,7 +96,8 @@ std::vector<Override> parse_overrides(const std::vector<std::string>& sets) {
 }
 
 struct Args {
-  std::string config, model, metrics_out, resume;
+  std::string config, model, metrics_out, resume, trace;
+  int64_t trace_steps = 300;
   std::vector<std::string> sets;
   std::string input, split = "test", output;
   std::string idx_dir, train_images, train_labels, test_images, test_labels, out;
@@ -198,6 +199,13 @@ int main(int argc, char** argv) {
                     "a fresh start if there is none)")
       ->expected(0, 1)
       ->default_str("auto");
+  train->add_option("--trace", a.trace,
+                    "write a timeline (Chrome trace-event JSON for Perfetto or chrome://tracing): "
+                    "one track per rank and replica, spans for input wait, forward, backward, "
+                    "each bucket's all-reduce, the optimizer, checksums, evaluation, checkpoints");
+  train->add_option("--trace-steps", a.trace_steps,
+                    "steps the timeline holds, after 20 warm-up steps (default 300)")
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 20));
   train->footer(keys_help());
 
   auto* evaluate = app.add_subcommand("evaluate", "Evaluate a saved model on data.eval_split");
@@ -275,6 +283,7 @@ int main(int argc, char** argv) {
   if (*train) {
     return with_world(&argc, &argv, comm_options(config), [&](World& world) {
       Trainer trainer(config, world);
+      if (!a.trace.empty()) trainer.set_trace(a.trace, a.trace_steps);
       trainer.fit(a.metrics_out, a.resume);
     });
   }

@@ -43,10 +43,11 @@ class BucketWorker {
     cv_.notify_all();
     thread_.join();
   }
-  void submit(float* data, int64_t count) {
+  // trace: the reducer's track while the step is traced, else nullptr.
+  void submit(float* data, int64_t count, TraceTrack* trace) {
     {
       std::lock_guard<std::mutex> lock(mu_);
-      queue_.push_back({data, count});
+      queue_.push_back({data, count, trace});
       ++pending_;
     }
     cv_.notify_all();
@@ -64,12 +65,14 @@ class BucketWorker {
     for (;;) {
       cv_.wait(lock, [this] { return stop_ || !queue_.empty(); });
       if (queue_.empty()) return;  // stop_ with nothing left
-      const auto [data, count] = queue_.front();
+      const auto [data, count, trace] = queue_.front();
       queue_.pop_front();
       lock.unlock();
       std::exception_ptr err;
       try {
+        const auto t0 = Clock::now();
         comm_->allreduce(data, size_t(count));
+        if (trace) trace->span("all-reduce", t0, Clock::now(), count * int64_t(sizeof(float)));
       } catch (...) {
         err = std::current_exception();
       }
@@ -83,7 +86,12 @@ class BucketWorker {
   Communicator* comm_;
   std::mutex mu_;
   std::condition_variable cv_, done_cv_;
-  std::deque<std::pair<float*, int64_t>> queue_;
+  struct Job {
+    float* data;
+    int64_t count;
+    TraceTrack* trace;
+  };
+  std::deque<Job> queue_;
   int64_t pending_ = 0;
   bool stop_ = false;
   std::exception_ptr error_;
@@ -222,7 +230,9 @@ const ReplicaBatch* MirroredStrategy::fetch(Replica& r, DistributedInput& input)
   }
   ReplicaBatch& mine = batches_[size_t(r.local_index)];
   if (input.replica_gather()) input.gather(r.local_index, mine);
-  r.input_seconds += since(t0);
+  const auto t1 = Clock::now();
+  r.input_seconds += std::chrono::duration<double>(t1 - t0).count();
+  if (r.trace) r.trace->span("input wait", t0, t1);
   return &mine;
 }
 
@@ -259,12 +269,14 @@ std::string MirroredStrategy::device_plan() const {
 void MirroredStrategy::reduce_range(Replica& r, int64_t begin, int64_t end) {
   if (end <= begin) return;
   if (r.worker) {
-    r.worker->submit(r.grads.data() + begin, end - begin);
+    r.worker->submit(r.grads.data() + begin, end - begin, r.trace ? r.reducer_trace : nullptr);
     return;
   }
   const auto t0 = Clock::now();
   r.comm->allreduce(r.grads.data() + begin, size_t(end - begin));
-  r.comm_seconds += since(t0);
+  const auto t1 = Clock::now();
+  r.comm_seconds += std::chrono::duration<double>(t1 - t0).count();
+  if (r.trace) r.trace->span("all-reduce", t0, t1, (end - begin) * int64_t(sizeof(float)));
 }
 
 StepResult MirroredStrategy::train_step(Replica& r, const ReplicaBatch& batch, float lr,
@@ -276,6 +288,7 @@ StepResult MirroredStrategy::train_step(Replica& r, const ReplicaBatch& batch, f
     const StepResult res = r.device->train_step(r, batch, lr, step_seed, stop_requested);
     if (res.finite) ++r.updates;
     r.step_seconds += since(t0);
+    if (r.trace) r.trace->span("device step", t0, Clock::now());
     return res;
   }
   const float scale = batch.global_rows > 0 ? 1.0f / float(batch.global_rows) : 0.0f;
@@ -287,6 +300,8 @@ StepResult MirroredStrategy::train_step(Replica& r, const ReplicaBatch& batch, f
     Replica* r;
     int64_t n, reduced;
   } b{this, &r, n, 0};
+  TraceClock::time_point forward_end = t0;  // an empty slice has no forward
+  r.model->mark_forward = r.trace ? &forward_end : nullptr;
   const SliceStats s = r.model->train(r.params.data(), r.grads.data(), batch, scale, step_seed,
                                       [bk = &b](int64_t ready) {
                                         if (ready - bk->reduced >= bk->self->bucket_elems_ && ready < bk->n) {
@@ -295,6 +310,10 @@ StepResult MirroredStrategy::train_step(Replica& r, const ReplicaBatch& batch, f
                                         }
                                       });
   const int64_t reduced = b.reduced;
+  if (r.trace) {  // backward holds the bucket all-reduces it started inline
+    r.trace->span("forward", t0, forward_end);
+    r.trace->span("backward", forward_end, Clock::now());
+  }
   // The step's metrics and stop requests ride in the last bucket, so every
   // replica learns the global loss (and any stop) with no extra collective.
   float* extra = r.grads.data() + n;
@@ -306,7 +325,9 @@ StepResult MirroredStrategy::train_step(Replica& r, const ReplicaBatch& batch, f
   if (r.worker) {  // the exposed part of the communication
     const auto tw = Clock::now();
     r.worker->wait();
-    r.comm_seconds += since(tw);
+    const auto tw1 = Clock::now();
+    r.comm_seconds += std::chrono::duration<double>(tw1 - tw).count();
+    if (r.trace) r.trace->span("all-reduce wait", tw, tw1);
   }
   StepResult out;
   out.global.loss_sum = extra[kLossSum];
@@ -318,8 +339,12 @@ StepResult MirroredStrategy::train_step(Replica& r, const ReplicaBatch& batch, f
   out.finite_loss = std::isfinite(extra[kLossSum]);
   out.finite = out.finite_loss && cpu::all_finite(r.grads.data(), n);
   if (out.finite) {  // a non-finite step changes nothing; the trainer stops or skips it
+    const auto to = Clock::now();
     r.optimizer->apply(r.params.data(), r.grads.data(), 0, n, lr, r.updates);
     ++r.updates;
+    const auto to1 = Clock::now();
+    r.optimizer_seconds += std::chrono::duration<double>(to1 - to).count();
+    if (r.trace) r.trace->span("optimizer", to, to1);
   }
   r.step_seconds += since(t0);
   return out;
@@ -327,6 +352,7 @@ StepResult MirroredStrategy::train_step(Replica& r, const ReplicaBatch& batch, f
 
 void MirroredStrategy::check_in_sync(Replica& r) {
   if (num_replicas_in_sync() == 1) return;
+  const auto t0 = Clock::now();
   to_host(r);
   // A 64-bit hash of the weights' bits, 8 bytes at a time: any single-bit
   // difference shows; about 0.2 ms per 100k parameters, every check_every steps.
@@ -344,6 +370,7 @@ void MirroredStrategy::check_in_sync(Replica& r) {
   std::vector<int64_t> all(static_cast<size_t>(n));
   const int64_t mine = int64_t(h);
   r.comm->allgather(&mine, all.data(), 1);
+  if (r.trace) r.trace->span("weight checksum", t0, Clock::now());
   if (std::all_of(all.begin(), all.end(), [&](int64_t x) { return x == all[0]; })) return;
   // The weights most replicas hold are taken as right; the others diverged. With
   // no majority (e.g. 2 replicas that differ) no replica can be blamed.

@@ -17,6 +17,7 @@
 #include "src/model.h"
 #include "src/optimizer.h"
 #include "src/replica.h"
+#include "src/trace.h"
 #include "src/world.h"
 
 namespace lockstep {
@@ -49,8 +50,13 @@ struct Replica {
   int64_t fetches = 0;                 // MirroredStrategy::fetch calls
   // Where this replica's time went (seconds): waiting for input (fetch, which
   // includes waiting for the other local replicas), inside gradient
-  // collectives, and the whole train_step (compute = step - comm).
-  double input_seconds = 0, comm_seconds = 0, step_seconds = 0;
+  // collectives, the optimizer, and the whole train_step (compute = step -
+  // comm - optimizer).
+  double input_seconds = 0, comm_seconds = 0, step_seconds = 0, optimizer_seconds = 0;
+  // --trace: this replica's track while the current step is traced, else
+  // nullptr (the whole cost of tracing off); the trainer sets it per step.
+  TraceTrack* trace = nullptr;
+  TraceTrack* reducer_trace = nullptr;  // the strategy.overlap thread's track
 };
 
 // What one synchronous step reports, the same on every replica.
