@@ -1,5 +1,5 @@
 // The lockstep command line — the only place that reads argv. Subcommands:
-// train, evaluate, predict, convert. Every failure ends with one "lockstep: error: ..."
+// train, evaluate, predict, convert, scale. Every failure ends with one "lockstep: error: ..."
 // line naming what was wrong and a non-zero exit code; never a crash or a hang.
 #include <CLI/CLI.hpp>
 
@@ -17,6 +17,7 @@
 #include "kernels/cpu/ops.h"
 #include "src/config.h"
 #include "src/predict.h"
+#include "src/scale.h"
 #include "src/signals.h"
 #include "src/trainer.h"
 #include "src/world.h"
@@ -102,6 +103,8 @@ struct Args {
   std::string input, split = "test", output;
   std::string idx_dir, train_images, train_labels, test_images, test_labels, out;
   bool overwrite = false;
+  ScaleOptions scale;
+  std::string scale_mode = "strong";
 };
 
 // Prints the one-line error and returns its exit code; in a multi-process job
@@ -226,6 +229,28 @@ int main(int argc, char** argv) {
   predict_cmd->add_option("--set", a.sets, "override a config key (repeatable)");
   predict_cmd->add_flag("--overwrite", a.overwrite, "replace an existing output file");
 
+  auto* scale = app.add_subcommand(
+      "scale", "Run the job at several layouts to steady state; write DIR/scaling.md, .json and .png");
+  scale->add_option("config", a.config, "experiment config (YAML)")->required();
+  scale->add_option("--replicas", a.scale.replicas, "replica threads per process, e.g. 1,2,4 (default 1,2)")
+      ->delimiter(',')
+      ->check(CLI::Range(1, 4096));
+  scale->add_option("--ranks", a.scale.ranks,
+                    "processes, e.g. 1,2 (default 1); more than 1 runs under mpirun, skipped when mpirun "
+                    "is not on PATH")
+      ->delimiter(',')
+      ->check(CLI::Range(1, 4096));
+  scale->add_option("--mode", a.scale_mode,
+                    "strong: the global batch (train.batch_size) stays; weak: the per-replica batch "
+                    "of the smallest layout stays (default strong)")
+      ->check(CLI::IsMember({"strong", "weak"}));
+  scale->add_option("--steps", a.scale.steps, "timed steps per layout (default 2000)")
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 30));
+  scale->add_option("--warmup", a.scale.warmup, "untimed steps before them (default 200)")
+      ->check(CLI::Range(int64_t(0), int64_t(1) << 30));
+  scale->add_option("--out", a.scale.out_dir, "folder for scaling.md, scaling.json, scaling.png")->required();
+  scale->add_option("--set", a.sets, "override a config key for every layout (repeatable)");
+
   auto* convert = app.add_subcommand("convert", "Convert datasets to the lockstep HDF5 layout");
   convert->require_subcommand(1);
   auto* idx = convert->add_subcommand(
@@ -279,6 +304,13 @@ int main(int argc, char** argv) {
     } catch (const std::exception& e) {
       return report_fatal(nullptr, "error", e.what(), kExitRuntime);
     }
+  }
+  if (*scale) {
+    a.scale.config_path = a.config;
+    a.scale.overrides = overrides;
+    a.scale.weak = a.scale_mode == "weak";
+    return with_world(&argc, &argv, comm_options(config),
+                      [&](World& world) { run_scale(a.scale, world); });
   }
   if (*train) {
     return with_world(&argc, &argv, comm_options(config), [&](World& world) {
