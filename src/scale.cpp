@@ -60,7 +60,7 @@ int64_t layout_batch(const ScaleOptions& o, const Config& base, int replicas, in
 ScalePoint measure_layout(const ScaleOptions& o, World& world, int local, int64_t batch) {
   std::vector<Override> ov = o.overrides;
   ov.push_back({"strategy.local_replicas", std::to_string(local)});
-  ov.push_back({"train.batch_size", std::to_string(batch)});
+  if (o.weak) ov.push_back({"train.batch_size", std::to_string(batch)});
   ov.push_back({"train.progress", "false"});
   const Config c = load_config(o.config_path, ov);
   Trainer trainer(c, world);
