@@ -249,6 +249,9 @@ int main(int argc, char** argv) {
   scale->add_option("--warmup", a.scale.warmup, "untimed steps before them (default 200)")
       ->check(CLI::Range(int64_t(0), int64_t(1) << 30));
   scale->add_option("--out", a.scale.out_dir, "folder for scaling.md, scaling.json, scaling.png")->required();
+  scale->add_option("--project", a.scale.projection,
+                    "also project to larger clusters with an alpha-beta model of a ring all-reduce: a YAML "
+                    "file {alpha_us: 5, bandwidth_gbps: 100, replicas: [8, 16, 64]} (marked as a model)");
   scale->add_option("--set", a.sets, "override a config key for every layout (repeatable)");
 
   auto* convert = app.add_subcommand("convert", "Convert datasets to the lockstep HDF5 layout");

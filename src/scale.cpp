@@ -17,6 +17,7 @@
 #include <stdexcept>
 
 #include <nlohmann/json.hpp>
+#include <yaml-cpp/yaml.h>
 
 namespace lockstep {
 namespace {
@@ -76,6 +77,7 @@ nlohmann::json point_json(const ScalePoint& p) {
   return {{"ranks", p.ranks},           {"local_replicas", p.local_replicas},
           {"replicas", p.t.replicas},   {"global_batch", p.t.global_batch},
           {"steps", p.t.steps},         {"seconds", p.t.seconds},
+          {"gradient_bytes", p.t.gradient_bytes},
           {"samples_per_sec", p.t.samples_per_sec},
           {"speedup", p.speedup},       {"efficiency", p.efficiency},
           {"step_ms", b.step_ms},       {"compute_ms", b.compute_ms},
@@ -92,6 +94,7 @@ ScalePoint point_from_json(const nlohmann::json& j) {
   p.t.steps = j.at("steps").get<int64_t>();
   p.t.seconds = j.at("seconds").get<double>();
   p.t.samples_per_sec = j.at("samples_per_sec").get<double>();
+  p.t.gradient_bytes = j.at("gradient_bytes").get<int64_t>();
   p.t.breakdown = StepBreakdown{p.t.steps, j.at("step_ms").get<double>(), j.at("compute_ms").get<double>(),
                                 j.at("allreduce_wait_ms").get<double>(), j.at("input_wait_ms").get<double>(),
                                 j.at("optimizer_ms").get<double>()};
@@ -179,6 +182,77 @@ std::string draw_png(const std::vector<ScalePoint>& points, const fs::path& dir)
 
 }  // namespace
 
+AlphaBeta load_alpha_beta(const std::string& path) {
+  AlphaBeta m;
+  m.source = path;
+  const auto bad = [&](const std::string& what) {
+    return ConfigError("--project " + path + ": " + what +
+                       " (expected e.g. {alpha_us: 5, bandwidth_gbps: 100, replicas: [8, 16, 64]})");
+  };
+  YAML::Node root;
+  try {
+    root = YAML::LoadFile(path);
+  } catch (const YAML::Exception& e) {
+    throw bad(std::string("cannot read it: ") + e.what());
+  }
+  if (!root.IsMap()) throw bad("not a YAML map");
+  try {
+    for (const auto& kv : root) {
+      const std::string key = kv.first.as<std::string>();
+      if (key == "alpha_us") {
+        m.alpha_us = kv.second.as<double>();
+      } else if (key == "bandwidth_gbps") {
+        m.bandwidth_gbps = kv.second.as<double>();
+      } else if (key == "replicas") {
+        m.replicas = kv.second.as<std::vector<int>>();
+      } else {
+        throw bad("unknown key '" + key + "'");
+      }
+    }
+  } catch (const YAML::Exception& e) {
+    throw bad(std::string("a value is not a number: ") + e.what());
+  }
+  if (!(m.alpha_us >= 0)) throw bad("alpha_us must be >= 0");
+  if (!(m.bandwidth_gbps > 0)) throw bad("bandwidth_gbps must be > 0");
+  if (m.replicas.empty()) throw bad("replicas must list the cluster sizes to project to");
+  for (int r : m.replicas) {
+    if (r < 1) throw bad("replicas must be >= 1");
+  }
+  return m;
+}
+
+double ring_allreduce_ms(const AlphaBeta& m, int replicas, int64_t bytes) {
+  if (replicas <= 1) return 0.0;
+  const double p = replicas;
+  const double latency_s = 2.0 * (p - 1.0) * m.alpha_us * 1e-6;
+  const double transfer_s = 2.0 * (p - 1.0) / p * double(bytes) / (m.bandwidth_gbps * 1e9);
+  return 1e3 * (latency_s + transfer_s);
+}
+
+std::vector<Projection> project(const ScaleOptions& o, const AlphaBeta& m, const std::vector<ScalePoint>& points) {
+  std::vector<Projection> out;
+  if (points.empty()) return out;
+  const ScalePoint& base = points.front();
+  const ScalePoint& big = points.back();  // the largest measured layout
+  const StepBreakdown& b = big.t.breakdown;
+  const double base_rate = double(base.t.global_batch) / std::max(1e-12, base.t.breakdown.step_ms) / base.t.replicas;
+  for (int n : m.replicas) {
+    Projection p;
+    p.replicas = n;
+    // Strong: the global batch stays and each replica's compute shrinks with its
+    // rows; weak: the per-replica batch and its compute stay.
+    p.global_batch = o.weak ? big.t.global_batch / big.t.replicas * n : big.t.global_batch;
+    if (p.global_batch < n) continue;  // fewer rows than replicas: nothing to project
+    const double compute = o.weak ? b.compute_ms : b.compute_ms * big.t.replicas / n;
+    p.allreduce_ms = ring_allreduce_ms(m, n, big.t.gradient_bytes);
+    p.step_ms = compute + b.input_ms + b.optimizer_ms + p.allreduce_ms;
+    p.samples_per_sec = 1e3 * double(p.global_batch) / p.step_ms;
+    p.efficiency = p.samples_per_sec / n / (1e3 * base_rate);
+    out.push_back(p);
+  }
+  return out;
+}
+
 void rate_points(std::vector<ScalePoint>& points) {
   std::sort(points.begin(), points.end(), [](const ScalePoint& a, const ScalePoint& b) {
     return a.t.replicas != b.t.replicas ? a.t.replicas < b.t.replicas : a.ranks < b.ranks;
@@ -191,16 +265,31 @@ void rate_points(std::vector<ScalePoint>& points) {
   }
 }
 
-std::string scaling_json(const ScaleOptions& o, const std::vector<ScalePoint>& points) {
+std::string scaling_json(const ScaleOptions& o, const std::vector<ScalePoint>& points,
+                         const std::vector<Projection>& projected, const AlphaBeta* model) {
   nlohmann::json j = {{"config", o.config_path}, {"mode", o.weak ? "weak" : "strong"},
                       {"steps", o.steps},        {"warmup", o.warmup},
                       {"layouts", nlohmann::json::array()}};
   for (const auto& p : points) j["layouts"].push_back(point_json(p));
+  if (model) {
+    nlohmann::json proj = {{"kind", "model, not a measurement"},
+                           {"model", "ring all-reduce: 2(p-1) alpha + 2(p-1)/p bytes / bandwidth"},
+                           {"parameters", {{"file", model->source}, {"alpha_us", model->alpha_us},
+                                           {"bandwidth_gbps", model->bandwidth_gbps}}},
+                           {"layouts", nlohmann::json::array()}};
+    for (const auto& p : projected) {
+      proj["layouts"].push_back({{"replicas", p.replicas}, {"global_batch", p.global_batch},
+                                 {"step_ms", p.step_ms}, {"allreduce_ms", p.allreduce_ms},
+                                 {"samples_per_sec", p.samples_per_sec}, {"efficiency", p.efficiency}});
+    }
+    j["projection"] = proj;
+  }
   return j.dump(2) + "\n";
 }
 
 std::string scaling_markdown(const ScaleOptions& o, const std::vector<ScalePoint>& points,
-                             const std::string& notes) {
+                             const std::string& notes, const std::vector<Projection>& projected,
+                             const AlphaBeta* model) {
   std::string s = "# Scaling of " + o.config_path + "\n\n";
   s += std::string(o.weak ? "Weak scaling (the per-replica batch stays fixed)"
                           : "Strong scaling (the global batch stays fixed)") +
@@ -223,12 +312,34 @@ std::string scaling_markdown(const ScaleOptions& o, const std::vector<ScalePoint
     s += "\nAt " + std::to_string(points.back().t.replicas) + " replicas: " +
          where_time_went(points.back().t.breakdown, points.back().t.replicas) + ".\n";
   }
+  if (model) {
+    char head[4096];
+    std::snprintf(head, sizeof head,
+                  "\n## Projection: a MODEL, not a measurement\n\nThe step of the largest measured layout with "
+                  "its all-reduce replaced by a ring all-reduce of %lld bytes modelled as 2(p-1) x %g us + "
+                  "2(p-1)/p x bytes / %g GB/s (parameters from %s)%s. Efficiency from median step times "
+                  "against the first measured layout.\n\n",
+                  (long long)(points.empty() ? 0 : points.back().t.gradient_bytes), model->alpha_us,
+                  model->bandwidth_gbps, model->source.c_str(),
+                  o.weak ? "" : "; compute shrinks with the per-replica batch");
+    s += head;
+    s += "| replicas (model) | global batch | step ms | all-reduce ms | samples/s | efficiency |\n"
+         "|---|---|---|---|---|---|\n";
+    char row[256];
+    for (const auto& p : projected) {
+      std::snprintf(row, sizeof row, "| %d | %lld | %.3f | %.3f | %.0f | %.2f |\n", p.replicas,
+                    (long long)p.global_batch, p.step_ms, p.allreduce_ms, p.samples_per_sec, p.efficiency);
+      s += row;
+    }
+  }
   if (!notes.empty()) s += "\n" + notes + "\n";
   return s;
 }
 
 void run_scale(const ScaleOptions& o, World& world) {
   if (o.replicas.empty() || o.ranks.empty()) throw ConfigError("scale: --replicas and --ranks need at least one count");
+  AlphaBeta model;
+  if (!o.projection.empty()) model = load_alpha_beta(o.projection);  // bad files fail before any run
   const bool child = world.size() > 1;
   if (child && (o.ranks.size() != 1 || o.ranks[0] != world.size())) {
     throw ConfigError("scale: under mpirun with " + std::to_string(world.size()) + " ranks, give --ranks " +
@@ -269,8 +380,10 @@ void run_scale(const ScaleOptions& o, World& world) {
   const fs::path dir(o.out_dir);
   fs::remove(dir / "scaling.png");  // never leave an old picture beside new numbers
   if (!child) notes += draw_png(points, dir);
-  write_file(dir / "scaling.json", scaling_json(o, points));
-  write_file(dir / "scaling.md", scaling_markdown(o, points, notes));
+  const AlphaBeta* m = o.projection.empty() || child ? nullptr : &model;
+  const std::vector<Projection> projected = m ? project(o, *m, points) : std::vector<Projection>{};
+  write_file(dir / "scaling.json", scaling_json(o, points, projected, m));
+  write_file(dir / "scaling.md", scaling_markdown(o, points, notes, projected, m));
   std::printf("scale: wrote %s, %s%s\n", (dir / "scaling.md").c_str(), (dir / "scaling.json").c_str(),
               child || !fs::exists(dir / "scaling.png") ? "" : (", " + (dir / "scaling.png").string()).c_str());
   if (!notes.empty()) std::printf("scale: %s\n", notes.c_str());

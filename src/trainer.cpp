@@ -274,6 +274,7 @@ Throughput Trainer::measure(int64_t warmup, int64_t steps) {
   out.replicas = strategy_->num_replicas_in_sync();
   out.global_batch = config_.batch_size;
   out.steps = steps;
+  out.gradient_bytes = (model_->num_params() + kExtras) * int64_t(sizeof(float));
   strategy_->run([&](Replica& r) {
     strategy_->broadcast_initial_weights(r);
     if (r.local_index == 0) train_input_->seek(InputPosition{});

@@ -29,6 +29,7 @@ struct Throughput {
   int64_t steps = 0;           // timed steps
   double seconds = 0;          // wall time of the timed steps
   double samples_per_sec = 0;  // rows trained / seconds
+  int64_t gradient_bytes = 0;  // all-reduced per step (the gradient and the step's metrics)
   StepBreakdown breakdown;     // medians of the timed steps (local replica 0 of rank 0)
 };
 

@@ -45,6 +45,27 @@ PYEOF
 import json; l = json.load(open('weak/scaling.json'))['layouts']
 assert [(p['replicas'], p['global_batch']) for p in l] == [(1, 32), (2, 64)], l" &&
   ok "weak mode keeps 32 rows per replica" || bad "weak: $(tail -3 weak.log)"
+# A projection from an alpha-beta file: a separate table marked as a model.
+printf 'alpha_us: 5\nbandwidth_gbps: 10\nreplicas: [8, 16]\n' > ring.yaml
+"$LS" scale cfg.yaml --replicas 1,2 --steps 20 --warmup 2 --project ring.yaml --out proj >proj.log 2>&1 &&
+  "$PY" - proj <<'PYEOF' && ok "projection: ring model of the measured step, marked as a model" || bad "projection: $(tail -3 proj.log)"
+import json, sys
+j = json.load(open(sys.argv[1] + "/scaling.json"))
+big, base = j["layouts"][-1], j["layouts"][0]
+pr = j["projection"]
+assert pr["kind"] == "model, not a measurement" and [p["replicas"] for p in pr["layouts"]] == [8, 16]
+assert big["gradient_bytes"] == 167 * 4
+for p in pr["layouts"]:
+    n = p["replicas"]
+    ring = 2 * (n - 1) * 5e-3 + 2 * (n - 1) / n * big["gradient_bytes"] / 10e9 * 1e3   # ms
+    assert abs(p["allreduce_ms"] - ring) < 1e-12, (p, ring)
+    step = big["compute_ms"] * big["replicas"] / n + big["input_wait_ms"] + big["optimizer_ms"] + ring
+    assert abs(p["step_ms"] - step) < 1e-9 and abs(p["samples_per_sec"] - 32e3 / step) < 1e-6 * p["samples_per_sec"]
+md = open(sys.argv[1] + "/scaling.md").read()
+assert "Projection: a MODEL, not a measurement" in md and "| 16 | 32 |" in md
+PYEOF
+printf 'alpha_us: 5\nbandwidth: 10\n' > bad.yaml
+expect_fail 2 "unknown key 'bandwidth'" -- "$LS" scale cfg.yaml --project bad.yaml --out x
 expect_fail 2 "--mode" -- "$LS" scale cfg.yaml --mode sideways --out x
 expect_fail 2 "train.batch_size" -- "$LS" scale cfg.yaml --replicas 3 --steps 2 --out x
 expect_fail 2 "--out" -- "$LS" scale cfg.yaml --replicas 1

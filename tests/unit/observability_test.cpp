@@ -139,5 +139,38 @@ TEST(Scale, EfficiencyAgainstTheSmallestLayout) {
   EXPECT_NE(md.find("| 2 x 1 | 2 | 0 | 150 | 1.50x | 0.75 |"), std::string::npos) << md;
 }
 
+TEST(Scale, RingAllReduceModelByHand) {
+  AlphaBeta m;
+  m.alpha_us = 5, m.bandwidth_gbps = 10;
+  // 4 replicas, 1e6 bytes: 6 x 5 us + 1.5 x 1e6 / 1e10 s = 30 us + 150 us.
+  EXPECT_NEAR(ring_allreduce_ms(m, 4, 1000000), 0.180, 1e-12);
+  EXPECT_EQ(ring_allreduce_ms(m, 1, 1000000), 0.0);
+}
+
+TEST(Scale, ProjectionReplacesTheAllReduceOfTheLargestLayout) {
+  std::vector<ScalePoint> pts(2);
+  pts[0].t.replicas = 1, pts[0].t.global_batch = 64;
+  pts[0].t.breakdown.step_ms = 1.0;  // 64 rows per ms per replica
+  pts[1].t.replicas = 2, pts[1].t.global_batch = 64, pts[1].t.gradient_bytes = 1000000;
+  pts[1].t.breakdown.compute_ms = 0.4, pts[1].t.breakdown.input_ms = 0.05,
+  pts[1].t.breakdown.optimizer_ms = 0.1, pts[1].t.breakdown.allreduce_ms = 0.3;
+  AlphaBeta m;
+  m.alpha_us = 5, m.bandwidth_gbps = 10, m.replicas = {4, 128};
+  ScaleOptions strong;
+  const auto p = project(strong, m, pts);
+  ASSERT_EQ(p.size(), 1u);  // 128 replicas would get half a row each: left out
+  // compute 0.4 x 2/4 = 0.2, + 0.05 + 0.1 + 0.18 = 0.53 ms for 64 rows.
+  EXPECT_NEAR(p[0].step_ms, 0.53, 1e-12);
+  EXPECT_NEAR(p[0].samples_per_sec, 64 / 0.53e-3, 1e-6);
+  EXPECT_NEAR(p[0].efficiency, 64 / 0.53 / 4 / 64, 1e-12);
+  ScaleOptions weak;
+  weak.weak = true;
+  const auto w = project(weak, m, pts);
+  ASSERT_EQ(w.size(), 2u);
+  EXPECT_EQ(w[1].global_batch, 32 * 128);
+  // compute stays 0.4; 254 x 5 us + 2 x 127/128 x 1e6 / 1e10 s.
+  EXPECT_NEAR(w[1].step_ms, 0.4 + 0.05 + 0.1 + 1.27 + 0.2 * 127.0 / 128.0, 1e-12);
+}
+
 }  // namespace
 }  // namespace lockstep
