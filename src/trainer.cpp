@@ -242,7 +242,6 @@ EvalResult Trainer::fit(const std::string& metrics_out, const std::string& resum
   const auto t0 = Clock::now();
   strategy_->run([&](Replica& r) { replica_fit(r); });
   const double seconds = seconds_since(t0);
-  if (tracer_) write_trace();
   if (strategy_->is_chief() && last_breakdown_.steps > 0) {
     std::printf("where the time went: %s\n",
                 where_time_went(last_breakdown_, strategy_->num_replicas_in_sync()).c_str());
@@ -264,6 +263,7 @@ EvalResult Trainer::fit(const std::string& metrics_out, const std::string& resum
     }
     std::fflush(stdout);
   }
+  if (tracer_) write_trace();  // after the model: a failed trace write loses nothing else
   return last_eval_;
 }
 
