@@ -21,6 +21,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench/machine.h"
 #include "comm/bootstrap.h"
 #include "comm/hierarchical_communicator.h"
 #include "comm/local_communicator.h"
@@ -207,7 +208,7 @@ std::vector<Row> run_threads(Group& group, int k, const Settings& s) {
 }
 
 void print_header(const Settings& s, const WorldInfo& w, int ranks, int local) {
-  std::printf("# lockstep allreduce_bench\n");
+  std::printf("# lockstep allreduce_bench\n# CPU: %s\n", lockstep::bench::cpu_description().c_str());
   std::printf("# backend: %s  ranks: %d  processes: %d  replicas per process: %d\n",
               s.backend.c_str(), ranks, w.size, local);
   std::printf("# host: %s  launcher: %s\n", w.host.c_str(), w.launcher.c_str());

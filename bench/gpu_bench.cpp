@@ -27,8 +27,10 @@ int main(int argc, char** argv) {
 #include <thread>
 #include <vector>
 
+#include "bench/machine.h"
 #include "kernels/cuda/ops.h"
 #include "src/cuda_replica.h"
+#include "src/gpu_mapping.h"
 #if defined(LOCKSTEP_HAVE_NCCL_GROUP)  // set by src/CMakeLists.txt when comm/ has it
 #include "comm/nccl_communicator.h"
 #endif
@@ -191,7 +193,7 @@ int sweep_allreduce(const Settings& s) {
   const int k = s.replicas;
   const int count = cuda::device_count();
   std::vector<int> devices;
-  for (int i = 0; i < k; ++i) devices.push_back(device_for_replica(0, k, i, s.replicas_per_gpu, count));
+  for (int i = 0; i < k; ++i) devices.push_back(device_for_replica(gpu_share(count, 1, 0, false), i, s.replicas_per_gpu));
   cuda::set_device(devices[0]);
   NcclGroup group(MPI_COMM_NULL, devices);
   std::printf("#\n# all-reduce (sum, float) across %d local GPU replica(s)\n", k);
@@ -278,6 +280,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   try {
+    std::printf("# CPU: %s\n", lockstep::bench::cpu_description().c_str());
     std::printf("# lockstep gpu_bench: %d visible device(s); device 0: %s\n", devices,
                 cuda::device_name(0).c_str());
     print_steps(s);

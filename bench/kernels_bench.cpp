@@ -1,7 +1,8 @@
 // Times the CPU kernels at the shapes of one training step of the 784-128-10 MLP
 // (batch 64 and 256) on one thread: medians of many repetitions, microseconds and
-// GFLOP/s in fixed-width columns, OpenBLAS and Eigen GEMMs side by side. It is also
-// a check: the two GEMM backends must agree (#wrong), else the last line says FAILED.
+// GFLOP/s in fixed-width columns, gemm() (oneDNN or OpenBLAS), OpenBLAS when it is
+// not gemm()'s library, and Eigen side by side. It is also a check: the backends
+// must agree (#wrong), else the last line says FAILED.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -14,8 +15,14 @@
 
 #include <CLI/CLI.hpp>
 
+#include "bench/machine.h"
 #include "data/memory_source.h"
 #include "kernels/cpu/ops.h"
+
+#if defined(LOCKSTEP_HAVE_DNNL) && defined(LOCKSTEP_HAVE_BLAS)
+#include <cblas.h>
+#define LOCKSTEP_BENCH_OPENBLAS 1  // OpenBLAS beside gemm()'s oneDNN
+#endif
 
 namespace {
 
@@ -78,21 +85,39 @@ void bench_gemm(const GemmShape& s, int reps, Totals* totals) {
   const double tol = 1e-6 * static_cast<double>(s.k) + 1e-6;
   for (size_t i = 0; i < c1.size(); ++i) wrong += std::abs(c1[i] - c2[i]) > tol;
   const double gflop = 2.0 * s.m * s.n * s.k * 1e-9;
-  std::printf("%-22s %5s%1s%1s %6lld %6lld %6lld %10.2f %8.2f %10.2f %8.2f %7lld\n", s.name,
-              "", s.ta ? "T" : "N", s.tb ? "T" : "N", static_cast<long long>(s.m),
-              static_cast<long long>(s.n), static_cast<long long>(s.k), t1, gflop / (t1 * 1e-6),
-              t2, gflop / (t2 * 1e-6), static_cast<long long>(wrong));
+  std::printf("%-22s %5s%1s%1s %6lld %6lld %6lld %10.2f %8.2f", s.name, "", s.ta ? "T" : "N",
+              s.tb ? "T" : "N", static_cast<long long>(s.m), static_cast<long long>(s.n),
+              static_cast<long long>(s.k), t1, gflop / (t1 * 1e-6));
+#if defined(LOCKSTEP_BENCH_OPENBLAS)
+  std::vector<float> c3(c1.size());
+  auto openblas = [&] {
+    cblas_sgemm(CblasRowMajor, s.ta ? CblasTrans : CblasNoTrans, s.tb ? CblasTrans : CblasNoTrans,
+                blasint(s.m), blasint(s.n), blasint(s.k), 1.0f, a.data(), blasint(lda), b.data(),
+                blasint(ldb), 0.0f, c3.data(), blasint(s.n));
+  };
+  const double t3 = median_us(openblas, reps);
+  for (size_t i = 0; i < c1.size(); ++i) wrong += std::abs(c1[i] - c3[i]) > tol;
+  std::printf(" %10.2f %8.2f", t3, gflop / (t3 * 1e-6));
+#endif
+  std::printf(" %10.2f %8.2f %7lld\n", t2, gflop / (t2 * 1e-6), static_cast<long long>(wrong));
   totals->gemm_us += t1;
   totals->wrong += wrong;
 }
 
 void print_gemm_header(int64_t batch) {
-  std::printf("#\n# batch %lld: GEMMs of one step (gemm() = %s, side by side with Eigen)\n",
-              static_cast<long long>(batch), cpu::gemm_backend());
-  std::printf("# %-20s %7s %6s %6s %6s %10s %8s %10s %8s %7s\n", "gemm", "op", "m", "n", "k",
-              "gemm()", "", "eigen", "", "#wrong");
-  std::printf("# %-20s %7s %6s %6s %6s %10s %8s %10s %8s %7s\n", "", "", "", "", "", "(us)",
-              "(GF/s)", "(us)", "(GF/s)", "");
+#if defined(LOCKSTEP_BENCH_OPENBLAS)
+  const char* others = "OpenBLAS and Eigen";
+  const std::string head = " openblas          eigen          ", units = "     (us)   (GF/s)       (us)   (GF/s)";
+#else
+  const char* others = "Eigen";
+  const std::string head = "    eigen          ", units = "       (us)   (GF/s)";
+#endif
+  std::printf("#\n# batch %lld: GEMMs of one step (gemm() = %s, side by side with %s)\n",
+              static_cast<long long>(batch), cpu::gemm_backend(), others);
+  std::printf("# %-20s %7s %6s %6s %6s %10s %8s %s #wrong\n", "gemm", "op", "m", "n", "k",
+              "gemm()", "", head.c_str());
+  std::printf("# %-20s %7s %6s %6s %6s %10s %8s%s\n", "", "", "", "", "", "(us)", "(GF/s)",
+              units.c_str());
 }
 
 // An elementwise kernel: time, bytes touched and flops per call (for GB/s, GFLOP/s).
@@ -234,6 +259,7 @@ int main(int argc, char** argv) {
   app.add_option("--reps", reps, "samples per kernel (median reported)")->check(CLI::Range(3, 100000));
   CLI11_PARSE(app, argc, argv);
   lockstep::cpu::init_kernels();
+  std::printf("# CPU: %s\n", bench::cpu_description().c_str());
   std::printf("# lockstep kernels_bench: 1 thread, median of %d samples, gemm() backend %s\n",
               reps, lockstep::cpu::gemm_backend());
   const double adam_us = bench_optimizer(reps);

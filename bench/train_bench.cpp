@@ -16,6 +16,7 @@
 
 #include "comm/bootstrap.h"
 #include "data/sources.h"
+#include "bench/machine.h"
 #include "kernels/cpu/ops.h"
 #include "src/strategy.h"
 #include "src/world.h"
@@ -63,13 +64,27 @@ double gemm_step_seconds(const Model& model, int64_t rows, int iters) {
 }
 
 struct StepTimes {
-  double step = 0, compute = 0, comm = 0, input = 0;  // seconds per step (replica 0 of rank 0)
+  // Seconds per step (replica 0 of rank 0): the whole step, forward+backward,
+  // inside gradient collectives, the finite check + optimizer, waiting for input.
+  double step = 0, compute = 0, comm = 0, optimizer = 0, input = 0;
 };
 
+// FLOPs of one example's training step through a Dense stack: forward and the
+// weight gradient of every layer, the input gradient of every layer but the first.
+double flops_per_example(const Model& model) {
+  double f = 0;
+  for (size_t l = 0; l < model.layers().size(); ++l) {
+    const auto& L = model.layers()[l];
+    f += 2.0 * double(L.in) * double(L.out) * (l == 0 ? 2 : 3);
+  }
+  return f;
+}
+
 // Times training steps through the strategy (this process's `replicas` threads
-// x all MPI ranks), on the real input pipeline with prefetch.
+// x all MPI ranks), on the real input pipeline with prefetch, after `warmup`
+// steps (the weights then hold what they hold after that much training).
 StepTimes time_steps(const Model& model, Config cfg, World& world, std::shared_ptr<Source> src,
-                     int steps) {
+                     int steps, int warmup) {
   const int local = resolve_local_replicas(cfg);
   const int R = local * world.size();
   MirroredStrategy strategy(model, cfg, world, cfg.batch_size / R + 1);
@@ -92,16 +107,17 @@ StepTimes time_steps(const Model& model, Config cfg, World& world, std::shared_p
         strategy.train_step(r, *b, 1e-3f, uint64_t(s));
       }
     };
-    loop(30);  // warm-up: caches, page faults, prefetch queue
+    loop(warmup);  // caches, page faults, the prefetch queue, and the weights' first epoch
     r.comm->barrier();
-    r.input_seconds = r.comm_seconds = r.step_seconds = 0;
+    r.input_seconds = r.comm_seconds = r.optimizer_seconds = r.step_seconds = 0;
     const auto t0 = Clock::now();
     loop(steps);
     r.comm->barrier();
     if (r.local_index == 0) {
       t.step = std::chrono::duration<double>(Clock::now() - t0).count() / steps;
       t.comm = r.comm_seconds / steps;
-      t.compute = r.step_seconds / steps - t.comm;
+      t.optimizer = r.optimizer_seconds / steps;
+      t.compute = r.step_seconds / steps - t.comm - t.optimizer;
       t.input = r.input_seconds / steps;
     }
   });
@@ -114,7 +130,7 @@ int main(int argc, char** argv) {
   CLI::App app{"lockstep training benchmark: throughput, GEMM bound and scaling (Fashion-MNIST MLP)"};
   std::vector<int64_t> batches = {64, 256};
   std::vector<int> replica_counts = {1};
-  int steps = 400, reps = 5, prefetch = 2;
+  int steps = 400, reps = 5, prefetch = 2, warmup = -1;
   std::string gather = "auto";
   bool shared_memory = true;
   CommOptions::ShmStores shm_stores = CommOptions::ShmStores::kAuto;
@@ -126,6 +142,8 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"weak", "strong"}));
   app.add_option("--steps", steps, "timed steps per repetition");
   app.add_option("--reps", reps, "repetitions (the median is reported)");
+  app.add_option("--warmup", warmup, "untimed steps first (default: one epoch of the data at the batch, "
+                 "so the weights are past the first epoch, as in the steady state of a real job)");
   app.add_option("--prefetch", prefetch, "global batches prepared ahead (data.prefetch; 0 = none)");
   app.add_option("--gather", gather, "data.gather: who reads the rows (auto, thread, replicas)")
       ->check(CLI::IsMember({"auto", "thread", "replicas"}));
@@ -167,17 +185,27 @@ int main(int argc, char** argv) {
   }
   Model model({{128, Activation::kRelu, 0.0f}}, 784, 10, LossKind::kSoftmaxCrossEntropy);
 
+  const double peak512 = bench::fma_peak_best(512), peak256 = bench::fma_peak_best(256);
+  const double peak = std::max(peak512, peak256);
   if (chief) {
+    std::printf("# CPU: %s\n# single-core FMA peak measured here: %.0f GFLOP/s (512-bit), %.0f GFLOP/s "
+                "(256-bit)\n", bench::cpu_description().c_str(), peak512, peak256);
     std::printf("# lockstep train_bench: MLP 784-128-10, Adam, %s (%lld x 784), gemm: %s\n",
                 info.description.c_str(), (long long)info.size, cpu::gemm_backend());
     std::printf("# %s scaling, %d process(es), median of %d repetitions x %d steps\n",
                 scaling.c_str(), world.size(), reps, steps);
+    std::printf("# warm-up before timing: %s\n", warmup < 0 ? "one epoch of the data at each batch"
+                                                            : (std::to_string(warmup) + " steps").c_str());
+    std::printf("# compute = forward + backward; comm = inside gradient collectives; opt = finite check +"
+                " optimizer; input = waiting for the batch\n");
     std::printf("# gemm = the 5 layer GEMMs of one replica's step alone (same shapes, same run);"
-                " eff = samples/s / (replicas x samples/s of the first row of the same batch)\n");
-    std::printf("#%6s %6s %5s %5s %11s %8s %8s %8s %8s %8s %6s %6s\n", "global", "per", "procs",
-                "repl", "samples/s", "step", "compute", "comm", "input", "gemm", "g/step", "eff");
-    std::printf("#%6s %6s %5s %5s %11s %8s %8s %8s %8s %8s %6s %6s\n", "batch", "repl", "", "",
-                "", "(ms)", "(ms)", "(ms)", "(ms)", "(ms)", "", "");
+                " eff = samples/s / (replicas x samples/s of the first row of the same batch);"
+                " peak = GFLOP/s per replica / single-core FMA peak\n");
+    std::printf("#%6s %6s %5s %5s %11s %8s %8s %8s %8s %8s %8s %6s %6s %7s %5s\n", "global", "per", "procs",
+                "repl", "samples/s", "step", "compute", "comm", "opt", "input", "gemm", "g/step", "eff",
+                "GF/s", "peak");
+    std::printf("#%6s %6s %5s %5s %11s %8s %8s %8s %8s %8s %8s %6s %6s %7s %5s\n", "batch", "repl", "", "",
+                "", "(ms)", "(ms)", "(ms)", "(ms)", "(ms)", "(ms)", "", "", "(repl)", "");
   }
   nlohmann::json out = nlohmann::json::array();
   for (int64_t b : batches) {
@@ -195,27 +223,31 @@ int main(int argc, char** argv) {
       cfg.comm_shm_stores = shm_stores;
       cfg.data_gather = gather == "thread" ? GatherMode::kThread
                         : gather == "replicas" ? GatherMode::kReplicas : GatherMode::kAuto;
-      std::vector<double> step_t, comp_t, comm_t, in_t, gemm_t;
+      std::vector<double> step_t, comp_t, comm_t, opt_t, in_t, gemm_t;
+      const int warm = warmup >= 0 ? warmup : int(std::max<int64_t>(30, info.size / global));
       for (int i = 0; i < reps; ++i) {
         gemm_t.push_back(gemm_step_seconds(model, global / R, steps));
-        const StepTimes t = time_steps(model, cfg, world, src, steps);
+        const StepTimes t = time_steps(model, cfg, world, src, steps, warm);
         step_t.push_back(t.step), comp_t.push_back(t.compute), comm_t.push_back(t.comm),
-            in_t.push_back(t.input);
+            opt_t.push_back(t.optimizer), in_t.push_back(t.input);
       }
       const double st = median(step_t), gt = median(gemm_t);
       const double sps = double(global) / st;
       if (base == 0) base = sps / R;
       const double eff = sps / (R * base);
+      const double gflops = sps / R * flops_per_example(model) / 1e9;  // per replica
       if (chief) {
-        std::printf("%7lld %6lld %5d %5d %11.0f %8.4f %8.4f %8.4f %8.4f %8.4f %6.3f %6.3f\n",
+        std::printf("%7lld %6lld %5d %5d %11.0f %8.4f %8.4f %8.4f %8.4f %8.4f %8.4f %6.3f %6.3f %7.1f %5.3f\n",
                     (long long)global, (long long)(global / R), world.size(), local, sps, st * 1e3,
-                    median(comp_t) * 1e3, median(comm_t) * 1e3, median(in_t) * 1e3, gt * 1e3,
-                    gt / st, eff);
+                    median(comp_t) * 1e3, median(comm_t) * 1e3, median(opt_t) * 1e3, median(in_t) * 1e3,
+                    gt * 1e3, gt / st, eff, gflops, peak > 0 ? gflops / peak : 0.0);
         std::fflush(stdout);
       }
       out.push_back({{"global_batch", global}, {"processes", world.size()}, {"local_replicas", local},
                      {"samples_per_sec", sps}, {"ms_per_step", st * 1e3},
                      {"compute_ms", median(comp_t) * 1e3}, {"comm_ms", median(comm_t) * 1e3},
+                     {"optimizer_ms", median(opt_t) * 1e3}, {"gflops_per_replica", gflops},
+                     {"fma_peak_gflops", peak}, {"cpu", bench::cpu_description()},
                      {"input_ms", median(in_t) * 1e3}, {"gemm_ms", gt * 1e3},
                      {"gemm_fraction", gt / st}, {"efficiency", eff}, {"scaling", scaling}});
     }

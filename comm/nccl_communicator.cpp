@@ -118,13 +118,26 @@ void init_comms(NcclState& st, const ncclUniqueId& id) {
                           std::to_string(st.slots.front()->nccl_rank) + ".." +
                           std::to_string(st.slots.back()->nccl_rank) + " of " +
                           std::to_string(st.nccl_size) + ")";
+  // Nothing may throw between ncclGroupStart and ncclGroupEnd (an unclosed group
+  // breaks every later NCCL call of this thread): a failed device switch is kept
+  // and reported after the group is closed.
   ncclResult_t rc = ncclGroupStart();
+  cudaError_t device_err = cudaSuccess;
   for (auto& slot : st.slots) {
     if (rc != ncclSuccess) break;
-    LOCKSTEP_CUDA_CHECK(cudaSetDevice(slot->device));
+    device_err = cudaSetDevice(slot->device);
+    if (device_err != cudaSuccess) break;
     rc = ncclCommInitRank(&slot->comm, st.nccl_size, id, slot->nccl_rank);
   }
   const ncclResult_t end = ncclGroupEnd();
+  if (device_err != cudaSuccess) {
+    cudaGetLastError();
+    for (auto& slot : st.slots) {
+      if (slot->comm != nullptr) ncclCommAbort(slot->comm);
+      slot->comm = nullptr;
+    }
+    cuda::throw_cuda_error(device_err, "cudaSetDevice(slot->device)", __FILE__, __LINE__);
+  }
   if (rc == ncclSuccess) rc = end;
   if (rc == ncclSuccess) return;
   ncclComm_t any = st.slots.front()->comm;
@@ -195,9 +208,21 @@ Communicator& NcclGroup::member(int i) {
 }
 
 void NcclGroup::set_stream(int i, cudaStream_t compute_stream) {
-  static_cast<NcclMember&>(member(i)).set_stream(compute_stream);
+  nccl_member(i).set_stream(compute_stream);
 }
 
 void NcclGroup::fail(const std::string& reason) { state_->abort_all(reason); }
+
+bool NcclGroup::failed() const { return state_->failed(); }
+
+NcclMember& NcclGroup::nccl_member(int i) { return static_cast<NcclMember&>(member(i)); }
+
+void NcclGroup::set_deferred_wait(int i, bool on) { nccl_member(i).set_deferred_wait(on); }
+
+void NcclGroup::join(int i) { nccl_member(i).join(); }
+
+void NcclGroup::track_compute(int i, const std::string& what) { nccl_member(i).track_compute(what); }
+
+void NcclGroup::wait_compute(int i, const char* op) { nccl_member(i).wait_compute(op); }
 
 }  // namespace lockstep

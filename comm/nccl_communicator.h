@@ -17,6 +17,7 @@
 
 namespace lockstep {
 
+class NcclMember;
 class NcclState;
 
 // Created by the main thread of every process before replica threads start: the
@@ -43,11 +44,31 @@ class NcclGroup {
   // The compute stream member i orders against (default: the legacy default stream).
   // Must be on local_devices[i]; set it before member i's first collective.
   void set_stream(int i, cudaStream_t compute_stream);
+  // Overlap: with `on`, member i's collectives no longer make its compute stream
+  // wait for each result; join(i) makes it wait once for every call so far (call it
+  // before anything reads them, and before a stream capture ends). Members that
+  // share a GPU keep waiting per call (the results are copied back into their
+  // buffers). Both from replica i's thread only.
+  void set_deferred_wait(int i, bool on);
+  void join(int i);
+  // Watches everything enqueued on member i's compute stream so far (a replayed
+  // CUDA graph holding its collectives) as a collective: the watchdog aborts the
+  // group if it is not done within member i's deadline (comm options, adaptive,
+  // long phases); `what` names it in the error.
+  void track_compute(int i, const std::string& what);
+  // Waits on the host until member i's compute stream is idle, polling it and the
+  // group's failure flag instead of blocking in the driver. Throws CommError if the
+  // group has failed, even when the stream finished: that work used an aborted
+  // collective's partial result.
+  void wait_compute(int i, const char* op);
   // Aborts the group: NCCL communicators are aborted (device work waiting on peers
   // ends), members waiting now or calling later throw CommError with `reason`.
   void fail(const std::string& reason);
+  bool failed() const;
 
  private:
+  NcclMember& nccl_member(int i);
+
   std::unique_ptr<NcclState> state_;
   std::vector<std::unique_ptr<Communicator>> members_;
 };

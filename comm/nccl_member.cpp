@@ -3,6 +3,8 @@
 //   NCCL stream --done event--> every member's compute stream
 // so no host thread ever waits for the device. Replicas sharing a GPU meet on the
 // host first (their buffers must be known to the leader) and reduce in replica order.
+// With a deferred wait the last arrow is drawn once, at join(), so backward keeps
+// running while earlier buckets are reduced.
 #include "comm/nccl_member.h"
 
 #include "comm/nccl_check.h"
@@ -113,6 +115,8 @@ void NcclMember::run(const CallSignature& sig, const void* send, void* buf,
                      const Enqueue& enqueue) {
   const char* op = collective_name(sig.kind);
   if (state_.failed()) state_.throw_failed(local_, op);
+  uint64_t seq = 0;
+  const WaitBudget budget = state_.begin_wait(local_, &seq);
   DeviceGuard guard(device_);
   NcclSlot& slot = *state_.slots[size_t(slot_index_)];
   const bool shared = slot.members.size() > 1;
@@ -125,22 +129,52 @@ void NcclMember::run(const CallSignature& sig, const void* send, void* buf,
   }
   ready_.record(compute_);
   const NcclPublished mine{sig, send, buf, ready_.get(), local_, 0};
-  const uint64_t generation = shared ? state_.arrive(local_, mine, op) : 0;
+  const uint64_t generation = shared ? state_.arrive(local_, mine, op, budget) : 0;
   if (position_ == 0) {
     try {
       if (shared) check_same_call(slot);
       if (!shared) solo_[0] = mine;
       lead(slot, shared ? slot.published : solo_, op, enqueue);
-      if (!captured) state_.track(slot_index_, state_.where(local_) + ": " + describe_call(sig));
+      if (!captured) {
+        state_.track(slot_index_, slot.stream->get(), state_.where(local_) + ": " + describe_call(sig),
+                     budget, local_, seq);
+      }
     } catch (const std::exception& e) {
       state_.abort_all(e.what());
       throw;
     }
     if (shared) state_.mark_enqueued(slot_index_, generation);
   } else {
-    state_.wait_enqueued(local_, generation, op);
+    state_.wait_enqueued(local_, generation, op, budget);
   }
-  slot.done->wait_on(compute_);
+  // Same-GPU results are copied into the other members' buffers: they wait per call.
+  if (defer_wait_ && !shared) {
+    join_pending_ = true;
+  } else {
+    slot.done->wait_on(compute_);
+  }
+}
+
+void NcclMember::join() {
+  if (!join_pending_) return;
+  DeviceGuard guard(device_);
+  state_.slots[size_t(slot_index_)]->done->wait_on(compute_);
+  join_pending_ = false;
+}
+
+// A replayed graph holds this member's collectives but records nothing the
+// watchdog sees; an event after it, on the compute stream, stands for all of them.
+void NcclMember::track_compute(const std::string& what) {
+  if (state_.failed()) state_.throw_failed(local_, "step");
+  uint64_t seq = 0;
+  const WaitBudget budget = state_.begin_wait(local_, &seq);
+  DeviceGuard guard(device_);
+  state_.track(slot_index_, compute_, state_.where(local_) + ": " + what, budget, local_, seq);
+}
+
+void NcclMember::wait_compute(const char* op) {
+  DeviceGuard guard(device_);
+  state_.wait_stream(local_, compute_, op);
 }
 
 void NcclMember::allreduce(void* buf, size_t count, DType dtype, ReduceOp op) {

@@ -1,7 +1,8 @@
 // One replica's Communicator in an NcclGroup: it records "my inputs are ready" on
 // the replica's compute stream, meets the replicas sharing its GPU, and (as the
 // GPU's leader) enqueues the same-GPU reduction and the NCCL call on the NCCL
-// stream; every member's compute stream then waits for the result on the device.
+// stream; every member's compute stream then waits for the result on the device
+// (after each call, or once at join() with a deferred wait).
 // Internal to comm/; compiled only with LOCKSTEP_HAVE_CUDA.
 #pragma once
 
@@ -27,6 +28,11 @@ class NcclMember final : public Communicator {
   void barrier() override;
 
   void set_stream(cudaStream_t stream) { compute_ = stream; }
+  // NcclGroup's set_deferred_wait / join / track_compute / wait_compute for this member.
+  void set_deferred_wait(bool on) { defer_wait_ = on; }
+  void join();
+  void track_compute(const std::string& what);
+  void wait_compute(const char* op);
 
  private:
   // What the leader enqueues on the NCCL stream, given every member's arguments in
@@ -48,6 +54,8 @@ class NcclMember final : public Communicator {
   int slot_index_;
   int position_;
   cudaStream_t compute_ = nullptr;
+  bool defer_wait_ = false;   // compute waits once, in join(), not after each call
+  bool join_pending_ = false;  // a deferred call's result not yet waited for
   cuda::Event ready_;
   std::vector<NcclPublished> solo_ = std::vector<NcclPublished>(1);  // leader alone on its GPU
   std::vector<const void*> sources_;   // scratch for the same-GPU reduction

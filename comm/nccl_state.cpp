@@ -3,6 +3,7 @@
 // thread (asynchronous NCCL errors, collectives past the deadline) and teardown.
 #include "comm/nccl_state.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <exception>
 #include <sstream>
@@ -15,6 +16,8 @@ namespace {
 constexpr auto kAbortLockWait = std::chrono::seconds(2);
 constexpr auto kBusyPoll = std::chrono::milliseconds(1);
 constexpr auto kIdlePoll = std::chrono::milliseconds(20);
+constexpr auto kSpinFor = std::chrono::milliseconds(2);
+constexpr auto kStepNap = std::chrono::microseconds(50);
 
 std::string seconds_text(std::chrono::milliseconds ms) {
   std::ostringstream s;
@@ -25,7 +28,34 @@ std::string seconds_text(std::chrono::milliseconds ms) {
 }  // namespace
 
 NcclState::NcclState(CommOptions opts, std::vector<int> devices)
-    : options(opts), local_devices(std::move(devices)) {}
+    : options(opts),
+      clocks(devices.size(), DeadlineClock(opts)),
+      local_devices(std::move(devices)),
+      begun_(new std::atomic<uint64_t>[local_devices.size()]),
+      grace_(opts) {
+  for (size_t i = 0; i < local_devices.size(); ++i) begun_[i].store(0);
+}
+
+WaitBudget NcclState::begin_wait(int local, uint64_t* seq) {
+  *seq = begun_[size_t(local)].fetch_add(1, std::memory_order_acq_rel) + 1;
+  return clocks[size_t(local)].start();
+}
+
+std::chrono::milliseconds NcclState::usual_interval(int local) const {
+  return std::chrono::milliseconds(
+      static_cast<int64_t>(clocks[size_t(local)].slowest_recent_seconds() * 1000.0));
+}
+
+std::string NcclState::behind(uint64_t seq) const {
+  std::string late;
+  for (int i = 0; i < local_size(); ++i) {
+    if (begun_[size_t(i)].load(std::memory_order_acquire) < seq) {
+      late += (late.empty() ? "" : ", ") + std::to_string(i);
+    }
+  }
+  return late.empty() ? "" : "; local replica(s) " + late + " of process " +
+                                 std::to_string(process_rank) + " have not got this far";
+}
 
 NcclState::~NcclState() {
   {
@@ -101,19 +131,28 @@ void NcclState::throw_failed(int local, const char* op) const {
 
 void NcclState::wait_slot_until(NcclSlot& slot, std::unique_lock<std::mutex>& lock,
                                 const std::function<bool()>& done, int local, const char* op,
-                                const char* phase) {
-  const bool forever = options.timeout.count() == 0;
-  const auto deadline = NcclClock::now() + options.timeout;
+                                const char* phase, const WaitBudget& budget) {
+  const auto start = NcclClock::now();
+  InterruptGrace grace(options);
   while (!done()) {
     if (failed()) {
       lock.unlock();
       throw_failed(local, op);
     }
-    if (forever) {
-      slot.cv.wait(lock);
+    // Short naps while a signal may end the wait; otherwise until the deadline.
+    const auto now = NcclClock::now();
+    auto wake = budget.forever() ? now + std::chrono::hours(1) : start + budget.limit;
+    if (options.interrupted) wake = std::min(wake, now + kIdlePoll);
+    slot.cv.wait_until(lock, wake);
+    if (done()) break;
+    std::string why;
+    if (!overdue(budget, NcclClock::now() - start).empty()) {
+      why = " within " + budget.describe();
+    } else if (grace.expired(NcclClock::now(), budget)) {
+      why = ": interrupted by a signal while waiting (the launcher may be ending the job)";
+    } else {
       continue;
     }
-    if (slot.cv.wait_until(lock, deadline) != std::cv_status::timeout || done()) continue;
     std::string absent;
     const uint64_t want = slot.generation + 1;
     for (const NcclPublished& p : slot.published) {
@@ -123,15 +162,15 @@ void NcclState::wait_slot_until(NcclSlot& slot, std::unique_lock<std::mutex>& lo
         where(local) + ": " + op + " (" + phase + "): replicas sharing device " +
         std::to_string(slot.device) + " did not " +
         (absent.empty() ? std::string("finish enqueueing") : "arrive (missing replicas " + absent + ")") +
-        " within " + seconds_text(options.timeout) +
-        "; hint: a replica thread stopped or called a different collective";
+        why + "; hint: a replica thread stopped or called a different collective";
     lock.unlock();
     abort_all(msg);
     throw CommError(msg);
   }
 }
 
-uint64_t NcclState::arrive(int local, const NcclPublished& mine, const char* op) {
+uint64_t NcclState::arrive(int local, const NcclPublished& mine, const char* op,
+                          const WaitBudget& budget) {
   NcclSlot& slot = *slots[size_t(slot_of[size_t(local)])];
   std::unique_lock<std::mutex> lock(slot.mu);
   if (failed()) {
@@ -148,7 +187,7 @@ uint64_t NcclState::arrive(int local, const NcclPublished& mine, const char* op)
     slot.cv.notify_all();
   } else {
     wait_slot_until(slot, lock, [&] { return slot.generation != generation; }, local, op,
-                    "arrival");
+                    "arrival", budget);
   }
   return generation + 1;
 }
@@ -162,18 +201,44 @@ void NcclState::mark_enqueued(int slot_index, uint64_t generation) {
   slot.cv.notify_all();
 }
 
-void NcclState::wait_enqueued(int local, uint64_t generation, const char* op) {
+void NcclState::wait_enqueued(int local, uint64_t generation, const char* op,
+                              const WaitBudget& budget) {
   NcclSlot& slot = *slots[size_t(slot_of[size_t(local)])];
   std::unique_lock<std::mutex> lock(slot.mu);
   wait_slot_until(slot, lock, [&] { return slot.enqueued >= generation; }, local, op,
-                  "waiting for the device leader");
+                  "waiting for the device leader", budget);
+}
+
+// Polls rather than cudaStreamSynchronize: a stream that waits on an NCCL kernel
+// whose peer never comes would block the host thread past every deadline.
+void NcclState::wait_stream(int local, cudaStream_t stream, const char* op) const {
+  // Spin briefly (short steps end within it), then nap in steps too short to
+  // show in a step time.
+  const auto start = NcclClock::now();
+  for (;;) {
+    const cudaError_t q = cudaStreamQuery(stream);
+    if (q == cudaSuccess) break;
+    if (q != cudaErrorNotReady) {
+      cudaGetLastError();
+      if (failed()) throw_failed(local, op);  // the abort is the cause; say so
+      cuda::throw_cuda_error(q, "cudaStreamQuery(compute_stream)", __FILE__, __LINE__);
+    }
+    if (failed()) throw_failed(local, op);
+    if (NcclClock::now() - start < kSpinFor) {
+      std::this_thread::yield();
+    } else {
+      std::this_thread::sleep_for(kStepNap);
+    }
+  }
+  if (failed()) throw_failed(local, op);
 }
 
 // ---- watchdog ----
 
 void NcclState::start_watchdog() { watchdog_ = std::thread([this] { watch_loop(); }); }
 
-void NcclState::track(int slot_index, std::string what) {
+void NcclState::track(int slot_index, cudaStream_t stream, std::string what,
+                      const WaitBudget& budget, int local, uint64_t seq) {
   NcclSlot& slot = *slots[size_t(slot_index)];
   std::lock_guard<std::mutex> lock(watch_mu_);
   cudaEvent_t event = nullptr;
@@ -183,13 +248,14 @@ void NcclState::track(int slot_index, std::string what) {
   } else {
     LOCKSTEP_CUDA_CHECK(cudaEventCreateWithFlags(&event, cudaEventDisableTiming));
   }
-  const cudaError_t err = cudaEventRecord(event, slot.stream->get());
+  const cudaError_t err = cudaEventRecord(event, stream);
   if (err != cudaSuccess) {
     slot.spare_events.push_back(event);
-    cuda::throw_cuda_error(err, "cudaEventRecord(event, nccl_stream)", __FILE__, __LINE__);
+    cuda::throw_cuda_error(err, "cudaEventRecord(event, stream)", __FILE__, __LINE__);
   }
   const bool wake = slot.pending.empty();
-  slot.pending.push_back(NcclPending{event, std::move(what), NcclClock::now()});
+  slot.pending.push_back(
+      NcclPending{event, std::move(what), NcclClock::now(), budget, local, seq, usual_interval(local)});
   if (wake) watch_cv_.notify_one();
 }
 
@@ -198,6 +264,7 @@ void NcclState::watch_loop() {
   while (!stop_) {
     bool busy = false;
     for (auto& slot : slots) busy = busy || !slot->pending.empty();
+    if (!busy) grace_.reset();
     watch_cv_.wait_for(lock, busy && !failed() ? kBusyPoll : kIdlePoll);
     if (stop_ || failed()) continue;
     std::string problem;
@@ -232,10 +299,18 @@ std::string NcclState::poll_slot(NcclSlot& slot) {
       return front.what + ": the device reported " + cudaGetErrorName(q) + " (" +
              cudaGetErrorString(q) + "); the NCCL communicators were aborted";
     }
-    if (options.timeout.count() > 0 && NcclClock::now() - front.since > options.timeout) {
-      return front.what + " did not finish within " + seconds_text(options.timeout) +
+    const auto now = NcclClock::now();
+    std::string why = overdue(front.budget, now - front.since);
+    // Work tracked here includes compute queued before it (a whole replayed step):
+    // after a signal, a healthy one still gets its usual time before the grace runs.
+    const bool past_usual = now - front.since >= front.usual + options.interrupt_grace;
+    if (why.empty() && past_usual && grace_.expired(now, front.budget)) {
+      why = "was interrupted by a signal while waiting (the launcher may be ending the job)";
+    }
+    if (!why.empty()) {
+      return front.what + " " + why + behind(front.seq) +
              "; the NCCL communicators were aborted (hint: a peer process died, hangs, or "
-             "called a different collective; see its log)";
+             "called a different collective; see its log; comm.timeout_s sets the deadline)";
     }
     break;
   }
@@ -271,7 +346,8 @@ void NcclState::shutdown() {
 // Finalize waits for peers; first give in-flight work the deadline to finish, so a
 // hung peer ends in an abort here rather than a hang.
 void NcclState::drain_before_destroy() {
-  const auto deadline = NcclClock::now() + options.timeout;
+  const auto limit = drain_limit(options);
+  const auto deadline = NcclClock::now() + limit;
   for (auto& slot : slots) {
     DeviceGuard guard(slot->device);
     for (;;) {
@@ -283,9 +359,9 @@ void NcclState::drain_before_destroy() {
                   " failed at shutdown: " + cudaGetErrorString(q));
         return;
       }
-      if (options.timeout.count() > 0 && NcclClock::now() > deadline) {
+      if (limit.count() > 0 && NcclClock::now() > deadline) {
         abort_all("NCCL work on device " + std::to_string(slot->device) +
-                  " still running at shutdown after " + seconds_text(options.timeout));
+                  " still running at shutdown after " + seconds_text(limit));
         return;
       }
       std::this_thread::sleep_for(kBusyPoll);

@@ -18,8 +18,10 @@
 #include <thread>
 #include <vector>
 
+#include "comm/deadline.h"
 #include "comm/local_fabric.h"
 #include "comm/options.h"
+#include "comm/watch_policy.h"
 #include "kernels/cuda/device.h"
 
 namespace lockstep {
@@ -60,11 +62,17 @@ class DeviceGuard {
   int previous_ = -1;
 };
 
-// A collective whose completion the watchdog still waits for.
+// A collective (or a replayed step) whose completion the watchdog still waits for.
 struct NcclPending {
   cudaEvent_t event = nullptr;
   std::string what;  // "NCCL rank 3 (device 1): allreduce of 1024 float32"
   NcclClock::time_point since;
+  WaitBudget budget;  // from the issuing member's DeadlineClock
+  int local = 0;      // the issuing member
+  uint64_t seq = 0;   // its count of waits begun, this one included
+  // The member's slowest recent interval between waits: a healthy wait may take
+  // this long, so a signal ends the wait only after it plus the grace.
+  std::chrono::milliseconds usual{0};
 };
 
 // One distinct GPU of this process: one NCCL rank. members[0] (the lowest local
@@ -101,6 +109,17 @@ class NcclState {
 
   // Layout, fixed after construction.
   CommOptions options;
+  // One per local replica, used only on its thread: the deadline of each of its
+  // waits (comm.timeout_s, or adaptive, with long phases), as the CPU backends.
+  std::vector<DeadlineClock> clocks;
+  // Starts local replica `local`'s next wait (a collective or a watched replay):
+  // its budget, and in *seq how many waits it has begun, this one included.
+  WaitBudget begin_wait(int local, uint64_t* seq);
+  // That member's slowest recent interval between waits.
+  std::chrono::milliseconds usual_interval(int local) const;
+  // "; local replicas 1, 2 have not got this far" for the replicas of this process
+  // that have begun fewer than `seq` waits ("" when none).
+  std::string behind(uint64_t seq) const;
   int process_rank = 0;
   int process_count = 1;
   std::vector<int> local_devices;
@@ -129,33 +148,41 @@ class NcclState {
   // Same-GPU rendezvous. arrive() publishes and waits until every member of the
   // slot has; it returns the generation. The leader enqueues, then calls
   // mark_enqueued(); the others wait_enqueued() before ordering their streams.
-  uint64_t arrive(int local, const NcclPublished& mine, const char* op);
+  uint64_t arrive(int local, const NcclPublished& mine, const char* op, const WaitBudget& budget);
   void mark_enqueued(int slot, uint64_t generation);
-  void wait_enqueued(int local, uint64_t generation, const char* op);
+  void wait_enqueued(int local, uint64_t generation, const char* op, const WaitBudget& budget);
 
-  // Watchdog: track() records an event on the slot's NCCL stream after a collective
-  // (not while the stream is being captured into a graph) for the deadline check.
+  // Watchdog: track() records an event on `stream` (the slot's NCCL stream after a
+  // collective, or a compute stream after a replayed graph; never while it is being
+  // captured) and aborts the group if it has not completed within `budget`.
   void start_watchdog();
-  void track(int slot, std::string what);
+  void track(int slot, cudaStream_t stream, std::string what, const WaitBudget& budget, int local,
+             uint64_t seq);
+  // Host wait for `stream` that polls it and the failure flag (never blocks in the
+  // driver); throws the group's CommError if it has failed, also when the stream
+  // did finish, since its work then rests on an aborted collective.
+  void wait_stream(int local, cudaStream_t stream, const char* op) const;
 
  private:
   void watch_loop();
   std::string poll_slot(NcclSlot& slot);  // the problem found, or ""
   void wait_slot_until(NcclSlot& slot, std::unique_lock<std::mutex>& lock,
                        const std::function<bool()>& done, int local, const char* op,
-                       const char* phase);
+                       const char* phase, const WaitBudget& budget);
   void abort_comms();
   void drain_before_destroy();
   void destroy_comms();
   void free_events();
 
   std::atomic<bool> failed_{false};
+  std::unique_ptr<std::atomic<uint64_t>[]> begun_;  // per local replica
   mutable std::mutex fail_mu_;
   std::string reason_;
 
   std::mutex watch_mu_;
   std::condition_variable watch_cv_;
   bool stop_ = false;
+  InterruptGrace grace_;  // watchdog thread only
   std::thread watchdog_;
 };
 

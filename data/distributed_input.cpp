@@ -14,19 +14,20 @@ struct DistributedInput::Impl {
   InputOptions options;
   IteratorPtr<RowBatch> pipeline;  // rows read by one thread (maybe a prefetch thread)
   RowBatch current;
-  // replica_gather: the global batches as row ids; each replica reads its own.
-  IteratorPtr<std::vector<int64_t>> indices;
-  std::vector<int64_t> batch_rows;
-  struct Buffers {
+  // replica_gather: each local replica walks its own copy of the sequence of
+  // global batches (row ids; a pure function of seed and epoch) and reads its own
+  // rows into its own buffers, so replicas never wait for one another.
+  struct Own {
+    IteratorPtr<std::vector<int64_t>> indices;
+    std::vector<int64_t> batch_rows;  // the current global batch
     std::vector<float> x, targets;
     std::vector<int32_t> labels;
+    int64_t epoch = 0, step = 0;
   };
-  std::vector<Buffers> buffers;  // per local replica
-  std::mutex read_mu;            // sources without concurrent reads
-  int64_t epoch = 0;
+  std::vector<Own> own;  // per local replica; empty without replica_gather
+  std::mutex read_mu;    // sources without concurrent reads
+  int64_t epoch = 0;     // the shared pipeline's position
   int64_t step = 0;
-  void seek(const ViewPosition& p) { indices ? indices->seek(p) : pipeline->seek(p); }
-  void start(int64_t e) { indices ? indices->start(e) : pipeline->start(e); }
 };
 
 namespace {
@@ -67,7 +68,7 @@ IteratorPtr<RowBatch> build_pipeline(const std::shared_ptr<Source>& source, cons
     return std::pair<int64_t, int64_t>(replica_begin(first, n, total), replica_begin(last, n, total));
   };
   IteratorPtr<RowBatch> pipeline = gather(std::move(batches), source, std::move(local_rows));
-  if (o.prefetch > 0) pipeline = prefetch(std::move(pipeline), o.prefetch);
+  if (o.prefetch > 0) pipeline = prefetch(std::move(pipeline), o.prefetch, o.on_thread_start);
   return pipeline;
 }
 
@@ -86,8 +87,8 @@ DistributedInput::DistributedInput(std::shared_ptr<Source> source, const InputOp
   impl_->source = std::move(source);
   impl_->options = options;
   if (options.replica_gather) {
-    impl_->indices = global_batches(impl_->source, options);
-    impl_->buffers.resize(size_t(options.local_replicas));
+    impl_->own.resize(size_t(options.local_replicas));
+    for (auto& o : impl_->own) o.indices = global_batches(impl_->source, options);
   } else {
     impl_->pipeline = build_pipeline(impl_->source, options);
   }
@@ -108,42 +109,61 @@ void DistributedInput::seek(const InputPosition& position) {
     throw DataError(where(*impl_->source) + ": cannot seek to epoch " + std::to_string(position.epoch) +
                     ", step " + std::to_string(position.step) + " (an epoch has " +
                     std::to_string(steps_per_epoch()) + " steps); was the checkpoint made with another batch size?");
-  impl_->seek(ViewPosition{position.epoch, position.step});
+  const ViewPosition at{position.epoch, position.step};
+  if (impl_->own.empty()) impl_->pipeline->seek(at);
+  for (auto& o : impl_->own) {
+    o.indices->seek(at);
+    o.epoch = position.epoch;
+    o.step = position.step;
+  }
   impl_->epoch = position.epoch;
   impl_->step = position.step;
 }
 
-InputPosition DistributedInput::position() const { return InputPosition{impl_->epoch, impl_->step}; }
+InputPosition DistributedInput::position() const {
+  if (!impl_->own.empty()) return InputPosition{impl_->own[0].epoch, impl_->own[0].step};
+  return InputPosition{impl_->epoch, impl_->step};
+}
+
+namespace {
+
+// Local replica i's slice of a global batch of `global_rows` rows: shape only.
+ReplicaBatch slice_of(const InputOptions& o, int i, int64_t global_rows, int64_t sample_base) {
+  const int64_t replica = o.first_replica + i;
+  const int64_t begin = replica_begin(replica, global_rows, o.num_replicas);
+  ReplicaBatch r;
+  r.rows = replica_begin(replica + 1, global_rows, o.num_replicas) - begin;
+  r.first_row = begin;
+  r.global_rows = global_rows;
+  r.sample_base = sample_base;
+  return r;
+}
+
+}  // namespace
 
 bool DistributedInput::next(std::vector<ReplicaBatch>& out) {
   Impl& s = *impl_;
-  const bool more = s.indices ? s.indices->next(s.batch_rows) : s.pipeline->next(s.current);
-  if (!more) {
+  const int k = s.options.local_replicas;
+  out.resize(size_t(k));
+  if (!s.own.empty()) {  // every local replica's own stream, one after another
+    bool more = true;
+    for (int i = 0; i < k; ++i) more = next_own(i, out[size_t(i)]) && more;
+    return more;
+  }
+  if (!s.pipeline->next(s.current)) {
     // Start preparing the next epoch now, while the caller wraps this one up.
     ++s.epoch;
     s.step = 0;
-    s.start(s.epoch);
+    s.pipeline->start(s.epoch);
     return false;
   }
   const InputOptions& o = s.options;
   const DatasetInfo& info = s.source->info();
-  const int64_t global_rows = s.indices ? int64_t(s.batch_rows.size()) : s.current.global_rows;
-  out.resize(size_t(o.local_replicas));
-  for (int i = 0; i < o.local_replicas; ++i) {
-    const int64_t replica = o.first_replica + i;
-    const int64_t begin = replica_begin(replica, global_rows, o.num_replicas);
-    const int64_t end = replica_begin(replica + 1, global_rows, o.num_replicas);
+  const RowBatch& b = s.current;
+  for (int i = 0; i < k; ++i) {
     ReplicaBatch& r = out[size_t(i)];
-    r.rows = end - begin;
-    r.first_row = begin;
-    r.global_rows = global_rows;
-    r.sample_base = s.epoch * info.size + s.step * o.global_batch;
-    if (s.indices) {  // gather() fills these
-      r.x = nullptr, r.labels = nullptr, r.targets = nullptr;
-      continue;
-    }
-    const RowBatch& b = s.current;
-    const int64_t local = begin - b.first_row;  // row offset inside the gathered slice
+    r = slice_of(o, i, b.global_rows, s.epoch * info.size + s.step * o.global_batch);
+    const int64_t local = r.first_row - b.first_row;  // row offset inside the gathered slice
     r.x = b.x.data() + local * info.feature_dim;
     r.labels = info.num_classes > 0 ? b.labels.data() + local : nullptr;
     r.targets = info.target_dim > 0 ? b.targets.data() + local * info.target_dim : nullptr;
@@ -152,28 +172,34 @@ bool DistributedInput::next(std::vector<ReplicaBatch>& out) {
   return true;
 }
 
-bool DistributedInput::replica_gather() const { return impl_->indices != nullptr; }
+bool DistributedInput::replica_gather() const { return !impl_->own.empty(); }
 
-void DistributedInput::gather(int local_index, ReplicaBatch& slice) {
+bool DistributedInput::next_own(int local_index, ReplicaBatch& slice) {
   Impl& s = *impl_;
-  if (!s.indices || local_index < 0 || local_index >= s.options.local_replicas)
-    throw DataError(where(*s.source) + ": gather(" + std::to_string(local_index) +
+  if (s.own.empty() || local_index < 0 || local_index >= s.options.local_replicas)
+    throw DataError(where(*s.source) + ": next_own(" + std::to_string(local_index) +
                     ") needs replica_gather and a local replica index below " +
                     std::to_string(s.options.local_replicas));
-  if (slice.first_row < 0 || slice.rows < 0 || slice.first_row + slice.rows > int64_t(s.batch_rows.size()))
-    throw DataError(where(*s.source) + ": gather: rows [" + std::to_string(slice.first_row) + ", " +
-                    std::to_string(slice.first_row + slice.rows) + ") are not in the current batch");
+  Impl::Own& me = s.own[size_t(local_index)];
+  if (!me.indices->next(me.batch_rows)) {
+    ++me.epoch;
+    me.step = 0;
+    me.indices->start(me.epoch);
+    return false;
+  }
   const DatasetInfo& info = s.source->info();
-  Impl::Buffers& b = s.buffers[size_t(local_index)];
+  slice = slice_of(s.options, local_index, int64_t(me.batch_rows.size()),
+                   me.epoch * info.size + me.step * s.options.global_batch);
+  ++me.step;
   // resize() keeps capacity: after the first full batch this allocates nothing.
-  b.x.resize(size_t(slice.rows * info.feature_dim));
-  b.labels.resize(info.num_classes > 0 ? size_t(slice.rows) : 0);
-  b.targets.resize(size_t(slice.rows * info.target_dim));
+  me.x.resize(size_t(slice.rows * info.feature_dim));
+  me.labels.resize(info.num_classes > 0 ? size_t(slice.rows) : 0);
+  me.targets.resize(size_t(slice.rows * info.target_dim));
   if (slice.rows > 0) {
     auto read = [&] {
-      s.source->read(s.batch_rows.data() + slice.first_row, slice.rows, b.x.data(),
-                     info.num_classes > 0 ? b.labels.data() : nullptr,
-                     info.target_dim > 0 ? b.targets.data() : nullptr);
+      s.source->read(me.batch_rows.data() + slice.first_row, slice.rows, me.x.data(),
+                     info.num_classes > 0 ? me.labels.data() : nullptr,
+                     info.target_dim > 0 ? me.targets.data() : nullptr);
     };
     if (s.source->concurrent_reads()) {
       read();
@@ -182,9 +208,10 @@ void DistributedInput::gather(int local_index, ReplicaBatch& slice) {
       read();
     }
   }
-  slice.x = b.x.data();
-  slice.labels = info.num_classes > 0 ? b.labels.data() : nullptr;
-  slice.targets = info.target_dim > 0 ? b.targets.data() : nullptr;
+  slice.x = me.x.data();
+  slice.labels = info.num_classes > 0 ? me.labels.data() : nullptr;
+  slice.targets = info.target_dim > 0 ? me.targets.data() : nullptr;
+  return true;
 }
 
 }  // namespace lockstep

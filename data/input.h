@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -83,6 +84,9 @@ struct InputOptions {
   // The choice when every core runs a replica and a prefetch thread would take
   // its time from one of them (see resolve_gather in src/strategy.h).
   bool replica_gather = false;
+  // Runs first on every thread the pipeline starts (the prefetch thread), so the
+  // caller can give it the floating-point mode of its compute threads.
+  std::function<void()> on_thread_start;
 };
 
 // The same options for evaluation: no shuffle and no dropped remainder, so every
@@ -114,14 +118,15 @@ class DistributedInput {
   // Fills out[i] (i < local_replicas) with local replica i's slice of the next
   // global batch and advances. Returns false at the end of the epoch; the next
   // call then starts the following epoch (new shuffle order). With
-  // replica_gather only the slice's shape is filled: each replica then calls
-  // gather() for its own rows.
+  // replica_gather this is next_own() for every local replica in turn.
   bool next(std::vector<ReplicaBatch>& out);
-  // replica_gather: reads local replica i's rows of the batch next() returned
-  // into i's own buffers and points slice's x/labels/targets at them. Calls for
-  // different i may run at once (serialised when the source does not allow
-  // concurrent reads); none may overlap next().
-  void gather(int local_index, ReplicaBatch& slice);
+  // replica_gather: local replica i's own walk through the same sequence of
+  // global batches: fills `slice` with i's rows of i's next batch, read into
+  // i's own buffers (valid until i's next call), and advances i alone. False at
+  // the end of i's epoch. Calls for different i may run at once and never wait
+  // for one another (reads are serialised only for sources without concurrent
+  // reads); a seek() must not overlap them.
+  bool next_own(int local_index, ReplicaBatch& slice);
   bool replica_gather() const;
 
  private:

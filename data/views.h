@@ -455,12 +455,14 @@ IteratorPtr<T> cache(IteratorPtr<T> child) {
 // preparing input overlaps the consumer's work. Elements travel by swap through
 // a ring of `depth` slots (buffers are recycled, not reallocated). An exception
 // in the worker is re-thrown to the consumer once the elements before it are
-// taken. The child is touched only by the worker while it runs.
+// taken. The child is touched only by the worker while it runs. on_thread_start
+// (optional) runs first on each worker thread (e.g. its floating-point mode).
 template <typename T>
 class PrefetchIterator : public Iterator<T> {
  public:
-  PrefetchIterator(IteratorPtr<T> child, int depth)
-      : child_(std::move(child)), slots_(size_t(std::max(depth, 1))), size_(child_->size()) {
+  PrefetchIterator(IteratorPtr<T> child, int depth, std::function<void()> on_thread_start = {})
+      : child_(std::move(child)), slots_(size_t(std::max(depth, 1))), size_(child_->size()),
+        on_thread_start_(std::move(on_thread_start)) {
     if (depth < 1) throw DataError("prefetch: depth must be >= 1, got " + std::to_string(depth));
   }
   ~PrefetchIterator() override { stop_worker(); }
@@ -509,7 +511,10 @@ class PrefetchIterator : public Iterator<T> {
  private:
   void launch_worker() {
     stop_ = false;
-    worker_ = std::thread([this] { run(); });
+    worker_ = std::thread([this] {
+      if (on_thread_start_) on_thread_start_();
+      run();
+    });
   }
   void stop_worker() {
     if (!worker_.joinable()) return;
@@ -554,6 +559,7 @@ class PrefetchIterator : public Iterator<T> {
   IteratorPtr<T> child_;
   std::vector<T> slots_;
   int64_t size_;
+  std::function<void()> on_thread_start_;
   std::thread worker_;
   std::mutex mutex_;
   std::condition_variable ready_, space_;
@@ -563,8 +569,8 @@ class PrefetchIterator : public Iterator<T> {
 };
 
 template <typename T>
-IteratorPtr<T> prefetch(IteratorPtr<T> child, int depth) {
-  return std::make_unique<PrefetchIterator<T>>(std::move(child), depth);
+IteratorPtr<T> prefetch(IteratorPtr<T> child, int depth, std::function<void()> on_thread_start = {}) {
+  return std::make_unique<PrefetchIterator<T>>(std::move(child), depth, std::move(on_thread_start));
 }
 
 // ---------------------------------------------------------------- rows of a Source

@@ -14,8 +14,10 @@
 #include <vector>
 
 #if defined(LOCKSTEP_HAVE_CUDA)
+#include "comm/mpi_check.h"
 #include "kernels/cuda/ops.h"
 #include "src/cuda_replica_kernels.h"
+#include "src/gpu_mapping.h"
 #include "src/random.h"
 #if defined(LOCKSTEP_HAVE_NCCL_GROUP)  // set by src/CMakeLists.txt when comm/ has it
 #include "comm/nccl_communicator.h"
@@ -23,13 +25,6 @@
 #endif
 
 namespace lockstep {
-
-int device_for_replica(int local_rank, int local_replicas, int index, int replicas_per_gpu,
-                       int device_count) {
-  if (device_count <= 0) return -1;
-  const int slot = local_rank * local_replicas + index;
-  return (slot / std::max(1, replicas_per_gpu)) % device_count;
-}
 
 #if !defined(LOCKSTEP_HAVE_CUDA)
 
@@ -103,6 +98,7 @@ struct Graph {
 };
 
 constexpr size_t kCublasWorkspace = size_t(32) << 20;
+constexpr int kBusIdChars = 32;  // "0000:3b:00.0" and room to spare
 
 class CudaReplica final : public DeviceReplica {
  public:
@@ -112,6 +108,14 @@ class CudaReplica final : public DeviceReplica {
   void set_comm(Communicator* comm) { comm_ = comm; }
   // NCCL calls can be captured only when a replica has its GPU to itself.
   void set_gpu_shared(bool shared) { gpu_shared_ = shared; }
+#if defined(LOCKSTEP_HAVE_NCCL_GROUP)
+  // The group behind comm_, and this replica's index in it: the step waits on the
+  // host through it (deadline-aware), and joins its deferred all-reduces.
+  void set_group(NcclGroup* group, int index) {
+    group_ = group;
+    index_ = index;
+  }
+#endif
   cudaStream_t stream() const { return ctx_->get().stream; }
 
   std::string describe() const override {
@@ -138,6 +142,9 @@ class CudaReplica final : public DeviceReplica {
   void enqueue_backward(const ReplicaBatch& b, const std::function<void(int64_t)>& on_ready);
   void enqueue_update();
   void reduce(int64_t begin, int64_t end);
+  void join_reductions();
+  void watch_replay();
+  void wait_for_step();
 
   const Model& model_;
   const Config& config_;
@@ -145,6 +152,10 @@ class CudaReplica final : public DeviceReplica {
   int64_t max_rows_, bucket_elems_, n_;
   Communicator* comm_ = nullptr;
   bool gpu_shared_ = false;
+#if defined(LOCKSTEP_HAVE_NCCL_GROUP)
+  NcclGroup* group_ = nullptr;
+  int index_ = 0;
+#endif
   std::unique_ptr<cuda::CudaContextOwner> ctx_;
   cuda::DeviceBuffer<char> cublas_workspace_;
   cuda::DeviceBuffer<float> params_, grads_, m_, v_;     // n, n + kExtras + flag, slots
@@ -371,6 +382,35 @@ void CudaReplica::reduce(int64_t begin, int64_t end) {
   comm_->allreduce(grads_.data() + begin, size_t(end - begin));  // stream-ordered (NcclGroup)
 }
 
+// The compute stream waits here, once, for every bucket's all-reduce (they ran
+// alongside the rest of backward, which writes other parts of the arena).
+void CudaReplica::join_reductions() {
+#if defined(LOCKSTEP_HAVE_NCCL_GROUP)
+  if (group_ != nullptr) group_->join(index_);
+#endif
+}
+
+// A replayed graph's collectives record nothing the watchdog sees: watch the
+// whole replay instead, so a peer that never comes ends it at the deadline.
+void CudaReplica::watch_replay() {
+#if defined(LOCKSTEP_HAVE_NCCL_GROUP)
+  if (group_ != nullptr) group_->track_compute(index_, "replayed training step (CUDA graph)");
+#endif
+}
+
+// The step's one host wait. With a group: polling, so a group that fails (a peer
+// past the deadline, another replica's error) ends it; and a step whose reduction
+// was aborted part-way throws rather than return results peers do not share.
+void CudaReplica::wait_for_step() {
+#if defined(LOCKSTEP_HAVE_NCCL_GROUP)
+  if (group_ != nullptr) {
+    group_->wait_compute(index_, "training step");
+    return;
+  }
+#endif
+  LOCKSTEP_CUDA_CHECK(cudaStreamSynchronize(stream()));
+}
+
 void CudaReplica::enqueue_update() {
   const cudaStream_t s = stream();
   const auto* sp = reinterpret_cast<const cuda_step::StepParams*>(step_block_.data());
@@ -405,6 +445,7 @@ void CudaReplica::enqueue_step(const ReplicaBatch& b) {
   cuda_step::write_extras(stream(), grads_.data() + n_, loss_sum_.data(), correct_.data(),
                           float(b.rows), sp);
   reduce(reduced, n_ + kExtras);
+  join_reductions();
   enqueue_update();
 }
 
@@ -448,6 +489,7 @@ void CudaReplica::run_step(const ReplicaBatch& b) {
     slot = std::move(g);
   }
   LOCKSTEP_CUDA_CHECK(cudaGraphLaunch(slot->exec, stream()));
+  watch_replay();
 }
 
 StepResult CudaReplica::train_step(Replica& r, const ReplicaBatch& b, float lr,
@@ -458,7 +500,7 @@ StepResult CudaReplica::train_step(Replica& r, const ReplicaBatch& b, float lr,
   const cudaStream_t s = stream();
   LOCKSTEP_CUDA_CHECK(cudaMemcpyAsync(extras_host_.data(), grads_.data() + n_,
                                       (kExtras + 1) * sizeof(float), cudaMemcpyDeviceToHost, s));
-  LOCKSTEP_CUDA_CHECK(cudaStreamSynchronize(s));  // the step's one wait on the device
+  wait_for_step();
   const float* extra = extras_host_.data();
   StepResult out;
   out.global.loss_sum = extra[kLossSum];
@@ -505,13 +547,73 @@ class CudaGroup final : public DeviceGroup {
   std::vector<std::unique_ptr<CudaReplica>> replicas_;
 };
 
+std::vector<std::string> visible_bus_ids() {
+  std::vector<std::string> ids;
+  for (int d = 0; d < cuda::device_count(); ++d) {
+    char id[kBusIdChars] = {};
+    LOCKSTEP_CUDA_CHECK(cudaDeviceGetPCIBusId(id, kBusIdChars - 1, d));
+    ids.emplace_back(id);
+  }
+  return ids;
+}
+
+// Every process on this node's visible bus ids, by node rank (collective over
+// `world`; just this process's without MPI). `node_rank` gets this process's index.
+std::vector<std::vector<std::string>> node_bus_ids(MPI_Comm world, int* node_rank) {
+  const std::vector<std::string> mine = visible_bus_ids();
+  *node_rank = 0;
+  if (world == MPI_COMM_NULL) return {mine};
+  int rank = 0, size = 1;
+  LOCKSTEP_MPI_CHECK(MPI_Comm_rank(world, &rank));
+  MPI_Comm node = MPI_COMM_NULL;
+  LOCKSTEP_MPI_CHECK(MPI_Comm_split_type(world, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &node));
+  struct Free {
+    MPI_Comm* c;
+    ~Free() { MPI_Comm_free(c); }
+  } free_node{&node};
+  LOCKSTEP_MPI_CHECK(MPI_Comm_rank(node, node_rank));
+  LOCKSTEP_MPI_CHECK(MPI_Comm_size(node, &size));
+  const int n = int(mine.size());
+  const size_t processes = static_cast<size_t>(size);
+  std::vector<int> counts(processes), offsets(processes), chars(processes);
+  LOCKSTEP_MPI_CHECK(MPI_Allgather(&n, 1, MPI_INT, counts.data(), 1, MPI_INT, node));
+  int total = 0;
+  for (int p = 0; p < size; ++p) {
+    chars[size_t(p)] = counts[size_t(p)] * kBusIdChars;
+    offsets[size_t(p)] = total;
+    total += chars[size_t(p)];
+  }
+  std::vector<char> send(size_t(n) * kBusIdChars + 1, '\0'), all(size_t(total) + 1, '\0');
+  for (int d = 0; d < n; ++d) mine[size_t(d)].copy(send.data() + size_t(d) * kBusIdChars, kBusIdChars - 1);
+  LOCKSTEP_MPI_CHECK(MPI_Allgatherv(send.data(), n * kBusIdChars, MPI_CHAR, all.data(), chars.data(),
+                                    offsets.data(), MPI_CHAR, node));
+  std::vector<std::vector<std::string>> out(processes);
+  for (int p = 0; p < size; ++p) {
+    for (int d = 0; d < counts[size_t(p)]; ++d) {
+      out[size_t(p)].emplace_back(all.data() + offsets[size_t(p)] + d * kBusIdChars);
+    }
+  }
+  return out;
+}
+
+// The replicas' devices (src/gpu_mapping.h), after making sure no GPU of this node
+// goes to two processes: NCCL would refuse it later with a far vaguer message.
+std::vector<int> choose_devices(const Config& config, World& world, int local) {
+  int node_rank = 0;
+  const auto visible = node_bus_ids(world.mpi_comm, &node_rank);
+  const std::string dup = find_duplicate_gpu(used_bus_ids(visible, local, config.replicas_per_gpu));
+  if (!dup.empty()) {
+    throw ConfigError(config.where("strategy.local_replicas") + ": key 'strategy.local_replicas': " +
+                      dup + " (" + std::to_string(visible.size()) + " processes on this node), and "
+                      "NCCL cannot give one GPU to two processes; run at most one process per GPU "
+                      "on each node (or give each its own GPUs with CUDA_VISIBLE_DEVICES)");
+  }
+  return devices_for_process(visible, node_rank, local, config.replicas_per_gpu);
+}
+
 CudaGroup::CudaGroup(const Model& model, const Config& config, World& world, int local,
                      int64_t max_rows) {
-  const int count = visible_cuda_devices();
-  std::vector<int> devices;
-  for (int i = 0; i < local; ++i) {
-    devices.push_back(device_for_replica(world.info.local_rank, local, i, config.replicas_per_gpu, count));
-  }
+  const std::vector<int> devices = choose_devices(config, world, local);
   // Bind before anything else touches a device, so contexts land where they belong.
   cuda::set_device(devices[0]);
   const int64_t bucket = std::max<int64_t>(1, int64_t(config.bucket_mb * 1024.0 * 1024.0 / sizeof(float)));
@@ -524,10 +626,14 @@ CudaGroup::CudaGroup(const Model& model, const Config& config, World& world, int
   if (int64_t(local) * world.size() == 1) return;  // nothing to reduce
 #if defined(LOCKSTEP_HAVE_NCCL_GROUP)
   cuda::set_device(devices[0]);
-  nccl_ = std::make_unique<NcclGroup>(world.mpi_comm, devices);
+  // The user's comm settings (comm.timeout_s or the adaptive deadline, long phases,
+  // the grace after SIGTERM) apply to GPU collectives as to the CPU backends.
+  nccl_ = std::make_unique<NcclGroup>(world.mpi_comm, devices, comm_options(config));
   for (int i = 0; i < local; ++i) {
     nccl_->set_stream(i, replicas_[size_t(i)]->stream());
+    nccl_->set_deferred_wait(i, true);  // all-reduce overlaps backward (own-GPU replicas)
     replicas_[size_t(i)]->set_comm(&nccl_->member(i));
+    replicas_[size_t(i)]->set_group(nccl_.get(), i);
   }
 #else
   throw ConfigError(config.where("strategy.device") + ": key 'strategy.device': " + std::to_string(local * world.size()) +

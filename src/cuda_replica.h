@@ -18,11 +18,7 @@ namespace lockstep {
 bool use_cuda(const Config& config);
 // Visible CUDA devices; 0 in a build without CUDA or on a machine without a GPU.
 int visible_cuda_devices();
-// The device of local replica `index` of a process holding `local_replicas`:
-// (local_rank * local_replicas + index) / replicas_per_gpu % device_count, so the
-// processes of a node and their replicas fill the GPUs in order.
-int device_for_replica(int local_rank, int local_replicas, int index, int replicas_per_gpu,
-                       int device_count);
+// Which replica uses which GPU: src/gpu_mapping.h.
 
 // One replica's device state and step. Each call runs on the replica's thread
 // after bind_thread(); host arenas (Replica::params, the optimizer's slots) are

@@ -15,6 +15,7 @@
 #include "data/hdf5_dataset.h"
 #include "data/input.h"
 #include "kernels/cpu/ops.h"
+#include "kernels/cpu/fpenv.h"
 #include "src/config.h"
 #include "src/predict.h"
 #include "src/scale.h"
@@ -293,6 +294,8 @@ int main(int argc, char** argv) {
   } catch (const ConfigError& e) {
     return report_fatal(nullptr, "error", e.what(), kExitUsage);
   }
+  // The main thread computes too (predict, replica 0); train.flush_denormals.
+  cpu::set_flush_denormals(config.flush_denormals);
   if (*predict_cmd) {
     try {
       PredictArgs p{a.model, a.input, a.split, a.output, a.overwrite};

@@ -16,8 +16,10 @@
 #include "comm/hierarchical_communicator.h"
 #include "comm/local_communicator.h"
 #include "comm/placement.h"
+#include "kernels/cpu/fpenv.h"
 #include "kernels/cpu/ops.h"
 #include "src/cuda_replica.h"
+#include "src/gpu_mapping.h"
 #include "src/random.h"
 #include "src/signals.h"
 
@@ -34,7 +36,11 @@ double since(Clock::time_point t0) {
 // bitwise the same as reducing inline: same buckets, same order, same backend.
 class BucketWorker {
  public:
-  explicit BucketWorker(Communicator* comm) : comm_(comm), thread_([this] { loop(); }) {}
+  BucketWorker(Communicator* comm, bool flush_denormals)
+      : comm_(comm), thread_([this, flush_denormals] {
+          cpu::set_flush_denormals(flush_denormals);  // it sums gradients
+          loop();
+        }) {}
   ~BucketWorker() {
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -111,7 +117,10 @@ CommOptions comm_options(const Config& config) {
 
 int resolve_local_replicas(const Config& config, int processes, int processes_on_node) {
   if (config.local_replicas > 0) return config.local_replicas;
-  if (use_cuda(config)) return visible_cuda_devices() * config.replicas_per_gpu;
+  // GPUs: the node's processes split the visible GPUs (src/gpu_mapping.h).
+  if (use_cuda(config)) {
+    return auto_gpu_replicas(visible_cuda_devices(), processes_on_node, config.replicas_per_gpu);
+  }
   // This process's CPUs: its affinity mask when a launcher bound it to fewer
   // than the node has, else an equal share of the node among its processes.
   const int allowed = int(allowed_cpus().size());
@@ -162,17 +171,31 @@ MirroredStrategy::MirroredStrategy(const Model& model, const Config& config, Wor
       r->comm = &hier_group_->member(i);
     }
     r->params.assign(size_t(model.num_params()), 0.0f);
-    r->optimizer = std::make_unique<Optimizer>(config, model.num_params());
+    if (devices_ || i == 0) {  // device replicas keep their own slots on their GPU
+      r->optimizer = std::make_shared<Optimizer>(config, model.num_params());
+    } else {
+      r->optimizer = replicas_[0]->optimizer;
+    }
     if (devices_) {  // gradients and workspaces live on the device
       r->device = &devices_->replica(i);
     } else {
       r->grads.assign(size_t(model.num_params() + kExtras), 0.0f);
       r->model = std::make_unique<ReplicaModel>(model, max_rows);
-      if (config.overlap) r->worker = std::make_unique<BucketWorker>(r->comm);
+      if (config.overlap) {
+        r->worker = std::make_unique<BucketWorker>(r->comm, config.flush_denormals);
+      }
     }
     replicas_.push_back(std::move(r));
   }
   batches_.resize(size_t(local));
+  if (!devices_ && local > 1) {
+    // Shard boundaries on 16-float (64-byte) multiples: no two replicas write one line.
+    const int64_t n = model.num_params();
+    for (int i = 0; i < local; ++i) {
+      const auto edge = [&](int j) { return j == local ? n : (n * j / local) / 16 * 16; };
+      shards_.emplace_back(edge(i), edge(i + 1));
+    }
+  }
 }
 
 MirroredStrategy::~MirroredStrategy() = default;
@@ -192,6 +215,7 @@ void MirroredStrategy::run(const std::function<void(Replica&)>& fn) {
   const bool pin = pinning_fits(k, world_.info.local_size);
   auto body = [&](Replica& r) {
     const ThreadPin pinned(world_.info.local_rank * k + r.local_index, pin);
+    cpu::set_flush_denormals(config_.flush_denormals);  // train.flush_denormals
     try {
       if (r.device) r.device->bind_thread();
       fn(r);
@@ -217,23 +241,33 @@ void MirroredStrategy::run(const std::function<void(Replica&)>& fn) {
 }
 
 const ReplicaBatch* MirroredStrategy::fetch(Replica& r, DistributedInput& input) {
+  const auto t0 = Clock::now();
+  ++r.fetches;
+  ReplicaBatch& mine = batches_[size_t(r.local_index)];
+  if (input.replica_gather()) {  // its own batch sequence and rows: no one to wait for
+    const bool more = input.next_own(r.local_index, mine);
+    const auto t1 = Clock::now();
+    r.input_seconds += std::chrono::duration<double>(t1 - t0).count();
+    if (!more) return nullptr;
+    if (r.trace) r.trace->span("input wait", t0, t1);
+    return &mine;
+  }
   // has_batch_ alternates between two slots: after an empty fetch (end of
   // epoch) no collective follows, so replica 0 may already be writing the next
   // fetch's flag while another replica still reads this one.
-  const auto t0 = Clock::now();
-  const size_t slot = size_t(r.fetches++ & 1);
+  const size_t slot = size_t(r.fetches & 1);
   if (r.local_index == 0) has_batch_[slot] = input.next(batches_);
   r.local_comm->barrier();  // publishes batches_ and has_batch_ to the other replicas
-  if (!has_batch_[slot]) {
-    r.input_seconds += since(t0);
-    return nullptr;
-  }
-  ReplicaBatch& mine = batches_[size_t(r.local_index)];
-  if (input.replica_gather()) input.gather(r.local_index, mine);
   const auto t1 = Clock::now();
   r.input_seconds += std::chrono::duration<double>(t1 - t0).count();
+  if (!has_batch_[slot]) return nullptr;
   if (r.trace) r.trace->span("input wait", t0, t1);
   return &mine;
+}
+
+void MirroredStrategy::seek(Replica& r, DistributedInput& input, const InputPosition& position) {
+  if (r.local_index == 0) input.seek(position);
+  r.local_comm->barrier();
 }
 
 void MirroredStrategy::broadcast_initial_weights(Replica& r) {
@@ -336,18 +370,46 @@ StepResult MirroredStrategy::train_step(Replica& r, const ReplicaBatch& batch, f
   out.stop = extra[kStop] > 0.0f;
   // Every replica holds the same reduced gradient, so all decide alike. A finite
   // loss does not imply a finite gradient (an overflow in backward, a huge input).
+  const auto t_opt = Clock::now();
   out.finite_loss = std::isfinite(extra[kLossSum]);
   out.finite = out.finite_loss && cpu::all_finite(r.grads.data(), n);
-  if (out.finite) {  // a non-finite step changes nothing; the trainer stops or skips it
-    const auto to = Clock::now();
-    r.optimizer->apply(r.params.data(), r.grads.data(), 0, n, lr, r.updates);
-    ++r.updates;
-    const auto to1 = Clock::now();
-    r.optimizer_seconds += std::chrono::duration<double>(to1 - to).count();
-    if (r.trace) r.trace->span("optimizer", to, to1);
-  }
+  if (out.finite) update(r, lr);  // a non-finite step changes nothing; the trainer stops or skips it
+  const auto t_opt_end = Clock::now();
+  r.optimizer_seconds += std::chrono::duration<double>(t_opt_end - t_opt).count();
+  if (r.trace) r.trace->span("optimizer", t_opt, t_opt_end);
   r.step_seconds += since(t0);
   return out;
+}
+
+void MirroredStrategy::update(Replica& r, float lr) {
+  if (shards_.empty()) {
+    r.optimizer->apply(r.params.data(), r.grads.data(), 0, model_.num_params(), lr, r.updates);
+    ++r.updates;
+    return;
+  }
+  // Every local replica has passed the last bucket's all-reduce, so no one reads
+  // params now; the barrier after the writes keeps the next forward from
+  // starting on a half-updated arena.
+  const auto [begin, end] = shards_[size_t(r.local_index)];
+  r.optimizer->apply(r.params.data(), r.grads.data(), begin, end, lr, r.updates);
+  const size_t bytes = size_t(end - begin) * sizeof(float);
+  for (const auto& peer : replicas_) {
+    if (peer.get() != &r) std::memcpy(peer->params.data() + begin, r.params.data() + begin, bytes);
+  }
+  ++r.updates;
+  r.local_comm->barrier();
+}
+
+void MirroredStrategy::broadcast_optimizer_state(Replica& r) {
+  if (shards_.empty()) {
+    for (auto& [name, slot] : r.optimizer->slots()) r.comm->broadcast(slot->data(), slot->size(), 0);
+    return;
+  }
+  // One Optimizer per process: its local replica 0 takes rank 0's slots.
+  if (r.local_index == 0) {
+    for (auto& [name, slot] : r.optimizer->slots()) world_.comm->broadcast(slot->data(), slot->size(), 0);
+  }
+  r.local_comm->barrier();
 }
 
 void MirroredStrategy::check_in_sync(Replica& r) {

@@ -40,7 +40,10 @@ struct Replica {
   Communicator* comm = nullptr;        // all replicas in sync
   Communicator* local_comm = nullptr;  // the replicas of this process
   std::vector<float> params, grads;
-  std::unique_ptr<Optimizer> optimizer;
+  // The optimizer's slots. CPU replicas of one process share one Optimizer (its
+  // slots are the same on every replica, so one copy serves), and each updates
+  // its own shard of the arena in every replica's params (MirroredStrategy::update).
+  std::shared_ptr<Optimizer> optimizer;
   std::unique_ptr<ReplicaModel> model;
   std::unique_ptr<BucketWorker> worker;  // strategy.overlap: reduces buckets during backward
   // strategy.device cuda: the replica's state and step on its GPU, with params and
@@ -50,9 +53,9 @@ struct Replica {
   int64_t fetches = 0;                 // MirroredStrategy::fetch calls
   // Where this replica's time went (seconds): waiting for input (fetch, which
   // includes waiting for the other local replicas), inside gradient
-  // collectives, the optimizer, and the whole train_step (compute = step -
-  // comm - optimizer).
-  double input_seconds = 0, comm_seconds = 0, step_seconds = 0, optimizer_seconds = 0;
+  // collectives, the finite check and optimizer update, and the whole
+  // train_step (forward and backward = step - comm - optimizer).
+  double input_seconds = 0, comm_seconds = 0, optimizer_seconds = 0, step_seconds = 0;
   // --trace: this replica's track while the current step is traced, else
   // nullptr (the whole cost of tracing off); the trainer sets it per step.
   TraceTrack* trace = nullptr;
@@ -87,14 +90,21 @@ class MirroredStrategy {
   // is failed, so no replica waits forever for one that threw.
   void run(const std::function<void(Replica&)>& fn);
 
-  // The next global batch from `input`: local replica 0 advances the pipeline,
-  // then all local replicas meet, and each gets its slice (with replica_gather
-  // each then reads its own rows, all at once). nullptr at the end of
-  // the epoch (the next call starts the next epoch). A slice stays valid until
-  // the next fetch; a loop that runs no collective per batch (evaluation) must
-  // call release() before fetching again.
+  // The next global batch from `input`, this replica's slice of it; nullptr at
+  // the end of the epoch (the next call starts the next epoch). With
+  // replica_gather each replica walks its own copy of the batch sequence and
+  // reads its own rows, meeting no one; otherwise local replica 0 takes the
+  // batch from the pipeline and all local replicas meet before reading their
+  // slices. A slice stays valid until this replica's next fetch; a loop that runs
+  // no collective per batch (evaluation) must call release() before fetching
+  // again (the shared pipeline reuses its buffers).
   const ReplicaBatch* fetch(Replica& r, DistributedInput& input);
-  void release(Replica& r) { r.local_comm->barrier(); }
+  // Positions `input` (start of training, a resume, each evaluation): local
+  // replica 0 seeks, then the local replicas meet, so none fetches before.
+  void seek(Replica& r, DistributedInput& input, const InputPosition& position);
+  void release(Replica& r, const DistributedInput& input) {
+    if (!input.replica_gather()) r.local_comm->barrier();
+  }
 
   // Start of training: every replica gets rank 0 replica 0's initial weights.
   void broadcast_initial_weights(Replica& r);
@@ -105,6 +115,9 @@ class MirroredStrategy {
   // loss or reduced gradient skips the update on every replica alike.
   StepResult train_step(Replica& r, const ReplicaBatch& batch, float lr, uint64_t step_seed,
                         bool stop_requested = false);
+  // Rank 0's optimizer slots to every replica, after local replica 0 of rank 0
+  // wrote them (a resume). Shared slots travel once per process.
+  void broadcast_optimizer_state(Replica& r);
   // Throws if any replica's weights differ from replica 0's, naming it.
   void check_in_sync(Replica& r);
   // Forward only: loss sum and correct count of this replica's slice.
@@ -119,7 +132,13 @@ class MirroredStrategy {
 
  private:
   void reduce_range(Replica& r, int64_t begin, int64_t end);
+  void update(Replica& r, float lr);
 
+  // CPU replicas of this process share one Optimizer and split the update: each
+  // applies it to its shard [begin, end) of the arena and writes the result into
+  // every local replica's params (the same values, bitwise, as a full update on
+  // each). shards_[i] is local replica i's shard; empty when not sharded.
+  std::vector<std::pair<int64_t, int64_t>> shards_;
   const Model& model_;
   const Config& config_;
   World& world_;
@@ -132,8 +151,9 @@ class MirroredStrategy {
   std::vector<std::unique_ptr<Replica>> replicas_;
 };
 
-// Resolves strategy.local_replicas. 0 = auto: with strategy.device cuda all
-// visible GPUs x strategy.replicas_per_gpu; on the CPU one replica per CPU of
+// Resolves strategy.local_replicas. 0 = auto: with strategy.device cuda this
+// process's share of the node's visible GPUs (src/gpu_mapping.h) x
+// strategy.replicas_per_gpu; on the CPU one replica per CPU of
 // this process (its affinity mask if a launcher bound it, else its share of the
 // node among processes_on_node), lowered to the largest count that divides
 // train.batch_size evenly over `processes` processes.

@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "comm/deadline.h"
+#include "kernels/cpu/fpenv.h"
 #include "kernels/cpu/ops.h"
 #include "src/cuda_replica.h"
 #include "src/metrics.h"
@@ -114,6 +115,7 @@ void Trainer::build(int64_t max_rows_hint) {
   in.drop_remainder = c.drop_remainder;
   in.prefetch = c.data_prefetch;
   in.replica_gather = resolve_gather(c, local, world_.info.local_size, *train_source_);
+  in.on_thread_start = [flush = c.flush_denormals] { cpu::set_flush_denormals(flush); };
   train_input_ = std::make_unique<DistributedInput>(train_source_, in);
   InputOptions ev = in;
   ev.global_batch = c.eval_batch_size;
@@ -187,7 +189,7 @@ void Trainer::print_plan() const {
               world_.size() > 1 ? ("; between processes: " + world_.comm->describe()).c_str() : "");
   if (auto_replicas_) {
     std::printf("strategy.local_replicas auto -> %d per process (%s)\n", strategy_->local_replicas(),
-                use_cuda(c) ? "visible GPUs x strategy.replicas_per_gpu"
+                use_cuda(c) ? "its share of the node's GPUs x strategy.replicas_per_gpu"
                             : "one per CPU of the process, the most that divide the global batch");
   }
   if (const std::string d = strategy_->device_plan(); !d.empty()) std::printf("%s\n", d.c_str());
@@ -277,7 +279,7 @@ Throughput Trainer::measure(int64_t warmup, int64_t steps) {
   out.gradient_bytes = (model_->num_params() + kExtras) * int64_t(sizeof(float));
   strategy_->run([&](Replica& r) {
     strategy_->broadcast_initial_weights(r);
-    if (r.local_index == 0) train_input_->seek(InputPosition{});
+    strategy_->seek(r, *train_input_, InputPosition{});
     const bool timing = r.local_index == 0;
     StepTimes times;
     if (timing) times.begin_epoch(steps);
@@ -322,14 +324,14 @@ Trainer::Position Trainer::start_state(Replica& r) {
   }
   if (r.local_index == 0 && resume_) r.params = resume_->params;
   r.comm->broadcast(r.params.data(), r.params.size(), 0);
-  for (auto& [name, slot] : r.optimizer->slots()) {
-    if (r.local_index == 0 && resume_) {
+  if (r.local_index == 0 && resume_) {
+    for (auto& [name, slot] : r.optimizer->slots()) {
       for (const auto& [saved_name, data] : resume_->slots) {
         if (saved_name == name) *slot = data;
       }
     }
-    r.comm->broadcast(slot->data(), slot->size(), 0);
   }
+  strategy_->broadcast_optimizer_state(r);
   r.updates = head[1];
   Position p;
   p.epoch = head[2];
@@ -344,7 +346,7 @@ void Trainer::replica_fit(Replica& r) {
   Position pos = start_state(r);
   if (tracer_) tracer_->start_at(pos.global_step);
   strategy_->to_device(r);  // device replicas: the weights and slots just set on the host
-  if (r.local_index == 0) train_input_->seek(InputPosition{pos.epoch, pos.step_in_epoch});
+  strategy_->seek(r, *train_input_, InputPosition{pos.epoch, pos.step_in_epoch});
   if (pos.epoch >= config_.epochs) {
     // Resumed from the end of training: nothing to train, but the final record
     // and the saved model still report the model's real test result.
@@ -581,13 +583,13 @@ std::chrono::milliseconds Trainer::evaluation_budget() const {
 EvalResult Trainer::evaluate(Replica& r, DistributedInput& input) {
   const auto t0 = Clock::now();
   const LongPhase phase("evaluation", evaluation_budget());  // slices may be uneven
-  if (r.local_index == 0) input.seek(InputPosition{});
+  strategy_->seek(r, input, InputPosition{});
   MetricSums sums;
   for (;;) {
     const ReplicaBatch* batch = strategy_->fetch(r, input);
     if (!batch) break;
     sums.add(strategy_->evaluate(r, *batch));
-    strategy_->release(r);  // no collective per batch: wait before replica 0 refills
+    strategy_->release(r, input);  // no collective per batch: wait before replica 0 refills
   }
   const MetricSums total = all_reduce(r, sums);
   if (r.local_index == 0) {

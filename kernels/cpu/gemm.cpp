@@ -1,6 +1,7 @@
-// GEMM for the CPU replicas: OpenBLAS (cblas_sgemm, pinned to one thread because
-// each replica thread owns a core) when LOCKSTEP_HAVE_BLAS, else Eigen on strided
-// Maps of the caller's buffers (no temporaries, no per-call allocation).
+// GEMM for the CPU replicas, one thread per call because each replica thread owns
+// a core: oneDNN's sgemm (JIT kernels for the exact shapes) when LOCKSTEP_HAVE_DNNL,
+// else OpenBLAS (cblas_sgemm) when LOCKSTEP_HAVE_BLAS, else Eigen on strided Maps
+// of the caller's buffers (no temporaries, no per-call allocation).
 #include "kernels/cpu/ops.h"
 
 #include <algorithm>
@@ -9,7 +10,11 @@
 
 #include <Eigen/Core>
 
-#if defined(LOCKSTEP_HAVE_BLAS)
+#if defined(LOCKSTEP_HAVE_DNNL)
+#include <oneapi/dnnl/dnnl.h>
+// oneDNN parallelises a GEMM with the OpenMP threads of its caller (libgomp).
+extern "C" void omp_set_num_threads(int);
+#elif defined(LOCKSTEP_HAVE_BLAS)
 #include <cblas.h>
 #endif
 
@@ -70,7 +75,9 @@ void gemm_eigen(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, flo
 }
 
 const char* gemm_backend() {
-#if defined(LOCKSTEP_HAVE_BLAS)
+#if defined(LOCKSTEP_HAVE_DNNL)
+  return "onednn";
+#elif defined(LOCKSTEP_HAVE_BLAS)
   return "openblas";
 #else
   return "eigen";
@@ -78,7 +85,9 @@ const char* gemm_backend() {
 }
 
 void init_kernels() {
-#if defined(LOCKSTEP_HAVE_BLAS)
+#if defined(LOCKSTEP_HAVE_DNNL)
+  omp_set_num_threads(1);
+#elif defined(LOCKSTEP_HAVE_BLAS)
   openblas_set_num_threads(1);
 #endif
   Eigen::initParallel();  // Eigen's cached blocking sizes, set before replica threads start
@@ -94,7 +103,18 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
     scale_c(c, m, n, ldc, beta);
     return;
   }
-#if defined(LOCKSTEP_HAVE_BLAS)
+#if defined(LOCKSTEP_HAVE_DNNL)
+  // OpenMP's thread count is per thread: each caller asks for one, once.
+  static thread_local const bool one_thread = (omp_set_num_threads(1), true);
+  (void)one_thread;
+  const dnnl_status_t st = dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', m, n, k, alpha, a, lda,
+                                      b, ldb, beta, c, ldc);
+  if (st != dnnl_success) {
+    throw std::runtime_error("lockstep::cpu::gemm: oneDNN sgemm failed (status " + std::to_string(int(st)) +
+                             ") for m=" + std::to_string(m) + " n=" + std::to_string(n) +
+                             " k=" + std::to_string(k));
+  }
+#elif defined(LOCKSTEP_HAVE_BLAS)
   cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
               trans_b ? CblasTrans : CblasNoTrans, static_cast<blasint>(m),
               static_cast<blasint>(n), static_cast<blasint>(k), alpha, a,

@@ -39,7 +39,13 @@ CudaContextOwner::CudaContextOwner(GemmMath math)
   ctx_.partial_sums = sums_.data();
   ctx_.partial_counts = counts_.data();
   LOCKSTEP_CUBLAS_CHECK(cublasCreate(&ctx_.cublas));
-  LOCKSTEP_CUBLAS_CHECK(cublasSetStream(ctx_.cublas, ctx_.stream));
+  // A throwing constructor runs no destructor: release the handle on this path.
+  const cublasStatus_t st = cublasSetStream(ctx_.cublas, ctx_.stream);
+  if (st != CUBLAS_STATUS_SUCCESS) {
+    cublasDestroy(ctx_.cublas);
+    ctx_.cublas = nullptr;
+    throw_cublas_error(st, "cublasSetStream(ctx_.cublas, ctx_.stream)", __FILE__, __LINE__);
+  }
 }
 
 CudaContextOwner::~CudaContextOwner() {

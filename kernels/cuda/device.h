@@ -115,10 +115,18 @@ class DeviceBuffer {
   T* data() { return ptr_; }
   const T* data() const { return ptr_; }
   size_t size() const { return n_; }
+  // Synchronous by contract, whatever streams the caller uses: a blocking
+  // cudaMemcpy runs on the legacy stream, which does not order with non-blocking
+  // streams (every lockstep stream). So upload() returns only when the data is on
+  // the device for every later launch, and download() first waits for all work
+  // already enqueued on the device (this device, all streams). For tests, tools and
+  // set-up; the step itself stages through its own stream.
   void upload(const T* host, size_t n) {
     LOCKSTEP_CUDA_CHECK(cudaMemcpy(ptr_, host, n * sizeof(T), cudaMemcpyHostToDevice));
+    LOCKSTEP_CUDA_CHECK(cudaDeviceSynchronize());
   }
   void download(T* host, size_t n) const {
+    LOCKSTEP_CUDA_CHECK(cudaDeviceSynchronize());
     LOCKSTEP_CUDA_CHECK(cudaMemcpy(host, ptr_, n * sizeof(T), cudaMemcpyDeviceToHost));
   }
 

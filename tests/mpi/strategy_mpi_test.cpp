@@ -40,6 +40,22 @@ TEST(StrategyMpi, RanksAndMixedReplicasAgreeWithOneReplica) {
   }
 }
 
+// N ranks of one replica each update the whole arena on every rank; N replica
+// threads of one process share one optimizer and each updates a shard of every
+// replica's arena. Same reduction order, elementwise update: the same bits.
+TEST(StrategyMpi, RanksAndReplicaThreadsGiveBitwiseTheSameWeights) {
+  MpiWorld mpi;
+  for (OptimizerKind opt : {OptimizerKind::kSgd, OptimizerKind::kAdam}) {
+    const auto ranks = testing::train_synthetic(mpi.world, {1, opt, 250, 2, 0.25f});
+    if (mpi.world.rank() != 0) continue;
+    testing::SingleWorld single;
+    const auto threads = testing::train_synthetic(single.world, {mpi.world.size(), opt, 250, 2, 0.25f});
+    EXPECT_EQ(0, std::memcmp(ranks.params.data(), threads.params.data(), ranks.params.size() * 4))
+        << mpi.world.size() << " ranks against " << mpi.world.size() << " threads, " << optimizer_name(opt)
+        << ": worst relative difference " << testing::worst_relative_difference(ranks.params, threads.params);
+  }
+}
+
 TEST(StrategyMpi, SameLayoutTwiceIsBitwiseEqual) {
   MpiWorld mpi;
   const auto a = testing::train_synthetic(mpi.world, {2, OptimizerKind::kAdam, 250, 2, 0.25f});

@@ -172,10 +172,9 @@ TEST(DataDistributed, SampleBaseNumbersEveryGlobalBatch) {
 
 TEST(DataDistributed, ResumeFromPositionContinuesIdentically) {
   auto src = numbered_rows(77);
-  // Replica 1's rows of the next batch (read by replica 1 itself with replica_gather).
+  // Replica 1's rows of the next batch (with replica_gather from its own stream).
   auto next_slice = [](DistributedInput& input, std::vector<ReplicaBatch>& out) {
     if (!input.next(out)) return std::vector<int64_t>{-1};
-    if (input.replica_gather()) input.gather(1, out[1]);
     return row_ids(out[1]);
   };
   for (int mode : {0, 1, 2}) {  // no prefetch, prefetch 2, replicas read their own rows
@@ -275,25 +274,27 @@ class OneReaderSource : public Source {
   mutable std::atomic<bool> overlapped_{false};
 };
 
-// Every slice of `epochs` epochs, each replica reading its own rows on its own
-// thread at once (as MirroredStrategy::fetch does), as row ids.
+// Every slice of `epochs` epochs, each replica walking its own batch sequence
+// and reading its own rows on its own thread, with no meeting between them (as
+// MirroredStrategy::fetch does), as row ids in the order of the shared pipeline.
 std::vector<std::vector<int64_t>> gathered_slices(const std::shared_ptr<Source>& src, InputOptions o,
                                                   int epochs) {
   o.replica_gather = true;
   DistributedInput input(src, o);
   EXPECT_TRUE(input.replica_gather());
-  std::vector<std::vector<int64_t>> slices;
-  std::vector<ReplicaBatch> out;
-  for (int e = 0; e < epochs; ++e) {
-    while (input.next(out)) {
-      for (const ReplicaBatch& b : out) EXPECT_EQ(b.x, nullptr) << "next() read rows itself";
-      std::vector<std::thread> readers;
-      for (int i = 0; i < o.local_replicas; ++i)
-        readers.emplace_back([&, i] { input.gather(i, out[size_t(i)]); });
-      for (auto& t : readers) t.join();
-      for (const ReplicaBatch& b : out) slices.push_back(row_ids(b));
-    }
+  std::vector<std::vector<std::vector<int64_t>>> per(size_t(o.local_replicas));
+  std::vector<std::thread> readers;
+  for (int i = 0; i < o.local_replicas; ++i) {
+    readers.emplace_back([&, i] {
+      ReplicaBatch b;
+      for (int e = 0; e < epochs; ++e)
+        while (input.next_own(i, b)) per[size_t(i)].push_back(row_ids(b));
+    });
   }
+  for (auto& t : readers) t.join();
+  std::vector<std::vector<int64_t>> slices;
+  for (size_t step = 0; step < per[0].size(); ++step)
+    for (const auto& mine : per) slices.push_back(step < mine.size() ? mine[step] : std::vector<int64_t>{-1});
   return slices;
 }
 
@@ -339,7 +340,7 @@ TEST(DataDistributed, ReplicaGatherOverASerialSourceReadsOneAtATime) {
   EXPECT_FALSE(serial->overlapped());
 }
 
-TEST(DataDistributed, GatherOutsideReplicaGatherIsAnError) {
+TEST(DataDistributed, NextOwnOutsideReplicaGatherIsAnError) {
   auto src = numbered_rows(32);
   InputOptions o;
   o.global_batch = 8;
@@ -348,14 +349,12 @@ TEST(DataDistributed, GatherOutsideReplicaGatherIsAnError) {
   DistributedInput threaded(src, o);
   std::vector<ReplicaBatch> out;
   ASSERT_TRUE(threaded.next(out));
-  EXPECT_THROW(threaded.gather(0, out[0]), DataError);
+  EXPECT_THROW(threaded.next_own(0, out[0]), DataError);
   o.replica_gather = true;
   DistributedInput own(src, o);
-  ASSERT_TRUE(own.next(out));
-  EXPECT_THROW(own.gather(2, out[0]), DataError);  // only local replicas 0 and 1
-  ReplicaBatch outside = out[1];
-  outside.rows = 9;  // more rows than the batch holds
-  EXPECT_THROW(own.gather(1, outside), DataError);
+  EXPECT_THROW(own.next_own(2, out[0]), DataError);  // only local replicas 0 and 1
+  EXPECT_THROW(own.next_own(-1, out[0]), DataError);
+  EXPECT_TRUE(own.next_own(1, out[1]));
 }
 
 }  // namespace

@@ -1,0 +1,191 @@
+#!/usr/bin/env python3
+"""The job users run, timed as they run it: configs/fashion_mnist_mlp.yaml on the
+Fashion-MNIST HDF5 file for full epochs (build/lockstep train, as launch/run.sh
+does), alternated in rounds with the peers on the same data and hyper-parameters:
+PyTorch (Debian's python3-torch; eager on the same threads, DDP with gloo),
+TensorFlow/Keras with MirroredStrategy over N logical CPUs, and JAX + optax (a
+jitted step per batch, and an epoch under lax.scan); TensorFlow and JAX come from
+PyPI into the venv of launch/pyenv.sh and are skipped, saying so, where pip
+cannot install them.
+
+Each run's number is the median of its epochs 2..N (epoch 1 holds start-up and
+compilation); each comparison is the median over rounds of the per-round ratio.
+The spread is the slowest epoch over the fastest, epochs 2..N. Prints the CPU
+model and ISA first.
+
+  /usr/bin/python3 bench/real_job.py [--epochs 5] [--rounds 3] [--peers torch,ddp,tf,jax]
+                                     [--scaling] [--json OUT.json]
+"""
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+LOCKSTEP = os.path.join(ROOT, "build", "lockstep")
+CONFIG = os.path.join(ROOT, "configs", "fashion_mnist_mlp.yaml")
+MPI_ENV = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
+
+
+def cpu_description():
+    model, flags = platform.processor(), set()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name") and model in ("", "x86_64"):
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    isa = [f for f in ("avx512f", "avx512_bf16", "amx_tile", "avx2", "fma") if f in flags]
+    return f"{model} ({os.cpu_count()} CPUs; {' '.join(isa) or 'no AVX'})"
+
+
+def steady(rates):
+    """Median and spread (slowest/fastest) of epochs 2..N."""
+    tail = rates[1:] if len(rates) > 1 else rates
+    return statistics.median(tail), max(tail) / min(tail)
+
+
+def run_lockstep(data, epochs, sets, ranks=1):
+    with tempfile.TemporaryDirectory() as tmp:
+        metrics = os.path.join(tmp, "m.jsonl")
+        cmd = [LOCKSTEP, "train", CONFIG, "--set", f"data.path={data}", "--set", f"train.epochs={epochs}",
+               "--set", "train.progress=false", "--set", f"output.dir={tmp}/out",
+               "--set", "output.save_model=false", "--set", "checkpoint.every_epoch=false",
+               "--metrics-out", metrics]
+        for s in sets:
+            cmd += ["--set", s]
+        if ranks > 1:
+            cmd = ["mpirun", "--oversubscribe", "-np", str(ranks), "--bind-to", "none"] + cmd
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=dict(os.environ, **MPI_ENV))
+        recs = [json.loads(line) for line in open(metrics)]
+        return [r["samples_per_sec"] for r in recs if "final" not in r]
+
+
+def run_peer(python, script, args, env=None):
+    out = subprocess.run([python, os.path.join(HERE, "peers", script)] + args, check=True,
+                         capture_output=True, text=True, env=dict(os.environ, **(env or {})))
+    return json.loads(out.stdout.strip().splitlines()[-1])["epoch_samples_per_sec"]
+
+
+def venv_python(packages):
+    try:
+        out = subprocess.run([os.path.join(ROOT, "launch", "pyenv.sh")] + packages, check=True,
+                             capture_output=True, text=True)
+        return out.stdout.strip().splitlines()[-1]
+    except subprocess.CalledProcessError as e:
+        print(f"# SKIPPED {' '.join(packages)}: {e.stderr.strip().splitlines()[-1] if e.stderr else e}")
+        return None
+
+
+def jobs(args, threads):
+    """(name, thunk) for every run of a round; lockstep's first."""
+    d, e = args.data, args.epochs
+    one = {"OMP_NUM_THREADS": "1"}
+    t = str(threads)
+    out = [
+        ("lockstep", lambda: run_lockstep(d, e, [])),
+        ("lockstep 1 replica", lambda: run_lockstep(d, e, ["strategy.local_replicas=1"])),
+    ]
+    if "torch" in args.peers:
+        torch_py = "/usr/bin/python3"
+        out += [(f"pytorch {t} threads", lambda: run_peer(torch_py, "torch_job.py",
+                                                          ["--data", d, "--epochs", str(e), "--threads", t],
+                                                          {"OMP_NUM_THREADS": t})),
+                ("pytorch 1 thread", lambda: run_peer(torch_py, "torch_job.py",
+                                                      ["--data", d, "--epochs", str(e), "--threads", "1"], one))]
+    if "ddp" in args.peers:
+        out.append((f"pytorch ddp {t}x1", lambda: run_peer("/usr/bin/python3", "torch_job.py",
+                                                            ["--data", d, "--epochs", str(e), "--ddp", t], one)))
+    if "tf" in args.peers and args.tf_python:
+        out.append((f"tensorflow mirrored {t} cpus", lambda: run_peer(
+            args.tf_python, "tf_job.py", ["--data", d, "--epochs", str(e), "--devices", t, "--threads", t])))
+    if "jax" in args.peers and args.jax_python:
+        out += [("jax jit step", lambda: run_peer(args.jax_python, "jax_job.py", ["--data", d, "--epochs", str(e)])),
+                ("jax scan epoch", lambda: run_peer(args.jax_python, "jax_job.py",
+                                                    ["--data", d, "--epochs", str(e), "--scan"]))]
+    if args.scaling:
+        out += [("lockstep 2 threads batch 128", lambda: run_lockstep(
+                    d, e, ["strategy.local_replicas=2", "train.batch_size=128"])),
+                ("lockstep 2 ranks", lambda: run_lockstep(d, e, ["strategy.local_replicas=1"], ranks=2))]
+        if "ddp" not in args.peers:
+            out.append(("pytorch ddp 2x1", lambda: run_peer("/usr/bin/python3", "torch_job.py",
+                                                            ["--data", d, "--epochs", str(e), "--ddp", "2"], one)))
+    return out
+
+
+# (numerator, denominator, target) of the ratios reported; missing runs are skipped.
+def comparisons(threads):
+    t = str(threads)
+    rows = [("lockstep", f"pytorch {t} threads", 4.0),
+            ("lockstep 1 replica", "pytorch 1 thread", 3.5),
+            ("lockstep", "jax jit step", None), ("lockstep", "jax scan epoch", None),
+            ("lockstep", f"tensorflow mirrored {t} cpus", 30.0),
+            ("lockstep", "lockstep 1 replica", 1.6),
+            ("lockstep 2 threads batch 128", "lockstep 1 replica", 1.9),
+            ("lockstep 2 ranks", "lockstep", 0.9),
+            ("lockstep", f"pytorch ddp {t}x1", 8.0),
+            ("lockstep", "pytorch ddp 2x1", 8.0)]
+    return list(dict.fromkeys(rows))  # one row each (ddp at 2 may be named twice)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=os.path.join(ROOT, "datasets", "fashion_mnist.h5"))
+    ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--peers", default="torch,ddp,tf,jax", help="comma list of torch, ddp, tf, jax")
+    ap.add_argument("--scaling", action="store_true", help="also 2 threads at batch 128 (weak) and 2 ranks")
+    ap.add_argument("--json", help="write every run's per-epoch rates and the ratios here")
+    args = ap.parse_args()
+    args.peers = set(filter(None, args.peers.split(",")))
+    if not os.path.exists(LOCKSTEP):
+        sys.exit(f"real_job: {LOCKSTEP} is missing: build first (launch/setup.sh)")
+    if not os.path.exists(args.data):
+        sys.exit(f"real_job: {args.data} is missing: make it with "
+                 "build/lockstep convert idx --dir /usr/share/datasets/fashion-mnist --out " + args.data)
+    if args.scaling and not shutil.which("mpirun"):
+        sys.exit("real_job: --scaling runs 2 ranks and needs mpirun (apt-get install openmpi-bin)")
+    args.tf_python = venv_python(["tensorflow-cpu", "h5py"]) if "tf" in args.peers else None
+    args.jax_python = venv_python(["jax", "optax", "h5py"]) if "jax" in args.peers else None
+    threads = os.cpu_count()
+    print(f"# CPU: {cpu_description()}")
+    print(f"# job: {os.path.relpath(CONFIG, ROOT)} on {os.path.relpath(args.data, ROOT)}, {args.epochs} epochs, "
+          f"{args.rounds} alternating rounds; samples/s = median of epochs 2..{args.epochs} of a run")
+    runs = {}
+    for rnd in range(args.rounds):
+        for name, thunk in jobs(args, threads):
+            rates = thunk()
+            runs.setdefault(name, []).append(rates)
+            med, spread = steady(rates)
+            print(f"  round {rnd + 1}  {name:32s} {med:12.0f} samples/s  spread {spread:5.2f}  "
+                  f"epochs {' '.join(f'{r:.0f}' for r in rates)}", flush=True)
+    print(f"\n#{'run':>33s} {'samples/s':>12s} {'spread':>8s}\n#{'':>33s} {'(median)':>12s} {'(max)':>8s}")
+    for name, all_rates in runs.items():
+        meds = [steady(r)[0] for r in all_rates]
+        print(f" {name:>33s} {statistics.median(meds):12.0f} {max(steady(r)[1] for r in all_rates):8.2f}")
+    print(f"\n#{'ratio':>58s} {'median':>8s} {'rounds':>20s} {'target':>7s}")
+    ratios = []
+    for num, den, target in comparisons(threads):
+        if num not in runs or den not in runs:
+            continue
+        per = [steady(a)[0] / steady(b)[0] for a, b in zip(runs[num], runs[den])]
+        med = statistics.median(per)
+        ok = "" if target is None else ("  met" if med >= target else "  MISSED")
+        print(f" {num + ' / ' + den:>58s} {med:8.2f} {' '.join(f'{p:.2f}' for p in per):>20s} "
+              f"{'' if target is None else f'{target:.1f}':>7s}{ok}")
+        ratios.append({"numerator": num, "denominator": den, "median": med, "rounds": per, "target": target})
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"cpu": cpu_description(), "epochs": args.epochs, "runs": runs, "ratios": ratios}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
