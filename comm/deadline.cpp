@@ -6,10 +6,14 @@
 
 #include "comm/fault_injection.h"
 
+#include <signal.h>
+#include <time.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <mutex>
+#include <thread>
 #include <vector>
 
 namespace lockstep {
@@ -141,6 +145,92 @@ WaitBudget DeadlineClock::start() {
     out.phase = r.name;
   }
   return out;
+}
+
+// ---- freezes of the whole process ----
+namespace {
+
+using Steady = std::chrono::steady_clock;
+constexpr auto kTick = std::chrono::milliseconds(100);
+constexpr int64_t kFrozenGapNs = 1000000000;  // 1 s without a tick
+
+// A gap alone could be a starved process on a crowded machine; a freeze also
+// ends with SIGCONT. Both must be seen.
+struct FreezeLog {
+  std::atomic<int64_t> last_tick{0};  // steady ns of the ticker's latest stamp
+  std::atomic<int64_t> gap_start{0};  // the latest gap of more than a second
+  std::atomic<int64_t> gap_end{0};
+  std::atomic<int64_t> continued{0};  // steady ns of the latest SIGCONT
+};
+
+FreezeLog& freeze_log() {
+  static FreezeLog log;
+  return log;
+}
+
+int64_t now_ns() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);  // async-signal-safe; what steady_clock reads on Linux
+  return int64_t(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
+int64_t to_ns(Steady::time_point t) {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+}
+
+void on_sigcont(int) { freeze_log().continued.store(now_ns()); }
+
+}  // namespace
+
+void watch_for_freezes() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    FreezeLog& log = freeze_log();
+    log.last_tick.store(now_ns());
+    struct sigaction sa {};
+    sa.sa_handler = on_sigcont;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGCONT, &sa, nullptr);
+    std::thread([&log] {
+      for (;;) {
+        std::this_thread::sleep_for(kTick);
+        const int64_t now = now_ns();
+        const int64_t last = log.last_tick.load();
+        if (now - last > kFrozenGapNs) {
+          log.gap_start.store(last);
+          log.gap_end.store(now);
+        }
+        log.last_tick.store(now);
+      }
+    }).detach();
+  });
+}
+
+double frozen_seconds_since(Steady::time_point since) {
+  FreezeLog& log = freeze_log();
+  const int64_t tick = log.last_tick.load();
+  if (tick == 0) return 0.0;  // not watching
+  const int64_t now = now_ns(), continued = log.continued.load();
+  // Resumed a moment ago: the ticker has not run since, but its stamp is old.
+  if (now - tick > kFrozenGapNs + 2 * std::chrono::nanoseconds(kTick).count() && continued > tick) {
+    return double(now - tick) / 1e9;
+  }
+  const int64_t start = log.gap_start.load(), end = log.gap_end.load();
+  if (end >= to_ns(since) && continued > start) return double(end - start) / 1e9;
+  return 0.0;
+}
+
+std::string freeze_report(Steady::time_point since) {
+  const double s = frozen_seconds_since(since);
+  if (s <= 0.0) return "";
+  char text[320];
+  std::snprintf(text, sizeof text,
+                "this process was stopped for %.1f s (SIGSTOP or SIGTSTP, or a suspended host) just before "
+                "or while it waited, long enough for its peers' deadline to pass: they have named this rank "
+                "and given up on it, so the peers are not to blame (hint: never stop a rank of a running job; "
+                "restart it with --resume auto)", s);
+  return text;
 }
 
 }  // namespace lockstep

@@ -68,4 +68,18 @@ class DeadlineClock {
   int window_fill_ = 0;
 };
 
+// Whether this whole process was stopped (SIGSTOP, SIGTSTP, a suspended host or
+// VM) and resumed: a ticker thread stamps the steady clock every 100 ms, and a
+// gap of more than a second between stamps means no thread of the process ran.
+// A rank that was frozen long enough for its peers to give up on it must say
+// so, not blame the peers that waited (they already named it). Started by the
+// MPI backends; idempotent and thread safe.
+void watch_for_freezes();
+// Seconds of the longest freeze of this process that ended at or after `since`
+// (including one still being noticed now); 0 when there was none.
+double frozen_seconds_since(std::chrono::steady_clock::time_point since);
+// The sentence a stuck-peer report gives instead when this process was frozen:
+// "this process was stopped for 5.1 s (...)", or "" when it was not.
+std::string freeze_report(std::chrono::steady_clock::time_point since);
+
 }  // namespace lockstep

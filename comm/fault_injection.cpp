@@ -6,9 +6,11 @@
 #include <mpi.h>
 
 #include <atomic>
+#include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <thread>
 
 namespace lockstep {
 namespace {
@@ -20,6 +22,7 @@ struct Fault {
   int occurrence = 1;    // K: fire on the K-th entry of the phase in this process
   uint64_t collective = 0;  // "collective=N"
   int signal = SIGKILL;
+  int sleep_s = 0;       // "SLEEPn": no signal, n seconds of delay (a slow disk, a slow step)
 };
 
 Fault parse_fault() {
@@ -42,11 +45,12 @@ Fault parse_fault() {
     f.collective = std::strtoull(point.c_str() + 11, nullptr, 10);
   }
   if (sig == "KILL" || sig == "STOP") f.signal = sig == "KILL" ? SIGKILL : SIGSTOP;
+  if (sig.rfind("SLEEP", 0) == 0) f.sleep_s = std::atoi(sig.c_str() + 5);
   f.rank = std::atoi(s.substr(0, a).c_str());
-  f.armed = (!f.phase.empty() || f.collective > 0) && (sig == "KILL" || sig == "STOP");
+  f.armed = (!f.phase.empty() || f.collective > 0) && (sig == "KILL" || sig == "STOP" || f.sleep_s > 0);
   if (!f.armed) {
-    std::fprintf(stderr, "lockstep: warning: LOCKSTEP_FAULT='%s' ignored (want RANK:phase=NAME[@K]:KILL|STOP "
-                 "or RANK:collective=N:KILL|STOP)\n", text);
+    std::fprintf(stderr, "lockstep: warning: LOCKSTEP_FAULT='%s' ignored (want RANK:phase=NAME[@K]:KILL|STOP|SLEEPn "
+                 "or RANK:collective=N:KILL|STOP|SLEEPn)\n", text);
   }
   return f;
 }
@@ -65,6 +69,12 @@ bool is_target(const Fault& f) {
 }
 
 void fire(const Fault& f, const std::string& where) {
+  if (f.sleep_s > 0) {
+    std::fprintf(stderr, "lockstep: LOCKSTEP_FAULT: rank %d sleeps %d s at %s\n", f.rank, f.sleep_s, where.c_str());
+    std::fflush(stderr);
+    std::this_thread::sleep_for(std::chrono::seconds(f.sleep_s));
+    return;
+  }
   std::fprintf(stderr, "lockstep: LOCKSTEP_FAULT: rank %d raises SIG%s at %s\n", f.rank,
                f.signal == SIGKILL ? "KILL" : "STOP", where.c_str());
   std::fflush(stderr);

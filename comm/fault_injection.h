@@ -1,5 +1,6 @@
 // Fault injection for the failure tests: LOCKSTEP_FAULT="RANK:POINT:SIGNAL" makes
-// world rank RANK send itself SIGNAL (KILL or STOP) at POINT, which is
+// world rank RANK send itself SIGNAL (KILL or STOP; SLEEPn: sleep n seconds
+// instead, a slow disk or step) at POINT, which is
 // "phase=NAME" (entering a LongPhase: start-up, evaluation, checkpoint write;
 // "phase=NAME@K": its K-th entry in this process) or "collective=N" (the N-th
 // collective of an MPI communicator). Deterministic

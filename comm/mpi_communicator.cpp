@@ -83,6 +83,7 @@ class MpiCommunicator final : public Communicator {
 
 MpiCommunicator::MpiCommunicator(MPI_Comm comm, CommOptions options)
     : options_(options), clock_(options), host_(host_name()) {
+  watch_for_freezes();  // a rank that was stopped must not blame the peers that waited
   LOCKSTEP_MPI_CHECK(MPI_Comm_dup(comm, &comm_));
   LOCKSTEP_MPI_CHECK(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN));
   LOCKSTEP_MPI_CHECK(MPI_Comm_rank(comm_, &rank_));
@@ -153,6 +154,11 @@ void MpiCommunicator::verify_call(const CallSignature& sig) {
 void MpiCommunicator::throw_stuck(CollectiveKind kind, const std::string& why,
                                   std::chrono::milliseconds grace) {
   watch_->keep_open();  // the abandoned request may be the verify exchange on its communicator
+  const std::string head = "mpi " + std::string(collective_name(kind)) + " (rank " + std::to_string(rank_) +
+                           " of " + std::to_string(size_) + ", host " + host_ + ", collective #" +
+                           std::to_string(seq_) + " " + describe_call(sig_) + "): ";
+  const auto since = std::chrono::steady_clock::now() - budget_.limit - std::chrono::seconds(1);
+  if (const std::string frozen = freeze_report(since); !frozen.empty()) throw CommError(head + frozen);
   const std::string who = watch_->missing_report(grace);
   throw CommError("mpi " + std::string(collective_name(kind)) + " (rank " + std::to_string(rank_) +
                   " of " + std::to_string(size_) + ", host " + host_ + ", collective #" +

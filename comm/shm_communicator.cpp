@@ -361,6 +361,11 @@ void ShmCommunicator::check_agreement() {
 }
 
 void ShmCommunicator::throw_stuck(const char* phase, const std::string& why) {
+  const auto since = std::chrono::steady_clock::now() - budget_.limit - std::chrono::seconds(1);
+  if (const std::string frozen = freeze_report(since); !frozen.empty()) {
+    throw CommError("mpi allreduce (" + where() + ", collective #" + std::to_string(seq_) + " " +
+                    describe_call(sig_) + ", shared memory, " + phase + "): " + frozen);
+  }
   const uint64_t target = epoch_;
   std::string missing, detail;
   for (int j = 0; j < size_; ++j) {

@@ -169,6 +169,12 @@ void check_root_attributes(OpenSplit& s) {
                     " is newer than this lockstep understands (" + std::to_string(kFormatVersion) + ")");
   if (auto classes = h5_read_attr_int(root, "num_classes", s.path)) {
     if (*classes < 1) throw DataError(s.path + ": attribute num_classes must be >= 1, got " + std::to_string(*classes));
+    // The output layer has one unit per class: beyond this no model fits in memory.
+    constexpr int64_t kMaxClasses = 1000000;
+    if (*classes > kMaxClasses) {
+      throw DataError(s.path + ": attribute num_classes is " + std::to_string(*classes) + ", more than " +
+                      std::to_string(kMaxClasses) + " (one output unit per class); set it to the largest label + 1");
+    }
     s.classification = true;
     s.num_classes = *classes;
   }

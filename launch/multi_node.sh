@@ -11,6 +11,9 @@ RANKS=${RANKS:-16}                      # total processes across the hosts
 RANKS_PER_HOST=${RANKS_PER_HOST:-8}     # usually one per GPU, or per socket on CPU
 LOCAL_REPLICAS=${LOCAL_REPLICAS:-1}     # replica threads inside each process
 MPIRUN=${MPIRUN:-mpirun}
+# Seconds the ranks get to write their checkpoint after a SIGTERM/SIGINT to mpirun
+# (OpenMPI's odls_base_sigkill_timeout, default 1 s; README "Checkpoints, resume and failures").
+CHECKPOINT_GRACE=${CHECKPOINT_GRACE:-10}
 
 if [ ! -f "$HOSTFILE" ]; then
   echo "multi_node: hostfile $HOSTFILE not found: write one line per host, e.g. 'node1 slots=$RANKS_PER_HOST'" >&2
@@ -24,4 +27,5 @@ case "$LOCAL_REPLICAS" in
   *) mapping=(--map-by "ppr:${RANKS_PER_HOST}:node:PE=${LOCAL_REPLICAS}" --bind-to core) ;;
 esac
 exec "$MPIRUN" -np "$RANKS" --hostfile "$HOSTFILE" "${mapping[@]}" -x PATH -x LD_LIBRARY_PATH \
+  --mca odls_base_sigkill_timeout "$CHECKPOINT_GRACE" \
   "$PWD/build/lockstep" train "$CONFIG" --set "strategy.local_replicas=$LOCAL_REPLICAS" "$@"

@@ -8,6 +8,11 @@ CONFIG=${CONFIG:-configs/fashion_mnist_mlp.yaml}
 RANKS=${RANKS:-2}                 # MPI processes on this machine (1 = no mpirun)
 LOCAL_REPLICAS=${LOCAL_REPLICAS:-1}  # replica threads per process ("auto" = one per core of the process)
 MPIRUN=${MPIRUN:-mpirun}
+# Seconds the ranks get to write their checkpoint after a SIGTERM/SIGINT to mpirun.
+# OpenMPI 4.1's mpirun waits this long, then forwards SIGTERM, then waits this long
+# again before SIGKILL (odls_base_sigkill_timeout; its default of 1 s cuts off
+# any checkpoint write longer than that). Raise it for big models or slow disks.
+CHECKPOINT_GRACE=${CHECKPOINT_GRACE:-10}
 
 args=(train "$CONFIG" --set "strategy.local_replicas=$LOCAL_REPLICAS" "$@")
 if [ "$RANKS" -le 1 ]; then
@@ -23,4 +28,5 @@ fi
 # (a rank bound to one core would stack its threads there); lockstep pins each
 # replica thread to a CPU of its own itself when they fit.
 if [ "$LOCAL_REPLICAS" = 1 ]; then extra+=(--bind-to core); else extra+=(--bind-to none); fi
-exec "$MPIRUN" -np "$RANKS" "${extra[@]}" build/lockstep "${args[@]}"
+exec "$MPIRUN" -np "$RANKS" "${extra[@]}" --mca odls_base_sigkill_timeout "$CHECKPOINT_GRACE" \
+  build/lockstep "${args[@]}"

@@ -4,7 +4,13 @@
 //   /optimizer/<slot> (num_params) float32, in the arena layout
 #include "src/checkpoint.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cmath>
+#include <cerrno>
+#include <cstring>
 #include <cstdio>
 #include <filesystem>
 #include <map>
@@ -26,18 +32,32 @@ void write_floats(hid_t parent, const std::string& name, const float* data,
                   ctx + ": write " + name);
 }
 
-// Reads a float dataset whose total size must be `expect` elements.
-void read_floats(hid_t parent, const std::string& name, float* out, int64_t expect,
+// Reads a float dataset of exactly the shape `dims` (a kernel stored transposed
+// has the right element count but not the right shape), all finite: a model
+// file holding NaN or Inf is refused as the data reader refuses such features.
+void read_floats(hid_t parent, const std::string& name, float* out, const std::vector<int64_t>& dims,
                  const std::string& ctx) {
   if (H5Lexists(parent, name.c_str(), H5P_DEFAULT) <= 0) {
     throw DataError(ctx + ": missing dataset '" + name + "'");
   }
   H5Handle ds = h5_check_id(H5Dopen2(parent, name.c_str(), H5P_DEFAULT), ctx + ": open " + name);
   H5Handle space = h5_check_id(H5Dget_space(ds.get()), ctx + ": " + name);
-  const hssize_t n = H5Sget_simple_extent_npoints(space.get());
-  if (n != expect) {
-    throw DataError(ctx + ": dataset '" + name + "' has " + std::to_string(n) +
-                    " elements, the model needs " + std::to_string(expect));
+  const int rank = H5Sget_simple_extent_ndims(space.get());
+  std::vector<hsize_t> have(size_t(std::max(rank, 0)));
+  if (rank > 0) H5Sget_simple_extent_dims(space.get(), have.data(), nullptr);
+  const auto shape = [](const auto& d) {
+    std::string t = "(";
+    for (size_t i = 0; i < d.size(); ++i) t += (i ? ", " : "") + std::to_string(d[i]);
+    return t + (d.size() == 1 ? ",)" : ")");
+  };
+  bool same = have.size() == dims.size();
+  for (size_t i = 0; same && i < dims.size(); ++i) same = int64_t(have[i]) == dims[i];
+  if (!same) {
+    throw DataError(ctx + ": dataset '" + name + "' has shape " + shape(have) + ", the model needs " +
+                    shape(dims) + (have.size() == 2 && dims.size() == 2 && int64_t(have[0]) == dims[1] &&
+                                           int64_t(have[1]) == dims[0]
+                                       ? " (stored transposed? lockstep kernels are (in, out))"
+                                       : ""));
   }
   H5Handle type = h5_check_id(H5Dget_type(ds.get()), ctx + ": " + name);
   if (H5Tget_class(type.get()) != H5T_FLOAT) {
@@ -45,6 +65,15 @@ void read_floats(hid_t parent, const std::string& name, float* out, int64_t expe
   }
   h5_check_status(H5Dread(ds.get(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, out),
                   ctx + ": read " + name);
+  int64_t n = 1;
+  for (int64_t d : dims) n *= d;
+  for (int64_t i = 0; i < n; ++i) {
+    if (!std::isfinite(out[i])) {
+      throw DataError(ctx + ": dataset '" + name + "' holds " + (std::isnan(out[i]) ? "NaN" : "Inf") +
+                      " (element " + std::to_string(i) + "); a model file must hold finite values "
+                      "(use an earlier checkpoint)");
+    }
+  }
 }
 
 void write_doubles(hid_t parent, const std::string& name, const double* data, hsize_t n,
@@ -82,15 +111,38 @@ std::string required_string(hid_t obj, const char* name, const std::string& ctx)
 
 }  // namespace
 
-void save_state(const std::string& path, const Model& model, const SavedState& s) {
-  const std::string ctx = path;
-  AtomicOutput out(path, /*overwrite=*/true);
+namespace {
+
+// Writes bytes to path with plain system calls, so a failure reports the
+// system's reason (ENOSPC, EFBIG, EDQUOT). Throws IoError holding only that reason.
+void write_bytes(const std::string& path, const std::vector<char>& bytes) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0) throw IoError(std::strerror(errno));
+  size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const int err = n < 0 ? errno : ENOSPC;
+      ::close(fd);
+      throw IoError(std::strerror(err));
+    }
+    done += size_t(n);
+  }
+  if (::close(fd) != 0) throw IoError(std::strerror(errno));
+}
+
+// The whole file is built in memory (HDF5's core driver) and written in one go:
+// HDF5 never meets a failing disk, which it reports badly and, after a failed
+// close, crashes on at exit.
+std::vector<char> file_image(const Model& model, const SavedState& s, const std::string& ctx) {
+  Hdf5Lock lock(hdf5_mutex());
+  hdf5_quiet();
+  H5Handle fapl = h5_check_id(H5Pcreate(H5P_FILE_ACCESS), ctx);
+  h5_check_status(H5Pset_fapl_core(fapl.get(), 1 << 20, /*backing_store=*/0), ctx);
+  H5Handle file = h5_check_id(H5Fcreate(ctx.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get()),
+                              ctx + ": cannot create the file");
   {
-    Hdf5Lock lock(hdf5_mutex());
-    hdf5_quiet();
-    H5Handle file = h5_check_id(
-        H5Fcreate(out.temp_path().c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT),
-        ctx + ": cannot create the file");
     const hid_t root = file.get();
     h5_write_attr_string(root, "format", "lockstep-model", ctx);
     h5_write_attr_int(root, "version", kVersion, ctx);
@@ -101,8 +153,8 @@ void save_state(const std::string& path, const Model& model, const SavedState& s
     h5_write_attr_int(root, "step_in_epoch", s.step_in_epoch, ctx);
     h5_write_attr_int(root, "replicas", s.replicas, ctx);
     write_doubles(root, "progress", s.progress, 4, ctx);
-    if (int64_t(s.params.size()) != model.num_params()) {  // checked mid-write on purpose:
-      throw DataError(ctx + ": " + std::to_string(s.params.size()) +  // the temp file goes away
+    if (int64_t(s.params.size()) != model.num_params()) {
+      throw DataError(ctx + ": " + std::to_string(s.params.size()) +
                       " parameters given, the model has " + std::to_string(model.num_params()));
     }
     H5Handle weights = h5_check_id(
@@ -122,12 +174,27 @@ void save_state(const std::string& path, const Model& model, const SavedState& s
         write_floats(opt.get(), name, data.data(), {hsize_t(data.size())}, ctx);
       }
     }
-    h5_check_status(H5Fflush(root, H5F_SCOPE_GLOBAL), ctx + ": flush");
-    weights.reset();
-    // Close explicitly: a failed close (a full disk) must not be renamed into place.
-    h5_check_status(H5Fclose(file.release()), ctx + ": cannot finish writing (disk full?)");
   }
-  out.commit();
+  h5_check_status(H5Fflush(file.get(), H5F_SCOPE_GLOBAL), ctx + ": flush");
+  const ssize_t size = H5Fget_file_image(file.get(), nullptr, 0);
+  if (size <= 0) throw DataError(ctx + ": cannot build the file image");
+  std::vector<char> bytes(static_cast<size_t>(size));
+  if (H5Fget_file_image(file.get(), bytes.data(), size_t(size)) != size) {
+    throw DataError(ctx + ": cannot build the file image");
+  }
+  return bytes;
+}
+
+}  // namespace
+
+void save_state(const std::string& path, const Model& model, const SavedState& s) {
+  AtomicOutput out(path, /*overwrite=*/true);
+  write_bytes(out.temp_path(), file_image(model, s, path));
+  try {
+    out.commit();
+  } catch (const DataError& e) {  // the flush to disk failed: a write error too
+    throw IoError(e.what());
+  }
 }
 
 namespace {
@@ -180,8 +247,8 @@ SavedState read_state(const std::string& path, const Model* model) {
       throw DataError(ctx + ": missing group /" + g);
     }
     H5Handle grp = h5_check_id(H5Gopen2(root, g.c_str(), H5P_DEFAULT), ctx + ": /" + g);
-    read_floats(grp.get(), "kernel", s.params.data() + l.weight_offset, l.in * l.out, ctx + ":/" + g);
-    read_floats(grp.get(), "bias", s.params.data() + l.bias_offset, l.out, ctx + ":/" + g);
+    read_floats(grp.get(), "kernel", s.params.data() + l.weight_offset, {l.in, l.out}, ctx + ":/" + g);
+    read_floats(grp.get(), "bias", s.params.data() + l.bias_offset, {l.out}, ctx + ":/" + g);
   }
   if (H5Lexists(root, "optimizer", H5P_DEFAULT) > 0) {
     H5Handle opt = h5_check_id(H5Gopen2(root, "optimizer", H5P_DEFAULT), ctx + ": /optimizer");
@@ -191,7 +258,7 @@ SavedState read_state(const std::string& path, const Model* model) {
       char name[256] = {0};
       H5Lget_name_by_idx(opt.get(), ".", H5_INDEX_NAME, H5_ITER_INC, i, name, sizeof name, H5P_DEFAULT);
       std::vector<float> data(size_t(model->num_params()));
-      read_floats(opt.get(), name, data.data(), model->num_params(), ctx + ":/optimizer");
+      read_floats(opt.get(), name, data.data(), {model->num_params()}, ctx + ":/optimizer");
       s.slots.emplace_back(name, std::move(data));
     }
   }
@@ -228,11 +295,17 @@ std::vector<std::string> list_checkpoints(const std::string& dir) {
   return out;
 }
 
-void prune_checkpoints(const std::string& dir, int64_t keep) {
-  const auto all = list_checkpoints(dir);
-  for (size_t i = size_t(std::max<int64_t>(keep, 1)); i < all.size(); ++i) {
+void prune_checkpoints(const std::string& dir, int64_t keep, const std::string& protect) {
+  std::vector<std::string> others;
+  for (const auto& p : list_checkpoints(dir)) {
     std::error_code ec;
-    std::filesystem::remove(all[i], ec);
+    if (protect.empty() || !std::filesystem::equivalent(p, protect, ec)) others.push_back(p);
+  }
+  // The protected file counts as one of the `keep`.
+  const int64_t left = std::max<int64_t>(keep, 1) - (protect.empty() ? 0 : 1);
+  for (size_t i = size_t(std::max<int64_t>(left, 0)); i < others.size(); ++i) {
+    std::error_code ec;
+    std::filesystem::remove(others[i], ec);
   }
 }
 

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
@@ -12,6 +13,13 @@
 #include "src/model.h"
 
 namespace lockstep {
+
+// A file could not be written (a full disk, a file-size limit, a read-only
+// folder): exit code 5, its own, so scripts can tell it from bad data.
+class IoError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
 
 struct SavedState {
   std::string signature;    // Model::signature() of the writer
@@ -35,8 +43,9 @@ SavedState load_state(const std::string& path, const Model* model);
 std::string checkpoint_path(const std::string& dir, int64_t global_step);
 // Newest first.
 std::vector<std::string> list_checkpoints(const std::string& dir);
-// Deletes all but the newest `keep`.
-void prune_checkpoints(const std::string& dir, int64_t keep);
+// Deletes all but the newest `keep`, never `protect` (the checkpoint just
+// written: a resumed run's new checkpoint may have a lower step than older files).
+void prune_checkpoints(const std::string& dir, int64_t keep, const std::string& protect = "");
 // Throws ConfigError naming every key whose value differs between the saved
 // config and `now`, except keys that may change on resume (epochs, strategy,
 // output, checkpoint, progress, prefetch, eval batch, non-finite policy, data

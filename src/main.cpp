@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <exception>
 #include <memory>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -16,11 +17,13 @@
 #include "data/input.h"
 #include "kernels/cpu/ops.h"
 #include "kernels/cpu/fpenv.h"
+#include "src/baseline.h"
 #include "src/config.h"
 #include "src/predict.h"
 #include "src/scale.h"
 #include "src/signals.h"
 #include "src/trainer.h"
+#include "src/checkpoint.h"
 #include "src/world.h"
 
 namespace {
@@ -28,8 +31,13 @@ namespace {
 using namespace lockstep;
 
 // Exit codes: 1 runtime failure, 2 bad usage/config, 3 bad data or model file,
-// 4 communication failure.
-constexpr int kExitRuntime = 1, kExitUsage = 2, kExitData = 3, kExitComm = 4;
+// 4 communication failure, 5 a file could not be written (disk full, size limit),
+// 6 lockstep verify: the run differs from its baseline.
+constexpr int kExitRuntime = 1, kExitUsage = 2, kExitData = 3, kExitComm = 4, kExitIo = 5, kExitMoved = 6;
+constexpr const char* kExitCodesHelp =
+    "Exit codes: 0 success, 1 other failure, 2 bad usage or config, 3 bad data or model file, "
+    "4 communication failure, 5 a file could not be written (disk full, file-size limit), "
+    "6 (verify) the run differs from the baseline; 128+N stopped by signal N.";
 
 std::string keys_help() {
   std::string s = "Config keys (YAML sections; override any with --set key=value):\n";
@@ -98,15 +106,23 @@ std::vector<Override> parse_overrides(const std::vector<std::string>& sets) {
 }
 
 struct Args {
-  std::string config, model, metrics_out, resume, trace;
-  int64_t trace_steps = 300;
+  std::string config, model, metrics_out, resume, baseline, run_dir;
   std::vector<std::string> sets;
   std::string input, split = "test", output;
   std::string idx_dir, train_images, train_labels, test_images, test_labels, out;
-  bool overwrite = false;
+  bool overwrite = false, verbose = false;
+  std::string trace;
+  int64_t trace_steps = 300;
   ScaleOptions scale;
   std::string scale_mode = "strong";
 };
+
+// The command line as typed, for the run folder's manifest.
+std::string joined(int argc, char** argv) {
+  std::string s;
+  for (int i = 0; i < argc; ++i) s += (i ? " " : "") + std::string(argv[i]);
+  return s;
+}
 
 // Prints the one-line error and returns its exit code; in a multi-process job
 // it ends the whole job instead, so no peer waits for this process forever.
@@ -137,6 +153,12 @@ int with_world(int* argc, char*** argv, const CommOptions& options, Fn&& fn) {
     return report_fatal(boot.get(), "error", e.what(), kExitData);
   } catch (const CommError& e) {
     return report_fatal(boot.get(), "error", std::string("communication: ") + e.what(), kExitComm);
+  } catch (const IoError& e) {
+    return report_fatal(boot.get(), "error", e.what(), kExitIo);
+  } catch (const std::bad_alloc&) {
+    return report_fatal(boot.get(), "error", "out of memory: the model, the batches or the dataset do not fit "
+                        "(lower model.layers units, train.batch_size, train.eval_batch_size or "
+                        "strategy.local_replicas)", kExitRuntime);
   } catch (const std::exception& e) {
     return report_fatal(boot.get(), "error", e.what(), kExitRuntime);
   }
@@ -185,12 +207,31 @@ int run_convert(const Args& a) {
   }
 }
 
+int run_baseline(const Args& a, bool verify) {
+  try {
+    if (!verify) {
+      write_baseline(a.run_dir, a.out);
+      return 0;
+    }
+    return verify_baseline(a.baseline, a.run_dir) ? 0 : kExitMoved;
+  } catch (const ConfigError& e) {
+    return report_fatal(nullptr, "error", e.what(), kExitUsage);
+  } catch (const DataError& e) {
+    return report_fatal(nullptr, "error", e.what(), kExitData);
+  } catch (const IoError& e) {
+    return report_fatal(nullptr, "error", e.what(), kExitIo);
+  } catch (const std::exception& e) {
+    return report_fatal(nullptr, "error", e.what(), kExitRuntime);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"lockstep: synchronous data-parallel training (mirrored strategy)", "lockstep"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "lockstep 0.1.0");
+  app.footer(kExitCodesHelp);
   Args a;
 
   auto* train = app.add_subcommand("train", "Train the model a YAML config describes");
@@ -210,6 +251,10 @@ int main(int argc, char** argv) {
   train->add_option("--trace-steps", a.trace_steps,
                     "steps the timeline holds, after 20 warm-up steps (default 300)")
       ->check(CLI::Range(int64_t(1), int64_t(1) << 20));
+  train->add_flag("--overwrite", a.overwrite,
+                  "start afresh in an output.dir that holds an earlier run's work, removing that "
+                  "work (model.h5, manifest.json, config.yaml, metrics.jsonl, checkpoints)");
+  train->add_flag("--verbose", a.verbose, "print every config key at start, not only those that differ from the defaults");
   train->footer(keys_help());
 
   auto* evaluate = app.add_subcommand("evaluate", "Evaluate a saved model on data.eval_split");
@@ -254,6 +299,19 @@ int main(int argc, char** argv) {
                     "also project to larger clusters with an alpha-beta model of a ring all-reduce: a YAML "
                     "file {alpha_us: 5, bandwidth_gbps: 100, replicas: [8, 16, 64]} (marked as a model)");
   scale->add_option("--set", a.sets, "override a config key for every layout (repeatable)");
+  auto* baseline_cmd = app.add_subcommand(
+      "baseline", "Write a golden baseline of a finished run folder (metrics, prediction digest, weight hash, environment)");
+  baseline_cmd->add_option("run_dir", a.run_dir, "the run's output.dir")->required();
+  baseline_cmd->add_option("--out,-o", a.out, "baseline file to write (JSON)")->required();
+  auto* verify_cmd = app.add_subcommand(
+      "verify", "Check a run folder against a golden baseline: exit 0 when it matches, 6 when it moved");
+  verify_cmd->add_option("baseline", a.baseline, "baseline file written by 'lockstep baseline'")->required();
+  verify_cmd->add_option("run_dir", a.run_dir, "the run's output.dir")->required();
+  verify_cmd->footer(
+      "Exact comparison when the environment entries that change numerics (lockstep_version, numeric_code, "
+      "compiler, build_flags, blas, cpu_isa) match; otherwise losses within 0.01 + 1% of the baseline, "
+      "accuracies within 0.02, each prediction within 0.02 and the weight norm within 0.1%. The config "
+      "(except output.*, checkpoint.*, comm.*, data.path/prefetch/gather, train.progress) must match.");
 
   auto* convert = app.add_subcommand("convert", "Convert datasets to the lockstep HDF5 layout");
   convert->require_subcommand(1);
@@ -269,6 +327,7 @@ int main(int argc, char** argv) {
   idx->add_option("--out,-o", a.out, "output HDF5 file")->required();
   idx->add_flag("--overwrite", a.overwrite, "replace an existing output file");
 
+  const std::string command_line = joined(argc, argv);
   if (const std::string bad = unknown_word(app, argc, argv); !bad.empty()) {
     std::fprintf(stderr, "lockstep: error: %s\n", bad.c_str());
     return kExitUsage;
@@ -285,6 +344,7 @@ int main(int argc, char** argv) {
   }
 
   if (*convert) return run_convert(a);
+  if (*baseline_cmd || *verify_cmd) return run_baseline(a, bool(*verify_cmd));
   // Config errors are found before MPI starts, the same on every process.
   std::vector<Override> overrides;
   Config config;
@@ -318,9 +378,17 @@ int main(int argc, char** argv) {
     return with_world(&argc, &argv, comm_options(config),
                       [&](World& world) { run_scale(a.scale, world); });
   }
+  if (*train && a.overwrite && !a.resume.empty()) {
+    return report_fatal(nullptr, "error", "--resume and --overwrite exclude each other: continue the run "
+                        "in output.dir, or replace it", kExitUsage);
+  }
   if (*train) {
     return with_world(&argc, &argv, comm_options(config), [&](World& world) {
       Trainer trainer(config, world);
+      RunFolderOptions run;
+      run.overwrite = a.overwrite;
+      run.command_line = command_line;
+      trainer.set_run_options(run, a.verbose);
       if (!a.trace.empty()) trainer.set_trace(a.trace, a.trace_steps);
       trainer.fit(a.metrics_out, a.resume);
     });

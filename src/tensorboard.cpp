@@ -4,6 +4,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <chrono>
@@ -140,6 +141,23 @@ void EventFileWriter::flush() {
   if (std::fflush(file_) != 0) {
     throw std::runtime_error("output.tensorboard: cannot write " + path_ + ": " + std::strerror(errno));
   }
+}
+
+std::vector<std::string> tensorboard_files(const std::string& output_dir) {
+  std::vector<std::string> out;
+  for (const char* sub : {"train", "validation"}) {
+    std::error_code ec;
+    const auto dir = std::filesystem::path(output_dir) / "tensorboard" / sub;
+    for (std::filesystem::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+      const std::string name = it->path().filename().string();
+      if (name.rfind("events.out.tfevents.", 0) == 0 && name.size() > 9 &&
+          name.compare(name.size() - 9, 9, ".lockstep") == 0) {
+        out.push_back(it->path().string());
+      }
+    }
+  }
+  std::sort(out.begin(), out.end());
+  return out;
 }
 
 TensorBoardLog::TensorBoardLog(const std::string& output_dir)

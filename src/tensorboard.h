@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <string>
+#include <vector>
 
 namespace lockstep {
 
@@ -51,6 +52,10 @@ struct EpochScalars {
   bool classification = true;  // write the accuracy tags
   double learning_rate = 0, samples_per_sec = 0;
 };
+
+// The event files lockstep wrote under OUTPUT_DIR/tensorboard/{train,validation}
+// (a run folder's earlier work: --overwrite removes them).
+std::vector<std::string> tensorboard_files(const std::string& output_dir);
 
 // The train/ and validation/ writers of one run (output.tensorboard).
 class TensorBoardLog {

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <map>
 #include <sstream>
 
 #include "comm/deadline.h"
@@ -36,6 +37,15 @@ StepCounters counters(const Replica& r) {
   return StepCounters{r.input_seconds, r.step_seconds, r.comm_seconds, r.optimizer_seconds};
 }
 
+// "rows of shape (4, 4), 3 classes": what a split holds, for error messages.
+std::string split_shape(const DatasetInfo& d) {
+  std::string s = "rows of shape (";
+  for (size_t i = 0; i < d.feature_shape.size(); ++i) s += (i ? ", " : "") + std::to_string(d.feature_shape[i]);
+  s += d.feature_shape.size() == 1 ? ",)" : ")";
+  if (d.num_classes > 0) return s + ", " + std::to_string(d.num_classes) + " classes";
+  return s + ", " + std::to_string(d.target_dim) + " targets";
+}
+
 // How long peers may wait for one rank's long phase (start-up, evaluation, a
 // checkpoint write) before they take it for stuck: comm.long_phase_s.
 std::chrono::milliseconds long_phase_budget(const Config& c) {
@@ -51,7 +61,7 @@ Trainer::Trainer(Config config, World& world) : config_(std::move(config)), worl
 Trainer::~Trainer() = default;
 
 // ---- build: data -> model -> strategy -> input pipelines ----
-void Trainer::build(int64_t max_rows_hint) {
+void Trainer::build(bool training) {
   const Config& c = config_;
   // Opening data and, just after, a checkpoint to resume take unequal time on each rank.
   const LongPhase phase("start-up", long_phase_budget(c));
@@ -61,8 +71,9 @@ void Trainer::build(int64_t max_rows_hint) {
   const DatasetInfo& ei = eval_source_->info();
   if (ti.feature_dim != ei.feature_dim || ti.num_classes != ei.num_classes ||
       ti.target_dim != ei.target_dim) {
-    throw ConfigError(c.data_path + ": splits '" + c.data_train_split + "' and '" +
-                      c.data_eval_split + "' have different shapes or class counts");
+    throw DataError(c.data_path + ": splits '" + c.data_train_split + "' (" + split_shape(ti) + ") and '" +
+                    c.data_eval_split + "' (" + split_shape(ei) + ") differ; a model needs one row shape "
+                    "and one label set for both (data.train_split, data.eval_split)");
   }
   const bool classification = ti.num_classes > 0;
   if (classification && c.loss != LossKind::kSoftmaxCrossEntropy) {
@@ -89,20 +100,22 @@ void Trainer::build(int64_t max_rows_hint) {
     config_.local_replicas = local;  // the strategy and checkpoints see the count in use
   }
   const int64_t replicas = int64_t(local) * world_.size();
-  if (c.batch_size % replicas != 0) {
+  if (training && c.batch_size % replicas != 0) {
     throw ConfigError(c.where("train.batch_size") + ": key 'train.batch_size': the global batch " +
                       std::to_string(c.batch_size) + " does not divide by num_replicas_in_sync " +
                       std::to_string(replicas) + " (" + std::to_string(world_.size()) +
                       " processes x " + std::to_string(local) +
                       " local replicas); use a multiple of " + std::to_string(replicas));
   }
-  if (ti.size < c.batch_size) {
+  if (training && ti.size < c.batch_size) {
     throw ConfigError(c.where("train.batch_size") + ": key 'train.batch_size': " + ti.description + " has only " +
                       std::to_string(ti.size) + " examples, fewer than one global batch of " +
                       std::to_string(c.batch_size));
   }
-  const int64_t max_rows = std::max({ceil_div(c.batch_size, replicas),
-                                     ceil_div(c.eval_batch_size, replicas), max_rows_hint});
+  // Evaluation keeps a short batch: a split smaller than train.eval_batch_size is one batch.
+  const int64_t eval_batch = std::min(c.eval_batch_size, ei.size);
+  const int64_t max_rows = std::max(training ? ceil_div(c.batch_size, replicas) : 1,
+                                    ceil_div(eval_batch, replicas));
   strategy_ = std::make_unique<MirroredStrategy>(*model_, c, world_, max_rows);
 
   InputOptions in;
@@ -116,15 +129,15 @@ void Trainer::build(int64_t max_rows_hint) {
   in.prefetch = c.data_prefetch;
   in.replica_gather = resolve_gather(c, local, world_.info.local_size, *train_source_);
   in.on_thread_start = [flush = c.flush_denormals] { cpu::set_flush_denormals(flush); };
-  train_input_ = std::make_unique<DistributedInput>(train_source_, in);
+  if (training) train_input_ = std::make_unique<DistributedInput>(train_source_, in);
   InputOptions ev = in;
-  ev.global_batch = c.eval_batch_size;
+  ev.global_batch = eval_batch;
   ev.shuffle = false;
   ev.drop_remainder = false;
   eval_input_ = std::make_unique<DistributedInput>(eval_source_, ev);
 
   base_lr_ = c.learning_rate * (c.scale_lr ? double(replicas) : 1.0);
-  total_steps_ = train_input_->steps_per_epoch() * c.epochs;
+  total_steps_ = training ? train_input_->steps_per_epoch() * c.epochs : 0;
 }
 
 // Every process must train the same thing: compare a hash of the resolved
@@ -214,21 +227,50 @@ void Trainer::print_plan() const {
               optimizer_name(c.optimizer), base_lr_, c.scale_lr ? " (scaled by replicas)" : "",
               schedule_name(c.schedule), (long long)c.warmup_steps);
   std::printf("%s\n", model_->summary().c_str());
-  std::printf("%-26s %-34s %s\n", "config key", "value", "meaning");
-  for (const auto& row : c.table()) {
-    std::printf("%-26s %-34s %s\n", row[0].c_str(), row[1].c_str(), row[2].c_str());
+  print_config();
+  std::fflush(stdout);
+}
+
+// The whole table with --verbose; else the keys whose value is not the default
+// (the full resolved config is OUTPUT_DIR/config.yaml).
+void Trainer::print_config() const {
+  std::map<std::string, std::string> defaults;
+  if (!verbose_) {
+    for (const auto& row : parse_config("data: {path: none}", "defaults").table()) defaults[row[0]] = row[1];
+  }
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& row : config_.table()) {
+    const auto it = defaults.find(row[0]);
+    if (verbose_ || row[0] == "data.path" || it == defaults.end() || it->second != row[1]) rows.push_back(row);
+  }
+  if (verbose_) {
+    std::printf("%-26s %-34s %s\n", "config key", "value", "meaning");
+  } else {
+    std::printf("config keys that differ from their defaults (all of them: %s/config.yaml, or --verbose):\n",
+                config_.output_dir.c_str());
+  }
+  for (const auto& row : rows) {
+    if (verbose_) {
+      std::printf("%-26s %-34s %s\n", row[0].c_str(), row[1].c_str(), row[2].c_str());
+    } else {
+      std::printf("%-26s %s\n", row[0].c_str(), row[1].c_str());
+    }
   }
   std::printf("\n");
-  std::fflush(stdout);
 }
 
 // ---- train ----
 EvalResult Trainer::fit(const std::string& metrics_out, const std::string& resume) {
-  build(0);
+  build(true);
   if (strategy_->is_chief()) {
+    run_options_.resume = !resume.empty();
+    MetricsWriter::check_path(metrics_out);
+    prepare_run_folder(config_, checkpoint_dir(), run_options_);
     metrics_ = std::make_unique<MetricsWriter>(metrics_out);
-    if (config_.save_model) std::filesystem::create_directories(config_.output_dir);
+    metrics_->also((std::filesystem::path(config_.output_dir) / "metrics.jsonl").string(),
+                   /*append=*/run_options_.resume);
     if (!resume.empty()) resume_ = find_resume_point(resume);
+    write_run_record(config_, run_options_);
     if (config_.tensorboard) tensorboard_ = std::make_unique<TensorBoardLog>(config_.output_dir);
   }
   if (!trace_path_.empty()) {
@@ -260,7 +302,12 @@ EvalResult Trainer::fit(const std::string& metrics_out, const std::string& resum
     std::printf(" (%lld examples, %.1f s total)\n", (long long)last_eval_.count, seconds);
     if (config_.save_model) {
       const std::string path = (std::filesystem::path(config_.output_dir) / "model.h5").string();
-      save_state(path, *model_, snapshot(strategy_->replica(0), Position{config_.epochs, 0, 0, {}, 0}));
+      try {
+        save_state(path, *model_, snapshot(strategy_->replica(0), Position{config_.epochs, 0, 0, {}, 0}));
+      } catch (const IoError& e) {
+        throw IoError("cannot write the model " + path + ": " + e.what() + "; the checkpoints in " +
+                      checkpoint_dir() + " hold the trained state");
+      }
       std::printf("saved model: %s\n", path.c_str());
     }
     std::fflush(stdout);
@@ -271,7 +318,7 @@ EvalResult Trainer::fit(const std::string& metrics_out, const std::string& resum
 
 // ---- steady-state throughput (lockstep scale) ----
 Throughput Trainer::measure(int64_t warmup, int64_t steps) {
-  build(0);
+  build(true);
   Throughput out;
   out.replicas = strategy_->num_replicas_in_sync();
   out.global_batch = config_.batch_size;
@@ -456,6 +503,24 @@ void Trainer::on_nonfinite(Replica& r, const Position& pos, const StepResult& re
 }
 
 // ---- checkpoints ----
+namespace {
+
+// "cannot write checkpoint P: No space left on device; Q kept": the system's
+// reason and what survives.
+std::string write_failure(const std::string& path, const std::string& reason,
+                          const std::vector<std::string>& before) {
+  std::string kept = "no earlier checkpoint to keep";
+  for (const auto& p : before) {
+    if (p != path) {
+      kept = p + " kept";
+      break;
+    }
+  }
+  return "cannot write checkpoint " + path + ": " + reason + "; " + kept;
+}
+
+}  // namespace
+
 std::string Trainer::checkpoint_dir() const {
   if (!config_.checkpoint_dir.empty()) return config_.checkpoint_dir;
   return (std::filesystem::path(config_.output_dir) / "checkpoints").string();
@@ -492,8 +557,13 @@ std::string Trainer::save_checkpoint(Replica& r, const Position& pos) {
   const std::string dir = checkpoint_dir();
   std::filesystem::create_directories(dir);
   const std::string path = checkpoint_path(dir, pos.global_step);
-  save_state(path, *model_, snapshot(r, pos));
-  prune_checkpoints(dir, config_.checkpoint_keep);
+  const std::vector<std::string> before = list_checkpoints(dir);
+  try {
+    save_state(path, *model_, snapshot(r, pos));
+  } catch (const IoError& e) {
+    throw IoError(write_failure(path, e.what(), before));
+  }
+  prune_checkpoints(dir, config_.checkpoint_keep, path);
   if (tracer_) tracer_->replica(r.local_index).span("checkpoint write", t0, Clock::now());
   return path;
 }
@@ -713,7 +783,7 @@ void Trainer::write_trace() {
 
 // ---- evaluate a saved model ----
 EvalResult Trainer::evaluate_saved(const std::string& model_path, const std::string& metrics_out) {
-  build(0);
+  build(false);
   const SavedState saved = load_state(model_path, model_.get());
   if (strategy_->is_chief()) metrics_ = std::make_unique<MetricsWriter>(metrics_out);
   EvalResult result;

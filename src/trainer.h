@@ -13,6 +13,7 @@
 #include "src/checkpoint.h"
 #include "src/config.h"
 #include "src/model.h"
+#include "src/run_folder.h"
 #include "src/step_times.h"
 #include "src/strategy.h"
 
@@ -59,6 +60,12 @@ class Trainer {
   // loadable checkpoint in checkpoint.dir, or fresh if there is none) or a path.
   // Throws Interrupted after writing a checkpoint when a signal stopped training.
   EvalResult fit(const std::string& metrics_out, const std::string& resume = "");
+  // How fit treats output.dir (src/run_folder.h) and whether start-up prints the
+  // whole config table (verbose) or only the keys that differ from their defaults.
+  void set_run_options(const RunFolderOptions& options, bool verbose) {
+    run_options_ = options;
+    verbose_ = verbose;
+  }
   // Loads a model file and evaluates it on data.eval_split.
   EvalResult evaluate_saved(const std::string& model_path, const std::string& metrics_out);
   // Before fit: write a timeline of `steps` steps (after a warm-up) to path
@@ -79,7 +86,9 @@ class Trainer {
     double epoch_train_seconds = 0;  // training time of the epoch before a resume
   };
 
-  void build(int64_t max_rows_hint);
+  // training: also the training input; evaluation alone needs neither it nor a
+  // global batch that divides by the replica count.
+  void build(bool training);
   Position start_state(Replica& r);
   void train_epoch(Replica& r, Position& pos);
   void on_nonfinite(Replica& r, const Position& pos, const StepResult& res);
@@ -92,6 +101,7 @@ class Trainer {
   std::string fingerprint() const;
   void check_same_everywhere();
   void print_plan() const;
+  void print_config() const;
   void replica_fit(Replica& r);
   EvalResult evaluate(Replica& r, DistributedInput& input);
   MetricSums all_reduce(Replica& r, const MetricSums& local);
@@ -100,6 +110,8 @@ class Trainer {
                     const EvalResult& val, double epoch_seconds);
 
   Config config_;
+  RunFolderOptions run_options_;
+  bool verbose_ = false;
   bool auto_replicas_ = false;  // strategy.local_replicas was auto (resolved in build)
   World& world_;
   std::shared_ptr<Source> train_source_, eval_source_;

@@ -5,6 +5,7 @@
 #include "kernels/cpu/ops.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <stdexcept>
 #include <string>
 
@@ -81,6 +82,21 @@ const char* gemm_backend() {
   return "openblas";
 #else
   return "eigen";
+#endif
+}
+
+std::string gemm_library() {
+#if defined(LOCKSTEP_HAVE_DNNL)
+  const dnnl_version_t* v = dnnl_version();
+  char isa[16];
+  std::snprintf(isa, sizeof isa, "0x%x", unsigned(dnnl_get_effective_cpu_isa()));
+  return "oneDNN " + std::to_string(v->major) + "." + std::to_string(v->minor) + "." +
+         std::to_string(v->patch) + " (cpu isa " + isa + ")";
+#elif defined(LOCKSTEP_HAVE_BLAS)
+  return std::string(openblas_get_config()) + " (kernel " + openblas_get_corename() + ")";
+#else
+  return "Eigen " + std::to_string(EIGEN_WORLD_VERSION) + "." + std::to_string(EIGEN_MAJOR_VERSION) + "." +
+         std::to_string(EIGEN_MINOR_VERSION);
 #endif
 }
 

@@ -7,6 +7,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 namespace lockstep {
 
@@ -16,8 +17,11 @@ enum class Activation { kLinear, kRelu, kTanh, kSigmoid, kGelu };
 
 namespace cpu {
 
-// Which GEMM library is behind gemm(): "openblas" or "eigen".
+// Which GEMM library is behind gemm(): "onednn", "openblas" or "eigen".
 const char* gemm_backend();
+// The same with its version and the kernel or ISA it chose on this CPU (results
+// differ in the last bits between libraries and kernels; baselines record it).
+std::string gemm_library();
 // Call once per process before any replica thread runs (pins BLAS to 1 thread).
 void init_kernels();
 

@@ -67,4 +67,61 @@ expect_fail 3 "not a lockstep model" -- "$LS" evaluate good.yaml --checkpoint ti
 # convert
 expect_fail 3 "nowhere" -- "$LS" convert idx --dir nowhere --out x.h5
 expect_fail 3 "exists" -- "$LS" convert idx --dir /usr/share/datasets/fashion-mnist --out tiny.h5
+# ---- found by trying lockstep as a new user would ----
+# An eval split smaller than train.eval_batch_size is one short batch (data/README.md).
+"$LS" train good.yaml --set output.dir=shorteval --set train.eval_batch_size=1000 --metrics-out short.jsonl >short.log 2>&1 &&
+  "$PY" -c "import json,sys; f=[json.loads(l) for l in open('short.jsonl')][-1]; sys.exit(0 if f['examples'] == 32 else 1)" &&
+  ok "an eval split of 32 with train.eval_batch_size 1000 evaluates all 32" || bad "short eval split: $(tail -2 short.log)"
+# evaluate and predict never use train.batch_size: any replica count may evaluate.
+"$LS" evaluate good.yaml --checkpoint out/model.h5 --set strategy.local_replicas=3 --set train.eval_batch_size=1000 \
+  >ev3.log 2>&1 && grep -q "(32 examples)" ev3.log && ok "evaluate with 3 replicas (global batch 16 does not divide)" ||
+  bad "evaluate with 3 replicas: $(cat ev3.log)"
+OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 60 mpirun --oversubscribe -np 3 \
+  "$LS" evaluate good.yaml --checkpoint out/model.h5 >evmpi.log 2>&1 && [ "$(grep -c '(32 examples)' evmpi.log)" -eq 1 ] &&
+  ok "evaluate under mpirun -np 3: one result line" || bad "evaluate -np 3: $(grep -v '^ *$' evmpi.log | head -3)"
+"$LS" predict good.yaml --checkpoint out/model.h5 --input tiny.h5 --output p3.jsonl --set strategy.local_replicas=3 >p3.log 2>&1 &&
+  [ "$(wc -l < p3.jsonl)" -eq 32 ] && ok "predict with 3 replicas configured" || bad "predict: $(cat p3.log)"
+# --metrics-out naming a folder, output.dir naming a file: usage errors naming the flag or key.
+mkdir -p mdir
+expect_fail 2 "^lockstep: error: --metrics-out mdir: is a folder; name a file" -- "$LS" train good.yaml --set output.dir=o2 --metrics-out mdir
+touch afile
+expect_fail 2 "^lockstep: error: --set: key 'output.dir': afile is a file, not a folder" -- "$LS" train good.yaml --set output.dir=afile
+# Data: a num_classes of 2^31-1, splits of different row shapes.
+"$PY" - <<'PYEOF'
+import h5py, numpy as np
+with h5py.File("manyclasses.h5", "w") as f:
+    f.attrs["num_classes"] = 2**31 - 1
+    for s in ("train", "test"):
+        g = f.create_group(s)
+        g.create_dataset("x", data=np.zeros((40, 4, 4), np.uint8))
+        g.create_dataset("y", data=np.zeros((40,), np.int32))
+with h5py.File("shapes.h5", "w") as f:
+    f.attrs["num_classes"] = 3
+    for s, shape in (("train", (40, 4, 4)), ("test", (40, 5, 5))):
+        g = f.create_group(s)
+        g.create_dataset("x", data=np.zeros(shape, np.uint8))
+        g.create_dataset("y", data=np.zeros((40,), np.int32))
+PYEOF
+expect_fail 3 "manyclasses.h5: attribute num_classes is 2147483647, more than 1000000" -- "$LS" train good.yaml --set data.path=manyclasses.h5
+expect_fail 3 "shapes.h5: splits 'train' (rows of shape (4, 4), 3 classes) and 'test' (rows of shape (5, 5), 3 classes) differ" -- \
+  "$LS" train good.yaml --set data.path=shapes.h5
+# Model files: NaN or Inf weights, a kernel stored transposed.
+"$PY" - <<'PYEOF'
+import shutil, h5py, numpy as np
+for name, change in (("nan.h5", lambda k: k.__setitem__((0, 0), np.nan)), ("inf.h5", lambda k: k.__setitem__((2, 1), np.inf))):
+    shutil.copy("out/model.h5", name)
+    with h5py.File(name, "r+") as f:
+        k = f["weights/dense_1/kernel"][()]
+        change(k)
+        f["weights/dense_1/kernel"][...] = k
+shutil.copy("out/model.h5", "transposed.h5")
+with h5py.File("transposed.h5", "r+") as f:
+    k = f["weights/dense_1/kernel"][()]
+    del f["weights/dense_1/kernel"]
+    f["weights/dense_1"].create_dataset("kernel", data=k.T.copy())
+PYEOF
+expect_fail 3 "nan.h5:/weights/dense_1: dataset 'kernel' holds NaN (element 0)" -- "$LS" evaluate good.yaml --checkpoint nan.h5
+expect_fail 3 "inf.h5:/weights/dense_1: dataset 'kernel' holds Inf (element 17)" -- "$LS" evaluate good.yaml --checkpoint inf.h5
+expect_fail 3 "transposed.h5:/weights/dense_1: dataset 'kernel' has shape (8, 16), the model needs (16, 8) (stored transposed?" -- \
+  "$LS" evaluate good.yaml --checkpoint transposed.h5
 finish

@@ -16,9 +16,9 @@ train: {epochs: 2, batch_size: 40, eval_batch_size: 100, progress: false}
 output: {save_model: false}
 YAML
 
-"$LS" train cfg.yaml --metrics-out one.jsonl >one.log 2>&1 && ok "1 process" || bad "1 process: $(tail -3 one.log)"
-"${MPI[@]}" "$LS" train cfg.yaml --metrics-out two.jsonl >two.log 2>&1 && ok "2 ranks" || bad "2 ranks: $(tail -3 two.log)"
-"${MPI[@]}" "$LS" train cfg.yaml --set strategy.local_replicas=2 --metrics-out four.jsonl >four.log 2>&1 \
+"$LS" train cfg.yaml --set output.dir=one --metrics-out one.jsonl >one.log 2>&1 && ok "1 process" || bad "1 process: $(tail -3 one.log)"
+"${MPI[@]}" "$LS" train cfg.yaml --set output.dir=two --metrics-out two.jsonl >two.log 2>&1 && ok "2 ranks" || bad "2 ranks: $(tail -3 two.log)"
+"${MPI[@]}" "$LS" train cfg.yaml --set output.dir=four --set strategy.local_replicas=2 --metrics-out four.jsonl >four.log 2>&1 \
   && ok "2 ranks x 2 local" || bad "2x2: $(tail -3 four.log)"
 grep -q "2 process(es) x 2 local replica(s) = 4 replicas in sync (hierarchical; between processes: shm (" four.log \
   && ok "plan names the hierarchical layout" || bad "plan line: $(grep replicas four.log)"

@@ -107,7 +107,7 @@ else
 fi
 
 # strategy.overlap: the bucket reducer threads get tracks of their own.
-"$LS" train cfg.yaml --set strategy.overlap=true --set train.epochs=1 --set output.tensorboard=false \
+"$LS" train cfg.yaml --set strategy.overlap=true --set train.epochs=1 --set output.dir=ov \
   --trace ov.json --trace-steps 5 >ov.log 2>&1 && "$PY" - ov.json "$BYTES" <<'PYEOF' &&
 import json, sys
 ev = [e for e in json.load(open(sys.argv[1]))["traceEvents"] if e["ph"] == "X"]
@@ -121,7 +121,7 @@ PYEOF
 # Two ranks: one file, a pid per rank.
 if command -v mpirun >/dev/null; then
   mpirun --oversubscribe -np 2 "$LS" train cfg.yaml --set strategy.local_replicas=1 --set train.epochs=1 \
-    --set output.tensorboard=false --trace mpi.json --trace-steps 4 >mpi.log 2>&1 && "$PY" - mpi.json <<'PYEOF' &&
+    --set output.dir=mpi --trace mpi.json --trace-steps 4 >mpi.log 2>&1 && "$PY" - mpi.json <<'PYEOF' &&
 import json, sys
 ev = [e for e in json.load(open(sys.argv[1]))["traceEvents"] if e["ph"] == "X"]
 for pid in (0, 1):
@@ -130,9 +130,16 @@ PYEOF
     ok "mpirun -np 2: both ranks' tracks in rank 0's file" || bad "mpi trace: $(tail -3 mpi.log)"
 fi
 
-expect_fail 2 "--trace" -- "$LS" train cfg.yaml --trace nodir/t.json
-expect_fail 2 "output.tensorboard" -- "$LS" train cfg.yaml --set output.tensorboard=maybe
-expect_fail 2 "trace-steps" -- "$LS" train cfg.yaml --trace t.json --trace-steps 0
-touch blocker
-expect_fail 1 "output.tensorboard" -- "$LS" train cfg.yaml --set output.dir=blocker/x --set output.save_model=false
+# The event files are the run's work: a new run in the folder needs --overwrite,
+# which removes them with the rest.
+mkdir -p evonly && cp -r out/tensorboard evonly/
+expect_fail 2 "tensorboard/train/events.out.tfevents" -- "$LS" train cfg.yaml --set output.dir=evonly
+"$LS" train cfg.yaml --overwrite --set train.epochs=1 >again.log 2>&1 &&
+  [ "$(ls out/tensorboard/train | wc -l)" = 1 ] && [ "$(ls out/tensorboard/validation | wc -l)" = 1 ] &&
+  ok "--overwrite replaces the earlier run's event files" || bad "overwrite: $(ls -R out/tensorboard; tail -3 again.log)"
+expect_fail 2 "--trace" -- "$LS" train cfg.yaml --set output.dir=o2 --trace nodir/t.json
+expect_fail 2 "output.tensorboard" -- "$LS" train cfg.yaml --set output.dir=o3 --set output.tensorboard=maybe
+expect_fail 2 "trace-steps" -- "$LS" train cfg.yaml --set output.dir=o4 --trace t.json --trace-steps 0
+mkdir -p blocked && touch blocked/tensorboard
+expect_fail 1 "output.tensorboard" -- "$LS" train cfg.yaml --set output.dir=blocked
 finish

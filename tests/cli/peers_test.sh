@@ -35,7 +35,7 @@ TRIED_STOP=0
 fault_case() {  # NP RANK POINT SIGNAL [lockstep train options...]
   local np=$1 rank=$2 point=$3 sig=$4 log="f$1-$2-${3//[ =@]/_}-$4.log"
   shift 4
-  rm -rf ckpt
+  rm -rf ckpt runs  # a fresh run folder each time (an earlier run's is refused)
   local t0 t1 rc took
   t0=$(date +%s.%N)
   LOCKSTEP_FAULT="$rank:$point:$sig" timeout 60 mpirun --oversubscribe -np "$np" -x LOCKSTEP_FAULT \

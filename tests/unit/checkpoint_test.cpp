@@ -1,9 +1,12 @@
 // Model files: round trip, architecture mismatch, and damaged files refused
-// with a message naming the file; a failed write leaves the old file intact.
+// with a message naming the file; a failed write leaves the old file intact;
+// pruning keeps the newest checkpoints and never the one just written.
 #include <gtest/gtest.h>
 
 #include <filesystem>
 #include <fstream>
+#include <limits>
+#include <vector>
 
 #include "data/input.h"
 #include "src/checkpoint.h"
@@ -90,6 +93,37 @@ TEST_F(CheckpointTest, FailedWriteKeepsThePreviousFile) {
   EXPECT_EQ(load_state(path("a.h5"), &m).params, s.params);
   for (const auto& e : fs::directory_iterator(dir_)) {
     EXPECT_EQ(e.path().filename().string().find(".tmp"), std::string::npos) << e.path();
+  }
+}
+
+// A resumed run may write a checkpoint with a lower step than older files in the
+// folder: it is the run's newest and must survive pruning, counting as one kept.
+TEST_F(CheckpointTest, PruningKeepsTheCheckpointJustWritten) {
+  for (int64_t step : {10, 20, 30, 40}) std::ofstream(checkpoint_path(dir_.string(), step)) << "x";
+  const std::string current = checkpoint_path(dir_.string(), 15);
+  std::ofstream(current) << "x";
+  prune_checkpoints(dir_.string(), 1, current);
+  EXPECT_EQ(list_checkpoints(dir_.string()), std::vector<std::string>{current});
+  for (int64_t step : {10, 20, 30, 40}) std::ofstream(checkpoint_path(dir_.string(), step)) << "x";
+  prune_checkpoints(dir_.string(), 3, current);  // the current one and the two newest others
+  EXPECT_EQ(list_checkpoints(dir_.string()),
+            (std::vector<std::string>{checkpoint_path(dir_.string(), 40), checkpoint_path(dir_.string(), 30), current}));
+  prune_checkpoints(dir_.string(), 2);  // no protected file: the newest two
+  EXPECT_EQ(list_checkpoints(dir_.string()),
+            (std::vector<std::string>{checkpoint_path(dir_.string(), 40), checkpoint_path(dir_.string(), 30)}));
+}
+
+// Weights must be finite, as features must (a transposed kernel: bad_input_test.sh).
+TEST_F(CheckpointTest, NonFiniteWeightsAreRefused) {
+  Model m({{6, Activation::kRelu, 0.0f}}, 5, 3, LossKind::kSoftmaxCrossEntropy);
+  SavedState s = state_for(m);
+  s.params[3] = std::numeric_limits<float>::quiet_NaN();
+  save_state(path("nan.h5"), m, s);
+  try {
+    load_state(path("nan.h5"), &m);
+    ADD_FAILURE() << "NaN weights accepted";
+  } catch (const DataError& e) {
+    EXPECT_NE(std::string(e.what()).find("holds NaN"), std::string::npos) << e.what();
   }
 }
 

@@ -1,0 +1,376 @@
+// Baseline record and comparison. The record holds plain JSON numbers (doubles
+// round-trip exactly through nlohmann's printer), so "exact" means bitwise for the
+// metrics and the fixed-example predictions, and equal hashes for the weights.
+#include "src/baseline.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <numeric>
+#include <sstream>
+#include <vector>
+
+#include "data/input.h"
+#include "src/checkpoint.h"
+#include "src/config.h"
+#include "src/environment.h"
+#include "src/model.h"
+#include "src/replica.h"
+#include "src/run_folder.h"
+
+namespace lockstep {
+namespace fs = std::filesystem;
+namespace {
+
+constexpr int64_t kFixedExamples = 16;  // the first rows of the eval split
+
+std::string read_text(const fs::path& path, const std::string& hint) {
+  std::ifstream in(path);
+  if (!in) throw DataError(path.string() + ": missing (" + hint + ")");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+nlohmann::json read_json(const fs::path& path, const std::string& hint) {
+  const std::string text = read_text(path, hint);
+  try {
+    return nlohmann::json::parse(text);
+  } catch (const nlohmann::json::parse_error& e) {
+    throw DataError(path.string() + ": not valid JSON (parse error at byte " + std::to_string(e.byte) + ")");
+  }
+}
+
+const char* const kRunHint = "a run folder written by 'lockstep train' holds manifest.json, config.yaml and metrics.jsonl";
+
+// The last record of each epoch and the last final record (a resumed run appends).
+void read_metrics(const fs::path& path, nlohmann::json& epochs, nlohmann::json& final_rec) {
+  std::istringstream in(read_text(path, kRunHint));
+  std::map<int64_t, nlohmann::json> by_epoch;
+  std::string line;
+  for (int n = 1; std::getline(in, line); ++n) {
+    if (line.empty()) continue;
+    nlohmann::json r;
+    try {
+      r = nlohmann::json::parse(line);
+    } catch (const nlohmann::json::exception&) {
+      throw DataError(path.string() + ": line " + std::to_string(n) + " is not a JSON record");
+    }
+    if (r.value("final", false)) {
+      final_rec = nlohmann::json::object();
+      for (const char* k : {"test_loss", "test_accuracy", "examples"}) {
+        if (r.contains(k)) final_rec[k] = r[k];
+      }
+    } else if (r.contains("epoch")) {
+      nlohmann::json e;
+      for (const char* k : {"epoch", "loss", "accuracy", "val_loss", "val_accuracy", "steps", "skipped_steps"}) {
+        if (r.contains(k)) e[k] = r[k];
+      }
+      by_epoch[r["epoch"].get<int64_t>()] = e;
+    }
+  }
+  if (final_rec.is_null()) {
+    throw DataError(path.string() + ": no final record: the run did not finish (train it to the end, "
+                    "or resume it with --resume)");
+  }
+  epochs = nlohmann::json::array();
+  for (auto& [epoch, e] : by_epoch) epochs.push_back(e);
+}
+
+// model.h5, else the newest checkpoint (output.save_model: false).
+std::string model_file(const fs::path& dir, const Config& c) {
+  if (fs::exists(dir / "model.h5")) return (dir / "model.h5").string();
+  const fs::path ckpts = c.checkpoint_dir.empty() ? dir / "checkpoints" : fs::path(c.checkpoint_dir);
+  const auto all = list_checkpoints(ckpts.string());
+  if (all.empty()) {
+    throw DataError((dir / "model.h5").string() + ": missing, and no checkpoint in " + ckpts.string() +
+                    " (the run saved no weights)");
+  }
+  return all.front();
+}
+
+// A relative data.path is relative to the folder the run ran in.
+std::string data_file(const Config& c, const nlohmann::json& manifest) {
+  const fs::path p(c.data_path);
+  if (p.is_absolute() || fs::exists(p)) return p.string();
+  const fs::path there = fs::path(manifest.value("working_directory", ".")) / p;
+  return fs::exists(there) ? there.string() : p.string();
+}
+
+void softmax_rows(std::vector<float>& x, int64_t rows, int64_t k) {
+  for (int64_t r = 0; r < rows; ++r) {
+    float* row = x.data() + r * k;
+    const float mx = *std::max_element(row, row + k);
+    double sum = 0;
+    for (int64_t j = 0; j < k; ++j) sum += std::exp(double(row[j] - mx));
+    for (int64_t j = 0; j < k; ++j) row[j] = float(std::exp(double(row[j] - mx)) / sum);
+  }
+}
+
+// Weights hash and norm, optimizer hash, and the model's outputs on the first
+// examples of the eval split.
+void model_record(const Config& c, const std::string& data, const std::string& file, nlohmann::json& rec) {
+  auto source = open_dataset(data, c.data_eval_split, c.data_scale);
+  const DatasetInfo& info = source->info();
+  const bool cls = c.loss == LossKind::kSoftmaxCrossEntropy;
+  const int64_t k = cls ? info.num_classes : info.target_dim;
+  Model model(c.layers, info.feature_dim, k, c.loss);
+  const SavedState s = load_state(file, &model);
+  std::vector<float> slots;
+  for (const auto& [name, v] : s.slots) slots.insert(slots.end(), v.begin(), v.end());
+  const double sq = std::inner_product(s.params.begin(), s.params.end(), s.params.begin(), 0.0);
+  rec["weights"] = {{"file", fs::path(file).filename().string()}, {"count", s.params.size()},
+                    {"hash", hash_bytes(s.params.data(), s.params.size() * sizeof(float))},
+                    {"optimizer_hash", hash_bytes(slots.data(), slots.size() * sizeof(float))},
+                    {"norm", std::sqrt(sq)}};
+  const int64_t m = std::min(kFixedExamples, info.size);
+  std::vector<int64_t> rows(static_cast<size_t>(m));
+  std::iota(rows.begin(), rows.end(), 0);
+  std::vector<float> x(size_t(m * info.feature_dim));
+  std::vector<int32_t> labels(static_cast<size_t>(m));
+  std::vector<float> targets(size_t(m * std::max<int64_t>(info.target_dim, 1)));
+  source->read(rows.data(), m, x.data(), info.num_classes > 0 ? labels.data() : nullptr,
+               info.target_dim > 0 ? targets.data() : nullptr);
+  ReplicaModel replica(model, std::max<int64_t>(m, 1));
+  const float* y = replica.predict(s.params.data(), x.data(), m);
+  std::vector<float> out(y, y + m * k);
+  if (cls) softmax_rows(out, m, k);
+  nlohmann::json values = nlohmann::json::array();
+  for (int64_t r = 0; r < m; ++r) values.push_back(std::vector<float>(out.begin() + r * k, out.begin() + (r + 1) * k));
+  rec["predictions"] = {{"split", c.data_eval_split}, {"rows", m},
+                        {"digest", hash_bytes(out.data(), out.size() * sizeof(float))}, {"values", values}};
+}
+
+}  // namespace
+
+nlohmann::json make_baseline(const std::string& run_dir) {
+  const fs::path dir(run_dir);
+  if (!fs::is_directory(dir)) throw DataError(run_dir + ": not a folder (" + kRunHint + ")");
+  const nlohmann::json manifest = read_json(dir / "manifest.json", kRunHint);
+  const fs::path cfg_path = dir / "config.yaml";
+  const Config c = parse_config(read_text(cfg_path, kRunHint), cfg_path.string());
+  nlohmann::json rec = {{"format", "lockstep-baseline"}, {"version", 1},
+                        {"run_id", manifest.value("run_id", "")},
+                        {"deterministic", manifest.value("deterministic", false)},
+                        {"config_hash", config_hash(c)},
+                        {"environment", manifest.value("environment", nlohmann::json::object())}};
+  nlohmann::json config = nlohmann::json::object();
+  for (const auto& [key, value] : result_config_rows(c)) config[key] = value;
+  rec["config"] = config;
+  nlohmann::json epochs, final_rec;
+  read_metrics(dir / "metrics.jsonl", epochs, final_rec);
+  rec["epochs"] = epochs;
+  rec["final"] = final_rec;
+  model_record(c, data_file(c, manifest), model_file(dir, c), rec);
+  return rec;
+}
+
+void write_baseline(const std::string& run_dir, const std::string& out_path) {
+  const nlohmann::json rec = make_baseline(run_dir);
+  const std::string tmp = out_path + ".tmp." + std::to_string(::getpid());
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << rec.dump(1) << "\n";
+    out.flush();
+    if (!out) {
+      std::error_code ec;
+      fs::remove(tmp, ec);
+      throw IoError("cannot write " + out_path);
+    }
+  }
+  std::error_code ec;
+  fs::rename(tmp, out_path, ec);
+  if (ec) throw IoError("cannot write " + out_path + ": " + ec.message());
+  std::printf("baseline of %s (run %s, %zu epoch(s), weights %s) -> %s\n", run_dir.c_str(),
+              rec["run_id"].get<std::string>().c_str(), rec["epochs"].size(),
+              rec["weights"]["hash"].get<std::string>().c_str(), out_path.c_str());
+}
+
+// ---- verify ----
+namespace {
+
+struct Row {
+  std::string what, baseline, run, diff, allowed;
+  bool ok = true;
+};
+
+std::string num(const nlohmann::json& v) {
+  if (v.is_null()) return "-";
+  if (v.is_number_float()) {
+    char buf[40];
+    std::snprintf(buf, sizeof buf, "%.9g", v.get<double>());
+    return buf;
+  }
+  return v.is_string() ? v.get<std::string>() : v.dump();
+}
+
+class Comparison {
+ public:
+  Comparison(bool exact, const BaselineTolerance& tol) : exact_(exact), tol_(tol) {}
+
+  // A metric: exact, or within the tolerance of its kind.
+  void metric(const std::string& what, const std::string& key, const nlohmann::json& b, const nlohmann::json& r) {
+    const nlohmann::json bv = b.contains(key) ? b[key] : nlohmann::json(), rv = r.contains(key) ? r[key] : nlohmann::json();
+    if (bv.is_null() && rv.is_null()) return;
+    Row row{what + " " + key, num(bv), num(rv), "", ""};
+    if (!bv.is_number() || !rv.is_number()) {
+      row.ok = false;
+      row.diff = "missing";
+    } else if (bv.is_number_integer() || exact_) {
+      row.ok = bv == rv || bv.get<double>() == rv.get<double>();
+      row.allowed = "exact";
+      row.diff = row.ok ? "0" : num(rv.get<double>() - bv.get<double>());
+    } else {
+      const double d = rv.get<double>() - bv.get<double>();
+      const bool acc = key.find("accuracy") != std::string::npos;
+      const double allowed = acc ? tol_.accuracy_abs : tol_.loss_abs + tol_.loss_rel * std::fabs(bv.get<double>());
+      row.ok = std::fabs(d) <= allowed;
+      row.diff = num(d);
+      row.allowed = "±" + num(allowed);
+    }
+    rows_.push_back(row);
+  }
+
+  void equal(const std::string& what, const nlohmann::json& b, const nlohmann::json& r, bool compared) {
+    Row row{what, num(b), num(r), b == r ? "0" : "differs", compared ? "exact" : "not compared"};
+    row.ok = !compared || b == r;
+    rows_.push_back(row);
+  }
+
+  void within(const std::string& what, double b, double r, double allowed, bool relative) {
+    const double d = relative ? (r - b) / std::max(1e-30, std::fabs(b)) : r - b;
+    Row row{what, num(b), num(r), num(d), (relative ? "rel ±" : "±") + num(allowed)};
+    row.ok = std::fabs(d) <= allowed;
+    rows_.push_back(row);
+  }
+
+  bool print() const {
+    size_t w = 10, moved = 0;
+    for (const auto& r : rows_) w = std::max(w, r.what.size());
+    std::printf("%-*s %-18s %-18s %-14s %-16s %s\n", int(w), "value", "baseline", "run", "diff", "allowed", "status");
+    for (const auto& r : rows_) {
+      std::printf("%-*s %-18s %-18s %-14s %-16s %s\n", int(w), r.what.c_str(), r.baseline.c_str(),
+                  r.run.c_str(), r.diff.c_str(), r.allowed.c_str(), r.ok ? "ok" : "MOVED");
+      moved += r.ok ? 0 : 1;
+    }
+    if (moved > 0) std::printf("%zu of %zu values moved\n", moved, rows_.size());
+    return moved == 0;
+  }
+
+ private:
+  bool exact_;
+  BaselineTolerance tol_;
+  std::vector<Row> rows_;
+};
+
+// Config keys that differ, a key absent on one side counting as its default
+// (a newer lockstep may add keys).
+std::vector<std::string> config_changes(const nlohmann::json& b, const nlohmann::json& r) {
+  std::map<std::string, std::string> defaults;
+  for (const auto& row : parse_config("data: {path: none}", "defaults").table()) defaults[row[0]] = row[1];
+  std::map<std::string, std::string> bm, rm;
+  for (auto& [k, v] : b.items()) bm[k] = v.is_string() ? v.get<std::string>() : v.dump();
+  for (auto& [k, v] : r.items()) rm[k] = v.is_string() ? v.get<std::string>() : v.dump();
+  std::vector<std::string> out;
+  auto value = [&](const std::map<std::string, std::string>& m, const std::string& k) {
+    const auto it = m.find(k);
+    if (it != m.end()) return it->second;
+    const auto d = defaults.find(k);
+    return d == defaults.end() ? std::string("(unset)") : d->second;
+  };
+  std::map<std::string, bool> keys;
+  for (auto& [k, v] : bm) keys[k] = true;
+  for (auto& [k, v] : rm) keys[k] = true;
+  for (auto& [k, unused] : keys) {
+    if (value(bm, k) != value(rm, k)) out.push_back(k + ": " + value(bm, k) + " -> " + value(rm, k));
+  }
+  return out;
+}
+
+// Prints the environment entries that changed; returns whether a numeric one did.
+bool environment_changes(const nlohmann::json& b, const nlohmann::json& r) {
+  const auto& numeric = numeric_environment_keys();
+  std::map<std::string, bool> keys;
+  for (auto& [k, v] : b.items()) keys[k] = true;
+  for (auto& [k, v] : r.items()) keys[k] = true;
+  bool numeric_changed = false, header = false;
+  for (auto& [k, unused] : keys) {
+    const std::string bv = b.contains(k) ? num(b[k]) : "(unset)", rv = r.contains(k) ? num(r[k]) : "(unset)";
+    if (bv == rv) continue;
+    const bool num_key = std::find(numeric.begin(), numeric.end(), k) != numeric.end();
+    numeric_changed = numeric_changed || num_key;
+    if (!header) std::printf("environment entries that changed:\n");
+    header = true;
+    std::printf("  %-17s %s\n  %-17s -> %s%s\n", k.c_str(), bv.c_str(), "", rv.c_str(),
+                num_key ? "   (affects numerics)" : "");
+  }
+  if (!header) std::printf("environment: unchanged\n");
+  return numeric_changed;
+}
+
+}  // namespace
+
+bool verify_baseline(const std::string& baseline_path, const std::string& run_dir, const BaselineTolerance& tol) {
+  const nlohmann::json b = read_json(baseline_path, "write one with 'lockstep baseline RUN_DIR --out FILE'");
+  if (!b.is_object() || b.value("format", "") != "lockstep-baseline") {
+    throw DataError(baseline_path + ": not a lockstep baseline (format '" +
+                    (b.is_object() ? b.value("format", "") : std::string()) + "')");
+  }
+  for (const char* k : {"environment", "config", "epochs", "final", "predictions", "weights"}) {
+    if (!b.contains(k)) throw DataError(baseline_path + ": not a complete baseline (no '" + std::string(k) + "')");
+  }
+  const nlohmann::json r = make_baseline(run_dir);
+  const bool numeric_changed = environment_changes(b["environment"], r["environment"]);
+  const bool exact = !numeric_changed;
+  std::printf("comparison: %s\n", exact ? "exact (the numeric environment matches)"
+                                        : "within tolerances (the numeric environment changed)");
+  bool ok = true;
+  for (const auto& c : config_changes(b["config"], r["config"])) {
+    std::printf("config differs: %s\n", c.c_str());
+    ok = false;
+  }
+  Comparison cmp(exact, tol);
+  const auto& be = b["epochs"];
+  const auto& re = r["epochs"];
+  if (be.size() != re.size()) {
+    cmp.equal("epochs", be.size(), re.size(), true);
+  }
+  for (size_t i = 0; i < std::min(be.size(), re.size()); ++i) {
+    const std::string what = "epoch " + num(be[i]["epoch"]);
+    for (const char* k : {"loss", "accuracy", "val_loss", "val_accuracy", "steps", "skipped_steps"}) cmp.metric(what, k, be[i], re[i]);
+  }
+  for (const char* k : {"test_loss", "test_accuracy", "examples"}) cmp.metric("final", k, b["final"], r["final"]);
+  const auto& bp = b["predictions"];
+  const auto& rp = r["predictions"];
+  cmp.equal("predictions rows", bp["rows"], rp["rows"], true);
+  cmp.equal("predictions digest", bp["digest"], rp["digest"], exact);
+  if (!exact && bp["values"].size() == rp["values"].size()) {
+    double worst = 0;
+    for (size_t i = 0; i < bp["values"].size(); ++i) {
+      const auto& x = bp["values"][i];
+      const auto& y = rp["values"][i];
+      for (size_t j = 0; j < std::min(x.size(), y.size()); ++j) {
+        worst = std::max(worst, std::fabs(x[j].get<double>() - y[j].get<double>()));
+      }
+    }
+    cmp.within("predictions max |diff|", 0.0, worst, tol.prediction_abs, false);
+  }
+  cmp.equal("weights count", b["weights"]["count"], r["weights"]["count"], true);
+  cmp.equal("weights hash", b["weights"]["hash"], r["weights"]["hash"], exact);
+  cmp.equal("optimizer hash", b["weights"]["optimizer_hash"], r["weights"]["optimizer_hash"], exact);
+  if (!exact) {
+    cmp.within("weights norm", b["weights"]["norm"].get<double>(), r["weights"]["norm"].get<double>(),
+               tol.weight_norm_rel, true);
+  }
+  ok = cmp.print() && ok;
+  if (!ok) std::printf("verify: FAILED: %s does not match %s\n", run_dir.c_str(), baseline_path.c_str());
+  if (ok) std::printf("verify: OK: %s matches %s (%s)\n", run_dir.c_str(), baseline_path.c_str(), exact ? "exactly" : "within tolerances");
+  return ok;
+}
+
+}  // namespace lockstep

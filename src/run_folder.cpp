@@ -1,0 +1,173 @@
+// Run folder bookkeeping: refuse to mix two runs' files, write the manifest and
+// the resolved config. Only the chief calls these (the Trainer makes sure).
+#include "src/run_folder.h"
+
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+#include <nlohmann/json.hpp>
+
+#include "src/checkpoint.h"
+#include "src/environment.h"
+#include "src/tensorboard.h"
+
+namespace lockstep {
+namespace fs = std::filesystem;
+namespace {
+
+const char* const kRunFiles[] = {"model.h5", "manifest.json", "config.yaml", "metrics.jsonl"};
+
+std::string now_iso8601() {
+  const std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+// Time of day plus 32 random bits: unique enough to tell two runs apart.
+std::string new_run_id() {
+  const std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[48];
+  std::strftime(buf, sizeof buf, "%Y%m%d-%H%M%S", &tm);
+  std::random_device rd;
+  char tail[16];
+  std::snprintf(tail, sizeof tail, "-%08x", unsigned(rd()));
+  return std::string(buf) + tail;
+}
+
+// Writes text to path through a temporary name and a rename.
+void write_atomically(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << text;
+    out.flush();
+    if (!out) {
+      std::error_code ec;
+      fs::remove(tmp, ec);
+      throw IoError("cannot write " + path + ": " + std::strerror(errno));
+    }
+  }
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  if (ec) throw IoError("cannot write " + path + ": " + ec.message());
+}
+
+std::string shown(const fs::path& p, const fs::path& base) {
+  const std::string rel = p.lexically_relative(base).string();
+  return rel.empty() || rel.rfind("..", 0) == 0 ? p.string() : rel;
+}
+
+}  // namespace
+
+std::string hash_bytes(const void* data, size_t n) {
+  uint64_t h = 1469598103934665603ULL;
+  const auto* p = static_cast<const unsigned char*>(data);
+  for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ULL;
+  char buf[20];
+  std::snprintf(buf, sizeof buf, "%016llx", (unsigned long long)h);
+  return buf;
+}
+
+std::vector<std::pair<std::string, std::string>> result_config_rows(const Config& c) {
+  std::vector<std::pair<std::string, std::string>> rows;
+  for (const auto& row : c.table()) {
+    const std::string& key = row[0];
+    bool skip = false;
+    for (const char* prefix : {"output.", "checkpoint.", "comm.", "data.path", "data.prefetch",
+                               "data.gather", "train.progress"}) {
+      skip = skip || key.rfind(prefix, 0) == 0;
+    }
+    if (!skip) rows.emplace_back(key, row[1]);
+  }
+  return rows;
+}
+
+std::string config_hash(const Config& c) {
+  std::string text;
+  for (const auto& [key, value] : result_config_rows(c)) text += key + " = " + value + "\n";
+  return hash_bytes(text.data(), text.size());
+}
+
+std::vector<std::string> earlier_work(const Config& c, const std::string& checkpoint_dir) {
+  std::vector<std::string> found;
+  const fs::path dir(c.output_dir);
+  std::error_code ec;
+  for (const char* name : kRunFiles) {
+    if (fs::exists(dir / name, ec)) found.push_back(name);
+  }
+  for (const auto& ckpt : list_checkpoints(checkpoint_dir)) found.push_back(shown(ckpt, dir));
+  for (const auto& events : tensorboard_files(c.output_dir)) found.push_back(shown(events, dir));
+  return found;
+}
+
+void prepare_run_folder(const Config& c, const std::string& checkpoint_dir, const RunFolderOptions& o) {
+  const std::string key = c.where("output.dir") + ": key 'output.dir': ";
+  std::error_code ec;
+  for (const std::string& d : {c.output_dir, checkpoint_dir}) {
+    if (fs::exists(d, ec) && !fs::is_directory(d, ec)) {
+      throw ConfigError((d == c.output_dir ? key : c.where("checkpoint.dir") + ": key 'checkpoint.dir': ") +
+                        d + " is a file, not a folder (choose a folder for the run)");
+    }
+  }
+  const std::vector<std::string> work = earlier_work(c, checkpoint_dir);
+  if (!work.empty() && !o.resume && !o.overwrite) {
+    std::string list;
+    for (size_t i = 0; i < work.size() && i < 4; ++i) list += (i ? ", " : "") + work[i];
+    if (work.size() > 4) list += " and " + std::to_string(work.size() - 4) + " more";
+    throw ConfigError(key + c.output_dir + " holds an earlier run's work (" + list +
+                      "); continue it with --resume, replace it with --overwrite, or choose "
+                      "another output.dir");
+  }
+  if (!work.empty() && o.overwrite && !o.resume) {
+    for (const char* name : kRunFiles) fs::remove(fs::path(c.output_dir) / name, ec);
+    for (const auto& ckpt : list_checkpoints(checkpoint_dir)) fs::remove(ckpt, ec);
+    for (const auto& events : tensorboard_files(c.output_dir)) fs::remove(events, ec);
+    std::printf("--overwrite: removed the earlier run's %zu file(s) from %s\n", work.size(),
+                c.output_dir.c_str());
+  }
+  fs::create_directories(c.output_dir, ec);
+  if (ec) throw ConfigError(key + "cannot create " + c.output_dir + ": " + ec.message());
+}
+
+void write_run_record(const Config& c, const RunFolderOptions& o) {
+  const fs::path dir(c.output_dir);
+  nlohmann::json m;
+  std::ifstream old(dir / "manifest.json");
+  if (o.resume && old) {
+    try {
+      m = nlohmann::json::parse(old);
+    } catch (const nlohmann::json::exception&) {
+      m = nlohmann::json::object();  // unreadable: start a new record
+    }
+  }
+  const nlohmann::json now = {{"time", now_iso8601()}, {"command_line", o.command_line}};
+  if (m.contains("run_id")) {
+    m["resumes"].push_back(now);
+  } else {
+    m = {{"format", "lockstep-run"}, {"version", 1}, {"run_id", new_run_id()},
+         {"start_time", now["time"]}, {"command_line", o.command_line}};
+  }
+  std::error_code ec;
+  m["config_hash"] = config_hash(c);
+  m["working_directory"] = fs::current_path(ec).string();
+  bool deterministic = false;  // train.deterministic, where this build has the key
+  for (const auto& row : c.table()) deterministic = deterministic || (row[0] == "train.deterministic" && row[1] == "true");
+  m["deterministic"] = deterministic;
+  m["environment"] = run_environment();
+  write_atomically((dir / "manifest.json").string(), m.dump(2) + "\n");
+  write_atomically((dir / "config.yaml").string(), c.to_yaml());
+}
+
+}  // namespace lockstep

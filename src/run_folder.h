@@ -1,0 +1,46 @@
+// The run folder (output.dir): what a run leaves there besides its model and
+// checkpoints — manifest.json (run id, config hash, environment, command line,
+// start time), config.yaml (the resolved config) and metrics.jsonl — and the rule
+// that a fresh run never writes over another run's work (README "Run folders").
+#pragma once
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "src/config.h"
+
+namespace lockstep {
+
+struct RunFolderOptions {
+  bool resume = false;     // --resume: the folder's earlier work is this run's to continue
+  bool overwrite = false;  // --overwrite: the earlier run's files are removed first
+  std::string command_line;
+};
+
+// Files of an earlier run in output.dir and the checkpoint folder (model.h5,
+// manifest.json, config.yaml, metrics.jsonl, ckpt-*.h5), relative to output.dir
+// where they lie inside it.
+std::vector<std::string> earlier_work(const Config& c, const std::string& checkpoint_dir);
+
+// Makes output.dir usable for a run. Throws ConfigError naming output.dir when it
+// is a file or cannot be created, or when it holds earlier work and neither
+// resume nor overwrite is set; with overwrite, removes exactly that earlier work
+// (nothing else in the folder) and says so on stdout.
+void prepare_run_folder(const Config& c, const std::string& checkpoint_dir, const RunFolderOptions& o);
+
+// Writes OUTPUT_DIR/manifest.json and OUTPUT_DIR/config.yaml atomically. On a
+// resume the earlier manifest's run id and start time are kept and the resume is
+// appended to its "resumes" list.
+void write_run_record(const Config& c, const RunFolderOptions& o);
+
+// (key, value) rows of the config that decide a run's numbers: every key except
+// where files go (output.*, checkpoint.*, data.path) and what does not change a
+// result (train.progress, data.prefetch, data.gather, comm.*).
+std::vector<std::pair<std::string, std::string>> result_config_rows(const Config& c);
+// A 16-hex-digit hash of result_config_rows.
+std::string config_hash(const Config& c);
+// FNV-1a 64 of bytes, as 16 hex digits (weights, predictions, configs).
+std::string hash_bytes(const void* data, size_t n);
+
+}  // namespace lockstep

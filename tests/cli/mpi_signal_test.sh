@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Signals under mpirun. (1) SIGTERM to mpirun: OpenMPI 4.1 waits
+# odls_base_sigkill_timeout seconds, forwards SIGTERM, waits as long again, then
+# SIGKILLs; with its default of 1 s a checkpoint write longer than that is cut
+# off. The launch scripts raise it (CHECKPOINT_GRACE); here a 2 s on-signal write
+# (LOCKSTEP_FAULT SLEEP2 on rank 0) survives with 3 s and is lost with 1 s.
+# (2) A rank frozen with SIGSTOP is named by its peer; when mpirun resumes it
+# (SIGCONT) it must say it was stopped, not blame the peer that waited.
+source "$(dirname "$0")/lib.sh"
+cd "$WORK"
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+for s in single_node.sh multi_node.sh; do
+  grep -q -- '--mca odls_base_sigkill_timeout "$CHECKPOINT_GRACE"' "$LOCKSTEP_SOURCE_DIR/launch/$s" &&
+    ok "launch/$s gives the ranks CHECKPOINT_GRACE seconds after SIGTERM" || bad "launch/$s lacks odls_base_sigkill_timeout"
+done
+"$PY" - <<'PYEOF'
+import h5py, numpy as np
+rng = np.random.default_rng(1)
+with h5py.File("big.h5", "w") as f:
+    f.attrs["num_classes"] = 3
+    for s, n in (("train", 20000), ("test", 200)):
+        g = f.create_group(s)
+        g.create_dataset("x", data=rng.integers(0, 256, size=(n, 4, 4), dtype=np.uint8))
+        g.create_dataset("y", data=rng.integers(0, 3, size=(n,)).astype(np.int32))
+PYEOF
+cat > sig.yaml <<YAML
+data: {path: big.h5, scale: 0.0039}
+model: {layers: [{units: 256}, {units: 256}]}
+train: {epochs: 40, batch_size: 40, eval_batch_size: 100, progress: false}
+checkpoint: {every_epoch: false}
+YAML
+
+term_case() {  # GRACE_S OUT_DIR: SIGTERM to mpirun once training runs; prints the checkpoints left
+  LOCKSTEP_FAULT="0:phase=checkpoint write:SLEEP2" OMPI_MCA_odls_base_sigkill_timeout=$1 \
+    mpirun --oversubscribe -np 2 -x LOCKSTEP_FAULT "$LS" train sig.yaml --set output.dir="$2" >"$2.log" 2>&1 &
+  local pid=$! i
+  for i in $(seq 100); do [ -f "$2/manifest.json" ] && break; sleep 0.1; done
+  sleep 0.5
+  kill -TERM $pid
+  wait $pid
+  ls "$2/checkpoints" 2>/dev/null | grep -c '^ckpt-' || true
+}
+n=$(term_case 3 grace)
+[ "$n" -eq 1 ] && grep -q "rank 0 sleeps 2 s at phase checkpoint write" grace.log &&
+  grep -q "interrupted by SIGTERM after step [0-9]*; checkpoint grace/checkpoints/ckpt-[0-9]*.h5" grace.log &&
+  ok "odls_base_sigkill_timeout 3: the 2 s on-signal checkpoint is written" || bad "grace 3 s: $n checkpoint(s): $(grep lockstep: grace.log | tail -3)"
+n=$(term_case 1 nograce)
+[ "$n" -eq 0 ] && grep -q "rank 0 sleeps 2 s at phase checkpoint write" nograce.log &&
+  ok "OpenMPI's default (1 s) cuts the same write off (what the setting is for)" || bad "grace 1 s: $n checkpoint(s): $(tail -3 nograce.log)"
+
+# A frozen rank resumed by mpirun (SIGCONT, then 3 s before SIGTERM).
+cat > stop.yaml <<YAML
+data: {path: big.h5, scale: 0.0039}
+model: {layers: [{units: 16, activation: tanh}]}
+train: {epochs: 3, batch_size: 40, eval_batch_size: 100, progress: false}
+comm: {timeout_s: 2, long_phase_s: 3}
+output: {dir: stop, save_model: false}
+YAML
+LOCKSTEP_FAULT="1:collective=150:STOP" OMPI_MCA_odls_base_sigkill_timeout=3 timeout 60 \
+  mpirun --oversubscribe -np 2 -x LOCKSTEP_FAULT "$LS" train stop.yaml >stop.log 2>&1
+rc=$?
+if [ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q "fatal on rank 0 .*rank(s) 1 did not arrive" stop.log &&
+   grep -q "fatal on rank 1 .*this process was stopped for [0-9.]* s" stop.log && ! grep -q "rank(s) 0 did not arrive" stop.log; then
+  ok "rank 0 names the frozen rank 1; rank 1, resumed, says it was stopped and blames no one"
+else
+  bad "frozen rank: rc=$rc $(grep 'fatal' stop.log | cut -c1-300)"
+fi
+finish
