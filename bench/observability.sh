@@ -16,17 +16,17 @@ BASE=${BASE:-}
 OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT
 common=(configs/fashion_mnist_mlp.yaml --set "data.path=$DATA" --set "train.epochs=$EPOCHS"
-        --set train.progress=false --set output.save_model=false --set checkpoint.every_epoch=false
-        --set "output.dir=$OUT/run")
+        --set train.progress=false --set output.save_model=false --set checkpoint.every_epoch=false)
 variants=(plain tensorboard trace)
 [ -n "$BASE" ] && variants+=(base)
 for r in $(seq "$ROUNDS"); do
   for v in "${variants[@]}"; do
+    dir=(--set "output.dir=$OUT/run-$v-$r")  # a fresh run folder each time
     case $v in
-      plain) build/lockstep train "${common[@]}" --metrics-out "$OUT/$v.$r.jsonl" ;;
-      tensorboard) build/lockstep train "${common[@]}" --set output.tensorboard=true --metrics-out "$OUT/$v.$r.jsonl" ;;
-      trace) build/lockstep train "${common[@]}" --trace "$OUT/trace.json" --metrics-out "$OUT/$v.$r.jsonl" ;;
-      base) "$BASE" train "${common[@]}" --metrics-out "$OUT/$v.$r.jsonl" ;;
+      plain) build/lockstep train "${common[@]}" "${dir[@]}" --metrics-out "$OUT/$v.$r.jsonl" ;;
+      tensorboard) build/lockstep train "${common[@]}" "${dir[@]}" --set output.tensorboard=true --metrics-out "$OUT/$v.$r.jsonl" ;;
+      trace) build/lockstep train "${common[@]}" "${dir[@]}" --trace "$OUT/trace.json" --metrics-out "$OUT/$v.$r.jsonl" ;;
+      base) "$BASE" train "${common[@]}" "${dir[@]}" --metrics-out "$OUT/$v.$r.jsonl" ;;
     esac >/dev/null
   done
 done
