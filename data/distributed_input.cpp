@@ -2,6 +2,7 @@
 // the views: range -> shuffle(full, seed, epoch) -> batch(global) -> gather
 // (this process's replicas' rows only) -> prefetch. The order of global batches
 // depends on the seed and epoch alone, never on how many replicas share them.
+#include <algorithm>
 #include <mutex>
 #include <utility>
 
@@ -46,11 +47,18 @@ void check_options(const Source& source, const InputOptions& o) {
     throw DataError(where(source) + ": replicas [" + std::to_string(o.first_replica) + ", " +
                     std::to_string(o.first_replica + o.local_replicas) + ") do not fit in num_replicas " +
                     std::to_string(o.num_replicas));
+  if (o.whole_shares && o.global_batch % o.num_replicas != 0)
+    throw DataError(where(source) + ": whole_shares needs a global batch (" + std::to_string(o.global_batch) +
+                    ") that divides by num_replicas " + std::to_string(o.num_replicas));
   if (o.prefetch < 0) throw DataError(where(source) + ": prefetch must be >= 0, got " + std::to_string(o.prefetch));
 }
 
-// Rows [r*n/R, (r+1)*n/R) of a global batch of n rows belong to replica r.
-int64_t replica_begin(int64_t replica, int64_t n, int64_t num_replicas) { return replica * n / num_replicas; }
+// Where replica r's rows of a global batch of n rows begin: r*n/R, or with
+// whole_shares r*S cut to n (S = global_batch / R, the full batch's share).
+int64_t replica_begin(const InputOptions& o, int64_t replica, int64_t n) {
+  if (o.whole_shares) return std::min(n, replica * (o.global_batch / o.num_replicas));
+  return replica * n / o.num_replicas;
+}
 
 IteratorPtr<std::vector<int64_t>> global_batches(const std::shared_ptr<Source>& source,
                                                  const InputOptions& o) {
@@ -63,9 +71,9 @@ IteratorPtr<std::vector<int64_t>> global_batches(const std::shared_ptr<Source>& 
 
 IteratorPtr<RowBatch> build_pipeline(const std::shared_ptr<Source>& source, const InputOptions& o) {
   IteratorPtr<std::vector<int64_t>> batches = global_batches(source, o);
-  const int64_t first = o.first_replica, last = o.first_replica + o.local_replicas, total = o.num_replicas;
-  SliceFn local_rows = [first, last, total](int64_t n) {
-    return std::pair<int64_t, int64_t>(replica_begin(first, n, total), replica_begin(last, n, total));
+  const int64_t first = o.first_replica, last = o.first_replica + o.local_replicas;
+  SliceFn local_rows = [o, first, last](int64_t n) {
+    return std::pair<int64_t, int64_t>(replica_begin(o, first, n), replica_begin(o, last, n));
   };
   IteratorPtr<RowBatch> pipeline = gather(std::move(batches), source, std::move(local_rows));
   if (o.prefetch > 0) pipeline = prefetch(std::move(pipeline), o.prefetch, o.on_thread_start);
@@ -130,9 +138,9 @@ namespace {
 // Local replica i's slice of a global batch of `global_rows` rows: shape only.
 ReplicaBatch slice_of(const InputOptions& o, int i, int64_t global_rows, int64_t sample_base) {
   const int64_t replica = o.first_replica + i;
-  const int64_t begin = replica_begin(replica, global_rows, o.num_replicas);
+  const int64_t begin = replica_begin(o, replica, global_rows);
   ReplicaBatch r;
-  r.rows = replica_begin(replica + 1, global_rows, o.num_replicas) - begin;
+  r.rows = replica_begin(o, replica + 1, global_rows) - begin;
   r.first_row = begin;
   r.global_rows = global_rows;
   r.sample_base = sample_base;

@@ -87,6 +87,11 @@ struct InputOptions {
   // Runs first on every thread the pipeline starts (the prefetch thread), so the
   // caller can give it the floating-point mode of its compute threads.
   std::function<void()> on_thread_start;
+  // Replica r takes rows [r*S, (r+1)*S) of every batch, S = global_batch /
+  // num_replicas, cut to the batch's length, instead of an even split of it: a
+  // short last batch then leaves whole fixed-size pieces (micro-batches) on the
+  // first replicas and none split between two (deterministic mode).
+  bool whole_shares = false;
 };
 
 // The same options for evaluation: no shuffle and no dropped remainder, so every
@@ -101,8 +106,9 @@ struct InputPosition {
 };
 
 // Splits every global batch across replicas: replica r of R gets the contiguous
-// rows [r*n/R, (r+1)*n/R) of the batch (n rows), so the sequence of global batches
-// depends only on the seed, never on R. A process reads only its replicas' rows.
+// rows [r*n/R, (r+1)*n/R) of the batch (n rows; whole_shares splits otherwise), so
+// the sequence of global batches depends only on the seed, never on R. A process
+// reads only its replicas' rows.
 class DistributedInput {
  public:
   DistributedInput(std::shared_ptr<Source> source, const InputOptions& options);

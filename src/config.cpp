@@ -229,6 +229,12 @@ const std::vector<KeyDef> kKeys = {
      c.nonfinite = get_enum<NonFinitePolicy>(n, x, {{"stop", NonFinitePolicy::kStop}, {"skip", NonFinitePolicy::kSkip}}); }},
   {"train.flush_denormals", "true", "flush denormal floats to zero on every compute thread (false: IEEE gradual underflow, 2-3x slower steps once values get tiny)",
    [](Config& c, const YAML::Node& n, const Ctx& x) { c.flush_denormals = get_bool(n, x); }},
+  {"train.deterministic", "false", "bitwise the same weights and optimizer slots for every replica count that divides the micro-batches of a global batch (fixed micro-batches, exact integer gradient sum)",
+   [](Config& c, const YAML::Node& n, const Ctx& x) { c.deterministic = get_bool(n, x); }},
+  {"train.micro_batch_size", "auto", "rows per micro-batch, a divisor of train.batch_size; each micro-batch's gradient is computed on its own, and fewer rows than a replica's share is gradient accumulation; auto: the replica's share, or with deterministic the global batch cut into the most of 8, 4 or 2 micro-batches of at least 16 rows (else 1)",
+   [](Config& c, const YAML::Node& n, const Ctx& x) {
+     if (n.IsScalar() && n.Scalar() == "auto") { c.micro_batch_size = 0; return; }
+     c.micro_batch_size = get_int(n, x, 1, int64_t(1) << 24); }},
   {"comm.timeout_s", "0", "seconds a collective may wait for a peer before the job ends naming it (0 = adaptive: 10 s or 20x the slowest recent step)",
    [](Config& c, const YAML::Node& n, const Ctx& x) { c.comm_timeout_s = get_float(n, x, 0.0, 1e6); }},
   {"comm.long_phase_s", "600", "seconds peers may wait for start-up, the first evaluation or a checkpoint write (later evaluations: 20x the slowest so far, at least the collective floor)",
@@ -338,6 +344,18 @@ void validate(const Config& c) {
   if (c.schedule == ScheduleKind::kStep && c.decay_steps == 0) {
     const std::string from = c.where("optimizer.decay_steps") == "--set" ? "--set" : c.where("optimizer.schedule");
     throw ConfigError(from + ": key 'optimizer.decay_steps' must be > 0 with schedule: step");
+  }
+  if (c.micro_batch_size > 0 && c.batch_size % c.micro_batch_size != 0) {
+    const bool cli = c.where("train.micro_batch_size") == "--set" || c.where("train.batch_size") == "--set";
+    std::string msg = cli ? "--set" : c.where("train.micro_batch_size");
+    msg += ": key 'train.micro_batch_size': " + std::to_string(c.micro_batch_size) +
+           " does not divide the global batch " + std::to_string(c.batch_size) +
+           " (train.batch_size); use a divisor of it, or auto";
+    throw ConfigError(msg);
+  }
+  if (c.deterministic && c.device == DeviceKind::kCuda) {
+    throw ConfigError(c.where("train.deterministic") + ": key 'train.deterministic': not available with "
+                      "strategy.device cuda yet (the exact gradient sum runs on CPU replicas); use device: cpu");
   }
 #if !defined(LOCKSTEP_HAVE_CUDA)
   if (c.device == DeviceKind::kCuda) {
@@ -492,7 +510,11 @@ std::string Config::to_yaml() const {
     << YAML::Key << "progress" << YAML::Value << progress
     << YAML::Key << "on_nonfinite" << YAML::Value
     << (nonfinite == NonFinitePolicy::kStop ? "stop" : "skip")
-    << YAML::Key << "flush_denormals" << YAML::Value << flush_denormals << YAML::EndMap;
+    << YAML::Key << "flush_denormals" << YAML::Value << flush_denormals
+    << YAML::Key << "deterministic" << YAML::Value << deterministic
+    << YAML::Key << "micro_batch_size" << YAML::Value;
+  if (micro_batch_size == 0) e << "auto"; else e << micro_batch_size;
+  e << YAML::EndMap;
   e << YAML::Key << "comm" << YAML::Value << YAML::BeginMap
     << YAML::Key << "timeout_s" << YAML::Value << comm_timeout_s
     << YAML::Key << "long_phase_s" << YAML::Value << comm_long_phase_s

@@ -79,6 +79,11 @@ struct Config {
   // on x86 a denormal operand costs ~100 cycles, and trained weights' small
   // gradients and Adam moments reach that range after an epoch or so.
   bool flush_denormals = true;
+  // Deterministic mode (src/micro_batch.h): fixed micro-batches and an exact
+  // integer gradient sum, so the weights are bitwise the same for every replica
+  // count that divides the micro-batches of a global batch.
+  bool deterministic = false;
+  int64_t micro_batch_size = 0;  // rows per micro-batch; 0 = auto (resolve_micro_batch)
 
   // checkpoints
   std::string checkpoint_dir;     // "" = OUTPUT_DIR/checkpoints

@@ -20,6 +20,7 @@
 #include "kernels/cpu/ops.h"
 #include "src/cuda_replica.h"
 #include "src/gpu_mapping.h"
+#include "src/micro_batch.h"
 #include "src/random.h"
 #include "src/signals.h"
 
@@ -158,6 +159,15 @@ MirroredStrategy::MirroredStrategy(const Model& model, const Config& config, Wor
     hier_group_ = std::make_unique<HierarchicalGroup>(world.mpi_comm, local, comm_options(config));
   }
   if (use_cuda(config)) devices_ = make_cuda_group(model, config, world, local, max_rows);
+  const int64_t replicas = int64_t(local) * world.size();
+  micro_rows_ = resolve_micro_batch(config, replicas);
+  micro_batched_ = !devices_ && (config.deterministic || micro_rows_ * replicas < config.batch_size);
+  for (const DenseLayer& l : model.layers()) {
+    segments_.push_back({l.weight_offset, l.weight_offset + l.in * l.out});
+    segments_.push_back({l.bias_offset, l.bias_offset + l.out});
+  }
+  std::sort(segments_.begin(), segments_.end(),
+            [](const ArenaSegment& a, const ArenaSegment& b) { return a.begin < b.begin; });
   for (int i = 0; i < local; ++i) {
     auto r = std::make_unique<Replica>();
     r->local_index = i;
@@ -317,7 +327,13 @@ StepResult MirroredStrategy::train_step(Replica& r, const ReplicaBatch& batch, f
                                         uint64_t step_seed, bool stop_requested) {
   // The gradient of sum(loss)/global_rows on each replica; their SUM over all
   // replicas is the gradient of the global batch's mean loss.
+  if (micro_batched_ && !r.trace) return micro_step(r, batch, lr, step_seed, stop_requested);
   const auto t0 = Clock::now();
+  if (micro_batched_) {  // traced as one span (with its micro-batches and exact sums inside)
+    const StepResult res = micro_step(r, batch, lr, step_seed, stop_requested);
+    r.trace->span("micro-batched step", t0, Clock::now());
+    return res;
+  }
   if (r.device) {  // the same step, enqueued on the replica's GPU
     const StepResult res = r.device->train_step(r, batch, lr, step_seed, stop_requested);
     if (res.finite) ++r.updates;
@@ -382,21 +398,23 @@ StepResult MirroredStrategy::train_step(Replica& r, const ReplicaBatch& batch, f
 }
 
 void MirroredStrategy::update(Replica& r, float lr) {
-  if (shards_.empty()) {
-    r.optimizer->apply(r.params.data(), r.grads.data(), 0, model_.num_params(), lr, r.updates);
-    ++r.updates;
-    return;
+  // Unsharded: the whole arena. Sharded: this replica's shard of every local
+  // replica's arena. Every local replica has passed the step's last collective,
+  // so no one reads params now; the barrier after the writes keeps the next
+  // forward from starting on a half-updated arena.
+  const auto [begin, end] = shards_.empty() ? std::pair<int64_t, int64_t>(0, model_.num_params())
+                                            : shards_[size_t(r.local_index)];
+  if (micro_batched_ && config_.deterministic) {
+    apply_exact(r, lr, begin, end);
+  } else {
+    r.optimizer->apply(r.params.data(), r.grads.data(), begin, end, lr, r.updates);
   }
-  // Every local replica has passed the last bucket's all-reduce, so no one reads
-  // params now; the barrier after the writes keeps the next forward from
-  // starting on a half-updated arena.
-  const auto [begin, end] = shards_[size_t(r.local_index)];
-  r.optimizer->apply(r.params.data(), r.grads.data(), begin, end, lr, r.updates);
+  ++r.updates;
+  if (shards_.empty()) return;
   const size_t bytes = size_t(end - begin) * sizeof(float);
   for (const auto& peer : replicas_) {
     if (peer.get() != &r) std::memcpy(peer->params.data() + begin, r.params.data() + begin, bytes);
   }
-  ++r.updates;
   r.local_comm->barrier();
 }
 

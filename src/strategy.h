@@ -14,6 +14,7 @@
 #include "comm/communicator.h"
 #include "comm/options.h"
 #include "data/input.h"
+#include "src/micro_batch.h"
 #include "src/model.h"
 #include "src/optimizer.h"
 #include "src/replica.h"
@@ -49,6 +50,7 @@ struct Replica {
   // strategy.device cuda: the replica's state and step on its GPU, with params and
   // the optimizer's slots above as a host mirror (to_host/to_device); nullptr on CPU.
   DeviceReplica* device = nullptr;
+  std::unique_ptr<MicroBuffers> micro;  // micro-batched steps (train.micro_batch_size)
   int64_t updates = 0;                 // optimizer steps applied
   int64_t fetches = 0;                 // MirroredStrategy::fetch calls
   // Where this replica's time went (seconds): waiting for input (fetch, which
@@ -113,6 +115,8 @@ class MirroredStrategy {
   // global mean), then the optimizer. Every replica ends with identical weights.
   // stop_requested is OR-ed across replicas into the result. A non-finite global
   // loss or reduced gradient skips the update on every replica alike.
+  // With train.deterministic, or micro-batches smaller than the slice, the slice
+  // runs as micro-batches (micro_step, src/micro_batch.cpp).
   StepResult train_step(Replica& r, const ReplicaBatch& batch, float lr, uint64_t step_seed,
                         bool stop_requested = false);
   // Rank 0's optimizer slots to every replica, after local replica 0 of rank 0
@@ -133,6 +137,15 @@ class MirroredStrategy {
  private:
   void reduce_range(Replica& r, int64_t begin, int64_t end);
   void update(Replica& r, float lr);
+  // The micro-batched step (src/micro_batch.cpp): deterministic mode's exact
+  // sum, or fp32 gradient accumulation.
+  StepResult micro_step(Replica& r, const ReplicaBatch& batch, float lr, uint64_t step_seed,
+                        bool stop_requested);
+  SliceStats micro_backward(Replica& r, const ReplicaBatch& batch, uint64_t step_seed, bool keep_each);
+  void exact_sum(Replica& r, const ReplicaBatch& batch, const SliceStats& local, bool stop_requested,
+                 StepResult& out);
+  void float_sum(Replica& r, const SliceStats& local, bool stop_requested, StepResult& out);
+  void apply_exact(Replica& r, float lr, int64_t begin, int64_t end);  // [begin, end) of the arena
 
   // CPU replicas of this process share one Optimizer and split the update: each
   // applies it to its shard [begin, end) of the arena and writes the result into
@@ -143,6 +156,9 @@ class MirroredStrategy {
   const Config& config_;
   World& world_;
   int64_t bucket_elems_;
+  int64_t micro_rows_ = 0;                 // rows per micro-batch
+  bool micro_batched_ = false;             // steps go through micro_step
+  std::vector<ArenaSegment> segments_;     // the arena's tensors (deterministic scales)
   std::unique_ptr<LocalGroup> local_group_;         // barriers among this process's replicas
   std::unique_ptr<HierarchicalGroup> hier_group_;   // processes x local replicas
   std::unique_ptr<DeviceGroup> devices_;            // strategy.device cuda

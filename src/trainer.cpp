@@ -129,11 +129,13 @@ void Trainer::build(bool training) {
   in.prefetch = c.data_prefetch;
   in.replica_gather = resolve_gather(c, local, world_.info.local_size, *train_source_);
   in.on_thread_start = [flush = c.flush_denormals] { cpu::set_flush_denormals(flush); };
+  in.whole_shares = c.deterministic && c.batch_size % replicas == 0;  // whole micro-batches per replica
   if (training) train_input_ = std::make_unique<DistributedInput>(train_source_, in);
   InputOptions ev = in;
   ev.global_batch = eval_batch;
   ev.shuffle = false;
   ev.drop_remainder = false;
+  ev.whole_shares = false;
   eval_input_ = std::make_unique<DistributedInput>(eval_source_, ev);
 
   base_lr_ = c.learning_rate * (c.scale_lr ? double(replicas) : 1.0);
@@ -217,6 +219,7 @@ void Trainer::print_plan() const {
                   ? "each process reads only its replicas' rows from the file"
                   : "the training split is held in memory (read whole at start, as it is small), "
                     "and each process gathers only its replicas' rows");
+  if (const std::string m = micro_batch_plan(c, R); !m.empty()) std::printf("%s\n", m.c_str());
   const bool per_replica = train_input_->replica_gather();
   std::printf("input: %s\n",
               per_replica ? "each replica reads its own rows on its own thread (data.gather)"
@@ -262,6 +265,7 @@ void Trainer::print_config() const {
 // ---- train ----
 EvalResult Trainer::fit(const std::string& metrics_out, const std::string& resume) {
   build(true);
+  check_deterministic();
   if (strategy_->is_chief()) {
     run_options_.resume = !resume.empty();
     MetricsWriter::check_path(metrics_out);
@@ -316,9 +320,21 @@ EvalResult Trainer::fit(const std::string& metrics_out, const std::string& resum
   return last_eval_;
 }
 
+// Training in deterministic mode needs whole micro-batches per replica and CPU
+// replicas; evaluation and prediction need neither.
+void Trainer::check_deterministic() const {
+  const Config& c = config_;
+  check_micro_batches(c, strategy_->num_replicas_in_sync());
+  if (c.deterministic && use_cuda(c)) {
+    throw ConfigError(c.where("train.deterministic") + ": key 'train.deterministic': not available on CUDA "
+                      "replicas yet (strategy.device resolved to cuda); use strategy.device: cpu");
+  }
+}
+
 // ---- steady-state throughput (lockstep scale) ----
 Throughput Trainer::measure(int64_t warmup, int64_t steps) {
   build(true);
+  check_deterministic();
   Throughput out;
   out.replicas = strategy_->num_replicas_in_sync();
   out.global_batch = config_.batch_size;
@@ -617,8 +633,10 @@ std::optional<SavedState> Trainer::find_resume_point(const std::string& resume) 
                   (long long)s.updates);
       if (s.replicas != 0 && s.replicas != now) {
         std::printf("resume: written with %lld replicas in sync, continuing with %d: the global "
-                    "batch of %lld still divides; weights agree up to fp32 summation order\n",
-                    (long long)s.replicas, now, (long long)config_.batch_size);
+                    "batch of %lld still divides; %s\n",
+                    (long long)s.replicas, now, (long long)config_.batch_size,
+                    config_.deterministic ? "train.deterministic: bitwise the weights of either count"
+                                          : "weights agree up to fp32 summation order");
       }
       if (!changed.empty()) std::printf("resume: settings changed since the checkpoint: %s\n", changed.c_str());
       report_schedule_change(s, candidates[i]);

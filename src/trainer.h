@@ -89,6 +89,7 @@ class Trainer {
   // training: also the training input; evaluation alone needs neither it nor a
   // global batch that divides by the replica count.
   void build(bool training);
+  void check_deterministic() const;  // train.deterministic: micro-batches split, CPU replicas
   Position start_state(Replica& r);
   void train_epoch(Replica& r, Position& pos);
   void on_nonfinite(Replica& r, const Position& pos, const StepResult& res);

@@ -15,6 +15,7 @@ namespace lockstep::testing {
 
 struct RunResult {
   std::vector<float> params;
+  std::vector<std::vector<float>> slots;  // the optimizer's, in its slots() order
   double loss_first = 0, loss_last = 0;
 };
 
@@ -26,6 +27,8 @@ struct RunSpec {
   float dropout = 0.0f;
   bool overlap = false;
   bool replica_gather = false;  // each replica reads its own rows (data.gather replicas)
+  bool deterministic = false;   // train.deterministic
+  int64_t micro_batch = 0;      // train.micro_batch_size (0 = auto)
 };
 
 inline RunResult train_synthetic(World& world, const RunSpec& spec) {
@@ -45,6 +48,8 @@ inline RunResult train_synthetic(World& world, const RunSpec& spec) {
   cfg.bucket_mb = 0.0005;  // ~131 floats: several buckets per step
   cfg.check_every = 5;
   cfg.overlap = spec.overlap;
+  cfg.deterministic = spec.deterministic;
+  cfg.micro_batch_size = spec.micro_batch;
   Model model({{16, Activation::kTanh, spec.dropout}, {8, Activation::kRelu, 0.0f}}, 12, 4,
               LossKind::kSoftmaxCrossEntropy);
   MirroredStrategy strategy(model, cfg, world, 24);
@@ -55,9 +60,11 @@ inline RunResult train_synthetic(World& world, const RunSpec& spec) {
   in.local_replicas = spec.local_replicas;
   in.seed = 11;
   in.replica_gather = spec.replica_gather;
+  in.whole_shares = spec.deterministic;
   DistributedInput input(src, in);
   RunResult run;
   std::vector<std::vector<float>> finals(static_cast<size_t>(spec.local_replicas));
+  std::vector<std::vector<float>> slots;
   strategy.run([&](Replica& r) {
     strategy.broadcast_initial_weights(r);
     int64_t step = 0;
@@ -72,12 +79,16 @@ inline RunResult train_synthetic(World& world, const RunSpec& spec) {
       }
     }
     finals[size_t(r.local_index)] = r.params;
+    if (r.local_index == 0) {
+      for (auto& [name, slot] : r.optimizer->slots()) slots.push_back(*slot);
+    }
   });
   for (size_t i = 1; i < finals.size(); ++i) {
     EXPECT_EQ(0, std::memcmp(finals[0].data(), finals[i].data(), finals[0].size() * 4))
         << "local replica " << i << " differs from local replica 0";
   }
   run.params = finals[0];
+  run.slots = slots;
   return run;
 }
 
