@@ -1,6 +1,7 @@
 // The lockstep command line — the only place that reads argv. Subcommands:
-// train, evaluate, predict, convert, scale. Every failure ends with one "lockstep: error: ..."
-// line naming what was wrong and a non-zero exit code; never a crash or a hang.
+// train, evaluate, predict, export, serve, convert, scale. Every failure ends
+// with one "lockstep: error: ..." line naming what was wrong and a non-zero exit
+// code; never a crash or a hang.
 #include <CLI/CLI.hpp>
 
 #include <cctype>
@@ -19,8 +20,10 @@
 #include "kernels/cpu/fpenv.h"
 #include "src/baseline.h"
 #include "src/config.h"
+#include "src/onnx_export.h"
 #include "src/predict.h"
 #include "src/scale.h"
+#include "src/serve.h"
 #include "src/signals.h"
 #include "src/trainer.h"
 #include "src/checkpoint.h"
@@ -111,6 +114,8 @@ struct Args {
   std::string input, split = "test", output;
   std::string idx_dir, train_images, train_labels, test_images, test_labels, out;
   bool overwrite = false, verbose = false;
+  std::string format = "onnx";
+  ServeOptions serve;
   std::string trace;
   int64_t trace_steps = 300;
   ScaleOptions scale;
@@ -186,8 +191,26 @@ std::string or_default(const std::string& given, const std::string& dir, const c
                   (std::string(name).find("images") != std::string::npos ? "-idx3-ubyte.gz)" : "-idx1-ubyte.gz)"));
 }
 
-int run_convert(const Args& a) {
+// The subcommands that run in one process without an MPI world (convert, predict,
+// export, serve, baseline, verify): fn's exit code, or one error line and the
+// exit code of its kind.
+template <typename Fn>
+int run_single_process(Fn&& fn) {
   try {
+    return fn();
+  } catch (const ConfigError& e) {
+    return report_fatal(nullptr, "error", e.what(), kExitUsage);
+  } catch (const DataError& e) {
+    return report_fatal(nullptr, "error", e.what(), kExitData);
+  } catch (const IoError& e) {
+    return report_fatal(nullptr, "error", e.what(), kExitIo);
+  } catch (const std::exception& e) {
+    return report_fatal(nullptr, "error", e.what(), kExitRuntime);
+  }
+}
+
+int run_convert(const Args& a) {
+  return run_single_process([&] {
     Hdf5WriteOptions opt;
     opt.overwrite = a.overwrite;
     const std::string train_images = or_default(a.train_images, a.idx_dir, "train-images");
@@ -198,31 +221,29 @@ int run_convert(const Args& a) {
         convert_idx_to_hdf5(train_images, train_labels, test_images, test_labels, a.out, opt);
     std::printf("%s\n", s.to_string().c_str());
     return 0;
-  } catch (const ConfigError& e) {
-    return report_fatal(nullptr, "error", e.what(), kExitUsage);
-  } catch (const DataError& e) {
-    return report_fatal(nullptr, "error", e.what(), kExitData);
-  } catch (const std::exception& e) {
-    return report_fatal(nullptr, "error", e.what(), kExitRuntime);
-  }
+  });
+}
+
+int run_export(const Config& config, const Args& a) {
+  if (a.format != "onnx") throw ConfigError("export: --format " + a.format + " is not known (use onnx)");
+  const SavedModel model = load_saved_model(config, a.model);
+  std::string stem = a.config.substr(a.config.find_last_of('/') + 1);
+  stem = stem.substr(0, stem.find('.'));
+  export_onnx(model, stem.empty() ? "lockstep" : stem, a.out, a.overwrite);
+  std::printf("exported %s (%s) -> %s (ONNX opset 13: %s [N, %lld] float32 -> %s [N, %lld])\n",
+              a.model.c_str(), model.model->signature().c_str(), a.out.c_str(), kOnnxInputName,
+              (long long)model.model->input_dim(), output_name(model), (long long)model.model->output_dim());
+  return 0;
 }
 
 int run_baseline(const Args& a, bool verify) {
-  try {
+  return run_single_process([&] {
     if (!verify) {
       write_baseline(a.run_dir, a.out);
       return 0;
     }
     return verify_baseline(a.baseline, a.run_dir) ? 0 : kExitMoved;
-  } catch (const ConfigError& e) {
-    return report_fatal(nullptr, "error", e.what(), kExitUsage);
-  } catch (const DataError& e) {
-    return report_fatal(nullptr, "error", e.what(), kExitData);
-  } catch (const IoError& e) {
-    return report_fatal(nullptr, "error", e.what(), kExitIo);
-  } catch (const std::exception& e) {
-    return report_fatal(nullptr, "error", e.what(), kExitRuntime);
-  }
+  });
 }
 
 }  // namespace
@@ -313,6 +334,35 @@ int main(int argc, char** argv) {
       "accuracies within 0.02, each prediction within 0.02 and the weight norm within 0.1%. The config "
       "(except output.*, checkpoint.*, comm.*, data.path/prefetch/gather, train.progress) must match.");
 
+  auto* export_cmd = app.add_subcommand("export", "Write a saved model in an exchange format (ONNX)");
+  export_cmd->add_option("config", a.config, "experiment config (YAML) the model was trained with")->required();
+  export_cmd->add_option("--checkpoint,--model", a.model, "model file or checkpoint")->required();
+  export_cmd->add_option("--format", a.format, "onnx (the only format; default)");
+  export_cmd->add_option("--out,-o", a.out, "output file (model.onnx)")->required();
+  export_cmd->add_option("--set", a.sets, "override a config key (repeatable)");
+  export_cmd->add_flag("--overwrite", a.overwrite, "replace an existing output file");
+
+  auto* serve_cmd = app.add_subcommand(
+      "serve", "Serve a saved model over TensorFlow Serving's REST API (SIGTERM drains, exits 0)");
+  serve_cmd->add_option("config", a.config, "experiment config (YAML) the model was trained with")->required();
+  serve_cmd->add_option("--checkpoint,--model", a.serve.model_path, "model file or checkpoint")->required();
+  serve_cmd->add_option("--port", a.serve.port, "TCP port (default 8501; 0 = any free port, printed)");
+  serve_cmd->add_option("--host", a.serve.host,
+                        "address to listen on (default 127.0.0.1; 0.0.0.0 = every interface)");
+  serve_cmd->add_option("--model-name", a.serve.model_name, "the NAME in the URLs (default 'default')");
+  serve_cmd->add_option("--max-batch-size", a.serve.max_batch_size,
+                        "rows per batched forward pass (default 64; 0 = no batching)");
+  serve_cmd->add_option("--batch-timeout-micros", a.serve.batch_timeout_us,
+                        "how long a batch's first request waits for more to join, in microseconds "
+                        "(default 0: none; requests that arrive while a forward pass runs form the next batch)");
+  serve_cmd->add_option("--threads", a.serve.threads,
+                        "HTTP worker threads, each serving one open connection at a time (default 64)");
+  serve_cmd->add_option("--max-body-bytes", a.serve.max_body_bytes,
+                        "larger request bodies get 413 (default 16777216)");
+  serve_cmd->add_option("--read-timeout", a.serve.read_timeout_s,
+                        "seconds a client may stay silent mid-request before it is dropped (default 5)");
+  serve_cmd->add_option("--set", a.sets, "override a config key (repeatable)");
+
   auto* convert = app.add_subcommand("convert", "Convert datasets to the lockstep HDF5 layout");
   convert->require_subcommand(1);
   auto* idx = convert->add_subcommand(
@@ -357,19 +407,13 @@ int main(int argc, char** argv) {
   // The main thread computes too (predict, replica 0); train.flush_denormals.
   cpu::set_flush_denormals(config.flush_denormals);
   if (*predict_cmd) {
-    try {
+    return run_single_process([&] {
       PredictArgs p{a.model, a.input, a.split, a.output, a.overwrite};
       const int64_t n = predict(config, p);
       std::printf("predicted %lld examples of %s:/%s -> %s\n", (long long)n, a.input.c_str(),
                   a.split.c_str(), a.output.c_str());
       return 0;
-    } catch (const ConfigError& e) {
-      return report_fatal(nullptr, "error", e.what(), kExitUsage);
-    } catch (const DataError& e) {
-      return report_fatal(nullptr, "error", e.what(), kExitData);
-    } catch (const std::exception& e) {
-      return report_fatal(nullptr, "error", e.what(), kExitRuntime);
-    }
+    });
   }
   if (*scale) {
     a.scale.config_path = a.config;
@@ -381,6 +425,13 @@ int main(int argc, char** argv) {
   if (*train && a.overwrite && !a.resume.empty()) {
     return report_fatal(nullptr, "error", "--resume and --overwrite exclude each other: continue the run "
                         "in output.dir, or replace it", kExitUsage);
+  }
+  if (*export_cmd) return run_single_process([&] { return run_export(config, a); });
+  if (*serve_cmd) {
+    return run_single_process([&] {
+      serve(config, a.serve);  // returns once a SIGTERM/SIGINT has drained it
+      return 0;
+    });
   }
   if (*train) {
     return with_world(&argc, &argv, comm_options(config), [&](World& world) {

@@ -1,0 +1,201 @@
+// The ONNX writer. ONNX files are protocol buffers; lockstep writes the small
+// subset of onnx.proto it needs (ModelProto, GraphProto, NodeProto, TensorProto,
+// ValueInfoProto, AttributeProto) with a few lines of wire-format encoding, so it
+// depends on no protobuf library or generated code and on no particular version
+// of either. Field numbers are those of onnx/onnx.proto (IR version 7).
+#include "src/onnx_export.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <vector>
+
+#include "data/hdf5_util.h"
+#include "src/model.h"
+
+namespace lockstep {
+namespace {
+
+// Protocol-buffer wire format: a message is a sequence of (tag, value) fields,
+// tag = field_number << 3 | wire_type (0 varint, 2 length-delimited, 5 fixed32).
+class Message {
+ public:
+  Message& varint(int field, uint64_t v) {
+    key(field, 0);
+    put_varint(v);
+    return *this;
+  }
+  Message& fixed32(int field, float f) {
+    key(field, 5);
+    char b[4];
+    std::memcpy(b, &f, 4);  // little-endian hosts only (x86-64, aarch64)
+    out_.append(b, 4);
+    return *this;
+  }
+  Message& bytes(int field, const std::string& s) {
+    key(field, 2);
+    put_varint(s.size());
+    out_ += s;
+    return *this;
+  }
+  Message& message(int field, const Message& m) { return bytes(field, m.out_); }
+  const std::string& str() const { return out_; }
+
+ private:
+  void key(int field, int wire) { put_varint(uint64_t(field) << 3 | uint64_t(wire)); }
+  void put_varint(uint64_t v) {
+    while (v >= 0x80) {
+      out_ += char((v & 0x7f) | 0x80);
+      v >>= 7;
+    }
+    out_ += char(v);
+  }
+  std::string out_;
+};
+
+constexpr int kFloat = 1;  // TensorProto.DataType.FLOAT
+
+// TensorProto: dims = 1, data_type = 2, name = 8, raw_data = 9 (little-endian).
+Message tensor(const std::string& name, const std::vector<int64_t>& dims, const float* data) {
+  Message t;
+  int64_t n = 1;
+  for (int64_t d : dims) {
+    t.varint(1, uint64_t(d));
+    n *= d;
+  }
+  t.varint(2, kFloat).bytes(8, name);
+  t.bytes(9, std::string(reinterpret_cast<const char*>(data), size_t(n) * sizeof(float)));
+  return t;
+}
+
+// ValueInfoProto { name = 1, type = 2: TypeProto { tensor_type = 1: { elem_type = 1,
+// shape = 2: { dim = 1: { dim_value = 1 | dim_param = 2 } } } } }; the batch is "N".
+Message value_info(const std::string& name, int64_t width) {
+  Message batch, feat, shape, tensor_type, type, info;
+  batch.bytes(2, "N");
+  feat.varint(1, uint64_t(width));
+  shape.message(1, batch).message(1, feat);
+  tensor_type.varint(1, kFloat).message(2, shape);
+  type.message(1, tensor_type);
+  info.bytes(1, name).message(2, type);
+  return info;
+}
+
+// Builds the graph's nodes and initializers, naming intermediate values uniquely.
+class GraphBuilder {
+ public:
+  // NodeProto: input = 1, output = 2, name = 3, op_type = 4, attribute = 5.
+  std::string node(const std::string& op, const std::vector<std::string>& in, std::string out = "",
+                   const Message* attribute = nullptr) {
+    if (out.empty()) out = op + "_" + std::to_string(++counter_);
+    Message n;
+    for (const auto& i : in) n.bytes(1, i);
+    n.bytes(2, out).bytes(3, "node_" + std::to_string(nodes_.size())).bytes(4, op);
+    if (attribute) n.message(5, *attribute);
+    nodes_.push_back(n);
+    return out;
+  }
+  std::string constant(const std::string& name, float v) {
+    initializers_.push_back(tensor(name, {}, &v));
+    return name;
+  }
+  void initializer(const std::string& name, const std::vector<int64_t>& dims, const float* data) {
+    initializers_.push_back(tensor(name, dims, data));
+  }
+  // GraphProto: node = 1, name = 2, initializer = 5, doc_string = 10, input = 11, output = 12.
+  Message graph(const std::string& name, const Message& input, const Message& output) const {
+    Message g;
+    for (const auto& n : nodes_) g.message(1, n);
+    g.bytes(2, name);
+    for (const auto& t : initializers_) g.message(5, t);
+    g.bytes(10, "exported by lockstep: raw dataset rows in, data.scale applied in the graph");
+    g.message(11, input).message(12, output);
+    return g;
+  }
+
+ private:
+  std::vector<Message> nodes_, initializers_;
+  int counter_ = 0;
+};
+
+// 0.5 z (1 + tanh(c (z + a z^3))), the tanh form lockstep's kernels compute.
+std::string gelu(GraphBuilder& g, const std::string& z, const std::string& out) {
+  const std::string cube = g.node("Mul", {g.node("Mul", {z, z}), z});
+  const std::string inner = g.node("Add", {z, g.node("Mul", {cube, "gelu_a"})});
+  const std::string t = g.node("Tanh", {g.node("Mul", {inner, "gelu_c"})});
+  return g.node("Mul", {g.node("Mul", {z, "half"}), g.node("Add", {t, "one"})}, out);
+}
+
+std::string activation(GraphBuilder& g, Activation a, const std::string& z, const std::string& out) {
+  switch (a) {
+    case Activation::kRelu: return g.node("Relu", {z}, out);
+    case Activation::kTanh: return g.node("Tanh", {z}, out);
+    case Activation::kSigmoid: return g.node("Sigmoid", {z}, out);
+    case Activation::kGelu: return gelu(g, z, out);
+    case Activation::kLinear: return g.node("Identity", {z}, out);
+  }
+  throw std::logic_error("onnx export: unknown activation");
+}
+
+// The Dense stack: x -> Gemm(x, W (in, out), b) -> activation, layer by layer.
+std::string dense_stack(GraphBuilder& g, const SavedModel& m, std::string x) {
+  const auto& layers = m.model->layers();
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const DenseLayer& l = layers[i];
+    g.initializer(l.name + "/kernel", {l.in, l.out}, m.params.data() + l.weight_offset);
+    g.initializer(l.name + "/bias", {l.out}, m.params.data() + l.bias_offset);
+    const bool last = i + 1 == layers.size();
+    const std::string z = g.node("Gemm", {x, l.name + "/kernel", l.name + "/bias"},
+                                 last && !m.classifier ? output_name(m) : l.name + "/z");
+    x = last ? z : activation(g, l.activation, z, l.name + "/out");
+  }
+  return x;
+}
+
+}  // namespace
+
+const char* output_name(const SavedModel& model) {
+  return model.classifier ? "probabilities" : "outputs";
+}
+
+std::string onnx_model_bytes(const SavedModel& m, const std::string& graph_name) {
+  GraphBuilder g;
+  g.constant("scale", m.input_scale);
+  const auto& layers = m.model->layers();
+  if (std::any_of(layers.begin(), layers.end(), [](const DenseLayer& l) { return l.activation == Activation::kGelu; })) {
+    g.constant("gelu_a", 0.044715f);  // kernels/host_device.h kGeluA, kGeluC
+    g.constant("gelu_c", 0.7978845608028654f);
+    g.constant("half", 0.5f);
+    g.constant("one", 1.0f);
+  }
+  const std::string scaled = g.node("Mul", {kOnnxInputName, "scale"}, "scaled_inputs");
+  const std::string logits = dense_stack(g, m, scaled);
+  if (m.classifier) {
+    Message axis;  // AttributeProto: name = 1, i = 3, type = 20 (INT = 2)
+    axis.bytes(1, "axis").varint(3, 1).varint(20, 2);
+    g.node("Softmax", {logits}, output_name(m), &axis);
+  }
+  const Message graph = g.graph(graph_name, value_info(kOnnxInputName, m.model->input_dim()),
+                                value_info(output_name(m), m.model->output_dim()));
+  // ModelProto: ir_version = 1, producer_name = 2, producer_version = 3, graph = 7,
+  // opset_import = 8 (OperatorSetIdProto: domain = 1 (""), version = 2).
+  Message opset, model;
+  opset.bytes(1, "").varint(2, 13);
+  model.varint(1, 7).bytes(2, "lockstep").bytes(3, "0.1.0").message(7, graph).message(8, opset);
+  return model.str();
+}
+
+void export_onnx(const SavedModel& model, const std::string& graph_name, const std::string& path,
+                 bool overwrite) {
+  const std::string bytes = onnx_model_bytes(model, graph_name);
+  AtomicOutput file(path, overwrite);
+  std::FILE* f = std::fopen(file.temp_path().c_str(), "wb");
+  if (!f) throw DataError(path + ": cannot create the output file");
+  const size_t written = std::fwrite(bytes.data(), 1, bytes.size(), f);
+  if (std::fclose(f) != 0 || written != bytes.size()) {
+    throw DataError(path + ": cannot finish writing (disk full?)");
+  }
+  file.commit();
+}
+
+}  // namespace lockstep
