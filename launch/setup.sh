@@ -11,7 +11,7 @@ CMAKE_ARGS=${CMAKE_ARGS:-}
 PACKAGES=(build-essential cmake pkg-config openmpi-bin libopenmpi-dev libeigen3-dev libhdf5-dev
           libyaml-cpp-dev libcli11-dev nlohmann-json3-dev libgtest-dev libopenblas-dev libdnnl-dev
           zlib1g-dev dataset-fashion-mnist python3-h5py python3-numpy
-          libcpp-httplib-dev libssl-dev libbrotli-dev python3-venv)
+          libcpp-httplib-dev libssl-dev libbrotli-dev python3-venv gnuplot-nox)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

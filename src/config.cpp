@@ -281,6 +281,10 @@ const std::vector<KeyDef> kKeys = {
    [](Config& c, const YAML::Node& n, const Ctx& x) { c.output_dir = get_string(n, x); }},
   {"output.save_model", "true", "write OUTPUT_DIR/model.h5 at the end of training",
    [](Config& c, const YAML::Node& n, const Ctx& x) { c.save_model = get_bool(n, x); }},
+  {"output.tensorboard", "false", "write TensorBoard event files to OUTPUT_DIR/tensorboard/{train,validation} (epoch_loss, epoch_accuracy, learning_rate, samples_per_sec)",
+   [](Config& c, const YAML::Node& n, const Ctx& x) { c.tensorboard = get_bool(n, x); }},
+  {"output.tensorboard_every_steps", "100", "with output.tensorboard: the global batch's loss (batch_loss) every N steps (0 = epoch scalars only)",
+   [](Config& c, const YAML::Node& n, const Ctx& x) { c.tensorboard_every_steps = get_int(n, x, 0, int64_t(1) << 40); }},
 };
 // clang-format on
 
@@ -541,7 +545,9 @@ std::string Config::to_yaml() const {
     << YAML::Key << "tf32" << YAML::Value << tf32 << YAML::EndMap;
   e << YAML::Key << "output" << YAML::Value << YAML::BeginMap
     << YAML::Key << "dir" << YAML::Value << output_dir
-    << YAML::Key << "save_model" << YAML::Value << save_model << YAML::EndMap;
+    << YAML::Key << "save_model" << YAML::Value << save_model
+    << YAML::Key << "tensorboard" << YAML::Value << tensorboard
+    << YAML::Key << "tensorboard_every_steps" << YAML::Value << tensorboard_every_steps << YAML::EndMap;
   e << YAML::EndMap;
   return e.c_str();
 }

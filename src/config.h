@@ -115,6 +115,8 @@ struct Config {
   // output
   std::string output_dir = "runs/default";
   bool save_model = true;
+  bool tensorboard = false;             // OUTPUT_DIR/tensorboard/{train,validation} event files
+  int64_t tensorboard_every_steps = 100;  // batch-level loss every N steps (0 = epochs only)
 
   // The resolved configuration as YAML (stored in model files and checkpoints).
   std::string to_yaml() const;

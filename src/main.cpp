@@ -1,7 +1,7 @@
 // The lockstep command line — the only place that reads argv. Subcommands:
-// train, evaluate, predict, export, serve, convert. Every failure ends with one
-// "lockstep: error: ..." line naming what was wrong and a non-zero exit code;
-// never a crash or a hang.
+// train, evaluate, predict, export, serve, convert, scale. Every failure ends
+// with one "lockstep: error: ..." line naming what was wrong and a non-zero exit
+// code; never a crash or a hang.
 #include <CLI/CLI.hpp>
 
 #include <cctype>
@@ -22,6 +22,7 @@
 #include "src/config.h"
 #include "src/onnx_export.h"
 #include "src/predict.h"
+#include "src/scale.h"
 #include "src/serve.h"
 #include "src/signals.h"
 #include "src/trainer.h"
@@ -115,6 +116,10 @@ struct Args {
   bool overwrite = false, verbose = false;
   std::string format = "onnx";
   ServeOptions serve;
+  std::string trace;
+  int64_t trace_steps = 300;
+  ScaleOptions scale;
+  std::string scale_mode = "strong";
 };
 
 // The command line as typed, for the run folder's manifest.
@@ -260,6 +265,13 @@ int main(int argc, char** argv) {
                     "a fresh start if there is none)")
       ->expected(0, 1)
       ->default_str("auto");
+  train->add_option("--trace", a.trace,
+                    "write a timeline (Chrome trace-event JSON for Perfetto or chrome://tracing): "
+                    "one track per rank and replica, spans for input wait, forward, backward, "
+                    "each bucket's all-reduce, the optimizer, checksums, evaluation, checkpoints");
+  train->add_option("--trace-steps", a.trace_steps,
+                    "steps the timeline holds, after 20 warm-up steps (default 300)")
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 20));
   train->add_flag("--overwrite", a.overwrite,
                   "start afresh in an output.dir that holds an earlier run's work, removing that "
                   "work (model.h5, manifest.json, config.yaml, metrics.jsonl, checkpoints)");
@@ -284,6 +296,30 @@ int main(int argc, char** argv) {
   predict_cmd->add_option("--set", a.sets, "override a config key (repeatable)");
   predict_cmd->add_flag("--overwrite", a.overwrite, "replace an existing output file");
 
+  auto* scale = app.add_subcommand(
+      "scale", "Run the job at several layouts to steady state; write DIR/scaling.md, .json and .png");
+  scale->add_option("config", a.config, "experiment config (YAML)")->required();
+  scale->add_option("--replicas", a.scale.replicas, "replica threads per process, e.g. 1,2,4 (default 1,2)")
+      ->delimiter(',')
+      ->check(CLI::Range(1, 4096));
+  scale->add_option("--ranks", a.scale.ranks,
+                    "processes, e.g. 1,2 (default 1); more than 1 runs under mpirun, skipped when mpirun "
+                    "is not on PATH")
+      ->delimiter(',')
+      ->check(CLI::Range(1, 4096));
+  scale->add_option("--mode", a.scale_mode,
+                    "strong: the global batch (train.batch_size) stays; weak: the per-replica batch "
+                    "of the smallest layout stays (default strong)")
+      ->check(CLI::IsMember({"strong", "weak"}));
+  scale->add_option("--steps", a.scale.steps, "timed steps per layout (default 2000)")
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 30));
+  scale->add_option("--warmup", a.scale.warmup, "untimed steps before them (default 200)")
+      ->check(CLI::Range(int64_t(0), int64_t(1) << 30));
+  scale->add_option("--out", a.scale.out_dir, "folder for scaling.md, scaling.json, scaling.png")->required();
+  scale->add_option("--project", a.scale.projection,
+                    "also project to larger clusters with an alpha-beta model of a ring all-reduce: a YAML "
+                    "file {alpha_us: 5, bandwidth_gbps: 100, replicas: [8, 16, 64]} (marked as a model)");
+  scale->add_option("--set", a.sets, "override a config key for every layout (repeatable)");
   auto* baseline_cmd = app.add_subcommand(
       "baseline", "Write a golden baseline of a finished run folder (metrics, prediction digest, weight hash, environment)");
   baseline_cmd->add_option("run_dir", a.run_dir, "the run's output.dir")->required();
@@ -379,6 +415,13 @@ int main(int argc, char** argv) {
       return 0;
     });
   }
+  if (*scale) {
+    a.scale.config_path = a.config;
+    a.scale.overrides = overrides;
+    a.scale.weak = a.scale_mode == "weak";
+    return with_world(&argc, &argv, comm_options(config),
+                      [&](World& world) { run_scale(a.scale, world); });
+  }
   if (*train && a.overwrite && !a.resume.empty()) {
     return report_fatal(nullptr, "error", "--resume and --overwrite exclude each other: continue the run "
                         "in output.dir, or replace it", kExitUsage);
@@ -397,6 +440,7 @@ int main(int argc, char** argv) {
       run.overwrite = a.overwrite;
       run.command_line = command_line;
       trainer.set_run_options(run, a.verbose);
+      if (!a.trace.empty()) trainer.set_trace(a.trace, a.trace_steps);
       trainer.fit(a.metrics_out, a.resume);
     });
   }

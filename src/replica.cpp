@@ -89,6 +89,7 @@ SliceStats ReplicaModel::train(const float* params, float* grads, const ReplicaB
   float* dz = grad_a_.data();
   float* dprev = grad_b_.data();
   SliceStats s = loss_forward(out, b, dz, loss_scale);  // dz = d loss / d logits
+  if (mark_forward) *mark_forward = std::chrono::steady_clock::now();
   for (size_t l = last + 1; l-- > 0;) {
     const DenseLayer& L = layers[l];
     const float* in = l == 0 ? b.x : out_[l - 1];

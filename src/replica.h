@@ -3,6 +3,7 @@
 // per step). Parameters and gradients are flat arenas owned by the caller.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <vector>
@@ -37,6 +38,9 @@ class ReplicaModel {
   const float* predict(const float* params, const float* x, int64_t rows);
 
   int64_t max_rows() const { return max_rows_; }
+  // When set, train() stores there the time its forward pass (with the loss)
+  // ended: the timeline's forward/backward boundary. nullptr costs nothing.
+  std::chrono::steady_clock::time_point* mark_forward = nullptr;
 
  private:
   const float* forward(const float* params, const float* x, int64_t rows, bool training,

@@ -16,6 +16,7 @@
 
 #include "src/checkpoint.h"
 #include "src/environment.h"
+#include "src/tensorboard.h"
 
 namespace lockstep {
 namespace fs = std::filesystem;
@@ -107,6 +108,7 @@ std::vector<std::string> earlier_work(const Config& c, const std::string& checkp
     if (fs::exists(dir / name, ec)) found.push_back(name);
   }
   for (const auto& ckpt : list_checkpoints(checkpoint_dir)) found.push_back(shown(ckpt, dir));
+  for (const auto& events : tensorboard_files(c.output_dir)) found.push_back(shown(events, dir));
   return found;
 }
 
@@ -131,6 +133,7 @@ void prepare_run_folder(const Config& c, const std::string& checkpoint_dir, cons
   if (!work.empty() && o.overwrite && !o.resume) {
     for (const char* name : kRunFiles) fs::remove(fs::path(c.output_dir) / name, ec);
     for (const auto& ckpt : list_checkpoints(checkpoint_dir)) fs::remove(ckpt, ec);
+    for (const auto& events : tensorboard_files(c.output_dir)) fs::remove(events, ec);
     std::printf("--overwrite: removed the earlier run's %zu file(s) from %s\n", work.size(),
                 c.output_dir.c_str());
   }

@@ -50,10 +50,11 @@ class BucketWorker {
     cv_.notify_all();
     thread_.join();
   }
-  void submit(float* data, int64_t count) {
+  // trace: the reducer's track while the step is traced, else nullptr.
+  void submit(float* data, int64_t count, TraceTrack* trace) {
     {
       std::lock_guard<std::mutex> lock(mu_);
-      queue_.push_back({data, count});
+      queue_.push_back({data, count, trace});
       ++pending_;
     }
     cv_.notify_all();
@@ -71,12 +72,14 @@ class BucketWorker {
     for (;;) {
       cv_.wait(lock, [this] { return stop_ || !queue_.empty(); });
       if (queue_.empty()) return;  // stop_ with nothing left
-      const auto [data, count] = queue_.front();
+      const auto [data, count, trace] = queue_.front();
       queue_.pop_front();
       lock.unlock();
       std::exception_ptr err;
       try {
+        const auto t0 = Clock::now();
         comm_->allreduce(data, size_t(count));
+        if (trace) trace->span("all-reduce", t0, Clock::now(), count * int64_t(sizeof(float)));
       } catch (...) {
         err = std::current_exception();
       }
@@ -90,7 +93,12 @@ class BucketWorker {
   Communicator* comm_;
   std::mutex mu_;
   std::condition_variable cv_, done_cv_;
-  std::deque<std::pair<float*, int64_t>> queue_;
+  struct Job {
+    float* data;
+    int64_t count;
+    TraceTrack* trace;
+  };
+  std::deque<Job> queue_;
   int64_t pending_ = 0;
   bool stop_ = false;
   std::exception_ptr error_;
@@ -248,8 +256,11 @@ const ReplicaBatch* MirroredStrategy::fetch(Replica& r, DistributedInput& input)
   ReplicaBatch& mine = batches_[size_t(r.local_index)];
   if (input.replica_gather()) {  // its own batch sequence and rows: no one to wait for
     const bool more = input.next_own(r.local_index, mine);
-    r.input_seconds += since(t0);
-    return more ? &mine : nullptr;
+    const auto t1 = Clock::now();
+    r.input_seconds += std::chrono::duration<double>(t1 - t0).count();
+    if (!more) return nullptr;
+    if (r.trace) r.trace->span("input wait", t0, t1);
+    return &mine;
   }
   // has_batch_ alternates between two slots: after an empty fetch (end of
   // epoch) no collective follows, so replica 0 may already be writing the next
@@ -257,8 +268,11 @@ const ReplicaBatch* MirroredStrategy::fetch(Replica& r, DistributedInput& input)
   const size_t slot = size_t(r.fetches & 1);
   if (r.local_index == 0) has_batch_[slot] = input.next(batches_);
   r.local_comm->barrier();  // publishes batches_ and has_batch_ to the other replicas
-  r.input_seconds += since(t0);
-  return has_batch_[slot] ? &mine : nullptr;
+  const auto t1 = Clock::now();
+  r.input_seconds += std::chrono::duration<double>(t1 - t0).count();
+  if (!has_batch_[slot]) return nullptr;
+  if (r.trace) r.trace->span("input wait", t0, t1);
+  return &mine;
 }
 
 void MirroredStrategy::seek(Replica& r, DistributedInput& input, const InputPosition& position) {
@@ -299,24 +313,32 @@ std::string MirroredStrategy::device_plan() const {
 void MirroredStrategy::reduce_range(Replica& r, int64_t begin, int64_t end) {
   if (end <= begin) return;
   if (r.worker) {
-    r.worker->submit(r.grads.data() + begin, end - begin);
+    r.worker->submit(r.grads.data() + begin, end - begin, r.trace ? r.reducer_trace : nullptr);
     return;
   }
   const auto t0 = Clock::now();
   r.comm->allreduce(r.grads.data() + begin, size_t(end - begin));
-  r.comm_seconds += since(t0);
+  const auto t1 = Clock::now();
+  r.comm_seconds += std::chrono::duration<double>(t1 - t0).count();
+  if (r.trace) r.trace->span("all-reduce", t0, t1, (end - begin) * int64_t(sizeof(float)));
 }
 
 StepResult MirroredStrategy::train_step(Replica& r, const ReplicaBatch& batch, float lr,
                                         uint64_t step_seed, bool stop_requested) {
   // The gradient of sum(loss)/global_rows on each replica; their SUM over all
   // replicas is the gradient of the global batch's mean loss.
-  if (micro_batched_) return micro_step(r, batch, lr, step_seed, stop_requested);
+  if (micro_batched_ && !r.trace) return micro_step(r, batch, lr, step_seed, stop_requested);
   const auto t0 = Clock::now();
+  if (micro_batched_) {  // traced as one span (with its micro-batches and exact sums inside)
+    const StepResult res = micro_step(r, batch, lr, step_seed, stop_requested);
+    r.trace->span("micro-batched step", t0, Clock::now());
+    return res;
+  }
   if (r.device) {  // the same step, enqueued on the replica's GPU
     const StepResult res = r.device->train_step(r, batch, lr, step_seed, stop_requested);
     if (res.finite) ++r.updates;
     r.step_seconds += since(t0);
+    if (r.trace) r.trace->span("device step", t0, Clock::now());
     return res;
   }
   const float scale = batch.global_rows > 0 ? 1.0f / float(batch.global_rows) : 0.0f;
@@ -328,6 +350,8 @@ StepResult MirroredStrategy::train_step(Replica& r, const ReplicaBatch& batch, f
     Replica* r;
     int64_t n, reduced;
   } b{this, &r, n, 0};
+  TraceClock::time_point forward_end = t0;  // an empty slice has no forward
+  r.model->mark_forward = r.trace ? &forward_end : nullptr;
   const SliceStats s = r.model->train(r.params.data(), r.grads.data(), batch, scale, step_seed,
                                       [bk = &b](int64_t ready) {
                                         if (ready - bk->reduced >= bk->self->bucket_elems_ && ready < bk->n) {
@@ -336,6 +360,10 @@ StepResult MirroredStrategy::train_step(Replica& r, const ReplicaBatch& batch, f
                                         }
                                       });
   const int64_t reduced = b.reduced;
+  if (r.trace) {  // backward holds the bucket all-reduces it started inline
+    r.trace->span("forward", t0, forward_end);
+    r.trace->span("backward", forward_end, Clock::now());
+  }
   // The step's metrics and stop requests ride in the last bucket, so every
   // replica learns the global loss (and any stop) with no extra collective.
   float* extra = r.grads.data() + n;
@@ -347,7 +375,9 @@ StepResult MirroredStrategy::train_step(Replica& r, const ReplicaBatch& batch, f
   if (r.worker) {  // the exposed part of the communication
     const auto tw = Clock::now();
     r.worker->wait();
-    r.comm_seconds += since(tw);
+    const auto tw1 = Clock::now();
+    r.comm_seconds += std::chrono::duration<double>(tw1 - tw).count();
+    if (r.trace) r.trace->span("all-reduce wait", tw, tw1);
   }
   StepResult out;
   out.global.loss_sum = extra[kLossSum];
@@ -360,7 +390,9 @@ StepResult MirroredStrategy::train_step(Replica& r, const ReplicaBatch& batch, f
   out.finite_loss = std::isfinite(extra[kLossSum]);
   out.finite = out.finite_loss && cpu::all_finite(r.grads.data(), n);
   if (out.finite) update(r, lr);  // a non-finite step changes nothing; the trainer stops or skips it
-  r.optimizer_seconds += since(t_opt);
+  const auto t_opt_end = Clock::now();
+  r.optimizer_seconds += std::chrono::duration<double>(t_opt_end - t_opt).count();
+  if (r.trace) r.trace->span("optimizer", t_opt, t_opt_end);
   r.step_seconds += since(t0);
   return out;
 }
@@ -400,6 +432,7 @@ void MirroredStrategy::broadcast_optimizer_state(Replica& r) {
 
 void MirroredStrategy::check_in_sync(Replica& r) {
   if (num_replicas_in_sync() == 1) return;
+  const auto t0 = Clock::now();
   to_host(r);
   // A 64-bit hash of the weights' bits, 8 bytes at a time: any single-bit
   // difference shows; about 0.2 ms per 100k parameters, every check_every steps.
@@ -417,6 +450,7 @@ void MirroredStrategy::check_in_sync(Replica& r) {
   std::vector<int64_t> all(static_cast<size_t>(n));
   const int64_t mine = int64_t(h);
   r.comm->allgather(&mine, all.data(), 1);
+  if (r.trace) r.trace->span("weight checksum", t0, Clock::now());
   if (std::all_of(all.begin(), all.end(), [&](int64_t x) { return x == all[0]; })) return;
   // The weights most replicas hold are taken as right; the others diverged. With
   // no majority (e.g. 2 replicas that differ) no replica can be blamed.

@@ -18,6 +18,7 @@
 #include "src/model.h"
 #include "src/optimizer.h"
 #include "src/replica.h"
+#include "src/trace.h"
 #include "src/world.h"
 
 namespace lockstep {
@@ -57,6 +58,10 @@ struct Replica {
   // collectives, the finite check and optimizer update, and the whole
   // train_step (forward and backward = step - comm - optimizer).
   double input_seconds = 0, comm_seconds = 0, optimizer_seconds = 0, step_seconds = 0;
+  // --trace: this replica's track while the current step is traced, else
+  // nullptr (the whole cost of tracing off); the trainer sets it per step.
+  TraceTrack* trace = nullptr;
+  TraceTrack* reducer_trace = nullptr;  // the strategy.overlap thread's track
 };
 
 // What one synchronous step reports, the same on every replica.

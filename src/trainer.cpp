@@ -20,6 +20,8 @@
 #include "src/metrics.h"
 #include "src/random.h"
 #include "src/signals.h"
+#include "src/tensorboard.h"
+#include "src/trace.h"
 
 namespace lockstep {
 namespace {
@@ -30,6 +32,10 @@ double seconds_since(Clock::time_point t0) {
 }
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+StepCounters counters(const Replica& r) {
+  return StepCounters{r.input_seconds, r.step_seconds, r.comm_seconds, r.optimizer_seconds};
+}
 
 // "rows of shape (4, 4), 3 classes": what a split holds, for error messages.
 std::string split_shape(const DatasetInfo& d) {
@@ -269,12 +275,25 @@ EvalResult Trainer::fit(const std::string& metrics_out, const std::string& resum
                    /*append=*/run_options_.resume);
     if (!resume.empty()) resume_ = find_resume_point(resume);
     write_run_record(config_, run_options_);
+    if (config_.tensorboard) tensorboard_ = std::make_unique<TensorBoardLog>(config_.output_dir);
+  }
+  if (!trace_path_.empty()) {
+    tracer_ = std::make_unique<Tracer>(world_.rank(), strategy_->local_replicas(), trace_steps_);
+    for (int i = 0; i < strategy_->local_replicas(); ++i) {
+      strategy_->replica(i).reducer_trace = &tracer_->reducer(i);
+      tracer_->replica(i).set_backend(strategy_->replica(i).comm->name());
+      tracer_->reducer(i).set_backend(strategy_->replica(i).comm->name());
+    }
   }
   print_plan();
   SignalGuard signals;  // SIGINT/SIGTERM: stop at a step boundary, everywhere alike
   const auto t0 = Clock::now();
   strategy_->run([&](Replica& r) { replica_fit(r); });
   const double seconds = seconds_since(t0);
+  if (strategy_->is_chief() && last_breakdown_.steps > 0) {
+    std::printf("where the time went: %s\n",
+                where_time_went(last_breakdown_, strategy_->num_replicas_in_sync()).c_str());
+  }
   if (strategy_->is_chief()) {
     nlohmann::json rec = {{"final", true}, {"test_loss", last_eval_.loss},
                           {"seconds", seconds}, {"examples", last_eval_.count}};
@@ -297,6 +316,7 @@ EvalResult Trainer::fit(const std::string& metrics_out, const std::string& resum
     }
     std::fflush(stdout);
   }
+  if (tracer_) write_trace();  // after the model: a failed trace write loses nothing else
   return last_eval_;
 }
 
@@ -309,6 +329,45 @@ void Trainer::check_deterministic() const {
     throw ConfigError(c.where("train.deterministic") + ": key 'train.deterministic': not available on CUDA "
                       "replicas yet (strategy.device resolved to cuda); use strategy.device: cpu");
   }
+}
+
+// ---- steady-state throughput (lockstep scale) ----
+Throughput Trainer::measure(int64_t warmup, int64_t steps) {
+  build(true);
+  check_deterministic();
+  Throughput out;
+  out.replicas = strategy_->num_replicas_in_sync();
+  out.global_batch = config_.batch_size;
+  out.steps = steps;
+  out.gradient_bytes = (model_->num_params() + kExtras) * int64_t(sizeof(float));
+  strategy_->run([&](Replica& r) {
+    strategy_->broadcast_initial_weights(r);
+    strategy_->seek(r, *train_input_, InputPosition{});
+    const bool timing = r.local_index == 0;
+    StepTimes times;
+    if (timing) times.begin_epoch(steps);
+    double rows = 0;
+    auto t0 = Clock::now();
+    for (int64_t step = 0; step < warmup + steps;) {
+      if (step == warmup) t0 = Clock::now();
+      const StepCounters before = counters(r);
+      const ReplicaBatch* batch = strategy_->fetch(r, *train_input_);
+      if (!batch) continue;  // the end of an epoch: the next fetch starts the next one
+      const float lr = float(learning_rate_at(config_, base_lr_, step, total_steps_));
+      const StepResult res = strategy_->train_step(r, *batch, lr, mix_seed(config_.seed, 0xd7090u + uint64_t(step)));
+      if (step >= warmup) {
+        rows += double(res.global.rows);
+        if (timing) times.add(before, counters(r));
+      }
+      ++step;
+      if (config_.check_every > 0 && step % config_.check_every == 0) strategy_->check_in_sync(r);
+    }
+    if (!timing) return;
+    out.seconds = seconds_since(t0);
+    out.samples_per_sec = rows / std::max(1e-9, out.seconds);
+    out.breakdown = times.summary();
+  });
+  return out;
 }
 
 // Weights and position from rank 0 to every replica: a fresh start (seeded
@@ -348,6 +407,7 @@ Trainer::Position Trainer::start_state(Replica& r) {
 
 void Trainer::replica_fit(Replica& r) {
   Position pos = start_state(r);
+  if (tracer_) tracer_->start_at(pos.global_step);
   strategy_->to_device(r);  // device replicas: the weights and slots just set on the host
   strategy_->seek(r, *train_input_, InputPosition{pos.epoch, pos.step_in_epoch});
   if (pos.epoch >= config_.epochs) {
@@ -385,11 +445,23 @@ void Trainer::train_epoch(Replica& r, Position& pos) {
   const int64_t steps = train_input_->steps_per_epoch();
   const int64_t log_every = std::max<int64_t>(1, steps / 50);
   const auto t0 = Clock::now();
-  while (const ReplicaBatch* batch = strategy_->fetch(r, *train_input_)) {
+  const bool timing = r.local_index == 0;  // local replica 0 samples the step breakdown
+  if (timing) step_times_.begin_epoch(steps - pos.step_in_epoch);
+  for (;;) {
+    if (tracer_) trace_step(r, pos.global_step + 1);
+    const StepCounters before = counters(r);
+    const ReplicaBatch* batch = strategy_->fetch(r, *train_input_);
+    if (!batch) break;
     const float lr = float(learning_rate_at(config_, base_lr_, pos.global_step, total_steps_));
     const StepResult res =
         strategy_->train_step(r, *batch, lr, mix_seed(config_.seed, 0xd7090u + uint64_t(pos.global_step)),
                               r.local_index == 0 && SignalGuard::requested() != 0);
+    if (timing) step_times_.add(before, counters(r));
+    if (tensorboard_ && timing && config_.tensorboard_every_steps > 0 &&
+        (pos.global_step + 1) % config_.tensorboard_every_steps == 0) {
+      tensorboard_->batch_loss(pos.global_step + 1,
+                               res.global.loss_sum / double(std::max<int64_t>(1, res.global.rows)));
+    }
     if (res.finite) {
       pos.epoch_sums.add(res.global);
     } else {
@@ -417,6 +489,8 @@ void Trainer::train_epoch(Replica& r, Position& pos) {
       throw Interrupted(SignalGuard::requested(), pos.global_step, where);
     }
   }
+  r.trace = nullptr;  // evaluation is traced as one span, not as steps
+  if (timing) last_breakdown_ = step_times_.summary();
 }
 
 void Trainer::on_nonfinite(Replica& r, const Position& pos, const StepResult& res) {
@@ -495,6 +569,7 @@ std::string Trainer::save_checkpoint(Replica& r, const Position& pos) {
     throw std::runtime_error("step " + std::to_string(pos.global_step) +
                              ": the weights hold NaN or Inf; no checkpoint written");
   }
+  const auto t0 = Clock::now();
   const std::string dir = checkpoint_dir();
   std::filesystem::create_directories(dir);
   const std::string path = checkpoint_path(dir, pos.global_step);
@@ -505,6 +580,7 @@ std::string Trainer::save_checkpoint(Replica& r, const Position& pos) {
     throw IoError(write_failure(path, e.what(), before));
   }
   prune_checkpoints(dir, config_.checkpoint_keep, path);
+  if (tracer_) tracer_->replica(r.local_index).span("checkpoint write", t0, Clock::now());
   return path;
 }
 
@@ -608,6 +684,7 @@ EvalResult Trainer::evaluate(Replica& r, DistributedInput& input) {
     const auto ms = int64_t(seconds_since(t0) * 1000.0) + 1;
     if (ms > slowest_eval_ms_.load()) slowest_eval_ms_.store(ms);
   }
+  if (tracer_) tracer_->replica(r.local_index).span("evaluation", t0, Clock::now());
   EvalResult e;
   e.count = int64_t(total.rows);
   e.loss = total.rows > 0 ? total.loss_sum / total.rows : 0.0;
@@ -660,7 +737,66 @@ void Trainer::report_epoch(int64_t epoch, const MetricSums& s, double train_seco
     rec["accuracy"] = acc;
     rec["val_accuracy"] = val.accuracy;
   }
+  // Median ms per step of this epoch's steps on the chief replica.
+  const StepBreakdown& b = last_breakdown_;
+  rec["step_ms"] = b.step_ms;
+  rec["compute_ms"] = b.compute_ms;
+  rec["allreduce_wait_ms"] = b.allreduce_ms;
+  rec["input_wait_ms"] = b.input_ms;
+  rec["optimizer_ms"] = b.optimizer_ms;
   metrics_->write(rec);
+  if (tensorboard_) {
+    tensorboard_->epoch(EpochScalars{epoch, loss, val.loss, acc, val.accuracy, cls, lr, sps});
+  }
+}
+
+// ---- timeline (--trace) ----
+void Trainer::set_trace(const std::string& path, int64_t steps) {
+  trace_path_ = path;
+  trace_steps_ = steps;
+  const auto parent = std::filesystem::path(path).parent_path();
+  if (!path.empty() && !parent.empty() && !std::filesystem::is_directory(parent)) {
+    throw ConfigError("--trace " + path + ": folder " + parent.string() +
+                      " does not exist (create it first, or choose another path)");
+  }
+}
+
+void Trainer::trace_step(Replica& r, int64_t step) {
+  if (!tracer_->traces_step(step)) {
+    r.trace = nullptr;
+    return;
+  }
+  r.trace = &tracer_->replica(r.local_index);
+  r.trace->set_step(step);
+  tracer_->reducer(r.local_index).set_step(step);
+}
+
+// Every rank's tracks go to rank 0 (each in turn broadcasts its text), which
+// writes the file.
+void Trainer::write_trace() {
+  std::vector<std::string> ranks;
+  ranks.push_back(tracer_->json());
+  for (int root = 1; root < world_.size(); ++root) {
+    std::string text = world_.rank() == root ? ranks[0] : std::string();
+    int64_t len = int64_t(text.size());
+    world_.comm->broadcast(&len, 1, root);
+    text.resize(size_t(len));
+    world_.comm->broadcast(reinterpret_cast<uint8_t*>(text.data()), text.size(), root);
+    if (world_.rank() == 0) ranks.push_back(std::move(text));
+  }
+  int64_t dropped = tracer_->dropped();
+  world_.comm->allreduce(&dropped, 1);
+  if (!strategy_->is_chief()) return;
+  const nlohmann::json meta = {{"processes", world_.size()},
+                               {"replicas", strategy_->num_replicas_in_sync()},
+                               {"first_step", tracer_->first_step()},
+                               {"last_step", std::min(tracer_->last_step(), total_steps_)},
+                               {"dropped_spans", dropped}};
+  write_trace_file(trace_path_, ranks, meta.dump());
+  std::printf("trace: %s (steps %lld-%lld, every rank and replica; open it in https://ui.perfetto.dev "
+              "or chrome://tracing)\n",
+              trace_path_.c_str(), (long long)tracer_->first_step(),
+              (long long)std::min(tracer_->last_step(), total_steps_));
 }
 
 // ---- evaluate a saved model ----

@@ -14,11 +14,25 @@
 #include "src/config.h"
 #include "src/model.h"
 #include "src/run_folder.h"
+#include "src/step_times.h"
 #include "src/strategy.h"
 
 namespace lockstep {
 
 class MetricsWriter;
+class TensorBoardLog;
+class Tracer;
+
+// What `lockstep scale` measures of one layout (Trainer::measure).
+struct Throughput {
+  int replicas = 0;            // num_replicas_in_sync
+  int64_t global_batch = 0;
+  int64_t steps = 0;           // timed steps
+  double seconds = 0;          // wall time of the timed steps
+  double samples_per_sec = 0;  // rows trained / seconds
+  int64_t gradient_bytes = 0;  // all-reduced per step (the gradient and the step's metrics)
+  StepBreakdown breakdown;     // medians of the timed steps (local replica 0 of rank 0)
+};
 
 struct EvalResult {
   double loss = 0.0;
@@ -54,6 +68,13 @@ class Trainer {
   }
   // Loads a model file and evaluates it on data.eval_split.
   EvalResult evaluate_saved(const std::string& model_path, const std::string& metrics_out);
+  // Before fit: write a timeline of `steps` steps (after a warm-up) to path
+  // (Chrome trace-event JSON, written by rank 0 at the end of training).
+  void set_trace(const std::string& path, int64_t steps);
+  // Steady state for `lockstep scale`: trains `warmup` untimed then `steps` timed
+  // steps from the initial weights (the real input pipeline, strategy and
+  // optimizer; no evaluation, no files). Valid on the chief.
+  Throughput measure(int64_t warmup, int64_t steps);
 
  private:
   // Where training stands; every replica keeps an identical copy.
@@ -109,6 +130,17 @@ class Trainer {
   std::atomic<int64_t> slowest_eval_ms_{0};
   std::chrono::milliseconds evaluation_budget() const;
   std::atomic<int64_t> skipped_steps_{0};  // local replica 0 counts (all replicas skip alike)
+
+  // Observability: output.tensorboard (chief), --trace, and the step breakdown
+  // that local replica 0 samples every step.
+  void trace_step(Replica& r, int64_t step);
+  void write_trace();
+  std::unique_ptr<TensorBoardLog> tensorboard_;
+  std::unique_ptr<Tracer> tracer_;
+  std::string trace_path_;
+  int64_t trace_steps_ = 0;
+  StepTimes step_times_;
+  StepBreakdown last_breakdown_;
 };
 
 }  // namespace lockstep

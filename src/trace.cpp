@@ -1,0 +1,124 @@
+// Chrome trace-event JSON for the training timeline: complete ("X") events with
+// microsecond times, one pid per rank and one tid per replica, plus metadata
+// events naming them. Times are from the steady clock, relative to the moment the
+// tracer was made, so tracks of ranks on one node line up.
+#include "src/trace.h"
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <stdexcept>
+
+#include <nlohmann/json.hpp>
+
+namespace lockstep {
+
+TraceTrack::TraceTrack(std::string name, int tid, size_t capacity)
+    : name_(std::move(name)), tid_(tid), capacity_(capacity) {
+  spans_.reserve(capacity);
+}
+
+void TraceTrack::span(const char* name, TraceClock::time_point t0, TraceClock::time_point t1,
+                      int64_t bytes) {
+  if (spans_.size() >= capacity_) {
+    ++dropped_;
+    return;
+  }
+  const auto ns = [](TraceClock::duration d) {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(d).count();
+  };
+  spans_.push_back(TraceSpan{name, ns(t0.time_since_epoch()), ns(t1 - t0), step_, bytes});
+}
+
+std::string TraceTrack::json(int rank, TraceClock::time_point origin) const {
+  const int64_t base =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(origin.time_since_epoch()).count();
+  std::string out = nlohmann::json{{"ph", "M"}, {"name", "thread_name"}, {"pid", rank}, {"tid", tid_},
+                                   {"args", {{"name", name_}}}}
+                        .dump();
+  out += ',';
+  out += nlohmann::json{{"ph", "M"}, {"name", "thread_sort_index"}, {"pid", rank}, {"tid", tid_},
+                        {"args", {{"sort_index", tid_}}}}
+             .dump();
+  char buf[512];
+  for (const TraceSpan& s : spans_) {
+    // Microseconds with ns precision; args only where they say something.
+    std::string args;
+    if (s.step >= 0) {
+      args += "\"step\":";
+      args += std::to_string(s.step);
+    }
+    if (s.bytes >= 0) {
+      if (!args.empty()) args += ',';
+      args += "\"bytes\":";
+      args += std::to_string(s.bytes);
+      args += ",\"backend\":";
+      args += nlohmann::json(backend_).dump();
+    }
+    std::snprintf(buf, sizeof buf, ",{\"ph\":\"X\",\"name\":\"%s\",\"pid\":%d,\"tid\":%d,\"ts\":%.3f,\"dur\":%.3f,\"args\":{%s}}",
+                  s.name, rank, tid_, double(s.start_ns - base) / 1e3, double(s.dur_ns) / 1e3, args.c_str());
+    out += buf;
+  }
+  return out;
+}
+
+Tracer::Tracer(int rank, int local_replicas, int64_t steps)
+    : rank_(rank), steps_(steps), origin_(TraceClock::now()) {
+  // A step makes about 5 spans plus one per bucket; evaluation, checksums and
+  // checkpoints add a few per epoch. Room for 16 per step and 4096 more.
+  const size_t capacity = size_t(steps) * 16 + 4096;
+  char name[96];
+  for (int i = 0; i < local_replicas; ++i) {
+    std::snprintf(name, sizeof name, "rank %d replica %d", rank, i);
+    replicas_.emplace_back(name, i, capacity);
+  }
+  for (int i = 0; i < local_replicas; ++i) {
+    std::snprintf(name, sizeof name, "rank %d replica %d bucket reducer", rank, i);
+    reducers_.emplace_back(name, 1000 + i, capacity);
+  }
+}
+
+std::string Tracer::json() const {
+  std::string out = nlohmann::json{{"ph", "M"}, {"name", "process_name"}, {"pid", rank_}, {"tid", 0},
+                                   {"args", {{"name", "rank " + std::to_string(rank_)}}}}
+                        .dump();
+  for (const auto& t : replicas_) {
+    out += ',';
+    out += t.json(rank_, origin_);
+  }
+  for (const auto& t : reducers_) {
+    if (t.spans().empty()) continue;
+    out += ',';
+    out += t.json(rank_, origin_);
+  }
+  return out;
+}
+
+int64_t Tracer::dropped() const {
+  int64_t n = 0;
+  for (const auto& t : replicas_) n += t.dropped();
+  for (const auto& t : reducers_) n += t.dropped();
+  return n;
+}
+
+void write_trace_file(const std::string& path, const std::vector<std::string>& rank_events,
+                      const std::string& metadata_json) {
+  const std::string tmp = path + ".tmp";
+  std::FILE* f = std::fopen(tmp.c_str(), "w");
+  if (!f) throw std::runtime_error("--trace " + path + ": cannot create: " + std::strerror(errno));
+  std::string text = "{\"displayTimeUnit\":\"ms\",\"metadata\":" + metadata_json + ",\"traceEvents\":[";
+  for (size_t i = 0; i < rank_events.size(); ++i) {
+    if (i) text += ',';
+    text += rank_events[i];
+  }
+  text += "]}\n";
+  const bool ok = std::fwrite(text.data(), 1, text.size(), f) == text.size();
+  if (std::fclose(f) != 0 || !ok) {
+    std::remove(tmp.c_str());
+    throw std::runtime_error("--trace " + path + ": cannot write: " + std::strerror(errno));
+  }
+  std::filesystem::rename(tmp, path);
+}
+
+}  // namespace lockstep
