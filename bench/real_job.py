@@ -126,6 +126,7 @@ def comparisons(threads):
     t = str(threads)
     rows = [("lockstep", f"pytorch {t} threads", 4.0),
             ("lockstep 1 replica", "pytorch 1 thread", 3.5),
+            ("lockstep", "pytorch 1 thread", None),  # PyTorch's faster setting where 2 threads lose
             ("lockstep", "jax jit step", None), ("lockstep", "jax scan epoch", None),
             ("lockstep", f"tensorflow mirrored {t} cpus", 30.0),
             ("lockstep", "lockstep 1 replica", 1.6),
