@@ -21,6 +21,7 @@
 #include "src/environment.h"
 #include "src/model.h"
 #include "src/replica.h"
+#include "src/saved_model.h"
 #include "src/run_folder.h"
 
 namespace lockstep {
@@ -102,16 +103,6 @@ std::string data_file(const Config& c, const nlohmann::json& manifest) {
   return fs::exists(there) ? there.string() : p.string();
 }
 
-void softmax_rows(std::vector<float>& x, int64_t rows, int64_t k) {
-  for (int64_t r = 0; r < rows; ++r) {
-    float* row = x.data() + r * k;
-    const float mx = *std::max_element(row, row + k);
-    double sum = 0;
-    for (int64_t j = 0; j < k; ++j) sum += std::exp(double(row[j] - mx));
-    for (int64_t j = 0; j < k; ++j) row[j] = float(std::exp(double(row[j] - mx)) / sum);
-  }
-}
-
 // Weights hash and norm, optimizer hash, and the model's outputs on the first
 // examples of the eval split.
 void model_record(const Config& c, const std::string& data, const std::string& file, nlohmann::json& rec) {
@@ -139,7 +130,7 @@ void model_record(const Config& c, const std::string& data, const std::string& f
   ReplicaModel replica(model, std::max<int64_t>(m, 1));
   const float* y = replica.predict(s.params.data(), x.data(), m);
   std::vector<float> out(y, y + m * k);
-  if (cls) softmax_rows(out, m, k);
+  if (cls) softmax_rows(out.data(), m, k);
   nlohmann::json values = nlohmann::json::array();
   for (int64_t r = 0; r < m; ++r) values.push_back(std::vector<float>(out.begin() + r * k, out.begin() + (r + 1) * k));
   rec["predictions"] = {{"split", c.data_eval_split}, {"rows", m},

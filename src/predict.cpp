@@ -15,6 +15,7 @@
 #include "src/checkpoint.h"
 #include "src/model.h"
 #include "src/replica.h"
+#include "src/saved_model.h"
 
 namespace lockstep {
 namespace {
@@ -25,16 +26,6 @@ bool is_hdf5_name(const std::string& p) {
     if (p.size() >= e.size() && p.compare(p.size() - e.size(), e.size(), e) == 0) return true;
   }
   return false;
-}
-
-void softmax_rows(float* x, int64_t rows, int64_t k) {
-  for (int64_t r = 0; r < rows; ++r) {
-    float* row = x + r * k;
-    const float mx = *std::max_element(row, row + k);
-    double sum = 0;
-    for (int64_t j = 0; j < k; ++j) sum += std::exp(double(row[j] - mx));
-    for (int64_t j = 0; j < k; ++j) row[j] = float(std::exp(double(row[j] - mx)) / sum);
-  }
 }
 
 void write_hdf5(const std::string& path, bool overwrite, const std::vector<float>& out, int64_t n,
