@@ -12,7 +12,7 @@ accs=()
 for s in ${SEEDS//,/ }; do
   build/lockstep train configs/fashion_mnist_mlp.yaml --set "data.path=$DATA" \
     --set train.epochs="$EPOCHS" --set train.seed="$s" --set train.progress=false \
-    --set output.save_model=false --set checkpoint.every_epoch=false \
+    --set output.save_model=false --set checkpoint.every_epoch=false --set "output.dir=$OUT/run$s" \
     --metrics-out "$OUT/m$s.jsonl" >/dev/null
   accs+=("$(python3 -c "import json,sys; print([json.loads(l) for l in open(sys.argv[1]) if 'final' in l][0]['test_accuracy'])" "$OUT/m$s.jsonl")")
 done

@@ -21,7 +21,7 @@ run() {  # MODE [--set ...]: prints "ms_per_step test_loss"
   local mode=$1
   shift
   "$LS" train "$CFG" --set train.epochs="$EPOCHS" --set train.progress=false --set train.deterministic="$mode" \
-    --set output.dir="$OUT/run" --metrics-out "$OUT/m.jsonl" "$@" >"$OUT/log" 2>&1 ||
+    --set output.dir="$OUT/run" --overwrite --metrics-out "$OUT/m.jsonl" "$@" >"$OUT/log" 2>&1 ||
     { echo "run failed: $(tail -2 "$OUT/log")" >&2; exit 1; }
   /usr/bin/python3 - "$OUT/m.jsonl" <<'PYEOF'
 import json, sys
