@@ -485,7 +485,14 @@ void Trainer::train_epoch(Replica& r, Position& pos) {
       Position at = pos;
       at.epoch_train_seconds += seconds_since(t0);
       std::string where;
-      if (config_.checkpoint_on_signal) where = save_checkpoint(r, at);
+      if (config_.checkpoint_on_signal) {
+        // Replica 0 writes; every local replica's Interrupted names the file (the
+        // first one thrown is the one reported).
+        where = save_checkpoint(r, at);
+        if (r.local_index == 0) signal_checkpoint_ = where;
+        r.local_comm->barrier();
+        where = signal_checkpoint_;
+      }
       throw Interrupted(SignalGuard::requested(), pos.global_step, where);
     }
   }

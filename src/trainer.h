@@ -141,6 +141,7 @@ class Trainer {
   int64_t trace_steps_ = 0;
   StepTimes step_times_;
   StepBreakdown last_breakdown_;
+  std::string signal_checkpoint_;  // the checkpoint written on a signal, for every local replica
 };
 
 }  // namespace lockstep

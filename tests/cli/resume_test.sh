@@ -53,8 +53,10 @@ with h5py.File("big.h5", "w") as f:
         g.create_dataset("x", data=rng.integers(0, 256, size=(n, 4, 4), dtype=np.uint8))
         g.create_dataset("y", data=rng.integers(0, 3, size=(n,)).astype(np.int32))
 PYEOF
+# Two replica threads: each one's report of the signal must name the checkpoint
+# that replica 0 wrote (whichever thread's report is printed).
 BIG=(--set data.path=big.h5 --set checkpoint.every_steps=0 --set train.epochs=4
-     --set 'model.layers=[{units: 512}, {units: 512}]')
+     --set 'model.layers=[{units: 512}, {units: 512}]' --set strategy.local_replicas=2)
 "$LS" train cfg.yaml "${BIG[@]}" --set output.dir=bigfull >bigfull.log 2>&1 || bad "big run: $(tail -2 bigfull.log)"
 "$LS" train cfg.yaml "${BIG[@]}" --set output.dir=sig >sig.log 2>&1 &
 pid=$!
@@ -62,8 +64,8 @@ for _ in $(seq 200); do grep -q "^Epoch 1/4" sig.log && break; sleep 0.05; done 
 kill -TERM $pid
 wait $pid
 rc=$?
-if [ $rc -eq 143 ] && grep -q "interrupted by SIGTERM after step" sig.log; then
-  ok "SIGTERM: exit 143, $(grep -o 'after step [0-9]*' sig.log)"
+if [ $rc -eq 143 ] && grep -q "interrupted by SIGTERM after step [0-9]*; checkpoint sig/checkpoints/ckpt-" sig.log; then
+  ok "SIGTERM: exit 143, $(grep -o 'after step [0-9]*; checkpoint [^ ]*' sig.log)"
 else
   bad "SIGTERM: rc=$rc $(tail -2 sig.log)"
 fi
