@@ -335,6 +335,8 @@ AtomicOutput::AtomicOutput(std::string path, bool overwrite)
   fs::path folder = target.parent_path();
   if (!folder.empty() && !fs::is_directory(folder, ec))
     throw DataError(path_ + ": folder " + folder.string() + " does not exist");
+  if (fs::is_directory(target, ec))
+    throw DataError(path_ + ": is a folder; name a file to write (e.g. " + (target / "out.h5").string() + ")");
   if (fs::exists(target, ec) && !overwrite_)
     throw DataError(path_ + ": already exists; refusing to overwrite it (pass --overwrite to replace it)");
   static std::atomic<uint64_t> counter{0};

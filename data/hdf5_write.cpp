@@ -177,6 +177,8 @@ ConvertSummary convert_idx_to_hdf5(const std::string& train_images, const std::s
                                    const std::string& out_path, const Hdf5WriteOptions& options) {
   // Refuse early, before reading anything, when the output is already there.
   std::error_code ec;
+  if (std::filesystem::is_directory(out_path, ec))
+    throw DataError(out_path + ": is a folder; name the HDF5 file to write (e.g. " + out_path + "/data.h5)");
   if (!options.overwrite && std::filesystem::exists(out_path, ec))
     throw DataError(out_path + ": already exists; refusing to overwrite it (pass --overwrite to replace it)");
   std::vector<DatasetSplit> splits;

@@ -162,6 +162,11 @@ nlohmann::json make_baseline(const std::string& run_dir) {
 }
 
 void write_baseline(const std::string& run_dir, const std::string& out_path) {
+  std::error_code dir_ec;
+  if (fs::is_directory(out_path, dir_ec)) {
+    throw ConfigError("--out " + out_path + ": is a folder; name the baseline file to write (e.g. " +
+                      (fs::path(out_path) / "baseline.json").string() + ")");
+  }
   const nlohmann::json rec = make_baseline(run_dir);
   const std::string tmp = out_path + ".tmp." + std::to_string(::getpid());
   {
@@ -176,7 +181,10 @@ void write_baseline(const std::string& run_dir, const std::string& out_path) {
   }
   std::error_code ec;
   fs::rename(tmp, out_path, ec);
-  if (ec) throw IoError("cannot write " + out_path + ": " + ec.message());
+  if (ec) {
+    fs::remove(tmp, dir_ec);
+    throw IoError("cannot write " + out_path + ": " + ec.message());
+  }
   std::printf("baseline of %s (run %s, %zu epoch(s), weights %s) -> %s\n", run_dir.c_str(),
               rec["run_id"].get<std::string>().c_str(), rec["epochs"].size(),
               rec["weights"]["hash"].get<std::string>().c_str(), out_path.c_str());
