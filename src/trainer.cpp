@@ -414,9 +414,16 @@ void Trainer::replica_fit(Replica& r) {
     // Resumed from the end of training: nothing to train, but the final record
     // and the saved model still report the model's real test result.
     if (r.local_index == 0 && strategy_->is_chief()) {
-      std::printf("the checkpoint is at the end of training (epoch %lld of %lld): nothing left to "
-                  "train; evaluating it (raise train.epochs to train further)\n",
-                  (long long)pos.epoch, (long long)config_.epochs);
+      if (pos.epoch == config_.epochs && pos.step_in_epoch == 0) {
+        std::printf("the checkpoint is at the end of training (all %lld epochs done): nothing left to "
+                    "train; evaluating it (raise train.epochs to train further)\n",
+                    (long long)config_.epochs);
+      } else {
+        std::printf("the checkpoint is past the end of training (in epoch %lld, step %lld, and "
+                    "train.epochs is %lld): nothing left to train; evaluating it (raise train.epochs "
+                    "above %lld to train further)\n", (long long)pos.epoch + 1,
+                    (long long)pos.step_in_epoch, (long long)config_.epochs, (long long)pos.epoch);
+      }
       std::fflush(stdout);
     }
     const EvalResult val = evaluate(r, *eval_input_);
