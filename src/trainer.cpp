@@ -642,9 +642,14 @@ std::optional<SavedState> Trainer::find_resume_point(const std::string& resume) 
       SavedState s = load_state(candidates[i], model_.get());
       const std::string changed = check_resume_compatible(s.config_yaml, config_, candidates[i]);
       const int now = strategy_->num_replicas_in_sync();
-      std::printf("resume: %s (epoch %lld, step %lld of the epoch, %lld updates)\n",
-                  candidates[i].c_str(), (long long)s.epoch + 1, (long long)s.step_in_epoch,
-                  (long long)s.updates);
+      if (s.step_in_epoch == 0) {
+        std::printf("resume: %s (after epoch %lld, %lld updates)\n", candidates[i].c_str(),
+                    (long long)s.epoch, (long long)s.updates);
+      } else {
+        std::printf("resume: %s (epoch %lld, step %lld of the epoch, %lld updates)\n",
+                    candidates[i].c_str(), (long long)s.epoch + 1, (long long)s.step_in_epoch,
+                    (long long)s.updates);
+      }
       if (s.replicas != 0 && s.replicas != now) {
         std::printf("resume: written with %lld replicas in sync, continuing with %d: the global "
                     "batch of %lld still divides; %s\n",
