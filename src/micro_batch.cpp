@@ -69,7 +69,12 @@ void check_micro_batches(const Config& c, int64_t replicas) {
   const int64_t m = resolve_micro_batch(c, replicas);
   const int64_t k = c.batch_size / m;
   if (k % replicas == 0) return;
-  throw ConfigError(c.where("train.micro_batch_size") + ": key 'train.micro_batch_size': with train.deterministic "
+  // Blame --set when any of the values involved came from it.
+  std::string origin = c.where("train.micro_batch_size");
+  for (const char* key : {"train.batch_size", "train.deterministic", "strategy.local_replicas"}) {
+    if (c.where(key) == "--set") origin = "--set";
+  }
+  throw ConfigError(origin + ": key 'train.micro_batch_size': with train.deterministic "
                     "every replica's share of the global batch must be whole micro-batches, but the " +
                     std::to_string(k) + " micro-batches of " + std::to_string(m) + " rows (train.batch_size " +
                     std::to_string(c.batch_size) + ") do not split over " + std::to_string(replicas) +
