@@ -26,6 +26,13 @@ ONEDNN_MAX_CPU_ISA=AVX2 OPENBLAS_CORETYPE=Haswell "$LS" train "$G/golden.yaml" -
 "$LS" verify "$G/baseline.json" haswell >haswell.log 2>&1 && ok "AVX2 GEMM kernels: $(grep '^comparison' haswell.log)" ||
   bad "AVX2 GEMM kernels: $(grep -E 'MOVED|comparison|error' haswell.log)"
 
+# The deterministic promise, checked by verify: 2 replica threads against the
+# 1-replica baseline (weights, slots and training loss bitwise; evaluation to 1e-12).
+"$LS" train "$G/golden.yaml" --set output.dir=two --set strategy.local_replicas=2 >two_train.log 2>&1
+"$LS" verify "$G/baseline.json" two >two.log 2>&1 && grep -q "local_replicas: 1 -> 2 (a deterministic run: allowed)" two.log &&
+  ok "2 replicas verify against the 1-replica baseline ($(grep '^comparison' two.log))" ||
+  bad "2 replicas: $(grep -E 'MOVED|config|comparison|error' two.log | head -3)"
+
 "$LS" baseline run --out fresh.json >base.log 2>&1 && ok "baseline of the run folder alone" || bad "baseline: $(cat base.log)"
 # Independent check of the record: weights hash (FNV-1a 64 over the arena: the
 # last layer first, kernel then bias per layer), the fixed-example predictions (softmax of the MLP, NumPy),
