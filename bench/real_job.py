@@ -14,7 +14,11 @@ The spread is the slowest epoch over the fastest, epochs 2..N. Prints the CPU
 model and ISA first.
 
   /usr/bin/python3 bench/real_job.py [--epochs 5] [--rounds 3] [--peers torch,ddp,tf,jax]
-                                     [--scaling] [--json OUT.json]
+                                     [--scaling] [--against OTHER_BUILD/lockstep] [--json OUT.json]
+
+--against runs a second lockstep binary (another commit's build) in the same
+rounds, shipped and 1-replica, and reports this build over that one: the way a
+change to the step is shown not to slow the real job.
 """
 import argparse
 import json
@@ -53,10 +57,10 @@ def steady(rates):
     return statistics.median(tail), max(tail) / min(tail)
 
 
-def run_lockstep(data, epochs, sets, ranks=1):
+def run_lockstep(data, epochs, sets, ranks=1, binary=LOCKSTEP):
     with tempfile.TemporaryDirectory() as tmp:
         metrics = os.path.join(tmp, "m.jsonl")
-        cmd = [LOCKSTEP, "train", CONFIG, "--set", f"data.path={data}", "--set", f"train.epochs={epochs}",
+        cmd = [binary, "train", CONFIG, "--set", f"data.path={data}", "--set", f"train.epochs={epochs}",
                "--set", "train.progress=false", "--set", f"output.dir={tmp}/out",
                "--set", "output.save_model=false", "--set", "checkpoint.every_epoch=false",
                "--metrics-out", metrics]
@@ -94,6 +98,10 @@ def jobs(args, threads):
         ("lockstep", lambda: run_lockstep(d, e, [])),
         ("lockstep 1 replica", lambda: run_lockstep(d, e, ["strategy.local_replicas=1"])),
     ]
+    if args.against:
+        other = args.against
+        out += [("other build", lambda: run_lockstep(d, e, [], binary=other)),
+                ("other build 1 replica", lambda: run_lockstep(d, e, ["strategy.local_replicas=1"], binary=other))]
     if "torch" in args.peers:
         torch_py = "/usr/bin/python3"
         out += [(f"pytorch {t} threads", lambda: run_peer(torch_py, "torch_job.py",
@@ -133,7 +141,9 @@ def comparisons(threads):
             ("lockstep 2 threads batch 128", "lockstep 1 replica", 1.9),
             ("lockstep 2 ranks", "lockstep", 0.9),
             ("lockstep", f"pytorch ddp {t}x1", 8.0),
-            ("lockstep", "pytorch ddp 2x1", 8.0)]
+            ("lockstep", "pytorch ddp 2x1", 8.0),
+            ("lockstep", "other build", None),
+            ("lockstep 1 replica", "other build 1 replica", None)]
     return list(dict.fromkeys(rows))  # one row each (ddp at 2 may be named twice)
 
 
@@ -144,8 +154,11 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--peers", default="torch,ddp,tf,jax", help="comma list of torch, ddp, tf, jax")
     ap.add_argument("--scaling", action="store_true", help="also 2 threads at batch 128 (weak) and 2 ranks")
+    ap.add_argument("--against", help="another lockstep binary to time in the same rounds (e.g. the previous commit's build)")
     ap.add_argument("--json", help="write every run's per-epoch rates and the ratios here")
     args = ap.parse_args()
+    if args.against and not os.access(args.against, os.X_OK):
+        sys.exit(f"real_job: --against {args.against}: not an executable lockstep binary")
     args.peers = set(filter(None, args.peers.split(",")))
     if not os.path.exists(LOCKSTEP):
         sys.exit(f"real_job: {LOCKSTEP} is missing: build first (launch/setup.sh)")
