@@ -161,7 +161,7 @@ class CudaReplica final : public DeviceReplica {
   cuda::DeviceBuffer<float> params_, grads_, m_, v_;     // n, n + kExtras + flag, slots
   cuda::DeviceBuffer<float> x_, targets_;                 // (max_rows, in), (max_rows, out)
   cuda::DeviceBuffer<int32_t> labels_;                    // (max_rows)
-  std::vector<cuda::DeviceBuffer<float>> z_, a_, d_;      // per layer, as ReplicaModel
+  std::vector<cuda::DeviceBuffer<float>> z_, a_, d_;      // per layer, as CpuNetwork
   std::vector<const float*> out_;
   cuda::DeviceBuffer<float> grad_a_, grad_b_;             // (max_rows, max_width)
   cuda::DeviceBuffer<double> loss_sum_;
@@ -339,7 +339,7 @@ void CudaReplica::enqueue_loss(const float* out, int64_t rows, float* d_out, flo
   }
 }
 
-// Backward walks the layers from the last, as ReplicaModel::train; on_ready(end)
+// Backward walks the layers from the last, as CpuNetwork::train; on_ready(end)
 // fires when the arena prefix [0, end) is final (enqueued, in stream order).
 void CudaReplica::enqueue_backward(const ReplicaBatch& b,
                                    const std::function<void(int64_t)>& on_ready) {

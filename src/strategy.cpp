@@ -190,7 +190,7 @@ MirroredStrategy::MirroredStrategy(const Model& model, const Config& config, Wor
       r->device = &devices_->replica(i);
     } else {
       r->grads.assign(size_t(model.num_params() + kExtras), 0.0f);
-      r->model = std::make_unique<ReplicaModel>(model, max_rows);
+      r->model = std::make_unique<CpuNetwork>(model, max_rows);
       if (config.overlap) {
         r->worker = std::make_unique<BucketWorker>(r->comm, config.flush_denormals);
       }

@@ -17,7 +17,7 @@
 #include "src/micro_batch.h"
 #include "src/model.h"
 #include "src/optimizer.h"
-#include "src/replica.h"
+#include "src/network.h"
 #include "src/trace.h"
 #include "src/world.h"
 
@@ -45,7 +45,7 @@ struct Replica {
   // slots are the same on every replica, so one copy serves), and each updates
   // its own shard of the arena in every replica's params (MirroredStrategy::update).
   std::shared_ptr<Optimizer> optimizer;
-  std::unique_ptr<ReplicaModel> model;
+  std::unique_ptr<CpuNetwork> model;
   std::unique_ptr<BucketWorker> worker;  // strategy.overlap: reduces buckets during backward
   // strategy.device cuda: the replica's state and step on its GPU, with params and
   // the optimizer's slots above as a host mirror (to_host/to_device); nullptr on CPU.

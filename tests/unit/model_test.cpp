@@ -1,5 +1,5 @@
 // Model layout and whole-model gradients: finite differences through
-// ReplicaModel for every activation, dropout, and both losses.
+// CpuNetwork for every activation, dropout, and both losses.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -8,7 +8,7 @@
 
 #include "kernels/cpu/ops.h"
 #include "src/model.h"
-#include "src/replica.h"
+#include "src/network.h"
 
 namespace lockstep {
 namespace {
@@ -74,7 +74,7 @@ TEST_P(ModelGradient, MatchesFiniteDifferences) {
   b.global_rows = rows;
   b.x = x.data();
   if (gc.loss == LossKind::kSoftmaxCrossEntropy) b.labels = labels.data(); else b.targets = targets.data();
-  ReplicaModel rm(m, rows);
+  CpuNetwork rm(m, rows);
   const float scale = 1.0f / rows;
   int ready_calls = 0;
   int64_t last_ready = 0;
@@ -109,10 +109,10 @@ INSTANTIATE_TEST_SUITE_P(
                       GradCase{Activation::kTanh, 0.3f, LossKind::kSoftmaxCrossEntropy},
                       GradCase{Activation::kSigmoid, 0.0f, LossKind::kMeanSquaredError}));
 
-TEST(ReplicaModel, EmptySliceGivesZeroGradientsAndAllBuckets) {
+TEST(CpuNetwork, EmptySliceGivesZeroGradientsAndAllBuckets) {
   Model m({{4, Activation::kRelu, 0.0f}}, 3, 2, LossKind::kSoftmaxCrossEntropy);
   std::vector<float> p(size_t(m.num_params()), 0.3f), g(p.size(), 7.0f);
-  ReplicaModel rm(m, 4);
+  CpuNetwork rm(m, 4);
   ReplicaBatch b;  // rows == 0
   int calls = 0;
   const SliceStats s = rm.train(p.data(), g.data(), b, 1.0f, 0, [&](int64_t) { ++calls; });
@@ -121,10 +121,10 @@ TEST(ReplicaModel, EmptySliceGivesZeroGradientsAndAllBuckets) {
   for (float v : g) EXPECT_EQ(v, 0.0f);
 }
 
-TEST(ReplicaModel, RejectsSliceLargerThanWorkspace) {
+TEST(CpuNetwork, RejectsSliceLargerThanWorkspace) {
   Model m({{4, Activation::kRelu, 0.0f}}, 3, 2, LossKind::kSoftmaxCrossEntropy);
   std::vector<float> p(size_t(m.num_params()), 0.1f), x(30, 0.0f);
-  ReplicaModel rm(m, 4);
+  CpuNetwork rm(m, 4);
   EXPECT_THROW(rm.predict(p.data(), x.data(), 10), std::invalid_argument);
 }
 
