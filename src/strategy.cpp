@@ -18,11 +18,12 @@
 #include "comm/placement.h"
 #include "kernels/cpu/fpenv.h"
 #include "kernels/cpu/ops.h"
-#include "src/cuda_replica.h"
+#include "src/accelerator.h"
 #include "src/gpu_mapping.h"
 #include "src/micro_batch.h"
 #include "src/random.h"
 #include "src/signals.h"
+#include "src/step.h"
 
 namespace lockstep {
 namespace {
@@ -153,7 +154,7 @@ MirroredStrategy::MirroredStrategy(const Model& model, const Config& config, Wor
                                    int64_t max_rows)
     : model_(model), config_(config), world_(world) {
   const int local = resolve_local_replicas(config, world.size(), world.info.local_size);
-  bucket_elems_ = std::max<int64_t>(1, int64_t(config.bucket_mb * 1024.0 * 1024.0 / sizeof(float)));
+  bucket_elems_ = bucket_elements(config.bucket_mb);
   local_group_ = std::make_unique<LocalGroup>(local, comm_options(config));
   if (world.size() > 1 && local > 1) {
     hier_group_ = std::make_unique<HierarchicalGroup>(world.mpi_comm, local, comm_options(config));
@@ -323,10 +324,60 @@ void MirroredStrategy::reduce_range(Replica& r, int64_t begin, int64_t end) {
   if (r.trace) r.trace->span("all-reduce", t0, t1, (end - begin) * int64_t(sizeof(float)));
 }
 
+// The CPU replica's side of run_step (src/step.h): host arenas, the reducer
+// thread (strategy.overlap), the time accounting and the trace spans.
+struct MirroredStrategy::CpuStep {
+  MirroredStrategy* self;
+  Replica* r;
+  float lr;
+  Clock::time_point t0;
+  TraceClock::time_point forward_end;  // an empty slice has no forward
+  StepResult out;
+
+  CpuNetwork& net() { return *r->model; }
+  const float* params() { return r->params.data(); }
+  float* grads() { return r->grads.data(); }
+  void reduce(int64_t begin, int64_t end) { self->reduce_range(*r, begin, end); }
+  void extras(const SliceStats& s, bool stop_requested) {
+    if (r->trace) {  // backward holds the bucket all-reduces it started inline
+      r->trace->span("forward", t0, forward_end);
+      r->trace->span("backward", forward_end, Clock::now());
+    }
+    float* extra = r->grads.data() + self->model_.num_params();
+    extra[kLossSum] = float(s.loss_sum);
+    extra[kCorrect] = float(s.correct);
+    extra[kRows] = float(s.rows);
+    extra[kStop] = stop_requested ? 1.0f : 0.0f;
+  }
+  void join() {
+    if (!r->worker) return;
+    const auto tw = Clock::now();  // the exposed part of the communication
+    r->worker->wait();
+    const auto tw1 = Clock::now();
+    r->comm_seconds += std::chrono::duration<double>(tw1 - tw).count();
+    if (r->trace) r->trace->span("all-reduce wait", tw, tw1);
+  }
+  void update() {
+    const int64_t n = self->model_.num_params();
+    const float* extra = r->grads.data() + n;
+    out.global.loss_sum = extra[kLossSum];
+    out.global.correct = int64_t(std::llround(extra[kCorrect]));
+    out.global.rows = int64_t(std::llround(extra[kRows]));
+    out.stop = extra[kStop] > 0.0f;
+    // Every replica holds the same reduced gradient, so all decide alike. A finite
+    // loss does not imply a finite gradient (an overflow in backward, a huge input).
+    const auto t_opt = Clock::now();
+    out.finite_loss = std::isfinite(extra[kLossSum]);
+    out.finite = out.finite_loss && cpu::all_finite(r->grads.data(), n);
+    if (out.finite) self->update(*r, lr);  // a non-finite step changes nothing
+    const auto t_opt_end = Clock::now();
+    r->optimizer_seconds += std::chrono::duration<double>(t_opt_end - t_opt).count();
+    if (r->trace) r->trace->span("optimizer", t_opt, t_opt_end);
+  }
+};
+
 StepResult MirroredStrategy::train_step(Replica& r, const ReplicaBatch& batch, float lr,
                                         uint64_t step_seed, bool stop_requested) {
-  // The gradient of sum(loss)/global_rows on each replica; their SUM over all
-  // replicas is the gradient of the global batch's mean loss.
   if (micro_batched_ && !r.trace) return micro_step(r, batch, lr, step_seed, stop_requested);
   const auto t0 = Clock::now();
   if (micro_batched_) {  // traced as one span (with its micro-batches and exact sums inside)
@@ -341,61 +392,13 @@ StepResult MirroredStrategy::train_step(Replica& r, const ReplicaBatch& batch, f
     if (r.trace) r.trace->span("device step", t0, Clock::now());
     return res;
   }
-  const float scale = batch.global_rows > 0 ? 1.0f / float(batch.global_rows) : 0.0f;
-  const int64_t n = model_.num_params();
-  // Bucketing state behind one pointer: the callback then fits std::function's
-  // small buffer and the step allocates nothing.
-  struct Buckets {
-    MirroredStrategy* self;
-    Replica* r;
-    int64_t n, reduced;
-  } b{this, &r, n, 0};
-  TraceClock::time_point forward_end = t0;  // an empty slice has no forward
-  r.model->mark_forward = r.trace ? &forward_end : nullptr;
-  const SliceStats s = r.model->train(r.params.data(), r.grads.data(), batch, scale, step_seed,
-                                      [bk = &b](int64_t ready) {
-                                        if (ready - bk->reduced >= bk->self->bucket_elems_ && ready < bk->n) {
-                                          bk->self->reduce_range(*bk->r, bk->reduced, ready);
-                                          bk->reduced = ready;
-                                        }
-                                      });
-  const int64_t reduced = b.reduced;
-  if (r.trace) {  // backward holds the bucket all-reduces it started inline
-    r.trace->span("forward", t0, forward_end);
-    r.trace->span("backward", forward_end, Clock::now());
-  }
-  // The step's metrics and stop requests ride in the last bucket, so every
-  // replica learns the global loss (and any stop) with no extra collective.
-  float* extra = r.grads.data() + n;
-  extra[kLossSum] = float(s.loss_sum);
-  extra[kCorrect] = float(s.correct);
-  extra[kRows] = float(s.rows);
-  extra[kStop] = stop_requested ? 1.0f : 0.0f;
-  reduce_range(r, reduced, n + kExtras);
-  if (r.worker) {  // the exposed part of the communication
-    const auto tw = Clock::now();
-    r.worker->wait();
-    const auto tw1 = Clock::now();
-    r.comm_seconds += std::chrono::duration<double>(tw1 - tw).count();
-    if (r.trace) r.trace->span("all-reduce wait", tw, tw1);
-  }
-  StepResult out;
-  out.global.loss_sum = extra[kLossSum];
-  out.global.correct = int64_t(std::llround(extra[kCorrect]));
-  out.global.rows = int64_t(std::llround(extra[kRows]));
-  out.stop = extra[kStop] > 0.0f;
-  // Every replica holds the same reduced gradient, so all decide alike. A finite
-  // loss does not imply a finite gradient (an overflow in backward, a huge input).
-  const auto t_opt = Clock::now();
-  out.finite_loss = std::isfinite(extra[kLossSum]);
-  out.finite = out.finite_loss && cpu::all_finite(r.grads.data(), n);
-  if (out.finite) update(r, lr);  // a non-finite step changes nothing; the trainer stops or skips it
-  const auto t_opt_end = Clock::now();
-  r.optimizer_seconds += std::chrono::duration<double>(t_opt_end - t_opt).count();
-  if (r.trace) r.trace->span("optimizer", t_opt, t_opt_end);
+  CpuStep step{this, &r, lr, t0, t0, {}};
+  r.model->mark_forward = r.trace ? &step.forward_end : nullptr;
+  run_step(step, batch, model_.num_params(), bucket_elems_, step_seed, stop_requested);
   r.step_seconds += since(t0);
-  return out;
+  return step.out;
 }
+
 
 void MirroredStrategy::update(Replica& r, float lr) {
   // Unsharded: the whole arena. Sharded: this replica's shard of every local

@@ -17,6 +17,7 @@
 #include "src/micro_batch.h"
 #include "src/model.h"
 #include "src/optimizer.h"
+#include "src/step.h"
 #include "src/network.h"
 #include "src/trace.h"
 #include "src/world.h"
@@ -26,11 +27,9 @@ namespace lockstep {
 class LocalGroup;
 class HierarchicalGroup;
 class BucketWorker;
-class DeviceReplica;  // src/cuda_replica.h
+class DeviceReplica;  // src/accelerator.h
 class DeviceGroup;
 
-// The gradient arena has room for a few values reduced with the last bucket.
-enum StepExtra : int64_t { kLossSum = 0, kCorrect, kRows, kStop, kExtras };
 
 // Everything one replica owns.
 struct Replica {
@@ -135,6 +134,7 @@ class MirroredStrategy {
   std::string device_plan() const;
 
  private:
+  struct CpuStep;  // the CPU replicas' side of run_step (src/step.h)
   void reduce_range(Replica& r, int64_t begin, int64_t end);
   void update(Replica& r, float lr);
   // The micro-batched step (src/micro_batch.cpp): deterministic mode's exact

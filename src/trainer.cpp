@@ -16,7 +16,7 @@
 #include "comm/deadline.h"
 #include "kernels/cpu/fpenv.h"
 #include "kernels/cpu/ops.h"
-#include "src/cuda_replica.h"
+#include "src/accelerator.h"
 #include "src/metrics.h"
 #include "src/random.h"
 #include "src/signals.h"

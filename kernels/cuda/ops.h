@@ -13,6 +13,7 @@
 
 #include "kernels/cpu/ops.h"  // Activation
 #include "kernels/cuda/device.h"
+#include "kernels/host_device.h"  // StepParams
 
 #define LOCKSTEP_CUBLAS_CHECK(call)                                                  \
   do {                                                                               \
@@ -99,6 +100,27 @@ void sgd_update(const CudaContext& ctx, float* param, const float* grad, float* 
 void adam_update(const CudaContext& ctx, float* param, const float* grad, float* m, float* v,
                  int64_t n, float lr, float beta1, float beta2, float eps, int64_t step,
                  float weight_decay, bool decoupled_wd);
+
+// The training step's forms of dropout and the optimizers: the per-step values
+// (the dropout seed of `layer` and the slice's first row; the learning rate or the
+// Adam constants) are read from the step block p in device memory
+// (kernels/host_device.h), so one captured CUDA graph replays with each step's
+// values; the same kernels as the forms above. The updates do nothing when the
+// reduced loss *loss is not finite or *nonfinite != 0 (all_finite below), as the
+// CPU step skips them; sgd's velocity must be allocated.
+void dropout_forward(const CudaContext& ctx, float* x, int64_t rows, int64_t cols, float rate,
+                     const kernels::StepParams* p, int layer);
+void dropout_backward(const CudaContext& ctx, float* dx, int64_t rows, int64_t cols, float rate,
+                      const kernels::StepParams* p, int layer);
+void sgd_update(const CudaContext& ctx, float* param, const float* grad, float* velocity,
+                int64_t n, float momentum, bool nesterov, float weight_decay,
+                const kernels::StepParams* p, const float* loss, const float* nonfinite);
+void adam_update(const CudaContext& ctx, float* param, const float* grad, float* m, float* v,
+                 int64_t n, const kernels::StepParams* p, const float* loss,
+                 const float* nonfinite);
+// As cpu::all_finite, into the device scalar *nonfinite: 0 when every element of
+// x[0, n) is finite, 1 when one is NaN or Inf.
+void all_finite(const CudaContext& ctx, const float* x, int64_t n, float* nonfinite);
 
 // *result (device scalar) = sum of x^2, in double.
 void sum_squares(const CudaContext& ctx, const float* x, int64_t n, double* result);

@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "data/sources.h"
-#include "src/cuda_replica.h"
+#include "src/accelerator.h"
 #include "tests/common/train_harness.h"
 
 namespace lockstep {

@@ -17,7 +17,7 @@
 #include <thread>
 #include <vector>
 
-#include "src/cuda_replica.h"
+#include "src/accelerator.h"
 #include "src/optimizer.h"
 #include "tests/common/train_harness.h"
 

@@ -1,7 +1,8 @@
-// The device seam of MirroredStrategy: a DeviceReplica holds one replica's state
-// on an accelerator (parameter, gradient and optimizer-slot arenas, workspaces)
-// and runs its step there; the CPU path needs none. A CUDA implementation exists
-// when lockstep is built with CUDA; the rest of the trunk never names CUDA.
+// Replicas on an accelerator: a DeviceReplica holds one replica's state there
+// (parameter, gradient and optimizer-slot arenas, workspaces) and runs the step
+// of src/step.h on it; the CPU replicas need none. The CUDA implementation is
+// gpu/ (built with CUDA); src/accelerator.cpp answers for a build without it,
+// and the rest of the trunk never names CUDA.
 #pragma once
 
 #include <cstdint>

@@ -1,0 +1,59 @@
+// The replica's training step, written once for every device: forward -> loss
+// -> backward with bucket cuts -> all-reduce -> extras -> finite flag -> update.
+// The devices differ only in the kernels their Network runs (src/device.h) and
+// in how the steps below reach memory: S, the replica's step on its device
+// (MirroredStrategy's CPU replicas in src/strategy.cpp, gpu/cuda_step.cpp on
+// CUDA), provides
+//   Network<D>& net(); const float* params(); float* grads();
+//   reduce(begin, end): all-reduces grads[begin, end) across the replicas in sync
+//     (in order; it may return before the sum is done)
+//   extras(stats, stop): writes the step's extras (StepExtra) after the gradient
+//   join(): returns once every reduce is done
+//   update(): the finite flag of the reduced loss and gradient, then the
+//     optimizer, skipped on every replica alike when either is not finite
+// Bucket boundaries depend only on the model's layout and bucket size, so every
+// replica issues the same collectives in the same order.
+#pragma once
+
+#include <cstdint>
+
+#include "data/input.h"
+
+namespace lockstep {
+
+// The gradient arena has room for a few values reduced with the last bucket.
+enum StepExtra : int64_t { kLossSum = 0, kCorrect, kRows, kStop, kExtras };
+
+// Elements per all-reduce bucket for strategy.bucket_mb.
+inline int64_t bucket_elements(double bucket_mb) {
+  const int64_t n = int64_t(bucket_mb * 1024.0 * 1024.0 / sizeof(float));
+  return n < 1 ? 1 : n;
+}
+
+// The gradient of sum(loss)/global_rows on each replica: their SUM over all
+// replicas is the gradient of the global batch's mean loss.
+template <class S>
+void run_step(S& s, const ReplicaBatch& b, int64_t num_params, int64_t bucket_elems,
+              uint64_t step_seed, bool stop_requested) {
+  const float scale = b.global_rows > 0 ? 1.0f / float(b.global_rows) : 0.0f;
+  // Bucketing state behind one pointer: the callback then fits std::function's
+  // small buffer and the step allocates nothing.
+  struct Cut {
+    S* s;
+    int64_t n, bucket, reduced;
+  } cut{&s, num_params, bucket_elems, 0};
+  const auto stats = s.net().train(s.params(), s.grads(), b, scale, step_seed, [c = &cut](int64_t ready) {
+    if (ready - c->reduced >= c->bucket && ready < c->n) {
+      c->s->reduce(c->reduced, ready);
+      c->reduced = ready;
+    }
+  });
+  // The step's metrics and stop requests ride in the last bucket, so every
+  // replica learns the global loss (and any stop) with no extra collective.
+  s.extras(stats, stop_requested);
+  s.reduce(cut.reduced, num_params + kExtras);
+  s.join();
+  s.update();
+}
+
+}  // namespace lockstep
