@@ -421,6 +421,31 @@ void MirroredStrategy::update(Replica& r, float lr) {
   r.local_comm->barrier();
 }
 
+void MirroredStrategy::snapshot(Replica& r, std::vector<float>& params, NamedSlots* slots) {
+  to_host(r);
+  params = r.params;
+  if (!slots) return;
+  slots->clear();
+  for (auto& [name, slot] : r.optimizer->slots()) slots->emplace_back(name, *slot);
+}
+
+void MirroredStrategy::restore(Replica& r, const std::vector<float>* params,
+                               const NamedSlots* slots) {
+  if (r.local_index == 0 && params) r.params = *params;
+  r.comm->broadcast(r.params.data(), r.params.size(), 0);
+  if (slots) {
+    if (r.local_index == 0) {
+      for (auto& [name, slot] : r.optimizer->slots()) {
+        for (const auto& [saved_name, data] : *slots) {
+          if (saved_name == name) *slot = data;
+        }
+      }
+    }
+    broadcast_optimizer_state(r);
+  }
+  to_device(r);
+}
+
 void MirroredStrategy::broadcast_optimizer_state(Replica& r) {
   if (shards_.empty()) {
     for (auto& [name, slot] : r.optimizer->slots()) r.comm->broadcast(slot->data(), slot->size(), 0);

@@ -73,6 +73,9 @@ struct StepResult {
   bool finite_loss = true;
 };
 
+// Optimizer slots by name ("m", "v", "velocity"), as checkpoints hold them.
+using NamedSlots = std::vector<std::pair<std::string, std::vector<float>>>;
+
 class MirroredStrategy {
  public:
   // max_rows: the largest slice one replica will see (train or evaluation).
@@ -118,18 +121,17 @@ class MirroredStrategy {
   // runs as micro-batches (micro_step, src/micro_batch.cpp).
   StepResult train_step(Replica& r, const ReplicaBatch& batch, float lr, uint64_t step_seed,
                         bool stop_requested = false);
-  // Rank 0's optimizer slots to every replica, after local replica 0 of rank 0
-  // wrote them (a resume). Shared slots travel once per process.
-  void broadcast_optimizer_state(Replica& r);
   // Throws if any replica's weights differ from replica 0's, naming it.
   void check_in_sync(Replica& r);
   // Forward only: loss sum and correct count of this replica's slice.
   SliceStats evaluate(Replica& r, const ReplicaBatch& batch);
-  // Device replicas keep their state on the device: to_device after the host
-  // params/slots were written (start, resume, a loaded model), to_host before
-  // reading them (checkpoints, the end). No-ops on the CPU.
-  void to_device(Replica& r);
-  void to_host(Replica& r);
+  // The replica's weights, and its optimizer's slots when `slots` is given, as
+  // host arrays (checkpoints, the saved model), wherever the replica keeps them.
+  void snapshot(Replica& r, std::vector<float>& params, NamedSlots* slots);
+  // Every replica takes rank 0's local replica 0's values: `params` (and the
+  // slots named in `slots`, when given; others stay zero) where given there, else
+  // that replica's own. Collective over all replicas (the broadcast inside).
+  void restore(Replica& r, const std::vector<float>* params, const NamedSlots* slots);
   // "replica 0 -> cuda:0 NVIDIA H100 ...; ..." for the plan ("" on the CPU).
   std::string device_plan() const;
 
@@ -146,6 +148,12 @@ class MirroredStrategy {
                  StepResult& out);
   void float_sum(Replica& r, const SliceStats& local, bool stop_requested, StepResult& out);
   void apply_exact(Replica& r, float lr, int64_t begin, int64_t end);  // [begin, end) of the arena
+  // Rank 0's optimizer slots to every replica. Shared slots travel once per process.
+  void broadcast_optimizer_state(Replica& r);
+  // Device replicas keep their state on the device: to_device after the host
+  // params/slots were written, to_host before reading them. No-ops on the CPU.
+  void to_device(Replica& r);
+  void to_host(Replica& r);
 
   // CPU replicas of this process share one Optimizer and split the update: each
   // applies it to its shard [begin, end) of the arena and writes the result into
