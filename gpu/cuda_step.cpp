@@ -4,6 +4,7 @@
 // until the step's extras come back, and optionally captured once per full-batch
 // shape as a CUDA graph. Built only with CUDA.
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <map>
@@ -76,7 +77,7 @@ struct Graph {
 constexpr size_t kCublasWorkspace = size_t(32) << 20;
 constexpr int kBusIdChars = 32;  // "0000:3b:00.0" and room to spare
 
-class CudaReplica final : public DeviceReplica {
+class CudaReplica final : public ReplicaStep {
  public:
   CudaReplica(const Model& model, const Config& config, int device, int64_t max_rows);
   // The all-reduce over every replica in sync (nullptr with one replica in total).
@@ -102,7 +103,7 @@ class CudaReplica final : public DeviceReplica {
   void download(Replica& r) override { copy_state(r, cudaMemcpyDeviceToHost); }
   StepResult train_step(Replica& r, const ReplicaBatch& b, float lr, uint64_t step_seed,
                         bool stop_requested) override;
-  SliceStats evaluate(const ReplicaBatch& b) override;
+  SliceStats evaluate(Replica& r, const ReplicaBatch& b) override;
 
   // The replica's side of run_step (src/step.h): all enqueued on the stream.
   Network<CudaDevice>& net() { return net_; }
@@ -352,6 +353,7 @@ void CudaReplica::run(const ReplicaBatch& b) {
 
 StepResult CudaReplica::train_step(Replica& r, const ReplicaBatch& b, float lr,
                                    uint64_t step_seed, bool stop_requested) {
+  const auto t0 = std::chrono::steady_clock::now();
   stage_inputs(b);
   stage_step_params(r, b, lr, step_seed, stop_requested);
   run(b);
@@ -367,10 +369,14 @@ StepResult CudaReplica::train_step(Replica& r, const ReplicaBatch& b, float lr,
   out.stop = extra[kStop] > 0.0f;
   out.finite_loss = std::isfinite(extra[kLossSum]);
   out.finite = out.finite_loss && extra[kExtras] == 0.0f;  // the update ran iff both held
+  if (out.finite) ++r.updates;
+  const auto t1 = std::chrono::steady_clock::now();
+  r.step_seconds += std::chrono::duration<double>(t1 - t0).count();
+  if (r.trace) r.trace->span("device step", t0, t1);
   return out;
 }
 
-SliceStats CudaReplica::evaluate(const ReplicaBatch& b) {
+SliceStats CudaReplica::evaluate(Replica&, const ReplicaBatch& b) {
   if (b.rows == 0) return {};
   stage_inputs(b);
   net_.evaluate(params_.data(), b);
@@ -390,7 +396,7 @@ SliceStats CudaReplica::evaluate(const ReplicaBatch& b) {
 class CudaGroup final : public DeviceGroup {
  public:
   CudaGroup(const Model& model, const Config& config, World& world, int local, int64_t max_rows);
-  DeviceReplica& replica(int i) override { return *replicas_.at(size_t(i)); }
+  ReplicaStep& replica(int i) override { return *replicas_.at(size_t(i)); }
   void fail(const std::string& reason) override {
 #if defined(LOCKSTEP_HAVE_NCCL_GROUP)
     if (nccl_) nccl_->fail(reason);

@@ -1,8 +1,8 @@
-// Replicas on an accelerator: a DeviceReplica holds one replica's state there
-// (parameter, gradient and optimizer-slot arenas, workspaces) and runs the step
-// of src/step.h on it; the CPU replicas need none. The CUDA implementation is
-// gpu/ (built with CUDA); src/accelerator.cpp answers for a build without it,
-// and the rest of the trunk never names CUDA.
+// Replicas on an accelerator: each one's ReplicaStep (src/replica.h) holds its
+// state there (parameter, gradient and optimizer-slot arenas, workspaces) and
+// runs the step of src/step.h on it. The CUDA implementation is gpu/ (built
+// with CUDA); src/accelerator.cpp answers for a build without it, and the rest
+// of the trunk never names CUDA.
 #pragma once
 
 #include <cstdint>
@@ -21,34 +21,13 @@ bool use_cuda(const Config& config);
 int visible_cuda_devices();
 // Which replica uses which GPU: src/gpu_mapping.h.
 
-// One replica's device state and step. Each call runs on the replica's thread
-// after bind_thread(); host arenas (Replica::params, the optimizer's slots) are
-// only a mirror, exchanged with upload()/download().
-class DeviceReplica {
- public:
-  virtual ~DeviceReplica() = default;
-  // "cuda:0 NVIDIA H100 80GB HBM3 (sm_90)" for the plan.
-  virtual std::string describe() const = 0;
-  // Makes the calling thread use this replica's device.
-  virtual void bind_thread() = 0;
-  // Host params and optimizer slots -> device (start, resume, a loaded model).
-  virtual void upload(Replica& r) = 0;
-  // Device params and optimizer slots -> host (checkpoints, the sync hash, the end).
-  virtual void download(Replica& r) = 0;
-  // As MirroredStrategy::train_step; r.updates counts updates applied before this one.
-  virtual StepResult train_step(Replica& r, const ReplicaBatch& batch, float lr,
-                                uint64_t step_seed, bool stop_requested) = 0;
-  // Forward only: loss sum and correct count of a slice.
-  virtual SliceStats evaluate(const ReplicaBatch& batch) = 0;
-};
-
 // The device replicas of one process and what they share (the NCCL group that
 // all-reduces their gradients with every other process's). Made on the main
 // thread of every process at once: the NCCL bootstrap is collective over MPI.
 class DeviceGroup {
  public:
   virtual ~DeviceGroup() = default;
-  virtual DeviceReplica& replica(int local_index) = 0;
+  virtual ReplicaStep& replica(int local_index) = 0;
   // Releases members waiting in a collective after a replica failed.
   virtual void fail(const std::string& reason) = 0;
 };

@@ -109,6 +109,22 @@ class BucketWorker {
 Replica::Replica() = default;
 Replica::~Replica() = default;
 
+// The CPU replicas' step: host arenas, one object for all of them.
+class MirroredStrategy::CpuReplica final : public ReplicaStep {
+ public:
+  explicit CpuReplica(MirroredStrategy* s) : s_(s) {}
+  StepResult train_step(Replica& r, const ReplicaBatch& batch, float lr, uint64_t step_seed,
+                        bool stop_requested) override {
+    return s_->cpu_step(r, batch, lr, step_seed, stop_requested);
+  }
+  SliceStats evaluate(Replica& r, const ReplicaBatch& batch) override {
+    return r.model->evaluate(r.params.data(), batch);
+  }
+
+ private:
+  MirroredStrategy* s_;
+};
+
 CommOptions comm_options(const Config& config) {
   CommOptions o = CommOptions::from_seconds(config.comm_timeout_s, config.comm_verify);
   o.interrupted = [] { return SignalGuard::requested() != 0; };
@@ -159,7 +175,11 @@ MirroredStrategy::MirroredStrategy(const Model& model, const Config& config, Wor
   if (world.size() > 1 && local > 1) {
     hier_group_ = std::make_unique<HierarchicalGroup>(world.mpi_comm, local, comm_options(config));
   }
-  if (use_cuda(config)) devices_ = make_cuda_group(model, config, world, local, max_rows);
+  if (use_cuda(config)) {
+    devices_ = make_cuda_group(model, config, world, local, max_rows);
+  } else {
+    cpu_ = std::make_unique<CpuReplica>(this);
+  }
   const int64_t replicas = int64_t(local) * world.size();
   micro_rows_ = resolve_micro_batch(config, replicas);
   micro_batched_ = !devices_ && (config.deterministic || micro_rows_ * replicas < config.batch_size);
@@ -188,8 +208,9 @@ MirroredStrategy::MirroredStrategy(const Model& model, const Config& config, Wor
       r->optimizer = replicas_[0]->optimizer;
     }
     if (devices_) {  // gradients and workspaces live on the device
-      r->device = &devices_->replica(i);
+      r->step = &devices_->replica(i);
     } else {
+      r->step = cpu_.get();
       r->grads.assign(size_t(model.num_params() + kExtras), 0.0f);
       r->model = std::make_unique<CpuNetwork>(model, max_rows);
       if (config.overlap) {
@@ -228,7 +249,7 @@ void MirroredStrategy::run(const std::function<void(Replica&)>& fn) {
     const ThreadPin pinned(world_.info.local_rank * k + r.local_index, pin);
     cpu::set_flush_denormals(config_.flush_denormals);  // train.flush_denormals
     try {
-      if (r.device) r.device->bind_thread();
+      r.step->bind_thread();
       fn(r);
     } catch (...) {
       {
@@ -290,23 +311,24 @@ void MirroredStrategy::broadcast_initial_weights(Replica& r) {
 }
 
 SliceStats MirroredStrategy::evaluate(Replica& r, const ReplicaBatch& batch) {
-  return r.device ? r.device->evaluate(batch) : r.model->evaluate(r.params.data(), batch);
+  return r.step->evaluate(r, batch);
 }
 
 void MirroredStrategy::to_device(Replica& r) {
-  if (r.device) r.device->upload(r);
+  r.step->upload(r);
 }
 
 void MirroredStrategy::to_host(Replica& r) {
-  if (r.device) r.device->download(r);
+  r.step->download(r);
 }
 
 std::string MirroredStrategy::device_plan() const {
   std::string plan;
   for (const auto& r : replicas_) {
-    if (!r->device) continue;
+    const std::string d = r->step->describe();
+    if (d.empty()) continue;
     plan += (plan.empty() ? "devices: " : "; ") + std::string("replica ") +
-            std::to_string(r->global_index) + " -> " + r->device->describe();
+            std::to_string(r->global_index) + " -> " + d;
   }
   return plan;
 }
@@ -378,18 +400,16 @@ struct MirroredStrategy::CpuStep {
 
 StepResult MirroredStrategy::train_step(Replica& r, const ReplicaBatch& batch, float lr,
                                         uint64_t step_seed, bool stop_requested) {
+  return r.step->train_step(r, batch, lr, step_seed, stop_requested);
+}
+
+StepResult MirroredStrategy::cpu_step(Replica& r, const ReplicaBatch& batch, float lr,
+                                      uint64_t step_seed, bool stop_requested) {
   if (micro_batched_ && !r.trace) return micro_step(r, batch, lr, step_seed, stop_requested);
   const auto t0 = Clock::now();
   if (micro_batched_) {  // traced as one span (with its micro-batches and exact sums inside)
     const StepResult res = micro_step(r, batch, lr, step_seed, stop_requested);
     r.trace->span("micro-batched step", t0, Clock::now());
-    return res;
-  }
-  if (r.device) {  // the same step, enqueued on the replica's GPU
-    const StepResult res = r.device->train_step(r, batch, lr, step_seed, stop_requested);
-    if (res.finite) ++r.updates;
-    r.step_seconds += since(t0);
-    if (r.trace) r.trace->span("device step", t0, Clock::now());
     return res;
   }
   CpuStep step{this, &r, lr, t0, t0, {}};

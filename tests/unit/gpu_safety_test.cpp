@@ -163,12 +163,11 @@ struct Direct {
   // Replica i's thread: bind, upload, then `steps` steps; the error text or "".
   std::string steps(int i, int steps, const Data& data) {
     try {
-      DeviceReplica& d = group->replica(i);
+      ReplicaStep& d = group->replica(i);
       d.bind_thread();
       d.upload(*replicas[size_t(i)]);
       for (int s = 0; s < steps; ++s) {
         d.train_step(*replicas[size_t(i)], data.slice(s, i, cfg.local_replicas), 0.01f, uint64_t(s), false);
-        ++replicas[size_t(i)]->updates;
       }
       return "";
     } catch (const std::exception& e) {

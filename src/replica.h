@@ -1,0 +1,91 @@
+// A replica of MirroredStrategy: its place among the replicas in sync, its
+// communicators, and its step on its device (ReplicaStep: the CPU's in
+// src/strategy.cpp, an accelerator's through src/accelerator.h), with the CPU
+// step's host state and the replica's time accounting.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "comm/communicator.h"
+#include "data/input.h"
+#include "src/micro_batch.h"
+#include "src/network.h"
+#include "src/optimizer.h"
+#include "src/step.h"
+#include "src/trace.h"
+
+namespace lockstep {
+
+class BucketWorker;
+struct Replica;
+
+// What one synchronous step reports, the same on every replica.
+struct StepResult {
+  SliceStats global;    // loss sum, correct and rows over ALL replicas
+  bool stop = false;    // some replica asked to stop (a signal)
+  // The update was applied: the global loss and the reduced gradient were all
+  // finite. If not, no replica changed anything (finite_loss says which failed).
+  bool finite = true;
+  bool finite_loss = true;
+};
+
+// One replica's step on its device. Each call runs on the replica's thread after
+// bind_thread(). Where the state lives on a device, Replica::params and the
+// optimizer's slots are a host mirror exchanged with upload()/download().
+class ReplicaStep {
+ public:
+  virtual ~ReplicaStep() = default;
+  // "cuda:0 NVIDIA H100 80GB HBM3 (sm_90)" for the plan; "" on the CPU.
+  virtual std::string describe() const { return ""; }
+  // Makes the calling thread use this replica's device.
+  virtual void bind_thread() {}
+  // Host params and optimizer slots -> device (start, resume, a loaded model).
+  virtual void upload(Replica&) {}
+  // Device params and optimizer slots -> host (checkpoints, the sync hash, the end).
+  virtual void download(Replica&) {}
+  // As MirroredStrategy::train_step: the step of src/step.h; r.updates counts the
+  // updates applied, this one included, and r's seconds its time.
+  virtual StepResult train_step(Replica& r, const ReplicaBatch& batch, float lr,
+                                uint64_t step_seed, bool stop_requested) = 0;
+  // Forward only: loss sum and correct count of a slice.
+  virtual SliceStats evaluate(Replica& r, const ReplicaBatch& batch) = 0;
+};
+
+
+// Everything one replica owns. On an accelerator, params and the optimizer's
+// slots are the host mirror of the device state and the rest of the CPU state
+// stays empty.
+struct Replica {
+  Replica();
+  ~Replica();
+  int local_index = 0;
+  int global_index = 0;
+  Communicator* comm = nullptr;        // all replicas in sync
+  Communicator* local_comm = nullptr;  // the replicas of this process
+  std::vector<float> params, grads;
+  // The optimizer's slots. CPU replicas of one process share one Optimizer (its
+  // slots are the same on every replica, so one copy serves), and each updates
+  // its own shard of the arena in every replica's params (MirroredStrategy::update).
+  std::shared_ptr<Optimizer> optimizer;
+  std::unique_ptr<CpuNetwork> model;
+  std::unique_ptr<BucketWorker> worker;  // strategy.overlap: reduces buckets during backward
+  // The step on the replica's device (owned by the strategy or its device group).
+  ReplicaStep* step = nullptr;
+  std::unique_ptr<MicroBuffers> micro;  // micro-batched steps (train.micro_batch_size)
+  int64_t updates = 0;                 // optimizer steps applied
+  int64_t fetches = 0;                 // MirroredStrategy::fetch calls
+  // Where this replica's time went (seconds): waiting for input (fetch, which
+  // includes waiting for the other local replicas), inside gradient
+  // collectives, the finite check and optimizer update, and the whole
+  // train_step (forward and backward = step - comm - optimizer).
+  double input_seconds = 0, comm_seconds = 0, optimizer_seconds = 0, step_seconds = 0;
+  // --trace: this replica's track while the current step is traced, else
+  // nullptr (the whole cost of tracing off); the trainer sets it per step.
+  TraceTrack* trace = nullptr;
+  TraceTrack* reducer_trace = nullptr;  // the strategy.overlap thread's track
+};
+
+}  // namespace lockstep
