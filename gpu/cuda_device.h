@@ -19,21 +19,14 @@ class CudaDevice {
              double* loss_sum, int64_t* correct)
       : ctx_(ctx), step_(step), staged_(staged), loss_sum_(loss_sum), correct_(correct) {}
 
-  void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
-            int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
-    cuda::gemm(*ctx_, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-  }
-  void bias_activation_forward(float* z, const float* bias, float* out, int64_t rows,
-                               int64_t cols, Activation act) {
-    cuda::bias_activation_forward(*ctx_, z, bias, out, rows, cols, act);
-  }
-  void activation_backward(const float* d_out, const float* z, const float* out, float* dz,
-                           int64_t n, Activation act) {
-    cuda::activation_backward(*ctx_, d_out, z, out, dz, n, act);
-  }
-  void bias_grad(const float* dz, float* db, int64_t rows, int64_t cols, float beta) {
-    cuda::bias_grad(*ctx_, dz, db, rows, cols, beta);
-  }
+  template <class... A>
+  void gemm(A... a) { cuda::gemm(*ctx_, a...); }
+  template <class... A>
+  void bias_activation_forward(A... a) { cuda::bias_activation_forward(*ctx_, a...); }
+  template <class... A>
+  void activation_backward(A... a) { cuda::activation_backward(*ctx_, a...); }
+  template <class... A>
+  void bias_grad(A... a) { cuda::bias_grad(*ctx_, a...); }
   void dropout_forward(float* x, int64_t rows, int64_t cols, float rate, int layer) {
     cuda::dropout_forward(*ctx_, x, rows, cols, rate, step_, layer);
   }

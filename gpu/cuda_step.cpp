@@ -46,19 +46,16 @@ namespace {
 template <class T>
 class PinnedBuffer {
  public:
-  explicit PinnedBuffer(size_t n) : n_(std::max<size_t>(n, 1)) {
-    LOCKSTEP_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&ptr_), n_ * sizeof(T)));
+  explicit PinnedBuffer(size_t n) {
+    LOCKSTEP_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&ptr_), std::max<size_t>(n, 1) * sizeof(T)));
   }
-  ~PinnedBuffer() {
-    if (ptr_ != nullptr) cudaFreeHost(ptr_);
-  }
+  ~PinnedBuffer() { cudaFreeHost(ptr_); }
   PinnedBuffer(const PinnedBuffer&) = delete;
   PinnedBuffer& operator=(const PinnedBuffer&) = delete;
   T* data() { return ptr_; }
 
  private:
   T* ptr_ = nullptr;
-  size_t n_;
 };
 
 // An instantiated graph, destroyed with its graph.
@@ -361,14 +358,8 @@ StepResult CudaReplica::train_step(Replica& r, const ReplicaBatch& b, float lr,
   LOCKSTEP_CUDA_CHECK(cudaMemcpyAsync(extras_host_.data(), grads_.data() + n_,
                                       (kExtras + 1) * sizeof(float), cudaMemcpyDeviceToHost, s));
   wait_for_step();
-  const float* extra = extras_host_.data();
-  StepResult out;
-  out.global.loss_sum = extra[kLossSum];
-  out.global.correct = int64_t(std::llround(extra[kCorrect]));
-  out.global.rows = int64_t(std::llround(extra[kRows]));
-  out.stop = extra[kStop] > 0.0f;
-  out.finite_loss = std::isfinite(extra[kLossSum]);
-  out.finite = out.finite_loss && extra[kExtras] == 0.0f;  // the update ran iff both held
+  StepResult out = read_extras(extras_host_.data());
+  out.finite = out.finite && extras_host_.data()[kExtras] == 0.0f;  // the update ran iff both held
   if (out.finite) ++r.updates;
   const auto t1 = std::chrono::steady_clock::now();
   r.step_seconds += std::chrono::duration<double>(t1 - t0).count();

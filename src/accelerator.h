@@ -1,8 +1,8 @@
 // Replicas on an accelerator: each one's ReplicaStep (src/replica.h) holds its
 // state there (parameter, gradient and optimizer-slot arenas, workspaces) and
 // runs the step of src/step.h on it. The CUDA implementation is gpu/ (built
-// with CUDA); src/accelerator.cpp answers for a build without it, and the rest
-// of the trunk never names CUDA.
+// with CUDA); a build without it gets the answers at the end of this file, and
+// the rest of the trunk never names CUDA.
 #pragma once
 
 #include <cstdint>
@@ -36,5 +36,20 @@ class DeviceGroup {
 // Throws ConfigError in a build without CUDA.
 std::unique_ptr<DeviceGroup> make_cuda_group(const Model& model, const Config& config,
                                              World& world, int local_replicas, int64_t max_rows);
+
+#if !defined(LOCKSTEP_HAVE_CUDA)
+inline int visible_cuda_devices() { return 0; }
+inline bool use_cuda(const Config& config) {
+  if (config.device == DeviceKind::kCuda) {
+    throw ConfigError(config.where("strategy.device") + ": key 'strategy.device': cuda, but this lockstep was built "
+                      "without CUDA (rebuild with -DLOCKSTEP_CUDA=ON, or use device: cpu or auto)");
+  }
+  return false;
+}
+inline std::unique_ptr<DeviceGroup> make_cuda_group(const Model&, const Config& config, World&, int,
+                                                    int64_t) {
+  throw ConfigError(config.where("strategy.device") + ": key 'strategy.device': this lockstep was built without CUDA");
+}
+#endif
 
 }  // namespace lockstep

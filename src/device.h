@@ -1,21 +1,16 @@
-// The device seam of the replica step: what a device type offers the step
-// (src/network.h) and the layer kinds (src/layers/). A device is a plain struct
-// whose members forward to the kernels of one backend under the same names
-// (kernels/cpu, kernels/cuda); the step is a template over it, so the CPU hot
-// path makes direct calls (no virtual call per kernel). CpuDevice is here; the
-// CUDA device (gpu/cuda_device.h) is built only with CUDA.
-//
-// A device type D provides:
-//   template <class T> using Buffer: an owning array, Buffer<T>(n), data(), size()
-//   gemm, bias_activation_forward, activation_backward, bias_grad: as kernels/cpu/ops.h
-//   dropout_forward/backward(x, rows, cols, rate, layer): the layer's seed and the
-//     slice's first row come from the step block (kernels::StepParams)
-//   copy(dst, src, n), zero(x, n): float arrays in the device's memory
-//   inputs(batch): the slice's x, labels, targets as the device's kernels read them
-//   loss(kind, out, inputs, rows, cols, d_out, scale): the slice's loss (d_out null:
-//     evaluation); empty_slice(): the stats of a slice without rows
-//   begin_slice(step_seed, first_row): makes the step block describe this slice
-//     (CUDA stages the block itself before a step, so the call does nothing there)
+// The device seam of the replica step: a device is a plain struct whose members
+// forward to one backend's kernels under their common names (kernels/cpu,
+// kernels/cuda); the network (src/network.h) and the layer kinds (src/layers/)
+// are templates over it, so the CPU hot path makes direct calls. CpuDevice is
+// here; the CUDA device (gpu/cuda_device.h) is built only with CUDA. A device D has
+//   Buffer<T>(n): an owning array (data(), size()) in the device's memory;
+//   gemm, bias_activation_forward, activation_backward, bias_grad as kernels/cpu;
+//   dropout_forward/backward(x, rows, cols, rate, layer), the layer's seed and the
+//     slice's first row read from the step block (kernels::StepParams);
+//   copy(dst, src, n), zero(x, n); inputs(batch): where its kernels read the slice;
+//   loss(kind, out, inputs, rows, cols, d_out, scale) (d_out null: evaluation) and
+//     empty_slice(): a slice's stats; begin_slice(step_seed, first_row): the step
+//     block's dropout fields for a slice (CUDA stages the whole block before a step).
 #pragma once
 
 #include <cstdint>
@@ -65,21 +60,14 @@ class CpuDevice {
       : layers_(layers), block_((step_block_bytes(layers) + 7) / 8, 0) {}
   kernels::StepParams* step() { return reinterpret_cast<kernels::StepParams*>(block_.data()); }
 
-  void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
-            int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
-    cpu::gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-  }
-  void bias_activation_forward(float* z, const float* bias, float* out, int64_t rows,
-                               int64_t cols, Activation act) {
-    cpu::bias_activation_forward(z, bias, out, rows, cols, act);
-  }
-  void activation_backward(const float* d_out, const float* z, const float* out, float* dz,
-                           int64_t n, Activation act) {
-    cpu::activation_backward(d_out, z, out, dz, n, act);
-  }
-  void bias_grad(const float* dz, float* db, int64_t rows, int64_t cols, float beta) {
-    cpu::bias_grad(dz, db, rows, cols, beta);
-  }
+  template <class... A>
+  void gemm(A... a) { cpu::gemm(a...); }
+  template <class... A>
+  void bias_activation_forward(A... a) { cpu::bias_activation_forward(a...); }
+  template <class... A>
+  void activation_backward(A... a) { cpu::activation_backward(a...); }
+  template <class... A>
+  void bias_grad(A... a) { cpu::bias_grad(a...); }
   void dropout_forward(float* x, int64_t rows, int64_t cols, float rate, int layer) {
     cpu::dropout_forward(x, rows, cols, rate, kernels::layer_seeds(step())[layer],
                          step()->first_row);

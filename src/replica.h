@@ -22,16 +22,6 @@ namespace lockstep {
 class BucketWorker;
 struct Replica;
 
-// What one synchronous step reports, the same on every replica.
-struct StepResult {
-  SliceStats global;    // loss sum, correct and rows over ALL replicas
-  bool stop = false;    // some replica asked to stop (a signal)
-  // The update was applied: the global loss and the reduced gradient were all
-  // finite. If not, no replica changed anything (finite_loss says which failed).
-  bool finite = true;
-  bool finite_loss = true;
-};
-
 // One replica's step on its device. Each call runs on the replica's thread after
 // bind_thread(). Where the state lives on a device, Replica::params and the
 // optimizer's slots are a host mirror exchanged with upload()/download().

@@ -15,14 +15,45 @@
 // replica issues the same collectives in the same order.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 
 #include "data/input.h"
+#include "src/device.h"
 
 namespace lockstep {
 
 // The gradient arena has room for a few values reduced with the last bucket.
 enum StepExtra : int64_t { kLossSum = 0, kCorrect, kRows, kStop, kExtras };
+
+// What one synchronous step reports, the same on every replica.
+struct StepResult {
+  SliceStats global;    // loss sum, correct and rows over ALL replicas
+  bool stop = false;    // some replica asked to stop (a signal)
+  // The update was applied: the global loss and the reduced gradient were all
+  // finite. If not, no replica changed anything (finite_loss says which failed).
+  bool finite = true;
+  bool finite_loss = true;
+};
+
+// The slice's values into the extras, reduced with the last bucket.
+inline void write_extras(float* extra, const SliceStats& s, bool stop_requested) {
+  extra[kLossSum] = float(s.loss_sum);
+  extra[kCorrect] = float(s.correct);
+  extra[kRows] = float(s.rows);
+  extra[kStop] = stop_requested ? 1.0f : 0.0f;
+}
+// The step's result from the reduced extras; `finite` still needs the gradient's flag.
+inline StepResult read_extras(const float* extra) {
+  StepResult out;
+  out.global.loss_sum = extra[kLossSum];
+  out.global.correct = int64_t(std::llround(extra[kCorrect]));
+  out.global.rows = int64_t(std::llround(extra[kRows]));
+  out.stop = extra[kStop] > 0.0f;
+  out.finite_loss = std::isfinite(extra[kLossSum]);
+  out.finite = out.finite_loss;
+  return out;
+}
 
 // Elements per all-reduce bucket for strategy.bucket_mb.
 inline int64_t bucket_elements(double bucket_mb) {

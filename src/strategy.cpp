@@ -306,20 +306,11 @@ void MirroredStrategy::broadcast_initial_weights(Replica& r) {
   // Every replica initialises from the same seed; the broadcast makes rank 0's
   // weights authoritative even if another process computed something else.
   model_.init_params(r.params.data(), config_.seed);
-  r.comm->broadcast(r.params.data(), r.params.size(), 0);
-  to_device(r);
+  restore(r, nullptr, nullptr);
 }
 
 SliceStats MirroredStrategy::evaluate(Replica& r, const ReplicaBatch& batch) {
   return r.step->evaluate(r, batch);
-}
-
-void MirroredStrategy::to_device(Replica& r) {
-  r.step->upload(r);
-}
-
-void MirroredStrategy::to_host(Replica& r) {
-  r.step->download(r);
 }
 
 std::string MirroredStrategy::device_plan() const {
@@ -365,11 +356,7 @@ struct MirroredStrategy::CpuStep {
       r->trace->span("forward", t0, forward_end);
       r->trace->span("backward", forward_end, Clock::now());
     }
-    float* extra = r->grads.data() + self->model_.num_params();
-    extra[kLossSum] = float(s.loss_sum);
-    extra[kCorrect] = float(s.correct);
-    extra[kRows] = float(s.rows);
-    extra[kStop] = stop_requested ? 1.0f : 0.0f;
+    write_extras(r->grads.data() + self->model_.num_params(), s, stop_requested);
   }
   void join() {
     if (!r->worker) return;
@@ -381,16 +368,11 @@ struct MirroredStrategy::CpuStep {
   }
   void update() {
     const int64_t n = self->model_.num_params();
-    const float* extra = r->grads.data() + n;
-    out.global.loss_sum = extra[kLossSum];
-    out.global.correct = int64_t(std::llround(extra[kCorrect]));
-    out.global.rows = int64_t(std::llround(extra[kRows]));
-    out.stop = extra[kStop] > 0.0f;
+    out = read_extras(r->grads.data() + n);
     // Every replica holds the same reduced gradient, so all decide alike. A finite
     // loss does not imply a finite gradient (an overflow in backward, a huge input).
     const auto t_opt = Clock::now();
-    out.finite_loss = std::isfinite(extra[kLossSum]);
-    out.finite = out.finite_loss && cpu::all_finite(r->grads.data(), n);
+    out.finite = out.finite && cpu::all_finite(r->grads.data(), n);
     if (out.finite) self->update(*r, lr);  // a non-finite step changes nothing
     const auto t_opt_end = Clock::now();
     r->optimizer_seconds += std::chrono::duration<double>(t_opt_end - t_opt).count();
@@ -442,7 +424,7 @@ void MirroredStrategy::update(Replica& r, float lr) {
 }
 
 void MirroredStrategy::snapshot(Replica& r, std::vector<float>& params, NamedSlots* slots) {
-  to_host(r);
+  r.step->download(r);
   params = r.params;
   if (!slots) return;
   slots->clear();
@@ -463,7 +445,7 @@ void MirroredStrategy::restore(Replica& r, const std::vector<float>* params,
     }
     broadcast_optimizer_state(r);
   }
-  to_device(r);
+  r.step->upload(r);
 }
 
 void MirroredStrategy::broadcast_optimizer_state(Replica& r) {
@@ -481,7 +463,7 @@ void MirroredStrategy::broadcast_optimizer_state(Replica& r) {
 void MirroredStrategy::check_in_sync(Replica& r) {
   if (num_replicas_in_sync() == 1) return;
   const auto t0 = Clock::now();
-  to_host(r);
+  r.step->download(r);
   // A 64-bit hash of the weights' bits, 8 bytes at a time: any single-bit
   // difference shows; about 0.2 ms per 100k parameters, every check_every steps.
   uint64_t h = 0x243f6a8885a308d3ULL;

@@ -104,10 +104,6 @@ class MirroredStrategy {
   void apply_exact(Replica& r, float lr, int64_t begin, int64_t end);  // [begin, end) of the arena
   // Rank 0's optimizer slots to every replica. Shared slots travel once per process.
   void broadcast_optimizer_state(Replica& r);
-  // Device replicas keep their state on the device: to_device after the host
-  // params/slots were written, to_host before reading them. No-ops on the CPU.
-  void to_device(Replica& r);
-  void to_host(Replica& r);
 
   // CPU replicas of this process share one Optimizer and split the update: each
   // applies it to its shard [begin, end) of the arena and writes the result into

@@ -89,25 +89,14 @@ void mse(const CudaContext& ctx, const float* pred, const float* target, float* 
 void mse_loss(const CudaContext& ctx, const float* pred, const float* target, int64_t rows,
               int64_t cols, double* loss_sum);
 
-// As cpu::dropout_*: the same hash, so CPU and CUDA draw identical masks.
-void dropout_forward(const CudaContext& ctx, float* x, int64_t rows, int64_t cols, float rate,
-                     uint64_t seed, int64_t first_row);
-void dropout_backward(const CudaContext& ctx, float* dx, int64_t rows, int64_t cols, float rate,
-                      uint64_t seed, int64_t first_row);
-
-void sgd_update(const CudaContext& ctx, float* param, const float* grad, float* velocity,
-                int64_t n, float lr, float momentum, bool nesterov, float weight_decay);
-void adam_update(const CudaContext& ctx, float* param, const float* grad, float* m, float* v,
-                 int64_t n, float lr, float beta1, float beta2, float eps, int64_t step,
-                 float weight_decay, bool decoupled_wd);
-
-// The training step's forms of dropout and the optimizers: the per-step values
-// (the dropout seed of `layer` and the slice's first row; the learning rate or the
-// Adam constants) are read from the step block p in device memory
-// (kernels/host_device.h), so one captured CUDA graph replays with each step's
-// values; the same kernels as the forms above. The updates do nothing when the
-// reduced loss *loss is not finite or *nonfinite != 0 (all_finite below), as the
-// CPU step skips them; sgd's velocity must be allocated.
+// As cpu::dropout_* (the same hash, so CPU and CUDA draw identical masks) and
+// cpu::sgd_update/adam_update (the same per-element code), in the form a training
+// step runs: the per-step values (the dropout seed of `layer` and the slice's first
+// row; the learning rate or the Adam constants) are read from the step block p in
+// device memory (kernels/host_device.h), so one captured CUDA graph replays with
+// each step's values. The updates do nothing when the reduced loss *loss is not
+// finite or *nonfinite != 0 (all_finite below), as the CPU step skips them; sgd's
+// velocity must be allocated.
 void dropout_forward(const CudaContext& ctx, float* x, int64_t rows, int64_t cols, float rate,
                      const kernels::StepParams* p, int layer);
 void dropout_backward(const CudaContext& ctx, float* dx, int64_t rows, int64_t cols, float rate,
