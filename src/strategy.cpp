@@ -435,29 +435,22 @@ void MirroredStrategy::restore(Replica& r, const std::vector<float>* params,
                                const NamedSlots* slots) {
   if (r.local_index == 0 && params) r.params = *params;
   r.comm->broadcast(r.params.data(), r.params.size(), 0);
-  if (slots) {
-    if (r.local_index == 0) {
-      for (auto& [name, slot] : r.optimizer->slots()) {
-        for (const auto& [saved_name, data] : *slots) {
-          if (saved_name == name) *slot = data;
-        }
+  if (slots && r.local_index == 0) {
+    for (auto& [name, slot] : r.optimizer->slots()) {
+      for (const auto& [saved_name, data] : *slots) {
+        if (saved_name == name) *slot = data;
       }
     }
-    broadcast_optimizer_state(r);
+  }
+  if (slots && shards_.empty()) {
+    for (auto& [name, slot] : r.optimizer->slots()) r.comm->broadcast(slot->data(), slot->size(), 0);
+  } else if (slots) {  // one Optimizer per process: its local replica 0 takes rank 0's slots
+    if (r.local_index == 0) {
+      for (auto& [name, slot] : r.optimizer->slots()) world_.comm->broadcast(slot->data(), slot->size(), 0);
+    }
+    r.local_comm->barrier();
   }
   r.step->upload(r);
-}
-
-void MirroredStrategy::broadcast_optimizer_state(Replica& r) {
-  if (shards_.empty()) {
-    for (auto& [name, slot] : r.optimizer->slots()) r.comm->broadcast(slot->data(), slot->size(), 0);
-    return;
-  }
-  // One Optimizer per process: its local replica 0 takes rank 0's slots.
-  if (r.local_index == 0) {
-    for (auto& [name, slot] : r.optimizer->slots()) world_.comm->broadcast(slot->data(), slot->size(), 0);
-  }
-  r.local_comm->barrier();
 }
 
 void MirroredStrategy::check_in_sync(Replica& r) {

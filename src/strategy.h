@@ -102,8 +102,6 @@ class MirroredStrategy {
                  StepResult& out);
   void float_sum(Replica& r, const SliceStats& local, bool stop_requested, StepResult& out);
   void apply_exact(Replica& r, float lr, int64_t begin, int64_t end);  // [begin, end) of the arena
-  // Rank 0's optimizer slots to every replica. Shared slots travel once per process.
-  void broadcast_optimizer_state(Replica& r);
 
   // CPU replicas of this process share one Optimizer and split the update: each
   // applies it to its shard [begin, end) of the arena and writes the result into

@@ -18,8 +18,6 @@ class Dense {
         a_(spec.activation != Activation::kLinear ? size_t(max_rows * spec.out) : 0),
         d_(spec.dropout > 0.0f ? size_t(max_rows * spec.out) : 0) {}
 
-  int64_t width() const { return L_.out; }
-
   // Returns the output the next layer reads (rows, out); `index` names the
   // layer's dropout seed in the step block.
   const float* forward(D& dev, const float* params, const float* in, int64_t rows, bool training,
