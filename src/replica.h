@@ -44,7 +44,6 @@ class ReplicaStep {
   virtual SliceStats evaluate(Replica& r, const ReplicaBatch& batch) = 0;
 };
 
-
 // Everything one replica owns. On an accelerator, params and the optimizer's
 // slots are the host mirror of the device state and the rest of the CPU state
 // stays empty.
