@@ -29,7 +29,7 @@ int main(int argc, char** argv) {
 
 #include "bench/machine.h"
 #include "kernels/cuda/ops.h"
-#include "src/cuda_replica.h"
+#include "src/accelerator.h"
 #include "src/gpu_mapping.h"
 #if defined(LOCKSTEP_HAVE_NCCL_GROUP)  // set by src/CMakeLists.txt when comm/ has it
 #include "comm/nccl_communicator.h"

@@ -75,6 +75,21 @@ struct AdamConsts {
   float eps;
 };
 
+// What a training step reads from memory its kernels can see (host memory on the
+// CPU, device memory on CUDA, refreshed before every step so a captured CUDA graph
+// replays with this step's values). Followed in the same allocation by one uint64_t
+// dropout seed per layer (layer_seeds).
+struct alignas(8) StepParams {
+  AdamConsts adam;        // adam/adamw: this step's constants (adam_consts below)
+  float lr = 0.0f;        // sgd: this step's learning rate
+  float stop = 0.0f;      // 1 when this replica asks every replica to stop
+  int64_t first_row = 0;  // dropout: global id of the slice's first row
+};
+LOCKSTEP_HD const uint64_t* layer_seeds(const StepParams* p) {
+  return reinterpret_cast<const uint64_t*>(p + 1);
+}
+LOCKSTEP_HD uint64_t* layer_seeds(StepParams* p) { return reinterpret_cast<uint64_t*>(p + 1); }
+
 inline AdamConsts adam_consts(float lr, float beta1, float beta2, float eps, int64_t step,
                               float weight_decay, bool decoupled_wd) {
   const double t = static_cast<double>(step);

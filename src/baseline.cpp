@@ -20,7 +20,7 @@
 #include "src/config.h"
 #include "src/environment.h"
 #include "src/model.h"
-#include "src/replica.h"
+#include "src/network.h"
 #include "src/saved_model.h"
 #include "src/run_folder.h"
 
@@ -127,7 +127,7 @@ void model_record(const Config& c, const std::string& data, const std::string& f
   std::vector<float> targets(size_t(m * std::max<int64_t>(info.target_dim, 1)));
   source->read(rows.data(), m, x.data(), info.num_classes > 0 ? labels.data() : nullptr,
                info.target_dim > 0 ? targets.data() : nullptr);
-  ReplicaModel replica(model, std::max<int64_t>(m, 1));
+  CpuNetwork replica(model, std::max<int64_t>(m, 1));
   const float* y = replica.predict(s.params.data(), x.data(), m);
   std::vector<float> out(y, y + m * k);
   if (cls) softmax_rows(out.data(), m, k);

@@ -107,7 +107,7 @@ struct Config {
   double bucket_mb = 4.0;    // gradient fusion bucket size
   bool overlap = false;      // reduce buckets on a helper thread during backward
   int64_t check_every = 100; // steps between cross-replica weight checksums (0 = off)
-  DeviceKind device = DeviceKind::kCpu;  // where replicas compute (src/cuda_replica.h)
+  DeviceKind device = DeviceKind::kCpu;  // where replicas compute (src/accelerator.h)
   int replicas_per_gpu = 1;  // cuda: logical replicas sharing one GPU (> 1 for tests)
   bool cuda_graphs = true;   // cuda: replay each full-batch step as one captured graph
   bool tf32 = false;         // cuda: TF32 tensor-core GEMMs (about 1e-3 relative error)

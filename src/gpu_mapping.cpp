@@ -1,5 +1,5 @@
 // The replica -> GPU rule and the duplicate-GPU check (see gpu_mapping.h). Kept
-// free of CUDA and MPI: cuda_replica.cpp gathers the bus ids and applies these.
+// free of CUDA and MPI: gpu/cuda_step.cpp gathers the bus ids and applies these.
 #include "src/gpu_mapping.h"
 
 #include <algorithm>

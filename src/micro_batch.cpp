@@ -352,22 +352,14 @@ void MirroredStrategy::apply_exact(Replica& r, float lr, int64_t begin, int64_t 
 void MirroredStrategy::float_sum(Replica& r, const SliceStats& local, bool stop_requested,
                                  StepResult& out) {
   const int64_t n = model_.num_params();
-  float* extra = r.grads.data() + n;
-  extra[kLossSum] = float(local.loss_sum);
-  extra[kCorrect] = float(local.correct);
-  extra[kRows] = float(local.rows);
-  extra[kStop] = stop_requested ? 1.0f : 0.0f;
+  write_extras(r.grads.data() + n, local, stop_requested);
   const auto tc = Clock::now();  // backward is over: nothing left to overlap with
   for (int64_t begin = 0; begin < n + kExtras; begin += bucket_elems_) {
     r.comm->allreduce(r.grads.data() + begin, size_t(std::min(bucket_elems_, n + kExtras - begin)));
   }
   r.comm_seconds += since(tc);
-  out.global.loss_sum = extra[kLossSum];
-  out.global.correct = int64_t(std::llround(extra[kCorrect]));
-  out.global.rows = int64_t(std::llround(extra[kRows]));
-  out.stop = extra[kStop] > 0.0f;
-  out.finite_loss = std::isfinite(extra[kLossSum]);
-  out.finite = out.finite_loss && cpu::all_finite(r.grads.data(), n);
+  out = read_extras(r.grads.data() + n);
+  out.finite = out.finite && cpu::all_finite(r.grads.data(), n);
 }
 
 }  // namespace lockstep

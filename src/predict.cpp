@@ -14,7 +14,7 @@
 #include "data/input.h"
 #include "src/checkpoint.h"
 #include "src/model.h"
-#include "src/replica.h"
+#include "src/network.h"
 #include "src/saved_model.h"
 
 namespace lockstep {
@@ -94,7 +94,7 @@ int64_t predict(const Config& config, const PredictArgs& args) {
   }
   const SavedState saved = load_state(args.model_path, &model);
   const int64_t n = info.size, chunk = 1024;
-  ReplicaModel replica(model, chunk);
+  CpuNetwork replica(model, chunk);
   std::vector<float> x(size_t(chunk * info.feature_dim)), out(size_t(n * k));
   std::vector<int32_t> labels(static_cast<size_t>(chunk)), classes(static_cast<size_t>(n));
   std::vector<float> targets(size_t(chunk * std::max<int64_t>(info.target_dim, 1)));

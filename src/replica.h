@@ -1,59 +1,80 @@
-// One replica's compute on the CPU: forward and backward of the Model over its
-// slice of a global batch, with activation workspaces sized once (no allocation
-// per step). Parameters and gradients are flat arenas owned by the caller.
+// A replica of MirroredStrategy: its place among the replicas in sync, its
+// communicators, and its step on its device (ReplicaStep: the CPU's in
+// src/strategy.cpp, an accelerator's through src/accelerator.h), with the CPU
+// step's host state and the replica's time accounting.
 #pragma once
 
-#include <chrono>
 #include <cstdint>
-#include <functional>
+#include <memory>
+#include <string>
 #include <vector>
 
+#include "comm/communicator.h"
 #include "data/input.h"
-#include "src/model.h"
+#include "src/micro_batch.h"
+#include "src/network.h"
+#include "src/optimizer.h"
+#include "src/step.h"
+#include "src/trace.h"
 
 namespace lockstep {
 
-struct SliceStats {
-  double loss_sum = 0.0;  // sum of per-example losses (unscaled)
-  int64_t correct = 0;    // classification: argmax == label
-  int64_t rows = 0;
+class BucketWorker;
+struct Replica;
+
+// One replica's step on its device. Each call runs on the replica's thread after
+// bind_thread(). Where the state lives on a device, Replica::params and the
+// optimizer's slots are a host mirror exchanged with upload()/download().
+class ReplicaStep {
+ public:
+  virtual ~ReplicaStep() = default;
+  // "cuda:0 NVIDIA H100 80GB HBM3 (sm_90)" for the plan; "" on the CPU.
+  virtual std::string describe() const { return ""; }
+  // Makes the calling thread use this replica's device.
+  virtual void bind_thread() {}
+  // Host params and optimizer slots -> device (start, resume, a loaded model).
+  virtual void upload(Replica&) {}
+  // Device params and optimizer slots -> host (checkpoints, the sync hash, the end).
+  virtual void download(Replica&) {}
+  // As MirroredStrategy::train_step: the step of src/step.h; r.updates counts the
+  // updates applied, this one included, and r's seconds its time.
+  virtual StepResult train_step(Replica& r, const ReplicaBatch& batch, float lr,
+                                uint64_t step_seed, bool stop_requested) = 0;
+  // Forward only: loss sum and correct count of a slice.
+  virtual SliceStats evaluate(Replica& r, const ReplicaBatch& batch) = 0;
 };
 
-class ReplicaModel {
- public:
-  // max_rows: the most rows a slice passed to train/evaluate may have.
-  ReplicaModel(const Model& model, int64_t max_rows);
-
-  // Forward + backward. grads (num_params) are OVERWRITTEN with the gradient of
-  // loss_scale * (sum of per-example losses). on_ready(end) is called whenever the
-  // arena prefix [0, end) of grads is final, last layer first (bucketing).
-  // dropout_seed identifies the step's dropout masks (see kernels dropout).
-  SliceStats train(const float* params, float* grads, const ReplicaBatch& batch, float loss_scale,
-                   uint64_t dropout_seed, const std::function<void(int64_t)>& on_ready);
-
-  // Forward only (no dropout): loss and accuracy of a slice.
-  SliceStats evaluate(const float* params, const ReplicaBatch& batch);
-
-  // Forward only: returns the output layer (rows, output_dim) before softmax.
-  const float* predict(const float* params, const float* x, int64_t rows);
-
-  int64_t max_rows() const { return max_rows_; }
-  // When set, train() stores there the time its forward pass (with the loss)
-  // ended: the timeline's forward/backward boundary. nullptr costs nothing.
-  std::chrono::steady_clock::time_point* mark_forward = nullptr;
-
- private:
-  const float* forward(const float* params, const float* x, int64_t rows, bool training,
-                       uint64_t dropout_seed, int64_t first_row);
-  SliceStats loss_forward(const float* out, const ReplicaBatch& b, float* d_out, float scale);
-
-  const Model& model_;
-  int64_t max_rows_;
-  std::vector<std::vector<float>> z_;    // per layer (rows, out): pre-activation
-  std::vector<std::vector<float>> a_;    // per layer (rows, out): activation (empty if linear)
-  std::vector<std::vector<float>> d_;    // per layer (rows, out): after dropout (empty if none)
-  std::vector<const float*> out_;        // per layer: what the next layer reads
-  std::vector<float> grad_a_, grad_b_;   // (rows, max_width) ping-pong for backward
+// Everything one replica owns. On an accelerator, params and the optimizer's
+// slots are the host mirror of the device state and the rest of the CPU state
+// stays empty.
+struct Replica {
+  Replica();
+  ~Replica();
+  int local_index = 0;
+  int global_index = 0;
+  Communicator* comm = nullptr;        // all replicas in sync
+  Communicator* local_comm = nullptr;  // the replicas of this process
+  std::vector<float> params, grads;
+  // The optimizer's slots. CPU replicas of one process share one Optimizer (its
+  // slots are the same on every replica, so one copy serves), and each updates
+  // its own shard of the arena in every replica's params (MirroredStrategy::update).
+  std::shared_ptr<Optimizer> optimizer;
+  std::unique_ptr<CpuNetwork> model;
+  std::unique_ptr<BucketWorker> worker;  // strategy.overlap: reduces buckets during backward
+  // The step on the replica's device (owned by the strategy or its device group).
+  ReplicaStep* step = nullptr;
+  std::unique_ptr<MicroBuffers> micro;  // micro-batched steps (train.micro_batch_size)
+  int64_t updates = 0;                 // optimizer steps applied
+  int64_t fetches = 0;                 // MirroredStrategy::fetch calls
+  // Where this replica's time went (seconds): waiting for input (fetch, which
+  // includes waiting for the other local replicas), inside gradient
+  // collectives, the finite check and optimizer update, and the whole
+  // train_step (forward and backward = step - comm - optimizer).
+  double input_seconds = 0, comm_seconds = 0, optimizer_seconds = 0, step_seconds = 0;
+  // --trace: this replica's track while the current step is traced, else
+  // nullptr (the whole cost of tracing off); the trainer sets it per step.
+  TraceTrack* trace = nullptr;
+  TraceTrack* reducer_trace = nullptr;  // the strategy.overlap thread's track
 };
 
 }  // namespace lockstep

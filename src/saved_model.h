@@ -13,7 +13,7 @@
 namespace lockstep {
 
 struct SavedModel {
-  std::unique_ptr<Model> model;  // heap: ReplicaModel keeps a reference to it
+  std::unique_ptr<Model> model;  // heap: CpuNetwork keeps a reference to it
   std::vector<float> params;     // the flat arena (model->num_params())
   float input_scale = 1.0f;      // data.scale: raw dataset values -> model inputs
   bool classifier = false;       // softmax output (else regression outputs)

@@ -19,7 +19,7 @@
 #include "kernels/cpu/ops.h"
 #include "src/batcher.h"
 #include "src/onnx_export.h"
-#include "src/replica.h"
+#include "src/network.h"
 #include "src/saved_model.h"
 #include "src/serve_request.h"
 #include "src/signals.h"
@@ -32,7 +32,7 @@ using nlohmann::json;
 // One forward workspace: scaled inputs, the replica's activations.
 struct Workspace {
   Workspace(const Model& model, int64_t rows) : replica(model, rows) {}
-  ReplicaModel replica;
+  CpuNetwork replica;
   std::vector<float> scaled;
 };
 

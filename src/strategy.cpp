@@ -18,11 +18,12 @@
 #include "comm/placement.h"
 #include "kernels/cpu/fpenv.h"
 #include "kernels/cpu/ops.h"
-#include "src/cuda_replica.h"
+#include "src/accelerator.h"
 #include "src/gpu_mapping.h"
 #include "src/micro_batch.h"
 #include "src/random.h"
 #include "src/signals.h"
+#include "src/step.h"
 
 namespace lockstep {
 namespace {
@@ -108,6 +109,22 @@ class BucketWorker {
 Replica::Replica() = default;
 Replica::~Replica() = default;
 
+// The CPU replicas' step: host arenas, one object for all of them.
+class MirroredStrategy::CpuReplica final : public ReplicaStep {
+ public:
+  explicit CpuReplica(MirroredStrategy* s) : s_(s) {}
+  StepResult train_step(Replica& r, const ReplicaBatch& batch, float lr, uint64_t step_seed,
+                        bool stop_requested) override {
+    return s_->cpu_step(r, batch, lr, step_seed, stop_requested);
+  }
+  SliceStats evaluate(Replica& r, const ReplicaBatch& batch) override {
+    return r.model->evaluate(r.params.data(), batch);
+  }
+
+ private:
+  MirroredStrategy* s_;
+};
+
 CommOptions comm_options(const Config& config) {
   CommOptions o = CommOptions::from_seconds(config.comm_timeout_s, config.comm_verify);
   o.interrupted = [] { return SignalGuard::requested() != 0; };
@@ -153,12 +170,16 @@ MirroredStrategy::MirroredStrategy(const Model& model, const Config& config, Wor
                                    int64_t max_rows)
     : model_(model), config_(config), world_(world) {
   const int local = resolve_local_replicas(config, world.size(), world.info.local_size);
-  bucket_elems_ = std::max<int64_t>(1, int64_t(config.bucket_mb * 1024.0 * 1024.0 / sizeof(float)));
+  bucket_elems_ = bucket_elements(config.bucket_mb);
   local_group_ = std::make_unique<LocalGroup>(local, comm_options(config));
   if (world.size() > 1 && local > 1) {
     hier_group_ = std::make_unique<HierarchicalGroup>(world.mpi_comm, local, comm_options(config));
   }
-  if (use_cuda(config)) devices_ = make_cuda_group(model, config, world, local, max_rows);
+  if (use_cuda(config)) {
+    devices_ = make_cuda_group(model, config, world, local, max_rows);
+  } else {
+    cpu_ = std::make_unique<CpuReplica>(this);
+  }
   const int64_t replicas = int64_t(local) * world.size();
   micro_rows_ = resolve_micro_batch(config, replicas);
   micro_batched_ = !devices_ && (config.deterministic || micro_rows_ * replicas < config.batch_size);
@@ -187,10 +208,11 @@ MirroredStrategy::MirroredStrategy(const Model& model, const Config& config, Wor
       r->optimizer = replicas_[0]->optimizer;
     }
     if (devices_) {  // gradients and workspaces live on the device
-      r->device = &devices_->replica(i);
+      r->step = &devices_->replica(i);
     } else {
+      r->step = cpu_.get();
       r->grads.assign(size_t(model.num_params() + kExtras), 0.0f);
-      r->model = std::make_unique<ReplicaModel>(model, max_rows);
+      r->model = std::make_unique<CpuNetwork>(model, max_rows);
       if (config.overlap) {
         r->worker = std::make_unique<BucketWorker>(r->comm, config.flush_denormals);
       }
@@ -227,7 +249,7 @@ void MirroredStrategy::run(const std::function<void(Replica&)>& fn) {
     const ThreadPin pinned(world_.info.local_rank * k + r.local_index, pin);
     cpu::set_flush_denormals(config_.flush_denormals);  // train.flush_denormals
     try {
-      if (r.device) r.device->bind_thread();
+      r.step->bind_thread();
       fn(r);
     } catch (...) {
       {
@@ -284,28 +306,20 @@ void MirroredStrategy::broadcast_initial_weights(Replica& r) {
   // Every replica initialises from the same seed; the broadcast makes rank 0's
   // weights authoritative even if another process computed something else.
   model_.init_params(r.params.data(), config_.seed);
-  r.comm->broadcast(r.params.data(), r.params.size(), 0);
-  to_device(r);
+  restore(r, nullptr, nullptr);
 }
 
 SliceStats MirroredStrategy::evaluate(Replica& r, const ReplicaBatch& batch) {
-  return r.device ? r.device->evaluate(batch) : r.model->evaluate(r.params.data(), batch);
-}
-
-void MirroredStrategy::to_device(Replica& r) {
-  if (r.device) r.device->upload(r);
-}
-
-void MirroredStrategy::to_host(Replica& r) {
-  if (r.device) r.device->download(r);
+  return r.step->evaluate(r, batch);
 }
 
 std::string MirroredStrategy::device_plan() const {
   std::string plan;
   for (const auto& r : replicas_) {
-    if (!r->device) continue;
+    const std::string d = r->step->describe();
+    if (d.empty()) continue;
     plan += (plan.empty() ? "devices: " : "; ") + std::string("replica ") +
-            std::to_string(r->global_index) + " -> " + r->device->describe();
+            std::to_string(r->global_index) + " -> " + d;
   }
   return plan;
 }
@@ -323,10 +337,56 @@ void MirroredStrategy::reduce_range(Replica& r, int64_t begin, int64_t end) {
   if (r.trace) r.trace->span("all-reduce", t0, t1, (end - begin) * int64_t(sizeof(float)));
 }
 
+// The CPU replica's side of run_step (src/step.h): host arenas, the reducer
+// thread (strategy.overlap), the time accounting and the trace spans.
+struct MirroredStrategy::CpuStep {
+  MirroredStrategy* self;
+  Replica* r;
+  float lr;
+  Clock::time_point t0;
+  TraceClock::time_point forward_end;  // an empty slice has no forward
+  StepResult out;
+
+  CpuNetwork& net() { return *r->model; }
+  const float* params() { return r->params.data(); }
+  float* grads() { return r->grads.data(); }
+  void reduce(int64_t begin, int64_t end) { self->reduce_range(*r, begin, end); }
+  void extras(const SliceStats& s, bool stop_requested) {
+    if (r->trace) {  // backward holds the bucket all-reduces it started inline
+      r->trace->span("forward", t0, forward_end);
+      r->trace->span("backward", forward_end, Clock::now());
+    }
+    write_extras(r->grads.data() + self->model_.num_params(), s, stop_requested);
+  }
+  void join() {
+    if (!r->worker) return;
+    const auto tw = Clock::now();  // the exposed part of the communication
+    r->worker->wait();
+    const auto tw1 = Clock::now();
+    r->comm_seconds += std::chrono::duration<double>(tw1 - tw).count();
+    if (r->trace) r->trace->span("all-reduce wait", tw, tw1);
+  }
+  void update() {
+    const int64_t n = self->model_.num_params();
+    out = read_extras(r->grads.data() + n);
+    // Every replica holds the same reduced gradient, so all decide alike. A finite
+    // loss does not imply a finite gradient (an overflow in backward, a huge input).
+    const auto t_opt = Clock::now();
+    out.finite = out.finite && cpu::all_finite(r->grads.data(), n);
+    if (out.finite) self->update(*r, lr);  // a non-finite step changes nothing
+    const auto t_opt_end = Clock::now();
+    r->optimizer_seconds += std::chrono::duration<double>(t_opt_end - t_opt).count();
+    if (r->trace) r->trace->span("optimizer", t_opt, t_opt_end);
+  }
+};
+
 StepResult MirroredStrategy::train_step(Replica& r, const ReplicaBatch& batch, float lr,
                                         uint64_t step_seed, bool stop_requested) {
-  // The gradient of sum(loss)/global_rows on each replica; their SUM over all
-  // replicas is the gradient of the global batch's mean loss.
+  return r.step->train_step(r, batch, lr, step_seed, stop_requested);
+}
+
+StepResult MirroredStrategy::cpu_step(Replica& r, const ReplicaBatch& batch, float lr,
+                                      uint64_t step_seed, bool stop_requested) {
   if (micro_batched_ && !r.trace) return micro_step(r, batch, lr, step_seed, stop_requested);
   const auto t0 = Clock::now();
   if (micro_batched_) {  // traced as one span (with its micro-batches and exact sums inside)
@@ -334,68 +394,13 @@ StepResult MirroredStrategy::train_step(Replica& r, const ReplicaBatch& batch, f
     r.trace->span("micro-batched step", t0, Clock::now());
     return res;
   }
-  if (r.device) {  // the same step, enqueued on the replica's GPU
-    const StepResult res = r.device->train_step(r, batch, lr, step_seed, stop_requested);
-    if (res.finite) ++r.updates;
-    r.step_seconds += since(t0);
-    if (r.trace) r.trace->span("device step", t0, Clock::now());
-    return res;
-  }
-  const float scale = batch.global_rows > 0 ? 1.0f / float(batch.global_rows) : 0.0f;
-  const int64_t n = model_.num_params();
-  // Bucketing state behind one pointer: the callback then fits std::function's
-  // small buffer and the step allocates nothing.
-  struct Buckets {
-    MirroredStrategy* self;
-    Replica* r;
-    int64_t n, reduced;
-  } b{this, &r, n, 0};
-  TraceClock::time_point forward_end = t0;  // an empty slice has no forward
-  r.model->mark_forward = r.trace ? &forward_end : nullptr;
-  const SliceStats s = r.model->train(r.params.data(), r.grads.data(), batch, scale, step_seed,
-                                      [bk = &b](int64_t ready) {
-                                        if (ready - bk->reduced >= bk->self->bucket_elems_ && ready < bk->n) {
-                                          bk->self->reduce_range(*bk->r, bk->reduced, ready);
-                                          bk->reduced = ready;
-                                        }
-                                      });
-  const int64_t reduced = b.reduced;
-  if (r.trace) {  // backward holds the bucket all-reduces it started inline
-    r.trace->span("forward", t0, forward_end);
-    r.trace->span("backward", forward_end, Clock::now());
-  }
-  // The step's metrics and stop requests ride in the last bucket, so every
-  // replica learns the global loss (and any stop) with no extra collective.
-  float* extra = r.grads.data() + n;
-  extra[kLossSum] = float(s.loss_sum);
-  extra[kCorrect] = float(s.correct);
-  extra[kRows] = float(s.rows);
-  extra[kStop] = stop_requested ? 1.0f : 0.0f;
-  reduce_range(r, reduced, n + kExtras);
-  if (r.worker) {  // the exposed part of the communication
-    const auto tw = Clock::now();
-    r.worker->wait();
-    const auto tw1 = Clock::now();
-    r.comm_seconds += std::chrono::duration<double>(tw1 - tw).count();
-    if (r.trace) r.trace->span("all-reduce wait", tw, tw1);
-  }
-  StepResult out;
-  out.global.loss_sum = extra[kLossSum];
-  out.global.correct = int64_t(std::llround(extra[kCorrect]));
-  out.global.rows = int64_t(std::llround(extra[kRows]));
-  out.stop = extra[kStop] > 0.0f;
-  // Every replica holds the same reduced gradient, so all decide alike. A finite
-  // loss does not imply a finite gradient (an overflow in backward, a huge input).
-  const auto t_opt = Clock::now();
-  out.finite_loss = std::isfinite(extra[kLossSum]);
-  out.finite = out.finite_loss && cpu::all_finite(r.grads.data(), n);
-  if (out.finite) update(r, lr);  // a non-finite step changes nothing; the trainer stops or skips it
-  const auto t_opt_end = Clock::now();
-  r.optimizer_seconds += std::chrono::duration<double>(t_opt_end - t_opt).count();
-  if (r.trace) r.trace->span("optimizer", t_opt, t_opt_end);
+  CpuStep step{this, &r, lr, t0, t0, {}};
+  r.model->mark_forward = r.trace ? &step.forward_end : nullptr;
+  run_step(step, batch, model_.num_params(), bucket_elems_, step_seed, stop_requested);
   r.step_seconds += since(t0);
-  return out;
+  return step.out;
 }
+
 
 void MirroredStrategy::update(Replica& r, float lr) {
   // Unsharded: the whole arena. Sharded: this replica's shard of every local
@@ -418,22 +423,40 @@ void MirroredStrategy::update(Replica& r, float lr) {
   r.local_comm->barrier();
 }
 
-void MirroredStrategy::broadcast_optimizer_state(Replica& r) {
-  if (shards_.empty()) {
+void MirroredStrategy::snapshot(Replica& r, std::vector<float>& params, NamedSlots* slots) {
+  r.step->download(r);
+  params = r.params;
+  if (!slots) return;
+  slots->clear();
+  for (auto& [name, slot] : r.optimizer->slots()) slots->emplace_back(name, *slot);
+}
+
+void MirroredStrategy::restore(Replica& r, const std::vector<float>* params,
+                               const NamedSlots* slots) {
+  if (r.local_index == 0 && params) r.params = *params;
+  r.comm->broadcast(r.params.data(), r.params.size(), 0);
+  if (slots && r.local_index == 0) {
+    for (auto& [name, slot] : r.optimizer->slots()) {
+      for (const auto& [saved_name, data] : *slots) {
+        if (saved_name == name) *slot = data;
+      }
+    }
+  }
+  if (slots && shards_.empty()) {
     for (auto& [name, slot] : r.optimizer->slots()) r.comm->broadcast(slot->data(), slot->size(), 0);
-    return;
+  } else if (slots) {  // one Optimizer per process: its local replica 0 takes rank 0's slots
+    if (r.local_index == 0) {
+      for (auto& [name, slot] : r.optimizer->slots()) world_.comm->broadcast(slot->data(), slot->size(), 0);
+    }
+    r.local_comm->barrier();
   }
-  // One Optimizer per process: its local replica 0 takes rank 0's slots.
-  if (r.local_index == 0) {
-    for (auto& [name, slot] : r.optimizer->slots()) world_.comm->broadcast(slot->data(), slot->size(), 0);
-  }
-  r.local_comm->barrier();
+  r.step->upload(r);
 }
 
 void MirroredStrategy::check_in_sync(Replica& r) {
   if (num_replicas_in_sync() == 1) return;
   const auto t0 = Clock::now();
-  to_host(r);
+  r.step->download(r);
   // A 64-bit hash of the weights' bits, 8 bytes at a time: any single-bit
   // difference shows; about 0.2 ms per 100k parameters, every check_every steps.
   uint64_t h = 0x243f6a8885a308d3ULL;

@@ -14,65 +14,18 @@
 #include "comm/communicator.h"
 #include "comm/options.h"
 #include "data/input.h"
-#include "src/micro_batch.h"
 #include "src/model.h"
-#include "src/optimizer.h"
 #include "src/replica.h"
-#include "src/trace.h"
 #include "src/world.h"
 
 namespace lockstep {
 
 class LocalGroup;
 class HierarchicalGroup;
-class BucketWorker;
-class DeviceReplica;  // src/cuda_replica.h
 class DeviceGroup;
 
-// The gradient arena has room for a few values reduced with the last bucket.
-enum StepExtra : int64_t { kLossSum = 0, kCorrect, kRows, kStop, kExtras };
-
-// Everything one replica owns.
-struct Replica {
-  Replica();
-  ~Replica();
-  int local_index = 0;
-  int global_index = 0;
-  Communicator* comm = nullptr;        // all replicas in sync
-  Communicator* local_comm = nullptr;  // the replicas of this process
-  std::vector<float> params, grads;
-  // The optimizer's slots. CPU replicas of one process share one Optimizer (its
-  // slots are the same on every replica, so one copy serves), and each updates
-  // its own shard of the arena in every replica's params (MirroredStrategy::update).
-  std::shared_ptr<Optimizer> optimizer;
-  std::unique_ptr<ReplicaModel> model;
-  std::unique_ptr<BucketWorker> worker;  // strategy.overlap: reduces buckets during backward
-  // strategy.device cuda: the replica's state and step on its GPU, with params and
-  // the optimizer's slots above as a host mirror (to_host/to_device); nullptr on CPU.
-  DeviceReplica* device = nullptr;
-  std::unique_ptr<MicroBuffers> micro;  // micro-batched steps (train.micro_batch_size)
-  int64_t updates = 0;                 // optimizer steps applied
-  int64_t fetches = 0;                 // MirroredStrategy::fetch calls
-  // Where this replica's time went (seconds): waiting for input (fetch, which
-  // includes waiting for the other local replicas), inside gradient
-  // collectives, the finite check and optimizer update, and the whole
-  // train_step (forward and backward = step - comm - optimizer).
-  double input_seconds = 0, comm_seconds = 0, optimizer_seconds = 0, step_seconds = 0;
-  // --trace: this replica's track while the current step is traced, else
-  // nullptr (the whole cost of tracing off); the trainer sets it per step.
-  TraceTrack* trace = nullptr;
-  TraceTrack* reducer_trace = nullptr;  // the strategy.overlap thread's track
-};
-
-// What one synchronous step reports, the same on every replica.
-struct StepResult {
-  SliceStats global;    // loss sum, correct and rows over ALL replicas
-  bool stop = false;    // some replica asked to stop (a signal)
-  // The update was applied: the global loss and the reduced gradient were all
-  // finite. If not, no replica changed anything (finite_loss says which failed).
-  bool finite = true;
-  bool finite_loss = true;
-};
+// Optimizer slots by name ("m", "v", "velocity"), as checkpoints hold them.
+using NamedSlots = std::vector<std::pair<std::string, std::vector<float>>>;
 
 class MirroredStrategy {
  public:
@@ -119,22 +72,25 @@ class MirroredStrategy {
   // runs as micro-batches (micro_step, src/micro_batch.cpp).
   StepResult train_step(Replica& r, const ReplicaBatch& batch, float lr, uint64_t step_seed,
                         bool stop_requested = false);
-  // Rank 0's optimizer slots to every replica, after local replica 0 of rank 0
-  // wrote them (a resume). Shared slots travel once per process.
-  void broadcast_optimizer_state(Replica& r);
   // Throws if any replica's weights differ from replica 0's, naming it.
   void check_in_sync(Replica& r);
   // Forward only: loss sum and correct count of this replica's slice.
   SliceStats evaluate(Replica& r, const ReplicaBatch& batch);
-  // Device replicas keep their state on the device: to_device after the host
-  // params/slots were written (start, resume, a loaded model), to_host before
-  // reading them (checkpoints, the end). No-ops on the CPU.
-  void to_device(Replica& r);
-  void to_host(Replica& r);
+  // The replica's weights, and its optimizer's slots when `slots` is given, as
+  // host arrays (checkpoints, the saved model), wherever the replica keeps them.
+  void snapshot(Replica& r, std::vector<float>& params, NamedSlots* slots);
+  // Every replica takes rank 0's local replica 0's values: `params` (and the
+  // slots named in `slots`, when given; others stay zero) where given there, else
+  // that replica's own. Collective over all replicas (the broadcast inside).
+  void restore(Replica& r, const std::vector<float>* params, const NamedSlots* slots);
   // "replica 0 -> cuda:0 NVIDIA H100 ...; ..." for the plan ("" on the CPU).
   std::string device_plan() const;
 
  private:
+  class CpuReplica;
+  struct CpuStep;  // the CPU replicas' side of run_step (src/step.h)
+  StepResult cpu_step(Replica& r, const ReplicaBatch& batch, float lr, uint64_t step_seed,
+                      bool stop_requested);
   void reduce_range(Replica& r, int64_t begin, int64_t end);
   void update(Replica& r, float lr);
   // The micro-batched step (src/micro_batch.cpp): deterministic mode's exact
@@ -162,6 +118,7 @@ class MirroredStrategy {
   std::unique_ptr<LocalGroup> local_group_;         // barriers among this process's replicas
   std::unique_ptr<HierarchicalGroup> hier_group_;   // processes x local replicas
   std::unique_ptr<DeviceGroup> devices_;            // strategy.device cuda
+  std::unique_ptr<ReplicaStep> cpu_;                // the CPU replicas' step
   std::vector<ReplicaBatch> batches_;  // filled by local replica 0 in fetch()
   bool has_batch_[2] = {false, false};
   std::vector<std::unique_ptr<Replica>> replicas_;

@@ -16,7 +16,7 @@
 #include "comm/deadline.h"
 #include "kernels/cpu/fpenv.h"
 #include "kernels/cpu/ops.h"
-#include "src/cuda_replica.h"
+#include "src/accelerator.h"
 #include "src/metrics.h"
 #include "src/random.h"
 #include "src/signals.h"
@@ -385,16 +385,9 @@ Trainer::Position Trainer::start_state(Replica& r) {
     strategy_->broadcast_initial_weights(r);
     return Position{};
   }
-  if (r.local_index == 0 && resume_) r.params = resume_->params;
-  r.comm->broadcast(r.params.data(), r.params.size(), 0);
-  if (r.local_index == 0 && resume_) {
-    for (auto& [name, slot] : r.optimizer->slots()) {
-      for (const auto& [saved_name, data] : resume_->slots) {
-        if (saved_name == name) *slot = data;
-      }
-    }
-  }
-  strategy_->broadcast_optimizer_state(r);
+  // Where resume_ is absent (other ranks) rank 0's state arrives by broadcast.
+  static const NamedSlots kNoSlots;
+  strategy_->restore(r, resume_ ? &resume_->params : nullptr, resume_ ? &resume_->slots : &kNoSlots);
   r.updates = head[1];
   Position p;
   p.epoch = head[2];
@@ -408,7 +401,6 @@ Trainer::Position Trainer::start_state(Replica& r) {
 void Trainer::replica_fit(Replica& r) {
   Position pos = start_state(r);
   if (tracer_) tracer_->start_at(pos.global_step);
-  strategy_->to_device(r);  // device replicas: the weights and slots just set on the host
   strategy_->seek(r, *train_input_, InputPosition{pos.epoch, pos.step_in_epoch});
   if (pos.epoch >= config_.epochs) {
     // Resumed from the end of training: nothing to train, but the final record
@@ -445,7 +437,6 @@ void Trainer::replica_fit(Replica& r) {
     pos.epoch_train_seconds = 0;
     if (config_.checkpoint_epochs) save_checkpoint(r, Position{pos.epoch + 1, 0, pos.global_step, {}, 0});
   }
-  strategy_->to_host(r);  // the final model is written from the host mirror
 }
 
 void Trainer::train_epoch(Replica& r, Position& pos) {
@@ -559,8 +550,7 @@ std::string Trainer::checkpoint_dir() const {
 SavedState Trainer::snapshot(Replica& r, const Position& pos) const {
   SavedState s;
   s.config_yaml = config_.to_yaml();
-  s.params = r.params;
-  for (auto& [name, slot] : r.optimizer->slots()) s.slots.emplace_back(name, *slot);
+  strategy_->snapshot(r, s.params, &s.slots);
   s.updates = r.updates;
   s.epoch = pos.epoch;
   s.step_in_epoch = pos.step_in_epoch;
@@ -576,9 +566,9 @@ std::string Trainer::save_checkpoint(Replica& r, const Position& pos) {
   // On every replica: the others' next collective waits for the chief's write.
   const LongPhase phase("checkpoint write", long_phase_budget(config_));
   if (r.local_index != 0 || !strategy_->is_chief()) return "";
-  strategy_->to_host(r);
+  const SavedState state = snapshot(r, pos);
   // Never save NaN/Inf: a checkpoint must always be a state worth resuming.
-  const double norm = cpu::sum_squares(r.params.data(), int64_t(r.params.size()));
+  const double norm = cpu::sum_squares(state.params.data(), int64_t(state.params.size()));
   if (!std::isfinite(norm)) {
     throw std::runtime_error("step " + std::to_string(pos.global_step) +
                              ": the weights hold NaN or Inf; no checkpoint written");
@@ -589,7 +579,7 @@ std::string Trainer::save_checkpoint(Replica& r, const Position& pos) {
   const std::string path = checkpoint_path(dir, pos.global_step);
   const std::vector<std::string> before = list_checkpoints(dir);
   try {
-    save_state(path, *model_, snapshot(r, pos));
+    save_state(path, *model_, state);
   } catch (const IoError& e) {
     throw IoError(write_failure(path, e.what(), before));
   }
@@ -825,8 +815,7 @@ EvalResult Trainer::evaluate_saved(const std::string& model_path, const std::str
   if (strategy_->is_chief()) metrics_ = std::make_unique<MetricsWriter>(metrics_out);
   EvalResult result;
   strategy_->run([&](Replica& r) {
-    r.params = saved.params;
-    strategy_->to_device(r);
+    strategy_->restore(r, &saved.params, nullptr);
     const EvalResult e = evaluate(r, *eval_input_);
     if (r.local_index == 0) result = e;
   });

@@ -75,9 +75,13 @@ __global__ void bias_grad_kernel(const float* dz, float* db, int64_t rows, int64
   }
 }
 
+// The layer's seed and the slice's first row are read from the step block on the
+// device, so a captured step replays with each step's values.
 __global__ void dropout_kernel(float* x, int64_t rows, int64_t cols, uint32_t threshold,
-                               float keep_scale, bool drop_all, uint64_t seed,
-                               int64_t first_row) {
+                               float keep_scale, bool drop_all, const kernels::StepParams* p,
+                               int layer) {
+  const uint64_t seed = kernels::layer_seeds(p)[layer];
+  const int64_t first_row = p->first_row;
   for (int64_t i = first_index(); i < rows * cols; i += grid_stride()) {
     const int64_t r = i / cols, c = i % cols;
     const uint64_t key = kernels::dropout_row_key(seed, first_row + r);
@@ -95,7 +99,7 @@ __global__ void scale_kernel(float* x, int64_t n, float alpha) {
 }
 
 void apply_dropout(const CudaContext& ctx, const char* fn, float* x, int64_t rows, int64_t cols,
-                   float rate, uint64_t seed, int64_t first_row) {
+                   float rate, const kernels::StepParams* p, int layer) {
   if (!(rate >= 0.0f && rate <= 1.0f)) {
     throw std::invalid_argument(std::string("lockstep::cuda::") + fn + ": rate " +
                                 std::to_string(rate) + " is outside [0, 1]");
@@ -104,7 +108,7 @@ void apply_dropout(const CudaContext& ctx, const char* fn, float* x, int64_t row
   const bool drop_all = rate >= 1.0f;
   const float keep_scale = drop_all ? 0.0f : 1.0f / (1.0f - rate);
   dropout_kernel<<<grid_for(rows * cols), kThreads, 0, ctx.stream>>>(
-      x, rows, cols, kernels::dropout_threshold(rate), keep_scale, drop_all, seed, first_row);
+      x, rows, cols, kernels::dropout_threshold(rate), keep_scale, drop_all, p, layer);
   LOCKSTEP_CUDA_CHECK_LAUNCH("dropout_kernel");
 }
 
@@ -135,13 +139,13 @@ void bias_grad(const CudaContext& ctx, const float* dz, float* db, int64_t rows,
 }
 
 void dropout_forward(const CudaContext& ctx, float* x, int64_t rows, int64_t cols, float rate,
-                     uint64_t seed, int64_t first_row) {
-  apply_dropout(ctx, "dropout_forward", x, rows, cols, rate, seed, first_row);
+                     const kernels::StepParams* p, int layer) {
+  apply_dropout(ctx, "dropout_forward", x, rows, cols, rate, p, layer);
 }
 
 void dropout_backward(const CudaContext& ctx, float* dx, int64_t rows, int64_t cols, float rate,
-                      uint64_t seed, int64_t first_row) {
-  apply_dropout(ctx, "dropout_backward", dx, rows, cols, rate, seed, first_row);
+                      const kernels::StepParams* p, int layer) {
+  apply_dropout(ctx, "dropout_backward", dx, rows, cols, rate, p, layer);
 }
 
 void axpy(const CudaContext& ctx, int64_t n, float alpha, const float* x, float* y) {

@@ -13,6 +13,7 @@
 
 #include "kernels/cpu/ops.h"  // Activation
 #include "kernels/cuda/device.h"
+#include "kernels/host_device.h"  // StepParams
 
 #define LOCKSTEP_CUBLAS_CHECK(call)                                                  \
   do {                                                                               \
@@ -88,17 +89,27 @@ void mse(const CudaContext& ctx, const float* pred, const float* target, float* 
 void mse_loss(const CudaContext& ctx, const float* pred, const float* target, int64_t rows,
               int64_t cols, double* loss_sum);
 
-// As cpu::dropout_*: the same hash, so CPU and CUDA draw identical masks.
+// As cpu::dropout_* (the same hash, so CPU and CUDA draw identical masks) and
+// cpu::sgd_update/adam_update (the same per-element code), in the form a training
+// step runs: the per-step values (the dropout seed of `layer` and the slice's first
+// row; the learning rate or the Adam constants) are read from the step block p in
+// device memory (kernels/host_device.h), so one captured CUDA graph replays with
+// each step's values. The updates do nothing when the reduced loss *loss is not
+// finite or *nonfinite != 0 (all_finite below), as the CPU step skips them; sgd's
+// velocity must be allocated.
 void dropout_forward(const CudaContext& ctx, float* x, int64_t rows, int64_t cols, float rate,
-                     uint64_t seed, int64_t first_row);
+                     const kernels::StepParams* p, int layer);
 void dropout_backward(const CudaContext& ctx, float* dx, int64_t rows, int64_t cols, float rate,
-                      uint64_t seed, int64_t first_row);
-
+                      const kernels::StepParams* p, int layer);
 void sgd_update(const CudaContext& ctx, float* param, const float* grad, float* velocity,
-                int64_t n, float lr, float momentum, bool nesterov, float weight_decay);
+                int64_t n, float momentum, bool nesterov, float weight_decay,
+                const kernels::StepParams* p, const float* loss, const float* nonfinite);
 void adam_update(const CudaContext& ctx, float* param, const float* grad, float* m, float* v,
-                 int64_t n, float lr, float beta1, float beta2, float eps, int64_t step,
-                 float weight_decay, bool decoupled_wd);
+                 int64_t n, const kernels::StepParams* p, const float* loss,
+                 const float* nonfinite);
+// As cpu::all_finite, into the device scalar *nonfinite: 0 when every element of
+// x[0, n) is finite, 1 when one is NaN or Inf.
+void all_finite(const CudaContext& ctx, const float* x, int64_t n, float* nonfinite);
 
 // *result (device scalar) = sum of x^2, in double.
 void sum_squares(const CudaContext& ctx, const float* x, int64_t n, double* result);

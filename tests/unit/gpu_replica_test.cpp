@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "data/sources.h"
-#include "src/cuda_replica.h"
+#include "src/accelerator.h"
 #include "tests/common/train_harness.h"
 
 namespace lockstep {
@@ -91,8 +91,7 @@ GpuRun train(const GpuSpec& spec) {
       if (r.local_index == 0) out.losses.push_back(s.global.loss_sum / double(s.global.rows));
       ++step;
     }
-    strategy.to_host(r);
-    finals[size_t(r.local_index)] = r.params;
+    strategy.snapshot(r, finals[size_t(r.local_index)], nullptr);
   });
   for (size_t i = 1; i < finals.size(); ++i) {
     EXPECT_EQ(0, std::memcmp(finals[0].data(), finals[i].data(), finals[0].size() * 4))

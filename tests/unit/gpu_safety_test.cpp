@@ -17,7 +17,7 @@
 #include <thread>
 #include <vector>
 
-#include "src/cuda_replica.h"
+#include "src/accelerator.h"
 #include "src/optimizer.h"
 #include "tests/common/train_harness.h"
 
@@ -116,8 +116,7 @@ StepsRun run_steps(const Model& model, const Config& cfg, int steps, const Data&
     }
     const SliceStats e = strategy.evaluate(r, data.slice(0, r.local_index, cfg.local_replicas));
     if (r.local_index == 0) out.eval = e;
-    strategy.to_host(r);
-    finals[size_t(r.local_index)] = r.params;
+    strategy.snapshot(r, finals[size_t(r.local_index)], nullptr);
   });
   for (size_t i = 1; i < finals.size(); ++i) {
     EXPECT_EQ(0, std::memcmp(finals[0].data(), finals[i].data(), finals[0].size() * 4))
@@ -164,12 +163,11 @@ struct Direct {
   // Replica i's thread: bind, upload, then `steps` steps; the error text or "".
   std::string steps(int i, int steps, const Data& data) {
     try {
-      DeviceReplica& d = group->replica(i);
+      ReplicaStep& d = group->replica(i);
       d.bind_thread();
       d.upload(*replicas[size_t(i)]);
       for (int s = 0; s < steps; ++s) {
         d.train_step(*replicas[size_t(i)], data.slice(s, i, cfg.local_replicas), 0.01f, uint64_t(s), false);
-        ++replicas[size_t(i)]->updates;
       }
       return "";
     } catch (const std::exception& e) {
@@ -321,47 +319,41 @@ TEST(GpuSafety, UploadDownloadRoundTripAndResume) {
   {
     MirroredStrategy strategy(model, cfg, w.world, kGlobal);
     strategy.run([&](Replica& r) {
-      for (size_t i = 0; i < r.params.size(); ++i) r.params[i] = float(i % 97) * 0.125f - 3.0f;
-      auto slots = r.optimizer->slots();
+      std::vector<float> p(size_t(model.num_params()));
+      for (size_t i = 0; i < p.size(); ++i) p[i] = float(i % 97) * 0.125f - 3.0f;
+      NamedSlots slots{{"m", p}, {"v", p}};
       for (auto& [name, v] : slots) {
-        for (size_t i = 0; i < v->size(); ++i) (*v)[i] = float(i % 13) * 1e-3f + 1e-7f;
+        for (size_t i = 0; i < v.size(); ++i) v[i] = float(i % 13) * 1e-3f + 1e-7f;
       }
-      const std::vector<float> p = r.params, m = *slots.at(0).second, v = *slots.at(1).second;
-      strategy.to_device(r);
-      std::fill(r.params.begin(), r.params.end(), 0.0f);
-      for (auto& [name, s] : slots) std::fill(s->begin(), s->end(), 0.0f);
-      strategy.to_host(r);
-      EXPECT_EQ(r.params, p);
-      EXPECT_EQ(*slots.at(0).second, m);
-      EXPECT_EQ(*slots.at(1).second, v);
+      strategy.restore(r, &p, &slots);
+      std::vector<float> back;
+      NamedSlots back_slots;
+      strategy.snapshot(r, back, &back_slots);
+      EXPECT_EQ(back, p);
+      EXPECT_EQ(back_slots, slots);
     });
   }
   // Resume: 2 steps, state to the host, a fresh strategy, 2 more steps equal 4 in one go.
   const StepsRun whole = run_steps(model, cfg, 4, data);
-  std::vector<float> params, m, v;
+  std::vector<float> params;
+  NamedSlots slots;
   int64_t updates = 0;
   {
     MirroredStrategy first(model, cfg, w.world, kGlobal);
     first.run([&](Replica& r) {
       first.broadcast_initial_weights(r);
       for (int64_t s = 0; s < 2; ++s) first.train_step(r, data.slice(s, 0, 1), cfg.learning_rate, uint64_t(s));
-      first.to_host(r);
-      params = r.params;
-      m = *r.optimizer->slots().at(0).second;
-      v = *r.optimizer->slots().at(1).second;
+      first.snapshot(r, params, &slots);
       updates = r.updates;
     });
   }
   MirroredStrategy second(model, cfg, w.world, kGlobal);
   second.run([&](Replica& r) {
-    r.params = params;
-    *r.optimizer->slots().at(0).second = m;
-    *r.optimizer->slots().at(1).second = v;
+    second.restore(r, &params, &slots);
     r.updates = updates;
-    second.to_device(r);
     for (int64_t s = 2; s < 4; ++s) second.train_step(r, data.slice(s, 0, 1), cfg.learning_rate, uint64_t(s));
-    second.to_host(r);
-    EXPECT_EQ(0, std::memcmp(r.params.data(), whole.params.data(), r.params.size() * 4))
+    second.snapshot(r, params, nullptr);
+    EXPECT_EQ(0, std::memcmp(params.data(), whole.params.data(), params.size() * 4))
         << "a resumed run must equal the uninterrupted one bitwise";
   });
 }

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <limits>
 #include <memory>
 #include <random>
@@ -256,19 +257,34 @@ TEST_F(KernelsCuda, MseMatchesCpu) {
   EXPECT_NEAR(to_host(dloss)[0], 2 * loss_cpu, 2e-9 * loss_cpu);
 }
 
+// The step block the training kernels read (kernels/host_device.h), with one
+// layer's dropout seed after it.
+cuda::DeviceBuffer<char> step_block(const kernels::StepParams& p, uint64_t seed = 0) {
+  std::vector<char> host(sizeof(p) + sizeof(seed));
+  std::memcpy(host.data(), &p, sizeof(p));
+  std::memcpy(host.data() + sizeof(p), &seed, sizeof(seed));
+  return to_device(host);
+}
+const kernels::StepParams* params_of(const cuda::DeviceBuffer<char>& block) {
+  return reinterpret_cast<const kernels::StepParams*>(block.data());
+}
+
 // Same hash on both devices: the masks (and values) must be identical.
 TEST_F(KernelsCuda, DropoutMaskIdenticalToCpu) {
   const int64_t rows = 33, cols = 45;
   const auto x = random_vec(rows * cols, 12);
+  kernels::StepParams p{};
+  p.first_row = 1000;
+  const auto block = step_block(p, 777);
   auto want = x;
   cpu::dropout_forward(want.data(), rows, cols, 0.3f, 777, 1000);
   auto dx = to_device(x);
-  cuda::dropout_forward(ctx(), dx.data(), rows, cols, 0.3f, 777, 1000);
+  cuda::dropout_forward(ctx(), dx.data(), rows, cols, 0.3f, params_of(block), 0);
   EXPECT_EQ(to_host(dx), want);
   auto back = x;
   cpu::dropout_backward(back.data(), rows, cols, 0.3f, 777, 1000);
   auto dback = to_device(x);
-  cuda::dropout_backward(ctx(), dback.data(), rows, cols, 0.3f, 777, 1000);
+  cuda::dropout_backward(ctx(), dback.data(), rows, cols, 0.3f, params_of(block), 0);
   EXPECT_EQ(to_host(dback), back);
 }
 
@@ -279,21 +295,60 @@ TEST_F(KernelsCuda, OptimizersMatchCpuOverThreeSteps) {
   auto dp = to_device(p_cpu), dm = to_device(m_cpu), dv = to_device(v_cpu);
   auto sp_cpu = p_cpu, vel_cpu = m_cpu;
   auto dsp = to_device(sp_cpu), dvel = to_device(vel_cpu);
+  auto loss = to_device(std::vector<float>{1.5f}), ok = to_device(std::vector<float>{0.0f});
   for (int step = 1; step <= 3; ++step) {
     const auto g = random_vec(n, 20 + step);
     auto dg = to_device(g);
+    kernels::StepParams p{};
+    p.adam = kernels::adam_consts(1e-2f, 0.9f, 0.999f, 1e-8f, step, 0.01f, step % 2 == 1);
+    p.lr = 0.1f;
+    const auto block = step_block(p);
     cpu::adam_update(p_cpu.data(), g.data(), m_cpu.data(), v_cpu.data(), n, 1e-2f, 0.9f, 0.999f,
                      1e-8f, step, 0.01f, step % 2 == 1);
-    cuda::adam_update(ctx(), dp.data(), dg.data(), dm.data(), dv.data(), n, 1e-2f, 0.9f, 0.999f,
-                      1e-8f, step, 0.01f, step % 2 == 1);
+    cuda::adam_update(ctx(), dp.data(), dg.data(), dm.data(), dv.data(), n, params_of(block),
+                      loss.data(), ok.data());
     cpu::sgd_update(sp_cpu.data(), g.data(), vel_cpu.data(), n, 0.1f, 0.9f, step == 2, 1e-3f);
-    cuda::sgd_update(ctx(), dsp.data(), dg.data(), dvel.data(), n, 0.1f, 0.9f, step == 2, 1e-3f);
+    cuda::sgd_update(ctx(), dsp.data(), dg.data(), dvel.data(), n, 0.9f, step == 2, 1e-3f,
+                     params_of(block), loss.data(), ok.data());
   }
   expect_close(to_host(dp), p_cpu, 1e-7, 1e-6, "adam param");
   expect_close(to_host(dm), m_cpu, 1e-9, 1e-6, "adam m");
   expect_close(to_host(dv), v_cpu, 1e-12, 1e-6, "adam v");
   expect_close(to_host(dsp), sp_cpu, 1e-7, 1e-6, "sgd param");
   expect_close(to_host(dvel), vel_cpu, 1e-7, 1e-6, "sgd velocity");
+}
+
+// all_finite flags a NaN or Inf anywhere; the updates then (or with a non-finite
+// loss) leave every parameter and slot as it was.
+TEST_F(KernelsCuda, NonFiniteFlagSkipsTheUpdates) {
+  const int64_t n = 4099;
+  auto g = random_vec(n, 31);
+  auto flag = to_device(std::vector<float>{kNaN});
+  auto dg = to_device(g);
+  cuda::all_finite(ctx(), dg.data(), n, flag.data());
+  EXPECT_EQ(to_host(flag)[0], 0.0f) << "finite gradient";
+  g[n - 1] = std::numeric_limits<float>::infinity();
+  dg = to_device(g);
+  cuda::all_finite(ctx(), dg.data(), n, flag.data());
+  EXPECT_EQ(to_host(flag)[0], 1.0f) << "an Inf at the end";
+  kernels::StepParams p{};
+  p.adam = kernels::adam_consts(1e-2f, 0.9f, 0.999f, 1e-8f, 1, 0.0f, false);
+  p.lr = 0.1f;
+  const auto block = step_block(p);
+  const auto p0 = random_vec(n, 32);
+  auto dp = to_device(p0), dm = to_device(std::vector<float>(n, 0.0f)), dv = to_device(std::vector<float>(n, 0.0f));
+  auto finite_loss = to_device(std::vector<float>{1.0f}), nan_loss = to_device(std::vector<float>{kNaN});
+  auto clear = to_device(std::vector<float>{0.0f});
+  dg = to_device(random_vec(n, 33));  // finite gradient: only the flags can stop the updates
+  cuda::adam_update(ctx(), dp.data(), dg.data(), dm.data(), dv.data(), n, params_of(block),
+                    finite_loss.data(), flag.data());
+  cuda::sgd_update(ctx(), dp.data(), dg.data(), dm.data(), n, 0.9f, false, 0.0f, params_of(block),
+                   nan_loss.data(), clear.data());
+  EXPECT_EQ(to_host(dp), p0);
+  EXPECT_EQ(to_host(dm), std::vector<float>(n, 0.0f));
+  cuda::sgd_update(ctx(), dp.data(), dg.data(), dm.data(), n, 0.9f, false, 0.0f, params_of(block),
+                   finite_loss.data(), clear.data());
+  EXPECT_NE(to_host(dp), p0) << "with both flags clear the update runs";
 }
 
 // Double accumulation of ~1e5 squares in two orders: 1e-12 relative.

@@ -1,14 +1,15 @@
 // Model layout and whole-model gradients: finite differences through
-// ReplicaModel for every activation, dropout, and both losses.
+// CpuNetwork for every activation, dropout, and both losses.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "kernels/cpu/ops.h"
 #include "src/model.h"
-#include "src/replica.h"
+#include "src/network.h"
 
 namespace lockstep {
 namespace {
@@ -74,7 +75,7 @@ TEST_P(ModelGradient, MatchesFiniteDifferences) {
   b.global_rows = rows;
   b.x = x.data();
   if (gc.loss == LossKind::kSoftmaxCrossEntropy) b.labels = labels.data(); else b.targets = targets.data();
-  ReplicaModel rm(m, rows);
+  CpuNetwork rm(m, rows);
   const float scale = 1.0f / rows;
   int ready_calls = 0;
   int64_t last_ready = 0;
@@ -109,10 +110,10 @@ INSTANTIATE_TEST_SUITE_P(
                       GradCase{Activation::kTanh, 0.3f, LossKind::kSoftmaxCrossEntropy},
                       GradCase{Activation::kSigmoid, 0.0f, LossKind::kMeanSquaredError}));
 
-TEST(ReplicaModel, EmptySliceGivesZeroGradientsAndAllBuckets) {
+TEST(CpuNetwork, EmptySliceGivesZeroGradientsAndAllBuckets) {
   Model m({{4, Activation::kRelu, 0.0f}}, 3, 2, LossKind::kSoftmaxCrossEntropy);
   std::vector<float> p(size_t(m.num_params()), 0.3f), g(p.size(), 7.0f);
-  ReplicaModel rm(m, 4);
+  CpuNetwork rm(m, 4);
   ReplicaBatch b;  // rows == 0
   int calls = 0;
   const SliceStats s = rm.train(p.data(), g.data(), b, 1.0f, 0, [&](int64_t) { ++calls; });
@@ -121,11 +122,66 @@ TEST(ReplicaModel, EmptySliceGivesZeroGradientsAndAllBuckets) {
   for (float v : g) EXPECT_EQ(v, 0.0f);
 }
 
-TEST(ReplicaModel, RejectsSliceLargerThanWorkspace) {
+TEST(CpuNetwork, RejectsSliceLargerThanWorkspace) {
   Model m({{4, Activation::kRelu, 0.0f}}, 3, 2, LossKind::kSoftmaxCrossEntropy);
   std::vector<float> p(size_t(m.num_params()), 0.1f), x(30, 0.0f);
-  ReplicaModel rm(m, 4);
+  CpuNetwork rm(m, 4);
   EXPECT_THROW(rm.predict(p.data(), x.data(), 10), std::invalid_argument);
+}
+
+// The CPU device with every kernel call written down by name, then run.
+class RecordingDevice : public CpuDevice {
+ public:
+  using CpuDevice::CpuDevice;
+  std::vector<std::string> calls;
+  template <class... A>
+  void gemm(A... a) { calls.push_back("gemm"), CpuDevice::gemm(a...); }
+  template <class... A>
+  void bias_activation_forward(A... a) {
+    calls.push_back("bias_activation"), CpuDevice::bias_activation_forward(a...);
+  }
+  template <class... A>
+  void activation_backward(A... a) { calls.push_back("activation_backward"), CpuDevice::activation_backward(a...); }
+  template <class... A>
+  void bias_grad(A... a) { calls.push_back("bias_grad"), CpuDevice::bias_grad(a...); }
+  template <class... A>
+  void dropout_forward(A... a) { calls.push_back("dropout_forward"), CpuDevice::dropout_forward(a...); }
+  template <class... A>
+  void dropout_backward(A... a) { calls.push_back("dropout_backward"), CpuDevice::dropout_backward(a...); }
+  template <class... A>
+  void copy(A... a) { calls.push_back("copy"), CpuDevice::copy(a...); }
+  template <class... A>
+  SliceStats loss(A... a) { return calls.push_back("loss"), CpuDevice::loss(a...); }
+};
+
+// The step's kernels in the order the CPU replicas have always run them (the
+// bitwise tests depend on it; the CUDA device gets the same sequence), with the
+// buckets' ready points after each layer's parameter gradients.
+TEST(Network, RunsTheStepsKernelsInOrder) {
+  Model m({{7, Activation::kRelu, 0.5f}}, 5, 3, LossKind::kSoftmaxCrossEntropy);
+  std::vector<float> p(size_t(m.num_params())), g(p.size()), g_cpu(p.size());
+  m.init_params(p.data(), 3);
+  std::vector<float> x(4 * 5, 0.25f);
+  std::vector<int32_t> labels{0, 1, 2, 0};
+  ReplicaBatch b;
+  b.rows = b.global_rows = 4;
+  b.x = x.data();
+  b.labels = labels.data();
+  Network<RecordingDevice> net(m, 4);
+  net.train(p.data(), g.data(), b, 0.25f, 11, [&](int64_t end) {
+    net.device().calls.push_back("ready " + std::to_string(end));
+  });
+  const std::vector<std::string> want{
+      "gemm", "bias_activation", "copy", "dropout_forward",             // hidden layer
+      "gemm", "bias_activation",                                        // output layer
+      "loss",
+      "gemm", "bias_grad", "gemm", "dropout_backward", "activation_backward",
+      "ready " + std::to_string(m.grad_ready_end(1)),
+      "gemm", "bias_grad", "ready " + std::to_string(m.num_params())};
+  EXPECT_EQ(net.device().calls, want);
+  CpuNetwork cpu(m, 4);
+  cpu.train(p.data(), g_cpu.data(), b, 0.25f, 11, [](int64_t) {});
+  EXPECT_EQ(g, g_cpu);
 }
 
 }  // namespace

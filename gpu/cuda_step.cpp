@@ -1,53 +1,30 @@
 // CUDA replicas: each replica's arenas and workspaces allocated once on its device,
-// the step (forward, backward, bucketed NCCL all-reduce, fused optimizer) enqueued
-// on one compute stream with no host synchronisation until the step's four extras
-// come back, and optionally captured once per full-batch shape as a CUDA graph.
-#include "src/cuda_replica.h"
-
+// the step (src/step.h, the one every device runs, over the CUDA device of
+// gpu/cuda_device.h) enqueued on one compute stream with no host synchronisation
+// until the step's extras come back, and optionally captured once per full-batch
+// shape as a CUDA graph. Built only with CUDA.
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
-#include <functional>
 #include <map>
 #include <stdexcept>
 #include <utility>
 #include <vector>
 
-#if defined(LOCKSTEP_HAVE_CUDA)
 #include "comm/mpi_check.h"
+#include "gpu/cuda_device.h"
+#include "gpu/extras.h"
 #include "kernels/cuda/ops.h"
-#include "src/cuda_replica_kernels.h"
+#include "src/accelerator.h"
 #include "src/gpu_mapping.h"
-#include "src/random.h"
-#if defined(LOCKSTEP_HAVE_NCCL_GROUP)  // set by src/CMakeLists.txt when comm/ has it
+#include "src/network.h"
+#include "src/step.h"
+#if defined(LOCKSTEP_HAVE_NCCL_GROUP)  // set by gpu/CMakeLists.txt when comm/ has it
 #include "comm/nccl_communicator.h"
-#endif
 #endif
 
 namespace lockstep {
-
-#if !defined(LOCKSTEP_HAVE_CUDA)
-
-int visible_cuda_devices() { return 0; }
-
-bool use_cuda(const Config& config) {
-  if (config.device == DeviceKind::kCuda) {
-    throw ConfigError(config.where("strategy.device") + ": key 'strategy.device': cuda, but this lockstep was built "
-                      "without CUDA (rebuild with -DLOCKSTEP_CUDA=ON, or use device: cpu or auto)");
-  }
-  return false;
-}
-
-std::unique_ptr<DeviceGroup> make_cuda_group(const Model&, const Config& config, World&, int,
-                                             int64_t) {
-  throw ConfigError(config.where("strategy.device") + ": key 'strategy.device': this lockstep was built without CUDA");
-}
-
-#else  // LOCKSTEP_HAVE_CUDA
-
-static_assert(kLossSum == cuda_step::kExtraLoss && kCorrect == cuda_step::kExtraCorrect &&
-              kRows == cuda_step::kExtraRows && kStop == cuda_step::kExtraStop,
-              "the step kernels' extras must match StepExtra");
 
 int visible_cuda_devices() { return cuda::device_count(); }
 
@@ -69,19 +46,16 @@ namespace {
 template <class T>
 class PinnedBuffer {
  public:
-  explicit PinnedBuffer(size_t n) : n_(std::max<size_t>(n, 1)) {
-    LOCKSTEP_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&ptr_), n_ * sizeof(T)));
+  explicit PinnedBuffer(size_t n) {
+    LOCKSTEP_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&ptr_), std::max<size_t>(n, 1) * sizeof(T)));
   }
-  ~PinnedBuffer() {
-    if (ptr_ != nullptr) cudaFreeHost(ptr_);
-  }
+  ~PinnedBuffer() { cudaFreeHost(ptr_); }
   PinnedBuffer(const PinnedBuffer&) = delete;
   PinnedBuffer& operator=(const PinnedBuffer&) = delete;
   T* data() { return ptr_; }
 
  private:
   T* ptr_ = nullptr;
-  size_t n_;
 };
 
 // An instantiated graph, destroyed with its graph.
@@ -100,10 +74,9 @@ struct Graph {
 constexpr size_t kCublasWorkspace = size_t(32) << 20;
 constexpr int kBusIdChars = 32;  // "0000:3b:00.0" and room to spare
 
-class CudaReplica final : public DeviceReplica {
+class CudaReplica final : public ReplicaStep {
  public:
-  CudaReplica(const Model& model, const Config& config, int device, int64_t max_rows,
-              int64_t bucket_elems);
+  CudaReplica(const Model& model, const Config& config, int device, int64_t max_rows);
   // The all-reduce over every replica in sync (nullptr with one replica in total).
   void set_comm(Communicator* comm) { comm_ = comm; }
   // NCCL calls can be captured only when a replica has its GPU to itself.
@@ -123,33 +96,39 @@ class CudaReplica final : public DeviceReplica {
            (config_.cuda_graphs && gpu_shared_ ? " (GPU shared: steps not captured)" : "");
   }
   void bind_thread() override { cuda::set_device(device_); }
-  void upload(Replica& r) override;
-  void download(Replica& r) override;
+  void upload(Replica& r) override { copy_state(r, cudaMemcpyHostToDevice); }
+  void download(Replica& r) override { copy_state(r, cudaMemcpyDeviceToHost); }
   StepResult train_step(Replica& r, const ReplicaBatch& b, float lr, uint64_t step_seed,
                         bool stop_requested) override;
-  SliceStats evaluate(const ReplicaBatch& b) override;
+  SliceStats evaluate(Replica& r, const ReplicaBatch& b) override;
+
+  // The replica's side of run_step (src/step.h): all enqueued on the stream.
+  Network<CudaDevice>& net() { return net_; }
+  const float* params() { return params_.data(); }
+  float* grads() { return grads_.data(); }
+  void reduce(int64_t begin, int64_t end);
+  void extras(const SliceStats& s, bool stop_requested);
+  void join();
+  void update();
 
  private:
-  void check_rows(int64_t rows) const;
+  void copy_state(Replica& r, cudaMemcpyKind kind);
   void stage_inputs(const ReplicaBatch& b);
   void stage_step_params(const Replica& r, const ReplicaBatch& b, float lr, uint64_t step_seed,
                          bool stop_requested);
   void enqueue_step(const ReplicaBatch& b);
-  void run_step(const ReplicaBatch& b);
+  void run(const ReplicaBatch& b);
   void capture(Graph& g, const ReplicaBatch& b);
-  const float* forward(int64_t rows, bool training);
-  void enqueue_loss(const float* out, int64_t rows, float* d_out, float scale);
-  void enqueue_backward(const ReplicaBatch& b, const std::function<void(int64_t)>& on_ready);
-  void enqueue_update();
-  void reduce(int64_t begin, int64_t end);
-  void join_reductions();
   void watch_replay();
   void wait_for_step();
+  const kernels::StepParams* block() const {
+    return reinterpret_cast<const kernels::StepParams*>(step_block_.data());
+  }
 
   const Model& model_;
   const Config& config_;
   int device_;
-  int64_t max_rows_, bucket_elems_, n_;
+  int64_t max_rows_, n_;
   Communicator* comm_ = nullptr;
   bool gpu_shared_ = false;
 #if defined(LOCKSTEP_HAVE_NCCL_GROUP)
@@ -161,13 +140,10 @@ class CudaReplica final : public DeviceReplica {
   cuda::DeviceBuffer<float> params_, grads_, m_, v_;     // n, n + kExtras + flag, slots
   cuda::DeviceBuffer<float> x_, targets_;                 // (max_rows, in), (max_rows, out)
   cuda::DeviceBuffer<int32_t> labels_;                    // (max_rows)
-  std::vector<cuda::DeviceBuffer<float>> z_, a_, d_;      // per layer, as ReplicaModel
-  std::vector<const float*> out_;
-  cuda::DeviceBuffer<float> grad_a_, grad_b_;             // (max_rows, max_width)
   cuda::DeviceBuffer<double> loss_sum_;
   cuda::DeviceBuffer<int64_t> correct_;
   cuda::DeviceBuffer<char> step_block_;                   // StepParams + layer seeds
-  size_t step_block_bytes_;
+  Network<CudaDevice> net_;                               // reads the buffers above
   PinnedBuffer<float> x_host_, targets_host_;
   PinnedBuffer<int32_t> labels_host_;
   PinnedBuffer<char> step_host_;
@@ -180,79 +156,57 @@ class CudaReplica final : public DeviceReplica {
   std::map<std::pair<int64_t, int64_t>, std::unique_ptr<Graph>> graphs_;
 };
 
-CudaReplica::CudaReplica(const Model& model, const Config& config, int device, int64_t max_rows,
-                         int64_t bucket_elems)
+CudaReplica::CudaReplica(const Model& model, const Config& config, int device, int64_t max_rows)
     : model_(model), config_(config), device_(device), max_rows_(std::max<int64_t>(max_rows, 1)),
-      bucket_elems_(bucket_elems), n_(model.num_params()),
+      n_(model.num_params()),
       ctx_((cuda::set_device(device), std::make_unique<cuda::CudaContextOwner>(
                                           config.tf32 ? cuda::GemmMath::kTf32 : cuda::GemmMath::kFp32))),
       cublas_workspace_(kCublasWorkspace), params_(size_t(n_)), grads_(size_t(n_ + kExtras + 1)),
       m_(size_t(n_)), v_(config.optimizer == OptimizerKind::kSgd ? 0 : size_t(n_)),
       x_(size_t(max_rows_ * model.input_dim())),
       targets_(size_t(max_rows_ * model.output_dim())), labels_(size_t(max_rows_)),
-      grad_a_(size_t(max_rows_ * model.max_width())), grad_b_(size_t(max_rows_ * model.max_width())),
-      loss_sum_(1), correct_(1),
-      step_block_(sizeof(cuda_step::StepParams) + sizeof(uint64_t) * model.layers().size()),
-      step_block_bytes_(step_block_.size()),
+      loss_sum_(1), correct_(1), step_block_(step_block_bytes(model.layers().size())),
+      net_(model, max_rows_,
+           CudaDevice(&ctx_->get(), block(), {x_.data(), labels_.data(), targets_.data()},
+                      loss_sum_.data(), correct_.data())),
       x_host_(size_t(max_rows_ * model.input_dim())),
       targets_host_(size_t(max_rows_ * model.output_dim())), labels_host_(size_t(max_rows_)),
-      step_host_(step_block_bytes_), extras_host_(kExtras + 1), loss_host_(1), correct_host_(1) {
+      step_host_(step_block_.size()), extras_host_(kExtras + 1), loss_host_(1), correct_host_(1) {
   // A fixed cuBLAS workspace: captured and eager GEMMs see the same one, so they
   // pick the same algorithms (graphs on and off stay bitwise equal).
   LOCKSTEP_CUBLAS_CHECK(cublasSetWorkspace(ctx_->get().cublas, cublas_workspace_.data(),
                                            kCublasWorkspace));
-  for (const DenseLayer& L : model.layers()) {
-    const size_t n = size_t(max_rows_ * L.out);
-    z_.emplace_back(n);
-    a_.emplace_back(L.activation != Activation::kLinear ? n : 0);
-    d_.emplace_back(L.dropout > 0.0f ? n : 0);
-  }
-  out_.resize(model.layers().size());
   LOCKSTEP_CUDA_CHECK(cudaMemset(grads_.data(), 0, grads_.size() * sizeof(float)));
   LOCKSTEP_CUDA_CHECK(cudaMemset(m_.data(), 0, m_.size() * sizeof(float)));
   if (v_.size() > 0) LOCKSTEP_CUDA_CHECK(cudaMemset(v_.data(), 0, v_.size() * sizeof(float)));
   LOCKSTEP_CUDA_CHECK(cudaDeviceSynchronize());  // the memsets above ran on the legacy stream
 }
 
-// Copies go on the compute stream (not the legacy default stream, which does not
-// order with it), then the host waits: the arenas are consistent on return.
-void CudaReplica::upload(Replica& r) {
+// Host params and optimizer slots to the device or back. Copies go on the compute
+// stream (not the legacy default stream, which does not order with it), then the
+// host waits: the arenas are consistent on return.
+void CudaReplica::copy_state(Replica& r, cudaMemcpyKind kind) {
   bind_thread();
   const cudaStream_t s = stream();
   const size_t bytes = size_t(n_) * sizeof(float);
-  LOCKSTEP_CUDA_CHECK(cudaMemcpyAsync(params_.data(), r.params.data(), bytes, cudaMemcpyHostToDevice, s));
-  const auto slots = r.optimizer->slots();  // sgd: velocity; adam: m, v
-  LOCKSTEP_CUDA_CHECK(cudaMemcpyAsync(m_.data(), slots.at(0).second->data(), bytes, cudaMemcpyHostToDevice, s));
-  if (slots.size() > 1) {
-    LOCKSTEP_CUDA_CHECK(cudaMemcpyAsync(v_.data(), slots.at(1).second->data(), bytes, cudaMemcpyHostToDevice, s));
-  }
-  LOCKSTEP_CUDA_CHECK(cudaStreamSynchronize(s));
-}
-
-void CudaReplica::download(Replica& r) {
-  bind_thread();
-  const cudaStream_t s = stream();
-  const size_t bytes = size_t(n_) * sizeof(float);
-  LOCKSTEP_CUDA_CHECK(cudaMemcpyAsync(r.params.data(), params_.data(), bytes, cudaMemcpyDeviceToHost, s));
+  const bool up = kind == cudaMemcpyHostToDevice;
+  const auto copy = [&](float* device, float* host) {
+    LOCKSTEP_CUDA_CHECK(cudaMemcpyAsync(up ? device : host, up ? host : device, bytes, kind, s));
+  };
+  copy(params_.data(), r.params.data());
   const auto slots = r.optimizer->slots();
-  LOCKSTEP_CUDA_CHECK(cudaMemcpyAsync(slots.at(0).second->data(), m_.data(), bytes, cudaMemcpyDeviceToHost, s));
-  if (slots.size() > 1) {
-    LOCKSTEP_CUDA_CHECK(cudaMemcpyAsync(slots.at(1).second->data(), v_.data(), bytes, cudaMemcpyDeviceToHost, s));
-  }
+  copy(m_.data(), slots.at(0).second->data());
+  if (slots.size() > 1) copy(v_.data(), slots.at(1).second->data());
   LOCKSTEP_CUDA_CHECK(cudaStreamSynchronize(s));
-}
-
-void CudaReplica::check_rows(int64_t rows) const {
-  if (rows > max_rows_) {
-    throw std::invalid_argument("device replica workspace holds " + std::to_string(max_rows_) +
-                                " rows, asked for " + std::to_string(rows));
-  }
 }
 
 // Host slice -> pinned staging -> the fixed device buffers (asynchronous; the
 // staging is reused only after the step's final synchronisation).
 void CudaReplica::stage_inputs(const ReplicaBatch& b) {
-  check_rows(b.rows);
+  if (b.rows > max_rows_) {
+    throw std::invalid_argument("device replica workspace holds " + std::to_string(max_rows_) +
+                                " rows, asked for " + std::to_string(b.rows));
+  }
   if (b.rows == 0) return;
   const cudaStream_t s = stream();
   const size_t xs = size_t(b.rows * model_.input_dim());
@@ -275,8 +229,8 @@ void CudaReplica::stage_inputs(const ReplicaBatch& b) {
 // captured graph reads this step's values.
 void CudaReplica::stage_step_params(const Replica& r, const ReplicaBatch& b, float lr,
                                     uint64_t step_seed, bool stop_requested) {
-  auto* p = reinterpret_cast<cuda_step::StepParams*>(step_host_.data());
-  *p = cuda_step::StepParams{};
+  auto* p = reinterpret_cast<kernels::StepParams*>(step_host_.data());
+  *p = kernels::StepParams{};
   const Config& c = config_;
   if (c.optimizer != OptimizerKind::kSgd) {
     p->adam = kernels::adam_consts(lr, c.beta1, c.beta2, c.epsilon, r.updates + 1, c.weight_decay,
@@ -284,97 +238,9 @@ void CudaReplica::stage_step_params(const Replica& r, const ReplicaBatch& b, flo
   }
   p->lr = lr;
   p->stop = stop_requested ? 1.0f : 0.0f;
-  p->first_row = b.sample_base + b.first_row;
-  uint64_t* seeds = cuda_step::layer_seeds(p);
-  for (size_t l = 0; l < model_.layers().size(); ++l) seeds[l] = mix_seed(step_seed, l);
-  LOCKSTEP_CUDA_CHECK(cudaMemcpyAsync(step_block_.data(), step_host_.data(), step_block_bytes_,
+  set_dropout(p, model_.layers().size(), step_seed, b.sample_base + b.first_row);
+  LOCKSTEP_CUDA_CHECK(cudaMemcpyAsync(step_block_.data(), step_host_.data(), step_block_.size(),
                                       cudaMemcpyHostToDevice, stream()));
-}
-
-const float* CudaReplica::forward(int64_t rows, bool training) {
-  const cuda::CudaContext& ctx = ctx_->get();
-  const auto& layers = model_.layers();
-  const auto* sp = reinterpret_cast<const cuda_step::StepParams*>(step_block_.data());
-  const float* in = x_.data();
-  for (size_t l = 0; l < layers.size(); ++l) {
-    const DenseLayer& L = layers[l];
-    float* z = z_[l].data();
-    cuda::gemm(ctx, false, false, rows, L.out, L.in, 1.0f, in, L.in,
-               params_.data() + L.weight_offset, L.out, 0.0f, z, L.out);  // (rows, in) x (in, out)
-    float* a = a_[l].size() == 0 ? z : a_[l].data();
-    cuda::bias_activation_forward(ctx, z, params_.data() + L.bias_offset, a, rows, L.out,
-                                  L.activation);
-    const float* out = a;
-    if (training && L.dropout > 0.0f) {
-      LOCKSTEP_CUDA_CHECK(cudaMemcpyAsync(d_[l].data(), a, sizeof(float) * size_t(rows * L.out),
-                                          cudaMemcpyDeviceToDevice, ctx.stream));
-      cuda_step::dropout(ctx.stream, d_[l].data(), rows, L.out, L.dropout, sp, int(l));
-      out = d_[l].data();
-    }
-    out_[l] = out;
-    in = out;
-  }
-  return in;
-}
-
-// Loss sum and correct count into the device scalars (zeroed here); d_out gets
-// the scaled gradient when training.
-void CudaReplica::enqueue_loss(const float* out, int64_t rows, float* d_out, float scale) {
-  const cuda::CudaContext& ctx = ctx_->get();
-  LOCKSTEP_CUDA_CHECK(cudaMemsetAsync(loss_sum_.data(), 0, sizeof(double), ctx.stream));
-  LOCKSTEP_CUDA_CHECK(cudaMemsetAsync(correct_.data(), 0, sizeof(int64_t), ctx.stream));
-  if (rows == 0) return;
-  const int64_t k = model_.output_dim();
-  if (model_.loss() == LossKind::kSoftmaxCrossEntropy) {
-    if (d_out) {
-      cuda::softmax_xent(ctx, out, labels_.data(), d_out, rows, k, scale, loss_sum_.data(),
-                         correct_.data());
-    } else {
-      cuda::softmax_xent_loss(ctx, out, labels_.data(), rows, k, loss_sum_.data(), correct_.data());
-    }
-  } else if (d_out) {
-    cuda::mse(ctx, out, targets_.data(), d_out, rows, k, scale, loss_sum_.data());
-  } else {
-    cuda::mse_loss(ctx, out, targets_.data(), rows, k, loss_sum_.data());
-  }
-}
-
-// Backward walks the layers from the last, as ReplicaModel::train; on_ready(end)
-// fires when the arena prefix [0, end) is final (enqueued, in stream order).
-void CudaReplica::enqueue_backward(const ReplicaBatch& b,
-                                   const std::function<void(int64_t)>& on_ready) {
-  const cuda::CudaContext& ctx = ctx_->get();
-  const auto& layers = model_.layers();
-  const auto* sp = reinterpret_cast<const cuda_step::StepParams*>(step_block_.data());
-  float* grads = grads_.data();
-  if (b.rows == 0) {  // a short last batch can leave a replica without rows
-    LOCKSTEP_CUDA_CHECK(cudaMemsetAsync(grads, 0, size_t(n_) * sizeof(float), ctx.stream));
-    for (size_t l = layers.size(); l-- > 0;) on_ready(model_.grad_ready_end(l));
-    return;
-  }
-  const int64_t rows = b.rows;
-  float* dz = grad_a_.data();
-  float* dprev = grad_b_.data();
-  for (size_t l = layers.size(); l-- > 0;) {
-    const DenseLayer& L = layers[l];
-    const float* in = l == 0 ? x_.data() : out_[l - 1];
-    // dW (in, out) = in^T (in, rows) x dz (rows, out); db = column sums of dz.
-    cuda::gemm(ctx, true, false, L.in, L.out, rows, 1.0f, in, L.in, dz, L.out, 0.0f,
-               grads + L.weight_offset, L.out);
-    cuda::bias_grad(ctx, dz, grads + L.bias_offset, rows, L.out, 0.0f);
-    if (l > 0) {
-      const DenseLayer& P = layers[l - 1];
-      // d(in) (rows, in) = dz (rows, out) x W^T (out, in).
-      cuda::gemm(ctx, false, true, rows, L.in, L.out, 1.0f, dz, L.out,
-                 params_.data() + L.weight_offset, L.out, 0.0f, dprev, L.in);
-      if (P.dropout > 0.0f) cuda_step::dropout(ctx.stream, dprev, rows, P.out, P.dropout, sp, int(l - 1));
-      const float* pa = a_[l - 1].size() == 0 ? z_[l - 1].data() : a_[l - 1].data();
-      cuda::activation_backward(ctx, dprev, z_[l - 1].data(), pa, dprev, rows * P.out,
-                                P.activation);
-    }
-    on_ready(model_.grad_ready_end(l));
-    std::swap(dz, dprev);
-  }
 }
 
 void CudaReplica::reduce(int64_t begin, int64_t end) {
@@ -382,12 +248,34 @@ void CudaReplica::reduce(int64_t begin, int64_t end) {
   comm_->allreduce(grads_.data() + begin, size_t(end - begin));  // stream-ordered (NcclGroup)
 }
 
+void CudaReplica::extras(const SliceStats& s, bool) {
+  float* e = grads_.data() + n_;  // the stop flag was staged in the step block
+  gpu::write_extras(stream(), {e + kLossSum, e + kCorrect, e + kRows, e + kStop}, loss_sum_.data(),
+                    correct_.data(), float(s.rows), block());
+}
+
 // The compute stream waits here, once, for every bucket's all-reduce (they ran
 // alongside the rest of backward, which writes other parts of the arena).
-void CudaReplica::join_reductions() {
+void CudaReplica::join() {
 #if defined(LOCKSTEP_HAVE_NCCL_GROUP)
   if (group_ != nullptr) group_->join(index_);
 #endif
+}
+
+void CudaReplica::update() {
+  const cuda::CudaContext& ctx = ctx_->get();
+  const float* loss = grads_.data() + n_ + kLossSum;  // the reduced global loss
+  // After the extras, outside the reduced range: 1 when the reduced gradient holds
+  // NaN/Inf (the same on every replica, since all hold the same reduced values).
+  float* nonfinite = grads_.data() + n_ + kExtras;
+  cuda::all_finite(ctx, grads_.data(), n_, nonfinite);
+  if (config_.optimizer == OptimizerKind::kSgd) {
+    cuda::sgd_update(ctx, params_.data(), grads_.data(), m_.data(), n_, config_.momentum,
+                     config_.nesterov, config_.weight_decay, block(), loss, nonfinite);
+  } else {
+    cuda::adam_update(ctx, params_.data(), grads_.data(), m_.data(), v_.data(), n_, block(), loss,
+                      nonfinite);
+  }
 }
 
 // A replayed graph's collectives record nothing the watchdog sees: watch the
@@ -411,42 +299,10 @@ void CudaReplica::wait_for_step() {
   LOCKSTEP_CUDA_CHECK(cudaStreamSynchronize(stream()));
 }
 
-void CudaReplica::enqueue_update() {
-  const cudaStream_t s = stream();
-  const auto* sp = reinterpret_cast<const cuda_step::StepParams*>(step_block_.data());
-  const float* loss = grads_.data() + n_ + kLossSum;  // the reduced global loss
-  // After the extras, outside the reduced range: 1 when the reduced gradient holds
-  // NaN/Inf (the same on every replica, since all hold the same reduced values).
-  float* nonfinite = grads_.data() + n_ + kExtras;
-  cuda_step::check_finite(s, grads_.data(), n_, nonfinite);
-  if (config_.optimizer == OptimizerKind::kSgd) {
-    cuda_step::sgd(s, params_.data(), grads_.data(), m_.data(), n_, config_.momentum,
-                   config_.nesterov, config_.weight_decay, sp, loss, nonfinite);
-  } else {
-    cuda_step::adam(s, params_.data(), grads_.data(), m_.data(), v_.data(), n_, sp, loss, nonfinite);
-  }
-}
-
-// The whole step after the inputs and the step block are staged: forward, loss,
-// backward with buckets reduced as they finish, the extras with the last bucket,
-// the update. Nothing here waits for the host, so it can be captured.
+// The whole step after the inputs and the step block are staged. Nothing in it
+// waits for the host, so it can be captured.
 void CudaReplica::enqueue_step(const ReplicaBatch& b) {
-  const float scale = b.global_rows > 0 ? 1.0f / float(b.global_rows) : 0.0f;
-  const float* out = b.rows > 0 ? forward(b.rows, true) : nullptr;
-  enqueue_loss(out, b.rows, grad_a_.data(), scale);  // grad_a_ = d loss / d logits
-  int64_t reduced = 0;
-  enqueue_backward(b, [&](int64_t ready) {
-    if (ready - reduced >= bucket_elems_ && ready < n_) {
-      reduce(reduced, ready);
-      reduced = ready;
-    }
-  });
-  const auto* sp = reinterpret_cast<const cuda_step::StepParams*>(step_block_.data());
-  cuda_step::write_extras(stream(), grads_.data() + n_, loss_sum_.data(), correct_.data(),
-                          float(b.rows), sp);
-  reduce(reduced, n_ + kExtras);
-  join_reductions();
-  enqueue_update();
+  run_step(*this, b, n_, bucket_elements(config_.bucket_mb), 0, false);
 }
 
 void CudaReplica::capture(Graph& g, const ReplicaBatch& b) {
@@ -471,7 +327,7 @@ void CudaReplica::capture(Graph& g, const ReplicaBatch& b) {
   LOCKSTEP_CUDA_CHECK(cudaGraphInstantiate(&g.exec, g.graph, 0));
 }
 
-void CudaReplica::run_step(const ReplicaBatch& b) {
+void CudaReplica::run(const ReplicaBatch& b) {
   const bool full = b.global_rows == config_.batch_size;
   if (!config_.cuda_graphs || !full || (gpu_shared_ && comm_ != nullptr)) {
     enqueue_step(b);
@@ -494,29 +350,27 @@ void CudaReplica::run_step(const ReplicaBatch& b) {
 
 StepResult CudaReplica::train_step(Replica& r, const ReplicaBatch& b, float lr,
                                    uint64_t step_seed, bool stop_requested) {
+  const auto t0 = std::chrono::steady_clock::now();
   stage_inputs(b);
   stage_step_params(r, b, lr, step_seed, stop_requested);
-  run_step(b);
+  run(b);
   const cudaStream_t s = stream();
   LOCKSTEP_CUDA_CHECK(cudaMemcpyAsync(extras_host_.data(), grads_.data() + n_,
                                       (kExtras + 1) * sizeof(float), cudaMemcpyDeviceToHost, s));
   wait_for_step();
-  const float* extra = extras_host_.data();
-  StepResult out;
-  out.global.loss_sum = extra[kLossSum];
-  out.global.correct = int64_t(std::llround(extra[kCorrect]));
-  out.global.rows = int64_t(std::llround(extra[kRows]));
-  out.stop = extra[kStop] > 0.0f;
-  out.finite_loss = std::isfinite(extra[kLossSum]);
-  out.finite = out.finite_loss && extra[kExtras] == 0.0f;  // the update ran iff both held
+  StepResult out = read_extras(extras_host_.data());
+  out.finite = out.finite && extras_host_.data()[kExtras] == 0.0f;  // the update ran iff both held
+  if (out.finite) ++r.updates;
+  const auto t1 = std::chrono::steady_clock::now();
+  r.step_seconds += std::chrono::duration<double>(t1 - t0).count();
+  if (r.trace) r.trace->span("device step", t0, t1);
   return out;
 }
 
-SliceStats CudaReplica::evaluate(const ReplicaBatch& b) {
+SliceStats CudaReplica::evaluate(Replica&, const ReplicaBatch& b) {
   if (b.rows == 0) return {};
   stage_inputs(b);
-  const float* out = forward(b.rows, false);
-  enqueue_loss(out, b.rows, nullptr, 1.0f);
+  net_.evaluate(params_.data(), b);
   const cudaStream_t s = stream();
   LOCKSTEP_CUDA_CHECK(cudaMemcpyAsync(loss_host_.data(), loss_sum_.data(), sizeof(double),
                                       cudaMemcpyDeviceToHost, s));
@@ -533,7 +387,7 @@ SliceStats CudaReplica::evaluate(const ReplicaBatch& b) {
 class CudaGroup final : public DeviceGroup {
  public:
   CudaGroup(const Model& model, const Config& config, World& world, int local, int64_t max_rows);
-  DeviceReplica& replica(int i) override { return *replicas_.at(size_t(i)); }
+  ReplicaStep& replica(int i) override { return *replicas_.at(size_t(i)); }
   void fail(const std::string& reason) override {
 #if defined(LOCKSTEP_HAVE_NCCL_GROUP)
     if (nccl_) nccl_->fail(reason);
@@ -616,9 +470,8 @@ CudaGroup::CudaGroup(const Model& model, const Config& config, World& world, int
   const std::vector<int> devices = choose_devices(config, world, local);
   // Bind before anything else touches a device, so contexts land where they belong.
   cuda::set_device(devices[0]);
-  const int64_t bucket = std::max<int64_t>(1, int64_t(config.bucket_mb * 1024.0 * 1024.0 / sizeof(float)));
   for (int i = 0; i < local; ++i) {
-    replicas_.push_back(std::make_unique<CudaReplica>(model, config, devices[size_t(i)], max_rows, bucket));
+    replicas_.push_back(std::make_unique<CudaReplica>(model, config, devices[size_t(i)], max_rows));
     const bool shared = config.replicas_per_gpu > 1 ||
                         std::count(devices.begin(), devices.end(), devices[size_t(i)]) > 1;
     replicas_.back()->set_gpu_shared(shared);
@@ -648,7 +501,5 @@ std::unique_ptr<DeviceGroup> make_cuda_group(const Model& model, const Config& c
                                              World& world, int local_replicas, int64_t max_rows) {
   return std::make_unique<CudaGroup>(model, config, world, local_replicas, max_rows);
 }
-
-#endif  // LOCKSTEP_HAVE_CUDA
 
 }  // namespace lockstep

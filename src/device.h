@@ -1,0 +1,108 @@
+// The device seam of the replica step: a device is a plain struct whose members
+// forward to one backend's kernels under their common names (kernels/cpu,
+// kernels/cuda); the network (src/network.h) and the layer kinds (src/layers/)
+// are templates over it, so the CPU hot path makes direct calls. CpuDevice is
+// here; the CUDA device (gpu/cuda_device.h) is built only with CUDA. A device D has
+//   Buffer<T>(n): an owning array (data(), size()) in the device's memory;
+//   gemm, bias_activation_forward, activation_backward, bias_grad as kernels/cpu;
+//   dropout_forward/backward(x, rows, cols, rate, layer), the layer's seed and the
+//     slice's first row read from the step block (kernels::StepParams);
+//   copy(dst, src, n), zero(x, n); inputs(batch): where its kernels read the slice;
+//   loss(kind, out, inputs, rows, cols, d_out, scale) (d_out null: evaluation) and
+//     empty_slice(): a slice's stats; begin_slice(step_seed, first_row): the step
+//     block's dropout fields for a slice (CUDA stages the whole block before a step).
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "data/input.h"
+#include "kernels/cpu/ops.h"
+#include "kernels/host_device.h"
+#include "src/config.h"
+#include "src/random.h"
+
+namespace lockstep {
+
+struct SliceStats {
+  double loss_sum = 0.0;  // sum of per-example losses (unscaled)
+  int64_t correct = 0;    // classification: argmax == label
+  int64_t rows = 0;
+};
+
+// A slice's inputs where the device's kernels read them.
+struct DeviceInputs {
+  const float* x = nullptr;
+  const int32_t* labels = nullptr;
+  const float* targets = nullptr;
+};
+
+// The step block bytes for a model of `layers` layers (StepParams + layer seeds).
+inline size_t step_block_bytes(size_t layers) {
+  return sizeof(kernels::StepParams) + sizeof(uint64_t) * layers;
+}
+// Fills the block's dropout fields for one slice of a step.
+inline void set_dropout(kernels::StepParams* p, size_t layers, uint64_t step_seed,
+                        int64_t first_row) {
+  p->first_row = first_row;
+  uint64_t* seeds = kernels::layer_seeds(p);
+  for (size_t l = 0; l < layers; ++l) seeds[l] = mix_seed(step_seed, l);
+}
+
+// The CPU: kernels/cpu on host memory; the step block in host memory.
+class CpuDevice {
+ public:
+  template <class T>
+  using Buffer = std::vector<T>;
+
+  explicit CpuDevice(size_t layers = 0)
+      : layers_(layers), block_((step_block_bytes(layers) + 7) / 8, 0) {}
+  kernels::StepParams* step() { return reinterpret_cast<kernels::StepParams*>(block_.data()); }
+
+  template <class... A>
+  void gemm(A... a) { cpu::gemm(a...); }
+  template <class... A>
+  void bias_activation_forward(A... a) { cpu::bias_activation_forward(a...); }
+  template <class... A>
+  void activation_backward(A... a) { cpu::activation_backward(a...); }
+  template <class... A>
+  void bias_grad(A... a) { cpu::bias_grad(a...); }
+  void dropout_forward(float* x, int64_t rows, int64_t cols, float rate, int layer) {
+    cpu::dropout_forward(x, rows, cols, rate, kernels::layer_seeds(step())[layer],
+                         step()->first_row);
+  }
+  void dropout_backward(float* dx, int64_t rows, int64_t cols, float rate, int layer) {
+    cpu::dropout_backward(dx, rows, cols, rate, kernels::layer_seeds(step())[layer],
+                          step()->first_row);
+  }
+  void copy(float* dst, const float* src, int64_t n) {
+    std::memcpy(dst, src, sizeof(float) * size_t(n));
+  }
+  void zero(float* x, int64_t n) { std::fill(x, x + n, 0.0f); }
+
+  DeviceInputs inputs(const ReplicaBatch& b) const { return {b.x, b.labels, b.targets}; }
+  SliceStats loss(LossKind kind, const float* out, const DeviceInputs& in, int64_t rows,
+                  int64_t k, float* d_out, float scale) {
+    SliceStats s;
+    s.rows = rows;
+    if (kind == LossKind::kSoftmaxCrossEntropy) {
+      s.loss_sum = d_out ? cpu::softmax_xent(out, in.labels, d_out, rows, k, scale, &s.correct)
+                         : cpu::softmax_xent_loss(out, in.labels, rows, k, &s.correct);
+    } else {
+      s.loss_sum = d_out ? cpu::mse(out, in.targets, d_out, rows, k, scale)
+                         : cpu::mse_loss(out, in.targets, rows, k);
+    }
+    return s;
+  }
+  SliceStats empty_slice() { return {}; }
+  void begin_slice(uint64_t step_seed, int64_t first_row) {
+    set_dropout(step(), layers_, step_seed, first_row);
+  }
+
+ private:
+  size_t layers_;
+  std::vector<uint64_t> block_;  // StepParams + layer seeds, 8-byte aligned
+};
+
+}  // namespace lockstep
