@@ -33,6 +33,7 @@
 #include <string>
 #include <vector>
 
+#include "comm/bootstrap.h"
 #include "comm/deadline.h"
 #include "comm/fault_injection.h"
 #include "comm/local_fabric.h"
@@ -387,8 +388,7 @@ void ShmCommunicator::throw_stuck(const char* phase, const std::string& why) {
 }  // namespace
 
 bool on_one_node(MPI_Comm comm) {
-  MPI_Comm node = MPI_COMM_NULL;
-  LOCKSTEP_MPI_CHECK(MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node));
+  MPI_Comm node = split_nodes(comm);
   int node_size = 0, size = 0;
   LOCKSTEP_MPI_CHECK(MPI_Comm_size(node, &node_size));
   LOCKSTEP_MPI_CHECK(MPI_Comm_size(comm, &size));

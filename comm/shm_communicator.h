@@ -17,7 +17,8 @@
 
 namespace lockstep {
 
-// Whether every process of `comm` runs on this node (collective over comm).
+// Whether every process of `comm` runs on this node (collective over comm; the
+// node split of split_nodes, comm/bootstrap.h).
 bool on_one_node(MPI_Comm comm);
 
 // Collective over `comm`, whose processes must all be on this node. The segment
