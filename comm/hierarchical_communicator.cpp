@@ -1,5 +1,6 @@
 // Hierarchical collectives: local phases over LocalFabric (every replica thread
-// takes part), the inter-process phase by the leader alone over the MPI backend.
+// takes part), the inter-process phase by the leader alone over the process
+// communicator (shm on one node, else MPI).
 // The sum order is fixed: replicas 0..K-1 within a process, then processes in rank
 // order, so results are bitwise reproducible. A leader whose MPI phase fails marks
 // the local group failed, so its replicas stop waiting at once.
@@ -174,14 +175,6 @@ HierarchicalGroup::~HierarchicalGroup() = default;
 int HierarchicalGroup::local_size() const { return fabric_->size(); }
 int HierarchicalGroup::process_rank() const { return inter_->rank(); }
 int HierarchicalGroup::process_count() const { return inter_->size(); }
-
-Communicator& HierarchicalGroup::member(int i) {
-  if (i < 0 || i >= local_size()) {
-    throw CommError("hierarchical group: member " + std::to_string(i) +
-                    " is out of range for " + std::to_string(local_size()) + " local replicas");
-  }
-  return *members_[i];
-}
 
 void HierarchicalGroup::fail(const std::string& reason) { fabric_->fail(reason); }
 

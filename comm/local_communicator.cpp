@@ -110,15 +110,7 @@ LocalGroup::LocalGroup(int size, CommOptions options)
 
 LocalGroup::~LocalGroup() = default;
 
-int LocalGroup::size() const { return fabric_->size(); }
-
-Communicator& LocalGroup::member(int i) {
-  if (i < 0 || i >= size()) {
-    throw CommError("local group: member " + std::to_string(i) + " is out of range for a group of " +
-                    std::to_string(size()));
-  }
-  return *members_[i];
-}
+int LocalGroup::local_size() const { return fabric_->size(); }
 
 void LocalGroup::fail(const std::string& reason) { fabric_->fail(reason); }
 

@@ -199,13 +199,7 @@ NcclGroup::~NcclGroup() {
 
 int NcclGroup::local_size() const { return state_->local_size(); }
 
-Communicator& NcclGroup::member(int i) {
-  if (i < 0 || i >= local_size()) {
-    throw CommError("NcclGroup::member(" + std::to_string(i) + "): replica index outside 0.." +
-                    std::to_string(local_size() - 1));
-  }
-  return *members_[size_t(i)];
-}
+Communicator& NcclGroup::member_at(int i) { return *members_[size_t(i)]; }
 
 void NcclGroup::set_stream(int i, cudaStream_t compute_stream) {
   nccl_member(i).set_stream(compute_stream);

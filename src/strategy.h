@@ -24,7 +24,7 @@
 namespace lockstep {
 
 class LocalGroup;
-class HierarchicalGroup;
+class ReplicaGroup;
 class BucketWorker;
 class DeviceReplica;  // src/cuda_replica.h
 class DeviceGroup;
@@ -160,7 +160,7 @@ class MirroredStrategy {
   bool micro_batched_ = false;             // steps go through micro_step
   std::vector<ArenaSegment> segments_;     // the arena's tensors (deterministic scales)
   std::unique_ptr<LocalGroup> local_group_;         // barriers among this process's replicas
-  std::unique_ptr<HierarchicalGroup> hier_group_;   // processes x local replicas
+  std::unique_ptr<ReplicaGroup> group_;             // every replica (comm/replica_group.h)
   std::unique_ptr<DeviceGroup> devices_;            // strategy.device cuda
   std::vector<ReplicaBatch> batches_;  // filled by local replica 0 in fetch()
   bool has_batch_[2] = {false, false};
