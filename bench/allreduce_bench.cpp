@@ -73,15 +73,15 @@ class RawMpiCommunicator final : public Communicator {
   int rank() const override { return rank_; }
   int size() const override { return size_; }
   std::string name() const override { return "mpi-raw"; }
-  void allreduce(void* buf, size_t count, DType dtype, ReduceOp op) override {
+  void do_allreduce(void* buf, size_t count, DType dtype, ReduceOp op) override {
     const MPI_Op mop = op == ReduceOp::kSum ? MPI_SUM : op == ReduceOp::kMax ? MPI_MAX : MPI_MIN;
     LOCKSTEP_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, buf, static_cast<int>(count), mpi_datatype(dtype),
                                      mop, comm_));
   }
-  void broadcast(void*, size_t, DType, int) override {
+  void do_broadcast(void*, size_t, DType, int) override {
     throw CommError("mpi-raw: broadcast is not part of the baseline");
   }
-  void allgather(const void*, void*, size_t, DType) override {
+  void do_allgather(const void*, void*, size_t, DType) override {
     throw CommError("mpi-raw: allgather is not part of the baseline");
   }
   void barrier() override { LOCKSTEP_MPI_CHECK(MPI_Barrier(comm_)); }

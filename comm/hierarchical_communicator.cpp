@@ -26,16 +26,15 @@ class HierarchicalCommunicator final : public Communicator {
   int size() const override { return inter_.size() * fabric_.size(); }
   std::string name() const override { return "hierarchical"; }
 
-  void allreduce(void* buf, size_t count, DType dtype, ReduceOp op) override;
-  void broadcast(void* buf, size_t count, DType dtype, int root) override;
-  void allgather(const void* send, void* recv, size_t count, DType dtype) override;
+  void do_allreduce(void* buf, size_t count, DType dtype, ReduceOp op) override;
+  void do_broadcast(void* buf, size_t count, DType dtype, int root) override;
+  void do_allgather(const void* send, void* recv, size_t count, DType dtype) override;
   void barrier() override;
 
  private:
   bool leader() const { return member_ == 0; }
   template <typename Fn>
   void as_leader(Fn&& fn);
-  void check_buffer(const void* p, size_t count, const char* what) const;
 
   LocalFabric& fabric_;
   Communicator& inter_;
@@ -54,16 +53,7 @@ void HierarchicalCommunicator::as_leader(Fn&& fn) {
   }
 }
 
-void HierarchicalCommunicator::check_buffer(const void* p, size_t count, const char* what) const {
-  if (count > 0 && p == nullptr) {
-    throw CommError(fabric_.label() + " " + what + " (rank " + std::to_string(rank()) +
-                    "): null buffer with count " + std::to_string(count));
-  }
-}
-
-void HierarchicalCommunicator::allreduce(void* buf, size_t count, DType dtype, ReduceOp op) {
-  check_dtype_and_op(dtype, op, "hierarchical allreduce");
-  check_buffer(buf, count, "allreduce");
+void HierarchicalCommunicator::do_allreduce(void* buf, size_t count, DType dtype, ReduceOp op) {
   if (count == 0 || size() == 1) return;
   const CallSignature sig{CollectiveKind::kAllreduce, dtype, op, 0, count};
   const LocalFabric::Peers peers = fabric_.arrive(member_, sig, nullptr, buf);
@@ -85,13 +75,7 @@ void HierarchicalCommunicator::allreduce(void* buf, size_t count, DType dtype, R
   fabric_.sync(member_, CollectiveKind::kAllreduce, "local broadcast");
 }
 
-void HierarchicalCommunicator::broadcast(void* buf, size_t count, DType dtype, int root) {
-  check_dtype_and_op(dtype, ReduceOp::kSum, "hierarchical broadcast");
-  if (root < 0 || root >= size()) {
-    throw CommError(fabric_.label() + " broadcast: root " + std::to_string(root) +
-                    " is out of range for " + std::to_string(size()) + " ranks");
-  }
-  check_buffer(buf, count, "broadcast");
+void HierarchicalCommunicator::do_broadcast(void* buf, size_t count, DType dtype, int root) {
   if (count == 0 || size() == 1) return;
   const CallSignature sig{CollectiveKind::kBroadcast, dtype, ReduceOp::kSum, root, count};
   const LocalFabric::Peers peers = fabric_.arrive(member_, sig, nullptr, buf);
@@ -111,10 +95,7 @@ void HierarchicalCommunicator::broadcast(void* buf, size_t count, DType dtype, i
   fabric_.sync(member_, CollectiveKind::kBroadcast, "local broadcast");
 }
 
-void HierarchicalCommunicator::allgather(const void* send, void* recv, size_t count, DType dtype) {
-  check_dtype_and_op(dtype, ReduceOp::kSum, "hierarchical allgather");
-  check_buffer(send, count, "allgather");
-  check_buffer(recv, count, "allgather");
+void HierarchicalCommunicator::do_allgather(const void* send, void* recv, size_t count, DType dtype) {
   if (count == 0) return;
   const size_t bytes = count * dtype_size(dtype);
   const CallSignature sig{CollectiveKind::kAllgather, dtype, ReduceOp::kSum, 0, count};

@@ -116,12 +116,12 @@ class ShmCommunicator final : public Communicator {
     }
   }
 
-  void allreduce(void* buf, size_t count, DType dtype, ReduceOp op) override;
-  void broadcast(void* buf, size_t count, DType dtype, int root) override {
+  void do_allreduce(void* buf, size_t count, DType dtype, ReduceOp op) override;
+  void do_broadcast(void* buf, size_t count, DType dtype, int root) override {
     ++seq_;
     inner_->broadcast(buf, count, dtype, root);
   }
-  void allgather(const void* send, void* recv, size_t count, DType dtype) override {
+  void do_allgather(const void* send, void* recv, size_t count, DType dtype) override {
     ++seq_;
     inner_->allgather(send, recv, count, dtype);
   }
@@ -242,11 +242,7 @@ void ShmCommunicator::map_segment() {
   inner_->barrier();  // no rank reads a control block before its owner has made it
 }
 
-void ShmCommunicator::allreduce(void* buf, size_t count, DType dtype, ReduceOp op) {
-  check_dtype_and_op(dtype, op, "shm allreduce");
-  if (count > 0 && buf == nullptr) {
-    throw CommError("shm allreduce (" + where() + "): null buffer with count " + std::to_string(count));
-  }
+void ShmCommunicator::do_allreduce(void* buf, size_t count, DType dtype, ReduceOp op) {
   if (count == 0 || size_ == 1) return;
   ++seq_;
   inject_fault_at_collective(seq_);

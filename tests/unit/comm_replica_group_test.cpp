@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <mutex>
 #include <set>
 #include <stdexcept>
@@ -75,6 +76,35 @@ TEST(ReplicaGroup, FirstExceptionFailsTheGroupAndIsRethrown) {
   EXPECT_EQ(released.load(), 2);
   EXPECT_EQ(also.count("local replica 2 failed"), 1u);
   EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(30));
+}
+
+// The argument checks live once, in the Communicator base: every backend refuses
+// the same mistakes with the same words, before any member waits for the others.
+TEST(ReplicaGroup, EveryBackendRefusesBadArgumentsTheSameWay) {
+  auto group = make_replica_group({MPI_COMM_NULL, nullptr, 2, CommOptions{}});
+  auto single = make_single_communicator();
+  const auto message = [](const std::function<void()>& call) {
+    try {
+      call();
+    } catch (const CommError& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  for (Communicator* c : {&group->member(1), single.get()}) {
+    const std::string who = c->name() + " ";
+    const std::string of = " (rank " + std::to_string(c->rank()) + " of " + std::to_string(c->size()) + "): ";
+    float x = 0;
+    EXPECT_EQ(message([&] { c->broadcast(&x, 1, c->size()); }).rfind(who + "broadcast" + of + "root " +
+                                                                     std::to_string(c->size()) + " is out of range", 0), 0u);
+    EXPECT_EQ(message([&] { c->allreduce(static_cast<float*>(nullptr), 3); }),
+              who + "allreduce" + of + "buf is null with count 3 (hint: pass a buffer of count elements, or count 0)");
+    EXPECT_EQ(message([&] { c->allgather(&x, static_cast<float*>(nullptr), 1); }).rfind(who + "allgather" + of + "recv is null", 0), 0u);
+    EXPECT_NE(message([&] { c->allreduce(&x, 1, static_cast<DType>(9), ReduceOp::kSum); }).find("unknown dtype 9"),
+              std::string::npos);
+    EXPECT_NE(message([&] { c->allreduce(&x, 1, DType::kFloat32, static_cast<ReduceOp>(7)); }).find("unknown reduce op 7"),
+              std::string::npos);
+  }
 }
 
 }  // namespace
