@@ -22,9 +22,7 @@ namespace {
 constexpr int kReplicas = 2;
 
 void run_replicas(HierarchicalGroup& group, const std::function<void(Communicator&)>& fn) {
-  std::vector<std::thread> threads;
-  for (int i = 0; i < group.local_size(); ++i) threads.emplace_back([&, i] { fn(group.member(i)); });
-  for (auto& t : threads) t.join();
+  group.run([&](int i) { fn(group.member(i)); });
 }
 
 
