@@ -26,10 +26,13 @@ class NcclState;
 // which case MPI is never called); rank 0 makes the ncclUniqueId and MPI broadcasts
 // it. Every process must pass the same number of local devices. Replicas that share
 // one GPU (the same id listed twice) are reduced on that GPU in replica order, then
-// one NCCL rank per distinct GPU combines across GPUs and processes.
+// one NCCL rank per distinct GPU combines across GPUs and processes. Each member
+// carries its compute stream from the start: compute_streams[i] when given (one per
+// local device), else the legacy default stream until set_stream.
 class NcclGroup final : public ReplicaGroup {
  public:
-  NcclGroup(MPI_Comm world, const std::vector<int>& local_devices, CommOptions options = {});
+  NcclGroup(MPI_Comm world, const std::vector<int>& local_devices, CommOptions options = {},
+            const std::vector<cudaStream_t>& compute_streams = {});
   ~NcclGroup() override;
   NcclGroup(const NcclGroup&) = delete;
   NcclGroup& operator=(const NcclGroup&) = delete;

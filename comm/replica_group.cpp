@@ -40,10 +40,7 @@ int process_count(MPI_Comm processes) {
 
 std::unique_ptr<ReplicaGroup> make_device_group(const GroupSpec& spec) {
 #if defined(LOCKSTEP_HAVE_CUDA)
-  auto group = std::make_unique<NcclGroup>(spec.processes, spec.devices, spec.options);
-  for (int i = 0; i < group->local_size() && size_t(i) < spec.streams.size(); ++i) {
-    group->set_stream(i, spec.streams[size_t(i)]);
-  }
+  auto group = std::make_unique<NcclGroup>(spec.processes, spec.devices, spec.options, spec.streams);
   for (int i = 0; i < group->local_size(); ++i) group->set_deferred_wait(i, spec.deferred_wait);
   return group;
 #else
