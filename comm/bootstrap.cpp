@@ -11,7 +11,7 @@
 
 #include "comm/mpi_check.h"
 #include "comm/mpi_communicator.h"
-#include "comm/shm_communicator.h"
+#include "comm/replica_group.h"
 
 namespace lockstep {
 namespace {

@@ -11,7 +11,6 @@
 #include "comm/local_fabric.h"
 #include "comm/mpi_check.h"
 #include "comm/mpi_communicator.h"
-#include "comm/shm_communicator.h"
 #include "comm/reduce.h"
 
 namespace lockstep {

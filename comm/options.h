@@ -36,7 +36,7 @@ struct CommOptions {
   std::function<bool()> interrupted{};
   std::chrono::milliseconds interrupt_grace{300};
   // Processes on one node all-reduce through a shared-memory segment instead of
-  // MPI messages (make_process_communicator, comm/shm_communicator.h).
+  // MPI messages (make_process_communicator, comm/replica_group.h).
   bool shared_memory = true;
   // How the shared-memory backend writes into its segment: plain or streaming
   // stores, whichever its timing finds cheaper lately (auto), or one forced.

@@ -1,7 +1,8 @@
 // ReplicaGroup's shared parts (the member range check, running the replicas on
-// threads) and make_replica_group, the one choice of backend.
+// threads) and the choice of backend: make_replica_group, make_process_communicator.
 #include "comm/replica_group.h"
 
+#include <cstdio>
 #include <exception>
 #include <mutex>
 #include <thread>
@@ -9,6 +10,7 @@
 #include "comm/hierarchical_communicator.h"
 #include "comm/local_communicator.h"
 #include "comm/mpi_check.h"
+#include "comm/mpi_communicator.h"
 #include "comm/shm_communicator.h"
 #if defined(LOCKSTEP_HAVE_CUDA)
 #include "comm/nccl_communicator.h"
@@ -92,6 +94,21 @@ std::unique_ptr<ReplicaGroup> make_replica_group(const GroupSpec& spec) {
     return std::make_unique<ProcessGroup>(make_process_communicator(spec.processes, spec.options));
   }
   return std::make_unique<HierarchicalGroup>(spec.processes, spec.local_replicas, spec.options);
+}
+
+std::unique_ptr<Communicator> make_process_communicator(MPI_Comm comm, CommOptions options) {
+  int size = 1;
+  LOCKSTEP_MPI_CHECK(MPI_Comm_size(comm, &size));
+  if (!options.shared_memory || size == 1 || !on_one_node(comm)) return make_mpi_communicator(comm, options);
+  try {
+    return make_shm_communicator(comm, options);
+  } catch (const ShmUnavailable& e) {
+    // Every rank threw it (the status went to all): fall back together.
+    int rank = 0;
+    LOCKSTEP_MPI_CHECK(MPI_Comm_rank(comm, &rank));
+    if (rank == 0) std::fprintf(stderr, "lockstep: warning: %s; using MPI messages\n", e.what());
+    return make_mpi_communicator(comm, options);
+  }
 }
 
 }  // namespace lockstep

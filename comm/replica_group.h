@@ -1,7 +1,8 @@
 // One process's replicas as one group, whatever the backend: member(i) is local
 // replica i's communicator across every replica of every process, fail() releases
-// members waiting in it, run() runs the replicas on threads. make_replica_group is
-// the one place that picks the backend (local, hierarchical, one per process, NCCL).
+// members waiting in it, run() runs the replicas on threads. make_replica_group and
+// make_process_communicator are the one place that picks backends (local,
+// hierarchical, one per process over shm or MPI, NCCL).
 #pragma once
 
 #include <mpi.h>
@@ -68,5 +69,12 @@ struct GroupSpec {
 // A new backend adds its group type and one line here. Throws CommError when the
 // backend cannot be had (NCCL in a build without CUDA).
 std::unique_ptr<ReplicaGroup> make_replica_group(const GroupSpec& spec);
+
+// The communicator between processes (one member per process): shared memory
+// when options.shared_memory is set and every process of `comm` is on this node
+// (on_one_node), else MPI (also when the segment cannot be had: a warning says
+// why). Collective over comm. The world communicator and the hierarchical
+// backend's inter-process phase come from here.
+std::unique_ptr<Communicator> make_process_communicator(MPI_Comm comm, CommOptions options = {});
 
 }  // namespace lockstep

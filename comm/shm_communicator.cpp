@@ -94,11 +94,6 @@ void stream_copy(std::byte* dst, const std::byte* src, size_t bytes) {
 #endif
 }
 
-// The segment cannot be had; every rank learns it at once, so all may fall back.
-class ShmUnavailable : public CommError {
- public:
-  using CommError::CommError;
-};
 
 class ShmCommunicator final : public Communicator {
  public:
@@ -396,21 +391,6 @@ bool on_one_node(MPI_Comm comm) {
 
 std::unique_ptr<Communicator> make_shm_communicator(MPI_Comm comm, CommOptions options) {
   return std::make_unique<ShmCommunicator>(comm, options);
-}
-
-std::unique_ptr<Communicator> make_process_communicator(MPI_Comm comm, CommOptions options) {
-  int size = 1;
-  LOCKSTEP_MPI_CHECK(MPI_Comm_size(comm, &size));
-  if (!options.shared_memory || size == 1 || !on_one_node(comm)) return make_mpi_communicator(comm, options);
-  try {
-    return make_shm_communicator(comm, options);
-  } catch (const ShmUnavailable& e) {
-    // Every rank threw it (the status went to all): fall back together.
-    int rank = 0;
-    LOCKSTEP_MPI_CHECK(MPI_Comm_rank(comm, &rank));
-    if (rank == 0) std::fprintf(stderr, "lockstep: warning: %s; using MPI messages\n", e.what());
-    return make_mpi_communicator(comm, options);
-  }
 }
 
 }  // namespace lockstep
