@@ -16,9 +16,7 @@
 #include <exception>
 #include <fstream>
 #include <memory>
-#include <mutex>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "bench/machine.h"
@@ -73,15 +71,15 @@ class RawMpiCommunicator final : public Communicator {
   int rank() const override { return rank_; }
   int size() const override { return size_; }
   std::string name() const override { return "mpi-raw"; }
-  void allreduce(void* buf, size_t count, DType dtype, ReduceOp op) override {
+  void do_allreduce(void* buf, size_t count, DType dtype, ReduceOp op) override {
     const MPI_Op mop = op == ReduceOp::kSum ? MPI_SUM : op == ReduceOp::kMax ? MPI_MAX : MPI_MIN;
     LOCKSTEP_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, buf, static_cast<int>(count), mpi_datatype(dtype),
                                      mop, comm_));
   }
-  void broadcast(void*, size_t, DType, int) override {
+  void do_broadcast(void*, size_t, DType, int) override {
     throw CommError("mpi-raw: broadcast is not part of the baseline");
   }
-  void allgather(const void*, void*, size_t, DType) override {
+  void do_allgather(const void*, void*, size_t, DType) override {
     throw CommError("mpi-raw: allgather is not part of the baseline");
   }
   void barrier() override { LOCKSTEP_MPI_CHECK(MPI_Barrier(comm_)); }
@@ -177,33 +175,20 @@ std::vector<Row> run_member(Communicator& comm, const Settings& s) {
   return rows;
 }
 
-// Runs `k` members on k threads; the first exception fails the group and is rethrown.
 // Pins the calling replica thread (see comm/placement.h); MPI ranks are left to mpirun.
 void place_replica(const Settings& s, int replica, int replicas) {
   if (s.pin) pin_current_thread(s.local_rank * replicas + replica);
 }
 
-template <typename Group>
-std::vector<Row> run_threads(Group& group, int k, const Settings& s) {
+// Every member on its own thread (ReplicaGroup::run: the first exception fails the
+// group and is rethrown); member 0's rows are printed.
+std::vector<Row> run_threads(ReplicaGroup& group, const Settings& s) {
   std::vector<Row> rows;
-  std::exception_ptr error;
-  std::mutex mu;
-  std::vector<std::thread> threads;
-  for (int i = 0; i < k; ++i) {
-    threads.emplace_back([&, i] {
-      place_replica(s, i, k);
-      try {
-        std::vector<Row> mine = run_member(group.member(i), s);
-        if (i == 0) rows = std::move(mine);
-      } catch (const std::exception& e) {
-        group.fail(e.what());
-        std::lock_guard<std::mutex> lock(mu);
-        if (!error) error = std::current_exception();
-      }
-    });
-  }
-  for (auto& t : threads) t.join();
-  if (error) std::rethrow_exception(error);
+  group.run([&](int i) {
+    place_replica(s, i, group.local_size());
+    std::vector<Row> mine = run_member(group.member(i), s);
+    if (i == 0) rows = std::move(mine);
+  });
   return rows;
 }
 
@@ -316,34 +301,21 @@ std::vector<Row> run_nccl(const Settings& s, const Bootstrap& boot, CommOptions 
   NcclGroup group(boot.world_comm(), devices, options);
   const std::vector<size_t> sizes = sweep(s);
   std::vector<Row> rows;
-  std::exception_ptr error;
-  std::mutex mu;
-  std::vector<std::thread> threads;
-  for (int i = 0; i < s.replicas; ++i) {
-    threads.emplace_back([&, i] {
-      try {
-        cuda::set_device(devices[size_t(i)]);
-        cuda::Stream stream;
-        group.set_stream(i, stream.get());
-        cuda::DeviceBuffer<float> buf(sizes.empty() ? 1 : sizes.back() / sizeof(float));
-        std::vector<float> ones(buf.size(), 1.0f);
-        buf.upload(ones.data(), ones.size());
-        Communicator& comm = group.member(i);
-        std::vector<Row> mine;
-        for (size_t bytes : sizes) {
-          mine.push_back(measure_size_device(comm, stream.get(), buf.data(), bytes, s));
-          if (comm.rank() == 0) print_row(mine.back());
-        }
-        if (i == 0) rows = std::move(mine);
-      } catch (const std::exception& e) {
-        group.fail(e.what());
-        std::lock_guard<std::mutex> lock(mu);
-        if (!error) error = std::current_exception();
-      }
-    });
-  }
-  for (auto& t : threads) t.join();
-  if (error) std::rethrow_exception(error);
+  group.run([&](int i) {
+    cuda::set_device(devices[size_t(i)]);
+    cuda::Stream stream;
+    group.set_stream(i, stream.get());
+    cuda::DeviceBuffer<float> buf(sizes.empty() ? 1 : sizes.back() / sizeof(float));
+    std::vector<float> ones(buf.size(), 1.0f);
+    buf.upload(ones.data(), ones.size());
+    Communicator& comm = group.member(i);
+    std::vector<Row> mine;
+    for (size_t bytes : sizes) {
+      mine.push_back(measure_size_device(comm, stream.get(), buf.data(), bytes, s));
+      if (comm.rank() == 0) print_row(mine.back());
+    }
+    if (i == 0) rows = std::move(mine);
+  });
   return rows;
 }
 #endif  // LOCKSTEP_HAVE_CUDA
@@ -357,7 +329,7 @@ std::vector<Row> run_backend(const Settings& s, const Bootstrap& boot, int* rank
     *ranks = s.replicas;
     *local = s.replicas;
     print_header(s, w, *ranks, *local);
-    return run_threads(group, s.replicas, s);
+    return run_threads(group, s);
   }
 #if defined(LOCKSTEP_HAVE_CUDA)
   if (s.backend == "nccl") {  // MPI only when started by a launcher
@@ -374,7 +346,7 @@ std::vector<Row> run_backend(const Settings& s, const Bootstrap& boot, int* rank
     *ranks = w.size * s.replicas;
     *local = s.replicas;
     if (w.rank == 0) print_header(s, w, *ranks, *local);
-    return run_threads(group, s.replicas, s);
+    return run_threads(group, s);
   }
   std::unique_ptr<Communicator> comm =
       s.backend == "mpi"   ? make_mpi_communicator(boot.world_comm(), options)

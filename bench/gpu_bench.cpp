@@ -21,10 +21,8 @@ int main(int argc, char** argv) {
 #include <cmath>
 #include <exception>
 #include <memory>
-#include <mutex>
 #include <random>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "bench/machine.h"
@@ -206,41 +204,28 @@ int sweep_allreduce(const Settings& s) {
     const size_t n = bytes / sizeof(float);
     std::vector<double> seconds(static_cast<size_t>(k));
     std::vector<int64_t> wrong(static_cast<size_t>(k));
-    std::vector<std::thread> threads;
-    std::mutex mu;
-    std::exception_ptr err;
-    for (int i = 0; i < k; ++i) {
-      threads.emplace_back([&, i] {
-        try {
-          cuda::set_device(devices[size_t(i)]);
-          cuda::Stream stream;
-          group.set_stream(i, stream.get());
-          cuda::DeviceBuffer<float> buf(n);
-          std::vector<float> host(n, float(i + 1));
-          Communicator& c = group.member(i);
-          for (int it = 0; it < s.warmup; ++it) c.allreduce(buf.data(), n);
-          stream.synchronize();
-          const auto t0 = Clock::now();
-          for (int it = 0; it < s.steps; ++it) c.allreduce(buf.data(), n);
-          stream.synchronize();
-          seconds[size_t(i)] = std::chrono::duration<double>(Clock::now() - t0).count() / s.steps;
-          LOCKSTEP_CUDA_CHECK(cudaMemcpyAsync(buf.data(), host.data(), n * sizeof(float),
-                                              cudaMemcpyHostToDevice, stream.get()));
-          c.allreduce(buf.data(), n);
-          LOCKSTEP_CUDA_CHECK(cudaMemcpyAsync(host.data(), buf.data(), n * sizeof(float),
-                                              cudaMemcpyDeviceToHost, stream.get()));
-          stream.synchronize();
-          const float want = float(k * (k + 1) / 2);
-          for (float v : host) wrong[size_t(i)] += v != want;
-        } catch (...) {
-          std::lock_guard<std::mutex> lock(mu);
-          if (!err) err = std::current_exception();
-          group.fail("gpu_bench member failed");
-        }
-      });
-    }
-    for (auto& t : threads) t.join();
-    if (err) std::rethrow_exception(err);
+    group.run([&](int i) {
+      cuda::set_device(devices[size_t(i)]);
+      cuda::Stream stream;
+      group.set_stream(i, stream.get());
+      cuda::DeviceBuffer<float> buf(n);
+      std::vector<float> host(n, float(i + 1));
+      Communicator& c = group.member(i);
+      for (int it = 0; it < s.warmup; ++it) c.allreduce(buf.data(), n);
+      stream.synchronize();
+      const auto t0 = Clock::now();
+      for (int it = 0; it < s.steps; ++it) c.allreduce(buf.data(), n);
+      stream.synchronize();
+      seconds[size_t(i)] = std::chrono::duration<double>(Clock::now() - t0).count() / s.steps;
+      LOCKSTEP_CUDA_CHECK(cudaMemcpyAsync(buf.data(), host.data(), n * sizeof(float),
+                                          cudaMemcpyHostToDevice, stream.get()));
+      c.allreduce(buf.data(), n);
+      LOCKSTEP_CUDA_CHECK(cudaMemcpyAsync(host.data(), buf.data(), n * sizeof(float),
+                                          cudaMemcpyDeviceToHost, stream.get()));
+      stream.synchronize();
+      const float want = float(k * (k + 1) / 2);
+      for (float v : host) wrong[size_t(i)] += v != want;
+    });
     const double t = *std::max_element(seconds.begin(), seconds.end());
     int64_t bad = 0;
     for (int64_t w : wrong) bad += w;

@@ -1,15 +1,17 @@
 // Start-up and shutdown of MPI. Launcher detection reads the variables each
 // process manager exports; the local rank/size come from MPI itself
-// (MPI_Comm_split_type SHARED), which is right even where a launcher sets none.
+// (MPI_Comm_split_type SHARED), which is right even where a launcher sets none,
+// unless a test asks for K-rank nodes (LOCKSTEP_TEST_RANKS_PER_NODE).
 #include "comm/bootstrap.h"
 
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
+#include <string>
 
 #include "comm/mpi_check.h"
 #include "comm/mpi_communicator.h"
-#include "comm/shm_communicator.h"
+#include "comm/replica_group.h"
 
 namespace lockstep {
 namespace {
@@ -32,6 +34,38 @@ const char* thread_level_name(int level) {
 }
 
 }  // namespace
+
+int test_ranks_per_node(int world_size) {
+  const char* v = std::getenv("LOCKSTEP_TEST_RANKS_PER_NODE");
+  if (v == nullptr || v[0] == '\0') return 0;
+  const std::string text(v);
+  const bool digits = text.find_first_not_of("0123456789") == std::string::npos && text.size() < 9;
+  const int k = digits ? std::stoi(text) : 0;
+  if (k < 1 || world_size % k != 0) {
+    throw CommError("bootstrap (" + world_rank_label() + ", host " + host_name() +
+                    "): LOCKSTEP_TEST_RANKS_PER_NODE=" + text + " is not " +
+                    (k < 1 ? std::string("a positive integer")
+                           : "a divisor of the " + std::to_string(world_size) + " ranks") +
+                    " (tests only: it makes each K consecutive ranks one node; unset it or pick "
+                    "a K that divides the rank count)");
+  }
+  return k;
+}
+
+MPI_Comm split_nodes(MPI_Comm comm) {
+  int world_rank = 0, world_size = 1, rank = 0;
+  LOCKSTEP_MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &world_rank));
+  LOCKSTEP_MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &world_size));
+  LOCKSTEP_MPI_CHECK(MPI_Comm_rank(comm, &rank));
+  MPI_Comm node = MPI_COMM_NULL;
+  if (const int k = test_ranks_per_node(world_size); k > 0) {
+    LOCKSTEP_MPI_CHECK(MPI_Comm_split(comm, world_rank / k, rank, &node));
+  } else {
+    LOCKSTEP_MPI_CHECK(MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &node));
+  }
+  LOCKSTEP_MPI_CHECK(MPI_Comm_set_errhandler(node, MPI_ERRORS_RETURN));
+  return node;
+}
 
 std::string detect_launcher() {
   if (env_set("OMPI_COMM_WORLD_SIZE")) return "openmpi";
@@ -97,10 +131,11 @@ void Bootstrap::read_topology() {
   LOCKSTEP_MPI_CHECK(MPI_Comm_set_errhandler(world_, MPI_ERRORS_RETURN));
   LOCKSTEP_MPI_CHECK(MPI_Comm_rank(world_, &info_.rank));
   LOCKSTEP_MPI_CHECK(MPI_Comm_size(world_, &info_.size));
-  LOCKSTEP_MPI_CHECK(MPI_Comm_split_type(world_, MPI_COMM_TYPE_SHARED, info_.rank, MPI_INFO_NULL, &node_));
-  LOCKSTEP_MPI_CHECK(MPI_Comm_set_errhandler(node_, MPI_ERRORS_RETURN));
+  node_ = split_nodes(world_);
   LOCKSTEP_MPI_CHECK(MPI_Comm_rank(node_, &info_.local_rank));
   LOCKSTEP_MPI_CHECK(MPI_Comm_size(node_, &info_.local_size));
+  int leads_a_node = info_.local_rank == 0 ? 1 : 0;
+  LOCKSTEP_MPI_CHECK(MPI_Allreduce(&leads_a_node, &info_.nodes, 1, MPI_INT, MPI_SUM, world_));
 }
 
 Bootstrap::~Bootstrap() {

@@ -20,6 +20,7 @@ struct WorldInfo {
   int size = 1;
   int local_rank = 0;        // among processes on this node (MPI_COMM_TYPE_SHARED)
   int local_size = 1;
+  int nodes = 1;             // nodes the job spans (split_nodes)
   std::string host;
   int thread_level = MPI_THREAD_SINGLE;  // what MPI provided (meaningful when mpi)
 };
@@ -29,6 +30,17 @@ struct BootstrapOptions {
   // programs that must run under MPI, such as the multi-rank tests.
   bool require_mpi = false;
 };
+
+// Tests only: LOCKSTEP_TEST_RANKS_PER_NODE=K makes every node split treat each K
+// consecutive world ranks as one node, so one machine runs the inter-node path
+// (`mpirun -np 4` with K=2 is 2 nodes of 2). Returns 0 when unset; throws
+// CommError unless K is a positive integer that divides `world_size`.
+int test_ranks_per_node(int world_size);
+
+// The processes of `comm` that share this node (collective over comm; free the
+// result with MPI_Comm_free): MPI_Comm_split_type(MPI_COMM_TYPE_SHARED), or the
+// K-rank blocks of MPI_COMM_WORLD under LOCKSTEP_TEST_RANKS_PER_NODE=K.
+MPI_Comm split_nodes(MPI_Comm comm);
 
 // The launcher that started this process, from its environment variables
 // ("openmpi", "pmix", "pmi", "slurm"), or "" when none did.

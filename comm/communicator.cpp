@@ -1,5 +1,6 @@
 // The small pieces of the Communicator contract: names and sizes of dtypes and
-// reduction ops, and the single-rank communicator that is every program's default.
+// reduction ops, the argument checks every collective passes before its backend,
+// and the single-rank communicator that is every program's default.
 #include "comm/communicator.h"
 
 #include <cstring>
@@ -42,31 +43,67 @@ const char* reduce_op_name(ReduceOp op) {
 
 namespace {
 
-// A group of one: reductions are the identity, broadcast needs root 0, allgather
-// is a copy. Arguments are still validated so that a bug shows up on one rank too.
+// No allocation on the hot path: the message is built only for a bad value.
+bool known(DType dtype, ReduceOp op) {
+  const int t = static_cast<int>(dtype);
+  const int o = static_cast<int>(op);
+  return t >= static_cast<int>(DType::kFloat32) && t <= static_cast<int>(DType::kUInt8) &&
+         o >= static_cast<int>(ReduceOp::kSum) && o <= static_cast<int>(ReduceOp::kMin);
+}
+
+}  // namespace
+
+void Communicator::check_buffer(const void* p, size_t count, const char* op, const char* what) const {
+  if (count > 0 && p == nullptr) {
+    throw CommError(name() + " " + op + " (rank " + std::to_string(rank()) + " of " +
+                    std::to_string(size()) + "): " + what + " is null with count " +
+                    std::to_string(count) + " (hint: pass a buffer of count elements, or count 0)");
+  }
+}
+
+void Communicator::allreduce(void* buf, size_t count, DType dtype, ReduceOp op) {
+  if (!known(dtype, op)) check_dtype_and_op(dtype, op, (name() + " allreduce").c_str());
+  check_buffer(buf, count, "allreduce", "buf");
+  do_allreduce(buf, count, dtype, op);
+}
+
+void Communicator::broadcast(void* buf, size_t count, DType dtype, int root) {
+  if (!known(dtype, ReduceOp::kSum)) {
+    check_dtype_and_op(dtype, ReduceOp::kSum, (name() + " broadcast").c_str());
+  }
+  if (root < 0 || root >= size()) {
+    throw CommError(name() + " broadcast (rank " + std::to_string(rank()) + " of " +
+                    std::to_string(size()) + "): root " + std::to_string(root) +
+                    " is out of range for " + std::to_string(size()) + " ranks (valid: 0.." +
+                    std::to_string(size() - 1) + ")");
+  }
+  check_buffer(buf, count, "broadcast", "buf");
+  do_broadcast(buf, count, dtype, root);
+}
+
+void Communicator::allgather(const void* send, void* recv, size_t count, DType dtype) {
+  if (!known(dtype, ReduceOp::kSum)) {
+    check_dtype_and_op(dtype, ReduceOp::kSum, (name() + " allgather").c_str());
+  }
+  check_buffer(send, count, "allgather", "send");
+  check_buffer(recv, count, "allgather", "recv");
+  do_allgather(send, recv, count, dtype);
+}
+
+namespace {
+
+// A group of one: reductions are the identity, broadcast's root is 0 (checked
+// by the base), allgather is a copy.
 class SingleCommunicator final : public Communicator {
  public:
   int rank() const override { return 0; }
   int size() const override { return 1; }
   std::string name() const override { return "single"; }
 
-  void allreduce(void* buf, size_t count, DType dtype, ReduceOp op) override {
-    check_dtype_and_op(dtype, op, "single allreduce");
-    if (count > 0 && buf == nullptr) throw CommError("single allreduce: null buffer with count > 0");
-  }
-  void broadcast(void* buf, size_t count, DType dtype, int root) override {
-    check_dtype_and_op(dtype, ReduceOp::kSum, "single broadcast");
-    if (root != 0) {
-      throw CommError("single broadcast: root " + std::to_string(root) +
-                      " is out of range for a group of 1 (valid: 0)");
-    }
-    if (count > 0 && buf == nullptr) throw CommError("single broadcast: null buffer with count > 0");
-  }
-  void allgather(const void* send, void* recv, size_t count, DType dtype) override {
-    check_dtype_and_op(dtype, ReduceOp::kSum, "single allgather");
-    if (count == 0) return;
-    if (send == nullptr || recv == nullptr) throw CommError("single allgather: null buffer with count > 0");
-    if (send != recv) std::memmove(recv, send, count * dtype_size(dtype));
+  void do_allreduce(void*, size_t, DType, ReduceOp) override {}
+  void do_broadcast(void*, size_t, DType, int) override {}
+  void do_allgather(const void* send, void* recv, size_t count, DType dtype) override {
+    if (count > 0 && send != recv) std::memmove(recv, send, count * dtype_size(dtype));
   }
   void barrier() override {}
 };

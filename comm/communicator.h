@@ -60,12 +60,15 @@ class Communicator {
   // (streaming stores)"); the name alone by default.
   virtual std::string describe() const { return name(); }
 
+  // The collectives. Arguments are checked here, once for every backend, before
+  // the backend sees them: a known dtype and op, a root in 0..size()-1, and no null
+  // buffer with count > 0 (CommError naming the backend, rank and argument).
   // buf[i] = op over all members of buf[i]; every member gets the result.
-  virtual void allreduce(void* buf, size_t count, DType dtype, ReduceOp op) = 0;
+  void allreduce(void* buf, size_t count, DType dtype, ReduceOp op);
   // buf on every member = buf on `root`.
-  virtual void broadcast(void* buf, size_t count, DType dtype, int root) = 0;
+  void broadcast(void* buf, size_t count, DType dtype, int root);
   // recv (size() * count elements) = concatenation of every member's send, by rank.
-  virtual void allgather(const void* send, void* recv, size_t count, DType dtype) = 0;
+  void allgather(const void* send, void* recv, size_t count, DType dtype);
   virtual void barrier() = 0;
 
   // Typed conveniences.
@@ -81,6 +84,15 @@ class Communicator {
   void allgather(const T* send, T* recv, size_t count) {
     allgather(static_cast<const void*>(send), static_cast<void*>(recv), count, dtype_of<T>());
   }
+
+ protected:
+  // What each backend implements, called with checked arguments.
+  virtual void do_allreduce(void* buf, size_t count, DType dtype, ReduceOp op) = 0;
+  virtual void do_broadcast(void* buf, size_t count, DType dtype, int root) = 0;
+  virtual void do_allgather(const void* send, void* recv, size_t count, DType dtype) = 0;
+
+ private:
+  void check_buffer(const void* p, size_t count, const char* op, const char* what) const;
 };
 
 // The default: a group of one. Every collective is the identity.

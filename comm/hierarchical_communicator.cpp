@@ -1,5 +1,6 @@
 // Hierarchical collectives: local phases over LocalFabric (every replica thread
-// takes part), the inter-process phase by the leader alone over the MPI backend.
+// takes part), the inter-process phase by the leader alone over the process
+// communicator (shm on one node, else MPI).
 // The sum order is fixed: replicas 0..K-1 within a process, then processes in rank
 // order, so results are bitwise reproducible. A leader whose MPI phase fails marks
 // the local group failed, so its replicas stop waiting at once.
@@ -10,7 +11,6 @@
 #include "comm/local_fabric.h"
 #include "comm/mpi_check.h"
 #include "comm/mpi_communicator.h"
-#include "comm/shm_communicator.h"
 #include "comm/reduce.h"
 
 namespace lockstep {
@@ -25,16 +25,15 @@ class HierarchicalCommunicator final : public Communicator {
   int size() const override { return inter_.size() * fabric_.size(); }
   std::string name() const override { return "hierarchical"; }
 
-  void allreduce(void* buf, size_t count, DType dtype, ReduceOp op) override;
-  void broadcast(void* buf, size_t count, DType dtype, int root) override;
-  void allgather(const void* send, void* recv, size_t count, DType dtype) override;
+  void do_allreduce(void* buf, size_t count, DType dtype, ReduceOp op) override;
+  void do_broadcast(void* buf, size_t count, DType dtype, int root) override;
+  void do_allgather(const void* send, void* recv, size_t count, DType dtype) override;
   void barrier() override;
 
  private:
   bool leader() const { return member_ == 0; }
   template <typename Fn>
   void as_leader(Fn&& fn);
-  void check_buffer(const void* p, size_t count, const char* what) const;
 
   LocalFabric& fabric_;
   Communicator& inter_;
@@ -53,16 +52,7 @@ void HierarchicalCommunicator::as_leader(Fn&& fn) {
   }
 }
 
-void HierarchicalCommunicator::check_buffer(const void* p, size_t count, const char* what) const {
-  if (count > 0 && p == nullptr) {
-    throw CommError(fabric_.label() + " " + what + " (rank " + std::to_string(rank()) +
-                    "): null buffer with count " + std::to_string(count));
-  }
-}
-
-void HierarchicalCommunicator::allreduce(void* buf, size_t count, DType dtype, ReduceOp op) {
-  check_dtype_and_op(dtype, op, "hierarchical allreduce");
-  check_buffer(buf, count, "allreduce");
+void HierarchicalCommunicator::do_allreduce(void* buf, size_t count, DType dtype, ReduceOp op) {
   if (count == 0 || size() == 1) return;
   const CallSignature sig{CollectiveKind::kAllreduce, dtype, op, 0, count};
   const LocalFabric::Peers peers = fabric_.arrive(member_, sig, nullptr, buf);
@@ -84,13 +74,7 @@ void HierarchicalCommunicator::allreduce(void* buf, size_t count, DType dtype, R
   fabric_.sync(member_, CollectiveKind::kAllreduce, "local broadcast");
 }
 
-void HierarchicalCommunicator::broadcast(void* buf, size_t count, DType dtype, int root) {
-  check_dtype_and_op(dtype, ReduceOp::kSum, "hierarchical broadcast");
-  if (root < 0 || root >= size()) {
-    throw CommError(fabric_.label() + " broadcast: root " + std::to_string(root) +
-                    " is out of range for " + std::to_string(size()) + " ranks");
-  }
-  check_buffer(buf, count, "broadcast");
+void HierarchicalCommunicator::do_broadcast(void* buf, size_t count, DType dtype, int root) {
   if (count == 0 || size() == 1) return;
   const CallSignature sig{CollectiveKind::kBroadcast, dtype, ReduceOp::kSum, root, count};
   const LocalFabric::Peers peers = fabric_.arrive(member_, sig, nullptr, buf);
@@ -110,10 +94,7 @@ void HierarchicalCommunicator::broadcast(void* buf, size_t count, DType dtype, i
   fabric_.sync(member_, CollectiveKind::kBroadcast, "local broadcast");
 }
 
-void HierarchicalCommunicator::allgather(const void* send, void* recv, size_t count, DType dtype) {
-  check_dtype_and_op(dtype, ReduceOp::kSum, "hierarchical allgather");
-  check_buffer(send, count, "allgather");
-  check_buffer(recv, count, "allgather");
+void HierarchicalCommunicator::do_allgather(const void* send, void* recv, size_t count, DType dtype) {
   if (count == 0) return;
   const size_t bytes = count * dtype_size(dtype);
   const CallSignature sig{CollectiveKind::kAllgather, dtype, ReduceOp::kSum, 0, count};
@@ -174,14 +155,6 @@ HierarchicalGroup::~HierarchicalGroup() = default;
 int HierarchicalGroup::local_size() const { return fabric_->size(); }
 int HierarchicalGroup::process_rank() const { return inter_->rank(); }
 int HierarchicalGroup::process_count() const { return inter_->size(); }
-
-Communicator& HierarchicalGroup::member(int i) {
-  if (i < 0 || i >= local_size()) {
-    throw CommError("hierarchical group: member " + std::to_string(i) +
-                    " is out of range for " + std::to_string(local_size()) + " local replicas");
-  }
-  return *members_[i];
-}
 
 void HierarchicalGroup::fail(const std::string& reason) { fabric_->fail(reason); }
 

@@ -21,28 +21,17 @@ class LocalCommunicator final : public Communicator {
   int size() const override { return fabric_.size(); }
   std::string name() const override { return "local"; }
 
-  void allreduce(void* buf, size_t count, DType dtype, ReduceOp op) override;
-  void broadcast(void* buf, size_t count, DType dtype, int root) override;
-  void allgather(const void* send, void* recv, size_t count, DType dtype) override;
+  void do_allreduce(void* buf, size_t count, DType dtype, ReduceOp op) override;
+  void do_broadcast(void* buf, size_t count, DType dtype, int root) override;
+  void do_allgather(const void* send, void* recv, size_t count, DType dtype) override;
   void barrier() override;
 
  private:
-  void check_buffer(const void* p, size_t count, const char* what) const;
-
   LocalFabric& fabric_;
   int member_;
 };
 
-void LocalCommunicator::check_buffer(const void* p, size_t count, const char* what) const {
-  if (count > 0 && p == nullptr) {
-    throw CommError(fabric_.label() + " " + what + " (member " + std::to_string(member_) +
-                    "): null buffer with count " + std::to_string(count));
-  }
-}
-
-void LocalCommunicator::allreduce(void* buf, size_t count, DType dtype, ReduceOp op) {
-  check_dtype_and_op(dtype, op, "local allreduce");
-  check_buffer(buf, count, "allreduce");
+void LocalCommunicator::do_allreduce(void* buf, size_t count, DType dtype, ReduceOp op) {
   if (count == 0 || fabric_.size() == 1) return;
   const CallSignature sig{CollectiveKind::kAllreduce, dtype, op, 0, count};
   const LocalFabric::Peers peers = fabric_.arrive(member_, sig, nullptr, buf);
@@ -60,13 +49,7 @@ void LocalCommunicator::allreduce(void* buf, size_t count, DType dtype, ReduceOp
   fabric_.sync(member_, CollectiveKind::kAllreduce, "slices reduced");
 }
 
-void LocalCommunicator::broadcast(void* buf, size_t count, DType dtype, int root) {
-  check_dtype_and_op(dtype, ReduceOp::kSum, "local broadcast");
-  if (root < 0 || root >= fabric_.size()) {
-    throw CommError(fabric_.label() + " broadcast: root " + std::to_string(root) +
-                    " is out of range for a group of " + std::to_string(fabric_.size()));
-  }
-  check_buffer(buf, count, "broadcast");
+void LocalCommunicator::do_broadcast(void* buf, size_t count, DType dtype, int root) {
   if (count == 0 || fabric_.size() == 1) return;
   const CallSignature sig{CollectiveKind::kBroadcast, dtype, ReduceOp::kSum, root, count};
   const LocalFabric::Peers peers = fabric_.arrive(member_, sig, nullptr, buf);
@@ -76,10 +59,7 @@ void LocalCommunicator::broadcast(void* buf, size_t count, DType dtype, int root
   fabric_.sync(member_, CollectiveKind::kBroadcast, "copied from root");
 }
 
-void LocalCommunicator::allgather(const void* send, void* recv, size_t count, DType dtype) {
-  check_dtype_and_op(dtype, ReduceOp::kSum, "local allgather");
-  check_buffer(send, count, "allgather");
-  check_buffer(recv, count, "allgather");
+void LocalCommunicator::do_allgather(const void* send, void* recv, size_t count, DType dtype) {
   if (count == 0) return;
   const size_t bytes = count * dtype_size(dtype);
   if (fabric_.size() == 1) {
@@ -110,15 +90,7 @@ LocalGroup::LocalGroup(int size, CommOptions options)
 
 LocalGroup::~LocalGroup() = default;
 
-int LocalGroup::size() const { return fabric_->size(); }
-
-Communicator& LocalGroup::member(int i) {
-  if (i < 0 || i >= size()) {
-    throw CommError("local group: member " + std::to_string(i) + " is out of range for a group of " +
-                    std::to_string(size()));
-  }
-  return *members_[i];
-}
+int LocalGroup::local_size() const { return fabric_->size(); }
 
 void LocalGroup::fail(const std::string& reason) { fabric_->fail(reason); }
 

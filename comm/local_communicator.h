@@ -1,6 +1,6 @@
 // The local backend: n replicas as n threads of one process, sharing memory. A
-// LocalGroup owns the members; member(i) is the Communicator for replica i and must
-// be called only from that replica's thread. Collectives work directly on the
+// LocalGroup (a ReplicaGroup) owns the members; member(i) is replica i's
+// communicator (rank i of n, name "local"). Collectives work directly on the
 // members' buffers: no staging copies, every member reduces its own slice.
 #pragma once
 
@@ -10,26 +10,24 @@
 
 #include "comm/communicator.h"
 #include "comm/options.h"
+#include "comm/replica_group.h"
 
 namespace lockstep {
 
 class LocalFabric;
 
-class LocalGroup {
+class LocalGroup final : public ReplicaGroup {
  public:
   explicit LocalGroup(int size, CommOptions options = {});
-  ~LocalGroup();
+  ~LocalGroup() override;
   LocalGroup(const LocalGroup&) = delete;
   LocalGroup& operator=(const LocalGroup&) = delete;
 
-  int size() const;
-  // Member i's communicator: rank() == i, size() == size(), name() == "local".
-  Communicator& member(int i);
-  // Ends the group: every member waiting now or later throws CommError with
-  // `reason`. For a replica thread that failed and will never call again.
-  void fail(const std::string& reason);
+  int local_size() const override;
+  void fail(const std::string& reason) override;
 
  private:
+  Communicator& member_at(int i) override { return *members_[size_t(i)]; }
   std::unique_ptr<LocalFabric> fabric_;
   std::vector<std::unique_ptr<Communicator>> members_;
 };

@@ -47,9 +47,9 @@ class MpiCommunicator final : public Communicator {
   int size() const override { return size_; }
   std::string name() const override { return "mpi"; }
 
-  void allreduce(void* buf, size_t count, DType dtype, ReduceOp op) override;
-  void broadcast(void* buf, size_t count, DType dtype, int root) override;
-  void allgather(const void* send, void* recv, size_t count, DType dtype) override;
+  void do_allreduce(void* buf, size_t count, DType dtype, ReduceOp op) override;
+  void do_broadcast(void* buf, size_t count, DType dtype, int root) override;
+  void do_allgather(const void* send, void* recv, size_t count, DType dtype) override;
   void barrier() override;
 
  private:
@@ -61,7 +61,6 @@ class MpiCommunicator final : public Communicator {
   [[noreturn]] void throw_stuck(CollectiveKind kind, const std::string& why,
                                 std::chrono::milliseconds grace);
   void allreduce_fixed_order(std::byte* buf, size_t count, DType dtype, ReduceOp op);
-  void check_buffer(const void* p, size_t count, const char* what) const;
 
   MPI_Comm comm_ = MPI_COMM_NULL;
   int rank_ = 0;
@@ -107,13 +106,6 @@ MpiCommunicator::~MpiCommunicator() {
     }
   }
   MPI_Comm_free(&comm_);
-}
-
-void MpiCommunicator::check_buffer(const void* p, size_t count, const char* what) const {
-  if (count > 0 && p == nullptr) {
-    throw CommError("mpi " + std::string(what) + " (rank " + std::to_string(rank_) + ", host " +
-                    host_ + "): null buffer with count " + std::to_string(count));
-  }
 }
 
 void MpiCommunicator::begin(const CallSignature& sig) {
@@ -203,9 +195,7 @@ void MpiCommunicator::wait(MPI_Request* request, CollectiveKind kind) {
   }
 }
 
-void MpiCommunicator::allreduce(void* buf, size_t count, DType dtype, ReduceOp op) {
-  check_dtype_and_op(dtype, op, "mpi allreduce");
-  check_buffer(buf, count, "allreduce");
+void MpiCommunicator::do_allreduce(void* buf, size_t count, DType dtype, ReduceOp op) {
   if (count == 0 || size_ == 1) return;
   begin(CallSignature{CollectiveKind::kAllreduce, dtype, op, 0, count});
   const size_t elem = dtype_size(dtype);
@@ -251,13 +241,7 @@ void MpiCommunicator::allreduce_fixed_order(std::byte* buf, size_t count, DType 
   wait(&request, CollectiveKind::kAllreduce);
 }
 
-void MpiCommunicator::broadcast(void* buf, size_t count, DType dtype, int root) {
-  check_dtype_and_op(dtype, ReduceOp::kSum, "mpi broadcast");
-  if (root < 0 || root >= size_) {
-    throw CommError("mpi broadcast (rank " + std::to_string(rank_) + ", host " + host_ + "): root " +
-                    std::to_string(root) + " is out of range for " + std::to_string(size_) + " ranks");
-  }
-  check_buffer(buf, count, "broadcast");
+void MpiCommunicator::do_broadcast(void* buf, size_t count, DType dtype, int root) {
   if (count == 0 || size_ == 1) return;
   begin(CallSignature{CollectiveKind::kBroadcast, dtype, ReduceOp::kSum, root, count});
   const size_t elem = dtype_size(dtype);
@@ -271,10 +255,7 @@ void MpiCommunicator::broadcast(void* buf, size_t count, DType dtype, int root) 
   }
 }
 
-void MpiCommunicator::allgather(const void* send, void* recv, size_t count, DType dtype) {
-  check_dtype_and_op(dtype, ReduceOp::kSum, "mpi allgather");
-  check_buffer(send, count, "allgather");
-  check_buffer(recv, count, "allgather");
+void MpiCommunicator::do_allgather(const void* send, void* recv, size_t count, DType dtype) {
   if (count == 0) return;
   if (count > static_cast<size_t>(INT_MAX)) {
     throw CommError("mpi allgather (rank " + std::to_string(rank_) + "): count " +

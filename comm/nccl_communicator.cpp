@@ -164,8 +164,13 @@ void make_slot_resources(NcclState& st) {
 
 }  // namespace
 
-NcclGroup::NcclGroup(MPI_Comm world, const std::vector<int>& local_devices, CommOptions options) {
+NcclGroup::NcclGroup(MPI_Comm world, const std::vector<int>& local_devices, CommOptions options,
+                     const std::vector<cudaStream_t>& compute_streams) {
   check_devices(local_devices);
+  if (!compute_streams.empty() && compute_streams.size() != local_devices.size()) {
+    throw CommError("NcclGroup: " + std::to_string(compute_streams.size()) + " compute streams for " +
+                    std::to_string(local_devices.size()) + " local devices (give one per replica, or none)");
+  }
   state_ = std::make_unique<NcclState>(options, local_devices);
   NcclState& st = *state_;
   group_by_device(st);
@@ -180,6 +185,7 @@ NcclGroup::NcclGroup(MPI_Comm world, const std::vector<int>& local_devices, Comm
     for (int i = 0; i < st.local_size(); ++i) {
       DeviceGuard guard(local_devices[size_t(i)]);  // member events live on its GPU
       members_.push_back(std::make_unique<NcclMember>(st, i));
+      if (!compute_streams.empty()) nccl_member(i).set_stream(compute_streams[size_t(i)]);
     }
   } catch (...) {
     st.abort_all("NcclGroup setup failed");
@@ -199,13 +205,7 @@ NcclGroup::~NcclGroup() {
 
 int NcclGroup::local_size() const { return state_->local_size(); }
 
-Communicator& NcclGroup::member(int i) {
-  if (i < 0 || i >= local_size()) {
-    throw CommError("NcclGroup::member(" + std::to_string(i) + "): replica index outside 0.." +
-                    std::to_string(local_size() - 1));
-  }
-  return *members_[size_t(i)];
-}
+Communicator& NcclGroup::member_at(int i) { return *members_[size_t(i)]; }
 
 void NcclGroup::set_stream(int i, cudaStream_t compute_stream) {
   nccl_member(i).set_stream(compute_stream);

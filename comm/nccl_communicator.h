@@ -14,6 +14,7 @@
 
 #include "comm/communicator.h"
 #include "comm/options.h"
+#include "comm/replica_group.h"
 
 namespace lockstep {
 
@@ -25,22 +26,24 @@ class NcclState;
 // which case MPI is never called); rank 0 makes the ncclUniqueId and MPI broadcasts
 // it. Every process must pass the same number of local devices. Replicas that share
 // one GPU (the same id listed twice) are reduced on that GPU in replica order, then
-// one NCCL rank per distinct GPU combines across GPUs and processes.
-class NcclGroup {
+// one NCCL rank per distinct GPU combines across GPUs and processes. Each member
+// carries its compute stream from the start: compute_streams[i] when given (one per
+// local device), else the legacy default stream until set_stream.
+class NcclGroup final : public ReplicaGroup {
  public:
-  NcclGroup(MPI_Comm world, const std::vector<int>& local_devices, CommOptions options = {});
-  ~NcclGroup();
+  NcclGroup(MPI_Comm world, const std::vector<int>& local_devices, CommOptions options = {},
+            const std::vector<cudaStream_t>& compute_streams = {});
+  ~NcclGroup() override;
   NcclGroup(const NcclGroup&) = delete;
   NcclGroup& operator=(const NcclGroup&) = delete;
 
-  int local_size() const;
-  // Local replica i's communicator: rank() = process_rank*K + i, size() = processes*K,
+  int local_size() const override;
+  // member(i), local replica i's communicator: rank() = process_rank*K + i, size() = processes*K,
   // name() == "nccl". Buffers are device pointers on local_devices[i]. Each call is
   // ordered after all work already enqueued on the stream set with set_stream(i, s)
   // and everything enqueued on that stream afterwards sees the result (stream-ordered;
   // no host synchronisation). Call it only from replica i's thread. Calls may be
   // captured into a CUDA graph when replica i has its GPU to itself.
-  Communicator& member(int i);
   // The compute stream member i orders against (default: the legacy default stream).
   // Must be on local_devices[i]; set it before member i's first collective.
   void set_stream(int i, cudaStream_t compute_stream);
@@ -63,10 +66,11 @@ class NcclGroup {
   void wait_compute(int i, const char* op);
   // Aborts the group: NCCL communicators are aborted (device work waiting on peers
   // ends), members waiting now or calling later throw CommError with `reason`.
-  void fail(const std::string& reason);
+  void fail(const std::string& reason) override;
   bool failed() const;
 
  private:
+  Communicator& member_at(int i) override;
   NcclMember& nccl_member(int i);
 
   std::unique_ptr<NcclState> state_;

@@ -177,9 +177,8 @@ void NcclMember::wait_compute(const char* op) {
   state_.wait_stream(local_, compute_, op);
 }
 
-void NcclMember::allreduce(void* buf, size_t count, DType dtype, ReduceOp op) {
+void NcclMember::do_allreduce(void* buf, size_t count, DType dtype, ReduceOp op) {
   if (count == 0) return;
-  check_dtype_and_op(dtype, op, "nccl allreduce");
   check_device_pointer(buf, "buf", "allreduce");
   const size_t bytes = count * dtype_size(dtype);
   CallSignature sig{CollectiveKind::kAllreduce, dtype, op, 0, count};
@@ -198,13 +197,8 @@ void NcclMember::allreduce(void* buf, size_t count, DType dtype, ReduceOp op) {
   });
 }
 
-void NcclMember::broadcast(void* buf, size_t count, DType dtype, int root) {
-  if (root < 0 || root >= size()) {
-    throw CommError(state_.where(local_) + ": broadcast: root " + std::to_string(root) +
-                    " is outside 0.." + std::to_string(size() - 1));
-  }
+void NcclMember::do_broadcast(void* buf, size_t count, DType dtype, int root) {
   if (count == 0) return;
-  check_dtype_and_op(dtype, ReduceOp::kSum, "nccl broadcast");
   check_device_pointer(buf, "buf", "broadcast");
   const size_t bytes = count * dtype_size(dtype);
   CallSignature sig{CollectiveKind::kBroadcast, dtype, ReduceOp::kSum, root, count};
@@ -222,9 +216,8 @@ void NcclMember::broadcast(void* buf, size_t count, DType dtype, int root) {
   });
 }
 
-void NcclMember::allgather(const void* send, void* recv, size_t count, DType dtype) {
+void NcclMember::do_allgather(const void* send, void* recv, size_t count, DType dtype) {
   if (count == 0) return;
-  check_dtype_and_op(dtype, ReduceOp::kSum, "nccl allgather");
   check_device_pointer(send, "send", "allgather");
   check_device_pointer(recv, "recv", "allgather");
   const size_t bytes = count * dtype_size(dtype);

@@ -22,9 +22,9 @@ class NcclMember final : public Communicator {
   int rank() const override;
   int size() const override;
   std::string name() const override { return "nccl"; }
-  void allreduce(void* buf, size_t count, DType dtype, ReduceOp op) override;
-  void broadcast(void* buf, size_t count, DType dtype, int root) override;
-  void allgather(const void* send, void* recv, size_t count, DType dtype) override;
+  void do_allreduce(void* buf, size_t count, DType dtype, ReduceOp op) override;
+  void do_broadcast(void* buf, size_t count, DType dtype, int root) override;
+  void do_allgather(const void* send, void* recv, size_t count, DType dtype) override;
   void barrier() override;
 
   void set_stream(cudaStream_t stream) { compute_ = stream; }

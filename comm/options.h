@@ -1,5 +1,5 @@
 // Settings every backend shares. The deadline lives here so that each backend
-// (local threads, MPI, hierarchical, later NCCL) honours the same knob: a member that
+// (local threads, MPI, shm, hierarchical, NCCL) honours the same knob: a member that
 // never arrives ends the wait with a CommError instead of hanging the job.
 // How long a collective may wait is decided per collective by DeadlineClock
 // (comm/deadline.h), which also honours LongPhase guards.
@@ -36,7 +36,7 @@ struct CommOptions {
   std::function<bool()> interrupted{};
   std::chrono::milliseconds interrupt_grace{300};
   // Processes on one node all-reduce through a shared-memory segment instead of
-  // MPI messages (make_process_communicator, comm/shm_communicator.h).
+  // MPI messages (make_process_communicator, comm/replica_group.h).
   bool shared_memory = true;
   // How the shared-memory backend writes into its segment: plain or streaming
   // stores, whichever its timing finds cheaper lately (auto), or one forced.

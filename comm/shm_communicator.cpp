@@ -33,6 +33,7 @@
 #include <string>
 #include <vector>
 
+#include "comm/bootstrap.h"
 #include "comm/deadline.h"
 #include "comm/fault_injection.h"
 #include "comm/local_fabric.h"
@@ -93,11 +94,6 @@ void stream_copy(std::byte* dst, const std::byte* src, size_t bytes) {
 #endif
 }
 
-// The segment cannot be had; every rank learns it at once, so all may fall back.
-class ShmUnavailable : public CommError {
- public:
-  using CommError::CommError;
-};
 
 class ShmCommunicator final : public Communicator {
  public:
@@ -115,12 +111,12 @@ class ShmCommunicator final : public Communicator {
     }
   }
 
-  void allreduce(void* buf, size_t count, DType dtype, ReduceOp op) override;
-  void broadcast(void* buf, size_t count, DType dtype, int root) override {
+  void do_allreduce(void* buf, size_t count, DType dtype, ReduceOp op) override;
+  void do_broadcast(void* buf, size_t count, DType dtype, int root) override {
     ++seq_;
     inner_->broadcast(buf, count, dtype, root);
   }
-  void allgather(const void* send, void* recv, size_t count, DType dtype) override {
+  void do_allgather(const void* send, void* recv, size_t count, DType dtype) override {
     ++seq_;
     inner_->allgather(send, recv, count, dtype);
   }
@@ -241,11 +237,7 @@ void ShmCommunicator::map_segment() {
   inner_->barrier();  // no rank reads a control block before its owner has made it
 }
 
-void ShmCommunicator::allreduce(void* buf, size_t count, DType dtype, ReduceOp op) {
-  check_dtype_and_op(dtype, op, "shm allreduce");
-  if (count > 0 && buf == nullptr) {
-    throw CommError("shm allreduce (" + where() + "): null buffer with count " + std::to_string(count));
-  }
+void ShmCommunicator::do_allreduce(void* buf, size_t count, DType dtype, ReduceOp op) {
   if (count == 0 || size_ == 1) return;
   ++seq_;
   inject_fault_at_collective(seq_);
@@ -387,8 +379,7 @@ void ShmCommunicator::throw_stuck(const char* phase, const std::string& why) {
 }  // namespace
 
 bool on_one_node(MPI_Comm comm) {
-  MPI_Comm node = MPI_COMM_NULL;
-  LOCKSTEP_MPI_CHECK(MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node));
+  MPI_Comm node = split_nodes(comm);
   int node_size = 0, size = 0;
   LOCKSTEP_MPI_CHECK(MPI_Comm_size(node, &node_size));
   LOCKSTEP_MPI_CHECK(MPI_Comm_size(comm, &size));
@@ -400,21 +391,6 @@ bool on_one_node(MPI_Comm comm) {
 
 std::unique_ptr<Communicator> make_shm_communicator(MPI_Comm comm, CommOptions options) {
   return std::make_unique<ShmCommunicator>(comm, options);
-}
-
-std::unique_ptr<Communicator> make_process_communicator(MPI_Comm comm, CommOptions options) {
-  int size = 1;
-  LOCKSTEP_MPI_CHECK(MPI_Comm_size(comm, &size));
-  if (!options.shared_memory || size == 1 || !on_one_node(comm)) return make_mpi_communicator(comm, options);
-  try {
-    return make_shm_communicator(comm, options);
-  } catch (const ShmUnavailable& e) {
-    // Every rank threw it (the status went to all): fall back together.
-    int rank = 0;
-    LOCKSTEP_MPI_CHECK(MPI_Comm_rank(comm, &rank));
-    if (rank == 0) std::fprintf(stderr, "lockstep: warning: %s; using MPI messages\n", e.what());
-    return make_mpi_communicator(comm, options);
-  }
 }
 
 }  // namespace lockstep

@@ -17,19 +17,21 @@
 
 namespace lockstep {
 
-// Whether every process of `comm` runs on this node (collective over comm).
+// Whether every process of `comm` runs on this node (collective over comm; the
+// node split of split_nodes, comm/bootstrap.h).
 bool on_one_node(MPI_Comm comm);
 
 // Collective over `comm`, whose processes must all be on this node. The segment
 // is a POSIX shared-memory object that rank 0 creates and unlinks as soon as
 // every rank has mapped it, so nothing is left behind in /dev/shm; tearing down
 // is local (munmap), so a failed job never blocks in a collective free. Throws
-// CommError if the segment cannot be created or reserved (a full /dev/shm).
+// ShmUnavailable if the segment cannot be created or reserved (a full /dev/shm).
 std::unique_ptr<Communicator> make_shm_communicator(MPI_Comm comm, CommOptions options = {});
 
-// The communicator between processes: shared memory when options.shared_memory
-// is set and every process of `comm` is on this node, else MPI (also when the
-// segment cannot be had: a warning says why). Collective over comm.
-std::unique_ptr<Communicator> make_process_communicator(MPI_Comm comm, CommOptions options = {});
+// The segment cannot be had; every rank learns it at once, so all may fall back.
+class ShmUnavailable : public CommError {
+ public:
+  using CommError::CommError;
+};
 
 }  // namespace lockstep

@@ -396,7 +396,7 @@ class CudaGroup final : public DeviceGroup {
 
  private:
 #if defined(LOCKSTEP_HAVE_NCCL_GROUP)
-  std::unique_ptr<NcclGroup> nccl_;
+  std::unique_ptr<ReplicaGroup> nccl_;  // make_replica_group's NcclGroup
 #endif
   std::vector<std::unique_ptr<CudaReplica>> replicas_;
 };
@@ -481,12 +481,14 @@ CudaGroup::CudaGroup(const Model& model, const Config& config, World& world, int
   cuda::set_device(devices[0]);
   // The user's comm settings (comm.timeout_s or the adaptive deadline, long phases,
   // the grace after SIGTERM) apply to GPU collectives as to the CPU backends.
-  nccl_ = std::make_unique<NcclGroup>(world.mpi_comm, devices, comm_options(config));
+  GroupSpec spec{world.mpi_comm, world.comm, local, comm_options(config), devices};
+  for (auto& r : replicas_) spec.streams.push_back(r->stream());
+  spec.deferred_wait = true;  // all-reduce overlaps backward (own-GPU replicas)
+  nccl_ = make_replica_group(spec);
+  auto& nccl = dynamic_cast<NcclGroup&>(*nccl_);  // device replicas: NCCL (its step hooks)
   for (int i = 0; i < local; ++i) {
-    nccl_->set_stream(i, replicas_[size_t(i)]->stream());
-    nccl_->set_deferred_wait(i, true);  // all-reduce overlaps backward (own-GPU replicas)
-    replicas_[size_t(i)]->set_comm(&nccl_->member(i));
-    replicas_[size_t(i)]->set_group(nccl_.get(), i);
+    replicas_[size_t(i)]->set_comm(&nccl.member(i));
+    replicas_[size_t(i)]->set_group(&nccl, i);
   }
 #else
   throw ConfigError(config.where("strategy.device") + ": key 'strategy.device': " + std::to_string(local * world.size()) +

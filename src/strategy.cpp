@@ -13,8 +13,8 @@
 #include <mutex>
 #include <thread>
 
-#include "comm/hierarchical_communicator.h"
 #include "comm/local_communicator.h"
+#include "comm/replica_group.h"
 #include "comm/placement.h"
 #include "kernels/cpu/fpenv.h"
 #include "kernels/cpu/ops.h"
@@ -172,9 +172,7 @@ MirroredStrategy::MirroredStrategy(const Model& model, const Config& config, Wor
   const int local = resolve_local_replicas(config, world.size(), world.info.local_size);
   bucket_elems_ = bucket_elements(config.bucket_mb);
   local_group_ = std::make_unique<LocalGroup>(local, comm_options(config));
-  if (world.size() > 1 && local > 1) {
-    hier_group_ = std::make_unique<HierarchicalGroup>(world.mpi_comm, local, comm_options(config));
-  }
+  group_ = make_replica_group({world.mpi_comm, world.comm, local, comm_options(config)});
   if (use_cuda(config)) {
     devices_ = make_cuda_group(model, config, world, local, max_rows);
   } else {
@@ -194,13 +192,7 @@ MirroredStrategy::MirroredStrategy(const Model& model, const Config& config, Wor
     r->local_index = i;
     r->global_index = world.rank() * local + i;
     r->local_comm = &local_group_->member(i);
-    if (world.size() == 1) {
-      r->comm = r->local_comm;
-    } else if (local == 1) {
-      r->comm = world.comm;
-    } else {
-      r->comm = &hier_group_->member(i);
-    }
+    r->comm = &group_->member(i);
     r->params.assign(size_t(model.num_params()), 0.0f);
     if (devices_ || i == 0) {  // device replicas keep their own slots on their GPU
       r->optimizer = std::make_shared<Optimizer>(config, model.num_params());
@@ -239,37 +231,22 @@ int MirroredStrategy::first_replica() const { return world_.rank() * int(replica
 bool MirroredStrategy::is_chief() const { return world_.rank() == 0; }
 
 void MirroredStrategy::run(const std::function<void(Replica&)>& fn) {
-  std::exception_ptr first;
-  std::mutex mu;
   // Each replica thread on a CPU of its own (slot local_rank*K + i), when this
   // node has one for every replica of every local process.
   const int k = int(replicas_.size());
   const bool pin = pinning_fits(k, world_.info.local_size);
-  auto body = [&](Replica& r) {
+  auto body = [&](int i) {
+    Replica& r = *replicas_[size_t(i)];
     const ThreadPin pinned(world_.info.local_rank * k + r.local_index, pin);
     cpu::set_flush_denormals(config_.flush_denormals);  // train.flush_denormals
-    try {
-      r.step->bind_thread();
-      fn(r);
-    } catch (...) {
-      {
-        std::lock_guard<std::mutex> lock(mu);
-        if (!first) first = std::current_exception();
-      }
-      // Release the other local replicas from any collective they wait in.
-      const std::string why = "local replica " + std::to_string(r.local_index) + " failed";
-      local_group_->fail(why);
-      if (hier_group_) hier_group_->fail(why);
-      if (devices_) devices_->fail(why);
-    }
+    r.step->bind_thread();
+    fn(r);
   };
-  std::vector<std::thread> threads;
-  for (size_t i = 1; i < replicas_.size(); ++i) {
-    threads.emplace_back([&, i] { body(*replicas_[i]); });
-  }
-  body(*replicas_[0]);
-  for (auto& t : threads) t.join();
-  if (first) std::rethrow_exception(first);
+  // A failed replica releases the others from every group they may wait in.
+  group_->run(body, [&](const std::string& why) {
+    local_group_->fail(why);
+    if (devices_) devices_->fail(why);
+  });
 }
 
 const ReplicaBatch* MirroredStrategy::fetch(Replica& r, DistributedInput& input) {

@@ -21,7 +21,7 @@
 namespace lockstep {
 
 class LocalGroup;
-class HierarchicalGroup;
+class ReplicaGroup;
 class DeviceGroup;
 
 // Optimizer slots by name ("m", "v", "velocity"), as checkpoints hold them.
@@ -116,7 +116,7 @@ class MirroredStrategy {
   bool micro_batched_ = false;             // steps go through micro_step
   std::vector<ArenaSegment> segments_;     // the arena's tensors (deterministic scales)
   std::unique_ptr<LocalGroup> local_group_;         // barriers among this process's replicas
-  std::unique_ptr<HierarchicalGroup> hier_group_;   // processes x local replicas
+  std::unique_ptr<ReplicaGroup> group_;             // every replica (comm/replica_group.h)
   std::unique_ptr<DeviceGroup> devices_;            // strategy.device cuda
   std::unique_ptr<ReplicaStep> cpu_;                // the CPU replicas' step
   std::vector<ReplicaBatch> batches_;  // filled by local replica 0 in fetch()

@@ -201,7 +201,9 @@ void Trainer::print_plan() const {
   const int R = strategy_->num_replicas_in_sync();
   std::printf("lockstep: %d process(es) x %d local replica(s) = %d replicas in sync (%s%s)\n",
               world_.size(), strategy_->local_replicas(), R, strategy_->replica(0).comm->name().c_str(),
-              world_.size() > 1 ? ("; between processes: " + world_.comm->describe()).c_str() : "");
+              world_.size() > 1 ? ("; between processes: " + world_.comm->describe() + " on " +
+                                   std::to_string(world_.info.nodes) +
+                                   (world_.info.nodes == 1 ? " node" : " nodes")).c_str() : "");
   if (auto_replicas_) {
     std::printf("strategy.local_replicas auto -> %d per process (%s)\n", strategy_->local_replicas(),
                 use_cuda(c) ? "its share of the node's GPUs x strategy.replicas_per_gpu"

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "comm/replica_group.h"
 #include "comm/shm_communicator.h"
 #include "tests/mpi/mpi_test_env.h"
 
@@ -79,6 +80,32 @@ TEST(Bootstrap, WorldCommunicatorIsSharedMemoryOnOneNode) {
     comm->allreduce(&one, 1);
     EXPECT_EQ(one, test_bootstrap().info().size);
   }
+}
+
+// LOCKSTEP_TEST_RANKS_PER_NODE=K (tests only): each K consecutive world ranks
+// form a node, so with K=1 and 2 or 4 ranks the world is no longer on one node and
+// the process communicator is MPI; a K that does not divide the ranks is refused.
+TEST(Bootstrap, TestRanksPerNodeSplitsTheWorld) {
+  const int size = test_bootstrap().info().size;
+  const int rank = test_bootstrap().info().rank;
+  for (int k : {1, size}) {
+    ::setenv("LOCKSTEP_TEST_RANKS_PER_NODE", std::to_string(k).c_str(), 1);
+    MPI_Comm node = split_nodes(test_bootstrap().world_comm());
+    int node_rank = -1, node_size = 0;
+    MPI_Comm_rank(node, &node_rank);
+    MPI_Comm_size(node, &node_size);
+    MPI_Comm_free(&node);
+    EXPECT_EQ(node_size, k);
+    EXPECT_EQ(node_rank, rank % k);
+    EXPECT_EQ(on_one_node(test_bootstrap().world_comm()), k == size) << "K=" << k;
+    EXPECT_EQ(make_process_communicator(test_bootstrap().world_comm())->name(), k == size ? "shm" : "mpi");
+  }
+  ::setenv("LOCKSTEP_TEST_RANKS_PER_NODE", std::to_string(size + 1).c_str(), 1);
+  EXPECT_THROW(split_nodes(test_bootstrap().world_comm()), CommError);
+  ::setenv("LOCKSTEP_TEST_RANKS_PER_NODE", "2x", 1);
+  EXPECT_THROW(test_ranks_per_node(size), CommError);
+  ::unsetenv("LOCKSTEP_TEST_RANKS_PER_NODE");
+  EXPECT_EQ(test_ranks_per_node(size), 0);
 }
 
 }  // namespace

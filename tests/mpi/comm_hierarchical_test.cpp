@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "comm/hierarchical_communicator.h"
+#include "comm/replica_group.h"
 #include "tests/common/exact_values.h"
 #include "tests/mpi/mpi_test_env.h"
 
@@ -21,9 +22,7 @@ namespace {
 constexpr int kReplicas = 2;
 
 void run_replicas(HierarchicalGroup& group, const std::function<void(Communicator&)>& fn) {
-  std::vector<std::thread> threads;
-  for (int i = 0; i < group.local_size(); ++i) threads.emplace_back([&, i] { fn(group.member(i)); });
-  for (auto& t : threads) t.join();
+  group.run([&](int i) { fn(group.member(i)); });
 }
 
 
@@ -55,6 +54,19 @@ TEST(Hierarchical, RanksAreProcessMajor) {
     EXPECT_EQ(group.member(i).name(), "hierarchical");
   }
   EXPECT_THROW(group.member(kReplicas), CommError);
+}
+
+// The factory: K > 1 replicas per process are hierarchical; one replica per
+// process uses the process communicator it was given, as is.
+TEST(Hierarchical, FactoryPicksTheBackendFromTheLayout) {
+  auto group = make_replica_group({test_bootstrap().world_comm(), nullptr, kReplicas, CommOptions{}});
+  EXPECT_EQ(group->member(0).name(), "hierarchical");
+  EXPECT_EQ(group->member(kReplicas - 1).rank(), test_bootstrap().info().rank * kReplicas + kReplicas - 1);
+  auto world = test_bootstrap().make_world_communicator();
+  auto single = make_replica_group({test_bootstrap().world_comm(), world.get(), 1, CommOptions{}});
+  EXPECT_EQ(single->local_size(), 1);
+  EXPECT_EQ(&single->member(0), world.get());
+  EXPECT_THROW(single->member(1), CommError);
 }
 
 TEST(Hierarchical, BroadcastFromEveryGlobalRoot) {

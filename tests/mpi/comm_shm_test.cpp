@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "comm/mpi_communicator.h"
+#include "comm/replica_group.h"
 #include "comm/shm_communicator.h"
 #include "tests/common/exact_values.h"
 #include "tests/mpi/mpi_test_env.h"

@@ -19,9 +19,7 @@ namespace {
 
 // Runs fn(member) on one thread per member and waits for all.
 void run_group(LocalGroup& group, const std::function<void(Communicator&)>& fn) {
-  std::vector<std::thread> threads;
-  for (int i = 0; i < group.size(); ++i) threads.emplace_back([&, i] { fn(group.member(i)); });
-  for (auto& t : threads) t.join();
+  group.run([&](int i) { fn(group.member(i)); });
 }
 
 template <typename T>

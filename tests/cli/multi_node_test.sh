@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# The inter-node path on one machine: LOCKSTEP_TEST_RANKS_PER_NODE=K (tests only,
+# comm/README.md "Bootstrap") makes the node split treat each K consecutive ranks
+# as one node. `mpirun -np 4` with K=2 then trains as 2 nodes (MPI between the
+# processes, shared memory among each process's replica threads) and must end with
+# weights and optimizer slots bitwise equal to the same 4 ranks on one node (shm
+# between processes); the plan names the node count. A K that is not a positive
+# integer or does not divide the rank count stops the job with a message naming it.
+source "$(dirname "$0")/lib.sh"
+cd "$WORK"
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+unset LOCKSTEP_TEST_RANKS_PER_NODE
+make_tiny_dataset tiny.h5 800
+cat > cfg.yaml <<YAML
+data: {path: tiny.h5, scale: 0.0039}
+model: {layers: [{units: 16, activation: tanh}]}
+optimizer: {name: adam, learning_rate: 0.01}
+train: {epochs: 2, batch_size: 40, eval_batch_size: 100, progress: false}
+YAML
+
+same_state() {  # A.h5 B.h5: every dataset (weights, optimizer slots) bitwise equal
+  "$PY" - "$1" "$2" <<'PYEOF'
+import sys, h5py
+a, b = h5py.File(sys.argv[1], "r"), h5py.File(sys.argv[2], "r")
+names = []
+a.visit(lambda n: names.append(n) if isinstance(a[n], h5py.Dataset) and n != "progress" else None)
+assert names, "no datasets"
+for n in names:
+    x, y = a[n][()], b[n][()]
+    assert x.dtype == y.dtype and x.shape == y.shape and x.tobytes() == y.tobytes(), n
+PYEOF
+}
+
+for local in 1 2; do
+  one=one$local two=two$local
+  mpirun --oversubscribe -np 4 "$LS" train cfg.yaml --set output.dir=$one \
+    --set strategy.local_replicas=$local >$one.log 2>&1 || bad "one node, local $local: $(tail -3 $one.log)"
+  mpirun --oversubscribe -np 4 -x LOCKSTEP_TEST_RANKS_PER_NODE=2 "$LS" train cfg.yaml --set output.dir=$two \
+    --set strategy.local_replicas=$local >$two.log 2>&1 || bad "2 nodes, local $local: $(tail -3 $two.log)"
+  grep -q "between processes: shm (.*) on 1 node)" $one.log && ok "plan: 1 node (local $local)" ||
+    bad "one-node plan: $(grep 'replicas in sync' $one.log)"
+  grep -q "between processes: mpi on 2 nodes)" $two.log && ok "plan: 2 nodes (local $local)" ||
+    bad "two-node plan: $(grep 'replicas in sync' $two.log)"
+  same_state $one/model.h5 $two/model.h5 && ok "2 nodes bitwise equal to 1 node (4 ranks x $local local)" ||
+    bad "2 nodes differ from 1 node (4 ranks x $local local)"
+done
+
+refused() {  # NP K PATTERN
+  timeout 60 mpirun --oversubscribe -np "$1" -x LOCKSTEP_TEST_RANKS_PER_NODE="$2" "$LS" train cfg.yaml \
+    --set output.dir=bad >bad.log 2>&1
+  local rc=$?
+  if [ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q -- "LOCKSTEP_TEST_RANKS_PER_NODE=$2 is not $3" bad.log; then
+    ok "K=$2 with $1 ranks refused: $(grep -m1 'lockstep: error' bad.log | cut -c1-140)"
+  else
+    bad "K=$2 with $1 ranks: rc=$rc: $(head -3 bad.log)"
+  fi
+}
+refused 4 3 "a divisor of the 4 ranks"
+refused 2 0 "a positive integer"
+refused 2 -2 "a positive integer"
+refused 2 two "a positive integer"
+finish
