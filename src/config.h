@@ -1,9 +1,12 @@
-// Experiment configuration: every key lockstep reads is declared once in
-// config.cpp (name, type, default, range, meaning), validated on load, overridable
-// with --set key=value, and printed by rank 0 as a table at start.
+// Experiment configuration: every key lockstep reads is a field of Config (its
+// default is the initializer here) and one typed descriptor in config.cpp (the
+// field, range or allowed names, meaning), validated on load, overridable with
+// --set key=value, listed by --help and printed by rank 0 as a table at start.
+// A new key is one field here and one entry in config.cpp's kKeys.
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -36,7 +39,9 @@ enum class GatherMode { kAuto, kThread, kReplicas };
 struct Config {
   std::string source;  // the file it was loaded from ("" for defaults)
   std::vector<std::string> overridden;  // keys whose value came from --set
-  // Where key's value came from, to start an error: "--set" or the file.
+  std::map<std::string, int> lines;     // the line of source each key was read from
+  // Where key's value came from, to start an error: "--set", "file:line", or the
+  // file alone for a key it left at its default.
   std::string where(const std::string& key) const;
 
   // data
@@ -132,14 +137,22 @@ struct Override {
 Override parse_override(const std::string& text);
 
 // Load a YAML file, apply overrides in order, validate. Throws ConfigError naming
-// the file and key on any problem (unknown key, wrong type, impossible value).
+// the file:line (or --set) and key on any problem: unknown or duplicate key,
+// wrong type, value out of range or not one of the allowed names, keys that
+// contradict each other.
 Config load_config(const std::string& path, const std::vector<Override>& overrides = {});
 // The same from YAML text (tests, checkpoints); `origin` names it in errors.
 Config parse_config(const std::string& yaml_text, const std::string& origin,
                     const std::vector<Override>& overrides = {});
 
-// Rows of (key, default, meaning) for every declared key (--help).
-std::vector<std::vector<std::string>> config_key_help();
+// Every declared key, in table order (--help, and tests that check the docs).
+struct ConfigKeyHelp {
+  std::string name;
+  std::string default_text;          // the value when the key is left out
+  std::string meaning;
+  std::vector<std::string> choices;  // the names an enum key (or a layer's activation) takes
+};
+std::vector<ConfigKeyHelp> config_key_help();
 
 const char* activation_name(Activation a);
 const char* loss_name(LossKind k);

@@ -4,6 +4,7 @@
 // code; never a crash or a hang.
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
 #include <cctype>
 #include <cstdio>
 #include <exception>
@@ -44,12 +45,15 @@ constexpr const char* kExitCodesHelp =
 
 std::string keys_help() {
   std::string s = "Config keys (YAML sections; override any with --set key=value):\n";
+  const auto keys = config_key_help();
+  int width = 0;
+  for (const auto& k : keys) width = std::max(width, int(k.name.size()));
   char line[256];
-  for (const auto& row : config_key_help()) {
+  for (const auto& k : keys) {
     // A default too wide for its column goes in front of the meaning.
-    const bool wide = row[1].size() > 14;
-    const std::string meaning = wide ? "(default " + row[1] + ") " + row[2] : row[2];
-    std::snprintf(line, sizeof line, "  %-26s %-14s ", row[0].c_str(), wide ? "" : row[1].c_str());
+    const bool wide = k.default_text.size() > 14;
+    const std::string meaning = wide ? "(default " + k.default_text + ") " + k.meaning : k.meaning;
+    std::snprintf(line, sizeof line, "  %-*s %-14s ", width, k.name.c_str(), wide ? "" : k.default_text.c_str());
     s += line + meaning + "\n";
   }
   return s;
