@@ -122,7 +122,6 @@ E get_enum(const YAML::Node& n, const Ctx& c, const Names<E>& names) {
   c.fail("unknown value '" + s + "' (choose one of: " + choices + ")");
 }
 
-
 template <typename E>
 const char* name_of(const Names<E>& names, E value) {
   for (const auto& [name, v] : names) {
@@ -402,6 +401,15 @@ void flatten(const YAML::Node& node, const std::string& prefix, const std::strin
   }
 }
 
+// (key, value as text) for every key to_yaml writes, in table order.
+std::vector<std::pair<std::string, std::string>> resolved_values(const Config& c) {
+  std::vector<Entry> values;
+  flatten(YAML::Load(c.to_yaml()), "", "resolved config", values);
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const auto& v : values) out.emplace_back(v.key, v.value.IsScalar() ? v.value.Scalar() : node_text(v.value));
+  return out;
+}
+
 void validate(const Config& c) {
   if (c.data_path.empty()) {
     throw ConfigError(c.where("data.path") + ": key 'data.path' is required (an HDF5 dataset; make one with "
@@ -524,19 +532,6 @@ std::string Config::to_yaml() const {
   e << YAML::EndMap << YAML::EndMap;
   return e.c_str();
 }
-
-namespace {
-
-// (key, value as text) for every key to_yaml writes, in table order.
-std::vector<std::pair<std::string, std::string>> resolved_values(const Config& c) {
-  std::vector<Entry> values;
-  flatten(YAML::Load(c.to_yaml()), "", "resolved config", values);
-  std::vector<std::pair<std::string, std::string>> out;
-  for (const auto& v : values) out.emplace_back(v.key, v.value.IsScalar() ? v.value.Scalar() : node_text(v.value));
-  return out;
-}
-
-}  // namespace
 
 std::vector<std::vector<std::string>> Config::table() const {
   // Re-read the resolved YAML so the table shows exactly what will be used.

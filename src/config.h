@@ -32,9 +32,7 @@ enum class OptimizerKind { kSgd, kAdam, kAdamW };
 enum class ScheduleKind { kConstant, kStep, kCosine };
 enum class NonFinitePolicy { kStop, kSkip };
 enum class DeviceKind { kCpu, kCuda, kAuto };  // auto: cuda when built with it and a GPU is visible
-// Who reads a batch's rows: one prefetch thread for all local replicas, or each
-// replica its own rows on its own thread (auto: see resolve_gather).
-enum class GatherMode { kAuto, kThread, kReplicas };
+enum class GatherMode { kAuto, kThread, kReplicas };  // who reads a batch's rows (resolve_gather)
 
 struct Config {
   std::string source;  // the file it was loaded from ("" for defaults)
@@ -80,14 +78,8 @@ struct Config {
   int64_t eval_batch_size = 1000;
   bool progress = true;
   NonFinitePolicy nonfinite = NonFinitePolicy::kStop;  // a NaN/Inf loss: stop, or skip the step
-  // Flush denormal floats to zero on every thread that computes (kernels/cpu/fpenv.h):
-  // on x86 a denormal operand costs ~100 cycles, and trained weights' small
-  // gradients and Adam moments reach that range after an epoch or so.
-  bool flush_denormals = true;
-  // Deterministic mode (src/micro_batch.h): fixed micro-batches and an exact
-  // integer gradient sum, so the weights are bitwise the same for every replica
-  // count that divides the micro-batches of a global batch.
-  bool deterministic = false;
+  bool flush_denormals = true;  // kernels/cpu/fpenv.h; README: Configs
+  bool deterministic = false;    // src/micro_batch.h; README: Deterministic mode
   int64_t micro_batch_size = 0;  // rows per micro-batch; 0 = auto (resolve_micro_batch)
 
   // checkpoints
@@ -101,9 +93,7 @@ struct Config {
   double comm_timeout_s = 0;        // collective deadline; 0 = adaptive (>= 10 s, 20x slowest step)
   double comm_long_phase_s = 600;   // start-up, evaluation and checkpoint writes may take this long
   bool comm_verify = false;         // debug: every rank must issue the same collectives
-  // How the shared-memory backend writes into its segment: timed as it runs
-  // (auto), or plain / streaming stores (comm/shm_communicator.cpp).
-  using ShmStores = CommOptions::ShmStores;
+  using ShmStores = CommOptions::ShmStores;  // comm/shm_communicator.cpp
   ShmStores comm_shm_stores = ShmStores::kAuto;
   bool comm_shared_memory = true;   // processes on one node all-reduce through shared memory
 
