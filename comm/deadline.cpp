@@ -39,6 +39,12 @@ PhaseRegistry& registry() {
   return r;
 }
 
+// The adaptive rule: factor x the slowest interval, never below the floor.
+std::chrono::milliseconds paced(std::chrono::milliseconds floor, double factor,
+                                std::chrono::steady_clock::duration slowest) {
+  return std::max(floor, std::chrono::duration_cast<std::chrono::milliseconds>(slowest * factor));
+}
+
 }  // namespace
 
 CommOptions CommOptions::from_seconds(double timeout_s, bool verify) {
@@ -113,9 +119,14 @@ double DeadlineClock::slowest_recent_seconds() const {
 std::chrono::milliseconds DeadlineClock::base() const {
   if (timeout_.count() > 0) return timeout_;
   if (!adaptive_) return std::chrono::milliseconds(0);
-  const auto paced = std::chrono::duration_cast<std::chrono::milliseconds>(
-      std::max(window_max_[0], window_max_[1]) * factor_);
-  return std::max(floor_, paced);
+  return paced(floor_, factor_, std::max(window_max_[0], window_max_[1]));
+}
+
+std::chrono::milliseconds repeat_phase_budget(const CommOptions& options, std::chrono::milliseconds slowest,
+                                              std::chrono::milliseconds whole) {
+  if (slowest.count() <= 0) return whole;
+  const auto floor = options.timeout.count() > 0 ? options.timeout : options.floor;
+  return std::min(whole, paced(floor, options.pace_factor, slowest));
 }
 
 WaitBudget DeadlineClock::start() {

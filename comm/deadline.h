@@ -34,6 +34,16 @@ class LongPhase {
   std::chrono::milliseconds budget_;
 };
 
+// The budget of a long phase that ran before (a later evaluation) and costs the
+// same work again: what the adaptive rule allows for a wait of that length,
+// options.pace_factor x `slowest` (its slowest earlier run), at least the usual
+// collective deadline (options.timeout when fixed, else options.floor), at most
+// `whole`, the budget of its first run. `slowest` <= 0 (it never ran) gives
+// `whole`. A rank frozen inside the phase is then named within seconds of its
+// expected end, not after `whole`.
+std::chrono::milliseconds repeat_phase_budget(const CommOptions& options, std::chrono::milliseconds slowest,
+                                              std::chrono::milliseconds whole);
+
 // The deadline of one collective, as DeadlineClock::start decides it.
 struct WaitBudget {
   std::chrono::milliseconds limit{0};  // 0 = wait forever

@@ -1,9 +1,9 @@
 // Hierarchical collectives: local phases over LocalFabric (every replica thread
 // takes part), the inter-process phase by the leader alone over the process
-// communicator (shm on one node, else MPI).
+// communicator (shared memory on one node, else MPI; both sum in rank order).
 // The sum order is fixed: replicas 0..K-1 within a process, then processes in rank
-// order, so results are bitwise reproducible. A leader whose MPI phase fails marks
-// the local group failed, so its replicas stop waiting at once.
+// order, so results are bitwise reproducible. A leader whose inter-process phase
+// fails marks the local group failed, so its replicas stop waiting at once.
 #include "comm/hierarchical_communicator.h"
 
 #include <cstring>

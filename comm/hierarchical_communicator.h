@@ -1,8 +1,9 @@
 // The hierarchical backend for N processes x K local replicas (threads): a local
 // reduce across the K replicas, an all-reduce across processes by the local leader
-// (replica 0) over the process communicator (shm on one node, else MPI), then a
-// local broadcast. Member i of process p has rank
-// p*K + i in a group of N*K, so ranks are ordered process by process.
+// (replica 0) over the process communicator (make_process_communicator: shared
+// memory when every process is on one node, else MPI messages), then a local
+// broadcast. Member i of process p has rank p*K + i in a group of N*K, so ranks
+// are ordered process by process.
 #pragma once
 
 #include <mpi.h>

@@ -1,6 +1,7 @@
 // Settings every backend shares. The deadline lives here so that each backend
-// (local threads, MPI, shm, hierarchical, NCCL) honours the same knob: a member that
-// never arrives ends the wait with a CommError instead of hanging the job.
+// (local threads, MPI, shared memory, hierarchical, and NCCL through its watchdog,
+// comm/watch_policy.h) honours the same knob: a member that never arrives ends the
+// wait with a CommError instead of hanging the job.
 // How long a collective may wait is decided per collective by DeadlineClock
 // (comm/deadline.h), which also honours LongPhase guards.
 #pragma once

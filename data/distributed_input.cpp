@@ -85,6 +85,7 @@ IteratorPtr<RowBatch> build_pipeline(const std::shared_ptr<Source>& source, cons
 InputOptions for_evaluation(InputOptions options) {
   options.shuffle = false;
   options.drop_remainder = false;
+  options.whole_shares = false;
   return options;
 }
 

@@ -96,7 +96,8 @@ struct InputOptions {
 
 // The same options for evaluation: no shuffle and no dropped remainder, so every
 // example is seen exactly once (the last global batch may be short, and a
-// replica's slice of it may be empty).
+// replica's slice of it may be empty), and an even split (no whole_shares: an
+// evaluation batch need not divide into training's micro-batches).
 InputOptions for_evaluation(InputOptions options);
 
 // Where an iterator stands; enough to continue exactly (checkpoints store it).

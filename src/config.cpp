@@ -1,7 +1,9 @@
-// Config keys are declared once, in kKeys below: name, default shown in --help
-// and the start-up table, meaning, and the parser that validates and stores the
-// value. YAML files are flattened to dotted keys, so `train: {epochs: 3}` and
-// `--set train.epochs=3` are the same key.
+// Config keys are declared once, in kKeys below: one typed descriptor per key
+// (the Config field it sets, its range or name table, its meaning). Parsing,
+// validation of each value, --set, to_yaml, the start-up table and --help all
+// walk that table; the defaults are the initializers in config.h. YAML files are
+// flattened to dotted keys, so `train: {epochs: 3}` and `--set train.epochs=3`
+// are the same key.
 #include "src/config.h"
 
 #include <yaml-cpp/yaml.h>
@@ -11,17 +13,23 @@
 #include <fstream>
 #include <functional>
 #include <limits>
-#include <map>
 #include <sstream>
 
 namespace lockstep {
 namespace {
 
+// Where a value came from, to start its errors: "cfg.yaml:12: key 'k': ...".
 struct Ctx {
-  const std::string& origin;
-  const std::string& key;
+  std::string origin;  // the file, or "--set"
+  std::string key;
+  int line = 0;        // 1-based line in origin; 0 = none (--set, unknown)
+  std::string at() const { return line > 0 ? origin + ":" + std::to_string(line) : origin; }
   [[noreturn]] void fail(const std::string& what) const {
-    throw ConfigError(origin + ": key '" + key + "': " + what);
+    throw ConfigError(at() + ": key '" + key + "': " + what);
+  }
+  // The same origin for a part of this value (a layer's field), on its own line.
+  Ctx part(const std::string& sub_key, const YAML::Node& n) const {
+    return Ctx{origin, sub_key, line > 0 ? n.Mark().line + 1 : 0};
   }
 };
 
@@ -99,8 +107,12 @@ std::string get_string(const YAML::Node& n, const Ctx& c, bool allow_empty = fal
   return s;
 }
 
+// An enum's YAML names, in the order errors list them.
 template <typename E>
-E get_enum(const YAML::Node& n, const Ctx& c, const std::vector<std::pair<std::string, E>>& names) {
+using Names = std::vector<std::pair<std::string, E>>;
+
+template <typename E>
+E get_enum(const YAML::Node& n, const Ctx& c, const Names<E>& names) {
   const std::string s = get_string(n, c);
   std::string choices;
   for (const auto& [name, value] : names) {
@@ -110,10 +122,32 @@ E get_enum(const YAML::Node& n, const Ctx& c, const std::vector<std::pair<std::s
   c.fail("unknown value '" + s + "' (choose one of: " + choices + ")");
 }
 
-const std::vector<std::pair<std::string, Activation>> kActivations = {
+template <typename E>
+const char* name_of(const Names<E>& names, E value) {
+  for (const auto& [name, v] : names) {
+    if (v == value) return name.c_str();
+  }
+  return "?";
+}
+
+const Names<Activation> kActivations = {
     {"relu", Activation::kRelu},       {"tanh", Activation::kTanh},
     {"sigmoid", Activation::kSigmoid}, {"gelu", Activation::kGelu},
     {"linear", Activation::kLinear}};
+const Names<LossKind> kLosses = {{"softmax_cross_entropy", LossKind::kSoftmaxCrossEntropy},
+                                 {"mse", LossKind::kMeanSquaredError}};
+const Names<OptimizerKind> kOptimizers = {
+    {"sgd", OptimizerKind::kSgd}, {"adam", OptimizerKind::kAdam}, {"adamw", OptimizerKind::kAdamW}};
+const Names<ScheduleKind> kSchedules = {
+    {"constant", ScheduleKind::kConstant}, {"step", ScheduleKind::kStep}, {"cosine", ScheduleKind::kCosine}};
+const Names<NonFinitePolicy> kNonFinite = {{"stop", NonFinitePolicy::kStop}, {"skip", NonFinitePolicy::kSkip}};
+const Names<GatherMode> kGatherModes = {
+    {"auto", GatherMode::kAuto}, {"thread", GatherMode::kThread}, {"replicas", GatherMode::kReplicas}};
+const Names<DeviceKind> kDevices = {{"cpu", DeviceKind::kCpu}, {"cuda", DeviceKind::kCuda}, {"auto", DeviceKind::kAuto}};
+const Names<Config::ShmStores> kShmStores = [] {
+  const auto names = CommOptions::shm_store_names();
+  return Names<Config::ShmStores>(names.begin(), names.end());
+}();
 
 std::vector<LayerConfig> get_layers(const YAML::Node& n, const Ctx& c) {
   if (!n.IsSequence()) {
@@ -123,14 +157,13 @@ std::vector<LayerConfig> get_layers(const YAML::Node& n, const Ctx& c) {
   std::vector<LayerConfig> layers;
   for (size_t i = 0; i < n.size(); ++i) {
     const YAML::Node& l = n[i];
-    const std::string where = c.key + "[" + std::to_string(i) + "]";
-    if (!l.IsMap()) Ctx{c.origin, where}.fail("expected {units: N, activation: A, dropout: P}");
+    const Ctx lc = c.part(c.key + "[" + std::to_string(i) + "]", l);
+    if (!l.IsMap()) lc.fail("expected {units: N, activation: A, dropout: P}");
     LayerConfig layer;
     bool has_units = false;
     for (const auto& kv : l) {
       const std::string k = kv.first.Scalar();
-      const std::string sub = where + "." + k;
-      const Ctx sc{c.origin, sub};
+      const Ctx sc = lc.part(lc.key + "." + k, kv.first);
       if (k == "units") {
         layer.units = get_int(kv.second, sc, 1, 1 << 20);
         has_units = true;
@@ -142,149 +175,161 @@ std::vector<LayerConfig> get_layers(const YAML::Node& n, const Ctx& c) {
         sc.fail("unknown layer field (layers take units, activation, dropout)");
       }
     }
-    if (!has_units) Ctx{c.origin, where}.fail("a layer needs 'units'");
+    if (!has_units) lc.fail("a layer needs 'units'");
     layers.push_back(layer);
   }
   return layers;
 }
 
-using Setter = std::function<void(Config&, const YAML::Node&, const Ctx&)>;
+// One config key: the Config field it sets, read from YAML with its checks and
+// written back by to_yaml; made by the typed builders below.
 struct KeyDef {
   const char* name;
-  const char* fallback;  // default, as shown to the user
   const char* meaning;
-  Setter set;
+  std::function<void(Config&, const YAML::Node&, const Ctx&)> read;
+  // Writes "leaf: value" into the open section, or nothing for an unset value.
+  std::function<void(const Config&, YAML::Emitter&, const std::string& leaf)> write;
+  std::vector<std::string> choices = {};  // the names a choice key (or a layer's activation) takes
+  const char* unset = nullptr;       // text keys: what leaving it out means, for --help
 };
 
+struct IntRange {
+  int64_t lo, hi;
+};
+struct RealRange {
+  double lo, hi;
+  bool lo_open = false;  // lo itself is not allowed
+};
+constexpr bool kAboveLo = true;  // RealRange{0, 1, kAboveLo}: (0, 1]
+constexpr int64_t kBig = int64_t(1) << 40;
+
+template <typename T>
+void put(YAML::Emitter& e, const std::string& leaf, const T& value) {
+  e << YAML::Key << leaf << YAML::Value << value;
+}
+
+// An integer in [lo, hi]; `zero_word` (e.g. "auto") is stored as 0 and written back as the word.
+template <typename T>
+KeyDef integer(const char* name, T Config::*f, IntRange r, const char* meaning, const char* zero_word = nullptr) {
+  return {name, meaning,
+          [=](Config& c, const YAML::Node& n, const Ctx& x) {
+            const bool word = zero_word && n.IsScalar() && n.Scalar() == zero_word;
+            c.*f = word ? T(0) : static_cast<T>(get_int(n, x, r.lo, r.hi));
+          },
+          [=](const Config& c, YAML::Emitter& e, const std::string& leaf) {
+            if (zero_word && c.*f == 0) return put(e, leaf, zero_word);
+            put(e, leaf, c.*f);
+          }};
+}
+
+template <typename T>
+KeyDef real(const char* name, T Config::*f, RealRange r, const char* meaning) {
+  return {name, meaning,
+          [=](Config& c, const YAML::Node& n, const Ctx& x) {
+            c.*f = static_cast<T>(get_float(n, x, r.lo, r.hi, r.lo_open));
+          },
+          [=](const Config& c, YAML::Emitter& e, const std::string& leaf) { put(e, leaf, c.*f); }};
+}
+
+KeyDef flag(const char* name, bool Config::*f, const char* meaning) {
+  return {name, meaning, [=](Config& c, const YAML::Node& n, const Ctx& x) { c.*f = get_bool(n, x); },
+          [=](const Config& c, YAML::Emitter& e, const std::string& leaf) { put(e, leaf, c.*f); }};
+}
+
+// A name or path; with `unset` ("(required)", "OUTPUT_DIR/checkpoints") an empty
+// field means the key was left out, and to_yaml leaves it out too.
+KeyDef text(const char* name, std::string Config::*f, const char* meaning, const char* unset = nullptr) {
+  return {name, meaning, [=](Config& c, const YAML::Node& n, const Ctx& x) { c.*f = get_string(n, x); },
+          [=](const Config& c, YAML::Emitter& e, const std::string& leaf) {
+            if (!(unset && (c.*f).empty())) put(e, leaf, c.*f);
+          },
+          {}, unset};
+}
+
+template <typename E>
+KeyDef choice(const char* name, E Config::*f, const Names<E>& names, const char* meaning) {
+  std::vector<std::string> choices;
+  for (const auto& entry : names) choices.push_back(entry.first);
+  return {name, meaning, [=](Config& c, const YAML::Node& n, const Ctx& x) { c.*f = get_enum(n, x, names); },
+          [=](const Config& c, YAML::Emitter& e, const std::string& leaf) { put(e, leaf, name_of(names, c.*f)); },
+          choices};
+}
+
+KeyDef layer_list(const char* name, const char* meaning) {
+  KeyDef k{name, meaning, [](Config& c, const YAML::Node& n, const Ctx& x) { c.layers = get_layers(n, x); },
+           [](const Config& c, YAML::Emitter& e, const std::string& leaf) {
+             e << YAML::Key << leaf << YAML::Value << YAML::BeginSeq;
+             for (const auto& l : c.layers) {
+               e << YAML::Flow << YAML::BeginMap;
+               put(e, "units", l.units);
+               put(e, "activation", name_of(kActivations, l.activation));
+               put(e, "dropout", l.dropout);
+               e << YAML::EndMap;
+             }
+             e << YAML::EndSeq;
+           }};
+  for (const auto& entry : kActivations) k.choices.push_back(entry.first);
+  return k;
+}
+
+// The order here is the order of to_yaml, the start-up table and --help.
 // clang-format off
 const std::vector<KeyDef> kKeys = {
-  {"data.path", "(required)", "HDF5 dataset file (lockstep layout, see data/README.md)",
-   [](Config& c, const YAML::Node& n, const Ctx& x) { c.data_path = get_string(n, x); }},
-  {"data.train_split", "train", "group of the training examples",
-   [](Config& c, const YAML::Node& n, const Ctx& x) { c.data_train_split = get_string(n, x); }},
-  {"data.eval_split", "test", "group evaluated after every epoch and at the end (val_*, test_*)",
-   [](Config& c, const YAML::Node& n, const Ctx& x) { c.data_eval_split = get_string(n, x); }},
-  {"data.scale", "1.0", "every input feature is multiplied by this (1/255 for pixels)",
-   [](Config& c, const YAML::Node& n, const Ctx& x) { c.data_scale = float(get_float(n, x, 0, 1e6, true)); }},
-  {"data.shuffle", "true", "reshuffle the training set every epoch (seeded by train.seed)",
-   [](Config& c, const YAML::Node& n, const Ctx& x) { c.data_shuffle = get_bool(n, x); }},
-  {"data.prefetch", "2", "global batches prepared ahead on a background thread (0 = off)",
-   [](Config& c, const YAML::Node& n, const Ctx& x) { c.data_prefetch = int(get_int(n, x, 0, 64)); }},
-  {"data.gather", "auto", "who reads a batch's rows: thread (one prefetch thread), replicas (each replica its own, in parallel) or auto (replicas when every core runs a replica)",
-   [](Config& c, const YAML::Node& n, const Ctx& x) {
-     c.data_gather = get_enum<GatherMode>(n, x, {{"auto", GatherMode::kAuto}, {"thread", GatherMode::kThread},
-                                                 {"replicas", GatherMode::kReplicas}}); }},
-  {"model.layers", "[{units: 128, activation: relu}]", "hidden Dense layers, each {units: N, activation: relu|tanh|sigmoid|gelu|linear (default relu), dropout: P (default 0)}; the output layer is added from the dataset",
-   [](Config& c, const YAML::Node& n, const Ctx& x) { c.layers = get_layers(n, x); }},
-  {"model.loss", "softmax_cross_entropy", "softmax_cross_entropy (class labels) or mse (float targets)",
-   [](Config& c, const YAML::Node& n, const Ctx& x) {
-     c.loss = get_enum<LossKind>(n, x, {{"softmax_cross_entropy", LossKind::kSoftmaxCrossEntropy},
-                                         {"mse", LossKind::kMeanSquaredError}}); }},
-  {"optimizer.name", "adam", "sgd, adam or adamw",
-   [](Config& c, const YAML::Node& n, const Ctx& x) {
-     c.optimizer = get_enum<OptimizerKind>(n, x, {{"sgd", OptimizerKind::kSgd}, {"adam", OptimizerKind::kAdam},
-                                                  {"adamw", OptimizerKind::kAdamW}}); }},
-  {"optimizer.learning_rate", "0.001", "base learning rate",
-   [](Config& c, const YAML::Node& n, const Ctx& x) { c.learning_rate = float(get_float(n, x, 0, 1e3, true)); }},
-  {"optimizer.beta1", "0.9", "Adam first-moment decay",
-   [](Config& c, const YAML::Node& n, const Ctx& x) { c.beta1 = float(get_float(n, x, 0, 0.999999)); }},
-  {"optimizer.beta2", "0.999", "Adam second-moment decay",
-   [](Config& c, const YAML::Node& n, const Ctx& x) { c.beta2 = float(get_float(n, x, 0, 0.999999999)); }},
-  {"optimizer.epsilon", "1e-7", "Adam epsilon (Keras default)",
-   [](Config& c, const YAML::Node& n, const Ctx& x) { c.epsilon = float(get_float(n, x, 0, 1, true)); }},
-  {"optimizer.momentum", "0.0", "SGD momentum",
-   [](Config& c, const YAML::Node& n, const Ctx& x) { c.momentum = float(get_float(n, x, 0, 0.999999)); }},
-  {"optimizer.nesterov", "false", "SGD Nesterov momentum",
-   [](Config& c, const YAML::Node& n, const Ctx& x) { c.nesterov = get_bool(n, x); }},
-  {"optimizer.weight_decay", "0.0", "L2 (sgd, adam) or decoupled (adamw) weight decay",
-   [](Config& c, const YAML::Node& n, const Ctx& x) { c.weight_decay = float(get_float(n, x, 0, 1)); }},
-  {"optimizer.schedule", "constant", "learning-rate schedule: constant, step or cosine",
-   [](Config& c, const YAML::Node& n, const Ctx& x) {
-     c.schedule = get_enum<ScheduleKind>(n, x, {{"constant", ScheduleKind::kConstant}, {"step", ScheduleKind::kStep},
-                                                {"cosine", ScheduleKind::kCosine}}); }},
-  {"optimizer.warmup_steps", "0", "linear warm-up: step s < N runs at learning_rate x (s+1)/N",
-   [](Config& c, const YAML::Node& n, const Ctx& x) { c.warmup_steps = get_int(n, x, 0, int64_t(1) << 40); }},
-  {"optimizer.decay_steps", "0", "step: decay every N steps; cosine: decay over N steps (0 = the whole run)",
-   [](Config& c, const YAML::Node& n, const Ctx& x) { c.decay_steps = get_int(n, x, 0, int64_t(1) << 40); }},
-  {"optimizer.decay_rate", "0.1", "step decay: multiply the rate by this every decay_steps",
-   [](Config& c, const YAML::Node& n, const Ctx& x) { c.decay_rate = float(get_float(n, x, 0, 1, true)); }},
-  {"optimizer.min_lr_ratio", "0.0", "cosine decay floor, as a fraction of the learning rate",
-   [](Config& c, const YAML::Node& n, const Ctx& x) { c.min_lr_ratio = float(get_float(n, x, 0, 1)); }},
-  {"optimizer.scale_lr", "false", "multiply the learning rate by num_replicas_in_sync",
-   [](Config& c, const YAML::Node& n, const Ctx& x) { c.scale_lr = get_bool(n, x); }},
-  {"train.epochs", "10", "passes over the training set",
-   [](Config& c, const YAML::Node& n, const Ctx& x) { c.epochs = get_int(n, x, 1, 1000000); }},
-  {"train.batch_size", "64", "GLOBAL batch, split evenly across all replicas",
-   [](Config& c, const YAML::Node& n, const Ctx& x) { c.batch_size = get_int(n, x, 1, int64_t(1) << 24); }},
-  {"train.seed", "42", "seed of weights, shuffling and dropout",
-   [](Config& c, const YAML::Node& n, const Ctx& x) { c.seed = uint64_t(get_int(n, x, 0, std::numeric_limits<int64_t>::max())); }},
-  {"train.drop_remainder", "false", "skip the last, short batch of every epoch",
-   [](Config& c, const YAML::Node& n, const Ctx& x) { c.drop_remainder = get_bool(n, x); }},
-  {"train.eval_batch_size", "1000", "global batch for evaluation",
-   [](Config& c, const YAML::Node& n, const Ctx& x) { c.eval_batch_size = get_int(n, x, 1, int64_t(1) << 24); }},
-  {"train.progress", "true", "print a Keras-style progress line during each epoch",
-   [](Config& c, const YAML::Node& n, const Ctx& x) { c.progress = get_bool(n, x); }},
-  {"train.on_nonfinite", "stop", "a NaN/Inf loss or gradient: stop naming the step, or skip the step's update",
-   [](Config& c, const YAML::Node& n, const Ctx& x) {
-     c.nonfinite = get_enum<NonFinitePolicy>(n, x, {{"stop", NonFinitePolicy::kStop}, {"skip", NonFinitePolicy::kSkip}}); }},
-  {"train.flush_denormals", "true", "flush denormal floats to zero on every compute thread (false: IEEE gradual underflow, 2-3x slower steps once values get tiny)",
-   [](Config& c, const YAML::Node& n, const Ctx& x) { c.flush_denormals = get_bool(n, x); }},
-  {"train.deterministic", "false", "bitwise the same weights and optimizer slots for every replica count that divides the micro-batches of a global batch (fixed micro-batches, exact integer gradient sum)",
-   [](Config& c, const YAML::Node& n, const Ctx& x) { c.deterministic = get_bool(n, x); }},
-  {"train.micro_batch_size", "auto", "rows per micro-batch, a divisor of train.batch_size; each micro-batch's gradient is computed on its own, and fewer rows than a replica's share is gradient accumulation; auto: the replica's share, or with deterministic the global batch cut into the most of 8, 4 or 2 micro-batches of at least 16 rows (else 1)",
-   [](Config& c, const YAML::Node& n, const Ctx& x) {
-     if (n.IsScalar() && n.Scalar() == "auto") { c.micro_batch_size = 0; return; }
-     c.micro_batch_size = get_int(n, x, 1, int64_t(1) << 24); }},
-  {"comm.timeout_s", "0", "seconds a collective may wait for a peer before the job ends naming it (0 = adaptive: 10 s or 20x the slowest recent step)",
-   [](Config& c, const YAML::Node& n, const Ctx& x) { c.comm_timeout_s = get_float(n, x, 0.0, 1e6); }},
-  {"comm.long_phase_s", "600", "seconds peers may wait for start-up, the first evaluation or a checkpoint write (later evaluations: 20x the slowest so far, at least the collective floor)",
-   [](Config& c, const YAML::Node& n, const Ctx& x) { c.comm_long_phase_s = get_float(n, x, 0.0, 1e6, true); }},
-  {"comm.verify", "false", "debug: check that every rank issues the same collectives, naming the first difference",
-   [](Config& c, const YAML::Node& n, const Ctx& x) { c.comm_verify = get_bool(n, x); }},
-  {"comm.shared_memory", "true", "processes on one node all-reduce through shared memory (false: MPI messages)",
-   [](Config& c, const YAML::Node& n, const Ctx& x) { c.comm_shared_memory = get_bool(n, x); }},
-  {"comm.shm_stores", "auto", "shared memory: how a rank writes into the segment: plain, streaming (non-temporal) or auto (whichever its timing finds cheaper lately)",
-   [](Config& c, const YAML::Node& n, const Ctx& x) {
-     const auto names = CommOptions::shm_store_names();
-     c.comm_shm_stores = get_enum<Config::ShmStores>(n, x, {names.begin(), names.end()}); }},
-  {"checkpoint.dir", "OUTPUT_DIR/checkpoints", "folder of the training checkpoints",
-   [](Config& c, const YAML::Node& n, const Ctx& x) { c.checkpoint_dir = get_string(n, x); }},
-  {"checkpoint.every_steps", "0", "write a checkpoint every N steps (0 = off)",
-   [](Config& c, const YAML::Node& n, const Ctx& x) { c.checkpoint_every = get_int(n, x, 0, int64_t(1) << 40); }},
-  {"checkpoint.every_epoch", "true", "write a checkpoint at the end of every epoch",
-   [](Config& c, const YAML::Node& n, const Ctx& x) { c.checkpoint_epochs = get_bool(n, x); }},
-  {"checkpoint.keep", "3", "how many of the newest checkpoints to keep",
-   [](Config& c, const YAML::Node& n, const Ctx& x) { c.checkpoint_keep = get_int(n, x, 1, 1000000); }},
-  {"checkpoint.on_signal", "true", "on SIGINT/SIGTERM finish the step, write a checkpoint, exit",
-   [](Config& c, const YAML::Node& n, const Ctx& x) { c.checkpoint_on_signal = get_bool(n, x); }},
-  {"strategy.local_replicas", "1", "replicas in this process: a number, or auto (one per CPU, the most that divide the global batch; with device cuda this process's share of the node's GPUs x replicas_per_gpu)",
-   [](Config& c, const YAML::Node& n, const Ctx& x) {
-     if (n.IsScalar() && n.Scalar() == "auto") { c.local_replicas = 0; return; }
-     c.local_replicas = int(get_int(n, x, 1, 4096)); }},
-  {"strategy.bucket_mb", "4", "gradient fusion bucket size in MiB",
-   [](Config& c, const YAML::Node& n, const Ctx& x) { c.bucket_mb = get_float(n, x, 0, 1024, true); }},
-  {"strategy.overlap", "false", "reduce gradient buckets on a helper thread while backward continues (wants a spare core per replica)",
-   [](Config& c, const YAML::Node& n, const Ctx& x) { c.overlap = get_bool(n, x); }},
-  {"strategy.check_every", "100", "steps between cross-replica weight checksums (0 = off)",
-   [](Config& c, const YAML::Node& n, const Ctx& x) { c.check_every = get_int(n, x, 0, int64_t(1) << 40); }},
-  {"strategy.device", "cpu", "where replicas compute: cpu, cuda, or auto (cuda when built with CUDA and a GPU is visible)",
-   [](Config& c, const YAML::Node& n, const Ctx& x) {
-     c.device = get_enum<DeviceKind>(n, x, {{"cpu", DeviceKind::kCpu}, {"cuda", DeviceKind::kCuda},
-                                            {"auto", DeviceKind::kAuto}}); }},
-  {"strategy.replicas_per_gpu", "1", "cuda: replicas sharing one GPU (logical devices; > 1 mainly for tests)",
-   [](Config& c, const YAML::Node& n, const Ctx& x) { c.replicas_per_gpu = int(get_int(n, x, 1, 64)); }},
-  {"strategy.cuda_graphs", "true", "cuda: capture each full-batch training step once and replay it",
-   [](Config& c, const YAML::Node& n, const Ctx& x) { c.cuda_graphs = get_bool(n, x); }},
-  {"strategy.tf32", "false", "cuda: TF32 tensor-core GEMMs (faster, about 1e-3 relative error)",
-   [](Config& c, const YAML::Node& n, const Ctx& x) { c.tf32 = get_bool(n, x); }},
-  {"output.dir", "runs/default", "folder for the final model (model.h5) and, unless checkpoint.dir says otherwise, checkpoints/",
-   [](Config& c, const YAML::Node& n, const Ctx& x) { c.output_dir = get_string(n, x); }},
-  {"output.save_model", "true", "write OUTPUT_DIR/model.h5 at the end of training",
-   [](Config& c, const YAML::Node& n, const Ctx& x) { c.save_model = get_bool(n, x); }},
-  {"output.tensorboard", "false", "write TensorBoard event files to OUTPUT_DIR/tensorboard/{train,validation} (epoch_loss, epoch_accuracy, learning_rate, samples_per_sec)",
-   [](Config& c, const YAML::Node& n, const Ctx& x) { c.tensorboard = get_bool(n, x); }},
-  {"output.tensorboard_every_steps", "100", "with output.tensorboard: the global batch's loss (batch_loss) every N steps (0 = epoch scalars only)",
-   [](Config& c, const YAML::Node& n, const Ctx& x) { c.tensorboard_every_steps = get_int(n, x, 0, int64_t(1) << 40); }},
+  text("data.path", &Config::data_path, "HDF5 dataset file (lockstep layout, see data/README.md)", "(required)"),
+  text("data.train_split", &Config::data_train_split, "group of the training examples"),
+  text("data.eval_split", &Config::data_eval_split, "group evaluated after every epoch and at the end (val_*, test_*)"),
+  real("data.scale", &Config::data_scale, {0, 1e6, kAboveLo}, "every input feature is multiplied by this (1/255 for pixels)"),
+  flag("data.shuffle", &Config::data_shuffle, "reshuffle the training set every epoch (seeded by train.seed)"),
+  integer("data.prefetch", &Config::data_prefetch, {0, 64}, "global batches prepared ahead on a background thread (0 = off)"),
+  choice("data.gather", &Config::data_gather, kGatherModes, "who reads a batch's rows: thread (one prefetch thread), replicas (each replica its own, in parallel) or auto (replicas when every core runs a replica)"),
+  layer_list("model.layers", "hidden Dense layers, each {units: N, activation: relu|tanh|sigmoid|gelu|linear (default relu), dropout: P (default 0)}; the output layer is added from the dataset"),
+  choice("model.loss", &Config::loss, kLosses, "softmax_cross_entropy (class labels) or mse (float targets)"),
+  choice("optimizer.name", &Config::optimizer, kOptimizers, "sgd, adam or adamw"),
+  real("optimizer.learning_rate", &Config::learning_rate, {0, 1e3, kAboveLo}, "base learning rate"),
+  real("optimizer.beta1", &Config::beta1, {0, 0.999999}, "Adam first-moment decay"),
+  real("optimizer.beta2", &Config::beta2, {0, 0.999999999}, "Adam second-moment decay"),
+  real("optimizer.epsilon", &Config::epsilon, {0, 1, kAboveLo}, "Adam epsilon (Keras default)"),
+  real("optimizer.momentum", &Config::momentum, {0, 0.999999}, "SGD momentum"),
+  flag("optimizer.nesterov", &Config::nesterov, "SGD Nesterov momentum"),
+  real("optimizer.weight_decay", &Config::weight_decay, {0, 1}, "L2 (sgd, adam) or decoupled (adamw) weight decay"),
+  choice("optimizer.schedule", &Config::schedule, kSchedules, "learning-rate schedule: constant, step or cosine"),
+  integer("optimizer.warmup_steps", &Config::warmup_steps, {0, kBig}, "linear warm-up: step s < N runs at learning_rate x (s+1)/N"),
+  integer("optimizer.decay_steps", &Config::decay_steps, {0, kBig}, "step: decay every N steps; cosine: decay over N steps (0 = the whole run)"),
+  real("optimizer.decay_rate", &Config::decay_rate, {0, 1, kAboveLo}, "step decay: multiply the rate by this every decay_steps"),
+  real("optimizer.min_lr_ratio", &Config::min_lr_ratio, {0, 1}, "cosine decay floor, as a fraction of the learning rate"),
+  flag("optimizer.scale_lr", &Config::scale_lr, "multiply the learning rate by num_replicas_in_sync"),
+  integer("train.epochs", &Config::epochs, {1, 1000000}, "passes over the training set"),
+  integer("train.batch_size", &Config::batch_size, {1, 1 << 24}, "GLOBAL batch, split evenly across all replicas"),
+  integer("train.seed", &Config::seed, {0, std::numeric_limits<int64_t>::max()}, "seed of weights, shuffling and dropout"),
+  flag("train.drop_remainder", &Config::drop_remainder, "skip the last, short batch of every epoch"),
+  integer("train.eval_batch_size", &Config::eval_batch_size, {1, 1 << 24}, "global batch for evaluation"),
+  flag("train.progress", &Config::progress, "print a Keras-style progress line during each epoch"),
+  choice("train.on_nonfinite", &Config::nonfinite, kNonFinite, "a NaN/Inf loss or gradient: stop naming the step, or skip the step's update"),
+  flag("train.flush_denormals", &Config::flush_denormals, "flush denormal floats to zero on every compute thread (false: IEEE gradual underflow, 2-3x slower steps once values get tiny)"),
+  flag("train.deterministic", &Config::deterministic, "bitwise the same weights and optimizer slots for every replica count that divides the micro-batches of a global batch (fixed micro-batches, exact integer gradient sum)"),
+  integer("train.micro_batch_size", &Config::micro_batch_size, {1, 1 << 24}, "rows per micro-batch, a divisor of train.batch_size; each micro-batch's gradient is computed on its own, and fewer rows than a replica's share is gradient accumulation; auto: the replica's share, or with deterministic the global batch cut into the most of 8, 4 or 2 micro-batches of at least 16 rows (else 1)", "auto"),
+  real("comm.timeout_s", &Config::comm_timeout_s, {0, 1e6}, "seconds a collective may wait for a peer before the job ends naming it (0 = adaptive: 10 s or 20x the slowest recent step)"),
+  real("comm.long_phase_s", &Config::comm_long_phase_s, {0, 1e6, kAboveLo}, "seconds peers may wait for start-up, the first evaluation or a checkpoint write (later evaluations: 20x the slowest so far, at least the collective floor)"),
+  flag("comm.verify", &Config::comm_verify, "debug: check that every rank issues the same collectives, naming the first difference"),
+  flag("comm.shared_memory", &Config::comm_shared_memory, "processes on one node all-reduce through shared memory (false: MPI messages)"),
+  choice("comm.shm_stores", &Config::comm_shm_stores, kShmStores, "shared memory: how a rank writes into the segment: plain, streaming (non-temporal) or auto (whichever its timing finds cheaper lately)"),
+  text("checkpoint.dir", &Config::checkpoint_dir, "folder of the training checkpoints", "OUTPUT_DIR/checkpoints"),
+  integer("checkpoint.every_steps", &Config::checkpoint_every, {0, kBig}, "write a checkpoint every N steps (0 = off)"),
+  flag("checkpoint.every_epoch", &Config::checkpoint_epochs, "write a checkpoint at the end of every epoch"),
+  integer("checkpoint.keep", &Config::checkpoint_keep, {1, 1000000}, "how many of the newest checkpoints to keep"),
+  flag("checkpoint.on_signal", &Config::checkpoint_on_signal, "on SIGINT/SIGTERM finish the step, write a checkpoint, exit"),
+  integer("strategy.local_replicas", &Config::local_replicas, {1, 4096}, "replicas in this process: a number, or auto (one per CPU, the most that divide the global batch; with device cuda this process's share of the node's GPUs x replicas_per_gpu)", "auto"),
+  real("strategy.bucket_mb", &Config::bucket_mb, {0, 1024, kAboveLo}, "gradient fusion bucket size in MiB"),
+  flag("strategy.overlap", &Config::overlap, "reduce gradient buckets on a helper thread while backward continues (wants a spare core per replica)"),
+  integer("strategy.check_every", &Config::check_every, {0, kBig}, "steps between cross-replica weight checksums (0 = off)"),
+  choice("strategy.device", &Config::device, kDevices, "where replicas compute: cpu, cuda, or auto (cuda when built with CUDA and a GPU is visible)"),
+  integer("strategy.replicas_per_gpu", &Config::replicas_per_gpu, {1, 64}, "cuda: replicas sharing one GPU (logical devices; > 1 mainly for tests)"),
+  flag("strategy.cuda_graphs", &Config::cuda_graphs, "cuda: capture each full-batch training step once and replay it"),
+  flag("strategy.tf32", &Config::tf32, "cuda: TF32 tensor-core GEMMs (faster, about 1e-3 relative error)"),
+  text("output.dir", &Config::output_dir, "folder for the final model (model.h5) and, unless checkpoint.dir says otherwise, checkpoints/"),
+  flag("output.save_model", &Config::save_model, "write OUTPUT_DIR/model.h5 at the end of training"),
+  flag("output.tensorboard", &Config::tensorboard, "write TensorBoard event files to OUTPUT_DIR/tensorboard/{train,validation} (epoch_loss, epoch_accuracy, learning_rate, samples_per_sec)"),
+  integer("output.tensorboard_every_steps", &Config::tensorboard_every_steps, {0, kBig}, "with output.tensorboard: the global batch's loss (batch_loss) every N steps (0 = epoch scalars only)"),
 };
 // clang-format on
 
@@ -320,20 +365,49 @@ size_t edit_distance(const std::string& a, const std::string& b) {
                                   : " (did you mean '" + best + "'?)"));
 }
 
+[[noreturn]] void duplicate_key(const Ctx& at, int first_line) {
+  const std::string lines = first_line == at.line ? "on line " + std::to_string(at.line)
+                                                  : "(lines " + std::to_string(first_line) + " and " +
+                                                        std::to_string(at.line) + ")";
+  throw ConfigError(at.at() + ": key '" + at.key + "' is given twice " + lines + "; keep one of them");
+}
+
+// One value of a config file: its dotted key and the line the key is on.
+struct Entry {
+  std::string key;
+  YAML::Node value;
+  int line;
+};
+
 // Walk a YAML map into dotted leaf keys. Sequences are leaves (model.layers).
 void flatten(const YAML::Node& node, const std::string& prefix, const std::string& origin,
-             std::vector<std::pair<std::string, YAML::Node>>& out) {
+             std::vector<Entry>& out) {
+  std::vector<std::pair<std::string, int>> seen;  // this map's keys and their lines
   for (const auto& kv : node) {
     if (!kv.first.IsScalar()) throw ConfigError(origin + ": keys must be plain names");
     const std::string key = prefix.empty() ? kv.first.Scalar() : prefix + "." + kv.first.Scalar();
+    const Ctx at{origin, key, kv.first.Mark().line + 1};
+    for (const auto& [name, line] : seen) {
+      if (name == key) duplicate_key(at, line);
+    }
+    seen.emplace_back(key, at.line);
     if (kv.second.IsMap() && !find_key(key)) {
       flatten(kv.second, key, origin, out);
     } else {
-      if (!find_key(key)) unknown_key(origin, key);
-      if (kv.second.IsNull()) throw ConfigError(origin + ": key '" + key + "' has no value");
-      out.emplace_back(key, kv.second);
+      if (!find_key(key)) unknown_key(at.at(), key);
+      if (kv.second.IsNull()) throw ConfigError(at.at() + ": key '" + key + "' has no value");
+      out.push_back({key, kv.second, at.line});
     }
   }
+}
+
+// (key, value as text) for every key to_yaml writes, in table order.
+std::vector<std::pair<std::string, std::string>> resolved_values(const Config& c) {
+  std::vector<Entry> values;
+  flatten(YAML::Load(c.to_yaml()), "", "resolved config", values);
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const auto& v : values) out.emplace_back(v.key, v.value.IsScalar() ? v.value.Scalar() : node_text(v.value));
+  return out;
 }
 
 void validate(const Config& c) {
@@ -371,7 +445,9 @@ std::string Config::where(const std::string& key) const {
   for (const auto& k : overridden) {
     if (k == key) return "--set";
   }
-  return source.empty() ? std::string("config") : source;
+  const std::string file = source.empty() ? std::string("config") : source;
+  const auto line = lines.find(key);
+  return line == lines.end() ? file : file + ":" + std::to_string(line->second);
 }
 
 Override parse_override(const std::string& text) {
@@ -392,7 +468,7 @@ Config parse_config(const std::string& yaml_text, const std::string& origin,
   } catch (const YAML::Exception& e) {
     throw ConfigError(origin + ": not valid YAML: " + e.what());
   }
-  std::vector<std::pair<std::string, YAML::Node>> values;
+  std::vector<Entry> values;
   if (root.IsMap()) {
     flatten(root, "", origin, values);
   } else if (!root.IsNull()) {
@@ -400,7 +476,10 @@ Config parse_config(const std::string& yaml_text, const std::string& origin,
   }
   Config c;
   c.source = origin;
-  for (const auto& [key, node] : values) find_key(key)->set(c, node, Ctx{origin, key});
+  for (const auto& v : values) {
+    find_key(v.key)->read(c, v.value, Ctx{origin, v.key, v.line});
+    c.lines[v.key] = v.line;
+  }
   for (const auto& o : overrides) {
     YAML::Node node;
     try {
@@ -411,7 +490,7 @@ Config parse_config(const std::string& yaml_text, const std::string& origin,
     if (node.IsNull()) throw ConfigError("--set " + o.key + ": empty value");
     const KeyDef* def = find_key(o.key);
     if (!def) unknown_key("--set", o.key);
-    def->set(c, node, Ctx{"--set", o.key});
+    def->read(c, node, Ctx{"--set", o.key});
     c.overridden.push_back(o.key);
   }
   validate(c);
@@ -428,145 +507,50 @@ Config load_config(const std::string& path, const std::vector<Override>& overrid
   return parse_config(ss.str(), path, overrides);
 }
 
-const char* activation_name(Activation a) {
-  for (const auto& [name, value] : kActivations) {
-    if (value == a) return name.c_str();
-  }
-  return "?";
-}
-const char* loss_name(LossKind k) {
-  return k == LossKind::kSoftmaxCrossEntropy ? "softmax_cross_entropy" : "mse";
-}
-const char* optimizer_name(OptimizerKind k) {
-  switch (k) {
-    case OptimizerKind::kSgd: return "sgd";
-    case OptimizerKind::kAdam: return "adam";
-    case OptimizerKind::kAdamW: return "adamw";
-  }
-  return "?";
-}
-const char* schedule_name(ScheduleKind k) {
-  switch (k) {
-    case ScheduleKind::kConstant: return "constant";
-    case ScheduleKind::kStep: return "step";
-    case ScheduleKind::kCosine: return "cosine";
-  }
-  return "?";
-}
-
-const char* device_kind_name(DeviceKind k) {
-  switch (k) {
-    case DeviceKind::kCpu: return "cpu";
-    case DeviceKind::kCuda: return "cuda";
-    case DeviceKind::kAuto: return "auto";
-  }
-  return "?";
-}
+const char* activation_name(Activation a) { return name_of(kActivations, a); }
+const char* loss_name(LossKind k) { return name_of(kLosses, k); }
+const char* optimizer_name(OptimizerKind k) { return name_of(kOptimizers, k); }
+const char* schedule_name(ScheduleKind k) { return name_of(kSchedules, k); }
+const char* device_kind_name(DeviceKind k) { return name_of(kDevices, k); }
 
 std::string Config::to_yaml() const {
   YAML::Emitter e;
   e.SetFloatPrecision(7);  // fp32 values print as written (0.001, not 0.00100000005)
   e.SetDoublePrecision(15);
   e << YAML::BeginMap;
-  e << YAML::Key << "data" << YAML::Value << YAML::BeginMap
-    << YAML::Key << "path" << YAML::Value << data_path
-    << YAML::Key << "train_split" << YAML::Value << data_train_split
-    << YAML::Key << "eval_split" << YAML::Value << data_eval_split
-    << YAML::Key << "scale" << YAML::Value << data_scale
-    << YAML::Key << "shuffle" << YAML::Value << data_shuffle
-    << YAML::Key << "prefetch" << YAML::Value << data_prefetch
-    << YAML::Key << "gather" << YAML::Value
-    << (data_gather == GatherMode::kAuto ? "auto" : data_gather == GatherMode::kThread ? "thread" : "replicas")
-    << YAML::EndMap;
-  e << YAML::Key << "model" << YAML::Value << YAML::BeginMap << YAML::Key << "layers"
-    << YAML::Value << YAML::BeginSeq;
-  for (const auto& l : layers) {
-    e << YAML::Flow << YAML::BeginMap << YAML::Key << "units" << YAML::Value << l.units
-      << YAML::Key << "activation" << YAML::Value << activation_name(l.activation)
-      << YAML::Key << "dropout" << YAML::Value << l.dropout << YAML::EndMap;
+  std::string section;
+  for (const auto& k : kKeys) {
+    const std::string name = k.name;
+    const size_t dot = name.find('.');
+    if (name.substr(0, dot) != section) {  // the keys of a section are consecutive
+      if (!section.empty()) e << YAML::EndMap;
+      section = name.substr(0, dot);
+      e << YAML::Key << section << YAML::Value << YAML::BeginMap;
+    }
+    k.write(*this, e, name.substr(dot + 1));
   }
-  e << YAML::EndSeq << YAML::Key << "loss" << YAML::Value << loss_name(loss) << YAML::EndMap;
-  e << YAML::Key << "optimizer" << YAML::Value << YAML::BeginMap
-    << YAML::Key << "name" << YAML::Value << optimizer_name(optimizer)
-    << YAML::Key << "learning_rate" << YAML::Value << learning_rate
-    << YAML::Key << "beta1" << YAML::Value << beta1
-    << YAML::Key << "beta2" << YAML::Value << beta2
-    << YAML::Key << "epsilon" << YAML::Value << epsilon
-    << YAML::Key << "momentum" << YAML::Value << momentum
-    << YAML::Key << "nesterov" << YAML::Value << nesterov
-    << YAML::Key << "weight_decay" << YAML::Value << weight_decay
-    << YAML::Key << "schedule" << YAML::Value << schedule_name(schedule)
-    << YAML::Key << "warmup_steps" << YAML::Value << warmup_steps
-    << YAML::Key << "decay_steps" << YAML::Value << decay_steps
-    << YAML::Key << "decay_rate" << YAML::Value << decay_rate
-    << YAML::Key << "min_lr_ratio" << YAML::Value << min_lr_ratio
-    << YAML::Key << "scale_lr" << YAML::Value << scale_lr << YAML::EndMap;
-  e << YAML::Key << "train" << YAML::Value << YAML::BeginMap
-    << YAML::Key << "epochs" << YAML::Value << epochs
-    << YAML::Key << "batch_size" << YAML::Value << batch_size
-    << YAML::Key << "seed" << YAML::Value << seed
-    << YAML::Key << "drop_remainder" << YAML::Value << drop_remainder
-    << YAML::Key << "eval_batch_size" << YAML::Value << eval_batch_size
-    << YAML::Key << "progress" << YAML::Value << progress
-    << YAML::Key << "on_nonfinite" << YAML::Value
-    << (nonfinite == NonFinitePolicy::kStop ? "stop" : "skip")
-    << YAML::Key << "flush_denormals" << YAML::Value << flush_denormals
-    << YAML::Key << "deterministic" << YAML::Value << deterministic
-    << YAML::Key << "micro_batch_size" << YAML::Value;
-  if (micro_batch_size == 0) e << "auto"; else e << micro_batch_size;
-  e << YAML::EndMap;
-  e << YAML::Key << "comm" << YAML::Value << YAML::BeginMap
-    << YAML::Key << "timeout_s" << YAML::Value << comm_timeout_s
-    << YAML::Key << "long_phase_s" << YAML::Value << comm_long_phase_s
-    << YAML::Key << "verify" << YAML::Value << comm_verify
-    << YAML::Key << "shared_memory" << YAML::Value << comm_shared_memory
-    << YAML::Key << "shm_stores" << YAML::Value
-    << [this] {
-         for (const auto& [name, value] : CommOptions::shm_store_names())
-           if (value == comm_shm_stores) return name;
-         return std::string("auto");
-       }()
-    << YAML::EndMap;
-  e << YAML::Key << "checkpoint" << YAML::Value << YAML::BeginMap;
-  if (!checkpoint_dir.empty()) e << YAML::Key << "dir" << YAML::Value << checkpoint_dir;
-  e << YAML::Key << "every_steps" << YAML::Value << checkpoint_every
-    << YAML::Key << "every_epoch" << YAML::Value << checkpoint_epochs
-    << YAML::Key << "keep" << YAML::Value << checkpoint_keep
-    << YAML::Key << "on_signal" << YAML::Value << checkpoint_on_signal << YAML::EndMap;
-  e << YAML::Key << "strategy" << YAML::Value << YAML::BeginMap
-    << YAML::Key << "local_replicas" << YAML::Value;
-  if (local_replicas == 0) e << "auto"; else e << local_replicas;
-  e << YAML::Key << "bucket_mb" << YAML::Value << bucket_mb
-    << YAML::Key << "overlap" << YAML::Value << overlap
-    << YAML::Key << "check_every" << YAML::Value << check_every
-    << YAML::Key << "device" << YAML::Value << device_kind_name(device)
-    << YAML::Key << "replicas_per_gpu" << YAML::Value << replicas_per_gpu
-    << YAML::Key << "cuda_graphs" << YAML::Value << cuda_graphs
-    << YAML::Key << "tf32" << YAML::Value << tf32 << YAML::EndMap;
-  e << YAML::Key << "output" << YAML::Value << YAML::BeginMap
-    << YAML::Key << "dir" << YAML::Value << output_dir
-    << YAML::Key << "save_model" << YAML::Value << save_model
-    << YAML::Key << "tensorboard" << YAML::Value << tensorboard
-    << YAML::Key << "tensorboard_every_steps" << YAML::Value << tensorboard_every_steps << YAML::EndMap;
-  e << YAML::EndMap;
+  e << YAML::EndMap << YAML::EndMap;
   return e.c_str();
 }
 
 std::vector<std::vector<std::string>> Config::table() const {
   // Re-read the resolved YAML so the table shows exactly what will be used.
-  std::vector<std::pair<std::string, YAML::Node>> values;
-  flatten(YAML::Load(to_yaml()), "", "resolved config", values);
   std::vector<std::vector<std::string>> rows;
-  for (const auto& [key, node] : values) {
-    rows.push_back({key, node.IsScalar() ? node.Scalar() : node_text(node), find_key(key)->meaning});
-  }
+  for (const auto& [key, value] : resolved_values(*this)) rows.push_back({key, value, find_key(key)->meaning});
   return rows;
 }
 
-std::vector<std::vector<std::string>> config_key_help() {
-  std::vector<std::vector<std::string>> rows;
-  for (const auto& k : kKeys) rows.push_back({k.name, k.fallback, k.meaning});
-  return rows;
+std::vector<ConfigKeyHelp> config_key_help() {
+  std::vector<ConfigKeyHelp> out;
+  const auto defaults = resolved_values(Config{});
+  for (const auto& k : kKeys) {
+    ConfigKeyHelp h{k.name, k.unset ? k.unset : "", k.meaning, k.choices};
+    for (const auto& [key, value] : defaults) {
+      if (key == k.name) h.default_text = value;
+    }
+    out.push_back(std::move(h));
+  }
+  return out;
 }
 
 }  // namespace lockstep

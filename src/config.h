@@ -1,9 +1,12 @@
-// Experiment configuration: every key lockstep reads is declared once in
-// config.cpp (name, type, default, range, meaning), validated on load, overridable
-// with --set key=value, and printed by rank 0 as a table at start.
+// Experiment configuration: every key lockstep reads is a field of Config (its
+// default is the initializer here) and one typed descriptor in config.cpp (the
+// field, range or allowed names, meaning), validated on load, overridable with
+// --set key=value, listed by --help and printed by rank 0 as a table at start.
+// A new key is one field here and one entry in config.cpp's kKeys.
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -29,14 +32,14 @@ enum class OptimizerKind { kSgd, kAdam, kAdamW };
 enum class ScheduleKind { kConstant, kStep, kCosine };
 enum class NonFinitePolicy { kStop, kSkip };
 enum class DeviceKind { kCpu, kCuda, kAuto };  // auto: cuda when built with it and a GPU is visible
-// Who reads a batch's rows: one prefetch thread for all local replicas, or each
-// replica its own rows on its own thread (auto: see resolve_gather).
-enum class GatherMode { kAuto, kThread, kReplicas };
+enum class GatherMode { kAuto, kThread, kReplicas };  // who reads a batch's rows (resolve_gather)
 
 struct Config {
   std::string source;  // the file it was loaded from ("" for defaults)
   std::vector<std::string> overridden;  // keys whose value came from --set
-  // Where key's value came from, to start an error: "--set" or the file.
+  std::map<std::string, int> lines;     // the line of source each key was read from
+  // Where key's value came from, to start an error: "--set", "file:line", or the
+  // file alone for a key it left at its default.
   std::string where(const std::string& key) const;
 
   // data
@@ -75,14 +78,8 @@ struct Config {
   int64_t eval_batch_size = 1000;
   bool progress = true;
   NonFinitePolicy nonfinite = NonFinitePolicy::kStop;  // a NaN/Inf loss: stop, or skip the step
-  // Flush denormal floats to zero on every thread that computes (kernels/cpu/fpenv.h):
-  // on x86 a denormal operand costs ~100 cycles, and trained weights' small
-  // gradients and Adam moments reach that range after an epoch or so.
-  bool flush_denormals = true;
-  // Deterministic mode (src/micro_batch.h): fixed micro-batches and an exact
-  // integer gradient sum, so the weights are bitwise the same for every replica
-  // count that divides the micro-batches of a global batch.
-  bool deterministic = false;
+  bool flush_denormals = true;  // kernels/cpu/fpenv.h; README: Configs
+  bool deterministic = false;    // src/micro_batch.h; README: Deterministic mode
   int64_t micro_batch_size = 0;  // rows per micro-batch; 0 = auto (resolve_micro_batch)
 
   // checkpoints
@@ -96,9 +93,7 @@ struct Config {
   double comm_timeout_s = 0;        // collective deadline; 0 = adaptive (>= 10 s, 20x slowest step)
   double comm_long_phase_s = 600;   // start-up, evaluation and checkpoint writes may take this long
   bool comm_verify = false;         // debug: every rank must issue the same collectives
-  // How the shared-memory backend writes into its segment: timed as it runs
-  // (auto), or plain / streaming stores (comm/shm_communicator.cpp).
-  using ShmStores = CommOptions::ShmStores;
+  using ShmStores = CommOptions::ShmStores;  // comm/shm_communicator.cpp
   ShmStores comm_shm_stores = ShmStores::kAuto;
   bool comm_shared_memory = true;   // processes on one node all-reduce through shared memory
 
@@ -132,14 +127,22 @@ struct Override {
 Override parse_override(const std::string& text);
 
 // Load a YAML file, apply overrides in order, validate. Throws ConfigError naming
-// the file and key on any problem (unknown key, wrong type, impossible value).
+// the file:line (or --set) and key on any problem: unknown or duplicate key,
+// wrong type, value out of range or not one of the allowed names, keys that
+// contradict each other.
 Config load_config(const std::string& path, const std::vector<Override>& overrides = {});
 // The same from YAML text (tests, checkpoints); `origin` names it in errors.
 Config parse_config(const std::string& yaml_text, const std::string& origin,
                     const std::vector<Override>& overrides = {});
 
-// Rows of (key, default, meaning) for every declared key (--help).
-std::vector<std::vector<std::string>> config_key_help();
+// Every declared key, in table order (--help, and tests that check the docs).
+struct ConfigKeyHelp {
+  std::string name;
+  std::string default_text;          // the value when the key is left out
+  std::string meaning;
+  std::vector<std::string> choices;  // the names an enum key (or a layer's activation) takes
+};
+std::vector<ConfigKeyHelp> config_key_help();
 
 const char* activation_name(Activation a);
 const char* loss_name(LossKind k);

@@ -4,12 +4,14 @@
 // code; never a crash or a hang.
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
 #include <cctype>
 #include <cstdio>
 #include <exception>
 #include <memory>
 #include <new>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "comm/bootstrap.h"
@@ -44,12 +46,15 @@ constexpr const char* kExitCodesHelp =
 
 std::string keys_help() {
   std::string s = "Config keys (YAML sections; override any with --set key=value):\n";
+  const auto keys = config_key_help();
+  size_t width = 0;  // the longest key
+  for (const auto& k : keys) width = std::max(width, k.name.size());
   char line[256];
-  for (const auto& row : config_key_help()) {
+  for (const auto& k : keys) {
     // A default too wide for its column goes in front of the meaning.
-    const bool wide = row[1].size() > 14;
-    const std::string meaning = wide ? "(default " + row[1] + ") " + row[2] : row[2];
-    std::snprintf(line, sizeof line, "  %-26s %-14s ", row[0].c_str(), wide ? "" : row[1].c_str());
+    const bool wide = k.default_text.size() > 14;
+    const std::string meaning = wide ? "(default " + k.default_text + ") " + k.meaning : k.meaning;
+    std::snprintf(line, sizeof line, "  %-*s %-14s ", int(width), k.name.c_str(), wide ? "" : k.default_text.c_str());
     s += line + meaning + "\n";
   }
   return s;
@@ -102,12 +107,6 @@ std::string unknown_word(CLI::App& app, int argc, char** argv) {
   return "";
 }
 
-std::vector<Override> parse_overrides(const std::vector<std::string>& sets) {
-  std::vector<Override> out;
-  for (const auto& s : sets) out.push_back(parse_override(s));
-  return out;
-}
-
 struct Args {
   std::string config, model, metrics_out, resume, baseline, run_dir;
   std::vector<std::string> sets;
@@ -137,17 +136,13 @@ int report_fatal(const Bootstrap* boot, const char* kind, const std::string& wha
   return code;
 }
 
-// Runs fn inside an MPI-aware world (a world of one without a launcher).
+// Runs fn and returns its exit code. Every exception ends here, written once:
+// one error line and the exit code of its kind; in a multi-process job (boot
+// set and more than one rank) it ends the whole job instead.
 template <typename Fn>
-int with_world(int* argc, char*** argv, const CommOptions& options, Fn&& fn) {
-  std::unique_ptr<Bootstrap> boot;
+int guarded(const std::unique_ptr<Bootstrap>& boot, Fn&& fn) {
   try {
-    boot = std::make_unique<Bootstrap>(argc, argv);
-    cpu::init_kernels();
-    auto comm = boot->make_world_communicator(options);
-    World world{boot->info(), boot->world_comm(), comm.get()};
-    fn(world);
-    return 0;
+    return fn();
   } catch (const Interrupted& e) {
     // Every process stopped after the same step; finish MPI cleanly.
     if (!boot || boot->info().rank == 0) std::fprintf(stderr, "lockstep: %s\n", e.what());
@@ -167,6 +162,27 @@ int with_world(int* argc, char*** argv, const CommOptions& options, Fn&& fn) {
   } catch (const std::exception& e) {
     return report_fatal(boot.get(), "error", e.what(), kExitRuntime);
   }
+}
+
+// The subcommands that run in one process without an MPI world (convert, predict,
+// export, serve, baseline, verify), and loading the config.
+template <typename Fn>
+int run_single_process(Fn&& fn) {
+  return guarded(nullptr, std::forward<Fn>(fn));
+}
+
+// Runs fn inside an MPI-aware world (a world of one without a launcher).
+template <typename Fn>
+int with_world(int* argc, char*** argv, const CommOptions& options, Fn&& fn) {
+  std::unique_ptr<Bootstrap> boot;
+  return guarded(boot, [&] {
+    boot = std::make_unique<Bootstrap>(argc, argv);
+    cpu::init_kernels();
+    auto comm = boot->make_world_communicator(options);
+    World world{boot->info(), boot->world_comm(), comm.get()};
+    fn(world);
+    return 0;
+  });
 }
 
 std::string or_default(const std::string& given, const std::string& dir, const char* name) {
@@ -189,24 +205,6 @@ std::string or_default(const std::string& given, const std::string& dir, const c
                   (std::string(name).rfind("test", 0) == 0 ? "t10k" + std::string(name).substr(4)
                                                              : std::string(name)) +
                   (std::string(name).find("images") != std::string::npos ? "-idx3-ubyte.gz)" : "-idx1-ubyte.gz)"));
-}
-
-// The subcommands that run in one process without an MPI world (convert, predict,
-// export, serve, baseline, verify): fn's exit code, or one error line and the
-// exit code of its kind.
-template <typename Fn>
-int run_single_process(Fn&& fn) {
-  try {
-    return fn();
-  } catch (const ConfigError& e) {
-    return report_fatal(nullptr, "error", e.what(), kExitUsage);
-  } catch (const DataError& e) {
-    return report_fatal(nullptr, "error", e.what(), kExitData);
-  } catch (const IoError& e) {
-    return report_fatal(nullptr, "error", e.what(), kExitIo);
-  } catch (const std::exception& e) {
-    return report_fatal(nullptr, "error", e.what(), kExitRuntime);
-  }
 }
 
 int run_convert(const Args& a) {
@@ -398,11 +396,12 @@ int main(int argc, char** argv) {
   // Config errors are found before MPI starts, the same on every process.
   std::vector<Override> overrides;
   Config config;
-  try {
-    overrides = parse_overrides(a.sets);
-    config = load_config(a.config, overrides);
-  } catch (const ConfigError& e) {
-    return report_fatal(nullptr, "error", e.what(), kExitUsage);
+  if (const int code = run_single_process([&] {
+        for (const auto& s : a.sets) overrides.push_back(parse_override(s));
+        config = load_config(a.config, overrides);
+        return 0;
+      })) {
+    return code;
   }
   // The main thread computes too (predict, replica 0); train.flush_denormals.
   cpu::set_flush_denormals(config.flush_denormals);

@@ -131,11 +131,8 @@ void Trainer::build(bool training) {
   in.on_thread_start = [flush = c.flush_denormals] { cpu::set_flush_denormals(flush); };
   in.whole_shares = c.deterministic && c.batch_size % replicas == 0;  // whole micro-batches per replica
   if (training) train_input_ = std::make_unique<DistributedInput>(train_source_, in);
-  InputOptions ev = in;
+  InputOptions ev = for_evaluation(in);
   ev.global_batch = eval_batch;
-  ev.shuffle = false;
-  ev.drop_remainder = false;
-  ev.whole_shares = false;
   eval_input_ = std::make_unique<DistributedInput>(eval_source_, ev);
 
   base_lr_ = c.learning_rate * (c.scale_lr ? double(replicas) : 1.0);
@@ -661,22 +658,14 @@ std::optional<SavedState> Trainer::find_resume_point(const std::string& resume) 
 }
 
 // ---- evaluate: every example exactly once, summed over all replicas ----
-// The first evaluation may take comm.long_phase_s (nothing is known of its cost).
-// Every later one costs the same work, so peers wait what the collectives' own
-// deadline would allow for it: pace_factor x the slowest evaluation so far, at
-// least the floor (comm.timeout_s if set, else the adaptive floor), at most
-// comm.long_phase_s. A rank frozen in the 2nd evaluation is then named within
+// The first evaluation may take comm.long_phase_s (nothing is known of its cost);
+// every later one costs the same work, so peers wait what comm's deadline policy
+// allows for it (repeat_phase_budget: 20x the slowest evaluation so far, at least
+// the collective floor). A rank frozen in the 2nd evaluation is then named within
 // seconds, not after the long-phase budget.
 std::chrono::milliseconds Trainer::evaluation_budget() const {
-  const auto whole = long_phase_budget(config_);
-  const int64_t slowest = slowest_eval_ms_.load();
-  if (slowest <= 0) return whole;
-  const CommOptions defaults;
-  const auto floor = config_.comm_timeout_s > 0
-                         ? std::chrono::milliseconds(int64_t(config_.comm_timeout_s * 1000.0))
-                         : defaults.floor;
-  const auto paced = std::chrono::milliseconds(int64_t(double(slowest) * defaults.pace_factor));
-  return std::min(whole, std::max(floor, paced));
+  return repeat_phase_budget(comm_options(config_), std::chrono::milliseconds(slowest_eval_ms_.load()),
+                             long_phase_budget(config_));
 }
 
 EvalResult Trainer::evaluate(Replica& r, DistributedInput& input) {

@@ -1,6 +1,6 @@
 // Deadline policy: a fixed timeout, the adaptive floor, the adaptive multiple of
-// the slowest recent interval, and LongPhase budgets that also reach the first
-// collective after the phase, then stop applying.
+// the slowest recent interval, the budget of a repeated long phase, and LongPhase
+// budgets that also reach the first collective after the phase, then stop applying.
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -34,6 +34,18 @@ TEST(Deadline, AdaptiveFollowsTheSlowestIntervalAboveTheFloor) {
   EXPECT_LT(b.limit, milliseconds(5000));
   EXPECT_TRUE(b.phase.empty());
   EXPECT_GE(clock.slowest_recent_seconds(), 0.03);
+}
+
+TEST(Deadline, RepeatedPhaseGetsItsPaceAboveTheFloorBelowTheWhole) {
+  const milliseconds whole(600000);
+  CommOptions adaptive = CommOptions::from_seconds(0, false);  // floor 10 s, 20x
+  EXPECT_EQ(repeat_phase_budget(adaptive, milliseconds(0), whole), whole);  // never ran
+  EXPECT_EQ(repeat_phase_budget(adaptive, milliseconds(100), whole), milliseconds(10000));
+  EXPECT_EQ(repeat_phase_budget(adaptive, milliseconds(1500), whole), milliseconds(30000));
+  EXPECT_EQ(repeat_phase_budget(adaptive, milliseconds(100000), whole), whole);
+  const CommOptions fixed = CommOptions::from_seconds(30, false);
+  EXPECT_EQ(repeat_phase_budget(fixed, milliseconds(100), whole), milliseconds(30000));
+  EXPECT_EQ(repeat_phase_budget(fixed, milliseconds(2000), whole), milliseconds(40000));
 }
 
 TEST(Deadline, LongPhaseReachesTheNextCollectiveOnly) {

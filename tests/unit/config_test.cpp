@@ -1,5 +1,5 @@
-// Config parsing: defaults, YAML sections, --set overrides, and the errors that
-// name the key and the problem.
+// Config parsing: defaults, YAML sections, --set overrides, the errors that
+// name the file:line, the key and the problem, and the key table behind --help.
 #include <gtest/gtest.h>
 
 #include <string>
@@ -75,6 +75,75 @@ TEST(Config, ErrorsNameTheKeyAndTheProblem) {
   EXPECT_NE(error_of(kBase, {Override{"train.seed", "[1]"}}).find("--set: key 'train.seed'"), std::string::npos);
   EXPECT_THROW(parse_override("train.epochs"), ConfigError);
   EXPECT_THROW(parse_override("no.such=1"), ConfigError);
+}
+
+TEST(Config, ErrorsNameTheLineOfTheKey) {
+  EXPECT_NE(error_of("data: {path: d.h5}\ntrain:\n  seed: 1\n  epochs: 0\n").find("cfg.yaml:4: key 'train.epochs': value 0"),
+            std::string::npos);
+  EXPECT_NE(error_of("data: {path: d.h5}\n\ntrain: {epoch: 3}\n").find("cfg.yaml:3: unknown key 'train.epoch'"),
+            std::string::npos);
+  EXPECT_NE(error_of("data: {path: d.h5}\nmodel:\n  layers:\n    - {units: 4}\n    - {units: 0}\n")
+                .find("cfg.yaml:5: key 'model.layers[1].units': value 0"),
+            std::string::npos);
+  // A value a check of several keys rejects is blamed where it was written.
+  const Config c = parse_config("data: {path: d.h5}\ntrain:\n  batch_size: 32\n", "cfg.yaml",
+                                {parse_override("train.epochs=2")});
+  EXPECT_EQ(c.where("train.batch_size"), "cfg.yaml:3");
+  EXPECT_EQ(c.where("train.seed"), "cfg.yaml");
+  EXPECT_EQ(c.where("train.epochs"), "--set");
+  EXPECT_NE(error_of("data: {path: d.h5}\ntrain: {batch_size: 64, micro_batch_size: 7}\n").find("cfg.yaml:2: key 'train.micro_batch_size'"),
+            std::string::npos);
+}
+
+TEST(Config, DuplicateKeysNameTheKeyAndBothLines) {
+  EXPECT_EQ(error_of("data: {path: d.h5}\ntrain:\n  epochs: 1\n  epochs: 2\n"),
+            "cfg.yaml:4: key 'train.epochs' is given twice (lines 3 and 4); keep one of them");
+  EXPECT_EQ(error_of("train: {epochs: 1}\ndata: {path: d.h5}\ntrain: {seed: 2}\n"),
+            "cfg.yaml:3: key 'train' is given twice (lines 1 and 3); keep one of them");
+  EXPECT_EQ(error_of("data: {path: a.h5, path: b.h5}\n"),
+            "cfg.yaml:1: key 'data.path' is given twice on line 1; keep one of them");
+  // The same key in two --set overrides is not a duplicate: the last one wins.
+  EXPECT_EQ(parse_config(kBase, "cfg.yaml", {parse_override("train.seed=1"), parse_override("train.seed=2")}).seed, 2u);
+}
+
+// --help's defaults are what a config that leaves a key out gets: setting every
+// key to its listed default changes nothing in the resolved table.
+TEST(Config, HelpDefaultsAreTheDefaults) {
+  const auto keys = config_key_help();
+  ASSERT_EQ(keys.size(), 55u);  // one entry per declared key; update with a new key
+  std::vector<Override> all;
+  for (const auto& k : keys) {
+    if (k.name != "data.path" && k.name != "checkpoint.dir") all.push_back(parse_override(k.name + "=" + k.default_text));
+  }
+  EXPECT_EQ(parse_config(kBase, "cfg.yaml", all).to_yaml(), parse_config(kBase, "cfg.yaml").to_yaml());
+  EXPECT_EQ(keys[0].name, "data.path");
+  EXPECT_EQ(keys[0].default_text, "(required)");
+}
+
+// Every name an enum key lists parses and is written back as itself, an unknown
+// one is refused listing all of them, and --help's meaning names each one.
+TEST(Config, ChoiceKeysTakeEveryListedName) {
+  const std::string base = std::string(kBase) + "optimizer: {decay_steps: 10}\n";  // schedule step needs it
+  int choice_keys = 0;
+  for (const auto& k : config_key_help()) {
+    for (const auto& name : k.choices) EXPECT_NE(k.meaning.find(name), std::string::npos) << k.name << ": " << name;
+    if (k.choices.empty() || k.name == "model.layers") continue;
+    ++choice_keys;
+    std::string listed;
+    for (const auto& name : k.choices) {
+      if (!(k.name == "strategy.device" && name == "cuda")) {  // a CPU-only build refuses cuda
+        bool found = false;
+        for (const auto& row : parse_config(base, "cfg.yaml", {parse_override(k.name + "=" + name)}).table()) {
+          found = found || (row[0] == k.name && row[1] == name);
+        }
+        EXPECT_TRUE(found) << k.name << "=" << name;
+      }
+      listed += (listed.empty() ? "" : ", ") + name;
+    }
+    EXPECT_NE(error_of(base, {parse_override(k.name + "=frob")}).find("(choose one of: " + listed + ")"),
+              std::string::npos) << k.name;
+  }
+  EXPECT_EQ(choice_keys, 7);
 }
 
 TEST(Config, MissingFileIsNamed) {
