@@ -55,8 +55,9 @@ Pool2dGeometry pool2d_geometry(int64_t batch, int64_t channels, int64_t height, 
 namespace cpu {
 
 // Floats of scratch one conv2d call needs (forward, backward_data and
-// backward_weights alike): one image's im2col matrix (patch, out_pixels), 0 for a
-// pointwise convolution. Callers allocate it once per layer.
+// backward_weights alike): one image's im2col matrix (patch, out_pixels) and its
+// zero-padded copy (in_channels, (out_h-1) stride_h + kernel_h, (out_w-1) stride_w +
+// kernel_w); 0 for a pointwise convolution. Callers allocate it once per layer.
 int64_t conv2d_workspace_size(const Conv2dGeometry& g);
 
 // y (N, F, OH, OW) = conv(x (N, C, H, W), w (F, C, KH, KW)) + bias (F).

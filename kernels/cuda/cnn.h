@@ -13,8 +13,9 @@
 
 namespace lockstep::cuda {
 
-// Floats of device scratch for the conv2d calls: one image's im2col matrix, as on
-// the CPU (0 for a pointwise convolution).
+// Floats of device scratch for the conv2d calls: one image's im2col matrix (patch,
+// out_pixels), 0 for a pointwise convolution (the CPU also keeps a padded copy of
+// the image, so the two sizes differ).
 int64_t conv2d_workspace_size(const Conv2dGeometry& g);
 
 // As cpu::conv2d_*: per image an im2col kernel, then cuda::gemm (cuBLAS).

@@ -126,7 +126,8 @@ TEST(KernelsConv, GeometryFollowsKeras) {
   EXPECT_EQ(g.pad_top, 0);
   EXPECT_FALSE(g.pointwise);
   EXPECT_TRUE(conv2d_geometry(1, 2, 5, 5, 3, 1, 1, 1, 1, Padding::kSame).pointwise);
-  EXPECT_EQ(cpu::conv2d_workspace_size(g), 2 * 3 * 2 * 4 * 3);
+  // im2col (patch 2*3*2, pixels 4*3) + padded image (2, (4-1)*2+3, (3-1)*3+2)
+  EXPECT_EQ(cpu::conv2d_workspace_size(g), 2 * 3 * 2 * 4 * 3 + 2 * 9 * 8);
   EXPECT_THROW(conv2d_geometry(1, 1, 2, 5, 1, 3, 3, 1, 1, Padding::kValid), std::invalid_argument);
   EXPECT_THROW(conv2d_geometry(1, 1, 5, 5, 1, 3, 3, 0, 1, Padding::kSame), std::invalid_argument);
   EXPECT_THROW(conv2d_geometry(0, 1, 5, 5, 1, 3, 3, 1, 1, Padding::kSame), std::invalid_argument);
