@@ -2,7 +2,10 @@
 // (batch 64 and 256) on one thread: medians of many repetitions, microseconds and
 // GFLOP/s in fixed-width columns, gemm() (oneDNN or OpenBLAS), OpenBLAS when it is
 // not gemm()'s library, and Eigen side by side. It is also a check: the backends
-// must agree (#wrong), else the last line says FAILED.
+// must agree (#wrong), else the last line says FAILED. Then the convolutional
+// kernels at the Fashion-MNIST CNN's shapes (batch 32 and 64 per replica) with
+// GFLOP/s and their share of the measured single-core FMA peak
+// (bench/pytorch_cnn_kernels.py times PyTorch on the same shapes).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -17,6 +20,7 @@
 
 #include "bench/machine.h"
 #include "data/memory_source.h"
+#include "kernels/cpu/cnn.h"
 #include "kernels/cpu/ops.h"
 
 #if defined(LOCKSTEP_HAVE_DNNL) && defined(LOCKSTEP_HAVE_BLAS)
@@ -251,10 +255,118 @@ void bench_input(int reps) {
   }
 }
 
+// ---- convolutional kernels at the Fashion-MNIST CNN's shapes ----
+
+void cnn_row(const char* name, const std::string& shape, double us, double flops, double peak) {
+  const double gflops = flops / (us * 1e3);
+  std::printf("%-22s %-22s %10.2f %8.2f %7.1f%%\n", name, shape.c_str(), us, gflops,
+              peak > 0 ? 100.0 * gflops / peak : 0.0);
+}
+
+std::string nchw(int64_t n, int64_t c, int64_t h, int64_t w) {
+  return std::to_string(n) + "x" + std::to_string(c) + "x" + std::to_string(h) + "x" +
+         std::to_string(w);
+}
+
+// One Conv2D(filters, 3x3, same) on (batch, c, h, w): forward (with bias), backward
+// data and backward weights (+ bias); returns the sum of the times it ran.
+double bench_conv(const char* name, int64_t batch, int64_t c, int64_t hw, int64_t filters,
+                  bool need_dx, int reps, double peak) {
+  const auto g = conv2d_geometry(batch, c, hw, hw, filters, 3, 3, 1, 1, Padding::kSame);
+  const auto x = random_vec(static_cast<size_t>(batch * c * hw * hw), 20);
+  const auto w = random_vec(static_cast<size_t>(filters * g.patch), 21, -0.1f, 0.1f);
+  const auto b = random_vec(static_cast<size_t>(filters), 22);
+  const auto dy = random_vec(static_cast<size_t>(batch * filters * g.out_pixels), 23);
+  std::vector<float> y(dy.size()), dx(x.size()), dw(w.size()), db(b.size());
+  std::vector<float> ws(static_cast<size_t>(cpu::conv2d_workspace_size(g)));
+  const double flops = 2.0 * batch * filters * g.out_pixels * g.patch;
+  const std::string shape = nchw(batch, c, hw, hw) + "->" + std::to_string(filters);
+  const double fwd = median_us(
+      [&] { cpu::conv2d_forward(g, x.data(), w.data(), b.data(), y.data(), ws.data()); }, reps);
+  cnn_row((std::string(name) + " fwd").c_str(), shape, fwd, flops, peak);
+  const double bww = median_us([&] {
+    cpu::conv2d_backward_weights(g, x.data(), dy.data(), dw.data(), db.data(), 0.0f, ws.data());
+  }, reps);
+  cnn_row((std::string(name) + " bwd w+b").c_str(), shape, bww, flops, peak);
+  double bwd = 0.0;
+  if (need_dx) {
+    bwd = median_us([&] { cpu::conv2d_backward_data(g, dy.data(), w.data(), dx.data(), ws.data()); },
+                    reps);
+    cnn_row((std::string(name) + " bwd data").c_str(), shape, bwd, flops, peak);
+  }
+  return fwd + bww + bwd;
+}
+
+// MaxPool(2) forward and backward on (batch, c, hw, hw); returns their sum.
+double bench_pool(const char* name, int64_t batch, int64_t c, int64_t hw, int reps, double peak) {
+  const auto g = pool2d_geometry(batch, c, hw, hw, 2, 2, 2, 2);
+  const auto x = random_vec(static_cast<size_t>(batch * c * hw * hw), 24);
+  const size_t outs = static_cast<size_t>(batch * c * g.out_h * g.out_w);
+  const auto dy = random_vec(outs, 25);
+  std::vector<float> y(outs), dx(x.size());
+  std::vector<int32_t> argmax(outs);
+  const double fwd = median_us(
+      [&] { cpu::max_pool2d_forward(g, x.data(), y.data(), argmax.data()); }, reps);
+  cnn_row((std::string(name) + " fwd").c_str(), nchw(batch, c, hw, hw), fwd, 0.0, peak);
+  const double bwd = median_us(
+      [&] { cpu::max_pool2d_backward(g, dy.data(), argmax.data(), dx.data()); }, reps);
+  cnn_row((std::string(name) + " bwd").c_str(), nchw(batch, c, hw, hw), bwd, 0.0, peak);
+  return fwd + bwd;
+}
+
+// Training batch norm on (batch, c, hw, hw) through the split API (no all-reduce:
+// one replica): statistics + normalize, backward partials + dx.
+void bench_batch_norm(int64_t batch, int64_t c, int64_t hw, int reps, double peak) {
+  const int64_t pixels = hw * hw;
+  const auto x = random_vec(static_cast<size_t>(batch * c * pixels), 26);
+  const auto dy = random_vec(x.size(), 27);
+  std::vector<float> y(x.size()), dx(x.size()), gamma(c, 1.0f), beta(c, 0.0f), shift(c, 0.0f);
+  std::vector<float> mean(c), var(c), inv_std(c), dg(c), db(c);
+  std::vector<double> stats(2 * c);
+  const double count = double(batch * pixels), n = double(x.size());
+  const double fwd = median_us([&] {
+    cpu::batch_norm_stats(x.data(), batch, c, pixels, shift.data(), stats.data());
+    cpu::batch_norm_moments(stats.data(), count, shift.data(), c, 1e-3f, mean.data(), var.data(),
+                            inv_std.data());
+    cpu::batch_norm_forward(x.data(), batch, c, pixels, mean.data(), inv_std.data(), gamma.data(),
+                            beta.data(), y.data());
+  }, reps);
+  cnn_row("batch_norm fwd", nchw(batch, c, hw, hw), fwd, 5 * n, peak);
+  const double bwd = median_us([&] {
+    cpu::batch_norm_backward_stats(dy.data(), x.data(), batch, c, pixels, mean.data(),
+                                   inv_std.data(), stats.data(), dg.data(), db.data(), 0.0f);
+    cpu::batch_norm_backward_data(dy.data(), x.data(), batch, c, pixels, mean.data(),
+                                  inv_std.data(), gamma.data(), stats.data(), count, dx.data());
+  }, reps);
+  cnn_row("batch_norm bwd", nchw(batch, c, hw, hw), bwd, 9 * n, peak);
+}
+
+void bench_cnn(int reps) {
+  const double peak512 = bench::fma_peak_best(512), peak256 = bench::fma_peak_best(256);
+  const double peak = std::max(peak512, peak256);
+  std::printf("#\n# CNN kernels (Conv2D(32,3x3,same) on 1x28x28 -> MaxPool(2) -> Conv2D(64,3x3,same)"
+              " -> MaxPool(2)), one replica's batch\n");
+  std::printf("# single-core FMA peak measured here: %.0f GFLOP/s (512-bit), %.0f GFLOP/s (256-bit);"
+              " %% of the larger\n", peak512, peak256);
+  for (int64_t batch : {32, 64}) {
+    std::printf("#\n# batch %lld\n", static_cast<long long>(batch));
+    std::printf("# %-20s %-22s %10s %8s %8s\n", "kernel", "shape", "time", "", "peak");
+    std::printf("# %-20s %-22s %10s %8s %8s\n", "", "", "(us)", "(GF/s)", "(%)");
+    double total = bench_conv("conv1", batch, 1, 28, 32, false, reps, peak);
+    total += bench_pool("maxpool1", batch, 32, 28, reps, peak);
+    total += bench_conv("conv2", batch, 32, 14, 64, true, reps, peak);
+    total += bench_pool("maxpool2", batch, 64, 14, reps, peak);
+    std::printf("# batch %lld: conv + pool kernels of one step (conv1 needs no dx): %.1f us\n",
+                static_cast<long long>(batch), total);
+    std::printf("# (batch norm, for a BN layer after conv1; not in the CNN config)\n");
+    bench_batch_norm(batch, 32, 28, reps, peak);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"lockstep kernels benchmark: CPU kernels at the 784-128-10 MLP's shapes"};
+  CLI::App app{"lockstep kernels benchmark: CPU kernels at the 784-128-10 MLP's and the Fashion-MNIST CNN's shapes"};
   int reps = 200;
   app.add_option("--reps", reps, "samples per kernel (median reported)")->check(CLI::Range(3, 100000));
   CLI11_PARSE(app, argc, argv);
@@ -284,6 +396,7 @@ int main(int argc, char** argv) {
                 100.0 * adam_us / totals.gemm_us);
     wrong += totals.wrong;
   }
+  bench_cnn(reps);
   std::printf("# %s\n", wrong == 0 ? "OK" : "FAILED: GEMM backends disagree");
   return wrong == 0 ? 0 : 1;
 }
