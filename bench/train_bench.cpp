@@ -38,22 +38,22 @@ double gemm_step_seconds(const Model& model, int64_t rows, int iters) {
   const int64_t w = std::max(model.max_width(), model.input_dim());
   std::vector<float> x(size_t(rows * model.input_dim()), 0.5f), a(size_t(rows * w)), b(size_t(rows * w));
   std::vector<std::vector<float>> acts;
-  for (const auto& l : model.layers()) acts.emplace_back(size_t(rows * l.out), 0.1f);
+  for (const auto& l : model.layers()) acts.emplace_back(size_t(rows * l.out_size()), 0.1f);
   auto once = [&] {
     const float* in = x.data();
     const auto& L = model.layers();
     for (size_t l = 0; l < L.size(); ++l) {
-      cpu::gemm(false, false, rows, L[l].out, L[l].in, 1.0f, in, L[l].in,
-                params.data() + L[l].weight_offset, L[l].out, 0.0f, acts[l].data(), L[l].out);
+      cpu::gemm(false, false, rows, L[l].out_size(), L[l].in_size(), 1.0f, in, L[l].in_size(),
+                params.data() + L[l].weight_offset, L[l].out_size(), 0.0f, acts[l].data(), L[l].out_size());
       in = acts[l].data();
     }
     for (size_t l = L.size(); l-- > 0;) {
       const float* lin = l == 0 ? x.data() : acts[l - 1].data();
-      cpu::gemm(true, false, L[l].in, L[l].out, rows, 1.0f, lin, L[l].in, acts[l].data(), L[l].out,
-                0.0f, grads.data() + L[l].weight_offset, L[l].out);
+      cpu::gemm(true, false, L[l].in_size(), L[l].out_size(), rows, 1.0f, lin, L[l].in_size(), acts[l].data(), L[l].out_size(),
+                0.0f, grads.data() + L[l].weight_offset, L[l].out_size());
       if (l > 0) {
-        cpu::gemm(false, true, rows, L[l].in, L[l].out, 1.0f, acts[l].data(), L[l].out,
-                  params.data() + L[l].weight_offset, L[l].out, 0.0f, a.data(), L[l].in);
+        cpu::gemm(false, true, rows, L[l].in_size(), L[l].out_size(), 1.0f, acts[l].data(), L[l].out_size(),
+                  params.data() + L[l].weight_offset, L[l].out_size(), 0.0f, a.data(), L[l].in_size());
       }
     }
   };
@@ -75,7 +75,7 @@ double flops_per_example(const Model& model) {
   double f = 0;
   for (size_t l = 0; l < model.layers().size(); ++l) {
     const auto& L = model.layers()[l];
-    f += 2.0 * double(L.in) * double(L.out) * (l == 0 ? 2 : 3);
+    f += 2.0 * double(L.in_size()) * double(L.out_size()) * (l == 0 ? 2 : 3);
   }
   return f;
 }

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 
+#include "kernels/cuda/cnn.h"
 #include "kernels/cuda/ops.h"
 #include "src/device.h"
 
@@ -37,6 +38,32 @@ class CudaDevice {
     LOCKSTEP_CUDA_CHECK(cudaMemcpyAsync(dst, src, sizeof(float) * size_t(n),
                                         cudaMemcpyDeviceToDevice, ctx_->stream));
   }
+  void zero_doubles(double* x, int64_t n) {
+    LOCKSTEP_CUDA_CHECK(cudaMemsetAsync(x, 0, sizeof(double) * size_t(n), ctx_->stream));
+  }
+  void axpy(int64_t n, float alpha, const float* x, float* y) { cuda::axpy(*ctx_, n, alpha, x, y); }
+  int64_t conv2d_workspace_size(const Conv2dGeometry& g) { return cuda::conv2d_workspace_size(g); }
+
+#define LOCKSTEP_CUDA_KERNEL(name) \
+  template <class... A>            \
+  void name(A... a) { cuda::name(*ctx_, a...); }
+  LOCKSTEP_CUDA_KERNEL(conv2d_forward)
+  LOCKSTEP_CUDA_KERNEL(conv2d_backward_data)
+  LOCKSTEP_CUDA_KERNEL(conv2d_backward_weights)
+  LOCKSTEP_CUDA_KERNEL(max_pool2d_forward)
+  LOCKSTEP_CUDA_KERNEL(max_pool2d_backward)
+  LOCKSTEP_CUDA_KERNEL(avg_pool2d_forward)
+  LOCKSTEP_CUDA_KERNEL(avg_pool2d_backward)
+  LOCKSTEP_CUDA_KERNEL(global_avg_pool2d_forward)
+  LOCKSTEP_CUDA_KERNEL(global_avg_pool2d_backward)
+  LOCKSTEP_CUDA_KERNEL(batch_norm_stats)
+  LOCKSTEP_CUDA_KERNEL(batch_norm_moments)
+  LOCKSTEP_CUDA_KERNEL(batch_norm_forward)
+  LOCKSTEP_CUDA_KERNEL(batch_norm_update_moving)
+  LOCKSTEP_CUDA_KERNEL(batch_norm_inference)
+  LOCKSTEP_CUDA_KERNEL(batch_norm_backward_stats)
+  LOCKSTEP_CUDA_KERNEL(batch_norm_backward_data)
+#undef LOCKSTEP_CUDA_KERNEL
   void zero(float* x, int64_t n) {
     LOCKSTEP_CUDA_CHECK(cudaMemsetAsync(x, 0, sizeof(float) * size_t(n), ctx_->stream));
   }

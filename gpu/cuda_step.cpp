@@ -104,7 +104,7 @@ class CudaReplica final : public ReplicaStep {
 
   // The replica's side of run_step (src/step.h): all enqueued on the stream.
   Network<CudaDevice>& net() { return net_; }
-  const float* params() { return params_.data(); }
+  float* params() { return params_.data(); }
   float* grads() { return grads_.data(); }
   void reduce(int64_t begin, int64_t end);
   void extras(const SliceStats& s, bool stop_requested);
@@ -137,7 +137,7 @@ class CudaReplica final : public ReplicaStep {
 #endif
   std::unique_ptr<cuda::CudaContextOwner> ctx_;
   cuda::DeviceBuffer<char> cublas_workspace_;
-  cuda::DeviceBuffer<float> params_, grads_, m_, v_;     // n, n + kExtras + flag, slots
+  cuda::DeviceBuffer<float> params_, grads_, m_, v_;     // arena, n + kExtras + flag, slots
   cuda::DeviceBuffer<float> x_, targets_;                 // (max_rows, in), (max_rows, out)
   cuda::DeviceBuffer<int32_t> labels_;                    // (max_rows)
   cuda::DeviceBuffer<double> loss_sum_;
@@ -161,7 +161,7 @@ CudaReplica::CudaReplica(const Model& model, const Config& config, int device, i
       n_(model.num_params()),
       ctx_((cuda::set_device(device), std::make_unique<cuda::CudaContextOwner>(
                                           config.tf32 ? cuda::GemmMath::kTf32 : cuda::GemmMath::kFp32))),
-      cublas_workspace_(kCublasWorkspace), params_(size_t(n_)), grads_(size_t(n_ + kExtras + 1)),
+      cublas_workspace_(kCublasWorkspace), params_(size_t(model.arena_size())), grads_(size_t(n_ + kExtras + 1)),
       m_(size_t(n_)), v_(config.optimizer == OptimizerKind::kSgd ? 0 : size_t(n_)),
       x_(size_t(max_rows_ * model.input_dim())),
       targets_(size_t(max_rows_ * model.output_dim())), labels_(size_t(max_rows_)),
@@ -180,6 +180,10 @@ CudaReplica::CudaReplica(const Model& model, const Config& config, int device, i
   LOCKSTEP_CUDA_CHECK(cudaMemset(m_.data(), 0, m_.size() * sizeof(float)));
   if (v_.size() > 0) LOCKSTEP_CUDA_CHECK(cudaMemset(v_.data(), 0, v_.size() * sizeof(float)));
   LOCKSTEP_CUDA_CHECK(cudaDeviceSynchronize());  // the memsets above ran on the legacy stream
+  // Batch norm's statistics: stream-ordered all-reduces of device doubles.
+  net_.sync = [this](double* x, int64_t n) {
+    if (comm_) comm_->allreduce(x, size_t(n));
+  };
 }
 
 // Host params and optimizer slots to the device or back. Copies go on the compute
@@ -188,15 +192,15 @@ CudaReplica::CudaReplica(const Model& model, const Config& config, int device, i
 void CudaReplica::copy_state(Replica& r, cudaMemcpyKind kind) {
   bind_thread();
   const cudaStream_t s = stream();
-  const size_t bytes = size_t(n_) * sizeof(float);
   const bool up = kind == cudaMemcpyHostToDevice;
-  const auto copy = [&](float* device, float* host) {
-    LOCKSTEP_CUDA_CHECK(cudaMemcpyAsync(up ? device : host, up ? host : device, bytes, kind, s));
+  const auto copy = [&](float* device, float* host, int64_t n) {
+    LOCKSTEP_CUDA_CHECK(cudaMemcpyAsync(up ? device : host, up ? host : device,
+                                        size_t(n) * sizeof(float), kind, s));
   };
-  copy(params_.data(), r.params.data());
+  copy(params_.data(), r.params.data(), model_.arena_size());  // with batch norm's state
   const auto slots = r.optimizer->slots();
-  copy(m_.data(), slots.at(0).second->data());
-  if (slots.size() > 1) copy(v_.data(), slots.at(1).second->data());
+  copy(m_.data(), slots.at(0).second->data(), n_);
+  if (slots.size() > 1) copy(v_.data(), slots.at(1).second->data(), n_);
   LOCKSTEP_CUDA_CHECK(cudaStreamSynchronize(s));
 }
 

@@ -110,7 +110,7 @@ void model_record(const Config& c, const std::string& data, const std::string& f
   const DatasetInfo& info = source->info();
   const bool cls = c.loss == LossKind::kSoftmaxCrossEntropy;
   const int64_t k = cls ? info.num_classes : info.target_dim;
-  Model model(c.layers, info.feature_dim, k, c.loss);
+  Model model(c.layers, info.feature_shape, k, c.loss);
   const SavedState s = load_state(file, &model);
   std::vector<float> slots;
   for (const auto& [name, v] : s.slots) slots.insert(slots.end(), v.begin(), v.end());

@@ -1,7 +1,10 @@
 // HDF5 layout of a model file (format "lockstep-model", version 1):
 //   attributes on /: format, version, signature, config, updates, epoch, step_in_epoch
-//   /weights/<layer>/kernel (in, out) float32, /weights/<layer>/bias (out) float32
-//   /optimizer/<slot> (num_params) float32, in the arena layout
+//   /weights/<layer>/<tensor> float32 in its shape: dense kernel (in, out) and bias
+//   (out); conv2d kernel (filters, channels, k, k) and bias; batch norm gamma, beta,
+//   moving_mean, moving_variance (channels); a residual block's parts as
+//   /weights/residual_N/conv1.kernel, bn1.gamma, ...
+//   /optimizer/<slot> (num_params) float32, in the arena layout (trainable part)
 #include "src/checkpoint.h"
 
 #include <fcntl.h>
@@ -153,19 +156,22 @@ std::vector<char> file_image(const Model& model, const SavedState& s, const std:
     h5_write_attr_int(root, "step_in_epoch", s.step_in_epoch, ctx);
     h5_write_attr_int(root, "replicas", s.replicas, ctx);
     write_doubles(root, "progress", s.progress, 4, ctx);
-    if (int64_t(s.params.size()) != model.num_params()) {
+    if (int64_t(s.params.size()) != model.arena_size()) {
       throw DataError(ctx + ": " + std::to_string(s.params.size()) +
-                      " parameters given, the model has " + std::to_string(model.num_params()));
+                      " parameters given, the model has " + std::to_string(model.arena_size()));
     }
     H5Handle weights = h5_check_id(
         H5Gcreate2(root, "weights", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), ctx + ": /weights");
-    for (const auto& l : model.layers()) {
-      H5Handle g = h5_check_id(
-          H5Gcreate2(weights.get(), l.name.c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
-          ctx + ": /weights/" + l.name);
-      write_floats(g.get(), "kernel", s.params.data() + l.weight_offset,
-                   {hsize_t(l.in), hsize_t(l.out)}, ctx);
-      write_floats(g.get(), "bias", s.params.data() + l.bias_offset, {hsize_t(l.out)}, ctx);
+    std::string open_name;
+    H5Handle g;
+    for (const auto& [layer, t] : model.all_tensors()) {
+      if (layer != open_name) {
+        g = h5_check_id(H5Gcreate2(weights.get(), layer.c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+                        ctx + ": /weights/" + layer);
+        open_name = layer;
+      }
+      write_floats(g.get(), t.name, s.params.data() + t.offset,
+                   std::vector<hsize_t>(t.shape.begin(), t.shape.end()), ctx);
     }
     if (!s.slots.empty()) {
       H5Handle opt = h5_check_id(
@@ -239,16 +245,15 @@ SavedState read_state(const std::string& path, const Model* model) {
     throw DataError(ctx + ": holds a different model: the file has [" + s.signature +
                     "], the config describes [" + model->signature() + "]");
   }
-  s.params.assign(size_t(model->num_params()), 0.0f);
-  for (const auto& l : model->layers()) {
-    const std::string g = "weights/" + l.name;
+  s.params.assign(size_t(model->arena_size()), 0.0f);
+  for (const auto& [layer, t] : model->all_tensors()) {
+    const std::string g = "weights/" + layer;
     if (H5Lexists(root, "weights", H5P_DEFAULT) <= 0 ||
         H5Lexists(root, g.c_str(), H5P_DEFAULT) <= 0) {
       throw DataError(ctx + ": missing group /" + g);
     }
     H5Handle grp = h5_check_id(H5Gopen2(root, g.c_str(), H5P_DEFAULT), ctx + ": /" + g);
-    read_floats(grp.get(), "kernel", s.params.data() + l.weight_offset, {l.in, l.out}, ctx + ":/" + g);
-    read_floats(grp.get(), "bias", s.params.data() + l.bias_offset, {l.out}, ctx + ":/" + g);
+    read_floats(grp.get(), t.name, s.params.data() + t.offset, t.shape, ctx + ":/" + g);
   }
   if (H5Lexists(root, "optimizer", H5P_DEFAULT) > 0) {
     H5Handle opt = h5_check_id(H5Gopen2(root, "optimizer", H5P_DEFAULT), ctx + ": /optimizer");

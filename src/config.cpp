@@ -149,6 +149,114 @@ const Names<Config::ShmStores> kShmStores = [] {
   return Names<Config::ShmStores>(names.begin(), names.end());
 }();
 
+template <typename T>
+void put(YAML::Emitter& e, const std::string& leaf, const T& value) {
+  e << YAML::Key << leaf << YAML::Value << value;
+}
+
+const Names<LayerType> kLayerTypes = {
+    {"dense", LayerType::kDense}, {"conv2d", LayerType::kConv2d},
+    {"max_pool2d", LayerType::kMaxPool2d}, {"avg_pool2d", LayerType::kAvgPool2d},
+    {"global_avg_pool2d", LayerType::kGlobalAvgPool2d}, {"flatten", LayerType::kFlatten},
+    {"batch_norm", LayerType::kBatchNorm}, {"dropout", LayerType::kDropout},
+    {"residual", LayerType::kResidual}};
+const Names<Padding> kPaddings = {{"same", Padding::kSame}, {"valid", Padding::kValid}};
+
+// One field of a model.layers entry: the types that take it, how it is read and
+// written back. The one table for parsing, checking, to_yaml and --help.
+struct LayerField {
+  const char* name;
+  std::vector<LayerType> types;
+  bool required;
+  std::function<void(LayerConfig&, const YAML::Node&, const Ctx&)> read;
+  std::function<void(const LayerConfig&, YAML::Emitter&)> write;
+};
+
+using LT = LayerType;
+const std::vector<LayerField> kLayerFields = {
+  {"units", {LT::kDense}, true,
+   [](LayerConfig& l, const YAML::Node& n, const Ctx& c) { l.units = get_int(n, c, 1, 1 << 20); },
+   [](const LayerConfig& l, YAML::Emitter& e) { put(e, "units", l.units); }},
+  {"filters", {LT::kConv2d, LT::kResidual}, false,
+   [](LayerConfig& l, const YAML::Node& n, const Ctx& c) { l.filters = get_int(n, c, 1, 1 << 16); },
+   [](const LayerConfig& l, YAML::Emitter& e) { if (l.filters > 0) put(e, "filters", l.filters); }},
+  {"kernel_size", {LT::kConv2d}, false,
+   [](LayerConfig& l, const YAML::Node& n, const Ctx& c) { l.kernel_size = get_int(n, c, 1, 64); },
+   [](const LayerConfig& l, YAML::Emitter& e) { put(e, "kernel_size", l.kernel_size); }},
+  {"strides", {LT::kConv2d, LT::kResidual}, false,
+   [](LayerConfig& l, const YAML::Node& n, const Ctx& c) { l.strides = get_int(n, c, 1, 64); },
+   [](const LayerConfig& l, YAML::Emitter& e) { put(e, "strides", l.strides); }},
+  {"padding", {LT::kConv2d}, false,
+   [](LayerConfig& l, const YAML::Node& n, const Ctx& c) { l.padding = get_enum(n, c, kPaddings); },
+   [](const LayerConfig& l, YAML::Emitter& e) { put(e, "padding", name_of(kPaddings, l.padding)); }},
+  {"pool_size", {LT::kMaxPool2d, LT::kAvgPool2d}, false,
+   [](LayerConfig& l, const YAML::Node& n, const Ctx& c) { l.pool_size = get_int(n, c, 1, 64); },
+   [](const LayerConfig& l, YAML::Emitter& e) { put(e, "pool_size", l.pool_size); }},
+  {"strides", {LT::kMaxPool2d, LT::kAvgPool2d}, false,
+   [](LayerConfig& l, const YAML::Node& n, const Ctx& c) { l.pool_strides = get_int(n, c, 1, 64); },
+   [](const LayerConfig& l, YAML::Emitter& e) { put(e, "strides", l.pool_strides > 0 ? l.pool_strides : l.pool_size); }},
+  {"activation", {LT::kDense, LT::kConv2d, LT::kResidual}, false,
+   [](LayerConfig& l, const YAML::Node& n, const Ctx& c) { l.activation = get_enum(n, c, kActivations); },
+   [](const LayerConfig& l, YAML::Emitter& e) { put(e, "activation", name_of(kActivations, l.activation)); }},
+  {"dropout", {LT::kDense}, false,
+   [](LayerConfig& l, const YAML::Node& n, const Ctx& c) { l.dropout = float(get_float(n, c, 0.0, 0.95)); },
+   [](const LayerConfig& l, YAML::Emitter& e) { put(e, "dropout", l.dropout); }},
+  {"rate", {LT::kDropout}, true,
+   [](LayerConfig& l, const YAML::Node& n, const Ctx& c) { l.dropout = float(get_float(n, c, 0.0, 0.95)); },
+   [](const LayerConfig& l, YAML::Emitter& e) { put(e, "rate", l.dropout); }},
+  {"sync", {LT::kBatchNorm, LT::kResidual}, false,
+   [](LayerConfig& l, const YAML::Node& n, const Ctx& c) { l.sync = get_bool(n, c); },
+   [](const LayerConfig& l, YAML::Emitter& e) { put(e, "sync", l.sync); }},
+  {"momentum", {LT::kBatchNorm, LT::kResidual}, false,
+   [](LayerConfig& l, const YAML::Node& n, const Ctx& c) { l.momentum = float(get_float(n, c, 0.0, 0.999999)); },
+   [](const LayerConfig& l, YAML::Emitter& e) { put(e, "momentum", l.momentum); }},
+  {"epsilon", {LT::kBatchNorm, LT::kResidual}, false,
+   [](LayerConfig& l, const YAML::Node& n, const Ctx& c) { l.epsilon = float(get_float(n, c, 0.0, 1.0, true)); },
+   [](const LayerConfig& l, YAML::Emitter& e) { put(e, "epsilon", l.epsilon); }},
+};
+
+bool takes(const LayerField& f, LayerType t) {
+  return std::find(f.types.begin(), f.types.end(), t) != f.types.end();
+}
+
+// "units, activation, dropout" for a type.
+std::string fields_of(LayerType t) {
+  std::string out;
+  for (const auto& f : kLayerFields) {
+    if (takes(f, t)) out += (out.empty() ? "" : ", ") + std::string(f.name);
+  }
+  return out.empty() ? "no other fields" : out;
+}
+
+LayerConfig get_layer(const YAML::Node& l, const Ctx& lc) {
+  if (!l.IsMap()) lc.fail("expected a map like {type: conv2d, filters: 32} or {units: N, activation: A}");
+  LayerConfig layer;
+  if (l["type"]) layer.type = get_enum(l["type"], lc.part(lc.key + ".type", l["type"]), kLayerTypes);
+  const char* type = name_of(kLayerTypes, layer.type);
+  std::vector<std::string> seen;
+  for (const auto& kv : l) {
+    const std::string k = kv.first.Scalar();
+    if (k == "type") continue;
+    const Ctx sc = lc.part(lc.key + "." + k, kv.first);
+    const auto f = std::find_if(kLayerFields.begin(), kLayerFields.end(), [&](const LayerField& x) {
+      return x.name == k && takes(x, layer.type);
+    });
+    if (f == kLayerFields.end()) {
+      sc.fail(std::string("unknown field for a ") + type + " layer (it takes " + fields_of(layer.type) + ")");
+    }
+    f->read(layer, kv.second, sc);
+    seen.push_back(k);
+  }
+  for (const auto& f : kLayerFields) {
+    if (f.required && takes(f, layer.type) &&
+        std::find(seen.begin(), seen.end(), f.name) == seen.end()) {
+      lc.fail(std::string("a ") + type + " layer needs '" + f.name + "'");
+    }
+  }
+  if (layer.type == LayerType::kConv2d && layer.filters == 0) lc.fail("a conv2d layer needs 'filters'");
+  return layer;
+}
+
 std::vector<LayerConfig> get_layers(const YAML::Node& n, const Ctx& c) {
   if (!n.IsSequence()) {
     c.fail("expected a list of layers like [{units: 128, activation: relu}], got " +
@@ -156,29 +264,18 @@ std::vector<LayerConfig> get_layers(const YAML::Node& n, const Ctx& c) {
   }
   std::vector<LayerConfig> layers;
   for (size_t i = 0; i < n.size(); ++i) {
-    const YAML::Node& l = n[i];
-    const Ctx lc = c.part(c.key + "[" + std::to_string(i) + "]", l);
-    if (!l.IsMap()) lc.fail("expected {units: N, activation: A, dropout: P}");
-    LayerConfig layer;
-    bool has_units = false;
-    for (const auto& kv : l) {
-      const std::string k = kv.first.Scalar();
-      const Ctx sc = lc.part(lc.key + "." + k, kv.first);
-      if (k == "units") {
-        layer.units = get_int(kv.second, sc, 1, 1 << 20);
-        has_units = true;
-      } else if (k == "activation") {
-        layer.activation = get_enum(kv.second, sc, kActivations);
-      } else if (k == "dropout") {
-        layer.dropout = static_cast<float>(get_float(kv.second, sc, 0.0, 0.95));
-      } else {
-        sc.fail("unknown layer field (layers take units, activation, dropout)");
-      }
-    }
-    if (!has_units) lc.fail("a layer needs 'units'");
-    layers.push_back(layer);
+    layers.push_back(get_layer(n[i], c.part(c.key + "[" + std::to_string(i) + "]", n[i])));
   }
   return layers;
+}
+
+void put_layer(YAML::Emitter& e, const LayerConfig& l) {
+  e << YAML::Flow << YAML::BeginMap;
+  if (l.type != LayerType::kDense) put(e, "type", name_of(kLayerTypes, l.type));
+  for (const auto& f : kLayerFields) {
+    if (takes(f, l.type)) f.write(l, e);
+  }
+  e << YAML::EndMap;
 }
 
 // One config key: the Config field it sets, read from YAML with its checks and
@@ -202,11 +299,6 @@ struct RealRange {
 };
 constexpr bool kAboveLo = true;  // RealRange{0, 1, kAboveLo}: (0, 1]
 constexpr int64_t kBig = int64_t(1) << 40;
-
-template <typename T>
-void put(YAML::Emitter& e, const std::string& leaf, const T& value) {
-  e << YAML::Key << leaf << YAML::Value << value;
-}
 
 // An integer in [lo, hi]; `zero_word` (e.g. "auto") is stored as 0 and written back as the word.
 template <typename T>
@@ -259,13 +351,7 @@ KeyDef layer_list(const char* name, const char* meaning) {
   KeyDef k{name, meaning, [](Config& c, const YAML::Node& n, const Ctx& x) { c.layers = get_layers(n, x); },
            [](const Config& c, YAML::Emitter& e, const std::string& leaf) {
              e << YAML::Key << leaf << YAML::Value << YAML::BeginSeq;
-             for (const auto& l : c.layers) {
-               e << YAML::Flow << YAML::BeginMap;
-               put(e, "units", l.units);
-               put(e, "activation", name_of(kActivations, l.activation));
-               put(e, "dropout", l.dropout);
-               e << YAML::EndMap;
-             }
+             for (const auto& l : c.layers) put_layer(e, l);
              e << YAML::EndSeq;
            }};
   for (const auto& entry : kActivations) k.choices.push_back(entry.first);
@@ -282,7 +368,7 @@ const std::vector<KeyDef> kKeys = {
   flag("data.shuffle", &Config::data_shuffle, "reshuffle the training set every epoch (seeded by train.seed)"),
   integer("data.prefetch", &Config::data_prefetch, {0, 64}, "global batches prepared ahead on a background thread (0 = off)"),
   choice("data.gather", &Config::data_gather, kGatherModes, "who reads a batch's rows: thread (one prefetch thread), replicas (each replica its own, in parallel) or auto (replicas when every core runs a replica)"),
-  layer_list("model.layers", "hidden Dense layers, each {units: N, activation: relu|tanh|sigmoid|gelu|linear (default relu), dropout: P (default 0)}; the output layer is added from the dataset"),
+  layer_list("model.layers", "hidden layers in order; the output Dense layer is added from the dataset. Each is {type: T, ...}: dense (the default type; units, activation relu|tanh|sigmoid|gelu|linear (default relu), dropout P), conv2d (filters, kernel_size 3, strides 1, padding same|valid, activation relu), max_pool2d / avg_pool2d (pool_size 2, strides = pool_size), global_avg_pool2d, flatten, batch_norm (sync true: statistics over all replicas, momentum 0.99, epsilon 0.001), dropout (rate), residual (filters (default: input channels), strides 1; two 3x3 conv2d + batch_norm, identity or 1x1 projection shortcut; sync, momentum, epsilon). Inputs (N, H, W) are one channel, (N, C, H, W) as stored"),
   choice("model.loss", &Config::loss, kLosses, "softmax_cross_entropy (class labels) or mse (float targets)"),
   choice("optimizer.name", &Config::optimizer, kOptimizers, "sgd, adam or adamw"),
   real("optimizer.learning_rate", &Config::learning_rate, {0, 1e3, kAboveLo}, "base learning rate"),

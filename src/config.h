@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "comm/options.h"
+#include "kernels/cpu/cnn.h"
 #include "kernels/cpu/ops.h"
 
 namespace lockstep {
@@ -21,10 +22,23 @@ class ConfigError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+enum class LayerType {
+  kDense, kConv2d, kMaxPool2d, kAvgPool2d, kGlobalAvgPool2d, kFlatten, kBatchNorm, kDropout,
+  kResidual
+};
+
+// One entry of model.layers; which fields a type reads is in config.cpp's
+// kLayerFields (the one table that parses, checks, prints and documents them).
 struct LayerConfig {
-  int64_t units = 0;
-  Activation activation = Activation::kRelu;
-  float dropout = 0.0f;  // applied to this layer's output during training
+  int64_t units = 0;                          // dense
+  Activation activation = Activation::kRelu;  // dense, conv2d
+  float dropout = 0.0f;  // dense: applied to its output in training; dropout: the rate
+  LayerType type = LayerType::kDense;
+  int64_t filters = 0, kernel_size = 3, strides = 1;  // conv2d, residual
+  Padding padding = Padding::kSame;                   // conv2d
+  int64_t pool_size = 2, pool_strides = 0;            // max/avg_pool2d (0: pool_size)
+  bool sync = true;                                   // batch_norm: statistics over all replicas
+  float momentum = 0.99f, epsilon = 1e-3f;            // batch_norm (and a residual's)
 };
 
 enum class LossKind { kSoftmaxCrossEntropy, kMeanSquaredError };

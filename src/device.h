@@ -7,6 +7,8 @@
 //   gemm, bias_activation_forward, activation_backward, bias_grad as kernels/cpu;
 //   dropout_forward/backward(x, rows, cols, rate, layer), the layer's seed and the
 //     slice's first row read from the step block (kernels::StepParams);
+//   the convolution, pooling and batch norm kernels of kernels/cpu/cnn.h (same
+//     names and arguments), axpy(n, alpha, x, y), zero_doubles(x, n);
 //   copy(dst, src, n), zero(x, n); inputs(batch): where its kernels read the slice;
 //   loss(kind, out, inputs, rows, cols, d_out, scale) (d_out null: evaluation) and
 //     empty_slice(): a slice's stats; begin_slice(step_seed, first_row): the step
@@ -18,6 +20,7 @@
 #include <vector>
 
 #include "data/input.h"
+#include "kernels/cpu/cnn.h"
 #include "kernels/cpu/ops.h"
 #include "kernels/host_device.h"
 #include "src/config.h"
@@ -80,6 +83,30 @@ class CpuDevice {
     std::memcpy(dst, src, sizeof(float) * size_t(n));
   }
   void zero(float* x, int64_t n) { std::fill(x, x + n, 0.0f); }
+  void zero_doubles(double* x, int64_t n) { std::fill(x, x + n, 0.0); }
+  void axpy(int64_t n, float alpha, const float* x, float* y) { cpu::axpy(n, alpha, x, y); }
+
+#define LOCKSTEP_CPU_KERNEL(name) \
+  template <class... A>           \
+  auto name(A... a) { return cpu::name(a...); }
+  LOCKSTEP_CPU_KERNEL(conv2d_workspace_size)
+  LOCKSTEP_CPU_KERNEL(conv2d_forward)
+  LOCKSTEP_CPU_KERNEL(conv2d_backward_data)
+  LOCKSTEP_CPU_KERNEL(conv2d_backward_weights)
+  LOCKSTEP_CPU_KERNEL(max_pool2d_forward)
+  LOCKSTEP_CPU_KERNEL(max_pool2d_backward)
+  LOCKSTEP_CPU_KERNEL(avg_pool2d_forward)
+  LOCKSTEP_CPU_KERNEL(avg_pool2d_backward)
+  LOCKSTEP_CPU_KERNEL(global_avg_pool2d_forward)
+  LOCKSTEP_CPU_KERNEL(global_avg_pool2d_backward)
+  LOCKSTEP_CPU_KERNEL(batch_norm_stats)
+  LOCKSTEP_CPU_KERNEL(batch_norm_moments)
+  LOCKSTEP_CPU_KERNEL(batch_norm_forward)
+  LOCKSTEP_CPU_KERNEL(batch_norm_update_moving)
+  LOCKSTEP_CPU_KERNEL(batch_norm_inference)
+  LOCKSTEP_CPU_KERNEL(batch_norm_backward_stats)
+  LOCKSTEP_CPU_KERNEL(batch_norm_backward_data)
+#undef LOCKSTEP_CPU_KERNEL
 
   DeviceInputs inputs(const ReplicaBatch& b) const { return {b.x, b.labels, b.targets}; }
   SliceStats loss(LossKind kind, const float* out, const DeviceInputs& in, int64_t rows,

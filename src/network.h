@@ -31,7 +31,7 @@ class Network {
         grad_a_(size_t(max_rows_ * model.max_width())),
         grad_b_(size_t(max_rows_ * model.max_width())) {
     layers_.reserve(model.layers().size());
-    for (const DenseLayer& l : model.layers()) layers_.emplace_back(Dense<D>(l, max_rows_));
+    for (const LayerSpec& l : model.layers()) layers_.push_back(make_layer(l, max_rows_, dev_));
     out_.resize(layers_.size());
   }
   Network(const Model& model, int64_t max_rows)
@@ -42,64 +42,78 @@ class Network {
   // When set, train() stores there the time its forward pass (with the loss)
   // ended: the timeline's forward/backward boundary. nullptr costs nothing.
   std::chrono::steady_clock::time_point* mark_forward = nullptr;
+  // Batch norm's all-reduce across the replicas in sync (src/layers/call.h);
+  // unset: this network is the only replica.
+  SyncSum sync;
 
   // Forward + backward. grads (num_params) are OVERWRITTEN with the gradient of
   // loss_scale * (sum of per-example losses). on_ready(end) is called whenever the
   // arena prefix [0, end) of grads is final, last layer first (bucketing).
   // dropout_seed identifies the step's dropout masks (see kernels dropout).
-  SliceStats train(const float* params, float* grads, const ReplicaBatch& b, float loss_scale,
+  // params is written only in its state part (batch norm's moving statistics).
+  SliceStats train(float* params, float* grads, const ReplicaBatch& b, float loss_scale,
                    uint64_t dropout_seed, const std::function<void(int64_t)>& on_ready) {
-    if (b.rows == 0) {  // a short last batch can leave a replica without rows
-      dev_.zero(grads, model_.num_params());
-      for (size_t l = layers_.size(); l-- > 0;) on_ready(model_.grad_ready_end(l));
-      return dev_.empty_slice();
-    }
+    LayerCall c{b.rows, b.global_rows, true, 0, &sync};
+    if (b.rows == 0) return empty_train(params, grads, c, on_ready);
     dev_.begin_slice(dropout_seed, b.sample_base + b.first_row);
     const DeviceInputs in = dev_.inputs(b);
-    const int64_t rows = b.rows;
-    const float* out = forward(params, in.x, rows, true);
-    float* dz = grad_a_.data();
+    const float* out = forward(params, in.x, c);
+    float* dy = grad_a_.data();
     float* dprev = grad_b_.data();
-    const SliceStats s = loss(out, in, rows, dz, loss_scale);  // dz = d loss / d logits
+    const SliceStats s = loss(out, in, b.rows, dy, loss_scale);  // dy = d loss / d logits
     if (mark_forward) *mark_forward = std::chrono::steady_clock::now();
     for (size_t l = layers_.size(); l-- > 0;) {
       const float* x = l == 0 ? in.x : out_[l - 1];
-      std::visit([&](auto& k) { k.backward(dev_, params, grads, x, dz, l > 0 ? dprev : nullptr, rows); },
+      c.index = int(l);
+      std::visit([&](auto& k) { k.backward(dev_, params, grads, x, dy, l > 0 ? dprev : nullptr, c); },
                  layers_[l]);
-      if (l > 0) {
-        std::visit([&](auto& k) { k.backward_output(dev_, dprev, rows, int(l - 1)); }, layers_[l - 1]);
-      }
       on_ready(model_.grad_ready_end(l));
-      std::swap(dz, dprev);
+      std::swap(dy, dprev);
     }
+    for (auto& layer : layers_) std::visit([&](auto& k) { k.finish(dev_, params, c); }, layer);
     return s;
   }
 
-  // Forward only (no dropout): loss and accuracy of a slice.
+  // Forward only (no dropout, batch norm's moving statistics): loss and accuracy.
+  // (Inference writes nothing: params is read only.)
   SliceStats evaluate(const float* params, const ReplicaBatch& b) {
     if (b.rows == 0) return {};
     const DeviceInputs in = dev_.inputs(b);
-    return loss(forward(params, in.x, b.rows, false), in, b.rows, nullptr, 1.0f);
+    const LayerCall c{b.rows, b.rows, false, 0, nullptr};
+    return loss(forward(const_cast<float*>(params), in.x, c), in, b.rows, nullptr, 1.0f);
   }
 
   // Forward only: returns the output layer (rows, output_dim) before softmax.
   const float* predict(const float* params, const float* x, int64_t rows) {
-    return forward(params, x, rows, false);
+    return forward(const_cast<float*>(params), x, LayerCall{rows, rows, false, 0, nullptr});
   }
 
  private:
-  const float* forward(const float* params, const float* x, int64_t rows, bool training) {
-    if (rows > max_rows_) {
+  const float* forward(float* params, const float* x, LayerCall c) {
+    if (c.rows > max_rows_) {
       throw std::invalid_argument("replica workspace holds " + std::to_string(max_rows_) +
-                                  " rows, asked for " + std::to_string(rows));
+                                  " rows, asked for " + std::to_string(c.rows));
     }
     const float* in = x;
     for (size_t l = 0; l < layers_.size(); ++l) {
-      in = std::visit([&](auto& k) { return k.forward(dev_, params, in, rows, training, int(l)); },
-                      layers_[l]);
+      c.index = int(l);
+      in = std::visit([&](auto& k) { return k.forward(dev_, params, in, c); }, layers_[l]);
       out_[l] = in;
     }
     return in;
+  }
+  // A short last batch can leave a replica without rows: zero gradients, every
+  // bucket, and its part in every collective the layers make (batch norm).
+  SliceStats empty_train(float* params, float* grads, LayerCall c,
+                         const std::function<void(int64_t)>& on_ready) {
+    dev_.zero(grads, model_.num_params());
+    for (auto& layer : layers_) std::visit([&](auto& k) { k.empty_forward(dev_, params, c); }, layer);
+    for (size_t l = layers_.size(); l-- > 0;) {
+      std::visit([&](auto& k) { k.empty_backward(dev_, c, l > 0); }, layers_[l]);
+      on_ready(model_.grad_ready_end(l));
+    }
+    for (auto& layer : layers_) std::visit([&](auto& k) { k.finish(dev_, params, c); }, layer);
+    return dev_.empty_slice();
   }
   SliceStats loss(const float* out, const DeviceInputs& in, int64_t rows, float* d_out,
                   float scale) {

@@ -141,9 +141,9 @@ std::string activation(GraphBuilder& g, Activation a, const std::string& z, cons
 std::string dense_stack(GraphBuilder& g, const SavedModel& m, std::string x) {
   const auto& layers = m.model->layers();
   for (size_t i = 0; i < layers.size(); ++i) {
-    const DenseLayer& l = layers[i];
-    g.initializer(l.name + "/kernel", {l.in, l.out}, m.params.data() + l.weight_offset);
-    g.initializer(l.name + "/bias", {l.out}, m.params.data() + l.bias_offset);
+    const LayerSpec& l = layers[i];
+    g.initializer(l.name + "/kernel", {l.in_size(), l.out_size()}, m.params.data() + l.weight_offset);
+    g.initializer(l.name + "/bias", {l.out_size()}, m.params.data() + l.bias_offset);
     const bool last = i + 1 == layers.size();
     const std::string z = g.node("Gemm", {x, l.name + "/kernel", l.name + "/bias"},
                                  last && !m.classifier ? output_name(m) : l.name + "/z");
@@ -159,10 +159,16 @@ const char* output_name(const SavedModel& model) {
 }
 
 std::string onnx_model_bytes(const SavedModel& m, const std::string& graph_name) {
+  const auto& layers = m.model->layers();
+  for (const auto& l : layers) {
+    if (l.type != LayerType::kDense) {
+      throw ConfigError("ONNX export writes dense models; layer " + l.name +
+                        " is not dense (the saved model still serves and predicts with lockstep)");
+    }
+  }
   GraphBuilder g;
   g.constant("scale", m.input_scale);
-  const auto& layers = m.model->layers();
-  if (std::any_of(layers.begin(), layers.end(), [](const DenseLayer& l) { return l.activation == Activation::kGelu; })) {
+  if (std::any_of(layers.begin(), layers.end(), [](const LayerSpec& l) { return l.activation == Activation::kGelu; })) {
     g.constant("gelu_a", 0.044715f);  // kernels/host_device.h kGeluA, kGeluC
     g.constant("gelu_c", 0.7978845608028654f);
     g.constant("half", 0.5f);

@@ -87,7 +87,7 @@ int64_t predict(const Config& config, const PredictArgs& args) {
   int64_t k = classification ? info.num_classes : info.target_dim;
   // The output width comes from the model file's signature if the split differs.
   const SavedState head = load_state(args.model_path, nullptr);
-  Model model(config.layers, info.feature_dim, k, config.loss);
+  Model model(config.layers, info.feature_shape, k, config.loss);
   if (head.signature != model.signature()) {
     throw DataError(args.model_path + ": holds a different model: the file has [" + head.signature +
                     "], the config and " + args.input_path + " describe [" + model.signature() + "]");

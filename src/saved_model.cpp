@@ -41,7 +41,9 @@ SavedModel load_saved_model(const Config& config, const std::string& path) {
   const SavedState head = load_state(path, nullptr);
   const auto [input, output] = signature_sizes(head.signature, path);
   SavedModel m;
-  m.model = std::make_unique<Model>(config.layers, input, output, config.loss);
+  std::vector<int64_t> shape = signature_input_shape(head.signature);  // "input=1x28x28"
+  if (shape.empty()) shape = {input};
+  m.model = std::make_unique<Model>(config.layers, shape, output, config.loss);
   if (head.signature != m.model->signature()) {
     throw DataError(path + ": holds a different model: the file has [" + head.signature +
                     "], the config describes [" + m.model->signature() +

@@ -181,19 +181,20 @@ MirroredStrategy::MirroredStrategy(const Model& model, const Config& config, Wor
   const int64_t replicas = int64_t(local) * world.size();
   micro_rows_ = resolve_micro_batch(config, replicas);
   micro_batched_ = !devices_ && (config.deterministic || micro_rows_ * replicas < config.batch_size);
-  for (const DenseLayer& l : model.layers()) {
-    segments_.push_back({l.weight_offset, l.weight_offset + l.in * l.out});
-    segments_.push_back({l.bias_offset, l.bias_offset + l.out});
+  if (micro_batched_ && model.has_batch_norm()) {
+    throw ConfigError(std::string("model.layers: batch_norm normalizes over a replica's whole slice of a "
+                      "step, which ") + (config.deterministic ? "train.deterministic" : "train.micro_batch_size") +
+                      " cuts into micro-batches: leave train.deterministic false and "
+                      "train.micro_batch_size unset (auto) for a model with batch_norm or residual layers");
   }
-  std::sort(segments_.begin(), segments_.end(),
-            [](const ArenaSegment& a, const ArenaSegment& b) { return a.begin < b.begin; });
+  for (const TensorSpec& t : model.trainable_tensors()) segments_.push_back({t.offset, t.offset + t.size()});
   for (int i = 0; i < local; ++i) {
     auto r = std::make_unique<Replica>();
     r->local_index = i;
     r->global_index = world.rank() * local + i;
     r->local_comm = &local_group_->member(i);
     r->comm = &group_->member(i);
-    r->params.assign(size_t(model.num_params()), 0.0f);
+    r->params.assign(size_t(model.arena_size()), 0.0f);
     if (devices_ || i == 0) {  // device replicas keep their own slots on their GPU
       r->optimizer = std::make_shared<Optimizer>(config, model.num_params());
     } else {
@@ -208,6 +209,14 @@ MirroredStrategy::MirroredStrategy(const Model& model, const Config& config, Wor
       if (config.overlap) {
         r->worker = std::make_unique<BucketWorker>(r->comm, config.flush_denormals);
       }
+      // Batch norm's statistics: after the buckets already handed to the reducer
+      // thread, so every replica issues its collectives in the same order.
+      r->model->sync = [rp = r.get()](double* x, int64_t n) {
+        if (rp->worker) rp->worker->wait();
+        const auto t0 = Clock::now();
+        rp->comm->allreduce(x, size_t(n));
+        rp->comm_seconds += since(t0);
+      };
     }
     replicas_.push_back(std::move(r));
   }
@@ -325,7 +334,7 @@ struct MirroredStrategy::CpuStep {
   StepResult out;
 
   CpuNetwork& net() { return *r->model; }
-  const float* params() { return r->params.data(); }
+  float* params() { return r->params.data(); }
   float* grads() { return r->grads.data(); }
   void reduce(int64_t begin, int64_t end) { self->reduce_range(*r, begin, end); }
   void extras(const SliceStats& s, bool stop_requested) {

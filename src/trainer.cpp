@@ -84,7 +84,7 @@ void Trainer::build(bool training) {
     throw ConfigError(c.where("model.loss") + ": key 'model.loss': softmax_cross_entropy needs class labels, but " +
                       ti.description + " has float targets (use mse)");
   }
-  model_ = std::make_unique<Model>(c.layers, ti.feature_dim,
+  model_ = std::make_unique<Model>(c.layers, ti.feature_shape,
                                    classification ? ti.num_classes : ti.target_dim, c.loss);
 
   check_same_everywhere();

@@ -1,11 +1,13 @@
 // The Dense layer kind (z = x W + b, then activation, then dropout when
 // training), written once over the device's kernels (src/device.h): its
 // parameters are views into the arena at the offsets the Model assigned, its
-// activations live in workspaces sized once for the most rows a slice has.
+// activations live in workspaces sized once for the most rows a slice has. An
+// input with a shape (C, H, W) is read as its C*H*W features.
 #pragma once
 
 #include <cstdint>
 
+#include "src/layers/call.h"
 #include "src/model.h"
 
 namespace lockstep {
@@ -13,49 +15,50 @@ namespace lockstep {
 template <class D>
 class Dense {
  public:
-  Dense(const DenseLayer& spec, int64_t max_rows)
-      : L_(spec), z_(size_t(max_rows * spec.out)),
-        a_(spec.activation != Activation::kLinear ? size_t(max_rows * spec.out) : 0),
-        d_(spec.dropout > 0.0f ? size_t(max_rows * spec.out) : 0) {}
+  Dense(const LayerSpec& spec, int64_t max_rows)
+      : L_(spec), in_(spec.in_size()), out_(spec.out_size()), z_(size_t(max_rows * out_)),
+        a_(spec.activation != Activation::kLinear ? size_t(max_rows * out_) : 0),
+        d_(spec.dropout > 0.0f ? size_t(max_rows * out_) : 0) {}
 
-  // Returns the output the next layer reads (rows, out); `index` names the
-  // layer's dropout seed in the step block.
-  const float* forward(D& dev, const float* params, const float* in, int64_t rows, bool training,
-                       int index) {
+  const float* forward(D& dev, float* params, const float* in, const LayerCall& c) {
+    const int64_t rows = c.rows;
     float* z = z_.data();
-    dev.gemm(false, false, rows, L_.out, L_.in, 1.0f, in, L_.in, params + L_.weight_offset, L_.out,
-             0.0f, z, L_.out);  // (rows, in) x (in, out)
+    dev.gemm(false, false, rows, out_, in_, 1.0f, in, in_, params + L_.weight_offset, out_,
+             0.0f, z, out_);  // (rows, in) x (in, out)
     float* a = a_.size() == 0 ? z : a_.data();
-    dev.bias_activation_forward(z, params + L_.bias_offset, a, rows, L_.out, L_.activation);
-    if (!training || L_.dropout <= 0.0f) return a;
-    dev.copy(d_.data(), a, rows * L_.out);
-    dev.dropout_forward(d_.data(), rows, L_.out, L_.dropout, index);
+    dev.bias_activation_forward(z, params + L_.bias_offset, a, rows, out_, L_.activation);
+    if (!c.training || L_.dropout <= 0.0f) return a;
+    dev.copy(d_.data(), a, rows * out_);
+    dev.dropout_forward(d_.data(), rows, out_, L_.dropout, c.index);
     return d_.data();
   }
 
-  // d(output) -> d(pre-activation), in place: dropout's mask, then the activation.
-  void backward_output(D& dev, float* d, int64_t rows, int index) {
-    if (L_.dropout > 0.0f) dev.dropout_backward(d, rows, L_.out, L_.dropout, index);
-    const float* a = a_.size() == 0 ? z_.data() : a_.data();
-    dev.activation_backward(d, z_.data(), a, d, rows * L_.out, L_.activation);
+  // dy = d(output) -> dz = d(pre-activation), in place: dropout's mask, then the
+  // activation; then dW, db, and d(input) unless dx is null (the first layer).
+  void backward(D& dev, const float* params, float* grads, const float* in, float* dy, float* dx,
+                const LayerCall& c) {
+    const int64_t rows = c.rows;
+    if (L_.dropout > 0.0f) dev.dropout_backward(dy, rows, out_, L_.dropout, c.index);
+    if (L_.activation != Activation::kLinear) {
+      dev.activation_backward(dy, z_.data(), a_.data(), dy, rows * out_, L_.activation);
+    }
+    // dW (in, out) = in^T (in, rows) x dz (rows, out); db = column sums of dz.
+    dev.gemm(true, false, in_, out_, rows, 1.0f, in, in_, dy, out_, 0.0f, grads + L_.weight_offset,
+             out_);
+    dev.bias_grad(dy, grads + L_.bias_offset, rows, out_, 0.0f);
+    if (dx == nullptr) return;
+    // d(in) (rows, in) = dz (rows, out) x W^T (out, in).
+    dev.gemm(false, true, rows, in_, out_, 1.0f, dy, out_, params + L_.weight_offset, out_, 0.0f,
+             dx, in_);
   }
 
-  // From dz = d(pre-activation): the parameter gradients, and d(input) into
-  // d_in unless it is null (the first layer).
-  void backward(D& dev, const float* params, float* grads, const float* in, const float* dz,
-                float* d_in, int64_t rows) {
-    // dW (in, out) = in^T (in, rows) x dz (rows, out); db = column sums of dz.
-    dev.gemm(true, false, L_.in, L_.out, rows, 1.0f, in, L_.in, dz, L_.out, 0.0f,
-             grads + L_.weight_offset, L_.out);
-    dev.bias_grad(dz, grads + L_.bias_offset, rows, L_.out, 0.0f);
-    if (d_in == nullptr) return;
-    // d(in) (rows, in) = dz (rows, out) x W^T (out, in).
-    dev.gemm(false, true, rows, L_.in, L_.out, 1.0f, dz, L_.out, params + L_.weight_offset, L_.out,
-             0.0f, d_in, L_.in);
-  }
+  void finish(D&, float*, const LayerCall&) {}
+  void empty_forward(D&, float*, const LayerCall&) {}
+  void empty_backward(D&, const LayerCall&, bool) {}
 
  private:
-  DenseLayer L_;
+  LayerSpec L_;
+  int64_t in_, out_;
   typename D::template Buffer<float> z_;  // pre-activation
   typename D::template Buffer<float> a_;  // activation (empty if linear)
   typename D::template Buffer<float> d_;  // after dropout (empty if none)

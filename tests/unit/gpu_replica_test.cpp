@@ -132,10 +132,10 @@ TEST(GpuReplica, AgreesWithCpuPerTensorForWholeSteps) {
       const GpuRun c = train(cpu), g = train(spec);
       ASSERT_EQ(c.params.size(), g.params.size());
       const double tol = opt == OptimizerKind::kSgd ? 1e-5 : 1e-4;
-      for (const DenseLayer& L : model.layers()) {
-        EXPECT_LT(worst_in(g.params, c.params, L.weight_offset, L.in * L.out), tol)
+      for (const LayerSpec& L : model.layers()) {
+        EXPECT_LT(worst_in(g.params, c.params, L.weight_offset, L.in_size() * L.out_size()), tol)
             << L.name << " kernel, " << optimizer_name(opt) << ", dropout " << dropout;
-        EXPECT_LT(worst_in(g.params, c.params, L.bias_offset, L.out), tol)
+        EXPECT_LT(worst_in(g.params, c.params, L.bias_offset, L.out_size()), tol)
             << L.name << " bias, " << optimizer_name(opt) << ", dropout " << dropout;
       }
       for (size_t i = 0; i < c.losses.size(); ++i) {

@@ -36,15 +36,15 @@ TEST(Model, GlorotUniformWithinLimitZeroBiasDeterministic) {
   const auto& l0 = m.layers()[0];
   const double limit = std::sqrt(6.0 / (100 + 64));
   double sum = 0, sum2 = 0;
-  for (int64_t i = 0; i < l0.in * l0.out; ++i) {
+  for (int64_t i = 0; i < l0.in_size() * l0.out_size(); ++i) {
     const double w = a[size_t(l0.weight_offset + i)];
     ASSERT_LE(std::abs(w), limit);
     sum += w, sum2 += w * w;
   }
-  const double n = double(l0.in * l0.out);
+  const double n = double(l0.in_size() * l0.out_size());
   EXPECT_NEAR(sum / n, 0.0, 0.01);
   EXPECT_NEAR(sum2 / n, limit * limit / 3.0, 0.1 * limit * limit / 3.0);  // var of U(-l, l)
-  for (int64_t i = 0; i < l0.out; ++i) EXPECT_EQ(a[size_t(l0.bias_offset + i)], 0.0f);
+  for (int64_t i = 0; i < l0.out_size(); ++i) EXPECT_EQ(a[size_t(l0.bias_offset + i)], 0.0f);
 }
 
 struct GradCase {
@@ -154,9 +154,9 @@ class RecordingDevice : public CpuDevice {
   SliceStats loss(A... a) { return calls.push_back("loss"), CpuDevice::loss(a...); }
 };
 
-// The step's kernels in the order the CPU replicas have always run them (the
-// bitwise tests depend on it; the CUDA device gets the same sequence), with the
-// buckets' ready points after each layer's parameter gradients.
+// The step's kernels in order (the CUDA device gets the same sequence): each
+// layer's backward starts from d(its output) (dropout's mask, the activation),
+// and a bucket's ready point follows each layer's parameter gradients.
 TEST(Network, RunsTheStepsKernelsInOrder) {
   Model m({{7, Activation::kRelu, 0.5f}}, 5, 3, LossKind::kSoftmaxCrossEntropy);
   std::vector<float> p(size_t(m.num_params())), g(p.size()), g_cpu(p.size());
@@ -175,9 +175,10 @@ TEST(Network, RunsTheStepsKernelsInOrder) {
       "gemm", "bias_activation", "copy", "dropout_forward",             // hidden layer
       "gemm", "bias_activation",                                        // output layer
       "loss",
-      "gemm", "bias_grad", "gemm", "dropout_backward", "activation_backward",
+      "gemm", "bias_grad", "gemm",                                      // output layer
       "ready " + std::to_string(m.grad_ready_end(1)),
-      "gemm", "bias_grad", "ready " + std::to_string(m.num_params())};
+      "dropout_backward", "activation_backward", "gemm", "bias_grad",   // hidden layer
+      "ready " + std::to_string(m.num_params())};
   EXPECT_EQ(net.device().calls, want);
   CpuNetwork cpu(m, 4);
   cpu.train(p.data(), g_cpu.data(), b, 0.25f, 11, [](int64_t) {});

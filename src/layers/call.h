@@ -1,0 +1,26 @@
+// What every layer kind's forward and backward get besides its tensors: the
+// slice's rows, the step's global rows, training or not, the layer's index (its
+// dropout seed) and the all-reduce batch norm synchronizes its statistics with.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+
+namespace lockstep {
+
+// Sums n doubles across every replica in sync, in place, in a fixed order (the
+// replica's communicator). Empty: this replica is the only one.
+using SyncSum = std::function<void(double*, int64_t)>;
+
+struct LayerCall {
+  int64_t rows = 0;         // this replica's slice
+  int64_t global_rows = 0;  // the global batch of the step (sync batch norm's count)
+  bool training = false;
+  int index = 0;            // the layer's place in the model (its dropout seed)
+  const SyncSum* sync = nullptr;
+  void sum(double* x, int64_t n) const {
+    if (sync && *sync) (*sync)(x, n);
+  }
+};
+
+}  // namespace lockstep
