@@ -77,6 +77,47 @@ TEST(Config, ErrorsNameTheKeyAndTheProblem) {
   EXPECT_THROW(parse_override("no.such=1"), ConfigError);
 }
 
+TEST(Config, LayerTypesReadTheirFieldsAndRoundTrip) {
+  const Config a = parse_config(
+      std::string(kBase) +
+          "model:\n  layers:\n"
+          "    - {type: conv2d, filters: 16, kernel_size: 5, strides: 2, padding: valid, activation: tanh}\n"
+          "    - {type: batch_norm, sync: false, momentum: 0.9}\n"
+          "    - {type: max_pool2d, pool_size: 3, strides: 1}\n"
+          "    - {type: residual, filters: 32, strides: 2}\n"
+          "    - {type: global_avg_pool2d}\n    - {type: dropout, rate: 0.2}\n    - {units: 10}\n",
+      "cfg.yaml");
+  ASSERT_EQ(a.layers.size(), 7u);
+  EXPECT_EQ(a.layers[0].type, LayerType::kConv2d);
+  EXPECT_EQ(a.layers[0].filters, 16);
+  EXPECT_EQ(a.layers[0].kernel_size, 5);
+  EXPECT_EQ(a.layers[0].strides, 2);
+  EXPECT_EQ(a.layers[0].padding, Padding::kValid);
+  EXPECT_EQ(a.layers[0].activation, Activation::kTanh);
+  EXPECT_FALSE(a.layers[1].sync);
+  EXPECT_FLOAT_EQ(a.layers[1].momentum, 0.9f);
+  EXPECT_EQ(a.layers[2].pool_size, 3);
+  EXPECT_EQ(a.layers[2].pool_strides, 1);
+  EXPECT_EQ(a.layers[3].type, LayerType::kResidual);
+  EXPECT_TRUE(a.layers[3].sync);  // the default
+  EXPECT_FLOAT_EQ(a.layers[5].dropout, 0.2f);
+  EXPECT_EQ(a.layers[6].type, LayerType::kDense);  // dense stays the default type
+  const Config b = parse_config(a.to_yaml(), "resolved");
+  EXPECT_EQ(a.to_yaml(), b.to_yaml());
+}
+
+TEST(Config, LayerErrorsNameTheFieldAndWhatTheTypeTakes) {
+  const auto layers = [](const std::string& l) { return std::string(kBase) + "model: {layers: [" + l + "]}\n"; };
+  const std::string unknown = error_of(layers("{type: conv2d, filters: 8, units: 3}"));
+  EXPECT_NE(unknown.find("model.layers[0].units"), std::string::npos) << unknown;
+  EXPECT_NE(unknown.find("filters, kernel_size, strides, padding, activation"), std::string::npos) << unknown;
+  EXPECT_NE(error_of(layers("{type: conv2d}")).find("needs 'filters'"), std::string::npos);
+  EXPECT_NE(error_of(layers("{type: dropout}")).find("needs 'rate'"), std::string::npos);
+  EXPECT_NE(error_of(layers("{type: conv3d}")).find("choose one of: dense, conv2d"), std::string::npos);
+  EXPECT_NE(error_of(layers("{type: conv2d, filters: 4, padding: full}")).find("same, valid"), std::string::npos);
+  EXPECT_NE(error_of(layers("{type: batch_norm, epsilon: 0}")).find("model.layers[0].epsilon"), std::string::npos);
+}
+
 TEST(Config, ErrorsNameTheLineOfTheKey) {
   EXPECT_NE(error_of("data: {path: d.h5}\ntrain:\n  seed: 1\n  epochs: 0\n").find("cfg.yaml:4: key 'train.epochs': value 0"),
             std::string::npos);
