@@ -18,11 +18,10 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from real_job import LOCKSTEP, MPI_ENV, ROOT, cpu_description, steady  # noqa: E402
+from real_job import LOCKSTEP, ROOT, cpu_description, lockstep_epochs, steady  # noqa: E402
 
 CONFIG = os.path.join(ROOT, "configs", "fashion_mnist_cnn.yaml")
 
@@ -53,15 +52,8 @@ def fma_peak():
 
 
 def run_lockstep(data, epochs):
-    with tempfile.TemporaryDirectory() as tmp:
-        metrics = os.path.join(tmp, "m.jsonl")
-        cmd = [LOCKSTEP, "train", CONFIG, "--set", f"data.path={data}", "--set", f"train.epochs={epochs}",
-               "--set", "train.progress=false", "--set", f"output.dir={tmp}/out",
-               "--set", "output.save_model=false", "--set", "checkpoint.every_epoch=false",
-               "--metrics-out", metrics]
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=dict(os.environ, **MPI_ENV))
-        recs = [json.loads(line) for line in open(metrics) if "final" not in line]
-        return [r["samples_per_sec"] for r in recs], [r["val_accuracy"] for r in recs]
+    recs = lockstep_epochs(data, epochs, [], config=CONFIG)
+    return [r["samples_per_sec"] for r in recs], [r["val_accuracy"] for r in recs]
 
 
 def run_torch(data, epochs, threads):

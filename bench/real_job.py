@@ -57,10 +57,11 @@ def steady(rates):
     return statistics.median(tail), max(tail) / min(tail)
 
 
-def run_lockstep(data, epochs, sets, ranks=1, binary=LOCKSTEP):
+def lockstep_epochs(data, epochs, sets, ranks=1, binary=LOCKSTEP, config=CONFIG):
+    """The per-epoch metrics records of one `lockstep train` run."""
     with tempfile.TemporaryDirectory() as tmp:
         metrics = os.path.join(tmp, "m.jsonl")
-        cmd = [binary, "train", CONFIG, "--set", f"data.path={data}", "--set", f"train.epochs={epochs}",
+        cmd = [binary, "train", config, "--set", f"data.path={data}", "--set", f"train.epochs={epochs}",
                "--set", "train.progress=false", "--set", f"output.dir={tmp}/out",
                "--set", "output.save_model=false", "--set", "checkpoint.every_epoch=false",
                "--metrics-out", metrics]
@@ -70,7 +71,11 @@ def run_lockstep(data, epochs, sets, ranks=1, binary=LOCKSTEP):
             cmd = ["mpirun", "--oversubscribe", "-np", str(ranks), "--bind-to", "none"] + cmd
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=dict(os.environ, **MPI_ENV))
         recs = [json.loads(line) for line in open(metrics)]
-        return [r["samples_per_sec"] for r in recs if "final" not in r]
+        return [r for r in recs if "final" not in r]
+
+
+def run_lockstep(data, epochs, sets, ranks=1, binary=LOCKSTEP):
+    return [r["samples_per_sec"] for r in lockstep_epochs(data, epochs, sets, ranks, binary)]
 
 
 def run_peer(python, script, args, env=None):

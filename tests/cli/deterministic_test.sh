@@ -15,21 +15,6 @@ train: {epochs: 2, batch_size: 40, eval_batch_size: 100, progress: false,
 checkpoint: {every_steps: 7, keep: 100}
 output: {dir: one}
 YAML
-# A.h5 B.h5: every dataset but the progress record (timings) bitwise equal, the
-# same update count. Read with h5py, independently of lockstep's reader.
-same_state() {
-  "$PY" - "$1" "$2" <<'PYEOF'
-import sys, h5py
-a, b = h5py.File(sys.argv[1], "r"), h5py.File(sys.argv[2], "r")
-names = []
-a.visit(lambda n: names.append(n) if isinstance(a[n], h5py.Dataset) and n != "progress" else None)
-assert len(names) >= 3, names  # weights and at least Adam's two slots
-for n in names:
-    x, y = a[n][()], b[n][()]
-    assert x.dtype == y.dtype and x.shape == y.shape and x.tobytes() == y.tobytes(), n
-assert a.attrs["updates"] == b.attrs["updates"]
-PYEOF
-}
 train_loss() { grep -v final "$1" | "$PY" -c 'import sys, json; print([json.loads(l)["loss"] for l in sys.stdin])'; }
 
 "$LS" train cfg.yaml --metrics-out one.jsonl >one.log 2>&1 || bad "1 replica: $(tail -2 one.log)"

@@ -34,6 +34,23 @@ expect_fail() {
   fi
 }
 
+# same_state A.h5 B.h5: every dataset of two model files (weights, moving
+# statistics, optimizer slots; not the progress record of timings) bitwise equal,
+# and the same update count. Read with h5py, independently of lockstep's reader.
+same_state() {
+  "$PY" - "$1" "$2" <<'PYEOF'
+import sys, h5py
+a, b = h5py.File(sys.argv[1], "r"), h5py.File(sys.argv[2], "r")
+names = []
+a.visit(lambda n: names.append(n) if isinstance(a[n], h5py.Dataset) and n != "progress" else None)
+assert len(names) >= 2, names
+for n in names:
+    x, y = a[n][()], b[n][()]
+    assert x.dtype == y.dtype and x.shape == y.shape and x.tobytes() == y.tobytes(), n
+assert a.attrs["updates"] == b.attrs["updates"]
+PYEOF
+}
+
 finish() {
   echo "$PASSES passed, $FAILS failed"
   [ "$FAILS" -eq 0 ]

@@ -18,19 +18,6 @@ optimizer: {name: adam, learning_rate: 0.01}
 train: {epochs: 2, batch_size: 40, eval_batch_size: 100, progress: false}
 YAML
 
-same_state() {  # A.h5 B.h5: every dataset (weights, optimizer slots) bitwise equal
-  "$PY" - "$1" "$2" <<'PYEOF'
-import sys, h5py
-a, b = h5py.File(sys.argv[1], "r"), h5py.File(sys.argv[2], "r")
-names = []
-a.visit(lambda n: names.append(n) if isinstance(a[n], h5py.Dataset) and n != "progress" else None)
-assert names, "no datasets"
-for n in names:
-    x, y = a[n][()], b[n][()]
-    assert x.dtype == y.dtype and x.shape == y.shape and x.tobytes() == y.tobytes(), n
-PYEOF
-}
-
 for local in 1 2; do
   one=one$local two=two$local
   mpirun --oversubscribe -np 4 "$LS" train cfg.yaml --set output.dir=$one \

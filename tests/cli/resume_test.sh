@@ -14,20 +14,6 @@ train: {epochs: 3, batch_size: 40, eval_batch_size: 100, progress: false}
 checkpoint: {every_steps: 7, keep: 100}
 output: {dir: full}
 YAML
-same_state() {  # A.h5 B.h5: weights and optimizer slots bitwise equal
-  "$PY" - "$1" "$2" <<'PYEOF'
-import sys, h5py, numpy as np
-a, b = h5py.File(sys.argv[1], "r"), h5py.File(sys.argv[2], "r")
-names = []
-a.visit(lambda n: names.append(n) if isinstance(a[n], h5py.Dataset) and n != "progress" else None)
-assert names, "no datasets"
-for n in names:
-    x, y = a[n][()], b[n][()]
-    assert x.dtype == y.dtype and x.shape == y.shape and x.tobytes() == y.tobytes(), n
-assert a.attrs["updates"] == b.attrs["updates"]
-PYEOF
-}
-
 "$LS" train cfg.yaml >full.log 2>&1 && ok "uninterrupted run" || bad "full run: $(tail -3 full.log)"
 ls full/checkpoints > ckpts.txt
 # 25 steps per epoch: 7 and 14 are mid-epoch 1, 25 is the end of epoch 1, 49 mid-epoch 2.

@@ -12,12 +12,17 @@
 #include <gtest/gtest.h>
 
 #include "kernels/cpu/cnn.h"
+#include "tests/unit/grad_check.h"
 
 namespace lockstep {
 namespace {
 
-using Vec = std::vector<float>;
-using DVec = std::vector<double>;
+using testing::DVec;
+using testing::expect_close;
+using testing::Vec;
+DVec numeric_grad(DVec& v, const std::function<double()>& loss) {
+  return testing::numeric_grad(v, loss, 1e-4);
+}
 
 Vec random_vec(size_t n, uint32_t seed, float lo, float hi) {
   std::mt19937 gen(seed);
@@ -54,27 +59,6 @@ DVec bn_reference(const Shape& s, const DVec& x, const DVec& gamma, const DVec& 
       }
   }
   return y;
-}
-
-DVec numeric_grad(DVec& v, const std::function<double()>& loss, double h = 1e-4) {
-  DVec grad(v.size());
-  for (size_t i = 0; i < v.size(); ++i) {
-    const double keep = v[i];
-    v[i] = keep + h;
-    const double up = loss();
-    v[i] = keep - h;
-    const double down = loss();
-    v[i] = keep;
-    grad[i] = (up - down) / (2 * h);
-  }
-  return grad;
-}
-
-void expect_close(const Vec& got, const DVec& want, double tol, const std::string& what) {
-  ASSERT_EQ(got.size(), want.size()) << what;
-  for (size_t i = 0; i < got.size(); ++i) {
-    ASSERT_NEAR(got[i], want[i], tol * (1.0 + std::abs(want[i]))) << what << " element " << i;
-  }
 }
 
 // One training step of batch norm with the batch split into `replicas` equal

@@ -13,12 +13,17 @@
 #include <gtest/gtest.h>
 
 #include "kernels/cpu/cnn.h"
+#include "tests/unit/grad_check.h"
 
 namespace lockstep {
 namespace {
 
-using Vec = std::vector<float>;
-using DVec = std::vector<double>;
+using testing::DVec;
+using testing::expect_close;
+using testing::Vec;
+DVec numeric_grad(DVec& v, const std::function<double()>& loss, double h = 1e-3) {
+  return testing::numeric_grad(v, loss, h);
+}
 
 Vec random_vec(size_t n, uint32_t seed, float lo = -1.0f, float hi = 1.0f) {
   std::mt19937 gen(seed);
@@ -57,28 +62,6 @@ double weighted_sum(const DVec& y, const Vec& r) {
   double s = 0.0;
   for (size_t i = 0; i < y.size(); ++i) s += y[i] * r[i];
   return s;
-}
-
-// Central differences of loss() with respect to every element of v (in double).
-DVec numeric_grad(DVec& v, const std::function<double()>& loss, double h = 1e-3) {
-  DVec grad(v.size());
-  for (size_t i = 0; i < v.size(); ++i) {
-    const double keep = v[i];
-    v[i] = keep + h;
-    const double up = loss();
-    v[i] = keep - h;
-    const double down = loss();
-    v[i] = keep;
-    grad[i] = (up - down) / (2 * h);
-  }
-  return grad;
-}
-
-void expect_close(const Vec& got, const DVec& want, double tol, const std::string& what) {
-  ASSERT_EQ(got.size(), want.size()) << what;
-  for (size_t i = 0; i < got.size(); ++i) {
-    ASSERT_NEAR(got[i], want[i], tol * (1.0 + std::abs(want[i]))) << what << " element " << i;
-  }
 }
 
 struct ConvCase {
