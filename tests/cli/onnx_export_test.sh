@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # lockstep export --format onnx against lockstep predict: tiny models with every
-# activation (and dropout, and mse regression) are trained a few steps, exported,
+# activation (and dropout, and mse regression) and every convolutional layer kind
+# (odd image sizes, strides, same/valid padding, batch norm's moving statistics,
+# residual blocks with and without projection) are trained a few steps, exported,
 # checked by onnx.checker and run by onnxruntime on the raw test rows (the input
 # scale is in the graph); probabilities / outputs must match predict's to 1e-5.
 source "$(dirname "$0")/lib.sh"
@@ -23,6 +25,17 @@ with h5py.File("reg.h5", "w") as f:
         x = rng.normal(size=(n, 5)).astype(np.float32) * 3
         g.create_dataset("x", data=x)
         g.create_dataset("y", data=np.stack([x.sum(1), x[:, 0] * x[:, 1]], 1).astype(np.float32))
+PYEOF
+# Two-channel 9x7 images (N, C, H, W) as float32, to exercise asymmetric "same" pads.
+"$PY" - <<'PYEOF'
+import h5py, numpy as np
+rng = np.random.default_rng(2)
+with h5py.File("img.h5", "w") as f:
+    f.attrs["num_classes"] = 3
+    for split, n in (("train", 64), ("test", 24)):
+        g = f.create_group(split)
+        g.create_dataset("x", data=rng.normal(size=(n, 2, 9, 7)).astype(np.float32))
+        g.create_dataset("y", data=rng.integers(0, 3, size=n).astype(np.int32))
 PYEOF
 
 # NAME DATA SCALE LOSS LAYERS
@@ -81,6 +94,10 @@ check_model tanh_sigmoid tiny.h5 0.0039 softmax_cross_entropy \
   "[{units: 7, activation: tanh, dropout: 0.3}, {units: 5, activation: sigmoid}]"
 check_model gelu_linear tiny.h5 0.01 softmax_cross_entropy "[{units: 9, activation: gelu}, {units: 4, activation: linear}]"
 check_model mse_regression reg.h5 0.5 mse "[{units: 8, activation: gelu}, {units: 6, activation: relu}]"
+check_model conv_pool tiny.h5 0.0039 softmax_cross_entropy \
+  "[{type: conv2d, filters: 3, kernel_size: 3, padding: valid, activation: tanh}, {type: max_pool2d, pool_size: 2, strides: 1}, {type: flatten}, {units: 6}, {type: batch_norm}]"
+check_model conv_residual img.h5 1.0 softmax_cross_entropy \
+  "[{type: conv2d, filters: 4, kernel_size: 3, strides: 2, padding: same}, {type: batch_norm, momentum: 0.5}, {type: residual, filters: 4}, {type: residual, filters: 6, strides: 2, momentum: 0.5}, {type: avg_pool2d, pool_size: 2, strides: 1}, {type: dropout, rate: 0.2}, {type: global_avg_pool2d}]"
 
 # Errors: one line, the usual exit codes, nothing overwritten.
 expect_fail 2 "--format tflite is not known" -- "$LS" export relu.yaml --checkpoint out_relu/model.h5 --format tflite --out x.onnx
