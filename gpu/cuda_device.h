@@ -41,6 +41,10 @@ class CudaDevice {
   void zero_doubles(double* x, int64_t n) {
     LOCKSTEP_CUDA_CHECK(cudaMemsetAsync(x, 0, sizeof(double) * size_t(n), ctx_->stream));
   }
+  void copy_doubles(double* dst, const double* src, int64_t n) {
+    LOCKSTEP_CUDA_CHECK(cudaMemcpyAsync(dst, src, sizeof(double) * size_t(n),
+                                        cudaMemcpyDeviceToDevice, ctx_->stream));
+  }
   void axpy(int64_t n, float alpha, const float* x, float* y) { cuda::axpy(*ctx_, n, alpha, x, y); }
   int64_t conv2d_workspace_size(const Conv2dGeometry& g) { return cuda::conv2d_workspace_size(g); }
 

@@ -8,7 +8,8 @@
 //   dropout_forward/backward(x, rows, cols, rate, layer), the layer's seed and the
 //     slice's first row read from the step block (kernels::StepParams);
 //   the convolution, pooling and batch norm kernels of kernels/cpu/cnn.h (same
-//     names and arguments), axpy(n, alpha, x, y), zero_doubles(x, n);
+//     names and arguments), axpy(n, alpha, x, y), zero_doubles(x, n),
+//     copy_doubles(dst, src, n);
 //   copy(dst, src, n), zero(x, n); inputs(batch): where its kernels read the slice;
 //   loss(kind, out, inputs, rows, cols, d_out, scale) (d_out null: evaluation) and
 //     empty_slice(): a slice's stats; begin_slice(step_seed, first_row): the step
@@ -84,6 +85,9 @@ class CpuDevice {
   }
   void zero(float* x, int64_t n) { std::fill(x, x + n, 0.0f); }
   void zero_doubles(double* x, int64_t n) { std::fill(x, x + n, 0.0); }
+  void copy_doubles(double* dst, const double* src, int64_t n) {
+    std::memcpy(dst, src, sizeof(double) * size_t(n));
+  }
   void axpy(int64_t n, float alpha, const float* x, float* y) { cpu::axpy(n, alpha, x, y); }
 
 #define LOCKSTEP_CPU_KERNEL(name) \

@@ -33,6 +33,10 @@ class Network {
     layers_.reserve(model.layers().size());
     for (const LayerSpec& l : model.layers()) layers_.push_back(make_layer(l, max_rows_, dev_));
     out_.resize(layers_.size());
+    for (auto& layer : layers_) std::visit([&](auto& k) { k.deferred(deferred_); }, layer);
+    int64_t total = 0;
+    for (const auto& d : deferred_) total += d.count;
+    if (deferred_.size() > 1) fused_ = typename D::template Buffer<double>(size_t(total));
   }
   Network(const Model& model, int64_t max_rows)
       : Network(model, max_rows, D(model.layers().size())) {}
@@ -70,7 +74,7 @@ class Network {
       on_ready(model_.grad_ready_end(l));
       std::swap(dy, dprev);
     }
-    for (auto& layer : layers_) std::visit([&](auto& k) { k.finish(dev_, params, c); }, layer);
+    finish(params, c);
     return s;
   }
 
@@ -112,8 +116,21 @@ class Network {
       std::visit([&](auto& k) { k.empty_backward(dev_, c, l > 0); }, layers_[l]);
       on_ready(model_.grad_ready_end(l));
     }
-    for (auto& layer : layers_) std::visit([&](auto& k) { k.finish(dev_, params, c); }, layer);
+    finish(params, c);
     return dev_.empty_slice();
+  }
+  // The deferred sums in one all-reduce (copied through one buffer when there
+  // are several), then every layer's finish.
+  void finish(float* params, const LayerCall& c) {
+    if (deferred_.size() == 1) c.sum(deferred_[0].data, deferred_[0].count);
+    if (deferred_.size() > 1) {
+      int64_t at = 0;
+      for (const auto& d : deferred_) dev_.copy_doubles(fused_.data() + at, d.data, d.count), at += d.count;
+      c.sum(fused_.data(), at);
+      at = 0;
+      for (const auto& d : deferred_) dev_.copy_doubles(d.data, fused_.data() + at, d.count), at += d.count;
+    }
+    for (auto& layer : layers_) std::visit([&](auto& k) { k.finish(dev_, params, c); }, layer);
   }
   SliceStats loss(const float* out, const DeviceInputs& in, int64_t rows, float* d_out,
                   float scale) {
@@ -126,6 +143,8 @@ class Network {
   std::vector<Layer<D>> layers_;
   std::vector<const float*> out_;  // per layer: what the next layer reads
   typename D::template Buffer<float> grad_a_, grad_b_;  // (rows, max_width) ping-pong for backward
+  std::vector<DeferredSum> deferred_;            // what the layers leave to sum after backward
+  typename D::template Buffer<double> fused_;    // their one all-reduce buffer (several of them)
 };
 
 // The CPU network: evaluation, predict, serve and the CPU replicas' step.

@@ -5,12 +5,13 @@
 // batch's mean and variance and updates identical moving statistics.
 // sync: false normalizes with the replica's own slice; its moving statistics
 // are still updated from the global batch's (the partials all-reduced once, after
-// backward), so they stay the same on every replica, in checkpoints and in
+// backward, together with every other such layer's), so they stay the same on every replica, in checkpoints and in
 // evaluation whatever the replica count. Inference uses the moving statistics.
 #pragma once
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "src/layers/call.h"
 #include "src/model.h"
@@ -59,10 +60,13 @@ class BatchNorm {
                                  double(L_.sync ? c.global_rows : c.rows) * double(P_), dx);
   }
 
-  // sync: false: the moving statistics from the global batch's partials.
+  // sync: false: the partials the network sums after backward (one all-reduce
+  // for every such layer), then the moving statistics from the global batch's.
+  void deferred(std::vector<DeferredSum>& out) {
+    if (!L_.sync) out.push_back({stats_.data(), 2 * C_});
+  }
   void finish(D& dev, float* params, const LayerCall& c) {
     if (L_.sync) return;
-    c.sum(stats_.data(), 2 * C_);
     moments(dev, params, c.global_rows);
     update_moving(dev, params);
   }

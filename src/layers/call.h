@@ -12,6 +12,12 @@ namespace lockstep {
 // replica's communicator). Empty: this replica is the only one.
 using SyncSum = std::function<void(double*, int64_t)>;
 
+// A span of doubles a layer leaves for the network to sum after backward.
+struct DeferredSum {
+  double* data;
+  int64_t count;
+};
+
 struct LayerCall {
   int64_t rows = 0;         // this replica's slice
   int64_t global_rows = 0;  // the global batch of the step (sync batch norm's count)

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "src/layers/call.h"
 #include "src/model.h"
@@ -47,6 +48,7 @@ class Conv2d {
     if (dx) dev.conv2d_backward_data(g, dy, params + L_.weight_offset, dx, ws_.data());
   }
 
+  void deferred(std::vector<DeferredSum>&) {}
   void finish(D&, float*, const LayerCall&) {}
   void empty_forward(D&, float*, const LayerCall&) {}
   void empty_backward(D&, const LayerCall&, bool) {}
@@ -89,6 +91,7 @@ class Pool2d {
     }
   }
 
+  void deferred(std::vector<DeferredSum>&) {}
   void finish(D&, float*, const LayerCall&) {}
   void empty_forward(D&, float*, const LayerCall&) {}
   void empty_backward(D&, const LayerCall&, bool) {}
@@ -112,6 +115,7 @@ class Reshape {
   void backward(D& dev, const float*, float*, const float*, float* dy, float* dx, const LayerCall& c) {
     if (dx) dev.copy(dx, dy, c.rows * size_);
   }
+  void deferred(std::vector<DeferredSum>&) {}
   void finish(D&, float*, const LayerCall&) {}
   void empty_forward(D&, float*, const LayerCall&) {}
   void empty_backward(D&, const LayerCall&, bool) {}
@@ -137,6 +141,7 @@ class Dropout {
     if (rate_ > 0.0f) dev.dropout_backward(dy, c.rows, size_, rate_, c.index);
     dev.copy(dx, dy, c.rows * size_);
   }
+  void deferred(std::vector<DeferredSum>&) {}
   void finish(D&, float*, const LayerCall&) {}
   void empty_forward(D&, float*, const LayerCall&) {}
   void empty_backward(D&, const LayerCall&, bool) {}

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "src/layers/call.h"
 #include "src/model.h"
@@ -52,6 +53,7 @@ class Dense {
              dx, in_);
   }
 
+  void deferred(std::vector<DeferredSum>&) {}
   void finish(D&, float*, const LayerCall&) {}
   void empty_forward(D&, float*, const LayerCall&) {}
   void empty_backward(D&, const LayerCall&, bool) {}

@@ -4,8 +4,10 @@
 //   forward(dev, params, in, call) -> its output (rows, out_size);
 //   backward(dev, params, grads, in, dy, dx, call): the parameter gradients
 //     (overwritten) and d(input) into dx unless it is null; dy is scratch;
-//   finish(dev, params, call): after backward (batch norm's moving statistics
-//     with sync: false); empty_forward(dev, params, call) and
+//   deferred(spans): the doubles it wants summed across replicas once backward
+//     is done (batch norm with sync: false), which the network fuses into one
+//     all-reduce; finish(dev, params, call): after that sum (those layers'
+//     moving statistics); empty_forward(dev, params, call) and
 //     empty_backward(dev, call, has_dx): a slice without rows still takes part
 //     in every collective the kind makes, in the same order.
 // Parameters are arena views; params is writable because batch norm keeps its

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <vector>
 
 #include "src/layers/batch_norm.h"
 #include "src/layers/call.h"
@@ -67,6 +68,11 @@ class Residual {
     if (dx) dev.axpy(c.rows * in_, 1.0f, proj_ ? t3_.data() : dy, dx);          // + the shortcut's
   }
 
+  void deferred(std::vector<DeferredSum>& out) {
+    bn1_.deferred(out);
+    bn2_.deferred(out);
+    if (proj_bn_) proj_bn_->deferred(out);
+  }
   void finish(D& dev, float* params, const LayerCall& c) {
     bn1_.finish(dev, params, c);
     bn2_.finish(dev, params, c);

@@ -280,7 +280,9 @@ TEST(SyncBatchNorm, MovingStatisticsFollowKeras) {
 // A replica without rows (a short last batch) still joins batch norm's
 // collectives, so its peer does not wait forever, and contributes nothing.
 TEST(SyncBatchNorm, EmptySliceJoinsTheCollectives) {
-  Model m({conv(2, 3, 1, Padding::kSame), batch_norm(), layer(LayerType::kFlatten), batch_norm(false)},
+  // Two layers with sync: false: their partials share one all-reduce after backward.
+  Model m({conv(2, 3, 1, Padding::kSame), batch_norm(), layer(LayerType::kFlatten), batch_norm(false),
+           dense(5), batch_norm(false)},
           std::vector<int64_t>{4, 4}, 2, LossKind::kSoftmaxCrossEntropy);
   std::vector<float> p(size_t(m.arena_size()));
   m.init_params(p.data(), 1);
