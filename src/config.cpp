@@ -236,8 +236,10 @@ LayerConfig get_layer(const YAML::Node& l, const Ctx& lc) {
   std::vector<std::string> seen;
   for (const auto& kv : l) {
     const std::string k = kv.first.Scalar();
-    if (k == "type") continue;
     const Ctx sc = lc.part(lc.key + "." + k, kv.first);
+    if (std::find(seen.begin(), seen.end(), k) != seen.end()) sc.fail("given twice in one layer");
+    seen.push_back(k);
+    if (k == "type") continue;
     const auto f = std::find_if(kLayerFields.begin(), kLayerFields.end(), [&](const LayerField& x) {
       return x.name == k && takes(x, layer.type);
     });
@@ -245,7 +247,6 @@ LayerConfig get_layer(const YAML::Node& l, const Ctx& lc) {
       sc.fail(std::string("unknown field for a ") + type + " layer (it takes " + fields_of(layer.type) + ")");
     }
     f->read(layer, kv.second, sc);
-    seen.push_back(k);
   }
   for (const auto& f : kLayerFields) {
     if (f.required && takes(f, layer.type) &&

@@ -157,7 +157,7 @@ int guarded(const std::unique_ptr<Bootstrap>& boot, Fn&& fn) {
     return report_fatal(boot.get(), "error", e.what(), kExitIo);
   } catch (const std::bad_alloc&) {
     return report_fatal(boot.get(), "error", "out of memory: the model, the batches or the dataset do not fit "
-                        "(lower model.layers units, train.batch_size, train.eval_batch_size or "
+                        "(lower model.layers units or filters (or pool earlier), train.batch_size, train.eval_batch_size or "
                         "strategy.local_replicas)", kExitRuntime);
   } catch (const std::exception& e) {
     return report_fatal(boot.get(), "error", e.what(), kExitRuntime);

@@ -67,7 +67,7 @@ LayerSpec conv_spec(const std::string& name, Shape in, int64_t filters, int64_t 
         conv2d_geometry(1, in.c, in.h, in.w, filters, kernel, kernel, stride, stride, padding);
     l.out = {filters, g.out_h, g.out_w};
   } catch (const std::invalid_argument& e) {
-    throw ConfigError("model.layers: " + name + " does not fit its input " + shape_text(in, false) +
+    throw ConfigError(name + " does not fit its input " + shape_text(in, false) +
                       ": " + e.what());
   }
   l.tensors.push_back({"kernel", {filters, in.c, kernel, kernel}});
@@ -125,7 +125,7 @@ LayerSpec pool_spec(const std::string& name, Shape in, const LayerConfig& c) {
         pool2d_geometry(1, in.c, in.h, in.w, l.pool, l.pool, l.pool_stride, l.pool_stride);
     l.out = {in.c, g.out_h, g.out_w};
   } catch (const std::invalid_argument& e) {
-    throw ConfigError("model.layers: " + name + " does not fit its input " + shape_text(in, false) +
+    throw ConfigError(name + " does not fit its input " + shape_text(in, false) +
                       ": " + e.what());
   }
   return l;
@@ -183,6 +183,11 @@ void set_views(LayerSpec& l) {
   for (auto& p : l.parts) set_views(p);
 }
 
+bool needs_image(LayerType t) {
+  return t == LayerType::kConv2d || t == LayerType::kMaxPool2d || t == LayerType::kAvgPool2d ||
+         t == LayerType::kGlobalAvgPool2d || t == LayerType::kResidual;
+}
+
 bool flat_output(const LayerSpec& l, bool flat_in) {
   switch (l.type) {
     case LayerType::kDense:
@@ -221,9 +226,25 @@ Model::Model(const std::vector<LayerConfig>& hidden, const std::vector<int64_t>&
   const auto name_for = [&](LayerType t) {
     return std::string(type_name(t)) + "_" + std::to_string(++counts[int(t)]);
   };
-  for (const auto& h : hidden) {
-    layers_.push_back(build(h, name_for(h.type), in));
+  bool flat = flat_input_;
+  std::string flat_from = "the dataset's rows (features, not images)";
+  for (size_t i = 0; i < hidden.size(); ++i) {
+    const LayerConfig& h = hidden[i];
+    const std::string name = name_for(h.type);
+    const std::string where = "model.layers[" + std::to_string(i) + "] (" + name + ")";
+    if (flat && needs_image(h.type)) {
+      throw ConfigError(where + ": a " + type_name(h.type) + " layer needs images (C, H, W), but its input is " +
+                        "flat: " + flat_from + " (store the dataset's x as (N, H, W) or (N, C, H, W); " +
+                        "put flatten and dense layers after the image layers)");
+    }
+    try {
+      layers_.push_back(build(h, name, in));
+    } catch (const ConfigError& e) {
+      throw ConfigError("model.layers[" + std::to_string(i) + "]: " + e.what());
+    }
     in = layers_.back().out;
+    flat = flat_output(layers_.back(), flat);
+    if (flat) flat_from = "the output of " + name;
   }
   LayerConfig output;
   output.units = output_dim;

@@ -119,7 +119,22 @@ class RestApi {
     const std::string base = R"(/v1/models/([^/:]+)(?:/versions/([^/:]+))?)";
     svr_.Get(base, [this](const auto& req, auto& res) { status(req, res); });
     svr_.Get(base + "/metadata", [this](const auto& req, auto& res) { metadata(req, res); });
-    svr_.Post(base + ":predict", [this](const auto& req, auto& res) { predict(req, res); });
+    // Read through a ContentReader: the body is JSON whatever the Content-Type says
+    // (curl -d and urllib send x-www-form-urlencoded, which httplib would otherwise
+    // parse as a form and refuse past 8 KiB).
+    svr_.Post(base + ":predict", [this](const httplib::Request& req, httplib::Response& res,
+                                        const httplib::ContentReader& read) {
+      std::string body;
+      const bool whole = read([&](const char* data, size_t n) {
+        body.append(data, n);
+        return true;
+      });
+      if (!whole) {  // over --max-body-bytes (413, worded by error()) or a broken read
+        if (res.status < 400) res.status = 400;
+        return;
+      }
+      predict(req, body, res);
+    });
     svr_.set_error_handler(httplib::Server::HandlerWithResponse(
         [this](const httplib::Request& req, httplib::Response& res) { return error(req, res); }));
     svr_.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
@@ -189,12 +204,12 @@ class RestApi {
     res.set_content(body.dump(), "application/json");
   }
 
-  void predict(const httplib::Request& req, httplib::Response& res) {
+  void predict(const httplib::Request& req, const std::string& body, httplib::Response& res) {
     ++requests_;
     if (!known(req, res)) return;
     PredictRequest p;
     try {
-      p = parse_predict_request(req.body, m_.model->input_dim(), kOnnxInputName);
+      p = parse_predict_request(body, m_.model->input_dim(), kOnnxInputName);
     } catch (const BadRequest& e) {
       res.status = 400;
       res.set_content(error_body(e.what()), "application/json");

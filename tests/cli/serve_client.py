@@ -69,6 +69,13 @@ st, body = predict({"instances": [{"inputs": r} for r in rows[:3]]})
 check(st == 200 and np.abs(np.array(body["predictions"]) - want[:3]).max() <= 1e-5, "instances as {\"inputs\": row}")
 st, body = request("POST", f"/v1/models/{name}/versions/1:predict", json.dumps({"instances": rows[:1]}))
 check(st == 200 and np.abs(np.array(body["predictions"]) - want[:1]).max() <= 1e-5, "POST .../versions/1:predict")
+# curl -d and urllib send x-www-form-urlencoded: the body is still JSON, past 8 KiB too.
+form_body = json.dumps({"instances": rows * 5})
+st, body = request("POST", f"/v1/models/{name}:predict", form_body,
+                   {"Content-Type": "application/x-www-form-urlencoded"})
+check(len(form_body) > 8192 and st == 200 and
+      np.abs(np.array(body["predictions"]) - np.tile(want, (5, 1))).max() <= 1e-5,
+      f"a {len(form_body)}-byte body sent as a form (curl -d) is read as JSON")
 
 # bad requests: 400 with {"error": ...}
 bad = {
