@@ -116,6 +116,8 @@ TEST(Config, LayerErrorsNameTheFieldAndWhatTheTypeTakes) {
   EXPECT_NE(error_of(layers("{type: conv3d}")).find("choose one of: dense, conv2d"), std::string::npos);
   EXPECT_NE(error_of(layers("{type: conv2d, filters: 4, padding: full}")).find("same, valid"), std::string::npos);
   EXPECT_NE(error_of(layers("{type: batch_norm, epsilon: 0}")).find("model.layers[0].epsilon"), std::string::npos);
+  const std::string twice = error_of(layers("{type: conv2d, filters: 4, type: dense}"));
+  EXPECT_NE(twice.find("model.layers[0].type': given twice in one layer"), std::string::npos) << twice;
 }
 
 TEST(Config, ErrorsNameTheLineOfTheKey) {

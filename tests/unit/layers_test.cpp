@@ -186,6 +186,29 @@ TEST(LayerShapes, LayersThatDoNotFitNameTheLayer) {
                ConfigError);
 }
 
+// Image layers on flat features (dataset rows (N, F), or after flatten/dense)
+// are refused naming the entry, not run as 1x1 images.
+TEST(LayerShapes, ImageLayersRefuseFlatInputs) {
+  const auto message = [](std::vector<LayerConfig> layers, std::vector<int64_t> input) {
+    try {
+      Model m(layers, input, 2, LossKind::kSoftmaxCrossEntropy);
+    } catch (const ConfigError& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  const std::string rows = message({conv(2, 3, 1, Padding::kSame)}, {20});
+  EXPECT_NE(rows.find("model.layers[0] (conv2d_1): a conv2d layer needs images"), std::string::npos) << rows;
+  EXPECT_NE(rows.find("the dataset's rows"), std::string::npos) << rows;
+  const std::string after = message({conv(2, 3, 1, Padding::kSame), layer(LayerType::kFlatten), residual(2, 1)}, {6, 6});
+  EXPECT_NE(after.find("model.layers[2] (residual_1)"), std::string::npos) << after;
+  EXPECT_NE(after.find("the output of flatten_1"), std::string::npos) << after;
+  EXPECT_FALSE(message({dense(4), layer(LayerType::kGlobalAvgPool2d)}, {5, 5}).empty());
+  EXPECT_FALSE(message({conv(2, 3, 1, Padding::kSame)}, {2, 3, 4, 5}).empty());  // 4-D rows are flat
+  // Flat-friendly kinds stay allowed on features.
+  EXPECT_TRUE(message({batch_norm(), dense(3), layer(LayerType::kDropout), layer(LayerType::kFlatten)}, {7}).empty());
+}
+
 // Two replicas on halves of a batch with synchronized batch norm compute the
 // whole batch's statistics: their summed gradients and their moving statistics
 // equal one replica's on the whole batch (to rounding: the sums split differently).
