@@ -561,6 +561,23 @@ SavedState Trainer::snapshot(Replica& r, const Position& pos) const {
   return s;
 }
 
+namespace {
+// Names the first tensor holding NaN or Inf, and what moving statistics mean.
+std::string nonfinite_tensor(const Model& model, const std::vector<float>& params) {
+  for (const auto& [layer, t] : model.all_tensors()) {
+    const float* p = params.data() + t.offset;
+    if (std::all_of(p, p + t.size(), [](float v) { return std::isfinite(v); })) continue;
+    std::string what = "the weights hold NaN or Inf (" + layer + "/" + t.name + ")";
+    if (!t.trainable) {
+      what += ": batch norm's moving statistics overflowed float32, which an input or activation "
+              "beyond about 1e19 does (check the data and data.scale)";
+    }
+    return what;
+  }
+  return "the weights hold NaN or Inf";
+}
+}  // namespace
+
 std::string Trainer::save_checkpoint(Replica& r, const Position& pos) {
   // On every replica: the others' next collective waits for the chief's write.
   const LongPhase phase("checkpoint write", long_phase_budget(config_));
@@ -569,8 +586,8 @@ std::string Trainer::save_checkpoint(Replica& r, const Position& pos) {
   // Never save NaN/Inf: a checkpoint must always be a state worth resuming.
   const double norm = cpu::sum_squares(state.params.data(), int64_t(state.params.size()));
   if (!std::isfinite(norm)) {
-    throw std::runtime_error("step " + std::to_string(pos.global_step) +
-                             ": the weights hold NaN or Inf; no checkpoint written");
+    throw std::runtime_error("step " + std::to_string(pos.global_step) + ": " +
+                             nonfinite_tensor(*model_, state.params) + "; no checkpoint written");
   }
   const auto t0 = Clock::now();
   const std::string dir = checkpoint_dir();
