@@ -314,6 +314,17 @@ void prune_checkpoints(const std::string& dir, int64_t keep, const std::string& 
   }
 }
 
+namespace {
+// The first layer that differs, on one line.
+std::string layers_diff(const std::vector<LayerConfig>& now, const std::vector<LayerConfig>& was) {
+  for (size_t i = 0; i < std::min(now.size(), was.size()); ++i) {
+    const std::string a = describe_layer(now[i]), b = describe_layer(was[i]);
+    if (a != b) return "model.layers[" + std::to_string(i) + "] is " + a + " but was " + b;
+  }
+  return "model.layers has " + std::to_string(now.size()) + " layers but had " + std::to_string(was.size());
+}
+}  // namespace
+
 std::string check_resume_compatible(const std::string& saved_yaml, const Config& now,
                                     const std::string& path) {
   const Config saved = parse_config(saved_yaml, path + " (its saved config)");
@@ -332,7 +343,9 @@ std::string check_resume_compatible(const std::string& saved_yaml, const Config&
     const auto it = before.find(row[0]);
     const std::string old = it == before.end() ? "(unset)" : it->second;
     if (old == row[1]) continue;
-    if (!may_change(row[0])) {
+    if (row[0] == "model.layers") {
+      diff += (diff.empty() ? "" : "; ") + layers_diff(now.layers, saved.layers);
+    } else if (!may_change(row[0])) {
       diff += (diff.empty() ? "" : "; ") + row[0] + " is " + row[1] + " but was " + old;
     } else if (row[0] != "strategy.local_replicas") {  // the replica count is reported on its own
       allowed += (allowed.empty() ? "" : "; ") + row[0] + " " + old + " -> " + row[1];

@@ -279,6 +279,17 @@ void put_layer(YAML::Emitter& e, const LayerConfig& l) {
   e << YAML::EndMap;
 }
 
+}  // namespace
+
+std::string describe_layer(const LayerConfig& l) {
+  YAML::Emitter e;
+  e.SetFloatPrecision(7);  // as to_yaml
+  put_layer(e, l);
+  return e.c_str();
+}
+
+namespace {
+
 // One config key: the Config field it sets, read from YAML with its checks and
 // written back by to_yaml; made by the typed builders below.
 struct KeyDef {

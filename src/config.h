@@ -41,6 +41,9 @@ struct LayerConfig {
   float momentum = 0.99f, epsilon = 1e-3f;            // batch_norm (and a residual's)
 };
 
+// One layer as a one-line YAML map, every field its type takes: {type: conv2d, filters: 8, ...}.
+std::string describe_layer(const LayerConfig& l);
+
 enum class LossKind { kSoftmaxCrossEntropy, kMeanSquaredError };
 enum class OptimizerKind { kSgd, kAdam, kAdamW };
 enum class ScheduleKind { kConstant, kStep, kCosine };

@@ -84,6 +84,9 @@ log = open("eval.log").read()
 assert f"accuracy {acc:.4f}" in log, (acc, log)
 PYEOF
 
+sed 's/- {type: batch_norm}/- {type: batch_norm, momentum: 0.9}/' cnn.yaml > changed.yaml
+expect_fail 2 "cannot resume.*model.layers\[1\] is {type: batch_norm, sync: true, momentum: 0.9, epsilon: 0.001} but was {type: batch_norm, sync: true, momentum: 0.99," -- \
+  "$LS" train changed.yaml --resume threads/checkpoints/ckpt-0000000013.h5 --set output.dir=changed
 expect_fail 2 "batch_norm normalizes over a replica's whole slice" -- "$LS" train cnn.yaml --set train.deterministic=true --set output.dir=det
 expect_fail 2 "conv2d_1 does not fit its input" -- "$LS" train cnn.yaml --set 'model.layers=[{type: conv2d, filters: 4, kernel_size: 9, padding: valid}]' --set output.dir=bad
 finish
