@@ -88,6 +88,18 @@ int64_t predict(const Config& config, const PredictArgs& args) {
   // The output width comes from the model file's signature if the split differs.
   const SavedState head = load_state(args.model_path, nullptr);
   Model model(config.layers, info.feature_shape, k, config.loss);
+  const std::vector<int64_t> takes = signature_input_shape(head.signature);
+  const std::vector<int64_t> has = signature_input_shape(model.signature());
+  if (!takes.empty() && takes != has) {
+    const auto text = [](const std::vector<int64_t>& d) {
+      std::string t;
+      for (const int64_t v : d) t += (t.empty() ? "" : "x") + std::to_string(v);
+      return t;
+    };
+    throw DataError(args.input_path + ": split '" + args.split + "' has examples of " + text(has) +
+                    ", but " + args.model_path + " takes " + text(takes) +
+                    " (predict data shaped like the training data)");
+  }
   if (head.signature != model.signature()) {
     throw DataError(args.model_path + ": holds a different model: the file has [" + head.signature +
                     "], the config and " + args.input_path + " describe [" + model.signature() + "]");

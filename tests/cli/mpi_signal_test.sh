@@ -54,7 +54,7 @@ n=$(term_case 1 nograce)
 [ "$n" -eq 0 ] && grep -q "rank 0 sleeps 2 s at phase checkpoint write" nograce.rank0.log &&
   ok "OpenMPI's default (1 s) cuts the same write off (what the setting is for)" || bad "grace 1 s: $n checkpoint(s): $(tail -3 nograce.rank0.log)"
 
-# A frozen rank resumed by mpirun (SIGCONT, then 3 s before SIGTERM).
+# A frozen rank resumed by mpirun (SIGCONT, then 6 s before SIGTERM).
 cat > stop.yaml <<YAML
 data: {path: big.h5, scale: 0.0039}
 model: {layers: [{units: 16, activation: tanh}]}
@@ -62,9 +62,13 @@ train: {epochs: 3, batch_size: 40, eval_batch_size: 100, progress: false}
 comm: {timeout_s: 2, long_phase_s: 3}
 output: {dir: stop, save_model: false}
 YAML
-LOCKSTEP_FAULT="1:collective=150:STOP" OMPI_MCA_odls_base_sigkill_timeout=3 timeout 60 \
-  mpirun --oversubscribe -np 2 -x LOCKSTEP_FAULT "$LS" train stop.yaml >stop.log 2>&1
+# Each rank writes its own log (mpirun's forwarding loses the last lines of a
+# killed job); 6 s between SIGCONT and SIGKILL leave a loaded machine room.
+LOCKSTEP_FAULT="1:collective=150:STOP" OMPI_MCA_odls_base_sigkill_timeout=6 timeout --foreground 90 \
+  mpirun --oversubscribe -np 2 -x LOCKSTEP_FAULT \
+  sh -c 'exec "$0" train stop.yaml >"stop.rank$OMPI_COMM_WORLD_RANK.log" 2>&1' "$LS" >stop.log 2>&1
 rc=$?
+cat stop.rank0.log stop.rank1.log >>stop.log 2>/dev/null
 if [ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q "fatal on rank 0 .*rank(s) 1 did not arrive" stop.log &&
    grep -q "fatal on rank 1 .*this process was stopped for [0-9.]* s" stop.log && ! grep -q "rank(s) 0 did not arrive" stop.log; then
   ok "rank 0 names the frozen rank 1; rank 1, resumed, says it was stopped and blames no one"
