@@ -33,7 +33,10 @@ struct CommOptions {
   // for `interrupt_grace`, the wait gives up with a CommError naming the ranks
   // that did not arrive: a launcher that is tearing the job down (a peer died)
   // sends SIGTERM and then SIGKILL a second later, and this is the chance to say
-  // which peer and which collective. Not applied during a LongPhase.
+  // which peer and which collective. Not applied during a LongPhase. The
+  // shared-memory backend gives up so only when a missing peer's process is
+  // gone: with every peer alive (a SIGTERM to all ranks, a checkpoint to write)
+  // it waits for them under the usual deadline.
   std::function<bool()> interrupted{};
   std::chrono::milliseconds interrupt_grace{300};
   // Processes on one node all-reduce through a shared-memory segment instead of

@@ -61,6 +61,7 @@ struct alignas(64) Control {
   std::atomic<uint64_t> arrived{0};  // barriers this rank has reached
   std::atomic<uint64_t> seq{0};      // the collective it is in (its number)
   int64_t sig[5] = {0, 0, 0, 0, 0};  // that collective (signature_to), published before arriving
+  int32_t pid = 0;                   // the owner process (same node): alive or not, when interrupted
 };
 static_assert(sizeof(Control) <= kControlBytes, "control block too large");
 static_assert(std::atomic<uint64_t>::is_always_lock_free, "shared-memory atomics must be lock-free");
@@ -234,6 +235,7 @@ void ShmCommunicator::map_segment() {
   regions_.resize(size_t(size_));
   for (int r = 0; r < size_; ++r) regions_[size_t(r)] = static_cast<std::byte*>(mapping_) + kRegionBytes * size_t(r);
   new (regions_[size_t(rank_)]) Control();  // the fresh segment is zero: this only starts lifetimes
+  control(rank_).pid = int32_t(getpid());
   inner_->barrier();  // no rank reads a control block before its owner has made it
 }
 
@@ -308,6 +310,22 @@ void ShmCommunicator::reduce_pieces(std::byte* bytes, size_t count, DType dtype,
   }
 }
 
+namespace {
+// Whether a process of this node still runs: /proc/PID/stat exists and its state
+// is not zombie or dead. Unknown (another PID namespace) counts as not running.
+bool process_running(int32_t pid) {
+  if (pid <= 0) return false;
+  std::FILE* f = std::fopen(("/proc/" + std::to_string(pid) + "/stat").c_str(), "r");
+  if (!f) return false;
+  char buf[512] = {0};
+  const size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+  std::fclose(f);
+  const char* close = std::strrchr(buf, ')');  // the command name may hold spaces
+  if (n == 0 || !close || close[1] != ' ') return false;
+  return close[2] != 'Z' && close[2] != 'X';
+}
+}  // namespace
+
 void ShmCommunicator::arrive_and_wait(const char* phase) {
   const uint64_t target = ++epoch_;
   control(rank_).arrived.store(target, std::memory_order_release);
@@ -325,7 +343,15 @@ void ShmCommunicator::arrive_and_wait(const char* phase) {
         if (options_.interrupted && budget_.phase.empty() && options_.interrupted()) {
           if (!interrupted) interrupted_for = waited;
           interrupted = true;
-          if (waited - interrupted_for >= options_.interrupt_grace)
+          // A signal to every rank (a user's SIGTERM to the launcher) finds the
+          // peers alive and on their way: wait for them as usual. Only a dead
+          // peer (the launcher tearing the job down) ends the wait early.
+          bool peer_dead = false;
+          for (int j = next; j < size_; ++j) {
+            if (control(j).arrived.load(std::memory_order_acquire) < target && !process_running(control(j).pid))
+              peer_dead = true;
+          }
+          if (peer_dead && waited - interrupted_for >= options_.interrupt_grace)
             throw_stuck(phase, "interrupted by a signal while waiting (the launcher may be ending the job)");
         }
       });

@@ -49,7 +49,7 @@ term_case() {  # GRACE_S OUT_DIR: SIGTERM to mpirun once epoch 2 trains; prints 
 n=$(term_case 6 grace)
 [ "$n" -eq 1 ] && grep -q "rank 0 sleeps 2 s at phase checkpoint write" grace.rank0.log &&
   grep -q "interrupted by SIGTERM after step [0-9]*; checkpoint grace/checkpoints/ckpt-[0-9]*.h5" grace.rank0.log &&
-  ok "odls_base_sigkill_timeout 6: the 2 s on-signal checkpoint is written" || bad "grace 6 s: $n checkpoint(s): $(grep lockstep: grace.rank0.log | tail -3)"
+  ok "odls_base_sigkill_timeout 6: the 2 s on-signal checkpoint is written" || bad "grace 6 s: $n checkpoint(s): rank 0: $(grep lockstep: grace.rank0.log | tail -3) rank 1: $(grep lockstep: grace.rank1.log | tail -2) mpirun: $(tail -3 grace.mpirun.log)"
 n=$(term_case 1 nograce)
 [ "$n" -eq 0 ] && grep -q "rank 0 sleeps 2 s at phase checkpoint write" nograce.rank0.log &&
   ok "OpenMPI's default (1 s) cuts the same write off (what the setting is for)" || bad "grace 1 s: $n checkpoint(s): $(tail -3 nograce.rank0.log)"
