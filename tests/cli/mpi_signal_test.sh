@@ -50,9 +50,13 @@ n=$(term_case 6 grace)
 [ "$n" -eq 1 ] && grep -q "rank 0 sleeps 2 s at phase checkpoint write" grace.rank0.log &&
   grep -q "interrupted by SIGTERM after step [0-9]*; checkpoint grace/checkpoints/ckpt-[0-9]*.h5" grace.rank0.log &&
   ok "odls_base_sigkill_timeout 6: the 2 s on-signal checkpoint is written" || bad "grace 6 s: $n checkpoint(s): rank 0: $(grep lockstep: grace.rank0.log | tail -3) rank 1: $(grep lockstep: grace.rank1.log | tail -2) mpirun: $(tail -3 grace.mpirun.log)"
+# With 1 s the ranks are killed before the 2 s write ends, or (on a slow
+# machine) before it starts: either way no checkpoint may appear.
 n=$(term_case 1 nograce)
-[ "$n" -eq 0 ] && grep -q "rank 0 sleeps 2 s at phase checkpoint write" nograce.rank0.log &&
-  ok "OpenMPI's default (1 s) cuts the same write off (what the setting is for)" || bad "grace 1 s: $n checkpoint(s): $(tail -3 nograce.rank0.log)"
+started=$(grep -c "rank 0 sleeps 2 s at phase checkpoint write" nograce.rank0.log || true)
+[ "$n" -eq 0 ] &&
+  ok "OpenMPI's default (1 s) leaves no checkpoint (the write started: $started; what the setting is for)" ||
+  bad "grace 1 s: $n checkpoint(s): $(tail -3 nograce.rank0.log)"
 
 # A frozen rank resumed by mpirun (SIGCONT, then 6 s before SIGTERM).
 cat > stop.yaml <<YAML
