@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <vector>
 
 namespace lockstep {
 
@@ -16,6 +17,21 @@ using SyncSum = std::function<void(double*, int64_t)>;
 struct DeferredSum {
   double* data;
   int64_t count;
+};
+
+struct LayerCall;
+
+// The collective and state hooks of a kind that has none (every kind but batch
+// norm and the residual block): nothing deferred, nothing to finish, no part in
+// a rowless slice's collectives.
+struct NoCollectives {
+  void deferred(std::vector<DeferredSum>&) {}
+  template <class D>
+  void finish(D&, float*, const LayerCall&) {}
+  template <class D>
+  void empty_forward(D&, float*, const LayerCall&) {}
+  template <class D>
+  void empty_backward(D&, const LayerCall&, bool) {}
 };
 
 struct LayerCall {

@@ -18,7 +18,7 @@ inline Conv2dGeometry conv_geometry(const LayerSpec& L, int64_t rows) {
 }
 
 template <class D>
-class Conv2d {
+class Conv2d : public NoCollectives {
  public:
   Conv2d(const LayerSpec& spec, int64_t max_rows, D& dev)
       : L_(spec), out_(spec.out_size()), z_(size_t(max_rows * out_)),
@@ -48,11 +48,6 @@ class Conv2d {
     if (dx) dev.conv2d_backward_data(g, dy, params + L_.weight_offset, dx, ws_.data());
   }
 
-  void deferred(std::vector<DeferredSum>&) {}
-  void finish(D&, float*, const LayerCall&) {}
-  void empty_forward(D&, float*, const LayerCall&) {}
-  void empty_backward(D&, const LayerCall&, bool) {}
-
  private:
   LayerSpec L_;
   int64_t out_;
@@ -61,7 +56,7 @@ class Conv2d {
 
 // Max, average (valid windows) and global average pooling.
 template <class D>
-class Pool2d {
+class Pool2d : public NoCollectives {
  public:
   Pool2d(const LayerSpec& spec, int64_t max_rows)
       : L_(spec), y_(size_t(max_rows * spec.out_size())),
@@ -91,11 +86,6 @@ class Pool2d {
     }
   }
 
-  void deferred(std::vector<DeferredSum>&) {}
-  void finish(D&, float*, const LayerCall&) {}
-  void empty_forward(D&, float*, const LayerCall&) {}
-  void empty_backward(D&, const LayerCall&, bool) {}
-
  private:
   Pool2dGeometry geometry(int64_t rows) const {
     return pool2d_geometry(rows, L_.in.c, L_.in.h, L_.in.w, L_.pool, L_.pool, L_.pool_stride,
@@ -108,17 +98,13 @@ class Pool2d {
 
 // Flatten: the output is the input read as (rows, C*H*W).
 template <class D>
-class Reshape {
+class Reshape : public NoCollectives {
  public:
   explicit Reshape(const LayerSpec& spec) : size_(spec.in_size()) {}
   const float* forward(D&, float*, const float* in, const LayerCall&) { return in; }
   void backward(D& dev, const float*, float*, const float*, float* dy, float* dx, const LayerCall& c) {
     if (dx) dev.copy(dx, dy, c.rows * size_);
   }
-  void deferred(std::vector<DeferredSum>&) {}
-  void finish(D&, float*, const LayerCall&) {}
-  void empty_forward(D&, float*, const LayerCall&) {}
-  void empty_backward(D&, const LayerCall&, bool) {}
 
  private:
   int64_t size_;
@@ -126,7 +112,7 @@ class Reshape {
 
 // Dropout as a layer of its own (training only; the same masks as Dense's).
 template <class D>
-class Dropout {
+class Dropout : public NoCollectives {
  public:
   Dropout(const LayerSpec& spec, int64_t max_rows)
       : rate_(spec.dropout), size_(spec.in_size()), d_(size_t(max_rows * size_)) {}
@@ -141,10 +127,6 @@ class Dropout {
     if (rate_ > 0.0f) dev.dropout_backward(dy, c.rows, size_, rate_, c.index);
     dev.copy(dx, dy, c.rows * size_);
   }
-  void deferred(std::vector<DeferredSum>&) {}
-  void finish(D&, float*, const LayerCall&) {}
-  void empty_forward(D&, float*, const LayerCall&) {}
-  void empty_backward(D&, const LayerCall&, bool) {}
 
  private:
   float rate_;

@@ -14,7 +14,7 @@
 namespace lockstep {
 
 template <class D>
-class Dense {
+class Dense : public NoCollectives {
  public:
   Dense(const LayerSpec& spec, int64_t max_rows)
       : L_(spec), in_(spec.in_size()), out_(spec.out_size()), z_(size_t(max_rows * out_)),
@@ -52,11 +52,6 @@ class Dense {
     dev.gemm(false, true, rows, in_, out_, 1.0f, dy, out_, params + L_.weight_offset, out_, 0.0f,
              dx, in_);
   }
-
-  void deferred(std::vector<DeferredSum>&) {}
-  void finish(D&, float*, const LayerCall&) {}
-  void empty_forward(D&, float*, const LayerCall&) {}
-  void empty_backward(D&, const LayerCall&, bool) {}
 
  private:
   LayerSpec L_;
