@@ -197,7 +197,7 @@ void CudaReplica::copy_state(Replica& r, cudaMemcpyKind kind) {
     LOCKSTEP_CUDA_CHECK(cudaMemcpyAsync(up ? device : host, up ? host : device,
                                         size_t(n) * sizeof(float), kind, s));
   };
-  copy(params_.data(), r.params.data(), model_.arena_size());  // with batch norm's state
+  copy(params_.data(), r.params->data(), model_.arena_size());  // with batch norm's state
   const auto slots = r.optimizer->slots();
   copy(m_.data(), slots.at(0).second->data(), n_);
   if (slots.size() > 1) copy(v_.data(), slots.at(1).second->data(), n_);

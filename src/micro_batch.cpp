@@ -206,7 +206,7 @@ SliceStats MirroredStrategy::micro_backward(Replica& r, const ReplicaBatch& b, u
       buf.resize(size_t(n));
       g = buf.data();
     }
-    const SliceStats st = r.model->train(r.params.data(), g, s, scale, step_seed, no_buckets);
+    const SliceStats st = r.model->train(r.params->data(), g, s, scale, step_seed, no_buckets);
     if (keep_each) {  // each tensor's largest |gradient|, while it is still in cache
       for (size_t k = 0; k < segments_.size(); ++k) {
         const ArenaSegment& seg = segments_[k];
@@ -332,7 +332,7 @@ void MirroredStrategy::exact_sum(Replica& r, const ReplicaBatch& b, const SliceS
 void MirroredStrategy::apply_exact(Replica& r, float lr, int64_t begin, int64_t end) {
   MicroBuffers& mb = *r.micro;
   if (mb.converted) {
-    r.optimizer->apply(r.params.data(), r.grads.data(), begin, end, lr, r.updates);
+    r.optimizer->apply(r.params->data(), r.grads.data(), begin, end, lr, r.updates);
     return;
   }
   constexpr int64_t kBlock = 2048;
@@ -341,7 +341,7 @@ void MirroredStrategy::apply_exact(Replica& r, float lr, int64_t begin, int64_t 
     for (int64_t at = std::max(segments_[s].begin, begin); at < seg_end; at += kBlock) {
       const int64_t stop = std::min(at + kBlock, seg_end);
       fixed_to_float(mb.fixed.data() + at, stop - at, mb.exponents[s], r.grads.data() + at);
-      r.optimizer->apply(r.params.data(), r.grads.data(), at, stop, lr, r.updates);
+      r.optimizer->apply(r.params->data(), r.grads.data(), at, stop, lr, r.updates);
     }
   }
 }
@@ -359,7 +359,7 @@ void MirroredStrategy::float_sum(Replica& r, const SliceStats& local, bool stop_
   }
   r.comm_seconds += since(tc);
   out = read_extras(r.grads.data() + n);
-  out.finite = out.finite && cpu::all_finite(r.grads.data(), n);
+  out.finite = out.finite && grads_finite(r);
 }
 
 }  // namespace lockstep

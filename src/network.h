@@ -49,15 +49,19 @@ class Network {
   // Batch norm's all-reduce across the replicas in sync (src/layers/call.h);
   // unset: this network is the only replica.
   SyncSum sync;
+  // false: the arena's state part (batch norm's moving statistics) is shared with
+  // a replica that writes it, and this one leaves it alone.
+  bool writes_state = true;
 
   // Forward + backward. grads (num_params) are OVERWRITTEN with the gradient of
   // loss_scale * (sum of per-example losses). on_ready(end) is called whenever the
   // arena prefix [0, end) of grads is final, last layer first (bucketing).
   // dropout_seed identifies the step's dropout masks (see kernels dropout).
-  // params is written only in its state part (batch norm's moving statistics).
+  // params is written only in its state part (batch norm's moving statistics),
+  // and only when writes_state.
   SliceStats train(float* params, float* grads, const ReplicaBatch& b, float loss_scale,
                    uint64_t dropout_seed, const std::function<void(int64_t)>& on_ready) {
-    LayerCall c{b.rows, b.global_rows, true, 0, &sync};
+    LayerCall c{b.rows, b.global_rows, true, 0, &sync, writes_state};
     if (b.rows == 0) return empty_train(params, grads, c, on_ready);
     dev_.begin_slice(dropout_seed, b.sample_base + b.first_row);
     const DeviceInputs in = dev_.inputs(b);

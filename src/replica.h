@@ -54,10 +54,15 @@ struct Replica {
   int global_index = 0;
   Communicator* comm = nullptr;        // all replicas in sync
   Communicator* local_comm = nullptr;  // the replicas of this process
-  std::vector<float> params, grads;
+  // The weight arena [trainable | state]. The CPU replicas of one process share
+  // one: forward and backward only read it, each replica updates its shard of it
+  // (MirroredStrategy::update) and only local replica 0 writes batch norm's
+  // moving statistics. A replica on an accelerator has its own (the host mirror).
+  std::shared_ptr<std::vector<float>> params;
+  std::vector<float> grads;
   // The optimizer's slots. CPU replicas of one process share one Optimizer (its
   // slots are the same on every replica, so one copy serves), and each updates
-  // its own shard of the arena in every replica's params (MirroredStrategy::update).
+  // its own shard of the slots and of the shared params.
   std::shared_ptr<Optimizer> optimizer;
   std::unique_ptr<CpuNetwork> model;
   std::unique_ptr<BucketWorker> worker;  // strategy.overlap: reduces buckets during backward

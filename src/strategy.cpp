@@ -118,7 +118,7 @@ class MirroredStrategy::CpuReplica final : public ReplicaStep {
     return s_->cpu_step(r, batch, lr, step_seed, stop_requested);
   }
   SliceStats evaluate(Replica& r, const ReplicaBatch& batch) override {
-    return r.model->evaluate(r.params.data(), batch);
+    return r.model->evaluate(r.params->data(), batch);
   }
 
  private:
@@ -194,10 +194,11 @@ MirroredStrategy::MirroredStrategy(const Model& model, const Config& config, Wor
     r->global_index = world.rank() * local + i;
     r->local_comm = &local_group_->member(i);
     r->comm = &group_->member(i);
-    r->params.assign(size_t(model.arena_size()), 0.0f);
-    if (devices_ || i == 0) {  // device replicas keep their own slots on their GPU
+    if (devices_ || i == 0) {  // device replicas keep their own arena and slots on their GPU
+      r->params = std::make_shared<std::vector<float>>(size_t(model.arena_size()), 0.0f);
       r->optimizer = std::make_shared<Optimizer>(config, model.num_params());
     } else {
+      r->params = replicas_[0]->params;
       r->optimizer = replicas_[0]->optimizer;
     }
     if (devices_) {  // gradients and workspaces live on the device
@@ -206,6 +207,7 @@ MirroredStrategy::MirroredStrategy(const Model& model, const Config& config, Wor
       r->step = cpu_.get();
       r->grads.assign(size_t(model.num_params() + kExtras), 0.0f);
       r->model = std::make_unique<CpuNetwork>(model, max_rows);
+      r->model->writes_state = i == 0;  // the shared arena's moving statistics
       if (config.overlap) {
         r->worker = std::make_unique<BucketWorker>(r->comm, config.flush_denormals);
       }
@@ -222,6 +224,7 @@ MirroredStrategy::MirroredStrategy(const Model& model, const Config& config, Wor
   }
   batches_.resize(size_t(local));
   if (!devices_ && local > 1) {
+    shard_finite_.assign(size_t(local), 1);
     // Shard boundaries on 16-float (64-byte) multiples: no two replicas write one line.
     const int64_t n = model.num_params();
     for (int i = 0; i < local; ++i) {
@@ -289,9 +292,9 @@ void MirroredStrategy::seek(Replica& r, DistributedInput& input, const InputPosi
 }
 
 void MirroredStrategy::broadcast_initial_weights(Replica& r) {
-  // Every replica initialises from the same seed; the broadcast makes rank 0's
+  // Every process initialises from the same seed; the broadcast makes rank 0's
   // weights authoritative even if another process computed something else.
-  model_.init_params(r.params.data(), config_.seed);
+  if (shards_.empty() || r.local_index == 0) model_.init_params(r.params->data(), config_.seed);
   restore(r, nullptr, nullptr);
 }
 
@@ -334,7 +337,7 @@ struct MirroredStrategy::CpuStep {
   StepResult out;
 
   CpuNetwork& net() { return *r->model; }
-  float* params() { return r->params.data(); }
+  float* params() { return r->params->data(); }
   float* grads() { return r->grads.data(); }
   void reduce(int64_t begin, int64_t end) { self->reduce_range(*r, begin, end); }
   void extras(const SliceStats& s, bool stop_requested) {
@@ -358,7 +361,7 @@ struct MirroredStrategy::CpuStep {
     // Every replica holds the same reduced gradient, so all decide alike. A finite
     // loss does not imply a finite gradient (an overflow in backward, a huge input).
     const auto t_opt = Clock::now();
-    out.finite = out.finite && cpu::all_finite(r->grads.data(), n);
+    out.finite = out.finite && self->grads_finite(*r);
     if (out.finite) self->update(*r, lr);  // a non-finite step changes nothing
     const auto t_opt_end = Clock::now();
     r->optimizer_seconds += std::chrono::duration<double>(t_opt_end - t_opt).count();
@@ -388,30 +391,36 @@ StepResult MirroredStrategy::cpu_step(Replica& r, const ReplicaBatch& batch, flo
 }
 
 
+bool MirroredStrategy::grads_finite(Replica& r) {
+  if (shards_.empty()) return cpu::all_finite(r.grads.data(), model_.num_params());
+  // Sharded: each replica looks at its shard and the barrier publishes the
+  // answers. A replica writes its flag again only after the next step's gradient
+  // all-reduce, which no replica joins before it has read these.
+  const auto [begin, end] = shards_[size_t(r.local_index)];
+  shard_finite_[size_t(r.local_index)] = cpu::all_finite(r.grads.data() + begin, end - begin);
+  r.local_comm->barrier();
+  return std::all_of(shard_finite_.begin(), shard_finite_.end(), [](char ok) { return ok != 0; });
+}
+
 void MirroredStrategy::update(Replica& r, float lr) {
-  // Unsharded: the whole arena. Sharded: this replica's shard of every local
-  // replica's arena. Every local replica has passed the step's last collective,
-  // so no one reads params now; the barrier after the writes keeps the next
-  // forward from starting on a half-updated arena.
+  // Unsharded: the whole arena. Sharded: this replica's shard of the process's
+  // one arena. Every local replica has passed the step's last collective, so no
+  // one reads params now; the barrier after the writes keeps the next forward
+  // from starting on a half-updated arena.
   const auto [begin, end] = shards_.empty() ? std::pair<int64_t, int64_t>(0, model_.num_params())
                                             : shards_[size_t(r.local_index)];
   if (micro_batched_ && config_.deterministic) {
     apply_exact(r, lr, begin, end);
   } else {
-    r.optimizer->apply(r.params.data(), r.grads.data(), begin, end, lr, r.updates);
+    r.optimizer->apply(r.params->data(), r.grads.data(), begin, end, lr, r.updates);
   }
   ++r.updates;
-  if (shards_.empty()) return;
-  const size_t bytes = size_t(end - begin) * sizeof(float);
-  for (const auto& peer : replicas_) {
-    if (peer.get() != &r) std::memcpy(peer->params.data() + begin, r.params.data() + begin, bytes);
-  }
-  r.local_comm->barrier();
+  if (!shards_.empty()) r.local_comm->barrier();
 }
 
 void MirroredStrategy::snapshot(Replica& r, std::vector<float>& params, NamedSlots* slots) {
   r.step->download(r);
-  params = r.params;
+  params = *r.params;
   if (!slots) return;
   slots->clear();
   for (auto& [name, slot] : r.optimizer->slots()) slots->emplace_back(name, *slot);
@@ -419,20 +428,25 @@ void MirroredStrategy::snapshot(Replica& r, std::vector<float>& params, NamedSlo
 
 void MirroredStrategy::restore(Replica& r, const std::vector<float>* params,
                                const NamedSlots* slots) {
-  if (r.local_index == 0 && params) r.params = *params;
-  r.comm->broadcast(r.params.data(), r.params.size(), 0);
-  if (slots && r.local_index == 0) {
+  if (r.local_index == 0 && params) *r.params = *params;
+  if (r.local_index == 0 && slots) {
     for (auto& [name, slot] : r.optimizer->slots()) {
       for (const auto& [saved_name, data] : *slots) {
         if (saved_name == name) *slot = data;
       }
     }
   }
-  if (slots && shards_.empty()) {
-    for (auto& [name, slot] : r.optimizer->slots()) r.comm->broadcast(slot->data(), slot->size(), 0);
-  } else if (slots) {  // one Optimizer per process: its local replica 0 takes rank 0's slots
+  if (shards_.empty()) {  // every replica holds its own arena and slots
+    r.comm->broadcast(r.params->data(), r.params->size(), 0);
+    if (slots) {
+      for (auto& [name, slot] : r.optimizer->slots()) r.comm->broadcast(slot->data(), slot->size(), 0);
+    }
+  } else {  // one arena and one Optimizer per process: its local replica 0 takes rank 0's
     if (r.local_index == 0) {
-      for (auto& [name, slot] : r.optimizer->slots()) world_.comm->broadcast(slot->data(), slot->size(), 0);
+      world_.comm->broadcast(r.params->data(), r.params->size(), 0);
+      if (slots) {
+        for (auto& [name, slot] : r.optimizer->slots()) world_.comm->broadcast(slot->data(), slot->size(), 0);
+      }
     }
     r.local_comm->barrier();
   }
@@ -446,8 +460,8 @@ void MirroredStrategy::check_in_sync(Replica& r) {
   // A 64-bit hash of the weights' bits, 8 bytes at a time: any single-bit
   // difference shows; about 0.2 ms per 100k parameters, every check_every steps.
   uint64_t h = 0x243f6a8885a308d3ULL;
-  const size_t nbytes = r.params.size() * sizeof(float);
-  const auto* bytes = reinterpret_cast<const unsigned char*>(r.params.data());
+  const size_t nbytes = r.params->size() * sizeof(float);
+  const auto* bytes = reinterpret_cast<const unsigned char*>(r.params->data());
   size_t i = 0;
   for (; i + 8 <= nbytes; i += 8) {
     uint64_t w;

@@ -92,6 +92,8 @@ class MirroredStrategy {
   StepResult cpu_step(Replica& r, const ReplicaBatch& batch, float lr, uint64_t step_seed,
                       bool stop_requested);
   void reduce_range(Replica& r, int64_t begin, int64_t end);
+  // Whether the step's reduced gradient is finite; every replica answers alike.
+  bool grads_finite(Replica& r);
   void update(Replica& r, float lr);
   // The micro-batched step (src/micro_batch.cpp): deterministic mode's exact
   // sum, or fp32 gradient accumulation.
@@ -103,11 +105,12 @@ class MirroredStrategy {
   void float_sum(Replica& r, const SliceStats& local, bool stop_requested, StepResult& out);
   void apply_exact(Replica& r, float lr, int64_t begin, int64_t end);  // [begin, end) of the arena
 
-  // CPU replicas of this process share one Optimizer and split the update: each
-  // applies it to its shard [begin, end) of the arena and writes the result into
-  // every local replica's params (the same values, bitwise, as a full update on
-  // each). shards_[i] is local replica i's shard; empty when not sharded.
+  // CPU replicas of this process share one arena and one Optimizer and split the
+  // update: each checks and updates its shard [begin, end) (the same values,
+  // bitwise, as a full update). shards_[i] is local replica i's shard, and
+  // shard_finite_[i] its finite flag; both empty when not sharded.
   std::vector<std::pair<int64_t, int64_t>> shards_;
+  std::vector<char> shard_finite_;
   const Model& model_;
   const Config& config_;
   World& world_;

@@ -40,6 +40,7 @@ struct LayerCall {
   bool training = false;
   int index = 0;            // the layer's place in the model (its dropout seed)
   const SyncSum* sync = nullptr;
+  bool write_state = true;  // false: another replica writes the shared arena's state part
   void sum(double* x, int64_t n) const {
     if (sync && *sync) (*sync)(x, n);
   }

@@ -56,6 +56,60 @@ TEST(StrategyMpi, RanksAndReplicaThreadsGiveBitwiseTheSameWeights) {
   }
 }
 
+// The periodic checksum: one flipped bit in one process's arena (which its
+// local replicas share) is caught on every rank, and every replica of that
+// process is named when the others agree; 2 processes that differ have no
+// majority and the message says so.
+std::string sync_error(MpiWorld& mpi, int local, int flipped_rank) {
+  Config cfg;
+  cfg.data_path = "x";
+  cfg.local_replicas = local;
+  Model model({{4, Activation::kRelu, 0.0f}}, 3, 2, LossKind::kSoftmaxCrossEntropy);
+  MirroredStrategy strategy(model, cfg, mpi.world, 8);
+  std::string error;
+  try {
+    strategy.run([&](Replica& r) {
+      strategy.broadcast_initial_weights(r);
+      if (mpi.world.rank() == flipped_rank && r.local_index == 0) {
+        uint32_t bits;
+        std::memcpy(&bits, r.params->data() + 5, 4);
+        bits ^= 1u;  // the last mantissa bit of one weight
+        std::memcpy(r.params->data() + 5, &bits, 4);
+      }
+      r.local_comm->barrier();
+      strategy.check_in_sync(r);
+    });
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  return error;
+}
+
+TEST(StrategyMpi, DivergedProcessIsNamedByTheChecksum) {
+  MpiWorld mpi;
+  const int n = mpi.world.size();
+  for (const int local : {1, 2}) {
+    EXPECT_EQ(sync_error(mpi, local, -1), "") << "identical replicas pass";
+    for (int flipped = 0; flipped < n; ++flipped) {
+      const std::string e = sync_error(mpi, local, flipped);
+      SCOPED_TRACE(std::to_string(n) + " ranks x " + std::to_string(local) + ", rank " +
+                   std::to_string(flipped) + " flipped: " + e);
+      std::string named;
+      for (int i = 0; i < local; ++i) {
+        named += (i ? ", " : "") + std::to_string(flipped * local + i) + " (process " +
+                 std::to_string(flipped) + ")";
+      }
+      if (n > 2) {
+        EXPECT_NE(e.find("replica(s) " + named + " hold weights that differ from the other " +
+                         std::to_string((n - 1) * local) + " of " + std::to_string(n * local) +
+                         " replicas"), std::string::npos);
+      } else {
+        EXPECT_NE(e.find("with no majority (replicas 0 (process 0)"), std::string::npos);
+      }
+    }
+  }
+}
+
 TEST(StrategyMpi, SameLayoutTwiceIsBitwiseEqual) {
   MpiWorld mpi;
   const auto a = testing::train_synthetic(mpi.world, {2, OptimizerKind::kAdam, 250, 2, 0.25f});

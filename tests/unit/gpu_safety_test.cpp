@@ -154,8 +154,8 @@ struct Direct {
     for (int i = 0; i < cfg.local_replicas; ++i) {
       auto r = std::make_unique<Replica>();
       r->local_index = i;
-      r->params.assign(size_t(model.num_params()), 0.0f);
-      model.init_params(r->params.data(), 7);
+      r->params = std::make_shared<std::vector<float>>(size_t(model.num_params()), 0.0f);
+      model.init_params(r->params->data(), 7);
       r->optimizer = std::make_unique<Optimizer>(cfg, model.num_params());
       replicas.push_back(std::move(r));
     }
