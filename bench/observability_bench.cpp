@@ -77,7 +77,7 @@ int main(int argc, char** argv) {
   in.num_replicas = replicas;
   in.local_replicas = replicas;
   in.seed = 1;
-  in.replica_gather = resolve_gather(cfg, replicas, 1, *src);
+  in.replica_gather = resolve_gather(cfg, *src);
   DistributedInput input(src, in);
 
   const std::string tb_dir = std::filesystem::temp_directory_path() / ("lockstep-obs-bench-" + std::to_string(getpid()));

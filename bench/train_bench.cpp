@@ -95,7 +95,7 @@ StepTimes time_steps(const Model& model, Config cfg, World& world, std::shared_p
   in.local_replicas = local;
   in.seed = cfg.seed;
   in.prefetch = cfg.data_prefetch;
-  in.replica_gather = resolve_gather(cfg, local, world.info.local_size, *src);
+  in.replica_gather = resolve_gather(cfg, *src);
   DistributedInput input(src, in);
   StepTimes t;
   strategy.run([&](Replica& r) {

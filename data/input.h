@@ -81,8 +81,7 @@ struct InputOptions {
   int prefetch = 2;           // global batches prepared ahead on a background thread (0 = off)
   // Each local replica reads its own rows on its own thread (gather()), in
   // parallel, instead of one thread reading all of them; prefetch is then unused.
-  // The choice when every core runs a replica and a prefetch thread would take
-  // its time from one of them (see resolve_gather in src/strategy.h).
+  // The choice for a cached split on the CPU (see resolve_gather in src/strategy.h).
   bool replica_gather = false;
   // Runs first on every thread the pipeline starts (the prefetch thread), so the
   // caller can give it the floating-point mode of its compute threads.

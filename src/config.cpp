@@ -379,7 +379,7 @@ const std::vector<KeyDef> kKeys = {
   real("data.scale", &Config::data_scale, {0, 1e6, kAboveLo}, "every input feature is multiplied by this (1/255 for pixels)"),
   flag("data.shuffle", &Config::data_shuffle, "reshuffle the training set every epoch (seeded by train.seed)"),
   integer("data.prefetch", &Config::data_prefetch, {0, 64}, "global batches prepared ahead on a background thread (0 = off)"),
-  choice("data.gather", &Config::data_gather, kGatherModes, "who reads a batch's rows: thread (one prefetch thread), replicas (each replica its own, in parallel) or auto (replicas when every core runs a replica)"),
+  choice("data.gather", &Config::data_gather, kGatherModes, "who reads a batch's rows: thread (one prefetch thread), replicas (each replica its own, in parallel) or auto (replicas for a cached split on the CPU)"),
   layer_list("model.layers", "hidden layers in order; the output Dense layer is added from the dataset. Each is {type: T, ...}: dense (the default type; units, activation relu|tanh|sigmoid|gelu|linear (default relu), dropout P), conv2d (filters, kernel_size 3, strides 1, padding same|valid, activation relu), max_pool2d / avg_pool2d (pool_size 2, strides = pool_size), global_avg_pool2d, flatten, batch_norm (sync true: statistics over all replicas, momentum 0.99, epsilon 0.001), dropout (rate), residual (filters (default: input channels), strides 1; two 3x3 conv2d + batch_norm, identity or 1x1 projection shortcut; sync, momentum, epsilon). Inputs (N, H, W) are one channel, (N, C, H, W) as stored"),
   choice("model.loss", &Config::loss, kLosses, "softmax_cross_entropy (class labels) or mse (float targets)"),
   choice("optimizer.name", &Config::optimizer, kOptimizers, "sgd, adam or adamw"),

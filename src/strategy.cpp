@@ -154,16 +154,13 @@ int auto_replica_count(int cpus, int64_t global_batch, int processes) {
   return 1;
 }
 
-bool resolve_gather(const Config& config, int local_replicas, int processes_on_node,
-                    const Source& source) {
+bool resolve_gather(const Config& config, const Source& source) {
   switch (config.data_gather) {
     case GatherMode::kThread: return false;
     case GatherMode::kReplicas: return true;
     case GatherMode::kAuto: break;
   }
-  const int threads = local_replicas * std::max(1, processes_on_node);
-  return !use_cuda(config) && source.concurrent_reads() &&
-         threads >= int(allowed_cpus().size());
+  return !use_cuda(config) && source.concurrent_reads();
 }
 
 MirroredStrategy::MirroredStrategy(const Model& model, const Config& config, World& world,

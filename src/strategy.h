@@ -139,12 +139,12 @@ int resolve_local_replicas(const Config& config, int processes = 1, int processe
 int auto_replica_count(int cpus, int64_t global_batch, int processes);
 
 // data.gather: whether each local replica reads its own rows (true) or one
-// prefetch thread reads them for all (false). auto picks the replicas when this
-// node's replica threads (local_replicas x processes_on_node) leave no CPU for a
-// prefetch thread, on the CPU and with a source that allows concurrent reads;
-// replicas asked for over such a source read one at a time.
-bool resolve_gather(const Config& config, int local_replicas, int processes_on_node,
-                    const Source& source);
+// prefetch thread reads them for all (false). auto picks the replicas on the CPU
+// with a source that allows concurrent reads (a cached split: a gather is a copy,
+// and handing a prefetched batch to the replica's core costs more than making
+// it there, even with a core to spare); replicas asked for over a source without
+// concurrent reads read one at a time.
+bool resolve_gather(const Config& config, const Source& source);
 
 // The communicators' settings from the comm.* keys: comm.timeout_s (0 = the
 // adaptive deadline), comm.verify, and a SIGTERM that arrives while a

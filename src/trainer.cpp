@@ -127,7 +127,7 @@ void Trainer::build(bool training) {
   in.seed = c.seed;
   in.drop_remainder = c.drop_remainder;
   in.prefetch = c.data_prefetch;
-  in.replica_gather = resolve_gather(c, local, world_.info.local_size, *train_source_);
+  in.replica_gather = resolve_gather(c, *train_source_);
   in.on_thread_start = [flush = c.flush_denormals] { cpu::set_flush_denormals(flush); };
   in.whole_shares = c.deterministic && c.batch_size % replicas == 0;  // whole micro-batches per replica
   if (training) train_input_ = std::make_unique<DistributedInput>(train_source_, in);

@@ -41,8 +41,8 @@ TEST(StrategyMpi, RanksAndMixedReplicasAgreeWithOneReplica) {
 }
 
 // N ranks of one replica each update the whole arena on every rank; N replica
-// threads of one process share one optimizer and each updates a shard of every
-// replica's arena. Same reduction order, elementwise update: the same bits.
+// threads of one process share one arena and one optimizer and each updates its
+// shard. Same reduction order, elementwise update: the same bits.
 TEST(StrategyMpi, RanksAndReplicaThreadsGiveBitwiseTheSameWeights) {
   MpiWorld mpi;
   for (OptimizerKind opt : {OptimizerKind::kSgd, OptimizerKind::kAdam}) {

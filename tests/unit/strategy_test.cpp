@@ -77,6 +77,19 @@ TEST(MirroredStrategy, AutoReplicaCountDividesTheGlobalBatch) {
   EXPECT_EQ(resolve_local_replicas(c, 2, 2), 3);  // a number is taken as given
 }
 
+// A source read one row at a time (as serial HDF5 is): concurrent_reads false.
+class SerialSource : public Source {
+ public:
+  explicit SerialSource(std::shared_ptr<Source> inner) : inner_(std::move(inner)) {}
+  const DatasetInfo& info() const override { return inner_->info(); }
+  void read(const int64_t* rows, int64_t n, float* x, int32_t* labels, float* targets) const override {
+    inner_->read(rows, n, x, labels, targets);
+  }
+
+ private:
+  std::shared_ptr<Source> inner_;
+};
+
 TEST(MirroredStrategy, GatherModeFollowsTheConfig) {
   SyntheticOptions so;
   so.size = 8;
@@ -84,11 +97,13 @@ TEST(MirroredStrategy, GatherModeFollowsTheConfig) {
   auto memory = make_synthetic(so);
   Config c;
   c.data_gather = GatherMode::kThread;
-  EXPECT_FALSE(resolve_gather(c, 64, 1, *memory));
+  EXPECT_FALSE(resolve_gather(c, *memory));
   c.data_gather = GatherMode::kReplicas;
-  EXPECT_TRUE(resolve_gather(c, 1, 1, *memory));
+  EXPECT_TRUE(resolve_gather(c, *memory));
   c.data_gather = GatherMode::kAuto;
-  EXPECT_TRUE(resolve_gather(c, 4096, 1, *memory));  // more replica threads than any CPU count
+  EXPECT_TRUE(resolve_gather(c, *memory)) << "a cached split: the replicas read their own rows";
+  const SerialSource serial(memory);
+  EXPECT_FALSE(resolve_gather(c, serial)) << "a source read one row at a time: the prefetch thread";
 }
 
 TEST(MirroredStrategy, DropoutMasksDoNotDependOnTheReplicaCount) {
