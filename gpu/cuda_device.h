@@ -46,6 +46,19 @@ class CudaDevice {
                                         cudaMemcpyDeviceToDevice, ctx_->stream));
   }
   void axpy(int64_t n, float alpha, const float* x, float* y) { cuda::axpy(*ctx_, n, alpha, x, y); }
+  // Batch norm's commit (Network::commit_state), skipped on the device when the
+  // step's update is (gate_state).
+  void batch_norm_update_moving(float* moving_mean, float* moving_var, const float* mean,
+                                const float* var, int64_t channels, float momentum) {
+    cuda::batch_norm_update_moving(*ctx_, moving_mean, moving_var, mean, var, channels, momentum,
+                                   gate_loss_, gate_nonfinite_);
+  }
+  // The step's reduced loss and non-finite flag (device scalars): what decides
+  // whether its state commit applies, as for the optimizer's update.
+  void gate_state(const float* loss, const float* nonfinite) {
+    gate_loss_ = loss;
+    gate_nonfinite_ = nonfinite;
+  }
   int64_t conv2d_workspace_size(const Conv2dGeometry& g) { return cuda::conv2d_workspace_size(g); }
 
 #define LOCKSTEP_CUDA_KERNEL(name) \
@@ -63,7 +76,6 @@ class CudaDevice {
   LOCKSTEP_CUDA_KERNEL(batch_norm_stats)
   LOCKSTEP_CUDA_KERNEL(batch_norm_moments)
   LOCKSTEP_CUDA_KERNEL(batch_norm_forward)
-  LOCKSTEP_CUDA_KERNEL(batch_norm_update_moving)
   LOCKSTEP_CUDA_KERNEL(batch_norm_inference)
   LOCKSTEP_CUDA_KERNEL(batch_norm_backward_stats)
   LOCKSTEP_CUDA_KERNEL(batch_norm_backward_data)
@@ -108,6 +120,8 @@ class CudaDevice {
   DeviceInputs staged_;
   double* loss_sum_;
   int64_t* correct_;
+  const float* gate_loss_ = nullptr;
+  const float* gate_nonfinite_ = nullptr;
 };
 
 }  // namespace lockstep

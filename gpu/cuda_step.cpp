@@ -280,6 +280,8 @@ void CudaReplica::update() {
     cuda::adam_update(ctx, params_.data(), grads_.data(), m_.data(), v_.data(), n_, block(), loss,
                       nonfinite);
   }
+  net_.device().gate_state(loss, nonfinite);
+  net_.commit_state(params_.data());  // batch norm's moving statistics, when the step applies
 }
 
 // A replayed graph's collectives record nothing the watchdog sees: watch the

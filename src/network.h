@@ -57,11 +57,11 @@ class Network {
   // loss_scale * (sum of per-example losses). on_ready(end) is called whenever the
   // arena prefix [0, end) of grads is final, last layer first (bucketing).
   // dropout_seed identifies the step's dropout masks (see kernels dropout).
-  // params is written only in its state part (batch norm's moving statistics),
-  // and only when writes_state.
+  // params is only read: the state the step changes (batch norm's moving
+  // statistics) waits for commit_state().
   SliceStats train(float* params, float* grads, const ReplicaBatch& b, float loss_scale,
                    uint64_t dropout_seed, const std::function<void(int64_t)>& on_ready) {
-    LayerCall c{b.rows, b.global_rows, true, 0, &sync, writes_state};
+    LayerCall c{b.rows, b.global_rows, true, 0, &sync};
     if (b.rows == 0) return empty_train(params, grads, c, on_ready);
     dev_.begin_slice(dropout_seed, b.sample_base + b.first_row);
     const DeviceInputs in = dev_.inputs(b);
@@ -80,6 +80,13 @@ class Network {
     }
     finish(params, c);
     return s;
+  }
+
+  // The last train()'s state (batch norm's moving statistics) into params, once
+  // the step is applied; a skipped step calls nothing. Only when writes_state.
+  void commit_state(float* params) {
+    if (!writes_state) return;
+    for (auto& layer : layers_) std::visit([&](auto& k) { k.commit(dev_, params); }, layer);
   }
 
   // Forward only (no dropout, batch norm's moving statistics): loss and accuracy.

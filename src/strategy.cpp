@@ -411,6 +411,7 @@ void MirroredStrategy::update(Replica& r, float lr) {
   } else {
     r.optimizer->apply(r.params->data(), r.grads.data(), begin, end, lr, r.updates);
   }
+  r.model->commit_state(r.params->data());  // batch norm's moving statistics (replica 0's net)
   ++r.updates;
   if (!shards_.empty()) r.local_comm->barrier();
 }

@@ -1,8 +1,9 @@
 // MirroredStrategy: the model mirrored on num_replicas_in_sync = local replicas x
-// processes. Each replica owns its full state (parameters, gradients, optimizer
-// slots, workspaces) and a Communicator spanning all replicas; every replica runs
-// the same program (SPMD) on its own thread, and one replica is simply the
-// one-replica case of the same code.
+// processes. Each replica has its gradients, workspaces and a Communicator
+// spanning all replicas (src/replica.h); the CPU replicas of a process share one
+// weight arena and one set of optimizer slots and split the update. Every
+// replica runs the same program (SPMD) on its own thread, and one replica is
+// simply the one-replica case of the same code.
 #pragma once
 
 #include <cstdint>

@@ -58,7 +58,9 @@ __global__ void normalize_kernel(const float* x, int64_t total, int64_t channels
 }
 
 __global__ void update_moving_kernel(float* moving_mean, float* moving_var, const float* mean,
-                                     const float* var, int64_t channels, float rate) {
+                                     const float* var, int64_t channels, float rate,
+                                     const float* loss, const float* nonfinite) {
+  if (loss && nonfinite && (!isfinite(*loss) || *nonfinite != 0.0f)) return;  // a skipped step
   for (int64_t c = first_index(); c < channels; c += grid_stride()) {
     moving_mean[c] -= (moving_mean[c] - mean[c]) * rate;
     moving_var[c] -= (moving_var[c] - var[c]) * rate;
@@ -132,10 +134,10 @@ void batch_norm_forward(const CudaContext& ctx, const float* x, int64_t batch, i
 
 void batch_norm_update_moving(const CudaContext& ctx, float* moving_mean, float* moving_var,
                               const float* mean, const float* var, int64_t channels,
-                              float momentum) {
+                              float momentum, const float* loss, const float* nonfinite) {
   if (channels == 0) return;
   update_moving_kernel<<<grid_for(channels), kThreads, 0, ctx.stream>>>(
-      moving_mean, moving_var, mean, var, channels, 1.0f - momentum);
+      moving_mean, moving_var, mean, var, channels, 1.0f - momentum, loss, nonfinite);
   LOCKSTEP_CUDA_CHECK_LAUNCH("batch_norm update_moving_kernel");
 }
 

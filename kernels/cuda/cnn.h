@@ -51,9 +51,12 @@ void batch_norm_moments(const CudaContext& ctx, const double* stats, double coun
 void batch_norm_forward(const CudaContext& ctx, const float* x, int64_t batch, int64_t channels,
                         int64_t pixels, const float* mean, const float* inv_std,
                         const float* gamma, const float* beta, float* y);
+// With loss and nonfinite (device scalars of the step, as adam_update takes them)
+// the update is skipped on the device when the step's is.
 void batch_norm_update_moving(const CudaContext& ctx, float* moving_mean, float* moving_var,
                               const float* mean, const float* var, int64_t channels,
-                              float momentum);
+                              float momentum, const float* loss = nullptr,
+                              const float* nonfinite = nullptr);
 void batch_norm_inference(const CudaContext& ctx, const float* x, int64_t batch, int64_t channels,
                           int64_t pixels, const float* moving_mean, const float* moving_var,
                           const float* gamma, const float* beta, float eps, float* y);

@@ -30,8 +30,8 @@ class BatchNorm {
  public:
   BatchNorm(const LayerSpec& spec, int64_t max_rows)
       : L_(spec), C_(spec.in.c), P_(spec.in.h * spec.in.w), y_(size_t(max_rows * spec.in_size())),
-        stats_(size_t(2 * C_)), sums_(size_t(2 * C_)), shift_(size_t(C_)), mean_(size_t(C_)),
-        var_(size_t(C_)), inv_std_(size_t(C_)), gamma_(tensor_offset(spec, "gamma")), beta_(tensor_offset(spec, "beta")),
+        stats_(size_t(2 * C_)), sums_(size_t(2 * C_)), mean_(size_t(C_)), var_(size_t(C_)),
+        inv_std_(size_t(C_)), gamma_(tensor_offset(spec, "gamma")), beta_(tensor_offset(spec, "beta")),
         mm_(tensor_offset(spec, "moving_mean")), mv_(tensor_offset(spec, "moving_variance")) {}
 
   const float* forward(D& dev, float* params, const float* in, const LayerCall& c) {
@@ -40,13 +40,12 @@ class BatchNorm {
                                params + beta_, L_.epsilon, y_.data());
       return y_.data();
     }
-    take_shift(dev, params);
-    dev.batch_norm_stats(in, c.rows, C_, P_, shift_.data(), stats_.data());
+    dev.batch_norm_stats(in, c.rows, C_, P_, params + mm_, stats_.data());
     if (L_.sync) c.sum(stats_.data(), 2 * C_);
-    moments(dev, L_.sync ? c.global_rows : c.rows);
+    moments(dev, params, L_.sync ? c.global_rows : c.rows);
     dev.batch_norm_forward(in, c.rows, C_, P_, mean_.data(), inv_std_.data(), params + gamma_,
                            params + beta_, y_.data());
-    if (L_.sync) update_moving(dev, params, c);
+    pending_ = L_.sync;
     return y_.data();
   }
 
@@ -68,18 +67,17 @@ class BatchNorm {
   }
   void finish(D& dev, float* params, const LayerCall& c) {
     if (L_.sync) return;
-    moments(dev, c.global_rows);
-    update_moving(dev, params, c);
+    moments(dev, params, c.global_rows);
+    pending_ = true;
   }
 
   // No rows: zero partials into the same all-reduces, in the same order.
   void empty_forward(D& dev, float* params, const LayerCall& c) {
-    take_shift(dev, params);
     dev.zero_doubles(stats_.data(), 2 * C_);
     if (!L_.sync) return;
     c.sum(stats_.data(), 2 * C_);
-    moments(dev, c.global_rows);
-    update_moving(dev, params, c);
+    moments(dev, params, c.global_rows);
+    pending_ = true;
   }
   void empty_backward(D& dev, const LayerCall& c, bool has_dx) {
     if (!L_.sync || !has_dx) return;
@@ -87,29 +85,30 @@ class BatchNorm {
     c.sum(sums_.data(), 2 * C_);
   }
   bool sync() const { return L_.sync; }
-
- private:
-  // The partials are shifted by the moving mean as it was when the step began,
-  // kept here: on CPU replicas sharing one arena, replica 0 may update the moving
-  // mean while another replica still computes its moments.
-  void take_shift(D& dev, const float* params) { dev.copy(shift_.data(), params + mm_, C_); }
-  void moments(D& dev, int64_t rows) {
-    dev.batch_norm_moments(stats_.data(), double(rows) * double(P_), shift_.data(), C_, L_.epsilon,
-                           mean_.data(), var_.data(), inv_std_.data());
-  }
-  // Identical on every replica; only the ones that own their arena's state write it.
-  void update_moving(D& dev, float* params, const LayerCall& c) {
-    if (!c.write_state) return;
+  // The step's moving statistics into the arena, once the step is known to be
+  // applied (a skipped, non-finite step leaves them as they were).
+  void commit(D& dev, float* params) {
+    if (!pending_) return;
+    pending_ = false;
     dev.batch_norm_update_moving(params + mm_, params + mv_, mean_.data(), var_.data(), C_,
                                  L_.momentum);
+  }
+
+ private:
+  // The partials are shifted by the moving mean, which no replica changes before
+  // every replica's step is over (commit()).
+  void moments(D& dev, const float* params, int64_t rows) {
+    dev.batch_norm_moments(stats_.data(), double(rows) * double(P_), params + mm_, C_, L_.epsilon,
+                           mean_.data(), var_.data(), inv_std_.data());
   }
 
   LayerSpec L_;
   int64_t C_, P_;
   typename D::template Buffer<float> y_;
   typename D::template Buffer<double> stats_, sums_;
-  typename D::template Buffer<float> shift_, mean_, var_, inv_std_;
+  typename D::template Buffer<float> mean_, var_, inv_std_;
   int64_t gamma_, beta_, mm_, mv_;
+  bool pending_ = false;  // this step's moments wait for commit()
 };
 
 }  // namespace lockstep

@@ -22,12 +22,14 @@ struct DeferredSum {
 struct LayerCall;
 
 // The collective and state hooks of a kind that has none (every kind but batch
-// norm and the residual block): nothing deferred, nothing to finish, no part in
-// a rowless slice's collectives.
+// norm and the residual block): nothing deferred, nothing to finish or commit,
+// no part in a rowless slice's collectives.
 struct NoCollectives {
   void deferred(std::vector<DeferredSum>&) {}
   template <class D>
   void finish(D&, float*, const LayerCall&) {}
+  template <class D>
+  void commit(D&, float*) {}
   template <class D>
   void empty_forward(D&, float*, const LayerCall&) {}
   template <class D>
@@ -40,7 +42,6 @@ struct LayerCall {
   bool training = false;
   int index = 0;            // the layer's place in the model (its dropout seed)
   const SyncSum* sync = nullptr;
-  bool write_state = true;  // false: another replica writes the shared arena's state part
   void sum(double* x, int64_t n) const {
     if (sync && *sync) (*sync)(x, n);
   }

@@ -78,6 +78,11 @@ class Residual {
     bn2_.finish(dev, params, c);
     if (proj_bn_) proj_bn_->finish(dev, params, c);
   }
+  void commit(D& dev, float* params) {
+    bn1_.commit(dev, params);
+    bn2_.commit(dev, params);
+    if (proj_bn_) proj_bn_->commit(dev, params);
+  }
   void empty_forward(D& dev, float* params, const LayerCall& c) {
     bn1_.empty_forward(dev, params, c);
     bn2_.empty_forward(dev, params, c);

@@ -224,6 +224,7 @@ void two_replicas(bool sync, const Model& m, std::vector<float> p0, Data& d, int
     net.sync = [&](double* x, int64_t n) { comm.allreduce(x, size_t(n)); };
     const ReplicaBatch b = batch_of(d, i * rows / 2, rows / 2, rows, m.input_dim());
     net.train(params[size_t(i)].data(), grads[size_t(i)].data(), b, 1.0f / float(rows), 5, [](int64_t) {});
+    net.commit_state(params[size_t(i)].data());
   };
   std::thread t(body, 1);
   body(0);
@@ -249,6 +250,7 @@ TEST(SyncBatchNorm, TwoReplicasOnHalvesEqualOneOnTheWholeBatch) {
     CpuNetwork one(m, rows);
     one.train(whole_p.data(), whole_g.data(), batch_of(d, 0, rows, rows, m.input_dim()), 1.0f / rows, 5,
               [](int64_t) {});
+    one.commit_state(whole_p.data());
     std::vector<float> sum, after;
     two_replicas(sync, m, p, d, rows, sum, after);
     double worst = 0;
@@ -267,7 +269,8 @@ TEST(SyncBatchNorm, TwoReplicasOnHalvesEqualOneOnTheWholeBatch) {
 }
 
 // The moving statistics after one step against a direct double computation:
-// moving = momentum * moving + (1 - momentum) * batch value (biased variance).
+// moving = momentum * moving + (1 - momentum) * batch value (biased variance),
+// written by commit_state() only (a skipped step never calls it).
 TEST(SyncBatchNorm, MovingStatisticsFollowKeras) {
   LayerConfig bn = batch_norm();
   bn.momentum = 0.8f;
@@ -278,7 +281,10 @@ TEST(SyncBatchNorm, MovingStatisticsFollowKeras) {
   Data d = random_data(rows, m.input_dim(), 2, 9);
   for (auto& v : d.x) v = 2.0f * v + 5.0f;
   CpuNetwork net(m, rows);
+  const std::vector<float> before = p;
   net.train(p.data(), g.data(), batch_of(d, 0, rows, rows, m.input_dim()), 1.0f / rows, 1, [](int64_t) {});
+  EXPECT_EQ(p, before) << "train() leaves the arena alone until the step is committed";
+  net.commit_state(p.data());
   const LayerSpec& L = m.layers()[0];
   const auto at = [&](const char* name) {
     for (const auto& t : L.tensors) {
@@ -313,6 +319,7 @@ TEST(SyncBatchNorm, EmptySliceJoinsTheCollectives) {
   std::vector<float> whole_p = p, whole_g(size_t(m.num_params()));
   CpuNetwork one(m, 3);
   one.train(whole_p.data(), whole_g.data(), batch_of(d, 0, 3, 3, m.input_dim()), 1.0f / 3, 5, [](int64_t) {});
+  one.commit_state(whole_p.data());
   CommOptions o;
   o.timeout = std::chrono::seconds(20);
   LocalGroup group(2, o);
@@ -323,6 +330,7 @@ TEST(SyncBatchNorm, EmptySliceJoinsTheCollectives) {
     net.sync = [&](double* x, int64_t n) { comm.allreduce(x, size_t(n)); };
     const ReplicaBatch b = batch_of(d, 0, i == 0 ? 3 : 0, 3, m.input_dim());
     net.train(params[size_t(i)].data(), grads[size_t(i)].data(), b, 1.0f / 3, 5, [](int64_t) {});
+    net.commit_state(params[size_t(i)].data());
   };
   std::thread t(body, 1);
   body(0);
@@ -332,7 +340,10 @@ TEST(SyncBatchNorm, EmptySliceJoinsTheCollectives) {
     EXPECT_EQ(grads[1][k], 0.0f);
     EXPECT_NEAR(grads[0][k], whole_g[k], 1e-6);
   }
-  for (size_t k = size_t(m.num_params()); k < p.size(); ++k) EXPECT_NEAR(params[0][k], whole_p[k], 1e-6);
+  for (size_t k = size_t(m.num_params()); k < p.size(); ++k) {
+    EXPECT_NEAR(params[0][k], whole_p[k], 1e-6);
+    if (m.arena_size() > m.num_params()) EXPECT_NE(whole_p, p) << "the step moved the moving statistics";
+  }
 }
 
 }  // namespace

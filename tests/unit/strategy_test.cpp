@@ -3,6 +3,7 @@
 // bitwise identical weights, and the same replica count twice is bitwise equal.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
 
 #include "tests/common/train_harness.h"
@@ -160,6 +161,50 @@ TEST(MirroredStrategy, NonFiniteGradientWithFiniteLossSkipsTheUpdateEverywhere) 
     EXPECT_NEAR(after_ok[size_t(i)][2], 0.1f, 1e-6f);
   }
   EXPECT_EQ(after_ok[0], after_ok[1]);
+}
+
+// A skipped step changes no state at all: batch norm's moving statistics wait
+// for the update (a NaN input makes the step's statistics NaN; they must not
+// reach the arena), and the next finite step moves them on every replica alike.
+TEST(MirroredStrategy, SkippedStepLeavesBatchNormStatisticsAlone) {
+  testing::SingleWorld w;
+  Config cfg;
+  cfg.data_path = "x";
+  cfg.local_replicas = 2;
+  cfg.nonfinite = NonFinitePolicy::kSkip;
+  LayerConfig bn;
+  bn.type = LayerType::kBatchNorm;
+  Model model({bn}, 2, 1, LossKind::kMeanSquaredError);
+  MirroredStrategy strategy(model, cfg, w.world, 1);
+  const float x_bad[2][2] = {{std::nanf(""), 1.0f}, {2.0f, 1.0f}};
+  const float x_ok[2][2] = {{0.5f, 1.0f}, {-0.5f, 3.0f}};
+  const float targets[2] = {1.0f, 1.0f};
+  std::vector<float> initial, after_bad, after_ok;
+  StepResult bad;
+  strategy.run([&](Replica& r) {
+    strategy.broadcast_initial_weights(r);
+    if (r.local_index == 0) initial = *r.params;
+    const int i = r.local_index;
+    ReplicaBatch b;
+    b.rows = 1;
+    b.first_row = i;
+    b.global_rows = 2;
+    b.targets = &targets[i];
+    b.x = x_bad[i];
+    const StepResult res = strategy.train_step(r, b, 0.1f, 1);
+    if (r.local_index == 0) bad = res, after_bad = *r.params;
+    r.local_comm->barrier();
+    b.x = x_ok[i];
+    strategy.train_step(r, b, 0.1f, 2);
+    if (r.local_index == 0) after_ok = *r.params;
+  });
+  EXPECT_FALSE(bad.finite);
+  EXPECT_EQ(after_bad, initial) << "weights and moving statistics as before the skipped step";
+  // The finite step's moving mean of feature 1: 0.99 * 0 + 0.01 * mean(1, 3) = 0.02.
+  const int64_t n = model.num_params();
+  ASSERT_EQ(model.arena_size(), n + 4);  // moving_mean (2), moving_variance (2)
+  EXPECT_NEAR(after_ok[size_t(n + 1)], 0.02f, 1e-6f);
+  EXPECT_NEAR(after_ok[size_t(n + 3)], 0.99f + 0.01f * 1.0f, 1e-6f) << "biased variance of (1, 3) is 1";
 }
 
 // The CPU replicas of a process share one weight arena (and one optimizer):
