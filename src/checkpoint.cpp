@@ -79,6 +79,17 @@ void read_floats(hid_t parent, const std::string& name, float* out, const std::v
   }
 }
 
+// Variances (batch norm's moving_variance, Adam's slot v) are never negative: a
+// file that says otherwise is corrupt, and would turn into NaN at the first sqrt.
+void check_variance(const float* x, int64_t n, const std::string& name, const std::string& ctx) {
+  for (int64_t i = 0; i < n; ++i) {
+    if (x[i] < 0.0f) {
+      throw DataError(ctx + ": dataset '" + name + "' holds a negative variance (" + std::to_string(x[i]) +
+                      " at element " + std::to_string(i) + "); the file is corrupt (use an earlier checkpoint)");
+    }
+  }
+}
+
 void write_doubles(hid_t parent, const std::string& name, const double* data, hsize_t n,
                    const std::string& ctx) {
   H5Handle space = h5_check_id(H5Screate_simple(1, &n, nullptr), ctx);
@@ -254,6 +265,9 @@ SavedState read_state(const std::string& path, const Model* model) {
     }
     H5Handle grp = h5_check_id(H5Gopen2(root, g.c_str(), H5P_DEFAULT), ctx + ": /" + g);
     read_floats(grp.get(), t.name, s.params.data() + t.offset, t.shape, ctx + ":/" + g);
+    if (t.name.size() >= 15 && t.name.compare(t.name.size() - 15, 15, "moving_variance") == 0) {
+      check_variance(s.params.data() + t.offset, t.size(), t.name, ctx + ":/" + g);
+    }
   }
   if (H5Lexists(root, "optimizer", H5P_DEFAULT) > 0) {
     H5Handle opt = h5_check_id(H5Gopen2(root, "optimizer", H5P_DEFAULT), ctx + ": /optimizer");
@@ -264,6 +278,7 @@ SavedState read_state(const std::string& path, const Model* model) {
       H5Lget_name_by_idx(opt.get(), ".", H5_INDEX_NAME, H5_ITER_INC, i, name, sizeof name, H5P_DEFAULT);
       std::vector<float> data(size_t(model->num_params()));
       read_floats(opt.get(), name, data.data(), {model->num_params()}, ctx + ":/optimizer");
+      if (std::string(name) == "v") check_variance(data.data(), model->num_params(), name, ctx + ":/optimizer");
       s.slots.emplace_back(name, std::move(data));
     }
   }

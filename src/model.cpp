@@ -355,7 +355,10 @@ std::string Model::summary() const {
   std::snprintf(line, sizeof line, "%-20s %-22s %-14s %12d\n", "input", shape(input_, flat).c_str(), "",
                 0);
   os << line;
-  int dropouts = 0;
+  // A dense layer's dropout is listed as a layer of its own, numbered after the
+  // dropout layers the config names (dropout_1, ... are theirs).
+  int dropouts = int(std::count_if(layers_.begin(), layers_.end(),
+                                   [](const LayerSpec& l) { return l.type == LayerType::kDropout; }));
   for (size_t i = 0; i < layers_.size(); ++i) {
     const auto& l = layers_[i];
     flat = flat_output(l, flat);

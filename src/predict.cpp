@@ -78,6 +78,16 @@ void write_json(const std::string& path, bool overwrite, const std::vector<float
   file.commit();
 }
 
+// A split's example shape as a model file's signature writes it: for an image
+// model (model_rank 3) CxHxW, a 2-D example being one channel; otherwise, and
+// for flat examples, the feature count.
+std::vector<int64_t> example_shape(const DatasetInfo& info, size_t model_rank) {
+  const std::vector<int64_t>& s = info.feature_shape;
+  if (model_rank == 3 && s.size() == 2) return {1, s[0], s[1]};
+  if (model_rank == 3 && s.size() == 3) return s;
+  return {info.feature_dim};
+}
+
 }  // namespace
 
 int64_t predict(const Config& config, const PredictArgs& args) {
@@ -87,9 +97,13 @@ int64_t predict(const Config& config, const PredictArgs& args) {
   int64_t k = classification ? info.num_classes : info.target_dim;
   // The output width comes from the model file's signature if the split differs.
   const SavedState head = load_state(args.model_path, nullptr);
-  Model model(config.layers, info.feature_shape, k, config.loss);
+  // The examples' shape against the file's before the config's layers are laid
+  // over them (they would not fit, and the error would blame the config).
   const std::vector<int64_t> takes = signature_input_shape(head.signature);
-  const std::vector<int64_t> has = signature_input_shape(model.signature());
+  std::vector<int64_t> has = example_shape(info, takes.size());
+  // Flat rows of an image model's size are its images, row-major (as serve and
+  // the ONNX export take them).
+  if (takes.size() == 3 && has.size() == 1 && has[0] == takes[0] * takes[1] * takes[2]) has = takes;
   if (!takes.empty() && takes != has) {
     const auto text = [](const std::vector<int64_t>& d) {
       std::string t;
@@ -100,6 +114,7 @@ int64_t predict(const Config& config, const PredictArgs& args) {
                     ", but " + args.model_path + " takes " + text(takes) +
                     " (predict data shaped like the training data)");
   }
+  Model model(config.layers, takes.empty() ? info.feature_shape : has, k, config.loss);
   if (head.signature != model.signature()) {
     throw DataError(args.model_path + ": holds a different model: the file has [" + head.signature +
                     "], the config and " + args.input_path + " describe [" + model.signature() + "]");

@@ -84,8 +84,12 @@ void Trainer::build(bool training) {
     throw ConfigError(c.where("model.loss") + ": key 'model.loss': softmax_cross_entropy needs class labels, but " +
                       ti.description + " has float targets (use mse)");
   }
-  model_ = std::make_unique<Model>(c.layers, ti.feature_shape,
-                                   classification ? ti.num_classes : ti.target_dim, c.loss);
+  try {
+    model_ = std::make_unique<Model>(c.layers, ti.feature_shape,
+                                     classification ? ti.num_classes : ti.target_dim, c.loss);
+  } catch (const ConfigError& e) {  // "model.layers[i]: ...": say where the list is
+    throw ConfigError(c.where("model.layers") + ": " + e.what());
+  }
 
   check_same_everywhere();
   int local = resolve_local_replicas(c, world_.size(), world_.info.local_size);
@@ -105,7 +109,10 @@ void Trainer::build(bool training) {
                       std::to_string(c.batch_size) + " does not divide by num_replicas_in_sync " +
                       std::to_string(replicas) + " (" + std::to_string(world_.size()) +
                       " processes x " + std::to_string(local) +
-                      " local replicas); use a multiple of " + std::to_string(replicas));
+                      " local replicas" + (auto_replicas_ ? "" : ", strategy.local_replicas at " +
+                                                   c.where("strategy.local_replicas")) +
+                      "); use a multiple of " + std::to_string(replicas) +
+                      (auto_replicas_ ? "" : ", or a strategy.local_replicas that divides it"));
   }
   if (training && ti.size < c.batch_size) {
     throw ConfigError(c.where("train.batch_size") + ": key 'train.batch_size': " + ti.description + " has only " +
@@ -139,6 +146,14 @@ void Trainer::build(bool training) {
   total_steps_ = training ? train_input_->steps_per_epoch() * c.epochs : 0;
 }
 
+namespace {
+// A multi-line table value (model.layers) on one line: its lines joined by "; ".
+std::string one_line(std::string v) {
+  for (size_t at = 0; (at = v.find('\n', at)) != std::string::npos;) v.replace(at, 1, "; ");
+  return v;
+}
+}  // namespace
+
 // Every process must train the same thing: compare a hash of the resolved
 // config, the architecture and the data each process opened. On a mismatch,
 // rank 0's config is broadcast so each process can name the keys that differ.
@@ -147,8 +162,8 @@ std::string Trainer::fingerprint() const {
   const DatasetInfo& ei = eval_source_->info();
   Config c = config_;
   c.progress = true;  // cosmetic keys may differ between ranks
-  std::string text;
-  for (const auto& row : c.table()) text += row[0] + " = " + row[1] + "\n";
+  std::string text;  // a line per key (model.layers' entries joined), so a diff pairs keys
+  for (const auto& row : c.table()) text += row[0] + " = " + one_line(row[1]) + "\n";
   return text + "model: " + model_->signature() + "\ntrain data: " +
          std::to_string(ti.size) + " x " + std::to_string(ti.feature_dim) + ", classes " +
          std::to_string(ti.num_classes) + "\neval data: " + std::to_string(ei.size) + "\n";
@@ -252,10 +267,12 @@ void Trainer::print_config() const {
                 config_.output_dir.c_str());
   }
   for (const auto& row : rows) {
+    std::string value = row[1];  // model.layers: an entry a line, under the first
+    for (size_t at = 0; (at = value.find('\n', at)) != std::string::npos; at += 28) value.insert(at + 1, 27, ' ');
     if (verbose_) {
-      std::printf("%-26s %-34s %s\n", row[0].c_str(), row[1].c_str(), row[2].c_str());
+      std::printf("%-26s %-34s %s\n", row[0].c_str(), value.c_str(), row[2].c_str());
     } else {
-      std::printf("%-26s %s\n", row[0].c_str(), row[1].c_str());
+      std::printf("%-26s %s\n", row[0].c_str(), value.c_str());
     }
   }
   std::printf("\n");
@@ -657,11 +674,16 @@ std::optional<SavedState> Trainer::find_resume_point(const std::string& resume) 
                     (long long)s.updates);
       }
       if (s.replicas != 0 && s.replicas != now) {
+        const bool per_slice = std::any_of(config_.layers.begin(), config_.layers.end(), [](const LayerConfig& l) {
+          return (l.type == LayerType::kBatchNorm || l.type == LayerType::kResidual) && !l.sync;
+        });
         std::printf("resume: written with %lld replicas in sync, continuing with %d: the global "
                     "batch of %lld still divides; %s\n",
                     (long long)s.replicas, now, (long long)config_.batch_size,
                     config_.deterministic ? "train.deterministic: bitwise the weights of either count"
-                                          : "weights agree up to fp32 summation order");
+                    : per_slice ? "batch_norm with sync: false normalizes each replica's slice, so from "
+                                  "here on the weights follow the new count's slices"
+                                : "weights agree up to fp32 summation order");
       }
       if (!changed.empty()) std::printf("resume: settings changed since the checkpoint: %s\n", changed.c_str());
       report_schedule_change(s, candidates[i]);
