@@ -84,6 +84,26 @@ log = open("eval.log").read()
 assert f"accuracy {acc:.4f}" in log, (acc, log)
 PYEOF
 
+# The same examples as flat rows of 2*8*8 (as serve and ONNX take them) predict
+# the same; examples of another size are refused naming both shapes, not the config.
+"$PY" - <<'PYEOF'
+import h5py
+d = h5py.File("img.h5", "r")
+for name, rows in (("flat.h5", d["test/x"][()].reshape(90, 128)), ("small.h5", d["test/x"][()][:, :, :4, :4])):
+    with h5py.File(name, "w") as f:
+        f.attrs["num_classes"] = 3
+        f.create_group("test").create_dataset("x", data=rows)
+        f["test"].create_dataset("y", data=d["test/y"][()])
+PYEOF
+"$LS" predict cnn.yaml --checkpoint threads/model.h5 --input flat.h5 --split test -o flat_pred.h5 >flat.log 2>&1 &&
+  "$PY" -c "
+import h5py, numpy as np
+a = h5py.File('pred.h5', 'r')['probabilities'][()]; b = h5py.File('flat_pred.h5', 'r')['probabilities'][()]
+assert np.array_equal(a, b), abs(a - b).max()" && ok "predict takes flat rows of the model's image size, bitwise the same" ||
+  bad "predict on flat rows: $(tail -2 flat.log)"
+expect_fail 3 "small.h5: split 'test' has examples of 2x4x4, but threads/model.h5 takes 2x8x8" -- \
+  "$LS" predict cnn.yaml --checkpoint threads/model.h5 --input small.h5 --split test -o small_pred.h5
+
 sed 's/- {type: batch_norm}/- {type: batch_norm, momentum: 0.9}/' cnn.yaml > changed.yaml
 expect_fail 2 "cannot resume.*model.layers\[1\] is {type: batch_norm, sync: true, momentum: 0.9, epsilon: 0.001} but was {type: batch_norm, sync: true, momentum: 0.99," -- \
   "$LS" train changed.yaml --resume threads/checkpoints/ckpt-0000000013.h5 --set output.dir=changed

@@ -127,5 +127,34 @@ TEST_F(CheckpointTest, NonFiniteWeightsAreRefused) {
   }
 }
 
+// Variances are never negative: a file whose moving_variance or Adam v says
+// otherwise is corrupt (the first sqrt would make NaN), and is refused by name.
+TEST_F(CheckpointTest, NegativeVariancesAreRefused) {
+  LayerConfig bn;
+  bn.type = LayerType::kBatchNorm;
+  Model m({bn}, 4, 3, LossKind::kSoftmaxCrossEntropy);
+  SavedState s = state_for(m);
+  s.params.assign(size_t(m.arena_size()), 0.5f);
+  const auto expect_refused = [&](const char* file, const char* name) {
+    save_state(path(file), m, s);
+    try {
+      load_state(path(file), &m);
+      ADD_FAILURE() << "a negative " << name << " was accepted";
+    } catch (const DataError& e) {
+      EXPECT_NE(std::string(e.what()).find("'" + std::string(name) + "' holds a negative variance"),
+                std::string::npos) << e.what();
+    }
+  };
+  for (const auto& [layer, t] : m.all_tensors()) {
+    if (t.name == "moving_variance") s.params[size_t(t.offset + 1)] = -5.0f;
+  }
+  expect_refused("bn.h5", "moving_variance");
+  s.params.assign(size_t(m.arena_size()), 0.5f);
+  s.slots = {{"m", std::vector<float>(size_t(m.num_params()), 0.0f)},
+             {"v", std::vector<float>(size_t(m.num_params()), 0.25f)}};
+  s.slots[1].second[2] = -1e-3f;
+  expect_refused("v.h5", "v");
+}
+
 }  // namespace
 }  // namespace lockstep
