@@ -96,8 +96,8 @@ TEST(StrategyMpi, DivergedProcessIsNamedByTheChecksum) {
                    std::to_string(flipped) + " flipped: " + e);
       std::string named;
       for (int i = 0; i < local; ++i) {
-        named += (i ? ", " : "") + std::to_string(flipped * local + i) + " (process " +
-                 std::to_string(flipped) + ")";
+        if (i > 0) named += ", ";
+        named += std::to_string(flipped * local + i) + " (process " + std::to_string(flipped) + ")";
       }
       if (n > 2) {
         EXPECT_NE(e.find("replica(s) " + named + " hold weights that differ from the other " +
