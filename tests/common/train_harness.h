@@ -31,6 +31,18 @@ struct RunSpec {
   int64_t micro_batch = 0;      // train.micro_batch_size (0 = auto)
 };
 
+// Replica i's slice of a global batch of one row per replica: row i, x[i] and
+// targets[i] (a regression target of width 1).
+inline ReplicaBatch one_row(int i, int replicas, const float (*x)[2], const float* targets) {
+  ReplicaBatch b;
+  b.rows = 1;
+  b.first_row = i;
+  b.global_rows = replicas;
+  b.targets = &targets[i];
+  b.x = x[i];
+  return b;
+}
+
 inline RunResult train_synthetic(World& world, const RunSpec& spec) {
   SyntheticOptions so;
   so.size = spec.dataset_size;

@@ -223,12 +223,7 @@ TEST(Deterministic, NonFiniteGradientsSkipTheUpdateEverywhere) {
     if (r.local_index == 0) std::fill(r.params->begin(), r.params->end(), 0.0f);  // one arena
     r.local_comm->barrier();
     const int i = r.local_index;
-    ReplicaBatch b;
-    b.rows = 1;
-    b.first_row = i;
-    b.global_rows = 2;
-    b.targets = &targets[i];
-    b.x = inside[i];
+    ReplicaBatch b = testing::one_row(i, 2, inside, targets);
     res[size_t(i)] = strategy.train_step(r, b, 0.1f, 1);
     b.x = summed[i];
     res[size_t(2 + i)] = strategy.train_step(r, b, 0.1f, 2);

@@ -134,12 +134,7 @@ TEST(MirroredStrategy, NonFiniteGradientWithFiniteLossSkipsTheUpdateEverywhere) 
     if (r.local_index == 0) std::fill(r.params->begin(), r.params->end(), 0.0f);  // one arena
     r.local_comm->barrier();
     const int i = r.local_index;
-    ReplicaBatch b;
-    b.rows = 1;
-    b.first_row = i;
-    b.global_rows = 2;
-    b.targets = &targets[i];
-    b.x = x_bad[i];
+    ReplicaBatch b = testing::one_row(i, 2, x_bad, targets);
     bad[size_t(i)] = strategy.train_step(r, b, 0.1f, 1);
     after_bad[size_t(i)] = *r.params;
     m_after_bad[size_t(i)] = *r.optimizer->slots().at(0).second;
@@ -185,12 +180,7 @@ TEST(MirroredStrategy, SkippedStepLeavesBatchNormStatisticsAlone) {
     strategy.broadcast_initial_weights(r);
     if (r.local_index == 0) initial = *r.params;
     const int i = r.local_index;
-    ReplicaBatch b;
-    b.rows = 1;
-    b.first_row = i;
-    b.global_rows = 2;
-    b.targets = &targets[i];
-    b.x = x_bad[i];
+    ReplicaBatch b = testing::one_row(i, 2, x_bad, targets);
     const StepResult res = strategy.train_step(r, b, 0.1f, 1);
     if (r.local_index == 0) bad = res, after_bad = *r.params;
     r.local_comm->barrier();
