@@ -89,6 +89,7 @@ class CpuDevice {
     std::memcpy(dst, src, sizeof(double) * size_t(n));
   }
   void axpy(int64_t n, float alpha, const float* x, float* y) { cpu::axpy(n, alpha, x, y); }
+  bool all_finite(const float* x, int64_t n) { return cpu::all_finite(x, n); }
 
 #define LOCKSTEP_CPU_KERNEL(name) \
   template <class... A>           \

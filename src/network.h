@@ -89,6 +89,14 @@ class Network {
     for (auto& layer : layers_) std::visit([&](auto& k) { k.commit(dev_, params); }, layer);
   }
 
+  // Whether what commit_state() would write is finite (the same on every replica:
+  // batch norm's statistics are the global batch's).
+  bool state_finite() {
+    bool ok = true;
+    for (auto& layer : layers_) std::visit([&](auto& k) { ok = ok && k.state_finite(dev_); }, layer);
+    return ok;
+  }
+
   // Forward only (no dropout, batch norm's moving statistics): loss and accuracy.
   // (Inference writes nothing: params is read only.)
   SliceStats evaluate(const float* params, const ReplicaBatch& b) {

@@ -34,6 +34,7 @@ struct StepResult {
   // finite. If not, no replica changed anything (finite_loss says which failed).
   bool finite = true;
   bool finite_loss = true;
+  bool finite_state = true;  // batch norm's batch statistics (the CPU step checks them)
 };
 
 // The slice's values into the extras, reduced with the last bucket.

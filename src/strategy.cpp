@@ -358,7 +358,8 @@ struct MirroredStrategy::CpuStep {
     // Every replica holds the same reduced gradient, so all decide alike. A finite
     // loss does not imply a finite gradient (an overflow in backward, a huge input).
     const auto t_opt = Clock::now();
-    out.finite = out.finite && self->grads_finite(*r);
+    out.finite_state = r->model->state_finite();
+    out.finite = out.finite && out.finite_state && self->grads_finite(*r);
     if (out.finite) self->update(*r, lr);  // a non-finite step changes nothing
     const auto t_opt_end = Clock::now();
     r->optimizer_seconds += std::chrono::duration<double>(t_opt_end - t_opt).count();

@@ -515,11 +515,13 @@ void Trainer::train_epoch(Replica& r, Position& pos) {
 }
 
 void Trainer::on_nonfinite(Replica& r, const Position& pos, const StepResult& res) {
+  char loss[32];
+  std::snprintf(loss, sizeof loss, "%g", res.global.loss_sum / double(std::max<int64_t>(1, res.global.rows)));
   const std::string what =
-      res.finite_loss ? "the all-reduced gradient holds NaN or Inf (the loss, " +
-                            std::to_string(res.global.loss_sum / double(std::max<int64_t>(1, res.global.rows))) +
-                            ", is finite)"
-                      : std::string("the loss is NaN or infinite");
+      !res.finite_loss  ? std::string("the loss is NaN or infinite")
+      : res.finite_state ? "the all-reduced gradient holds NaN or Inf (the loss, " + std::string(loss) + ", is finite)"
+                         : "batch norm's batch statistics overflowed float32 (the loss, " + std::string(loss) +
+                               ", is finite; an activation beyond about 1e19)";
   if (config_.nonfinite == NonFinitePolicy::kSkip) {
     if (r.local_index != 0) return;  // every replica skips alike; one counts
     ++skipped_steps_;

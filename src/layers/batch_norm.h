@@ -85,6 +85,11 @@ class BatchNorm {
     c.sum(sums_.data(), 2 * C_);
   }
   bool sync() const { return L_.sync; }
+  // Whether the step's statistics, which commit() would blend in, are finite (a
+  // batch variance beyond float's range overflows the moving variance).
+  bool state_finite(D& dev) {
+    return !pending_ || (dev.all_finite(mean_.data(), C_) && dev.all_finite(var_.data(), C_));
+  }
   // The step's moving statistics into the arena, once the step is known to be
   // applied (a skipped, non-finite step leaves them as they were).
   void commit(D& dev, float* params) {

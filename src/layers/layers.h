@@ -9,8 +9,11 @@
 //     all-reduce; finish(dev, params, call): after that sum (those layers'
 //     moving statistics); empty_forward(dev, params, call) and
 //     empty_backward(dev, call, has_dx): a slice without rows still takes part
-//     in every collective the kind makes, in the same order (a kind without
-//     collectives or state takes these from NoCollectives, src/layers/call.h).
+//     in every collective the kind makes, in the same order;
+//   state_finite(dev) and commit(dev, params): whether the step's state (batch
+//     norm's statistics) is finite, and writing it into the arena once the step
+//     is applied (a kind without collectives or state takes all these from
+//     NoCollectives, src/layers/call.h).
 // Parameters are arena views; params is writable because batch norm keeps its
 // moving statistics in the arena's state part. Adding a kind: its header, its
 // spec in src/model.cpp, and its name in Layer below.

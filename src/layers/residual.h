@@ -78,6 +78,9 @@ class Residual {
     bn2_.finish(dev, params, c);
     if (proj_bn_) proj_bn_->finish(dev, params, c);
   }
+  bool state_finite(D& dev) {
+    return bn1_.state_finite(dev) && bn2_.state_finite(dev) && (!proj_bn_ || proj_bn_->state_finite(dev));
+  }
   void commit(D& dev, float* params) {
     bn1_.commit(dev, params);
     bn2_.commit(dev, params);

@@ -197,6 +197,36 @@ TEST(MirroredStrategy, SkippedStepLeavesBatchNormStatisticsAlone) {
   EXPECT_NEAR(after_ok[size_t(n + 3)], 0.99f + 0.01f * 1.0f, 1e-6f) << "biased variance of (1, 3) is 1";
 }
 
+// A batch variance beyond float's range (rows of +-3e19) leaves the loss and
+// gradient finite (batch norm divides it out) but would make the moving
+// variance Inf: the step is skipped like a non-finite one, and says why.
+TEST(MirroredStrategy, OverflowedBatchStatisticsSkipTheStep) {
+  testing::SingleWorld w;
+  Config cfg;
+  cfg.data_path = "x";
+  cfg.local_replicas = 2;
+  LayerConfig bn;
+  bn.type = LayerType::kBatchNorm;
+  Model model({bn}, 2, 1, LossKind::kMeanSquaredError);
+  MirroredStrategy strategy(model, cfg, w.world, 1);
+  const float x[2][2] = {{3e19f, 1.0f}, {-3e19f, 2.0f}};
+  const float targets[2] = {1.0f, 1.0f};
+  std::vector<float> initial, after;
+  std::vector<StepResult> res(2);
+  strategy.run([&](Replica& r) {
+    strategy.broadcast_initial_weights(r);
+    if (r.local_index == 0) initial = *r.params;
+    res[size_t(r.local_index)] = strategy.train_step(r, testing::one_row(r.local_index, 2, x, targets), 0.1f, 1);
+    if (r.local_index == 0) after = *r.params;
+  });
+  for (const StepResult& s : res) {
+    EXPECT_TRUE(s.finite_loss);
+    EXPECT_FALSE(s.finite_state) << "variance 9e38 > FLT_MAX";
+    EXPECT_FALSE(s.finite);
+  }
+  EXPECT_EQ(after, initial);
+}
+
 // The CPU replicas of a process share one weight arena (and one optimizer):
 // there is nothing to copy between them after an update, and the periodic
 // checksum passes between them by construction (across processes it is tested
