@@ -267,15 +267,9 @@ int serve(const Config& config, const ServeOptions& options) {
   check_options(options);
   const SavedModel model = load_saved_model(config, options.model_path);
   cpu::init_kernels();
-  // SIGTERM/SIGINT: threads that start before main (OpenBLAS) may take them, so a
-  // handler records them; the server's own threads block them, and the watcher
-  // below also takes them when pending (when every thread blocks them).
-  SignalGuard handlers;
-  sigset_t stop_signals, previous;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGTERM);
-  sigaddset(&stop_signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, &previous);
+  // SIGTERM/SIGINT: recorded, never delivered to the server's threads (made after
+  // the guard, they block them; signals.h says why); the watcher below acts on them.
+  SignalGuard signals;
   std::signal(SIGPIPE, SIG_IGN);  // a client that hangs up mid-response is not fatal
 
   Engine engine(model, options);
@@ -284,7 +278,6 @@ int serve(const Config& config, const ServeOptions& options) {
   const int port = options.port == 0 ? svr.bind_to_any_port(options.host)
                                      : (svr.bind_to_port(options.host, options.port) ? options.port : -1);
   if (port <= 0) {
-    pthread_sigmask(SIG_SETMASK, &previous, nullptr);
     throw std::runtime_error("serve: cannot listen on " + options.host + ":" + std::to_string(options.port) +
                              " (in use, or not an address of this machine): pick another --port or --host");
   }
@@ -292,17 +285,15 @@ int serve(const Config& config, const ServeOptions& options) {
   std::atomic<bool> done{false};
   std::atomic<int> signal_number{0};
   std::thread watcher([&] {
-    const timespec tick{0, 20 * 1000 * 1000};
     while (!done.load()) {
-      int s = sigtimedwait(&stop_signals, nullptr, &tick);
-      if (s <= 0) s = SignalGuard::requested();
-      if (s > 0) {
+      if (const int s = SignalGuard::requested(); s > 0) {
         signal_number = s;
         // stop() only acts once listen has started; a signal may come first.
         while (!svr.is_running() && !done.load()) std::this_thread::sleep_for(std::chrono::milliseconds(5));
         svr.stop();  // no new connections; requests being handled still finish
         return;
       }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
   });
   std::printf("serving model '%s' (%s) on http://%s:%d/v1/models/%s, %s\n", options.model_name.c_str(),
@@ -315,7 +306,6 @@ int serve(const Config& config, const ServeOptions& options) {
   const bool listened = svr.listen_after_bind();
   done = true;
   watcher.join();
-  pthread_sigmask(SIG_SETMASK, &previous, nullptr);
   if (signal_number == 0) throw std::runtime_error(std::string("serve: the server stopped accepting connections") +
                                                    (listened ? "" : " (accept failed)"));
   std::printf("stopped on signal %d after %lld predict requests (%s)\n", signal_number.load(),
