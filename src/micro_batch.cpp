@@ -12,6 +12,7 @@
 #include <stdexcept>
 
 #include "kernels/cpu/ops.h"
+#include "src/cpu_replica.h"
 #include "src/strategy.h"
 
 namespace lockstep {
@@ -162,7 +163,8 @@ void fixed_to_float(const int64_t* acc, int64_t n, int exponent, float* out) {
 StepResult MirroredStrategy::micro_step(Replica& r, const ReplicaBatch& batch, float lr,
                                         uint64_t step_seed, bool stop_requested) {
   const auto t0 = Clock::now();
-  if (!r.micro) r.micro = std::make_unique<MicroBuffers>();
+  CpuReplica& c = cpu(r);
+  if (!c.micro) c.micro = std::make_unique<MicroBuffers>();
   const bool exact = config_.deterministic;
   const SliceStats local = micro_backward(r, batch, step_seed, exact);
   StepResult out;
@@ -178,10 +180,11 @@ StepResult MirroredStrategy::micro_step(Replica& r, const ReplicaBatch& batch, f
 
 // Forward and backward of every micro-batch of the slice, one at a time. With
 // keep_each each gradient stays in its own buffer (the exact sum needs them all
-// once the scale is known); otherwise they are added up in r.grads in order.
+// once the scale is known); otherwise they are added up in the gradient arena in order.
 SliceStats MirroredStrategy::micro_backward(Replica& r, const ReplicaBatch& b, uint64_t step_seed,
                                             bool keep_each) {
-  MicroBuffers& mb = *r.micro;
+  CpuReplica& c = cpu(r);
+  MicroBuffers& mb = *c.micro;
   const int64_t n = model_.num_params();
   const int64_t m = micro_rows_;
   const int64_t count = (b.rows + m - 1) / m;
@@ -197,16 +200,16 @@ SliceStats MirroredStrategy::micro_backward(Replica& r, const ReplicaBatch& b, u
   mb.losses.assign(size_t(count), 0.0);
   mb.tensor_max.assign(segments_.size(), 0.0);
   SliceStats total;
-  if (!keep_each) std::fill(r.grads.begin(), r.grads.begin() + n, 0.0f);
+  if (!keep_each) std::fill(c.grads.begin(), c.grads.begin() + n, 0.0f);
   for (int64_t t = 0; t < count; ++t) {
     const ReplicaBatch s = micro_slice(b, t, m, model_.input_dim(), targets);
-    float* g = r.grads.data();
+    float* g = c.grads.data();
     if (keep_each || t > 0) {
       std::vector<float>& buf = mb.grads[keep_each ? size_t(t) : 0];
       buf.resize(size_t(n));
       g = buf.data();
     }
-    const SliceStats st = r.model->train(r.params->data(), g, s, scale, step_seed, no_buckets);
+    const SliceStats st = c.net.train(r.params->data(), g, s, scale, step_seed, no_buckets);
     if (keep_each) {  // each tensor's largest |gradient|, while it is still in cache
       for (size_t k = 0; k < segments_.size(); ++k) {
         const ArenaSegment& seg = segments_[k];
@@ -214,7 +217,7 @@ SliceStats MirroredStrategy::micro_backward(Replica& r, const ReplicaBatch& b, u
       }
     }
     if (!keep_each && t > 0) {
-      float* sum = r.grads.data();
+      float* sum = c.grads.data();
       for (int64_t i = 0; i < n; ++i) sum[i] += g[i];
     }
     mb.losses[size_t(t)] = st.loss_sum;
@@ -278,7 +281,8 @@ void quantize(MicroBuffers& mb, const std::vector<ArenaSegment>& segments, int64
 // layout: a max and an integer sum come out the same in any order.
 void MirroredStrategy::exact_sum(Replica& r, const ReplicaBatch& b, const SliceStats& local,
                                  bool stop_requested, StepResult& out) {
-  MicroBuffers& mb = *r.micro;
+  CpuReplica& c = cpu(r);
+  MicroBuffers& mb = *c.micro;
   const int64_t n = model_.num_params();
   const int64_t total_micro = (b.global_rows + micro_rows_ - 1) / micro_rows_;
   const size_t nseg = segments_.size();
@@ -318,10 +322,10 @@ void MirroredStrategy::exact_sum(Replica& r, const ReplicaBatch& b, const SliceS
     for (size_t s = 0; s < nseg; ++s) {
       const ArenaSegment& seg = segments_[s];
       fixed_to_float(mb.fixed.data() + seg.begin, seg.end - seg.begin, mb.exponents[s],
-                     r.grads.data() + seg.begin);
+                     c.grads.data() + seg.begin);
     }
   }
-  out.finite = out.finite_loss && finite_grads && (!mb.converted || cpu::all_finite(r.grads.data(), n));
+  out.finite = out.finite_loss && finite_grads && (!mb.converted || cpu::all_finite(c.grads.data(), n));
 }
 
 // The update from the exact sum, block by block: each block of the int64 sums is
@@ -330,9 +334,10 @@ void MirroredStrategy::exact_sum(Replica& r, const ReplicaBatch& b, const SliceS
 // the blocks change nothing but where the work happens; the blocks are the same
 // for every replica count.
 void MirroredStrategy::apply_exact(Replica& r, float lr, int64_t begin, int64_t end) {
-  MicroBuffers& mb = *r.micro;
+  CpuReplica& c = cpu(r);
+  MicroBuffers& mb = *c.micro;
   if (mb.converted) {
-    r.optimizer->apply(r.params->data(), r.grads.data(), begin, end, lr, r.updates);
+    r.optimizer->apply(r.params->data(), c.grads.data(), begin, end, lr, r.updates);
     return;
   }
   constexpr int64_t kBlock = 2048;
@@ -340,25 +345,26 @@ void MirroredStrategy::apply_exact(Replica& r, float lr, int64_t begin, int64_t 
     const int64_t seg_end = std::min(segments_[s].end, end);
     for (int64_t at = std::max(segments_[s].begin, begin); at < seg_end; at += kBlock) {
       const int64_t stop = std::min(at + kBlock, seg_end);
-      fixed_to_float(mb.fixed.data() + at, stop - at, mb.exponents[s], r.grads.data() + at);
-      r.optimizer->apply(r.params->data(), r.grads.data(), at, stop, lr, r.updates);
+      fixed_to_float(mb.fixed.data() + at, stop - at, mb.exponents[s], c.grads.data() + at);
+      r.optimizer->apply(r.params->data(), c.grads.data(), at, stop, lr, r.updates);
     }
   }
 }
 
 // Gradient accumulation without deterministic mode: the slice's micro-batch
-// gradients were summed in r.grads; now the usual bucketed fp32 all-reduce,
+// gradients were summed in the gradient arena; now the usual bucketed fp32 all-reduce,
 // with the step's metrics and stop flag in the extras.
 void MirroredStrategy::float_sum(Replica& r, const SliceStats& local, bool stop_requested,
                                  StepResult& out) {
   const int64_t n = model_.num_params();
-  write_extras(r.grads.data() + n, local, stop_requested);
+  CpuReplica& c = cpu(r);
+  write_extras(c.grads.data() + n, local, stop_requested);
   const auto tc = Clock::now();  // backward is over: nothing left to overlap with
   for (int64_t begin = 0; begin < n + kExtras; begin += bucket_elems_) {
-    r.comm->allreduce(r.grads.data() + begin, size_t(std::min(bucket_elems_, n + kExtras - begin)));
+    r.comm->allreduce(c.grads.data() + begin, size_t(std::min(bucket_elems_, n + kExtras - begin)));
   }
   r.comm_seconds += since(tc);
-  out = read_extras(r.grads.data() + n);
+  out = read_extras(c.grads.data() + n);
   out.finite = out.finite && grads_finite(r);
 }
 

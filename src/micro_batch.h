@@ -36,7 +36,7 @@ struct MicroBuffers {
   std::vector<double> losses;             // per local micro-batch
   std::vector<int> exponents;             // per tensor: the fixed-point scale 2^F
   std::vector<double> tensor_max;         // per tensor: the largest |gradient| of the slice
-  bool converted = false;                 // this step's fp32 gradient is already in r.grads
+  bool converted = false;                 // this step's fp32 gradient is already in the arena
 };
 
 // ---- fixed point (exposed for tests) ----

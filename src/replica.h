@@ -1,7 +1,7 @@
 // A replica of MirroredStrategy: its place among the replicas in sync, its
 // communicators, and its step on its device (ReplicaStep: the CPU's in
-// src/strategy.cpp, an accelerator's through src/accelerator.h), with the CPU
-// step's host state and the replica's time accounting.
+// src/cpu_replica.h, an accelerator's through src/accelerator.h), with the host
+// weights and optimizer slots and the replica's time accounting.
 #pragma once
 
 #include <cstdint>
@@ -11,15 +11,12 @@
 
 #include "comm/communicator.h"
 #include "data/input.h"
-#include "src/micro_batch.h"
-#include "src/network.h"
 #include "src/optimizer.h"
 #include "src/step.h"
 #include "src/trace.h"
 
 namespace lockstep {
 
-class BucketWorker;
 struct Replica;
 
 // One replica's step on its device. Each call runs on the replica's thread after
@@ -44,9 +41,9 @@ class ReplicaStep {
   virtual SliceStats evaluate(Replica& r, const ReplicaBatch& batch) = 0;
 };
 
-// Everything one replica owns. On an accelerator, params and the optimizer's
-// slots are the host mirror of the device state and the rest of the CPU state
-// stays empty.
+// A replica: its place among the replicas in sync, its communicators, its step
+// on its device (which holds the device's state: src/cpu_replica.h on the CPU,
+// gpu/ on CUDA), the host weights and optimizer slots, and its time accounting.
 struct Replica {
   Replica();
   ~Replica();
@@ -59,16 +56,11 @@ struct Replica {
   // (MirroredStrategy::update) and only local replica 0 writes batch norm's
   // moving statistics. A replica on an accelerator has its own (the host mirror).
   std::shared_ptr<std::vector<float>> params;
-  std::vector<float> grads;
-  // The optimizer's slots. CPU replicas of one process share one Optimizer (its
-  // slots are the same on every replica, so one copy serves), and each updates
-  // its own shard of the slots and of the shared params.
+  // The optimizer's slots: shared by the CPU replicas of a process like params
+  // (each updates its shard of them); an accelerator's host mirror.
   std::shared_ptr<Optimizer> optimizer;
-  std::unique_ptr<CpuNetwork> model;
-  std::unique_ptr<BucketWorker> worker;  // strategy.overlap: reduces buckets during backward
   // The step on the replica's device (owned by the strategy or its device group).
   ReplicaStep* step = nullptr;
-  std::unique_ptr<MicroBuffers> micro;  // micro-batched steps (train.micro_batch_size)
   int64_t updates = 0;                 // optimizer steps applied
   int64_t fetches = 0;                 // MirroredStrategy::fetch calls
   // Where this replica's time went (seconds): waiting for input (fetch, which

@@ -19,6 +19,7 @@
 #include "kernels/cpu/fpenv.h"
 #include "kernels/cpu/ops.h"
 #include "src/accelerator.h"
+#include "src/cpu_replica.h"
 #include "src/gpu_mapping.h"
 #include "src/micro_batch.h"
 #include "src/random.h"
@@ -109,21 +110,31 @@ class BucketWorker {
 Replica::Replica() = default;
 Replica::~Replica() = default;
 
-// The CPU replicas' step: host arenas, one object for all of them.
-class MirroredStrategy::CpuReplica final : public ReplicaStep {
- public:
-  explicit CpuReplica(MirroredStrategy* s) : s_(s) {}
-  StepResult train_step(Replica& r, const ReplicaBatch& batch, float lr, uint64_t step_seed,
-                        bool stop_requested) override {
-    return s_->cpu_step(r, batch, lr, step_seed, stop_requested);
-  }
-  SliceStats evaluate(Replica& r, const ReplicaBatch& batch) override {
-    return r.model->evaluate(r.params->data(), batch);
-  }
+CpuReplica::CpuReplica(MirroredStrategy& strategy, Replica& r, const Model& model,
+                       const Config& config, int64_t max_rows)
+    : grads(size_t(model.num_params() + kExtras), 0.0f), net(model, max_rows), strategy_(strategy) {
+  net.writes_state = r.local_index == 0;  // the process's one arena: one writer of its state
+  if (config.overlap) worker = std::make_unique<BucketWorker>(r.comm, config.flush_denormals);
+  // Batch norm's statistics: after the buckets already handed to the reducer
+  // thread, so every replica issues its collectives in the same order.
+  net.sync = [this, rp = &r](double* x, int64_t n) {
+    if (worker) worker->wait();
+    const auto t0 = Clock::now();
+    rp->comm->allreduce(x, size_t(n));
+    rp->comm_seconds += since(t0);
+  };
+}
+CpuReplica::~CpuReplica() = default;
 
- private:
-  MirroredStrategy* s_;
-};
+StepResult CpuReplica::train_step(Replica& r, const ReplicaBatch& batch, float lr,
+                                  uint64_t step_seed, bool stop_requested) {
+  return strategy_.cpu_step(r, batch, lr, step_seed, stop_requested);
+}
+SliceStats CpuReplica::evaluate(Replica& r, const ReplicaBatch& batch) {
+  return net.evaluate(r.params->data(), batch);
+}
+
+CpuReplica& MirroredStrategy::cpu(Replica& r) { return static_cast<CpuReplica&>(*r.step); }
 
 CommOptions comm_options(const Config& config) {
   CommOptions o = CommOptions::from_seconds(config.comm_timeout_s, config.comm_verify);
@@ -170,11 +181,7 @@ MirroredStrategy::MirroredStrategy(const Model& model, const Config& config, Wor
   bucket_elems_ = bucket_elements(config.bucket_mb);
   local_group_ = std::make_unique<LocalGroup>(local, comm_options(config));
   group_ = make_replica_group({world.mpi_comm, world.comm, local, comm_options(config)});
-  if (use_cuda(config)) {
-    devices_ = make_cuda_group(model, config, world, local, max_rows);
-  } else {
-    cpu_ = std::make_unique<CpuReplica>(this);
-  }
+  if (use_cuda(config)) devices_ = make_cuda_group(model, config, world, local, max_rows);
   const int64_t replicas = int64_t(local) * world.size();
   micro_rows_ = resolve_micro_batch(config, replicas);
   micro_batched_ = !devices_ && (config.deterministic || micro_rows_ * replicas < config.batch_size);
@@ -201,21 +208,8 @@ MirroredStrategy::MirroredStrategy(const Model& model, const Config& config, Wor
     if (devices_) {  // gradients and workspaces live on the device
       r->step = &devices_->replica(i);
     } else {
-      r->step = cpu_.get();
-      r->grads.assign(size_t(model.num_params() + kExtras), 0.0f);
-      r->model = std::make_unique<CpuNetwork>(model, max_rows);
-      r->model->writes_state = i == 0;  // the shared arena's moving statistics
-      if (config.overlap) {
-        r->worker = std::make_unique<BucketWorker>(r->comm, config.flush_denormals);
-      }
-      // Batch norm's statistics: after the buckets already handed to the reducer
-      // thread, so every replica issues its collectives in the same order.
-      r->model->sync = [rp = r.get()](double* x, int64_t n) {
-        if (rp->worker) rp->worker->wait();
-        const auto t0 = Clock::now();
-        rp->comm->allreduce(x, size_t(n));
-        rp->comm_seconds += since(t0);
-      };
+      cpus_.push_back(std::make_unique<CpuReplica>(*this, *r, model, config, max_rows));
+      r->step = cpus_.back().get();
     }
     replicas_.push_back(std::move(r));
   }
@@ -312,12 +306,13 @@ std::string MirroredStrategy::device_plan() const {
 
 void MirroredStrategy::reduce_range(Replica& r, int64_t begin, int64_t end) {
   if (end <= begin) return;
-  if (r.worker) {
-    r.worker->submit(r.grads.data() + begin, end - begin, r.trace ? r.reducer_trace : nullptr);
+  CpuReplica& c = cpu(r);
+  if (c.worker) {
+    c.worker->submit(c.grads.data() + begin, end - begin, r.trace ? r.reducer_trace : nullptr);
     return;
   }
   const auto t0 = Clock::now();
-  r.comm->allreduce(r.grads.data() + begin, size_t(end - begin));
+  r.comm->allreduce(c.grads.data() + begin, size_t(end - begin));
   const auto t1 = Clock::now();
   r.comm_seconds += std::chrono::duration<double>(t1 - t0).count();
   if (r.trace) r.trace->span("all-reduce", t0, t1, (end - begin) * int64_t(sizeof(float)));
@@ -328,37 +323,38 @@ void MirroredStrategy::reduce_range(Replica& r, int64_t begin, int64_t end) {
 struct MirroredStrategy::CpuStep {
   MirroredStrategy* self;
   Replica* r;
+  CpuReplica* c;
   float lr;
   Clock::time_point t0;
   TraceClock::time_point forward_end;  // an empty slice has no forward
   StepResult out;
 
-  CpuNetwork& net() { return *r->model; }
+  CpuNetwork& net() { return c->net; }
   float* params() { return r->params->data(); }
-  float* grads() { return r->grads.data(); }
+  float* grads() { return c->grads.data(); }
   void reduce(int64_t begin, int64_t end) { self->reduce_range(*r, begin, end); }
   void extras(const SliceStats& s, bool stop_requested) {
     if (r->trace) {  // backward holds the bucket all-reduces it started inline
       r->trace->span("forward", t0, forward_end);
       r->trace->span("backward", forward_end, Clock::now());
     }
-    write_extras(r->grads.data() + self->model_.num_params(), s, stop_requested);
+    write_extras(c->grads.data() + self->model_.num_params(), s, stop_requested);
   }
   void join() {
-    if (!r->worker) return;
+    if (!c->worker) return;
     const auto tw = Clock::now();  // the exposed part of the communication
-    r->worker->wait();
+    c->worker->wait();
     const auto tw1 = Clock::now();
     r->comm_seconds += std::chrono::duration<double>(tw1 - tw).count();
     if (r->trace) r->trace->span("all-reduce wait", tw, tw1);
   }
   void update() {
     const int64_t n = self->model_.num_params();
-    out = read_extras(r->grads.data() + n);
+    out = read_extras(c->grads.data() + n);
     // Every replica holds the same reduced gradient, so all decide alike. A finite
     // loss does not imply a finite gradient (an overflow in backward, a huge input).
     const auto t_opt = Clock::now();
-    out.finite_state = r->model->state_finite();
+    out.finite_state = c->net.state_finite();
     out.finite = out.finite && out.finite_state && self->grads_finite(*r);
     if (out.finite) self->update(*r, lr);  // a non-finite step changes nothing
     const auto t_opt_end = Clock::now();
@@ -381,8 +377,8 @@ StepResult MirroredStrategy::cpu_step(Replica& r, const ReplicaBatch& batch, flo
     r.trace->span("micro-batched step", t0, Clock::now());
     return res;
   }
-  CpuStep step{this, &r, lr, t0, t0, {}};
-  r.model->mark_forward = r.trace ? &step.forward_end : nullptr;
+  CpuStep step{this, &r, &cpu(r), lr, t0, t0, {}};
+  step.c->net.mark_forward = r.trace ? &step.forward_end : nullptr;
   run_step(step, batch, model_.num_params(), bucket_elems_, step_seed, stop_requested);
   r.step_seconds += since(t0);
   return step.out;
@@ -390,12 +386,13 @@ StepResult MirroredStrategy::cpu_step(Replica& r, const ReplicaBatch& batch, flo
 
 
 bool MirroredStrategy::grads_finite(Replica& r) {
-  if (shards_.empty()) return cpu::all_finite(r.grads.data(), model_.num_params());
+  const float* grads = cpu(r).grads.data();
+  if (shards_.empty()) return cpu::all_finite(grads, model_.num_params());
   // Sharded: each replica looks at its shard and the barrier publishes the
   // answers. A replica writes its flag again only after the next step's gradient
   // all-reduce, which no replica joins before it has read these.
   const auto [begin, end] = shards_[size_t(r.local_index)];
-  shard_finite_[size_t(r.local_index)] = cpu::all_finite(r.grads.data() + begin, end - begin);
+  shard_finite_[size_t(r.local_index)] = cpu::all_finite(grads + begin, end - begin);
   r.local_comm->barrier();
   return std::all_of(shard_finite_.begin(), shard_finite_.end(), [](char ok) { return ok != 0; });
 }
@@ -410,9 +407,9 @@ void MirroredStrategy::update(Replica& r, float lr) {
   if (micro_batched_ && config_.deterministic) {
     apply_exact(r, lr, begin, end);
   } else {
-    r.optimizer->apply(r.params->data(), r.grads.data(), begin, end, lr, r.updates);
+    r.optimizer->apply(r.params->data(), cpu(r).grads.data(), begin, end, lr, r.updates);
   }
-  r.model->commit_state(r.params->data());  // batch norm's moving statistics (replica 0's net)
+  cpu(r).net.commit_state(r.params->data());  // batch norm's moving statistics (replica 0's net)
   ++r.updates;
   if (!shards_.empty()) r.local_comm->barrier();
 }

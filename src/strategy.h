@@ -1,9 +1,9 @@
 // MirroredStrategy: the model mirrored on num_replicas_in_sync = local replicas x
-// processes. Each replica has its gradients, workspaces and a Communicator
-// spanning all replicas (src/replica.h); the CPU replicas of a process share one
-// weight arena and one set of optimizer slots and split the update. Every
-// replica runs the same program (SPMD) on its own thread, and one replica is
-// simply the one-replica case of the same code.
+// processes. Each replica has a Communicator spanning all replicas and its step
+// on its device, which holds its gradients and workspaces (src/replica.h); the
+// CPU replicas of a process share one weight arena and one set of optimizer
+// slots and split the update. Every replica runs the same program (SPMD) on its
+// own thread, and one replica is simply the one-replica case of the same code.
 #pragma once
 
 #include <cstdint>
@@ -15,6 +15,7 @@
 #include "comm/communicator.h"
 #include "comm/options.h"
 #include "data/input.h"
+#include "src/micro_batch.h"
 #include "src/model.h"
 #include "src/replica.h"
 #include "src/world.h"
@@ -24,6 +25,7 @@ namespace lockstep {
 class LocalGroup;
 class ReplicaGroup;
 class DeviceGroup;
+class CpuReplica;
 
 // Optimizer slots by name ("m", "v", "velocity"), as checkpoints hold them.
 using NamedSlots = std::vector<std::pair<std::string, std::vector<float>>>;
@@ -88,7 +90,9 @@ class MirroredStrategy {
   std::string device_plan() const;
 
  private:
-  class CpuReplica;
+  friend class CpuReplica;
+  // The CPU state of a replica whose step runs on the CPU.
+  static CpuReplica& cpu(Replica& r);
   struct CpuStep;  // the CPU replicas' side of run_step (src/step.h)
   StepResult cpu_step(Replica& r, const ReplicaBatch& batch, float lr, uint64_t step_seed,
                       bool stop_requested);
@@ -122,7 +126,7 @@ class MirroredStrategy {
   std::unique_ptr<LocalGroup> local_group_;         // barriers among this process's replicas
   std::unique_ptr<ReplicaGroup> group_;             // every replica (comm/replica_group.h)
   std::unique_ptr<DeviceGroup> devices_;            // strategy.device cuda
-  std::unique_ptr<ReplicaStep> cpu_;                // the CPU replicas' step
+  std::vector<std::unique_ptr<CpuReplica>> cpus_;   // the CPU replicas' state and step
   std::vector<ReplicaBatch> batches_;  // filled by local replica 0 in fetch()
   bool has_batch_[2] = {false, false};
   std::vector<std::unique_ptr<Replica>> replicas_;

@@ -1,0 +1,43 @@
+// A CPU replica's own state: its gradient arena (the parameters' gradients and
+// the step's extras, src/step.h), its network (the activation workspaces), the
+// reducer thread of strategy.overlap and the micro-batch buffers. Its weights and
+// optimizer slots are its process's (Replica::params and Replica::optimizer,
+// which the process's CPU replicas share); MirroredStrategy runs the step of
+// src/step.h over both.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "src/config.h"
+#include "src/micro_batch.h"
+#include "src/network.h"
+#include "src/replica.h"
+
+namespace lockstep {
+
+class BucketWorker;
+class MirroredStrategy;
+
+class CpuReplica final : public ReplicaStep {
+ public:
+  // r: the replica this state serves (its communicator carries batch norm's
+  // all-reduces and the reducer thread's buckets).
+  CpuReplica(MirroredStrategy& strategy, Replica& r, const Model& model, const Config& config,
+             int64_t max_rows);
+  ~CpuReplica() override;
+  StepResult train_step(Replica& r, const ReplicaBatch& batch, float lr, uint64_t step_seed,
+                        bool stop_requested) override;
+  SliceStats evaluate(Replica& r, const ReplicaBatch& batch) override;
+
+  std::vector<float> grads;  // num_params + kExtras
+  CpuNetwork net;
+  std::unique_ptr<BucketWorker> worker;  // strategy.overlap: reduces buckets during backward
+  std::unique_ptr<MicroBuffers> micro;   // micro-batched steps (train.micro_batch_size)
+
+ private:
+  MirroredStrategy& strategy_;
+};
+
+}  // namespace lockstep
