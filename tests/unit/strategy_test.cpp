@@ -19,6 +19,14 @@ RunResult run(int replicas, OptimizerKind opt, int64_t size, int epochs, float d
   return testing::train_synthetic(w.world, RunSpec{replicas, opt, size, epochs, dropout});
 }
 
+// A config for `local` CPU replicas of a model the test builds itself (no data is read).
+Config replicas_config(int local) {
+  Config cfg;
+  cfg.data_path = "x";
+  cfg.local_replicas = local;
+  return cfg;
+}
+
 TEST(MirroredStrategy, ReplicaCountsAgreeWithOneReplica) {
   for (OptimizerKind opt : {OptimizerKind::kSgd, OptimizerKind::kAdam}) {
     const RunResult one = run(1, opt, 250, 2);  // the last batch (10 rows) splits unevenly
@@ -118,9 +126,7 @@ TEST(MirroredStrategy, DropoutMasksDoNotDependOnTheReplicaCount) {
 // skip the update on every replica, like a non-finite loss, and say which.
 TEST(MirroredStrategy, NonFiniteGradientWithFiniteLossSkipsTheUpdateEverywhere) {
   testing::SingleWorld w;
-  Config cfg;
-  cfg.data_path = "x";
-  cfg.local_replicas = 2;
+  Config cfg = replicas_config(2);
   cfg.optimizer = OptimizerKind::kAdam;
   Model model({}, 2, 1, LossKind::kMeanSquaredError);
   MirroredStrategy strategy(model, cfg, w.world, 1);
@@ -163,9 +169,7 @@ TEST(MirroredStrategy, NonFiniteGradientWithFiniteLossSkipsTheUpdateEverywhere) 
 // reach the arena), and the next finite step moves them on every replica alike.
 TEST(MirroredStrategy, SkippedStepLeavesBatchNormStatisticsAlone) {
   testing::SingleWorld w;
-  Config cfg;
-  cfg.data_path = "x";
-  cfg.local_replicas = 2;
+  Config cfg = replicas_config(2);
   cfg.nonfinite = NonFinitePolicy::kSkip;
   LayerConfig bn;
   bn.type = LayerType::kBatchNorm;
@@ -202,9 +206,7 @@ TEST(MirroredStrategy, SkippedStepLeavesBatchNormStatisticsAlone) {
 // variance Inf: the step is skipped like a non-finite one, and says why.
 TEST(MirroredStrategy, OverflowedBatchStatisticsSkipTheStep) {
   testing::SingleWorld w;
-  Config cfg;
-  cfg.data_path = "x";
-  cfg.local_replicas = 2;
+  Config cfg = replicas_config(2);
   LayerConfig bn;
   bn.type = LayerType::kBatchNorm;
   Model model({bn}, 2, 1, LossKind::kMeanSquaredError);
@@ -233,9 +235,7 @@ TEST(MirroredStrategy, OverflowedBatchStatisticsSkipTheStep) {
 // in tests/mpi/strategy_mpi_test.cpp).
 TEST(MirroredStrategy, CpuReplicasOfAProcessShareOneArena) {
   testing::SingleWorld w;
-  Config cfg;
-  cfg.data_path = "x";
-  cfg.local_replicas = 3;
+  Config cfg = replicas_config(3);
   Model model({{4, Activation::kRelu, 0.0f}}, 3, 2, LossKind::kSoftmaxCrossEntropy);
   MirroredStrategy strategy(model, cfg, w.world, 8);
   std::vector<const float*> arenas(3);
@@ -256,9 +256,7 @@ TEST(MirroredStrategy, CpuReplicasOfAProcessShareOneArena) {
 
 TEST(MirroredStrategy, ReplicaFailureDoesNotHangTheOthers) {
   testing::SingleWorld w;
-  Config cfg;
-  cfg.data_path = "x";
-  cfg.local_replicas = 3;
+  Config cfg = replicas_config(3);
   Model model({{4, Activation::kRelu, 0.0f}}, 3, 2, LossKind::kSoftmaxCrossEntropy);
   MirroredStrategy strategy(model, cfg, w.world, 8);
   EXPECT_THROW(strategy.run([&](Replica& r) {
