@@ -49,6 +49,7 @@ struct Settings {
   int local_rank = 0;  // node-local process rank, for choosing CPUs
   std::string json_path;
   CommOptions::ShmStores shm_stores = CommOptions::ShmStores::kAuto;
+  bool comm_buffers = true;  // the buffer from Communicator::allocate, as training's gradients
 };
 
 struct Row {
@@ -166,10 +167,15 @@ void print_row(const Row& r) {
 // One member's whole run; rank 0 prints as it goes.
 std::vector<Row> run_member(Communicator& comm, const Settings& s) {
   const std::vector<size_t> sizes = sweep(s);
-  Buffer buf = make_buffer(sizes.empty() ? 1 : sizes.back() / sizeof(float));
+  const size_t count = sizes.empty() ? 1 : sizes.back() / sizeof(float);
+  CommBuffer shared;
+  Buffer own;
+  if (s.comm_buffers) shared = comm.allocate(count);
+  else own = make_buffer(count);
+  float* buf = s.comm_buffers ? shared.data() : own.get();
   std::vector<Row> rows;
   for (size_t bytes : sizes) {
-    rows.push_back(measure_size(comm, buf.get(), bytes, s));
+    rows.push_back(measure_size(comm, buf, bytes, s));
     if (comm.rank() == 0) print_row(rows.back());
   }
   return rows;
@@ -200,6 +206,8 @@ void print_header(const Settings& s, const WorldInfo& w, int ranks, int local) {
   std::printf("# replica threads pinned to their own CPUs: %s\n",
               s.pin && s.backend != "mpi" && s.backend != "shm" && s.backend != "mpi-raw" && s.backend != "nccl"
                   ? "yes" : "no");
+  std::printf("# buffer: %s\n", s.comm_buffers ? "the communicator's (Communicator::allocate, as "
+              "training's gradients; shm: shared by the processes)" : "ordinary memory (--buffers own)");
   std::printf("# op: sum  in place  iters: %d  warmup: %d  time: median over iters of the "
               "slowest member\n#\n", s.iters, s.warmup);
   std::printf("#%11s  %12s  %8s  %10s  %8s  %8s  %7s\n", "size", "count", "type", "time", "algbw",
@@ -387,6 +395,13 @@ int run(int argc, char** argv) {
       ->check(CLI::Range(0.0, 1e6));
   app.add_option("--pin", s.pin, "pin each replica thread to its own CPU (local, hierarchical)");
   app.add_option("--json", s.json_path, "also write the results as JSON to this file");
+  std::string buffers = "comm";
+  app.add_option("--buffers", buffers,
+                 "comm: the buffer from the communicator's allocate, as training's gradients (shm: "
+                 "memory every process maps, reduced in place); own: ordinary memory (shm copies it "
+                 "through its segment)")
+      ->check(CLI::IsMember({"comm", "own"}));
+  app.final_callback([&] { s.comm_buffers = buffers == "comm"; });
   CLI11_PARSE(app, argc, argv);
   if (s.min_bytes < sizeof(float) || s.min_bytes > s.max_bytes) {
     std::fprintf(stderr, "allreduce_bench: --min-bytes must be >= 4 and <= --max-bytes\n");

@@ -3,7 +3,9 @@
 // and the single-rank communicator that is every program's default.
 #include "comm/communicator.h"
 
+#include <algorithm>
 #include <cstring>
+#include <new>
 #include <string>
 
 #include "comm/reduce.h"
@@ -88,6 +90,15 @@ void Communicator::allgather(const void* send, void* recv, size_t count, DType d
   check_buffer(send, count, "allgather", "send");
   check_buffer(recv, count, "allgather", "recv");
   do_allgather(send, recv, count, dtype);
+}
+
+CommBuffer Communicator::allocate(size_t count) {
+  constexpr std::align_val_t kAlign{64};
+  const size_t bytes = std::max<size_t>(count, 1) * sizeof(float);
+  void* p = ::operator new(bytes, kAlign);
+  std::memset(p, 0, bytes);
+  std::shared_ptr<void> owner(p, [kAlign](void* q) { ::operator delete(q, kAlign); });
+  return CommBuffer(static_cast<float*>(p), count, std::move(owner));
 }
 
 namespace {

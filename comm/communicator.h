@@ -8,6 +8,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 namespace lockstep {
 
@@ -24,6 +25,32 @@ template <> constexpr DType dtype_of<double>() { return DType::kFloat64; }
 template <> constexpr DType dtype_of<int32_t>() { return DType::kInt32; }
 template <> constexpr DType dtype_of<int64_t>() { return DType::kInt64; }
 template <> constexpr DType dtype_of<uint8_t>() { return DType::kUInt8; }
+
+// A zeroed float array for collectives to run on (Communicator::allocate), 64-byte
+// aligned. It owns its memory and frees it when destroyed, which may be after the
+// communicator that made it. Move-only.
+class CommBuffer {
+ public:
+  CommBuffer() = default;
+  // `owner` frees the memory [data, data + size) when the last copy of it goes.
+  CommBuffer(float* data, size_t size, std::shared_ptr<void> owner)
+      : data_(data), size_(size), owner_(std::move(owner)) {}
+  CommBuffer(CommBuffer&&) = default;
+  CommBuffer& operator=(CommBuffer&&) = default;
+  CommBuffer(const CommBuffer&) = delete;
+  CommBuffer& operator=(const CommBuffer&) = delete;
+
+  float* data() const { return data_; }
+  size_t size() const { return size_; }
+  float* begin() const { return data_; }
+  float* end() const { return data_ + size_; }
+  float& operator[](size_t i) const { return data_[i]; }
+
+ private:
+  float* data_ = nullptr;
+  size_t size_ = 0;
+  std::shared_ptr<void> owner_;
+};
 
 // Every communication failure: the message names the rank, the operation, the
 // backend's own error text and a hint.
@@ -70,6 +97,17 @@ class Communicator {
   // recv (size() * count elements) = concatenation of every member's send, by rank.
   void allgather(const void* send, void* recv, size_t count, DType dtype);
   virtual void barrier() = 0;
+
+  // Memory for the buffers of this member's collectives: `count` zeroed floats.
+  // A backend whose members can reach each other's memory directly gives memory
+  // they share, and its all-reduces on it read and write the peers' buffers in
+  // place instead of copying through staging buffers (shm: one segment that every
+  // process of the node maps). Such a backend meets its peers here, so every
+  // member calls allocate alike: the same count, in the same order among its
+  // collectives. The others (the default) return ordinary memory without meeting,
+  // so one thread may allocate for every member of a group of threads. Any buffer
+  // works with every collective; this memory only makes some faster.
+  virtual CommBuffer allocate(size_t count);
 
   // Typed conveniences.
   template <typename T>

@@ -29,6 +29,12 @@ class HierarchicalCommunicator final : public Communicator {
   void do_broadcast(void* buf, size_t count, DType dtype, int root) override;
   void do_allgather(const void* send, void* recv, size_t count, DType dtype) override;
   void barrier() override;
+  // The leader's buffer is the one the inter-process phase runs on: the
+  // process communicator's memory (shared with the other processes on shm).
+  // The leaders of all processes allocate alike, as every member must.
+  CommBuffer allocate(size_t count) override {
+    return leader() ? inter_.allocate(count) : Communicator::allocate(count);
+  }
 
  private:
   bool leader() const { return member_ == 0; }

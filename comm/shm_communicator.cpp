@@ -4,6 +4,12 @@
 // overwrites a slab a slower rank still reads. One all-reduce of a piece:
 //   copy in (own slab) -> all arrive -> reduce own slice of every slab in rank
 //   order, into own slab -> all arrive -> copy every rank's reduced slice out.
+// Buffers from allocate() live in a segment of their own that every rank maps
+// (each rank's part at the same place), so an all-reduce whose buffers are all
+// there skips the slabs, as threads do in one process:
+//   all arrive -> reduce own slice of every rank's buffer in rank order, into
+//   every rank's buffer -> all arrive.
+// The sums are the same in both ways, so the results are bitwise the same.
 // Every write into the segment lands on lines the other ranks read the call
 // before. Where taking those lines back from their caches is slow, streaming
 // (non-temporal) stores are far faster; where it is cheap they only push the
@@ -28,6 +34,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <mutex>
 #include <new>
 #include <random>
 #include <string>
@@ -62,6 +69,8 @@ struct alignas(64) Control {
   std::atomic<uint64_t> seq{0};      // the collective it is in (its number)
   int64_t sig[5] = {0, 0, 0, 0, 0};  // that collective (signature_to), published before arriving
   int32_t pid = 0;                   // the owner process (same node): alive or not, when interrupted
+  int64_t buffer = -1;               // the all-reduce's buffer: allocate()'s number for it, or -1
+  int64_t offset = 0;                // and its byte offset in this rank's part of that buffer
 };
 static_assert(sizeof(Control) <= kControlBytes, "control block too large");
 static_assert(std::atomic<uint64_t>::is_always_lock_free, "shared-memory atomics must be lock-free");
@@ -125,16 +134,43 @@ class ShmCommunicator final : public Communicator {
     ++seq_;
     inner_->barrier();
   }
+  CommBuffer allocate(size_t count) override;
 
  private:
+  // allocate()'s segments this rank maps: number n holds every rank's part, of
+  // `part` bytes each, rank j's at base + j * part. Shared with the buffers,
+  // which unmap theirs and drop it from here when they go.
+  struct Shared {
+    int64_t id;
+    std::byte* base;
+    size_t part;
+  };
+  struct SharedList {
+    std::mutex mu;
+    std::vector<Shared> list;
+  };
+  // The shared segment holding [buf, buf + bytes) in this rank's part, if any.
+  bool find_shared(const void* buf, size_t bytes, Shared& seg, size_t& offset) const;
+  // Every rank's buffer lies in segment `seg` (at the offsets they published):
+  // reduce this rank's slice of all of them, into all of them.
+  void reduce_direct(const Shared& seg, size_t count, DType dtype, ReduceOp op);
+  // After the arrival: whether every rank's buffer is in shared buffer `buffer`;
+  // whether any rank's is in one.
+  bool all_in(int64_t buffer) const;
+  bool any_shared() const;
   Control& control(int r) const { return *reinterpret_cast<Control*>(regions_[size_t(r)]); }
   std::byte* slab(int r, int parity) const {
     return regions_[size_t(r)] + kControlBytes + size_t(parity) * kSlabBytes;
   }
   void map_segment();
+  // Creates and maps a POSIX shared-memory object of `total` bytes on every rank
+  // (collective); throws ShmUnavailable, on every rank, if any rank cannot.
+  std::byte* map_shared(size_t total, const std::string& what);
   void choose_stores(bool timed);
   // The pieces of one all-reduce (the ranks' calls are compared at the first).
-  void reduce_pieces(std::byte* bytes, size_t count, DType dtype, ReduceOp op);
+  // `staged`: this rank's first piece is not in its slab yet (it arrived before
+  // knowing that another rank's buffer is not shared).
+  void reduce_pieces(std::byte* bytes, size_t count, DType dtype, ReduceOp op, bool staged);
   void put(std::byte* dst, const std::byte* src, size_t n) {
     if (stream_) stream_copy(dst, src, n);
     else std::memcpy(dst, src, n);
@@ -155,8 +191,11 @@ class ShmCommunicator final : public Communicator {
   CallSignature sig_;
   std::string host_;
   void* mapping_ = MAP_FAILED;
+  std::shared_ptr<SharedList> shared_ = std::make_shared<SharedList>();
+  int64_t allocations_ = 0;  // allocate() calls: the same numbers on every rank
   std::vector<std::byte*> regions_;
   std::vector<const void*> srcs_;
+  std::vector<void*> dsts_;
   bool stream_ = false;             // copy into the segment with streaming stores
   std::vector<std::byte> scratch_;  // streaming: a slice is reduced here first
   // ShmStores::kAuto: ns per byte of an all-reduce, a moving average per kind
@@ -172,6 +211,7 @@ ShmCommunicator::ShmCommunicator(MPI_Comm comm, CommOptions options)
   rank_ = inner_->rank();
   size_ = inner_->size();
   srcs_.resize(size_t(size_));
+  dsts_.resize(size_t(size_));
   scratch_.resize(kSlabBytes);
   stream_ = options.shm_stores == CommOptions::ShmStores::kStreaming;
   map_segment();
@@ -185,11 +225,10 @@ std::string ShmCommunicator::where() const {
   return "rank " + std::to_string(rank_) + " of " + std::to_string(size_) + ", host " + host_;
 }
 
-// Rank 0 creates and reserves the segment and broadcasts its name; everyone maps
+// Rank 0 creates and reserves the object and broadcasts its name; everyone maps
 // it and says whether that worked; rank 0 then unlinks the name. Every exchange
 // goes through the MPI backend, so a rank that never comes hits its deadline.
-void ShmCommunicator::map_segment() {
-  const size_t total = kRegionBytes * size_t(size_);
+std::byte* ShmCommunicator::map_shared(size_t total, const std::string& what) {
   char name[kHostBytes] = {0};
   int64_t status = 0;  // 0 = created; otherwise errno of the failed step
   int fd = -1;
@@ -209,34 +248,84 @@ void ShmCommunicator::map_segment() {
   }
   inner_->broadcast(&status, 1, 0);
   if (status != 0) {
-    throw ShmUnavailable("shm (" + where() + "): cannot create a shared-memory segment of " +
-                    std::to_string(total >> 20) + " MiB: " + errno_text(int(status)) +
-                    " (hint: /dev/shm may be full or too small, e.g. a container's 64 MiB "
-                    "default; set comm.shared_memory: false to use MPI messages instead)");
+    throw ShmUnavailable("shm (" + where() + "): cannot create " + what + " of " +
+                         std::to_string((total + (1 << 20) - 1) >> 20) + " MiB: " + errno_text(int(status)) +
+                         " (hint: /dev/shm may be full or too small, e.g. a container's 64 MiB "
+                         "default; set comm.shared_memory: false to use MPI messages instead)");
   }
   inner_->broadcast(reinterpret_cast<uint8_t*>(name), sizeof(name), 0);
   int64_t failed = 0;
+  void* mapping = MAP_FAILED;
   if (rank_ != 0) fd = shm_open(name, O_RDWR, 0600);
   if (fd < 0) {
     failed = errno;
   } else {
-    mapping_ = mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (mapping_ == MAP_FAILED) failed = errno;
+    mapping = mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (mapping == MAP_FAILED) failed = errno;
     close(fd);
   }
   int64_t worst = failed;
   inner_->allreduce(&worst, 1, ReduceOp::kMax);  // also: everyone has opened the name
   if (rank_ == 0) shm_unlink(name);
   if (worst != 0) {
-    throw ShmUnavailable("shm (" + where() + "): a rank could not map the shared-memory segment " +
-                    std::string(name) + ": " + errno_text(int(worst)) +
-                    " (hint: set comm.shared_memory: false to use MPI messages instead)");
+    if (mapping != MAP_FAILED) munmap(mapping, total);
+    throw ShmUnavailable("shm (" + where() + "): a rank could not map " + what + " " +
+                         std::string(name) + ": " + errno_text(int(worst)) +
+                         " (hint: set comm.shared_memory: false to use MPI messages instead)");
   }
+  return static_cast<std::byte*>(mapping);
+}
+
+void ShmCommunicator::map_segment() {
+  mapping_ = map_shared(kRegionBytes * size_t(size_), "a shared-memory segment");
   regions_.resize(size_t(size_));
   for (int r = 0; r < size_; ++r) regions_[size_t(r)] = static_cast<std::byte*>(mapping_) + kRegionBytes * size_t(r);
   new (regions_[size_t(rank_)]) Control();  // the fresh segment is zero: this only starts lifetimes
   control(rank_).pid = int32_t(getpid());
   inner_->barrier();  // no rank reads a control block before its owner has made it
+}
+
+CommBuffer ShmCommunicator::allocate(size_t count) {
+  ++seq_;
+  // Each rank's part on whole pages, so no two ranks' buffers share a line.
+  const size_t page = size_t(sysconf(_SC_PAGESIZE));
+  const size_t part = (std::max<size_t>(count, 1) * sizeof(float) + page - 1) / page * page;
+  const int64_t id = allocations_++;
+  std::byte* base = nullptr;
+  try {
+    base = map_shared(part * size_t(size_), "a shared buffer");
+  } catch (const ShmUnavailable& e) {  // every rank threw: all take ordinary memory
+    if (rank_ == 0) std::fprintf(stderr, "lockstep: warning: %s; all-reduces copy through the segment\n", e.what());
+    return Communicator::allocate(count);
+  }
+  {
+    std::lock_guard<std::mutex> lock(shared_->mu);
+    shared_->list.push_back({id, base, part});
+  }
+  const size_t total = part * size_t(size_);
+  std::shared_ptr<void> owner(base, [list = shared_, id, total](void* p) {
+    {
+      std::lock_guard<std::mutex> lock(list->mu);
+      std::erase_if(list->list, [id](const Shared& m) { return m.id == id; });
+    }
+    munmap(p, total);
+  });
+  // The object is fresh, so zero: nothing to clear.
+  return CommBuffer(reinterpret_cast<float*>(base + part * size_t(rank_)), count, std::move(owner));
+}
+
+bool ShmCommunicator::find_shared(const void* buf, size_t bytes, Shared& seg, size_t& offset) const {
+  const auto* p = static_cast<const std::byte*>(buf);
+  std::lock_guard<std::mutex> lock(shared_->mu);
+  for (const Shared& m : shared_->list) {
+    const std::byte* own = m.base + m.part * size_t(rank_);
+    if (p >= own && p <= own + m.part && bytes <= size_t(own + m.part - p)) {
+      seg = m;
+      offset = size_t(p - own);
+      return true;
+    }
+  }
+  return false;
 }
 
 void ShmCommunicator::do_allreduce(void* buf, size_t count, DType dtype, ReduceOp op) {
@@ -249,10 +338,21 @@ void ShmCommunicator::do_allreduce(void* buf, size_t count, DType dtype, ReduceO
   signature_to(sig_, me.sig);
   me.seq.store(seq_, std::memory_order_relaxed);
   const size_t bytes = count * dtype_size(dtype);
+  Shared seg{};
+  size_t offset = 0;
+  const bool shared = find_shared(buf, bytes, seg, offset);
+  me.buffer = shared ? seg.id : -1;
+  me.offset = int64_t(offset);
+  if (shared) {  // published with the arrival: every rank learns where the others' buffers are
+    arrive_and_wait("arrival");
+    check_agreement();
+    if (all_in(seg.id)) return reduce_direct(seg, count, dtype, op);
+    // Another rank's buffer is its own memory: every rank copies through the slabs.
+  }
   const bool timed = bytes >= kTimedBytes;
   choose_stores(timed);
   const auto t0 = std::chrono::steady_clock::now();
-  reduce_pieces(static_cast<std::byte*>(buf), count, dtype, op);
+  reduce_pieces(static_cast<std::byte*>(buf), count, dtype, op, shared);
   if (options_.shm_stores == CommOptions::ShmStores::kAuto && timed) {
     double& c = cost_[stream_ ? 1 : 0];
     const double now = double((std::chrono::steady_clock::now() - t0).count()) / double(bytes);
@@ -276,7 +376,44 @@ void ShmCommunicator::choose_stores(bool timed) {
   stream_ = call % 16 == 15 ? !best : best;  // now and then, the other kind again
 }
 
-void ShmCommunicator::reduce_pieces(std::byte* bytes, size_t count, DType dtype, ReduceOp op) {
+bool ShmCommunicator::all_in(int64_t buffer) const {
+  for (int j = 0; j < size_; ++j) {
+    if (control(j).buffer != buffer) return false;
+  }
+  return true;
+}
+
+bool ShmCommunicator::any_shared() const {
+  for (int j = 0; j < size_; ++j) {
+    if (control(j).buffer >= 0) return true;
+  }
+  return false;
+}
+
+void ShmCommunicator::reduce_direct(const Shared& seg, size_t count, DType dtype, ReduceOp op) {
+  const size_t elem = dtype_size(dtype);
+  const ElementRange mine = chunk_of(count, elem, size_, rank_);
+  for (int j = 0; j < size_; ++j) {
+    const int64_t offset = control(j).offset;
+    if (offset < 0 || size_t(offset) > seg.part || count * elem > seg.part - size_t(offset)) {
+      throw CommError("mpi allreduce (" + where() + ", collective #" + std::to_string(seq_) + " " +
+                      describe_call(sig_) + ", shared memory): rank " + std::to_string(j) +
+                      " published a buffer at byte " + std::to_string(offset) + " of its " +
+                      std::to_string(seg.part) + "-byte part of shared buffer #" +
+                      std::to_string(seg.id) + ", which does not hold " + std::to_string(count) +
+                      " elements (hint: the ranks' shared state is corrupt; abort the job)");
+    }
+    std::byte* p = seg.base + seg.part * size_t(j) + size_t(offset) + mine.begin * elem;
+    srcs_[size_t(j)] = p;
+    dsts_[size_t(j)] = p;
+  }
+  if (mine.end > mine.begin) {
+    reduce_fixed_order(srcs_.data(), size_, dsts_.data(), size_, mine.end - mine.begin, dtype, op);
+  }
+  arrive_and_wait("slices reduced");  // no rank reads or writes a buffer of this call after it
+}
+
+void ShmCommunicator::reduce_pieces(std::byte* bytes, size_t count, DType dtype, ReduceOp op, bool staged) {
   const size_t elem = dtype_size(dtype);
   const size_t piece = kSlabBytes / elem;
   bool first = true;
@@ -284,8 +421,14 @@ void ShmCommunicator::reduce_pieces(std::byte* bytes, size_t count, DType dtype,
     const size_t n = std::min(piece, count - done);
     const int parity = int(pieces_++ & 1);
     put(slab(rank_, parity), bytes + done * elem, n * elem);
-    arrive_and_wait("arrival");
-    if (first) check_agreement();
+    if (first && staged) {
+      arrive_and_wait("copied in");
+    } else {
+      arrive_and_wait("arrival");
+      // A rank whose buffer is shared arrived before copying in: wait for it.
+      if (first) check_agreement();
+      if (first && any_shared()) arrive_and_wait("copied in");
+    }
     first = false;
     const ElementRange mine = chunk_of(n, elem, size_, rank_);
     if (mine.end > mine.begin) {

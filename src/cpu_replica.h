@@ -10,6 +10,7 @@
 #include <memory>
 #include <vector>
 
+#include "comm/communicator.h"
 #include "src/config.h"
 #include "src/micro_batch.h"
 #include "src/network.h"
@@ -31,7 +32,9 @@ class CpuReplica final : public ReplicaStep {
                         bool stop_requested) override;
   SliceStats evaluate(Replica& r, const ReplicaBatch& batch) override;
 
-  std::vector<float> grads;  // num_params + kExtras
+  // num_params + kExtras, from the replica's communicator (Communicator::allocate:
+  // memory the other processes of the node reach directly, with shm).
+  CommBuffer grads;
   CpuNetwork net;
   std::unique_ptr<BucketWorker> worker;  // strategy.overlap: reduces buckets during backward
   std::unique_ptr<MicroBuffers> micro;   // micro-batched steps (train.micro_batch_size)

@@ -112,7 +112,7 @@ Replica::~Replica() = default;
 
 CpuReplica::CpuReplica(MirroredStrategy& strategy, Replica& r, const Model& model,
                        const Config& config, int64_t max_rows)
-    : grads(size_t(model.num_params() + kExtras), 0.0f), net(model, max_rows), strategy_(strategy) {
+    : grads(r.comm->allocate(size_t(model.num_params() + kExtras))), net(model, max_rows), strategy_(strategy) {
   net.writes_state = r.local_index == 0;  // the process's one arena: one writer of its state
   if (config.overlap) worker = std::make_unique<BucketWorker>(r.comm, config.flush_denormals);
   // Batch norm's statistics: after the buckets already handed to the reducer

@@ -1,11 +1,14 @@
 // The shared-memory backend under mpirun (every rank on this machine): every dtype
 // and op with exact expectations, odd and zero sizes, buffers larger than a slab
 // (several pieces), float sums bitwise equal to the MPI backend's rank-order sum,
-// all-reduces interleaved with the collectives it hands to MPI, a deadline that
-// names the ranks that did not arrive, and a mismatched call named on every rank.
+// all-reduces interleaved with the collectives it hands to MPI, buffers from
+// allocate() (shared by the processes, reduced in place, alone or mixed with
+// ordinary ones), a deadline that names the ranks that did not arrive, and a
+// mismatched call named on every rank.
 #include <gtest/gtest.h>
 #include <mpi.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstring>
@@ -102,23 +105,27 @@ TEST(ShmCommunicator, InterleavedWithTheCollectivesMpiCarries) {
 }
 
 // Rank 0 waits 0.3 s for ranks that come 1.2 s late: it names all of them. The
-// late ones then find rank 0 arrived but never reducing: they name rank 0.
-TEST(ShmCommunicator, DeadlineNamesTheRanksThatDidNotArrive) {
+// late ones then find rank 0 arrived but never reducing: they name rank 0. The
+// same with the buffers in ordinary memory and in the shared buffer.
+void expect_deadline_names_late_ranks(bool shared) {
+  SCOPED_TRACE(shared ? "shared buffer" : "ordinary buffer");
   const int rank = test_bootstrap().info().rank;
   const int size = test_bootstrap().info().size;
   auto comm = shm(CommOptions{std::chrono::milliseconds(rank == 0 ? 300 : 1000)});
-  std::vector<float> buf(1000, 1.0f);
+  std::vector<float> own(1000, 1.0f);
+  CommBuffer mem = comm->allocate(1000);
+  float* buf = shared ? mem.data() : own.data();
   const auto start = std::chrono::steady_clock::now();
   if (rank != 0) std::this_thread::sleep_for(std::chrono::milliseconds(1200));
   try {
-    comm->allreduce(buf.data(), buf.size());
+    comm->allreduce(buf, 1000);
     ADD_FAILURE() << "the all-reduce completed although rank 0 gave up";
   } catch (const CommError& e) {
     const std::string msg = e.what();
     std::string absent;
     for (int r = 1; r < size; ++r) absent += (absent.empty() ? "" : ", ") + std::to_string(r);
     EXPECT_NE(msg.find("mpi allreduce (rank " + std::to_string(rank)), std::string::npos) << msg;
-    EXPECT_NE(msg.find("collective #1 allreduce(count=1000, float32, sum)"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("collective #2 allreduce(count=1000, float32, sum)"), std::string::npos) << msg;
     if (rank == 0) {
       EXPECT_NE(msg.find("arrival): not complete after 0.3"), std::string::npos) << msg;
       EXPECT_NE(msg.find("rank(s) " + absent + " did not arrive"), std::string::npos) << msg;
@@ -129,6 +136,66 @@ TEST(ShmCommunicator, DeadlineNamesTheRanksThatDidNotArrive) {
     }
   }
   MPI_Barrier(test_bootstrap().world_comm());
+}
+
+TEST(ShmCommunicator, DeadlineNamesTheRanksThatDidNotArrive) {
+  expect_deadline_names_late_ranks(false);
+  expect_deadline_names_late_ranks(true);
+}
+
+// Buffers from allocate(): zeroed, each rank's its own, and all-reduced in place
+// across the processes to bitwise the member-order sum, whole and in pieces at
+// offsets on no particular boundary (a step's buckets, last layer first).
+TEST(ShmCommunicator, SharedBuffersSumBitwiseInPlace) {
+  auto comm = shm();
+  constexpr size_t kCount = 600001;
+  CommBuffer buf = comm->allocate(kCount);
+  ASSERT_EQ(buf.size(), kCount);
+  EXPECT_TRUE(std::all_of(buf.begin(), buf.end(), [](float x) { return x == 0.0f; }));
+  const std::vector<float> mine = testing::rounding_values(301, comm->rank(), kCount);
+  const std::vector<float> want = testing::member_order_sum(301, comm->size(), kCount);
+  std::copy(mine.begin(), mine.end(), buf.begin());
+  comm->allreduce(buf.data(), kCount);
+  EXPECT_EQ(std::memcmp(buf.data(), want.data(), kCount * sizeof(float)), 0);
+  std::copy(mine.begin(), mine.end(), buf.begin());
+  const size_t cuts[] = {0, 1, 17, 4099, 100003, 333333, kCount};
+  for (size_t k = std::size(cuts) - 1; k > 0; --k) {
+    comm->allreduce(buf.data() + cuts[k - 1], cuts[k] - cuts[k - 1]);
+  }
+  EXPECT_EQ(std::memcmp(buf.data(), want.data(), kCount * sizeof(float)), 0);
+}
+
+// Ranks whose buffer is shared and ranks whose buffer is not reduce together
+// (through the segment's slabs) in every mix, in one piece and in several.
+TEST(ShmCommunicator, SharedAndOrdinaryBuffersMix) {
+  auto comm = shm();
+  const int rank = comm->rank();
+  const size_t slab = (size_t{2} << 20) / sizeof(float);
+  for (const size_t count : {size_t{4097}, slab + 13}) {
+    CommBuffer shared = comm->allocate(count);
+    std::vector<float> own(count);
+    for (int mix = 0; mix < 4; ++mix) {  // none shared, rank 0's alone, all but rank 0's, all
+      const bool mine_shared = mix == 3 || (mix == 1 && rank == 0) || (mix == 2 && rank != 0);
+      float* buf = mine_shared ? shared.data() : own.data();
+      const std::vector<float> mine = testing::rounding_values(302 + uint32_t(mix), rank, count);
+      std::copy(mine.begin(), mine.end(), buf);
+      comm->allreduce(buf, count);
+      const std::vector<float> want = testing::member_order_sum(302 + uint32_t(mix), comm->size(), count);
+      EXPECT_EQ(std::memcmp(buf, want.data(), count * sizeof(float)), 0) << "count " << count << ", mix " << mix;
+    }
+  }
+}
+
+TEST(ShmCommunicator, SharedBufferMayOutliveItsCommunicator) {
+  CommBuffer buf;
+  {
+    auto comm = shm();
+    buf = comm->allocate(1000);
+    const CommBuffer none = comm->allocate(0);
+    EXPECT_EQ(none.size(), 0u);
+  }
+  std::fill(buf.begin(), buf.end(), 2.0f);
+  EXPECT_EQ(buf[999], 2.0f);
 }
 
 TEST(ShmCommunicator, MismatchedCallsAreNamedOnEveryRank) {

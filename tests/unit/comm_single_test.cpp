@@ -1,10 +1,11 @@
 // The Communicator basics: dtype/op names and sizes, and the single-rank backend,
 // which must behave as a group of one (identity reductions, copy allgather) and
-// still reject bad arguments with a clear message.
+// still reject bad arguments with a clear message), and the default allocate.
 #include <gtest/gtest.h>
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "comm/communicator.h"
@@ -66,6 +67,23 @@ TEST(SingleCommunicator, ZeroLengthIsANoOp) {
   comm->allreduce(static_cast<float*>(nullptr), 0);
   comm->broadcast(static_cast<float*>(nullptr), 0, 0);
   comm->allgather(static_cast<const float*>(nullptr), static_cast<float*>(nullptr), 0);
+}
+
+// The default allocate: zeroed, 64-byte aligned, its own memory each time, and
+// movable (the owner goes with it).
+TEST(SingleCommunicator, AllocateGivesZeroedAlignedMemory) {
+  auto comm = make_single_communicator();
+  CommBuffer a = comm->allocate(1001);
+  const CommBuffer b = comm->allocate(1001);
+  ASSERT_EQ(a.size(), 1001u);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(a.data()) % 64, 0u);
+  for (const float x : a) EXPECT_EQ(x, 0.0f);
+  a[1000] = 3.0f;
+  EXPECT_EQ(b[1000], 0.0f);
+  const CommBuffer moved = std::move(a);
+  EXPECT_EQ(moved[1000], 3.0f);
+  EXPECT_EQ(moved.end() - moved.begin(), 1001);
+  EXPECT_EQ(comm->allocate(0).size(), 0u);
 }
 
 TEST(SingleCommunicator, BadArgumentsAreNamed) {
