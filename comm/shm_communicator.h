@@ -1,11 +1,12 @@
-// Processes on one node: the all-reduce goes through a shared-memory segment that
-// every process maps, instead of MPI messages. Each rank copies its buffer into
-// its own slab, reduces its slice of every rank's slab in rank order (the MPI
-// backend's order, so results are bitwise the same), and copies the reduced
-// slices back: about a tenth of OpenMPI's time for the 0.4 MB gradient of the
-// reference MLP (bench/README.md). Broadcast, allgather and barrier go through
-// the MPI backend. Waits spin, then yield, and honour the same deadlines as
-// every backend, naming the ranks that did not arrive.
+// Processes on one node: the all-reduce goes through shared memory that every
+// process maps, instead of MPI messages. On buffers from allocate() (shared by
+// the processes: the strategy's gradient arenas) each rank reduces its slice of
+// every rank's buffer in rank order, into all of them, as threads do; other
+// buffers are copied into a slab of the segment, reduced there slice by slice
+// in the same order and copied back. Either way the result is bitwise the MPI
+// backend's. Broadcast, allgather and barrier go through the MPI backend. Waits
+// spin, then yield, and honour the same deadlines as every backend, naming the
+// ranks that did not arrive.
 #pragma once
 
 #include <mpi.h>

@@ -410,7 +410,7 @@ const std::vector<KeyDef> kKeys = {
   real("comm.long_phase_s", &Config::comm_long_phase_s, {0, 1e6, kAboveLo}, "seconds peers may wait for start-up, the first evaluation or a checkpoint write (later evaluations: 20x the slowest so far, at least the collective floor)"),
   flag("comm.verify", &Config::comm_verify, "debug: check that every rank issues the same collectives, naming the first difference"),
   flag("comm.shared_memory", &Config::comm_shared_memory, "processes on one node all-reduce through shared memory (false: MPI messages)"),
-  choice("comm.shm_stores", &Config::comm_shm_stores, kShmStores, "shared memory: how a rank writes into the segment: plain, streaming (non-temporal) or auto (whichever its timing finds cheaper lately)"),
+  choice("comm.shm_stores", &Config::comm_shm_stores, kShmStores, "shared memory: how a rank copies a buffer into the segment (the gradients are shared, never copied; BN statistics and other buffers are): plain, streaming (non-temporal) or auto (whichever its timing finds cheaper lately)"),
   text("checkpoint.dir", &Config::checkpoint_dir, "folder of the training checkpoints", "OUTPUT_DIR/checkpoints"),
   integer("checkpoint.every_steps", &Config::checkpoint_every, {0, kBig}, "write a checkpoint every N steps (0 = off)"),
   flag("checkpoint.every_epoch", &Config::checkpoint_epochs, "write a checkpoint at the end of every epoch"),
