@@ -96,8 +96,8 @@ class CudaReplica final : public ReplicaStep {
            (config_.cuda_graphs && gpu_shared_ ? " (GPU shared: steps not captured)" : "");
   }
   void bind_thread() override { cuda::set_device(device_); }
-  void upload(Replica& r) override { copy_state(r, cudaMemcpyHostToDevice); }
-  void download(Replica& r) override { copy_state(r, cudaMemcpyDeviceToHost); }
+  void upload() override { copy_state(cudaMemcpyHostToDevice); }
+  void download() override { copy_state(cudaMemcpyDeviceToHost); }
   StepResult train_step(Replica& r, const ReplicaBatch& b, float lr, uint64_t step_seed,
                         bool stop_requested) override;
   SliceStats evaluate(Replica& r, const ReplicaBatch& b) override;
@@ -112,7 +112,7 @@ class CudaReplica final : public ReplicaStep {
   void update();
 
  private:
-  void copy_state(Replica& r, cudaMemcpyKind kind);
+  void copy_state(cudaMemcpyKind kind);
   void stage_inputs(const ReplicaBatch& b);
   void stage_step_params(const Replica& r, const ReplicaBatch& b, float lr, uint64_t step_seed,
                          bool stop_requested);
@@ -189,7 +189,7 @@ CudaReplica::CudaReplica(const Model& model, const Config& config, int device, i
 // Host params and optimizer slots to the device or back. Copies go on the compute
 // stream (not the legacy default stream, which does not order with it), then the
 // host waits: the arenas are consistent on return.
-void CudaReplica::copy_state(Replica& r, cudaMemcpyKind kind) {
+void CudaReplica::copy_state(cudaMemcpyKind kind) {
   bind_thread();
   const cudaStream_t s = stream();
   const bool up = kind == cudaMemcpyHostToDevice;
@@ -197,8 +197,9 @@ void CudaReplica::copy_state(Replica& r, cudaMemcpyKind kind) {
     LOCKSTEP_CUDA_CHECK(cudaMemcpyAsync(up ? device : host, up ? host : device,
                                         size_t(n) * sizeof(float), kind, s));
   };
-  copy(params_.data(), r.params->data(), model_.arena_size());  // with batch norm's state
-  const auto slots = r.optimizer->slots();
+  // The host mirror (ReplicaStep's; params() here is the device arena), with batch norm's state.
+  copy(params_.data(), ReplicaStep::params->data(), model_.arena_size());
+  const auto slots = optimizer->slots();
   copy(m_.data(), slots.at(0).second->data(), n_);
   if (slots.size() > 1) copy(v_.data(), slots.at(1).second->data(), n_);
   LOCKSTEP_CUDA_CHECK(cudaStreamSynchronize(s));

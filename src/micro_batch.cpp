@@ -209,7 +209,7 @@ SliceStats MirroredStrategy::micro_backward(Replica& r, const ReplicaBatch& b, u
       buf.resize(size_t(n));
       g = buf.data();
     }
-    const SliceStats st = c.net.train(r.params->data(), g, s, scale, step_seed, no_buckets);
+    const SliceStats st = c.net.train(r.step->params->data(), g, s, scale, step_seed, no_buckets);
     if (keep_each) {  // each tensor's largest |gradient|, while it is still in cache
       for (size_t k = 0; k < segments_.size(); ++k) {
         const ArenaSegment& seg = segments_[k];
@@ -337,7 +337,7 @@ void MirroredStrategy::apply_exact(Replica& r, float lr, int64_t begin, int64_t 
   CpuReplica& c = cpu(r);
   MicroBuffers& mb = *c.micro;
   if (mb.converted) {
-    r.optimizer->apply(r.params->data(), c.grads.data(), begin, end, lr, r.updates);
+    r.step->optimizer->apply(r.step->params->data(), c.grads.data(), begin, end, lr, r.updates);
     return;
   }
   constexpr int64_t kBlock = 2048;
@@ -346,7 +346,7 @@ void MirroredStrategy::apply_exact(Replica& r, float lr, int64_t begin, int64_t 
     for (int64_t at = std::max(segments_[s].begin, begin); at < seg_end; at += kBlock) {
       const int64_t stop = std::min(at + kBlock, seg_end);
       fixed_to_float(mb.fixed.data() + at, stop - at, mb.exponents[s], c.grads.data() + at);
-      r.optimizer->apply(r.params->data(), c.grads.data(), at, stop, lr, r.updates);
+      r.step->optimizer->apply(r.step->params->data(), c.grads.data(), at, stop, lr, r.updates);
     }
   }
 }

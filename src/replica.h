@@ -1,7 +1,7 @@
 // A replica of MirroredStrategy: its place among the replicas in sync, its
-// communicators, and its step on its device (ReplicaStep: the CPU's in
-// src/cpu_replica.h, an accelerator's through src/accelerator.h), with the host
-// weights and optimizer slots and the replica's time accounting.
+// communicators, and its step on its device (ReplicaStep, which holds the
+// weights and optimizer slots it steps: the CPU's in src/cpu_replica.h, an
+// accelerator's through src/accelerator.h), with the replica's time accounting.
 #pragma once
 
 #include <cstdint>
@@ -19,9 +19,9 @@ namespace lockstep {
 
 struct Replica;
 
-// One replica's step on its device. Each call runs on the replica's thread after
-// bind_thread(). Where the state lives on a device, Replica::params and the
-// optimizer's slots are a host mirror exchanged with upload()/download().
+// One replica's step on its device, and the state it steps: its weights and
+// optimizer slots in host memory (the device's own state lives in the
+// subclass). Each call runs on the replica's thread after bind_thread().
 class ReplicaStep {
  public:
   virtual ~ReplicaStep() = default;
@@ -29,21 +29,32 @@ class ReplicaStep {
   virtual std::string describe() const { return ""; }
   // Makes the calling thread use this replica's device.
   virtual void bind_thread() {}
-  // Host params and optimizer slots -> device (start, resume, a loaded model).
-  virtual void upload(Replica&) {}
-  // Device params and optimizer slots -> host (checkpoints, the sync hash, the end).
-  virtual void download(Replica&) {}
+  // params and the optimizer's slots -> device (start, resume, a loaded model).
+  virtual void upload() {}
+  // Device weights and optimizer slots -> params and the slots (checkpoints, the
+  // sync hash, the end).
+  virtual void download() {}
   // As MirroredStrategy::train_step: the step of src/step.h; r.updates counts the
   // updates applied, this one included, and r's seconds its time.
   virtual StepResult train_step(Replica& r, const ReplicaBatch& batch, float lr,
                                 uint64_t step_seed, bool stop_requested) = 0;
   // Forward only: loss sum and correct count of a slice.
   virtual SliceStats evaluate(Replica& r, const ReplicaBatch& batch) = 0;
+
+  // The weight arena [trainable | state]. The CPU replicas of one process share
+  // one: forward and backward only read it, each replica updates its shard of it
+  // (MirroredStrategy::update) and only local replica 0 writes batch norm's
+  // moving statistics. A replica on an accelerator has its own, the host mirror
+  // of its device's (upload/download).
+  std::shared_ptr<std::vector<float>> params;
+  // The optimizer's slots: shared by the CPU replicas of a process like params
+  // (each updates its shard of them); an accelerator's host mirror.
+  std::shared_ptr<Optimizer> optimizer;
 };
 
 // A replica: its place among the replicas in sync, its communicators, its step
-// on its device (which holds the device's state: src/cpu_replica.h on the CPU,
-// gpu/ on CUDA), the host weights and optimizer slots, and its time accounting.
+// on its device (which holds the replica's state: src/cpu_replica.h on the CPU,
+// gpu/ on CUDA), and its time accounting.
 struct Replica {
   Replica();
   ~Replica();
@@ -51,15 +62,8 @@ struct Replica {
   int global_index = 0;
   Communicator* comm = nullptr;        // all replicas in sync
   Communicator* local_comm = nullptr;  // the replicas of this process
-  // The weight arena [trainable | state]. The CPU replicas of one process share
-  // one: forward and backward only read it, each replica updates its shard of it
-  // (MirroredStrategy::update) and only local replica 0 writes batch norm's
-  // moving statistics. A replica on an accelerator has its own (the host mirror).
-  std::shared_ptr<std::vector<float>> params;
-  // The optimizer's slots: shared by the CPU replicas of a process like params
-  // (each updates its shard of them); an accelerator's host mirror.
-  std::shared_ptr<Optimizer> optimizer;
-  // The step on the replica's device (owned by the strategy or its device group).
+  // The step on the replica's device, with its weights and optimizer slots
+  // (owned by the strategy or its device group).
   ReplicaStep* step = nullptr;
   int64_t updates = 0;                 // optimizer steps applied
   int64_t fetches = 0;                 // MirroredStrategy::fetch calls

@@ -131,7 +131,7 @@ StepResult CpuReplica::train_step(Replica& r, const ReplicaBatch& batch, float l
   return strategy_.cpu_step(r, batch, lr, step_seed, stop_requested);
 }
 SliceStats CpuReplica::evaluate(Replica& r, const ReplicaBatch& batch) {
-  return net.evaluate(r.params->data(), batch);
+  return net.evaluate(params->data(), batch);
 }
 
 CpuReplica& MirroredStrategy::cpu(Replica& r) { return static_cast<CpuReplica&>(*r.step); }
@@ -198,18 +198,18 @@ MirroredStrategy::MirroredStrategy(const Model& model, const Config& config, Wor
     r->global_index = world.rank() * local + i;
     r->local_comm = &local_group_->member(i);
     r->comm = &group_->member(i);
-    if (devices_ || i == 0) {  // device replicas keep their own arena and slots on their GPU
-      r->params = std::make_shared<std::vector<float>>(size_t(model.arena_size()), 0.0f);
-      r->optimizer = std::make_shared<Optimizer>(config, model.num_params());
-    } else {
-      r->params = replicas_[0]->params;
-      r->optimizer = replicas_[0]->optimizer;
-    }
     if (devices_) {  // gradients and workspaces live on the device
       r->step = &devices_->replica(i);
     } else {
       cpus_.push_back(std::make_unique<CpuReplica>(*this, *r, model, config, max_rows));
       r->step = cpus_.back().get();
+    }
+    if (devices_ || i == 0) {  // device replicas keep their own arena and slots on their GPU
+      r->step->params = std::make_shared<std::vector<float>>(size_t(model.arena_size()), 0.0f);
+      r->step->optimizer = std::make_shared<Optimizer>(config, model.num_params());
+    } else {
+      r->step->params = replicas_[0]->step->params;
+      r->step->optimizer = replicas_[0]->step->optimizer;
     }
     replicas_.push_back(std::move(r));
   }
@@ -285,7 +285,7 @@ void MirroredStrategy::seek(Replica& r, DistributedInput& input, const InputPosi
 void MirroredStrategy::broadcast_initial_weights(Replica& r) {
   // Every process initialises from the same seed; the broadcast makes rank 0's
   // weights authoritative even if another process computed something else.
-  if (shards_.empty() || r.local_index == 0) model_.init_params(r.params->data(), config_.seed);
+  if (shards_.empty() || r.local_index == 0) model_.init_params(r.step->params->data(), config_.seed);
   restore(r, nullptr, nullptr);
 }
 
@@ -330,7 +330,7 @@ struct MirroredStrategy::CpuStep {
   StepResult out;
 
   CpuNetwork& net() { return c->net; }
-  float* params() { return r->params->data(); }
+  float* params() { return r->step->params->data(); }
   float* grads() { return c->grads.data(); }
   void reduce(int64_t begin, int64_t end) { self->reduce_range(*r, begin, end); }
   void extras(const SliceStats& s, bool stop_requested) {
@@ -407,57 +407,57 @@ void MirroredStrategy::update(Replica& r, float lr) {
   if (micro_batched_ && config_.deterministic) {
     apply_exact(r, lr, begin, end);
   } else {
-    r.optimizer->apply(r.params->data(), cpu(r).grads.data(), begin, end, lr, r.updates);
+    r.step->optimizer->apply(r.step->params->data(), cpu(r).grads.data(), begin, end, lr, r.updates);
   }
-  cpu(r).net.commit_state(r.params->data());  // batch norm's moving statistics (replica 0's net)
+  cpu(r).net.commit_state(r.step->params->data());  // batch norm's moving statistics (replica 0's net)
   ++r.updates;
   if (!shards_.empty()) r.local_comm->barrier();
 }
 
 void MirroredStrategy::snapshot(Replica& r, std::vector<float>& params, NamedSlots* slots) {
-  r.step->download(r);
-  params = *r.params;
+  r.step->download();
+  params = *r.step->params;
   if (!slots) return;
   slots->clear();
-  for (auto& [name, slot] : r.optimizer->slots()) slots->emplace_back(name, *slot);
+  for (auto& [name, slot] : r.step->optimizer->slots()) slots->emplace_back(name, *slot);
 }
 
 void MirroredStrategy::restore(Replica& r, const std::vector<float>* params,
                                const NamedSlots* slots) {
-  if (r.local_index == 0 && params) *r.params = *params;
+  if (r.local_index == 0 && params) *r.step->params = *params;
   if (r.local_index == 0 && slots) {
-    for (auto& [name, slot] : r.optimizer->slots()) {
+    for (auto& [name, slot] : r.step->optimizer->slots()) {
       for (const auto& [saved_name, data] : *slots) {
         if (saved_name == name) *slot = data;
       }
     }
   }
   if (shards_.empty()) {  // every replica holds its own arena and slots
-    r.comm->broadcast(r.params->data(), r.params->size(), 0);
+    r.comm->broadcast(r.step->params->data(), r.step->params->size(), 0);
     if (slots) {
-      for (auto& [name, slot] : r.optimizer->slots()) r.comm->broadcast(slot->data(), slot->size(), 0);
+      for (auto& [name, slot] : r.step->optimizer->slots()) r.comm->broadcast(slot->data(), slot->size(), 0);
     }
   } else {  // one arena and one Optimizer per process: its local replica 0 takes rank 0's
     if (r.local_index == 0) {
-      world_.comm->broadcast(r.params->data(), r.params->size(), 0);
+      world_.comm->broadcast(r.step->params->data(), r.step->params->size(), 0);
       if (slots) {
-        for (auto& [name, slot] : r.optimizer->slots()) world_.comm->broadcast(slot->data(), slot->size(), 0);
+        for (auto& [name, slot] : r.step->optimizer->slots()) world_.comm->broadcast(slot->data(), slot->size(), 0);
       }
     }
     r.local_comm->barrier();
   }
-  r.step->upload(r);
+  r.step->upload();
 }
 
 void MirroredStrategy::check_in_sync(Replica& r) {
   if (num_replicas_in_sync() == 1) return;
   const auto t0 = Clock::now();
-  r.step->download(r);
+  r.step->download();
   // A 64-bit hash of the weights' bits, 8 bytes at a time: any single-bit
   // difference shows; about 0.2 ms per 100k parameters, every check_every steps.
   uint64_t h = 0x243f6a8885a308d3ULL;
-  const size_t nbytes = r.params->size() * sizeof(float);
-  const auto* bytes = reinterpret_cast<const unsigned char*>(r.params->data());
+  const size_t nbytes = r.step->params->size() * sizeof(float);
+  const auto* bytes = reinterpret_cast<const unsigned char*>(r.step->params->data());
   size_t i = 0;
   for (; i + 8 <= nbytes; i += 8) {
     uint64_t w;

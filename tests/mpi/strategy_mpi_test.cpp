@@ -72,9 +72,9 @@ std::string sync_error(MpiWorld& mpi, int local, int flipped_rank) {
       strategy.broadcast_initial_weights(r);
       if (mpi.world.rank() == flipped_rank && r.local_index == 0) {
         uint32_t bits;
-        std::memcpy(&bits, r.params->data() + 5, 4);
+        std::memcpy(&bits, r.step->params->data() + 5, 4);
         bits ^= 1u;  // the last mantissa bit of one weight
-        std::memcpy(r.params->data() + 5, &bits, 4);
+        std::memcpy(r.step->params->data() + 5, &bits, 4);
       }
       r.local_comm->barrier();
       strategy.check_in_sync(r);

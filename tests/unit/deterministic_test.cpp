@@ -220,17 +220,17 @@ TEST(Deterministic, NonFiniteGradientsSkipTheUpdateEverywhere) {
   std::vector<StepResult> res(6);
   std::vector<std::vector<float>> after(2);
   strategy.run([&](Replica& r) {
-    if (r.local_index == 0) std::fill(r.params->begin(), r.params->end(), 0.0f);  // one arena
+    if (r.local_index == 0) std::fill(r.step->params->begin(), r.step->params->end(), 0.0f);  // one arena
     r.local_comm->barrier();
     const int i = r.local_index;
     ReplicaBatch b = testing::one_row(i, 2, inside, targets);
     res[size_t(i)] = strategy.train_step(r, b, 0.1f, 1);
     b.x = summed[i];
     res[size_t(2 + i)] = strategy.train_step(r, b, 0.1f, 2);
-    EXPECT_EQ(*r.params, std::vector<float>(3, 0.0f)) << "no weight moved";
+    EXPECT_EQ(*r.step->params, std::vector<float>(3, 0.0f)) << "no weight moved";
     b.x = fine[i];
     res[size_t(4 + i)] = strategy.train_step(r, b, 0.1f, 3);
-    after[size_t(i)] = *r.params;
+    after[size_t(i)] = *r.step->params;
   });
   for (int i = 0; i < 2; ++i) {
     SCOPED_TRACE("replica " + std::to_string(i));

@@ -154,9 +154,10 @@ struct Direct {
     for (int i = 0; i < cfg.local_replicas; ++i) {
       auto r = std::make_unique<Replica>();
       r->local_index = i;
-      r->params = std::make_shared<std::vector<float>>(size_t(model.num_params()), 0.0f);
-      model.init_params(r->params->data(), 7);
-      r->optimizer = std::make_unique<Optimizer>(cfg, model.num_params());
+      r->step = &group->replica(i);
+      r->step->params = std::make_shared<std::vector<float>>(size_t(model.num_params()), 0.0f);
+      model.init_params(r->step->params->data(), 7);
+      r->step->optimizer = std::make_unique<Optimizer>(cfg, model.num_params());
       replicas.push_back(std::move(r));
     }
   }
@@ -165,7 +166,7 @@ struct Direct {
     try {
       ReplicaStep& d = group->replica(i);
       d.bind_thread();
-      d.upload(*replicas[size_t(i)]);
+      d.upload();
       for (int s = 0; s < steps; ++s) {
         d.train_step(*replicas[size_t(i)], data.slice(s, i, cfg.local_replicas), 0.01f, uint64_t(s), false);
       }

@@ -137,16 +137,16 @@ TEST(MirroredStrategy, NonFiniteGradientWithFiniteLossSkipsTheUpdateEverywhere) 
   std::vector<StepResult> bad(2), ok(2);
   std::vector<std::vector<float>> after_bad(2), after_ok(2), m_after_bad(2);
   strategy.run([&](Replica& r) {
-    if (r.local_index == 0) std::fill(r.params->begin(), r.params->end(), 0.0f);  // one arena
+    if (r.local_index == 0) std::fill(r.step->params->begin(), r.step->params->end(), 0.0f);  // one arena
     r.local_comm->barrier();
     const int i = r.local_index;
     ReplicaBatch b = testing::one_row(i, 2, x_bad, targets);
     bad[size_t(i)] = strategy.train_step(r, b, 0.1f, 1);
-    after_bad[size_t(i)] = *r.params;
-    m_after_bad[size_t(i)] = *r.optimizer->slots().at(0).second;
+    after_bad[size_t(i)] = *r.step->params;
+    m_after_bad[size_t(i)] = *r.step->optimizer->slots().at(0).second;
     b.x = x_ok[i];
     ok[size_t(i)] = strategy.train_step(r, b, 0.1f, 2);
-    after_ok[size_t(i)] = *r.params;
+    after_ok[size_t(i)] = *r.step->params;
   });
   for (int i = 0; i < 2; ++i) {
     SCOPED_TRACE("replica " + std::to_string(i));
@@ -182,15 +182,15 @@ TEST(MirroredStrategy, SkippedStepLeavesBatchNormStatisticsAlone) {
   StepResult bad;
   strategy.run([&](Replica& r) {
     strategy.broadcast_initial_weights(r);
-    if (r.local_index == 0) initial = *r.params;
+    if (r.local_index == 0) initial = *r.step->params;
     const int i = r.local_index;
     ReplicaBatch b = testing::one_row(i, 2, x_bad, targets);
     const StepResult res = strategy.train_step(r, b, 0.1f, 1);
-    if (r.local_index == 0) bad = res, after_bad = *r.params;
+    if (r.local_index == 0) bad = res, after_bad = *r.step->params;
     r.local_comm->barrier();
     b.x = x_ok[i];
     strategy.train_step(r, b, 0.1f, 2);
-    if (r.local_index == 0) after_ok = *r.params;
+    if (r.local_index == 0) after_ok = *r.step->params;
   });
   EXPECT_FALSE(bad.finite);
   EXPECT_EQ(after_bad, initial) << "weights and moving statistics as before the skipped step";
@@ -217,9 +217,9 @@ TEST(MirroredStrategy, OverflowedBatchStatisticsSkipTheStep) {
   std::vector<StepResult> res(2);
   strategy.run([&](Replica& r) {
     strategy.broadcast_initial_weights(r);
-    if (r.local_index == 0) initial = *r.params;
+    if (r.local_index == 0) initial = *r.step->params;
     res[size_t(r.local_index)] = strategy.train_step(r, testing::one_row(r.local_index, 2, x, targets), 0.1f, 1);
-    if (r.local_index == 0) after = *r.params;
+    if (r.local_index == 0) after = *r.step->params;
   });
   for (const StepResult& s : res) {
     EXPECT_TRUE(s.finite_loss);
@@ -242,7 +242,7 @@ TEST(MirroredStrategy, CpuReplicasOfAProcessShareOneArena) {
   std::string error;
   strategy.run([&](Replica& r) {
     strategy.broadcast_initial_weights(r);
-    arenas[size_t(r.local_index)] = r.params->data();
+    arenas[size_t(r.local_index)] = r.step->params->data();
     try {
       strategy.check_in_sync(r);
     } catch (const std::exception& e) {
