@@ -2,7 +2,8 @@
 // world rank RANK send itself SIGNAL (KILL or STOP; SLEEPn: sleep n seconds
 // instead, a slow disk or step) at POINT, which is
 // "phase=NAME" (entering a LongPhase: start-up, evaluation, checkpoint write;
-// "phase=NAME@K": its K-th entry in this process) or "collective=N" (the N-th
+// or "shared buffer", entering the shm backend's allocate; "phase=NAME@K": its
+// K-th entry in this process) or "collective=N" (the N-th
 // collective of an MPI communicator). Deterministic
 // points, where a signal from outside would land wherever the rank happens to be.
 // Unset, it costs one predictable branch per collective.

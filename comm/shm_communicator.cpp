@@ -62,7 +62,6 @@ namespace {
 constexpr size_t kSlabBytes = size_t{2} << 20;
 constexpr size_t kControlBytes = 4096;
 constexpr size_t kRegionBytes = kControlBytes + 2 * kSlabBytes;
-constexpr int kHostBytes = 64;
 constexpr size_t kTimedBytes = size_t{64} << 10;  // all-reduces this large time the store kinds
 struct alignas(64) Control {
   std::atomic<uint64_t> arrived{0};  // barriers this rank has reached
@@ -163,9 +162,10 @@ class ShmCommunicator final : public Communicator {
     return regions_[size_t(r)] + kControlBytes + size_t(parity) * kSlabBytes;
   }
   void map_segment();
-  // Creates and maps a POSIX shared-memory object of `total` bytes on every rank
+  // Creates and maps an anonymous shared-memory file of `total` bytes on every rank
   // (collective); throws ShmUnavailable, on every rank, if any rank cannot.
-  std::byte* map_shared(size_t total, const std::string& what);
+  // `hint` says what the caller does without it.
+  std::byte* map_shared(size_t total, const std::string& what, const std::string& hint);
   void choose_stores(bool timed);
   // The pieces of one all-reduce (the ranks' calls are compared at the first).
   // `staged`: this rank's first piece is not in its slab yet (it arrived before
@@ -225,59 +225,74 @@ std::string ShmCommunicator::where() const {
   return "rank " + std::to_string(rank_) + " of " + std::to_string(size_) + ", host " + host_;
 }
 
-// Rank 0 creates and reserves the object and broadcasts its name; everyone maps
-// it and says whether that worked; rank 0 then unlinks the name. Every exchange
-// goes through the MPI backend, so a rank that never comes hits its deadline.
-std::byte* ShmCommunicator::map_shared(size_t total, const std::string& what) {
-  char name[kHostBytes] = {0};
-  int64_t status = 0;  // 0 = created; otherwise errno of the failed step
+// Rank 0 makes an anonymous shared-memory file (memfd: no name anywhere, so
+// nothing can be left behind, however a job ends) and reserves its pages; the
+// others open it through /proc/<rank 0's pid>/fd/<its descriptor> while rank 0
+// holds it open, and all map it. The memory goes when the last rank unmaps it.
+// Every exchange goes through the MPI backend, so a rank that never comes hits
+// its deadline.
+std::byte* ShmCommunicator::map_shared(size_t total, const std::string& what, const std::string& hint) {
+  constexpr int64_t kOtherSize = int64_t{1} << 40;  // beyond any errno
+  // Rank 0's status (0 = made, else errno), the size, its pid and descriptor.
+  int64_t head[4] = {0, int64_t(total), int64_t(getpid()), -1};
   int fd = -1;
   if (rank_ == 0) {
-    std::random_device rd;
-    std::snprintf(name, sizeof(name), "/lockstep-%d-%08x", int(getpid()), unsigned(rd()));
-    fd = shm_open(name, O_CREAT | O_EXCL | O_RDWR, 0600);
-    if (fd < 0) status = errno;
-    // Reserve the pages now: on a full /dev/shm this fails here instead of a
+    fd = memfd_create("lockstep-shm", MFD_CLOEXEC);
+    if (fd < 0) head[0] = errno;
+    // Reserve the pages now: without the memory this fails here instead of a
     // SIGBUS at the first touch of an unbacked page.
-    if (status == 0 && ftruncate(fd, off_t(total)) != 0) status = errno;
-    if (status == 0) status = posix_fallocate(fd, 0, off_t(total));
-    if (status != 0 && fd >= 0) {
+    if (head[0] == 0 && ftruncate(fd, off_t(total)) != 0) head[0] = errno;
+    while (head[0] == 0 && (head[0] = posix_fallocate(fd, 0, off_t(total))) == EINTR) head[0] = 0;
+    if (head[0] != 0 && fd >= 0) {
       close(fd);
-      shm_unlink(name);
+      fd = -1;
     }
+    head[3] = fd;
   }
-  inner_->broadcast(&status, 1, 0);
-  if (status != 0) {
-    throw ShmUnavailable("shm (" + where() + "): cannot create " + what + " of " +
-                         std::to_string((total + (1 << 20) - 1) >> 20) + " MiB: " + errno_text(int(status)) +
-                         " (hint: /dev/shm may be full or too small, e.g. a container's 64 MiB "
-                         "default; set comm.shared_memory: false to use MPI messages instead)");
-  }
-  inner_->broadcast(reinterpret_cast<uint8_t*>(name), sizeof(name), 0);
-  int64_t failed = 0;
   void* mapping = MAP_FAILED;
-  if (rank_ != 0) fd = shm_open(name, O_RDWR, 0600);
-  if (fd < 0) {
-    failed = errno;
-  } else {
-    mapping = mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (mapping == MAP_FAILED) failed = errno;
-    close(fd);
-  }
-  int64_t worst = failed;
-  inner_->allreduce(&worst, 1, ReduceOp::kMax);  // also: everyone has opened the name
-  if (rank_ == 0) shm_unlink(name);
-  if (worst != 0) {
+  try {
+    inner_->broadcast(head, 4, 0);
+    if (head[0] != 0) {
+      throw ShmUnavailable("shm (" + where() + "): cannot create " + what + " of " +
+                           std::to_string((total + (1 << 20) - 1) >> 20) + " MiB: " +
+                           errno_text(int(head[0])) + " (hint: the node may be short of memory; " + hint + ")");
+    }
+    int64_t failed = head[1] != int64_t(total) ? kOtherSize : 0;
+    if (failed == 0 && rank_ != 0) {
+      const std::string path = "/proc/" + std::to_string(head[2]) + "/fd/" + std::to_string(head[3]);
+      fd = open(path.c_str(), O_RDWR | O_CLOEXEC);
+      if (fd < 0) failed = errno;
+    }
+    if (failed == 0) {
+      mapping = mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+      if (mapping == MAP_FAILED) failed = errno;
+    }
+    if (fd >= 0 && rank_ != 0) close(fd);
+    int64_t worst = failed;
+    inner_->allreduce(&worst, 1, ReduceOp::kMax);  // also: everyone has opened rank 0's file
+    if (fd >= 0) close(fd);  // rank 0's: the mappings keep the memory
+    fd = -1;
+    if (worst == kOtherSize) {
+      throw CommError("shm (" + where() + "): the ranks asked for different sizes of " + what + " (rank 0: " +
+                      std::to_string(head[1]) + " bytes, this rank: " + std::to_string(total) +
+                      ") (hint: every rank calls allocate alike, with the same count)");
+    }
+    if (worst != 0) {
+      throw ShmUnavailable("shm (" + where() + "): a rank could not open or map " + what + ": " +
+                           errno_text(int(worst)) + " (hint: ranks in different PID namespaces, e.g. "
+                           "one container each, cannot open each other's memory; " + hint + ")");
+    }
+    return static_cast<std::byte*>(mapping);
+  } catch (...) {
+    if (fd >= 0) close(fd);
     if (mapping != MAP_FAILED) munmap(mapping, total);
-    throw ShmUnavailable("shm (" + where() + "): a rank could not map " + what + " " +
-                         std::string(name) + ": " + errno_text(int(worst)) +
-                         " (hint: set comm.shared_memory: false to use MPI messages instead)");
+    throw;
   }
-  return static_cast<std::byte*>(mapping);
 }
 
 void ShmCommunicator::map_segment() {
-  mapping_ = map_shared(kRegionBytes * size_t(size_), "a shared-memory segment");
+  mapping_ = map_shared(kRegionBytes * size_t(size_), "a shared-memory segment",
+                        "set comm.shared_memory: false to use MPI messages instead");
   regions_.resize(size_t(size_));
   for (int r = 0; r < size_; ++r) regions_[size_t(r)] = static_cast<std::byte*>(mapping_) + kRegionBytes * size_t(r);
   new (regions_[size_t(rank_)]) Control();  // the fresh segment is zero: this only starts lifetimes
@@ -286,6 +301,7 @@ void ShmCommunicator::map_segment() {
 }
 
 CommBuffer ShmCommunicator::allocate(size_t count) {
+  inject_fault_at_phase("shared buffer");
   ++seq_;
   // Each rank's part on whole pages, so no two ranks' buffers share a line.
   const size_t page = size_t(sysconf(_SC_PAGESIZE));
@@ -293,9 +309,10 @@ CommBuffer ShmCommunicator::allocate(size_t count) {
   const int64_t id = allocations_++;
   std::byte* base = nullptr;
   try {
-    base = map_shared(part * size_t(size_), "a shared buffer");
+    base = map_shared(part * size_t(size_), "a shared buffer",
+                      "nothing to do: its all-reduces copy through the segment instead, a little slower");
   } catch (const ShmUnavailable& e) {  // every rank threw: all take ordinary memory
-    if (rank_ == 0) std::fprintf(stderr, "lockstep: warning: %s; all-reduces copy through the segment\n", e.what());
+    if (rank_ == 0) std::fprintf(stderr, "lockstep: warning: %s\n", e.what());
     return Communicator::allocate(count);
   }
   {

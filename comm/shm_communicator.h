@@ -23,10 +23,12 @@ namespace lockstep {
 bool on_one_node(MPI_Comm comm);
 
 // Collective over `comm`, whose processes must all be on this node. The segment
-// is a POSIX shared-memory object that rank 0 creates and unlinks as soon as
-// every rank has mapped it, so nothing is left behind in /dev/shm; tearing down
-// is local (munmap), so a failed job never blocks in a collective free. Throws
-// ShmUnavailable if the segment cannot be created or reserved (a full /dev/shm).
+// (and every buffer from allocate()) is an anonymous shared-memory file that
+// rank 0 makes and the others open through /proc/<rank 0's pid>/fd/N: no name
+// in /dev/shm, so nothing is left behind however the job ends; tearing down is
+// local (munmap), so a failed job never blocks in a collective free. Throws
+// ShmUnavailable if the segment cannot be made or reserved (short of memory),
+// or a rank cannot open it (ranks in different PID namespaces).
 std::unique_ptr<Communicator> make_shm_communicator(MPI_Comm comm, CommOptions options = {});
 
 // The segment cannot be had; every rank learns it at once, so all may fall back.

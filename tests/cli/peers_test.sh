@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Dead and stuck peers never hang a job: real `lockstep train` runs under mpirun
 # (2 and 4 ranks) where one rank SIGKILLs or SIGSTOPs itself (LOCKSTEP_FAULT) at
-# start-up, mid-training, during evaluation and during a checkpoint write. Every
+# start-up, mid-training, during evaluation, during a checkpoint write and while
+# the ranks make their shared gradient buffer. Every
 # run must end by itself well inside the bound (`timeout` is only a guard), the
 # launcher must exit non-zero, and the output must name the failed rank (our
-# "rank(s) R did not arrive" message, or mpirun's report of the killed rank).
+# "rank(s) R did not arrive" message, or mpirun's report of the killed rank), and
+# no shared-memory object may be left in /dev/shm.
 source "$(dirname "$0")/lib.sh"
 cd "$WORK"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
@@ -78,5 +80,16 @@ fault_case 4 0 "phase=checkpoint write" STOP
 # The 2nd evaluation costs what the 1st did: even with the default long-phase
 # budget (600 s) peers give up after the collectives' own deadline.
 fault_case 2 1 "phase=evaluation@2" STOP --set comm.long_phase_s=600
+# A rank that dies while the ranks make their shared gradient buffer.
+fault_case 2 1 "phase=shared buffer" KILL
 echo "# tried $TRIED_KILL kill points and $TRIED_STOP freeze points; worst time to exit ${WORST}s (bound ${BOUND}s)"
+# Nothing left in /dev/shm by the failed jobs: a lockstep-PID-* object whose
+# process no longer runs is a leak (those of tests running beside this one live).
+leaks=""
+for f in /dev/shm/lockstep-*; do
+  [ -e "$f" ] || continue
+  pid=${f#/dev/shm/lockstep-}
+  kill -0 "${pid%%-*}" 2>/dev/null || leaks="$leaks $f"
+done
+[ -z "$leaks" ] && ok "the failed jobs left no shared-memory object in /dev/shm" || bad "left in /dev/shm:$leaks"
 finish

@@ -186,6 +186,26 @@ TEST(ShmCommunicator, SharedAndOrdinaryBuffersMix) {
   }
 }
 
+// Every rank must allocate alike: a rank that asks for another size is refused
+// on every rank (no rank maps past the end of the memory), and the
+// communicator goes on working.
+TEST(ShmCommunicator, AllocateOfDifferentSizesIsRefusedOnEveryRank) {
+  auto comm = shm();
+  const int n = comm->size();
+  try {
+    comm->allocate(comm->rank() == 0 ? 1000 : 3000);  // parts of one page and of three
+    ADD_FAILURE() << "buffers of different sizes were made";
+  } catch (const CommError& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("the ranks asked for different sizes of a shared buffer (rank 0: " +
+                       std::to_string(4096 * n) + " bytes"), std::string::npos) << msg;
+  }
+  CommBuffer buf = comm->allocate(10);
+  std::fill(buf.begin(), buf.end(), 1.0f);
+  comm->allreduce(buf.data(), buf.size());
+  EXPECT_EQ(buf[9], float(n));
+}
+
 TEST(ShmCommunicator, SharedBufferMayOutliveItsCommunicator) {
   CommBuffer buf;
   {
