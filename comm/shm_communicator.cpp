@@ -36,7 +36,6 @@
 #include <cstring>
 #include <mutex>
 #include <new>
-#include <random>
 #include <string>
 #include <vector>
 

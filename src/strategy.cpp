@@ -330,7 +330,7 @@ struct MirroredStrategy::CpuStep {
   StepResult out;
 
   CpuNetwork& net() { return c->net; }
-  float* params() { return r->step->params->data(); }
+  float* params() { return c->params->data(); }
   float* grads() { return c->grads.data(); }
   void reduce(int64_t begin, int64_t end) { self->reduce_range(*r, begin, end); }
   void extras(const SliceStats& s, bool stop_requested) {
@@ -404,12 +404,13 @@ void MirroredStrategy::update(Replica& r, float lr) {
   // from starting on a half-updated arena.
   const auto [begin, end] = shards_.empty() ? std::pair<int64_t, int64_t>(0, model_.num_params())
                                             : shards_[size_t(r.local_index)];
+  CpuReplica& c = cpu(r);
   if (micro_batched_ && config_.deterministic) {
     apply_exact(r, lr, begin, end);
   } else {
-    r.step->optimizer->apply(r.step->params->data(), cpu(r).grads.data(), begin, end, lr, r.updates);
+    c.optimizer->apply(c.params->data(), c.grads.data(), begin, end, lr, r.updates);
   }
-  cpu(r).net.commit_state(r.step->params->data());  // batch norm's moving statistics (replica 0's net)
+  c.net.commit_state(c.params->data());  // batch norm's moving statistics (replica 0's net)
   ++r.updates;
   if (!shards_.empty()) r.local_comm->barrier();
 }
