@@ -91,16 +91,6 @@ class RawMpiCommunicator final : public Communicator {
   int size_ = 1;
 };
 
-struct AlignedFree {
-  void operator()(float* p) const { std::free(p); }
-};
-using Buffer = std::unique_ptr<float[], AlignedFree>;
-
-Buffer make_buffer(size_t count) {
-  const size_t bytes = std::max<size_t>(64, (count * sizeof(float) + 63) / 64 * 64);
-  return Buffer(static_cast<float*>(std::aligned_alloc(64, bytes)));
-}
-
 // Small integers: every partial sum is exact in fp32, whatever the order.
 float pattern(int rank, size_t i) {
   return static_cast<float>(static_cast<int>((i * 7 + static_cast<size_t>(rank) * 13) % 61) - 30);
@@ -168,11 +158,9 @@ void print_row(const Row& r) {
 std::vector<Row> run_member(Communicator& comm, const Settings& s) {
   const std::vector<size_t> sizes = sweep(s);
   const size_t count = sizes.empty() ? 1 : sizes.back() / sizeof(float);
-  CommBuffer shared;
-  Buffer own;
-  if (s.comm_buffers) shared = comm.allocate(count);
-  else own = make_buffer(count);
-  float* buf = s.comm_buffers ? shared.data() : own.get();
+  // --buffers own: the base's ordinary memory, which every backend also takes.
+  CommBuffer mem = s.comm_buffers ? comm.allocate(count) : comm.Communicator::allocate(count);
+  float* buf = mem.data();
   std::vector<Row> rows;
   for (size_t bytes : sizes) {
     rows.push_back(measure_size(comm, buf, bytes, s));
