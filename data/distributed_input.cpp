@@ -6,6 +6,7 @@
 #include <mutex>
 #include <utility>
 
+#include "data/aligned.h"
 #include "data/views.h"
 
 namespace lockstep {
@@ -21,7 +22,7 @@ struct DistributedInput::Impl {
   struct Own {
     IteratorPtr<std::vector<int64_t>> indices;
     std::vector<int64_t> batch_rows;  // the current global batch
-    std::vector<float> x, targets;
+    AlignedVector<float> x, targets;
     std::vector<int32_t> labels;
     int64_t epoch = 0, step = 0;
   };

@@ -14,6 +14,7 @@
 #include <utility>
 #include <vector>
 
+#include "data/aligned.h"
 #include "data/input.h"
 #include "data/random.h"
 
@@ -606,7 +607,7 @@ struct RowBatch {
   int64_t global_rows = 0;  // rows in the index batch it came from
   int64_t first_row = 0;    // offset of the gathered slice inside that batch
   int64_t rows = 0;         // rows gathered
-  std::vector<float> x;          // (rows, feature_dim)
+  AlignedVector<float> x;        // (rows, feature_dim)
   std::vector<int32_t> labels;   // (rows), classification
   std::vector<float> targets;    // (rows, target_dim), regression
 };

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "data/input.h"
+#include "data/aligned.h"
 #include "kernels/cpu/cnn.h"
 #include "kernels/cpu/ops.h"
 #include "kernels/host_device.h"
@@ -58,7 +59,7 @@ inline void set_dropout(kernels::StepParams* p, size_t layers, uint64_t step_see
 class CpuDevice {
  public:
   template <class T>
-  using Buffer = std::vector<T>;
+  using Buffer = AlignedVector<T>;
 
   explicit CpuDevice(size_t layers = 0)
       : layers_(layers), block_((step_block_bytes(layers) + 7) / 8, 0) {}

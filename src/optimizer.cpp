@@ -59,8 +59,8 @@ void Optimizer::apply(float* params, const float* grads, int64_t begin, int64_t 
   }
 }
 
-std::vector<std::pair<std::string, std::vector<float>*>> Optimizer::slots() {
-  std::vector<std::pair<std::string, std::vector<float>*>> s;
+std::vector<std::pair<std::string, AlignedVector<float>*>> Optimizer::slots() {
+  std::vector<std::pair<std::string, AlignedVector<float>*>> s;
   if (kind_ == OptimizerKind::kSgd) {
     s.emplace_back("velocity", &m_);
   } else {

@@ -8,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include "data/aligned.h"
 #include "src/config.h"
 
 namespace lockstep {
@@ -27,14 +28,14 @@ class Optimizer {
              int64_t step);
 
   // Named slot arenas, for checkpoints ("m", "v", "velocity").
-  std::vector<std::pair<std::string, std::vector<float>*>> slots();
+  std::vector<std::pair<std::string, AlignedVector<float>*>> slots();
   const char* name() const { return optimizer_name(kind_); }
 
  private:
   OptimizerKind kind_;
   float beta1_, beta2_, eps_, momentum_, weight_decay_;
   bool nesterov_;
-  std::vector<float> m_, v_;  // Adam moments, or SGD velocity in m_
+  AlignedVector<float> m_, v_;  // Adam moments, or SGD velocity in m_
 };
 
 }  // namespace lockstep

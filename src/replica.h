@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "comm/communicator.h"
+#include "data/aligned.h"
 #include "data/input.h"
 #include "src/optimizer.h"
 #include "src/step.h"
@@ -46,7 +47,7 @@ class ReplicaStep {
   // (MirroredStrategy::update) and only local replica 0 writes batch norm's
   // moving statistics. A replica on an accelerator has its own, the host mirror
   // of its device's (upload/download).
-  std::shared_ptr<std::vector<float>> params;
+  std::shared_ptr<AlignedVector<float>> params;
   // The optimizer's slots: shared by the CPU replicas of a process like params
   // (each updates its shard of them); an accelerator's host mirror.
   std::shared_ptr<Optimizer> optimizer;

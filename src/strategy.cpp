@@ -205,7 +205,7 @@ MirroredStrategy::MirroredStrategy(const Model& model, const Config& config, Wor
       r->step = cpus_.back().get();
     }
     if (devices_ || i == 0) {  // device replicas keep their own arena and slots on their GPU
-      r->step->params = std::make_shared<std::vector<float>>(size_t(model.arena_size()), 0.0f);
+      r->step->params = std::make_shared<AlignedVector<float>>(size_t(model.arena_size()), 0.0f);
       r->step->optimizer = std::make_shared<Optimizer>(config, model.num_params());
     } else {
       r->step->params = replicas_[0]->step->params;
@@ -417,19 +417,19 @@ void MirroredStrategy::update(Replica& r, float lr) {
 
 void MirroredStrategy::snapshot(Replica& r, std::vector<float>& params, NamedSlots* slots) {
   r.step->download();
-  params = *r.step->params;
+  params.assign(r.step->params->begin(), r.step->params->end());
   if (!slots) return;
   slots->clear();
-  for (auto& [name, slot] : r.step->optimizer->slots()) slots->emplace_back(name, *slot);
+  for (auto& [name, slot] : r.step->optimizer->slots()) slots->emplace_back(name, std::vector<float>(slot->begin(), slot->end()));
 }
 
 void MirroredStrategy::restore(Replica& r, const std::vector<float>* params,
                                const NamedSlots* slots) {
-  if (r.local_index == 0 && params) *r.step->params = *params;
+  if (r.local_index == 0 && params) r.step->params->assign(params->begin(), params->end());
   if (r.local_index == 0 && slots) {
     for (auto& [name, slot] : r.step->optimizer->slots()) {
       for (const auto& [saved_name, data] : *slots) {
-        if (saved_name == name) *slot = data;
+        if (saved_name == name) slot->assign(data.begin(), data.end());
       }
     }
   }

@@ -90,9 +90,9 @@ inline RunResult train_synthetic(World& world, const RunSpec& spec) {
         if (step % cfg.check_every == 0) strategy.check_in_sync(r);  // across all ranks
       }
     }
-    finals[size_t(r.local_index)] = *r.step->params;
+    finals[size_t(r.local_index)].assign(r.step->params->begin(), r.step->params->end());
     if (r.local_index == 0) {
-      for (auto& [name, slot] : r.step->optimizer->slots()) slots.push_back(*slot);
+      for (auto& [name, slot] : r.step->optimizer->slots()) slots.emplace_back(slot->begin(), slot->end());
     }
   });
   for (size_t i = 1; i < finals.size(); ++i) {

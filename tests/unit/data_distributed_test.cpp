@@ -311,6 +311,31 @@ std::vector<std::vector<int64_t>> threaded_slices(const std::shared_ptr<Source>&
   return slices;
 }
 
+// The kernels stream over a slice's features in 64-byte lines: a replica's own
+// buffer starts on a line (whatever the row length), and so does the shared
+// pipeline's batch that the first replica's slice begins.
+TEST(DataDistributed, SlicesStartOnCacheLines) {
+  auto src = numbered_rows(103);  // rows of 3 floats: 12 bytes, so no slice but the first is aligned by luck
+  const auto on_line = [](const float* p) { return reinterpret_cast<uintptr_t>(p) % 64 == 0; };
+  InputOptions o;
+  o.global_batch = 10;
+  o.num_replicas = 3;
+  o.local_replicas = 3;
+  o.seed = 5;
+  {
+    DistributedInput shared(src, o);
+    std::vector<ReplicaBatch> out;
+    for (int step = 0; step < 4 && shared.next(out); ++step) EXPECT_TRUE(on_line(out[0].x)) << "step " << step;
+  }
+  o.replica_gather = true;
+  DistributedInput own(src, o);
+  for (int i = 0; i < 3; ++i) {
+    ReplicaBatch b;
+    for (int step = 0; step < 4 && own.next_own(i, b); ++step)
+      EXPECT_TRUE(on_line(b.x)) << "replica " << i << ", step " << step;
+  }
+}
+
 TEST(DataDistributed, ReplicasReadingTheirOwnRowsGetTheSameSlices) {
   auto src = numbered_rows(103);  // 103 = 6 x 16 + 7: a short last batch of 7 rows for 4 replicas
   for (int processes : {1, 2}) {

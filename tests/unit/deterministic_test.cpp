@@ -218,7 +218,7 @@ TEST(Deterministic, NonFiniteGradientsSkipTheUpdateEverywhere) {
   const float summed[2][2] = {{2e37f, 1.0f}, {2e37f, 1.0f}};  // -2e38 each, -4e38 together
   const float fine[2][2] = {{0.5f, 1.0f}, {-0.5f, 1.0f}};
   std::vector<StepResult> res(6);
-  std::vector<std::vector<float>> after(2);
+  std::vector<AlignedVector<float>> after(2);
   strategy.run([&](Replica& r) {
     if (r.local_index == 0) std::fill(r.step->params->begin(), r.step->params->end(), 0.0f);  // one arena
     r.local_comm->barrier();
@@ -227,7 +227,7 @@ TEST(Deterministic, NonFiniteGradientsSkipTheUpdateEverywhere) {
     res[size_t(i)] = strategy.train_step(r, b, 0.1f, 1);
     b.x = summed[i];
     res[size_t(2 + i)] = strategy.train_step(r, b, 0.1f, 2);
-    EXPECT_EQ(*r.step->params, std::vector<float>(3, 0.0f)) << "no weight moved";
+    EXPECT_EQ(*r.step->params, AlignedVector<float>(3, 0.0f)) << "no weight moved";
     b.x = fine[i];
     res[size_t(4 + i)] = strategy.train_step(r, b, 0.1f, 3);
     after[size_t(i)] = *r.step->params;

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "src/cpu_replica.h"
 #include "tests/common/train_harness.h"
 
 namespace lockstep {
@@ -135,7 +136,7 @@ TEST(MirroredStrategy, NonFiniteGradientWithFiniteLossSkipsTheUpdateEverywhere) 
   const float x_ok[2][2] = {{0.5f, 1.0f}, {-0.5f, 1.0f}};
   const float targets[2] = {10.0f, 10.0f};
   std::vector<StepResult> bad(2), ok(2);
-  std::vector<std::vector<float>> after_bad(2), after_ok(2), m_after_bad(2);
+  std::vector<AlignedVector<float>> after_bad(2), after_ok(2), m_after_bad(2);
   strategy.run([&](Replica& r) {
     if (r.local_index == 0) std::fill(r.step->params->begin(), r.step->params->end(), 0.0f);  // one arena
     r.local_comm->barrier();
@@ -153,8 +154,8 @@ TEST(MirroredStrategy, NonFiniteGradientWithFiniteLossSkipsTheUpdateEverywhere) 
     EXPECT_TRUE(bad[size_t(i)].finite_loss) << "the loss (0 - 10)^2 = 100 is finite";
     EXPECT_EQ(bad[size_t(i)].global.loss_sum, 200.0);
     EXPECT_FALSE(bad[size_t(i)].finite) << "the weight gradient 2 * -10 * 3e38 overflows";
-    EXPECT_EQ(after_bad[size_t(i)], std::vector<float>(3, 0.0f)) << "no weight moved";
-    EXPECT_EQ(m_after_bad[size_t(i)], std::vector<float>(3, 0.0f)) << "no optimizer slot moved";
+    EXPECT_EQ(after_bad[size_t(i)], AlignedVector<float>(3, 0.0f)) << "no weight moved";
+    EXPECT_EQ(m_after_bad[size_t(i)], AlignedVector<float>(3, 0.0f)) << "no optimizer slot moved";
     EXPECT_TRUE(ok[size_t(i)].finite);
     EXPECT_TRUE(ok[size_t(i)].finite_loss);
     // The one applied Adam step moves every weight whose gradient is non-zero by
@@ -178,7 +179,7 @@ TEST(MirroredStrategy, SkippedStepLeavesBatchNormStatisticsAlone) {
   const float x_bad[2][2] = {{std::nanf(""), 1.0f}, {2.0f, 1.0f}};
   const float x_ok[2][2] = {{0.5f, 1.0f}, {-0.5f, 3.0f}};
   const float targets[2] = {1.0f, 1.0f};
-  std::vector<float> initial, after_bad, after_ok;
+  AlignedVector<float> initial, after_bad, after_ok;
   StepResult bad;
   strategy.run([&](Replica& r) {
     strategy.broadcast_initial_weights(r);
@@ -213,7 +214,7 @@ TEST(MirroredStrategy, OverflowedBatchStatisticsSkipTheStep) {
   MirroredStrategy strategy(model, cfg, w.world, 1);
   const float x[2][2] = {{3e19f, 1.0f}, {-3e19f, 2.0f}};
   const float targets[2] = {1.0f, 1.0f};
-  std::vector<float> initial, after;
+  AlignedVector<float> initial, after;
   std::vector<StepResult> res(2);
   strategy.run([&](Replica& r) {
     strategy.broadcast_initial_weights(r);
@@ -252,6 +253,28 @@ TEST(MirroredStrategy, CpuReplicasOfAProcessShareOneArena) {
   EXPECT_EQ(arenas[0], arenas[1]);
   EXPECT_EQ(arenas[0], arenas[2]);
   EXPECT_EQ(error, "");
+}
+
+// What the kernels stream over starts on a 64-byte line: the weight arena, the
+// optimizer's slots and each replica's gradient arena.
+TEST(MirroredStrategy, ArenasStartOnCacheLines) {
+  testing::SingleWorld w;
+  Config cfg = replicas_config(3);
+  cfg.optimizer = OptimizerKind::kAdam;
+  Model model({{5, Activation::kRelu, 0.0f}}, 3, 2, LossKind::kSoftmaxCrossEntropy);
+  MirroredStrategy strategy(model, cfg, w.world, 8);
+  std::vector<std::vector<const float*>> seen(3);
+  strategy.run([&](Replica& r) {
+    auto& mine = seen[size_t(r.local_index)];
+    mine.push_back(r.step->params->data());
+    for (auto& [name, slot] : r.step->optimizer->slots()) mine.push_back(slot->data());
+    mine.push_back(dynamic_cast<CpuReplica&>(*r.step).grads.data());
+  });
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_EQ(seen[size_t(i)].size(), 4u) << "weights, m, v, gradients";
+    for (const float* p : seen[size_t(i)])
+      EXPECT_EQ(reinterpret_cast<uintptr_t>(p) % 64, 0u) << "replica " << i;
+  }
 }
 
 TEST(MirroredStrategy, ReplicaFailureDoesNotHangTheOthers) {
