@@ -1,8 +1,8 @@
 // AlignedVector: a std::vector whose storage starts on a 64-byte (cache-line)
 // boundary. The GEMM and the vector kernels load whole 64-byte lines; a buffer
-// that starts mid-line splits every such load in two, and two replicas whose
-// buffers happen to sit differently run at different speeds (the faster waits
-// for the slower at every all-reduce). Buffers the kernels stream over use it.
+// that starts mid-line splits such loads in two, and two replicas whose buffers
+// happen to sit differently within a line may run at different speeds (the
+// faster waits at every all-reduce). Buffers the kernels stream over use it.
 #pragma once
 
 #include <cstddef>
