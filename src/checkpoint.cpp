@@ -1,5 +1,6 @@
 // HDF5 layout of a model file (format "lockstep-model", version 1):
-//   attributes on /: format, version, signature, config, updates, epoch, step_in_epoch
+//   attributes on /: format, version, signature, config, updates, epoch, step_in_epoch,
+//   replicas, checksum (of everything else; files from before it have none)
 //   /weights/<layer>/<tensor> float32 in its shape: dense kernel (in, out) and bias
 //   (out); conv2d kernel (filters, channels, k, k) and bias; batch norm gamma, beta,
 //   moving_mean, moving_variance (channels); a residual block's parts as
@@ -19,11 +20,68 @@
 #include <map>
 
 #include "data/hdf5_util.h"
+#include "kernels/host_device.h"
 
 namespace lockstep {
 namespace {
 
 constexpr int64_t kVersion = 1;
+
+// A 64-bit checksum of what a file holds: its attributes, and every weight and
+// optimizer value as a number (the float's bits), so it is the same on every
+// host. It catches values changed after lockstep wrote them (a bad disk or copy,
+// an edit) that the shape, NaN and variance checks let through; it is no defence
+// against a file made on purpose to pass.
+class Checksum {
+ public:
+  void add(uint64_t word) { h_ = kernels::mix64(h_ + word + 0x9E3779B97F4A7C15ull); }
+  void add(const std::string& s) {
+    add(uint64_t(s.size()));
+    for (unsigned char ch : s) add(uint64_t(ch));
+  }
+  void add(const float* v, int64_t n) {
+    add(uint64_t(n));
+    for (int64_t i = 0; i < n; ++i) {
+      uint32_t bits;
+      std::memcpy(&bits, v + i, sizeof bits);
+      add(uint64_t(bits));
+    }
+  }
+  std::string hex() const {
+    char out[17];
+    std::snprintf(out, sizeof out, "%016llx", static_cast<unsigned long long>(h_));
+    return out;
+  }
+
+ private:
+  uint64_t h_ = 0;
+};
+
+// The checksum of a state of `model` as save_state writes it (slots by name).
+std::string content_checksum(const Model& model, const SavedState& s) {
+  Checksum c;
+  c.add(model.signature());
+  c.add(s.config_yaml);
+  for (int64_t v : {s.updates, s.epoch, s.step_in_epoch, s.replicas}) c.add(uint64_t(v));
+  for (double d : s.progress) {
+    uint64_t bits;
+    std::memcpy(&bits, &d, sizeof bits);
+    c.add(bits);
+  }
+  for (const auto& [layer, t] : model.all_tensors()) {
+    c.add(layer);
+    c.add(t.name);
+    c.add(s.params.data() + t.offset, t.size());
+  }
+  std::vector<const std::pair<std::string, std::vector<float>>*> slots;
+  for (const auto& slot : s.slots) slots.push_back(&slot);
+  std::sort(slots.begin(), slots.end(), [](auto* a, auto* b) { return a->first < b->first; });
+  for (const auto* slot : slots) {
+    c.add(slot->first);
+    c.add(slot->second.data(), int64_t(slot->second.size()));
+  }
+  return c.hex();
+}
 
 void write_floats(hid_t parent, const std::string& name, const float* data,
                   const std::vector<hsize_t>& dims, const std::string& ctx) {
@@ -113,13 +171,19 @@ void read_doubles(hid_t parent, const std::string& name, double* out, hssize_t e
 
 int64_t required_int(hid_t obj, const char* name, const std::string& ctx) {
   auto v = h5_read_attr_int(obj, name, ctx);
-  if (!v) throw DataError(ctx + ": missing attribute '" + std::string(name) + "'");
+  if (!v) {
+    throw DataError(ctx + ": missing attribute '" + std::string(name) +
+                    "' (every lockstep model file has it: the file is damaged)");
+  }
   return *v;
 }
 
 std::string required_string(hid_t obj, const char* name, const std::string& ctx) {
   auto v = h5_read_attr_string(obj, name, ctx);
-  if (!v) throw DataError(ctx + ": missing attribute '" + std::string(name) + "'");
+  if (!v) {
+    throw DataError(ctx + ": missing attribute '" + std::string(name) +
+                    "' (every lockstep model file has it: the file is damaged)");
+  }
   return *v;
 }
 
@@ -171,6 +235,7 @@ std::vector<char> file_image(const Model& model, const SavedState& s, const std:
       throw DataError(ctx + ": " + std::to_string(s.params.size()) +
                       " parameters given, the model has " + std::to_string(model.arena_size()));
     }
+    h5_write_attr_string(root, "checksum", content_checksum(model, s), ctx);
     H5Handle weights = h5_check_id(
         H5Gcreate2(root, "weights", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), ctx + ": /weights");
     std::string open_name;
@@ -281,6 +346,12 @@ SavedState read_state(const std::string& path, const Model* model) {
       if (std::string(name) == "v") check_variance(data.data(), model->num_params(), name, ctx + ":/optimizer");
       s.slots.emplace_back(name, std::move(data));
     }
+  }
+  const auto stored = h5_read_attr_string(root, "checksum", ctx);
+  if (stored && *stored != content_checksum(*model, s)) {
+    throw DataError(ctx + ": checksum mismatch: the weights, optimizer slots or attributes are not "
+                    "the ones lockstep wrote (a corrupt or edited file); resume from another "
+                    "checkpoint, or train again");
   }
   return s;
 }

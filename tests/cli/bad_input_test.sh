@@ -114,6 +114,11 @@ for name, change in (("nan.h5", lambda k: k.__setitem__((0, 0), np.nan)), ("inf.
         k = f["weights/dense_1/kernel"][()]
         change(k)
         f["weights/dense_1/kernel"][...] = k
+shutil.copy("out/model.h5", "edited.h5")
+with h5py.File("edited.h5", "r+") as f:
+    k = f["weights/dense_1/kernel"][()]
+    k[1, 1] = 1e30  # finite, so only the checksum can tell
+    f["weights/dense_1/kernel"][...] = k
 shutil.copy("out/model.h5", "transposed.h5")
 with h5py.File("transposed.h5", "r+") as f:
     k = f["weights/dense_1/kernel"][()]
@@ -122,6 +127,8 @@ with h5py.File("transposed.h5", "r+") as f:
 PYEOF
 expect_fail 3 "nan.h5:/weights/dense_1: dataset 'kernel' holds NaN (element 0)" -- "$LS" evaluate good.yaml --checkpoint nan.h5
 expect_fail 3 "inf.h5:/weights/dense_1: dataset 'kernel' holds Inf (element 17)" -- "$LS" evaluate good.yaml --checkpoint inf.h5
+expect_fail 3 "edited.h5: checksum mismatch: the weights, optimizer slots or attributes are not the ones lockstep wrote" -- \
+  "$LS" evaluate good.yaml --checkpoint edited.h5
 expect_fail 3 "transposed.h5:/weights/dense_1: dataset 'kernel' has shape (8, 16), the model needs (16, 8) (stored transposed?" -- \
   "$LS" evaluate good.yaml --checkpoint transposed.h5
 finish

@@ -8,6 +8,8 @@
 #include <limits>
 #include <vector>
 
+#include <hdf5.h>
+
 #include "data/input.h"
 #include "src/checkpoint.h"
 
@@ -125,6 +127,68 @@ TEST_F(CheckpointTest, NonFiniteWeightsAreRefused) {
   } catch (const DataError& e) {
     EXPECT_NE(std::string(e.what()).find("holds NaN"), std::string::npos) << e.what();
   }
+}
+
+// Opens `file` for writing and runs f on its root (HDF5 C API), to damage a
+// written file the way a bad disk or an edit would.
+template <typename F>
+void edit_file(const std::string& file, F&& f) {
+  const hid_t h = H5Fopen(file.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+  ASSERT_GE(h, 0) << file;
+  f(h);
+  H5Fclose(h);
+}
+
+// Finite values changed after lockstep wrote them pass every value check; the
+// checksum refuses them, naming the file. A file written before checksums (no
+// attribute) still loads.
+TEST_F(CheckpointTest, ChangedValuesAreRefusedByTheChecksum) {
+  Model m({{6, Activation::kRelu, 0.0f}}, 5, 3, LossKind::kSoftmaxCrossEntropy);
+  const SavedState s = state_for(m);
+  const auto refused = [&](const char* file, const std::string& what) {
+    try {
+      load_state(path(file), &m);
+      ADD_FAILURE() << what << " was accepted";
+    } catch (const DataError& e) {
+      EXPECT_NE(std::string(e.what()).find(path(file) + ": checksum mismatch"), std::string::npos)
+          << what << ": " << e.what();
+    }
+  };
+  const float big[2] = {1e30f, -7.0f};
+  save_state(path("w.h5"), m, s);
+  edit_file(path("w.h5"), [&](hid_t root) {
+    const hid_t ds = H5Dopen2(root, "weights/dense_1/kernel", H5P_DEFAULT);
+    ASSERT_GE(ds, 0);
+    const hsize_t start[2] = {1, 2}, count[2] = {1, 2};
+    const hid_t space = H5Dget_space(ds);
+    H5Sselect_hyperslab(space, H5S_SELECT_SET, start, nullptr, count, nullptr);
+    const hid_t mem = H5Screate_simple(2, count, nullptr);
+    EXPECT_GE(H5Dwrite(ds, H5T_NATIVE_FLOAT, mem, space, H5P_DEFAULT, big), 0);
+    H5Sclose(mem), H5Sclose(space), H5Dclose(ds);
+  });
+  refused("w.h5", "a changed weight");
+  save_state(path("m.h5"), m, s);
+  edit_file(path("m.h5"), [&](hid_t root) {
+    const hid_t ds = H5Dopen2(root, "optimizer/m", H5P_DEFAULT);
+    ASSERT_GE(ds, 0);
+    std::vector<float> all(s.slots[0].second);
+    all[4] = 0.5f;
+    EXPECT_GE(H5Dwrite(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, all.data()), 0);
+    H5Dclose(ds);
+  });
+  refused("m.h5", "a changed optimizer slot");
+  save_state(path("e.h5"), m, s);
+  edit_file(path("e.h5"), [](hid_t root) {
+    const hid_t a = H5Aopen(root, "epoch", H5P_DEFAULT);
+    const int64_t later = 9;
+    EXPECT_GE(H5Awrite(a, H5T_NATIVE_INT64, &later), 0);
+    H5Aclose(a);
+  });
+  refused("e.h5", "a changed training position");
+
+  save_state(path("old.h5"), m, s);
+  edit_file(path("old.h5"), [](hid_t root) { EXPECT_GE(H5Adelete(root, "checksum"), 0); });
+  EXPECT_EQ(load_state(path("old.h5"), &m).params, s.params) << "a file without a checksum";
 }
 
 // Variances are never negative: a file whose moving_variance or Adam v says
