@@ -334,11 +334,11 @@ AtomicOutput::AtomicOutput(std::string path, bool overwrite)
   fs::path target(path_);
   fs::path folder = target.parent_path();
   if (!folder.empty() && !fs::is_directory(folder, ec))
-    throw DataError(path_ + ": folder " + folder.string() + " does not exist");
+    throw OutputPathError(path_ + ": folder " + folder.string() + " does not exist");
   if (fs::is_directory(target, ec))
-    throw DataError(path_ + ": is a folder; name a file to write (e.g. " + (target / "out.h5").string() + ")");
+    throw OutputPathError(path_ + ": is a folder; name a file to write (e.g. " + (target / "out.h5").string() + ")");
   if (fs::exists(target, ec) && !overwrite_)
-    throw DataError(path_ + ": already exists; refusing to overwrite it (pass --overwrite to replace it)");
+    throw OutputPathError(path_ + ": already exists; refusing to overwrite it (pass --overwrite to replace it)");
   static std::atomic<uint64_t> counter{0};
   temp_path_ = path_ + ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(counter++);
 }

@@ -178,9 +178,9 @@ ConvertSummary convert_idx_to_hdf5(const std::string& train_images, const std::s
   // Refuse early, before reading anything, when the output is already there.
   std::error_code ec;
   if (std::filesystem::is_directory(out_path, ec))
-    throw DataError(out_path + ": is a folder; name the HDF5 file to write (e.g. " + out_path + "/data.h5)");
+    throw OutputPathError(out_path + ": is a folder; name the HDF5 file to write (e.g. " + out_path + "/data.h5)");
   if (!options.overwrite && std::filesystem::exists(out_path, ec))
-    throw DataError(out_path + ": already exists; refusing to overwrite it (pass --overwrite to replace it)");
+    throw OutputPathError(out_path + ": already exists; refusing to overwrite it (pass --overwrite to replace it)");
   std::vector<DatasetSplit> splits;
   splits.push_back(idx_split("train", train_images, train_labels));
   splits.push_back(idx_split("test", test_images, test_labels));

@@ -19,6 +19,14 @@ class DataError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// An output path given to a command that it will not write: the file exists and
+// --overwrite was not given, the path is a folder, or its folder is missing. The
+// user's arguments are wrong, not their data: the CLI exits 2 (usage) for it.
+class OutputPathError : public DataError {
+ public:
+  using DataError::DataError;
+};
+
 // What a split holds. Classification datasets have integer labels in
 // [0, num_classes); regression datasets have float targets of target_dim.
 struct DatasetInfo {

@@ -149,6 +149,8 @@ int guarded(const std::unique_ptr<Bootstrap>& boot, Fn&& fn) {
     return 128 + e.signal();
   } catch (const ConfigError& e) {
     return report_fatal(boot.get(), "error", e.what(), kExitUsage);
+  } catch (const OutputPathError& e) {  // an output argument, not the data
+    return report_fatal(boot.get(), "error", e.what(), kExitUsage);
   } catch (const DataError& e) {
     return report_fatal(boot.get(), "error", e.what(), kExitData);
   } catch (const CommError& e) {

@@ -56,5 +56,5 @@ rows = [json.loads(l) for l in open(sys.argv[3])]
 assert [r["class"] for r in rows] == classes.tolist()
 PYEOF
 expect_fail 3 "missing.h5" -- "$LS" predict "$CFG" --checkpoint out/model.h5 --input missing.h5 --output x.h5
-expect_fail 3 "exists" -- "$LS" predict "$CFG" --checkpoint out/model.h5 --input fm.h5 --output pred.h5
+expect_fail 2 "exists" -- "$LS" predict "$CFG" --checkpoint out/model.h5 --input fm.h5 --output pred.h5
 finish

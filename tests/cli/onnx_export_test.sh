@@ -101,7 +101,7 @@ check_model conv_residual img.h5 1.0 softmax_cross_entropy \
 
 # Errors: one line, the usual exit codes, nothing overwritten.
 expect_fail 2 "--format tflite is not known" -- "$LS" export relu.yaml --checkpoint out_relu/model.h5 --format tflite --out x.onnx
-expect_fail 3 "relu.onnx.*exists" -- "$LS" export relu.yaml --checkpoint out_relu/model.h5 --out relu.onnx
+expect_fail 2 "relu.onnx.*exists" -- "$LS" export relu.yaml --checkpoint out_relu/model.h5 --out relu.onnx
 expect_fail 3 "holds a different model" -- "$LS" export tanh_sigmoid.yaml --checkpoint out_relu/model.h5 --out y.onnx
 expect_fail 3 "nothere.h5" -- "$LS" export relu.yaml --checkpoint nothere.h5 --out z.onnx
 if "$LS" export relu.yaml --checkpoint out_relu/model.h5 --out relu.onnx --overwrite >/dev/null; then
