@@ -112,6 +112,7 @@ void model_record(const Config& c, const std::string& data, const std::string& f
   const int64_t k = cls ? info.num_classes : info.target_dim;
   Model model(c.layers, info.feature_shape, k, c.loss);
   const SavedState s = load_state(file, &model);
+  rec["replicas"] = s.replicas;  // in sync (processes x local replicas); 0 in older files
   std::vector<float> slots;
   for (const auto& [name, v] : s.slots) slots.insert(slots.end(), v.begin(), v.end());
   const double sq = std::inner_product(s.params.begin(), s.params.end(), s.params.begin(), 0.0);
@@ -346,10 +347,22 @@ bool verify_baseline(const std::string& baseline_path, const std::string& run_di
     return cfg.contains("train.deterministic") && cfg["train.deterministic"].dump() == "\"true\"";
   };
   const bool deterministic = is_det(b["config"]) && is_det(r["config"]);
+  // The gradient is summed over every replica in sync, so their number decides
+  // the result; how they are laid out (threads or processes) does not.
+  const int64_t b_replicas = b.value("replicas", int64_t{0}), r_replicas = r.value("replicas", int64_t{0});
+  const bool same_replicas = b_replicas > 0 && b_replicas == r_replicas;
+  if (b_replicas > 0 && r_replicas > 0 && b_replicas != r_replicas) {
+    std::printf("replicas in sync differ: %lld -> %lld%s\n", static_cast<long long>(b_replicas),
+                static_cast<long long>(r_replicas), deterministic ? " (a deterministic run: allowed)"
+                : " (the gradient sums run over another number of replicas: another run)");
+    if (!deterministic) ok = false;
+  }
   for (const auto& c : config_changes(b["config"], r["config"])) {
     const bool layout = c.rfind("strategy.local_replicas:", 0) == 0;
-    std::printf("config differs: %s%s\n", c.c_str(), deterministic && layout ? " (a deterministic run: allowed)" : "");
-    if (!(deterministic && layout)) ok = false;
+    const char* why = !layout ? "" : deterministic ? " (a deterministic run: allowed)"
+                      : same_replicas ? " (the same replicas in sync, laid out otherwise: allowed)" : "";
+    std::printf("config differs: %s%s\n", c.c_str(), why);
+    if (!(layout && (deterministic || same_replicas))) ok = false;
   }
   Comparison cmp(exact, tol);
   cmp.set_evaluation_tolerance(deterministic ? 1e-12 : 0.0);

@@ -152,7 +152,8 @@ void write_run_record(const Config& c, const RunFolderOptions& o) {
       m = nlohmann::json::object();  // unreadable: start a new record
     }
   }
-  const nlohmann::json now = {{"time", now_iso8601()}, {"command_line", o.command_line}};
+  const nlohmann::json now = {{"time", now_iso8601()}, {"command_line", o.command_line},
+                              {"processes", o.processes}, {"replicas_in_sync", o.replicas_in_sync}};
   if (m.contains("run_id")) {
     m["resumes"].push_back(now);
   } else {
@@ -160,6 +161,8 @@ void write_run_record(const Config& c, const RunFolderOptions& o) {
          {"start_time", now["time"]}, {"command_line", o.command_line}};
   }
   std::error_code ec;
+  m["processes"] = o.processes;
+  m["replicas_in_sync"] = o.replicas_in_sync;
   m["config_hash"] = config_hash(c);
   m["working_directory"] = fs::current_path(ec).string();
   bool deterministic = false;  // train.deterministic, where this build has the key

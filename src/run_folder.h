@@ -15,7 +15,9 @@ namespace lockstep {
 struct RunFolderOptions {
   bool resume = false;     // --resume: the folder's earlier work is this run's to continue
   bool overwrite = false;  // --overwrite: the earlier run's files are removed first
-  std::string command_line;
+  std::string command_line;  // this process's (mpirun's own arguments are not seen)
+  int processes = 1;         // the run's layout, recorded in the manifest
+  int64_t replicas_in_sync = 1;
 };
 
 // Files of an earlier run in output.dir and the checkpoint folder (model.h5,
@@ -31,7 +33,8 @@ void prepare_run_folder(const Config& c, const std::string& checkpoint_dir, cons
 
 // Writes OUTPUT_DIR/manifest.json and OUTPUT_DIR/config.yaml atomically. On a
 // resume the earlier manifest's run id and start time are kept and the resume is
-// appended to its "resumes" list.
+// appended to its "resumes" list. processes and replicas_in_sync describe the
+// latest start (a resume may change them), each resume entry its own.
 void write_run_record(const Config& c, const RunFolderOptions& o);
 
 // (key, value) rows of the config that decide a run's numbers: every key except

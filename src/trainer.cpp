@@ -290,6 +290,8 @@ EvalResult Trainer::fit(const std::string& metrics_out, const std::string& resum
     metrics_->also((std::filesystem::path(config_.output_dir) / "metrics.jsonl").string(),
                    /*append=*/run_options_.resume);
     if (!resume.empty()) resume_ = find_resume_point(resume);
+    run_options_.processes = world_.size();
+    run_options_.replicas_in_sync = strategy_->num_replicas_in_sync();
     write_run_record(config_, run_options_);
     if (config_.tensorboard) tensorboard_ = std::make_unique<TensorBoardLog>(config_.output_dir);
   }

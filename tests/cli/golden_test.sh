@@ -102,6 +102,22 @@ expect_rc 6 "epoch 2 val_accuracy .*±0.02 .*MOVED" drift.log -- "$LS" verify dr
 # A changed config is named.
 "$LS" train "$G/golden.yaml" --set output.dir=seed --set train.seed=8 >seed.log 2>&1
 expect_rc 6 "config differs: train.seed: 7 -> 8" seedv.log -- "$LS" verify fresh.json seed
+# Without deterministic mode the number of replicas in sync decides the result,
+# their layout does not: 2 ranks verify exactly against a 2-thread baseline, 1
+# replica does not (exit 6, naming the counts).
+ND="--set train.deterministic=false --set train.micro_batch_size=auto"
+"$LS" train "$G/golden.yaml" $ND --set output.dir=nd_threads --set strategy.local_replicas=2 >nd_threads.log 2>&1 &&
+  "$LS" baseline nd_threads --out nd.json >nd_base.log 2>&1 || bad "2-thread baseline: $(tail -2 nd_threads.log nd_base.log)"
+mpirun --oversubscribe -np 2 "$LS" train "$G/golden.yaml" $ND --set output.dir=nd_ranks --set strategy.local_replicas=1 \
+  >nd_ranks.log 2>&1 || bad "2 ranks: $(grep -m2 error nd_ranks.log)"
+expect_rc 0 "local_replicas: 2 -> 1 (the same replicas in sync, laid out otherwise: allowed)" nd_ranksv.log -- \
+  "$LS" verify nd.json nd_ranks
+grep -q "^verify: OK: .* (exactly)" nd_ranksv.log && ok "2 ranks against 2 threads: exact" || bad "2 ranks: $(tail -3 nd_ranksv.log)"
+"$PY" -c "import json; m = json.load(open('nd_ranks/manifest.json')); assert (m['processes'], m['replicas_in_sync']) == (2, 2), m" &&
+  ok "the 2-rank run's manifest: 2 processes, 2 replicas in sync" || bad "2-rank manifest layout"
+"$LS" train "$G/golden.yaml" $ND --set output.dir=nd_one >nd_one.log 2>&1
+expect_rc 6 "replicas in sync differ: 2 -> 1 (the gradient sums run over another number of replicas" nd_onev.log -- \
+  "$LS" verify nd.json nd_one
 # Bad inputs.
 expect_fail 3 "nobaseline.json: missing" -- "$LS" verify nobaseline.json run
 expect_fail 3 "golden.h5: not valid JSON" -- "$LS" verify golden.h5 run

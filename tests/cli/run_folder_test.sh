@@ -40,6 +40,7 @@ assert re.fullmatch(r"\d{8}-\d{6}-[0-9a-f]{8}", m["run_id"]), m["run_id"]
 assert re.fullmatch(r"[0-9a-f]{16}", m["config_hash"])
 assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", m["start_time"])
 assert m["command_line"].endswith("train cfg.yaml --metrics-out m.jsonl"), m["command_line"]
+assert m["processes"] == 1 and m["replicas_in_sync"] >= 1, (m["processes"], m["replicas_in_sync"])
 for k in ("lockstep_version", "git_commit", "numeric_code", "compiler", "build_flags", "blas", "cpu_model", "cpu_isa", "mpi"):
     assert m["environment"][k], k
 PYEOF
