@@ -286,10 +286,12 @@ EvalResult Trainer::fit(const std::string& metrics_out, const std::string& resum
     run_options_.resume = !resume.empty();
     MetricsWriter::check_path(metrics_out);
     prepare_run_folder(config_, checkpoint_dir(), run_options_);
+    // The checkpoint first: a resume refused here leaves no file behind (an empty
+    // metrics.jsonl would make the folder look like an earlier run's).
+    if (!resume.empty()) resume_ = find_resume_point(resume);
     metrics_ = std::make_unique<MetricsWriter>(metrics_out);
     metrics_->also((std::filesystem::path(config_.output_dir) / "metrics.jsonl").string(),
                    /*append=*/run_options_.resume);
-    if (!resume.empty()) resume_ = find_resume_point(resume);
     run_options_.processes = world_.size();
     run_options_.replicas_in_sync = strategy_->num_replicas_in_sync();
     write_run_record(config_, run_options_);
@@ -694,7 +696,9 @@ std::optional<SavedState> Trainer::find_resume_point(const std::string& resume) 
       return s;
     } catch (const DataError& e) {
       if (resume != "auto" || i + 1 == candidates.size()) throw;
-      std::printf("resume: skipping %s: %s\n", candidates[i].c_str(), e.what());
+      std::string why = e.what();  // "PATH: problem"; the line names the path once
+      if (why.rfind(candidates[i] + ": ", 0) == 0) why.erase(0, candidates[i].size() + 2);
+      std::printf("resume: skipping %s: %s\n", candidates[i].c_str(), why.c_str());
     }
   }
   return std::nullopt;

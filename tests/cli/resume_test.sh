@@ -87,6 +87,12 @@ COS=(--set optimizer.schedule=cosine --set output.dir=cos --set train.epochs=1)
 expect_fail 2 "optimizer.learning_rate is 0.1 but was 0.002" -- "$LS" train cfg.yaml \
   --set optimizer.learning_rate=0.1 --resume full/checkpoints/ckpt-0000000049.h5
 expect_fail 3 "nope.h5" -- "$LS" train cfg.yaml --resume nope.h5
+# A refused resume writes nothing in output.dir: a fresh run may use it next.
+expect_fail 2 "optimizer.learning_rate is 0.1 but was 0.002" -- "$LS" train cfg.yaml --set output.dir=refused \
+  --set optimizer.learning_rate=0.1 --resume full/checkpoints/ckpt-0000000049.h5
+[ -z "$(ls -A refused 2>/dev/null)" ] && "$LS" train cfg.yaml --set output.dir=refused --set train.epochs=1 >refused.log 2>&1 &&
+  ok "a refused resume leaves output.dir empty, and a fresh run uses it" ||
+  bad "after a refused resume: $(ls -A refused) $(tail -2 refused.log)"
 
 # resume auto skips a corrupt newest checkpoint and says so.
 mkdir -p corrupt/checkpoints
