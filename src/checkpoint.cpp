@@ -20,41 +20,34 @@
 #include <map>
 
 #include "data/hdf5_util.h"
-#include "kernels/host_device.h"
+#include "src/run_folder.h"
 
 namespace lockstep {
 namespace {
 
 constexpr int64_t kVersion = 1;
 
-// A 64-bit checksum of what a file holds: its attributes, and every weight and
-// optimizer value as a number (the float's bits), so it is the same on every
-// host. It catches values changed after lockstep wrote them (a bad disk or copy,
-// an edit) that the shape, NaN and variance checks let through; it is no defence
-// against a file made on purpose to pass.
+// The checksum of what a file holds (FNV-1a 64, src/run_folder.h): its
+// attributes, and the bytes of every weight and optimizer value (float32 in host
+// order, which is the file's little-endian on the hosts lockstep runs on, as the
+// baseline's weight hashes assume too). It catches values changed after lockstep wrote
+// them (a bad disk or copy, an edit) that the shape, NaN and variance checks let
+// through; it is no defence against a file made on purpose to pass.
 class Checksum {
  public:
-  void add(uint64_t word) { h_ = kernels::mix64(h_ + word + 0x9E3779B97F4A7C15ull); }
+  void add(uint64_t word) { h_.add(&word, sizeof word); }
   void add(const std::string& s) {
     add(uint64_t(s.size()));
-    for (unsigned char ch : s) add(uint64_t(ch));
+    h_.add(s.data(), s.size());
   }
   void add(const float* v, int64_t n) {
     add(uint64_t(n));
-    for (int64_t i = 0; i < n; ++i) {
-      uint32_t bits;
-      std::memcpy(&bits, v + i, sizeof bits);
-      add(uint64_t(bits));
-    }
+    h_.add(v, size_t(n) * sizeof(float));
   }
-  std::string hex() const {
-    char out[17];
-    std::snprintf(out, sizeof out, "%016llx", static_cast<unsigned long long>(h_));
-    return out;
-  }
+  std::string hex() const { return h_.hex(); }
 
  private:
-  uint64_t h_ = 0;
+  Fnv1a h_;
 };
 
 // The checksum of a state of `model` as save_state writes it (slots by name).

@@ -71,13 +71,16 @@ std::string shown(const fs::path& p, const fs::path& base) {
 
 }  // namespace
 
-std::string hash_bytes(const void* data, size_t n) {
-  uint64_t h = 1469598103934665603ULL;
-  const auto* p = static_cast<const unsigned char*>(data);
-  for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ULL;
+std::string Fnv1a::hex() const {
   char buf[20];
-  std::snprintf(buf, sizeof buf, "%016llx", (unsigned long long)h);
+  std::snprintf(buf, sizeof buf, "%016llx", (unsigned long long)h_);
   return buf;
+}
+
+std::string hash_bytes(const void* data, size_t n) {
+  Fnv1a h;
+  h.add(data, n);
+  return h.hex();
 }
 
 std::vector<std::pair<std::string, std::string>> result_config_rows(const Config& c) {

@@ -4,6 +4,7 @@
 // that a fresh run never writes over another run's work (README "Run folders").
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <utility>
 #include <vector>
@@ -43,6 +44,18 @@ void write_run_record(const Config& c, const RunFolderOptions& o);
 std::vector<std::pair<std::string, std::string>> result_config_rows(const Config& c);
 // A 16-hex-digit hash of result_config_rows.
 std::string config_hash(const Config& c);
+// FNV-1a 64, fed piece by piece; hex() is 16 hex digits.
+class Fnv1a {
+ public:
+  void add(const void* data, size_t n) {
+    const auto* p = static_cast<const unsigned char*>(data);
+    for (size_t i = 0; i < n; ++i) h_ = (h_ ^ p[i]) * 1099511628211ULL;
+  }
+  std::string hex() const;
+
+ private:
+  uint64_t h_ = 1469598103934665603ULL;
+};
 // FNV-1a 64 of bytes, as 16 hex digits (weights, predictions, configs).
 std::string hash_bytes(const void* data, size_t n);
 
