@@ -94,6 +94,24 @@ def venv_python(packages):
         return None
 
 
+def torch_python():
+    """/usr/bin/python3 once it imports torch: Debian's python3-torch is installed
+    when missing (as root; otherwise the PyTorch runs are skipped, saying so)."""
+    python = "/usr/bin/python3"
+    probe = lambda: subprocess.run([python, "-c", "import torch, h5py"], capture_output=True).returncode == 0
+    if probe():
+        return python
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        print("# installing python3-torch (Debian) for the PyTorch runs", flush=True)
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "python3-torch", "python3-h5py"],
+                       stdout=subprocess.DEVNULL, env=env)
+        if probe():
+            return python
+    print(f"# SKIPPED pytorch and ddp: {python} cannot import torch (apt-get install python3-torch python3-h5py)")
+    return None
+
+
 def jobs(args, threads):
     """(name, thunk) for every run of a round; lockstep's first."""
     d, e = args.data, args.epochs
@@ -107,15 +125,15 @@ def jobs(args, threads):
         other = args.against
         out += [("other build", lambda: run_lockstep(d, e, [], binary=other)),
                 ("other build 1 replica", lambda: run_lockstep(d, e, ["strategy.local_replicas=1"], binary=other))]
-    if "torch" in args.peers:
-        torch_py = "/usr/bin/python3"
+    torch_py = args.torch_python
+    if "torch" in args.peers and torch_py:
         out += [(f"pytorch {t} threads", lambda: run_peer(torch_py, "torch_job.py",
                                                           ["--data", d, "--epochs", str(e), "--threads", t],
                                                           {"OMP_NUM_THREADS": t})),
                 ("pytorch 1 thread", lambda: run_peer(torch_py, "torch_job.py",
                                                       ["--data", d, "--epochs", str(e), "--threads", "1"], one))]
-    if "ddp" in args.peers:
-        out.append((f"pytorch ddp {t}x1", lambda: run_peer("/usr/bin/python3", "torch_job.py",
+    if "ddp" in args.peers and torch_py:
+        out.append((f"pytorch ddp {t}x1", lambda: run_peer(torch_py, "torch_job.py",
                                                             ["--data", d, "--epochs", str(e), "--ddp", t], one)))
     if "tf" in args.peers and args.tf_python:
         out.append((f"tensorflow mirrored {t} cpus", lambda: run_peer(
@@ -128,8 +146,8 @@ def jobs(args, threads):
         out += [("lockstep 2 threads batch 128", lambda: run_lockstep(
                     d, e, ["strategy.local_replicas=2", "train.batch_size=128"])),
                 ("lockstep 2 ranks", lambda: run_lockstep(d, e, ["strategy.local_replicas=1"], ranks=2))]
-        if "ddp" not in args.peers:
-            out.append(("pytorch ddp 2x1", lambda: run_peer("/usr/bin/python3", "torch_job.py",
+        if "ddp" not in args.peers and torch_py:
+            out.append(("pytorch ddp 2x1", lambda: run_peer(torch_py, "torch_job.py",
                                                             ["--data", d, "--epochs", str(e), "--ddp", "2"], one)))
     return out
 
@@ -172,6 +190,7 @@ def main():
                  "build/lockstep convert idx --dir /usr/share/datasets/fashion-mnist --out " + args.data)
     if args.scaling and not shutil.which("mpirun"):
         sys.exit("real_job: --scaling runs 2 ranks and needs mpirun (apt-get install openmpi-bin)")
+    args.torch_python = torch_python() if args.peers & {"torch", "ddp"} or args.scaling else None
     args.tf_python = venv_python(["tensorflow-cpu", "h5py"]) if "tf" in args.peers else None
     args.jax_python = venv_python(["jax", "optax", "h5py"]) if "jax" in args.peers else None
     threads = os.cpu_count()

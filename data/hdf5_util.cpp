@@ -328,7 +328,7 @@ void hdf5_trial_read(const std::string& path, const std::function<void()>& read,
                   std::to_string(WIFEXITED(status) ? WEXITSTATUS(status) : -1) + ")");
 }
 
-AtomicOutput::AtomicOutput(std::string path, bool overwrite)
+AtomicOutput::AtomicOutput(std::string path, bool overwrite, const std::string& example_name)
     : path_(std::move(path)), overwrite_(overwrite) {
   std::error_code ec;
   fs::path target(path_);
@@ -336,7 +336,7 @@ AtomicOutput::AtomicOutput(std::string path, bool overwrite)
   if (!folder.empty() && !fs::is_directory(folder, ec))
     throw OutputPathError(path_ + ": folder " + folder.string() + " does not exist");
   if (fs::is_directory(target, ec))
-    throw OutputPathError(path_ + ": is a folder; name a file to write (e.g. " + (target / "out.h5").string() + ")");
+    throw OutputPathError(path_ + ": is a folder; name a file to write (e.g. " + (target / example_name).string() + ")");
   if (fs::exists(target, ec) && !overwrite_)
     throw OutputPathError(path_ + ": already exists; refusing to overwrite it (pass --overwrite to replace it)");
   static std::atomic<uint64_t> counter{0};

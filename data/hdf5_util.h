@@ -97,11 +97,12 @@ bool has_hdf5_signature(const std::string& path);
 // Writes a file atomically: the writer fills temp_path() (same folder as the
 // target), and commit() renames it over the target. Without commit() (an
 // exception on the way), the temp file is removed and the target is untouched.
-// Constructing throws DataError when the target exists and overwrite is false, or
-// when the folder does not exist.
+// Constructing throws OutputPathError when the target exists and overwrite is
+// false, when it is a folder (the message suggests folder/example_name), or when
+// its folder does not exist.
 class AtomicOutput {
  public:
-  AtomicOutput(std::string path, bool overwrite);
+  AtomicOutput(std::string path, bool overwrite, const std::string& example_name = "out.h5");
   ~AtomicOutput();
   AtomicOutput(const AtomicOutput&) = delete;
   AtomicOutput& operator=(const AtomicOutput&) = delete;

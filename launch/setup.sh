@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what lockstep needs (Debian packages; idempotent) and builds a Release
 # build in build/. Variables: BUILD_DIR (default build), JOBS (default: all cores),
-# CMAKE_ARGS (extra configure flags, e.g. -DLOCKSTEP_CUDA=OFF).
+# CMAKE_ARGS (extra configure flags, e.g. -DLOCKSTEP_CUDA=OFF), EXTRA_PACKAGES
+# (more Debian packages, e.g. python3-torch for the tests' PyTorch cross-checks).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +13,8 @@ PACKAGES=(build-essential cmake pkg-config openmpi-bin libopenmpi-dev libeigen3-
           libyaml-cpp-dev libcli11-dev nlohmann-json3-dev libgtest-dev libopenblas-dev libdnnl-dev
           zlib1g-dev dataset-fashion-mnist python3-h5py python3-numpy
           libcpp-httplib-dev libssl-dev libbrotli-dev python3-venv gnuplot-nox)
+# shellcheck disable=SC2206
+PACKAGES+=(${EXTRA_PACKAGES:-})
 
 missing=()
 for p in "${PACKAGES[@]}"; do

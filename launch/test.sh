@@ -8,7 +8,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 JOBS=${JOBS:-$(nproc)}
-launch/setup.sh
+# python3-torch: the PyTorch cross-checks of the convolution, pooling and batch
+# norm kernels (unit.KernelsTorch.*) run against it instead of skipping.
+EXTRA_PACKAGES="python3-torch ${EXTRA_PACKAGES:-}" launch/setup.sh
 ctest --test-dir build --output-on-failure --no-tests=error -j "$JOBS" --timeout 900
 
 if [ -x /usr/local/cuda/bin/nvcc ] || command -v nvcc >/dev/null 2>&1; then

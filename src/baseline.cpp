@@ -3,7 +3,6 @@
 // metrics and the fixed-example predictions, and equal hashes for the weights.
 #include "src/baseline.h"
 
-#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -15,6 +14,7 @@
 #include <sstream>
 #include <vector>
 
+#include "data/hdf5_util.h"
 #include "data/input.h"
 #include "src/checkpoint.h"
 #include "src/config.h"
@@ -162,30 +162,16 @@ nlohmann::json make_baseline(const std::string& run_dir) {
   return rec;
 }
 
-void write_baseline(const std::string& run_dir, const std::string& out_path) {
-  std::error_code dir_ec;
-  if (fs::is_directory(out_path, dir_ec)) {
-    throw ConfigError("--out " + out_path + ": is a folder; name the baseline file to write (e.g. " +
-                      (fs::path(out_path) / "baseline.json").string() + ")");
-  }
+void write_baseline(const std::string& run_dir, const std::string& out_path, bool overwrite) {
+  AtomicOutput target(out_path, overwrite, "baseline.json");  // refuses a folder, a missing folder, an existing file
   const nlohmann::json rec = make_baseline(run_dir);
-  const std::string tmp = out_path + ".tmp." + std::to_string(::getpid());
   {
-    std::ofstream out(tmp, std::ios::trunc);
+    std::ofstream out(target.temp_path(), std::ios::trunc);
     out << rec.dump(1) << "\n";
     out.flush();
-    if (!out) {
-      std::error_code ec;
-      fs::remove(tmp, ec);
-      throw IoError("cannot write " + out_path);
-    }
+    if (!out) throw IoError("cannot write " + out_path + " (through " + target.temp_path() + ")");
   }
-  std::error_code ec;
-  fs::rename(tmp, out_path, ec);
-  if (ec) {
-    fs::remove(tmp, dir_ec);
-    throw IoError("cannot write " + out_path + ": " + ec.message());
-  }
+  target.commit();
   std::printf("baseline of %s (run %s, %zu epoch(s), weights %s) -> %s\n", run_dir.c_str(),
               rec["run_id"].get<std::string>().c_str(), rec["epochs"].size(),
               rec["weights"]["hash"].get<std::string>().c_str(), out_path.c_str());

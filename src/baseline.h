@@ -32,6 +32,8 @@ bool verify_baseline(const std::string& baseline_path, const std::string& run_di
                      const BaselineTolerance& tol = {});
 
 // Writes the baseline of run_dir to out_path atomically; prints a one-line summary.
-void write_baseline(const std::string& run_dir, const std::string& out_path);
+// Throws OutputPathError (nothing written) when out_path is a folder, lies in a
+// missing folder, or exists and overwrite is false.
+void write_baseline(const std::string& run_dir, const std::string& out_path, bool overwrite);
 
 }  // namespace lockstep

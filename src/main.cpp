@@ -239,7 +239,7 @@ int run_export(const Config& config, const Args& a) {
 int run_baseline(const Args& a, bool verify) {
   return run_single_process([&] {
     if (!verify) {
-      write_baseline(a.run_dir, a.out);
+      write_baseline(a.run_dir, a.out, a.overwrite);
       return 0;
     }
     return verify_baseline(a.baseline, a.run_dir) ? 0 : kExitMoved;
@@ -324,6 +324,7 @@ int main(int argc, char** argv) {
       "baseline", "Write a golden baseline of a finished run folder (metrics, prediction digest, weight hash, environment)");
   baseline_cmd->add_option("run_dir", a.run_dir, "the run's output.dir")->required();
   baseline_cmd->add_option("--out,-o", a.out, "baseline file to write (JSON)")->required();
+  baseline_cmd->add_flag("--overwrite", a.overwrite, "replace an existing baseline file");
   auto* verify_cmd = app.add_subcommand(
       "verify", "Check a run folder against a golden baseline: exit 0 when it matches, 6 when it moved");
   verify_cmd->add_option("baseline", a.baseline, "baseline file written by 'lockstep baseline'")->required();

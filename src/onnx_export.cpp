@@ -294,7 +294,7 @@ std::string onnx_model_bytes(const SavedModel& m, const std::string& graph_name)
 void export_onnx(const SavedModel& model, const std::string& graph_name, const std::string& path,
                  bool overwrite) {
   const std::string bytes = onnx_model_bytes(model, graph_name);
-  AtomicOutput file(path, overwrite);
+  AtomicOutput file(path, overwrite, "model.onnx");
   std::FILE* f = std::fopen(file.temp_path().c_str(), "wb");
   if (!f) throw DataError(path + ": cannot create the output file");
   const size_t written = std::fwrite(bytes.data(), 1, bytes.size(), f);

@@ -30,7 +30,7 @@ bool is_hdf5_name(const std::string& p) {
 
 void write_hdf5(const std::string& path, bool overwrite, const std::vector<float>& out, int64_t n,
                 int64_t k, const std::vector<int32_t>& classes, bool classification) {
-  AtomicOutput file(path, overwrite);
+  AtomicOutput file(path, overwrite, "predictions.h5");
   {
     Hdf5Lock lock(hdf5_mutex());
     hdf5_quiet();
@@ -58,7 +58,7 @@ void write_hdf5(const std::string& path, bool overwrite, const std::vector<float
 
 void write_json(const std::string& path, bool overwrite, const std::vector<float>& out, int64_t n,
                 int64_t k, const std::vector<int32_t>& classes, bool classification) {
-  AtomicOutput file(path, overwrite);
+  AtomicOutput file(path, overwrite, "predictions.json");
   std::FILE* f = std::fopen(file.temp_path().c_str(), "w");
   if (!f) throw DataError(path + ": cannot create the output file");
   for (int64_t i = 0; i < n; ++i) {

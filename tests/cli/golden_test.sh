@@ -126,4 +126,13 @@ expect_fail 3 "golden.h5: not valid JSON" -- "$LS" verify golden.h5 run
 expect_fail 3 "norun: not a folder" -- "$LS" baseline norun --out x.json
 mkdir -p half && cp run/manifest.json run/config.yaml half/ && head -2 run/metrics.jsonl > half/metrics.jsonl
 expect_fail 3 "no final record" -- "$LS" baseline half --out x.json
+# A baseline is never replaced by accident: an existing file is refused (exit 2,
+# unchanged), --overwrite replaces it; a folder or a missing folder is refused.
+cp fresh.json keep.json && echo '{"edited": true}' > fresh.json && cp fresh.json edited.json
+expect_fail 2 "fresh.json: already exists; refusing to overwrite it (pass --overwrite" -- "$LS" baseline run --out fresh.json
+cmp -s fresh.json edited.json && ok "the refused baseline left the file as it was" || bad "refused baseline changed the file"
+"$LS" baseline run --out fresh.json --overwrite >ow.log 2>&1 && cmp -s fresh.json keep.json &&
+  ok "--overwrite replaces the baseline with the same record" || bad "baseline --overwrite: $(tail -2 ow.log)"
+expect_fail 2 "nofolder/b.json: folder nofolder does not exist" -- "$LS" baseline run --out nofolder/b.json
+expect_fail 2 "is a folder; name a file to write (e.g. half/baseline.json)" -- "$LS" baseline run --out half
 finish
