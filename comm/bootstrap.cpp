@@ -91,7 +91,6 @@ Bootstrap::Bootstrap(int* argc, char*** argv, BootstrapOptions options) {
     }
   } catch (...) {
     // The destructor will not run: give back what start-up took.
-    if (node_ != MPI_COMM_NULL) MPI_Comm_free(&node_);
     if (world_ != MPI_COMM_NULL) MPI_Comm_free(&world_);
     if (started_mpi_) MPI_Finalize();
     g_bootstrap_alive = false;
@@ -131,9 +130,12 @@ void Bootstrap::read_topology() {
   LOCKSTEP_MPI_CHECK(MPI_Comm_set_errhandler(world_, MPI_ERRORS_RETURN));
   LOCKSTEP_MPI_CHECK(MPI_Comm_rank(world_, &info_.rank));
   LOCKSTEP_MPI_CHECK(MPI_Comm_size(world_, &info_.size));
-  node_ = split_nodes(world_);
-  LOCKSTEP_MPI_CHECK(MPI_Comm_rank(node_, &info_.local_rank));
-  LOCKSTEP_MPI_CHECK(MPI_Comm_size(node_, &info_.local_size));
+  MPI_Comm node = split_nodes(world_);  // the processes sharing this node's memory
+  const int rank_rc = MPI_Comm_rank(node, &info_.local_rank);
+  const int size_rc = MPI_Comm_size(node, &info_.local_size);
+  MPI_Comm_free(&node);
+  LOCKSTEP_MPI_CHECK(rank_rc);
+  LOCKSTEP_MPI_CHECK(size_rc);
   int leads_a_node = info_.local_rank == 0 ? 1 : 0;
   LOCKSTEP_MPI_CHECK(MPI_Allreduce(&leads_a_node, &info_.nodes, 1, MPI_INT, MPI_SUM, world_));
 }
@@ -142,7 +144,6 @@ Bootstrap::~Bootstrap() {
   int finalized = 0;
   MPI_Finalized(&finalized);
   if (!finalized) {
-    if (node_ != MPI_COMM_NULL) MPI_Comm_free(&node_);
     if (world_ != MPI_COMM_NULL) MPI_Comm_free(&world_);
     if (started_mpi_) MPI_Finalize();
   }

@@ -60,8 +60,6 @@ class Bootstrap {
   const WorldInfo& info() const { return info_; }
   // A duplicate of MPI_COMM_WORLD with MPI_ERRORS_RETURN (MPI_COMM_NULL without MPI).
   MPI_Comm world_comm() const { return world_; }
-  // The processes sharing this node's memory (MPI_COMM_NULL without MPI).
-  MPI_Comm node_comm() const { return node_; }
   // The communicator over all processes (shared memory when they are all on this
   // node and options.shared_memory, else MPI), or a single-rank one without MPI.
   std::unique_ptr<Communicator> make_world_communicator(CommOptions options = {}) const;
@@ -73,7 +71,6 @@ class Bootstrap {
   WorldInfo info_;
   bool started_mpi_ = false;
   MPI_Comm world_ = MPI_COMM_NULL;
-  MPI_Comm node_ = MPI_COMM_NULL;
 };
 
 // Prints "lockstep: fatal on rank R (host H): message" to stderr and ends the

@@ -30,6 +30,14 @@ struct CallSignature {
   size_t count = 0;
 };
 std::string describe_call(const CallSignature& sig);
+// The hints that end the error of a mismatched collective and of a stuck one, the
+// same for every backend between processes.
+inline constexpr const char* kDivergedHint =
+    " (hint: the ranks' control flow diverged: different step counts, data sizes "
+    "or a rank-dependent branch around a collective)";
+inline constexpr const char* kStuckHint =
+    " (hint: a rank died, hangs, or called a different collective; the job cannot "
+    "continue and should be aborted; comm.timeout_s sets the deadline)";
 
 // Member i's share [begin, end) (in elements) of a buffer split across `parts`
 // members. Boundaries fall on 64-byte multiples so two members never write the
@@ -50,7 +58,6 @@ class LocalFabric {
   LocalFabric& operator=(const LocalFabric&) = delete;
 
   int size() const { return size_; }
-  const std::string& label() const { return label_; }
 
   // Buffers published for one collective, as seen by one member.
   struct Peers {

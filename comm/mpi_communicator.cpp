@@ -138,9 +138,7 @@ void MpiCommunicator::verify_call(const CallSignature& sig) {
   throw CommError("mpi (rank " + std::to_string(rank_) + " of " + std::to_string(size_) +
                   ", host " + host_ + "): ranks issue different collectives (comm.verify): rank 0 "
                   "called collective #" + std::to_string(verify_rows_[0]) + " " +
-                  describe_call(signature_from(verify_rows_.data() + 1)) + diff +
-                  " (hint: the ranks' control flow diverged: different step counts, data sizes "
-                  "or a rank-dependent branch around a collective)");
+                  describe_call(signature_from(verify_rows_.data() + 1)) + diff + kDivergedHint);
 }
 
 void MpiCommunicator::throw_stuck(CollectiveKind kind, const std::string& why,
@@ -152,11 +150,7 @@ void MpiCommunicator::throw_stuck(CollectiveKind kind, const std::string& why,
   const auto since = std::chrono::steady_clock::now() - budget_.limit - std::chrono::seconds(1);
   if (const std::string frozen = freeze_report(since); !frozen.empty()) throw CommError(head + frozen);
   const std::string who = watch_->missing_report(grace);
-  throw CommError("mpi " + std::string(collective_name(kind)) + " (rank " + std::to_string(rank_) +
-                  " of " + std::to_string(size_) + ", host " + host_ + ", collective #" +
-                  std::to_string(seq_) + " " + describe_call(sig_) + "): " + why + ": " + who +
-                  " (hint: a rank died, hangs, or called a different collective; the job cannot "
-                  "continue and should be aborted; comm.timeout_s sets the deadline)");
+  throw CommError(head + why + ": " + who + kStuckHint);
 }
 
 void MpiCommunicator::wait(MPI_Request* request, CollectiveKind kind) {

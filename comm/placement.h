@@ -27,7 +27,6 @@ class ThreadPin {
   ~ThreadPin();
   ThreadPin(const ThreadPin&) = delete;
   ThreadPin& operator=(const ThreadPin&) = delete;
-  int cpu() const { return cpu_; }  // -1: not pinned
 
  private:
   std::vector<int> previous_;

@@ -532,17 +532,14 @@ void ShmCommunicator::check_agreement() {
   if (diff.empty()) return;
   throw CommError("mpi allreduce (" + where() + ", shared memory): ranks issue different "
                   "collectives: rank 0 called collective #" + std::to_string(first_seq) + " " +
-                  describe_call(signature_from(first.sig)) + diff +
-                  " (hint: the ranks' control flow diverged: different step counts, data sizes "
-                  "or a rank-dependent branch around a collective)");
+                  describe_call(signature_from(first.sig)) + diff + kDivergedHint);
 }
 
 void ShmCommunicator::throw_stuck(const char* phase, const std::string& why) {
+  const std::string head = "mpi allreduce (" + where() + ", collective #" + std::to_string(seq_) + " " +
+                           describe_call(sig_) + ", shared memory, " + phase + "): ";
   const auto since = std::chrono::steady_clock::now() - budget_.limit - std::chrono::seconds(1);
-  if (const std::string frozen = freeze_report(since); !frozen.empty()) {
-    throw CommError("mpi allreduce (" + where() + ", collective #" + std::to_string(seq_) + " " +
-                    describe_call(sig_) + ", shared memory, " + phase + "): " + frozen);
-  }
+  if (const std::string frozen = freeze_report(since); !frozen.empty()) throw CommError(head + frozen);
   const uint64_t target = epoch_;
   std::string missing, detail;
   for (int j = 0; j < size_; ++j) {
@@ -553,12 +550,8 @@ void ShmCommunicator::throw_stuck(const char* phase, const std::string& why) {
               " last entered collective #" + std::to_string(other.seq.load(std::memory_order_relaxed)) +
               " here";
   }
-  throw CommError("mpi allreduce (" + where() + ", collective #" + std::to_string(seq_) + " " +
-                  describe_call(sig_) + ", shared memory, " + phase + "): " + why + ": rank(s) " +
-                  missing + " did not arrive (" + detail +
-                  "; stopped, deadlocked, dead or busy outside lockstep's collectives)"
-                  " (hint: a rank died, hangs, or called a different collective; the job cannot "
-                  "continue and should be aborted; comm.timeout_s sets the deadline)");
+  throw CommError(head + why + ": rank(s) " + missing + " did not arrive (" + detail +
+                  "; stopped, deadlocked, dead or busy outside lockstep's collectives)" + kStuckHint);
 }
 
 }  // namespace

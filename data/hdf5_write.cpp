@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <set>
+#include <tuple>
 
 #include "data/hdf5_dataset.h"
 #include "data/hdf5_util.h"
@@ -157,16 +158,7 @@ namespace {
 DatasetSplit idx_split(const std::string& name, const std::string& images, const std::string& labels) {
   DatasetSplit s;
   s.name = name;
-  s.x = read_idx(images);
-  s.y = read_idx(labels);
-  if (s.x.shape.size() < 2)
-    throw DataError(images + ": images must have rank >= 2 (N, rows, cols), got " + shape_string(s.x.shape));
-  if (s.y.shape.size() != 1)
-    throw DataError(labels + ": labels must have rank 1 (N), got " + shape_string(s.y.shape));
-  if (s.x.rows() != s.y.rows())
-    throw DataError(images + " holds " + std::to_string(s.x.rows()) + " images but " + labels + " holds " +
-                    std::to_string(s.y.rows()) + " labels");
-  if (s.x.rows() == 0) throw DataError(images + ": zero images");
+  std::tie(s.x, s.y) = read_idx_pair(images, labels);
   return s;
 }
 
@@ -175,12 +167,8 @@ DatasetSplit idx_split(const std::string& name, const std::string& images, const
 ConvertSummary convert_idx_to_hdf5(const std::string& train_images, const std::string& train_labels,
                                    const std::string& test_images, const std::string& test_labels,
                                    const std::string& out_path, const Hdf5WriteOptions& options) {
-  // Refuse early, before reading anything, when the output is already there.
-  std::error_code ec;
-  if (std::filesystem::is_directory(out_path, ec))
-    throw OutputPathError(out_path + ": is a folder; name the HDF5 file to write (e.g. " + out_path + "/data.h5)");
-  if (!options.overwrite && std::filesystem::exists(out_path, ec))
-    throw OutputPathError(out_path + ": already exists; refusing to overwrite it (pass --overwrite to replace it)");
+  // Refuse early, before reading anything: a folder, a missing folder, an existing file.
+  const AtomicOutput early_check(out_path, options.overwrite, "data.h5");
   std::vector<DatasetSplit> splits;
   splits.push_back(idx_split("train", train_images, train_labels));
   splits.push_back(idx_split("test", test_images, test_labels));
@@ -198,6 +186,7 @@ ConvertSummary convert_idx_to_hdf5(const std::string& train_images, const std::s
   summary.test_rows = splits[1].x.rows();
   summary.feature_shape = per_row(splits[0].x);
   summary.num_classes = num_classes;
+  std::error_code ec;
   summary.file_bytes = int64_t(std::filesystem::file_size(out_path, ec));
   return summary;
 }

@@ -123,7 +123,7 @@ HostArray read_idx(const std::string& path) {
   return parse_idx(bytes, path);
 }
 
-std::shared_ptr<Source> open_idx(const std::string& images, const std::string& labels, float scale) {
+std::pair<HostArray, HostArray> read_idx_pair(const std::string& images, const std::string& labels) {
   HostArray x = read_idx(images);
   HostArray y = read_idx(labels);
   if (x.shape.size() < 2)
@@ -134,6 +134,11 @@ std::shared_ptr<Source> open_idx(const std::string& images, const std::string& l
     throw DataError(images + " holds " + std::to_string(x.rows()) + " images but " + labels +
                     " holds " + std::to_string(y.rows()) + " labels");
   if (x.rows() == 0) throw DataError(images + ": zero images");
+  return {std::move(x), std::move(y)};
+}
+
+std::shared_ptr<Source> open_idx(const std::string& images, const std::string& labels, float scale) {
+  auto [x, y] = read_idx_pair(images, labels);
   std::vector<int32_t> label_values(y.bytes.begin(), y.bytes.end());
   DatasetInfo info;
   info.num_classes = *std::max_element(label_values.begin(), label_values.end()) + 1;

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "data/array.h"
@@ -19,6 +20,9 @@ namespace lockstep {
 // file, gzip errors, a bad magic number, or dimensions that disagree with the
 // data size.
 HostArray read_idx(const std::string& path);
+// An images (N, rows, cols...) + labels (N) pair, checked to match: DataError
+// naming the file for a wrong rank, different counts or no images.
+std::pair<HostArray, HostArray> read_idx_pair(const std::string& images, const std::string& labels);
 
 // Opens an images (idx3-ubyte: N x rows x cols) + labels (idx1-ubyte: N) pair as
 // a classification source; num_classes = largest label + 1. `scale` multiplies

@@ -112,36 +112,6 @@ class RangeIterator : public Iterator<int64_t> {
 
 inline IteratorPtr<int64_t> range(int64_t n) { return std::make_unique<RangeIterator>(n); }
 
-// The elements of a vector, in order.
-template <typename T>
-class VectorIterator : public Iterator<T> {
- public:
-  explicit VectorIterator(std::vector<T> items) : items_(std::move(items)) {}
-  int64_t size() const override { return int64_t(items_.size()); }
-
- protected:
-  void on_start(int64_t) override { i_ = 0; }
-  bool produce(T& out) override {
-    if (i_ >= items_.size()) return false;
-    out = items_[i_++];
-    return true;
-  }
-  int64_t advance(int64_t n) override {
-    const size_t k = std::min(size_t(n), items_.size() - i_);
-    i_ += k;
-    return int64_t(k);
-  }
-
- private:
-  std::vector<T> items_;
-  size_t i_ = 0;
-};
-
-template <typename T>
-IteratorPtr<T> from_vector(std::vector<T> items) {
-  return std::make_unique<VectorIterator<T>>(std::move(items));
-}
-
 // ---------------------------------------------------------------- map
 
 // f applied to every element (1:1, so skipping needs no f).
@@ -407,7 +377,6 @@ class CacheIterator : public Iterator<T> {
  public:
   explicit CacheIterator(IteratorPtr<T> child) : child_(std::move(child)) {}
   int64_t size() const override { return complete_ ? int64_t(items_.size()) : child_->size(); }
-  bool complete() const { return complete_; }
 
  protected:
   void on_start(int64_t epoch) override {

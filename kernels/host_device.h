@@ -1,10 +1,13 @@
-// Small scalar helpers shared by the CPU and CUDA kernels: the dropout hash, the
-// scalar activation formulas and the per-element optimizer steps. Sharing them (not
+// Small helpers shared by the CPU and CUDA kernels: the dropout hash, the scalar
+// activation formulas, the per-element optimizer steps and the GEMM argument checks. Sharing them (not
 // re-typing them) keeps the CPU and CUDA dropout masks identical and the updates equal.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <stdexcept>
+#include <string>
 
 #if defined(__CUDACC__)
 #define LOCKSTEP_HD __host__ __device__ __forceinline__
@@ -134,6 +137,22 @@ LOCKSTEP_HD void sgd_element(float& p, float grad, float& vel, float lr, float m
   const float g = fused(weight_decay, p, grad);
   vel = fused(momentum, vel, g);
   p = fused(-lr, nesterov ? fused(momentum, vel, g) : vel, p);
+}
+
+// The GEMM contract of kernels/cpu/ops.h: sizes >= 0, leading dimensions at least
+// the widths, and every size <= max_size. Throws std::invalid_argument prefixed
+// with `who`. Host only.
+inline void check_gemm_args(const char* who, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+                            int64_t lda, int64_t ldb, int64_t ldc, int64_t max_size = INT64_MAX) {
+  auto fail = [&](const std::string& what) { throw std::invalid_argument(std::string(who) + ": " + what); };
+  if (m < 0 || n < 0 || k < 0) fail("negative size (m, n, k)");
+  const int64_t a_width = trans_a ? m : k, b_width = trans_b ? k : n;
+  if (lda < std::max<int64_t>(1, a_width))
+    fail("lda " + std::to_string(lda) + " < width of A " + std::to_string(a_width));
+  if (ldb < std::max<int64_t>(1, b_width))
+    fail("ldb " + std::to_string(ldb) + " < width of B " + std::to_string(b_width));
+  if (ldc < std::max<int64_t>(1, n)) fail("ldc " + std::to_string(ldc) + " < width of C " + std::to_string(n));
+  if (std::max({m, n, k, lda, ldb, ldc}) > max_size) fail("a size exceeds " + std::to_string(max_size));
 }
 
 }  // namespace lockstep::kernels

@@ -606,10 +606,10 @@ Config load_config(const std::string& path, const std::vector<Override>& overrid
 }
 
 const char* activation_name(Activation a) { return name_of(kActivations, a); }
+const char* layer_type_name(LayerType t) { return name_of(kLayerTypes, t); }
 const char* loss_name(LossKind k) { return name_of(kLosses, k); }
 const char* optimizer_name(OptimizerKind k) { return name_of(kOptimizers, k); }
 const char* schedule_name(ScheduleKind k) { return name_of(kSchedules, k); }
-const char* device_kind_name(DeviceKind k) { return name_of(kDevices, k); }
 
 std::string Config::to_yaml() const {
   YAML::Emitter e;

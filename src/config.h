@@ -162,9 +162,9 @@ struct ConfigKeyHelp {
 std::vector<ConfigKeyHelp> config_key_help();
 
 const char* activation_name(Activation a);
+const char* layer_type_name(LayerType t);
 const char* loss_name(LossKind k);
 const char* optimizer_name(OptimizerKind k);
 const char* schedule_name(ScheduleKind k);
-const char* device_kind_name(DeviceKind k);
 
 }  // namespace lockstep

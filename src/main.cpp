@@ -22,6 +22,7 @@
 #include "kernels/cpu/fpenv.h"
 #include "src/baseline.h"
 #include "src/config.h"
+#include "src/environment.h"
 #include "src/onnx_export.h"
 #include "src/predict.h"
 #include "src/scale.h"
@@ -251,7 +252,7 @@ int run_baseline(const Args& a, bool verify) {
 int main(int argc, char** argv) {
   CLI::App app{"lockstep: synchronous data-parallel training (mirrored strategy)", "lockstep"};
   app.require_subcommand(1);
-  app.set_version_flag("--version", "lockstep 0.1.0");
+  app.set_version_flag("--version", std::string("lockstep ") + kLockstepVersion);
   app.footer(kExitCodesHelp);
   Args a;
 
@@ -385,9 +386,7 @@ int main(int argc, char** argv) {
   }
   try {
     app.parse(argc, argv);
-  } catch (const CLI::CallForHelp& e) {
-    return app.exit(e);
-  } catch (const CLI::CallForVersion& e) {
+  } catch (const CLI::Success& e) {  // --help, --version
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
     std::fprintf(stderr, "lockstep: error: %s (see 'lockstep --help')\n", e.what());

@@ -13,15 +13,13 @@
 
 #include "kernels/cpu/ops.h"
 #include "src/cpu_replica.h"
+#include "src/step_times.h"
 #include "src/strategy.h"
 
 namespace lockstep {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-double since(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
 constexpr int64_t kMinAutoRows = 16;  // the smallest micro-batch auto picks
@@ -174,7 +172,7 @@ StepResult MirroredStrategy::micro_step(Replica& r, const ReplicaBatch& batch, f
     float_sum(r, local, stop_requested, out);
   }
   if (out.finite) update(r, lr);  // apply_exact in deterministic mode, sharded across local replicas
-  r.step_seconds += since(t0);
+  r.step_seconds += seconds_since(t0);
   return out;
 }
 
@@ -289,7 +287,7 @@ void MirroredStrategy::exact_sum(Replica& r, const ReplicaBatch& b, const SliceS
   fill_maxima(mb, total_micro, b.first_row / micro_rows_, stop_requested);
   auto tc = Clock::now();
   r.comm->allreduce(mb.maxima.data(), mb.maxima.size(), ReduceOp::kMax);
-  r.comm_seconds += since(tc);
+  r.comm_seconds += seconds_since(tc);
 
   bool finite_grads = true;
   for (size_t s = 0; s < nseg; ++s) finite_grads = finite_grads && std::isfinite(mb.maxima[s]);
@@ -301,7 +299,7 @@ void MirroredStrategy::exact_sum(Replica& r, const ReplicaBatch& b, const SliceS
   for (int64_t begin = 0; begin < n + 2; begin += chunk) {
     r.comm->allreduce(mb.fixed.data() + begin, size_t(std::min(chunk, n + 2 - begin)));
   }
-  r.comm_seconds += since(tc);
+  r.comm_seconds += seconds_since(tc);
 
   double loss = 0.0;  // in micro-batch order
   for (int64_t j = 0; j < total_micro; ++j) loss += mb.maxima[nseg + size_t(j)];
@@ -363,7 +361,7 @@ void MirroredStrategy::float_sum(Replica& r, const SliceStats& local, bool stop_
   for (int64_t begin = 0; begin < n + kExtras; begin += bucket_elems_) {
     r.comm->allreduce(c.grads.data() + begin, size_t(std::min(bucket_elems_, n + kExtras - begin)));
   }
-  r.comm_seconds += since(tc);
+  r.comm_seconds += seconds_since(tc);
   out = read_extras(c.grads.data() + n);
   out.finite = out.finite && grads_finite(r);
 }

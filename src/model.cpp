@@ -28,21 +28,6 @@ int64_t sum_tensors(const LayerSpec& l, bool trainable) {
   return n;
 }
 
-const char* type_name(LayerType t) {
-  switch (t) {
-    case LayerType::kDense: return "dense";
-    case LayerType::kConv2d: return "conv2d";
-    case LayerType::kMaxPool2d: return "max_pool2d";
-    case LayerType::kAvgPool2d: return "avg_pool2d";
-    case LayerType::kGlobalAvgPool2d: return "global_avg_pool2d";
-    case LayerType::kFlatten: return "flatten";
-    case LayerType::kBatchNorm: return "batch_norm";
-    case LayerType::kDropout: return "dropout";
-    case LayerType::kResidual: return "residual";
-  }
-  return "?";
-}
-
 std::string shape_text(const Shape& s, bool flat) {
   if (flat) return std::to_string(s.size());
   return std::to_string(s.c) + "x" + std::to_string(s.h) + "x" + std::to_string(s.w);
@@ -224,7 +209,7 @@ Model::Model(const std::vector<LayerConfig>& hidden, const std::vector<int64_t>&
   int counts[16] = {0};
   Shape in = input_;
   const auto name_for = [&](LayerType t) {
-    return std::string(type_name(t)) + "_" + std::to_string(++counts[int(t)]);
+    return std::string(layer_type_name(t)) + "_" + std::to_string(++counts[int(t)]);
   };
   bool flat = flat_input_;
   std::string flat_from = "the dataset's rows (features, not images)";
@@ -233,7 +218,7 @@ Model::Model(const std::vector<LayerConfig>& hidden, const std::vector<int64_t>&
     const std::string name = name_for(h.type);
     const std::string where = "model.layers[" + std::to_string(i) + "] (" + name + ")";
     if (flat && needs_image(h.type)) {
-      throw ConfigError(where + ": a " + type_name(h.type) + " layer needs images (C, H, W), but its input is " +
+      throw ConfigError(where + ": a " + layer_type_name(h.type) + " layer needs images (C, H, W), but its input is " +
                         "flat: " + flat_from + " (store the dataset's x as (N, H, W) or (N, C, H, W); " +
                         "put flatten and dense layers after the image layers)");
     }

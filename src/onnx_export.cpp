@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "data/hdf5_util.h"
+#include "src/environment.h"
 #include "src/model.h"
 
 namespace lockstep {
@@ -287,7 +288,7 @@ std::string onnx_model_bytes(const SavedModel& m, const std::string& graph_name)
   // opset_import = 8 (OperatorSetIdProto: domain = 1 (""), version = 2).
   Message opset, model;
   opset.bytes(1, "").varint(2, 13);
-  model.varint(1, 7).bytes(2, "lockstep").bytes(3, "0.1.0").message(7, graph).message(8, opset);
+  model.varint(1, 7).bytes(2, "lockstep").bytes(3, kLockstepVersion).message(7, graph).message(8, opset);
   return model.str();
 }
 

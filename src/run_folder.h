@@ -52,6 +52,7 @@ class Fnv1a {
     for (size_t i = 0; i < n; ++i) h_ = (h_ ^ p[i]) * 1099511628211ULL;
   }
   std::string hex() const;
+  uint64_t value() const { return h_; }
 
  private:
   uint64_t h_ = 1469598103934665603ULL;

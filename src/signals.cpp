@@ -89,12 +89,11 @@ SignalGuard::~SignalGuard() {
 int SignalGuard::requested() { return g_signal.load(std::memory_order_relaxed); }
 void SignalGuard::clear() { g_signal.store(0); }
 
-Interrupted::Interrupted(int signal, long long step, std::string checkpoint)
+Interrupted::Interrupted(int signal, long long step, const std::string& checkpoint)
     : std::runtime_error("interrupted by " + std::string(signal == SIGINT ? "SIGINT" : signal == SIGTERM ? "SIGTERM" : "a signal") +
                          " after step " + std::to_string(step) +
                          (checkpoint.empty() ? std::string("; no checkpoint written (checkpoint.on_signal is false)")
                                              : "; checkpoint " + checkpoint + " (continue with --resume auto)")),
-      signal_(signal),
-      checkpoint_(std::move(checkpoint)) {}
+      signal_(signal) {}
 
 }  // namespace lockstep

@@ -47,13 +47,11 @@ class SignalGuard {
 // Thrown by every replica when training stopped on a signal.
 class Interrupted : public std::runtime_error {
  public:
-  Interrupted(int signal, long long step, std::string checkpoint);
+  Interrupted(int signal, long long step, const std::string& checkpoint);
   int signal() const { return signal_; }
-  const std::string& checkpoint() const { return checkpoint_; }
 
  private:
   int signal_;
-  std::string checkpoint_;
 };
 
 }  // namespace lockstep

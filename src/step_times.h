@@ -4,11 +4,17 @@
 // the end of a run, as one line naming the largest share after compute.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <string>
 #include <vector>
 
 namespace lockstep {
+
+// Seconds from t0 to now on the steady clock: every step and phase timing.
+inline double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
 
 // One replica's cumulative counters (seconds), as Replica keeps them.
 struct StepCounters {

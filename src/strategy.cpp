@@ -25,13 +25,11 @@
 #include "src/random.h"
 #include "src/signals.h"
 #include "src/step.h"
+#include "src/step_times.h"
 
 namespace lockstep {
 namespace {
 using Clock = std::chrono::steady_clock;
-double since(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
 }  // namespace
 
 // strategy.overlap: a thread per replica that all-reduces the buckets backward
@@ -121,7 +119,7 @@ CpuReplica::CpuReplica(MirroredStrategy& strategy, Replica& r, const Model& mode
     if (worker) worker->wait();
     const auto t0 = Clock::now();
     rp->comm->allreduce(x, size_t(n));
-    rp->comm_seconds += since(t0);
+    rp->comm_seconds += seconds_since(t0);
   };
 }
 CpuReplica::~CpuReplica() = default;
@@ -380,7 +378,7 @@ StepResult MirroredStrategy::cpu_step(Replica& r, const ReplicaBatch& batch, flo
   CpuStep step{this, &r, &cpu(r), lr, t0, t0, {}};
   step.c->net.mark_forward = r.trace ? &step.forward_end : nullptr;
   run_step(step, batch, model_.num_params(), bucket_elems_, step_seed, stop_requested);
-  r.step_seconds += since(t0);
+  r.step_seconds += seconds_since(t0);
   return step.out;
 }
 

@@ -41,7 +41,6 @@ class MirroredStrategy {
   int first_replica() const;
   bool is_chief() const;  // rank 0's replica 0 prints and writes files
   Replica& replica(int local_index) { return *replicas_[size_t(local_index)]; }
-  World& world() { return world_; }
 
   // Runs fn on every local replica at once (replica 0 on the calling thread) and
   // returns when all are done. The first exception is rethrown after the group

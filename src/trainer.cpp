@@ -27,9 +27,6 @@ namespace lockstep {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-double seconds_since(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -172,10 +169,10 @@ std::string Trainer::fingerprint() const {
 void Trainer::check_same_everywhere() {
   if (world_.size() == 1) return;
   const std::string mine = fingerprint();
-  uint64_t h = 1469598103934665603ULL;
-  for (unsigned char ch : mine) h = (h ^ ch) * 1099511628211ULL;
+  Fnv1a h;
+  h.add(mine.data(), mine.size());
   std::vector<int64_t> all(static_cast<size_t>(world_.size()));
-  const int64_t hv = int64_t(h);
+  const int64_t hv = int64_t(h.value());
   world_.comm->allgather(&hv, all.data(), 1);
   std::vector<int> differ;
   for (int i = 1; i < world_.size(); ++i) {

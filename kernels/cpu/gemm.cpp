@@ -19,28 +19,14 @@ extern "C" void omp_set_num_threads(int);
 #include <cblas.h>
 #endif
 
+#include "kernels/host_device.h"
+
 namespace lockstep::cpu {
 namespace {
 
 using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 using ConstMap = Eigen::Map<const RowMat, Eigen::Unaligned, Eigen::OuterStride<>>;
 using MutMap = Eigen::Map<RowMat, Eigen::Unaligned, Eigen::OuterStride<>>;
-
-void check_gemm_args(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
-                     int64_t lda, int64_t ldb, int64_t ldc) {
-  auto fail = [](const std::string& what) {
-    throw std::invalid_argument("lockstep::cpu::gemm: " + what);
-  };
-  if (m < 0 || n < 0 || k < 0) fail("negative size (m, n, k)");
-  const int64_t a_width = trans_a ? m : k;
-  const int64_t b_width = trans_b ? k : n;
-  if (lda < std::max<int64_t>(1, a_width))
-    fail("lda " + std::to_string(lda) + " < width of A " + std::to_string(a_width));
-  if (ldb < std::max<int64_t>(1, b_width))
-    fail("ldb " + std::to_string(ldb) + " < width of B " + std::to_string(b_width));
-  if (ldc < std::max<int64_t>(1, n))
-    fail("ldc " + std::to_string(ldc) + " < width of C " + std::to_string(n));
-}
 
 // C = beta * C without reading C when beta == 0 (C may hold garbage or NaN).
 void scale_c(float* c, int64_t m, int64_t n, int64_t ldc, float beta) {
@@ -113,7 +99,7 @@ void init_kernels() {
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
           const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
           int64_t ldc) {
-  check_gemm_args(trans_a, trans_b, m, n, k, lda, ldb, ldc);
+  kernels::check_gemm_args("lockstep::cpu::gemm", trans_a, trans_b, m, n, k, lda, ldb, ldc);
   if (m == 0 || n == 0) return;
   if (k == 0 || alpha == 0.0f) {
     scale_c(c, m, n, ldc, beta);

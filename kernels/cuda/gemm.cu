@@ -6,6 +6,7 @@
 #include <string>
 
 #include "kernels/cuda/common.cuh"
+#include "kernels/host_device.h"
 
 namespace lockstep::cuda {
 namespace {
@@ -18,27 +19,13 @@ __global__ void scale_matrix_kernel(float* c, int64_t m, int64_t n, int64_t ldc,
   }
 }
 
-void check_gemm_args(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
-                     int64_t lda, int64_t ldb, int64_t ldc) {
-  auto fail = [](const std::string& what) {
-    throw std::invalid_argument("lockstep::cuda::gemm: " + what);
-  };
-  if (m < 0 || n < 0 || k < 0) fail("negative size (m, n, k)");
-  const int64_t a_width = trans_a ? m : k, b_width = trans_b ? k : n;
-  if (lda < std::max<int64_t>(1, a_width)) fail("lda " + std::to_string(lda) + " < width of A");
-  if (ldb < std::max<int64_t>(1, b_width)) fail("ldb " + std::to_string(ldb) + " < width of B");
-  if (ldc < std::max<int64_t>(1, n)) fail("ldc " + std::to_string(ldc) + " < width of C");
-  const int64_t limit = 0x7FFFFFFF;  // cuBLAS takes 32-bit sizes
-  if (m > limit || n > limit || k > limit || lda > limit || ldb > limit || ldc > limit)
-    fail("a size exceeds 2^31-1");
-}
-
 }  // namespace
 
 void gemm(const CudaContext& ctx, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
           float alpha, const float* a, int64_t lda, const float* b, int64_t ldb, float beta,
           float* c, int64_t ldc) {
-  check_gemm_args(trans_a, trans_b, m, n, k, lda, ldb, ldc);
+  // cuBLAS takes 32-bit sizes.
+  kernels::check_gemm_args("lockstep::cuda::gemm", trans_a, trans_b, m, n, k, lda, ldb, ldc, 0x7FFFFFFF);
   if (m == 0 || n == 0) return;
   if (k == 0 || alpha == 0.0f) {
     if (beta != 1.0f) {
