@@ -173,9 +173,10 @@ def comparisons(threads):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default=os.path.join(ROOT, "datasets", "fashion_mnist.h5"))
-    ap.add_argument("--epochs", type=int, default=5)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--data", default=os.path.join(ROOT, "datasets", "fashion_mnist.h5"),
+                    help="the Fashion-MNIST HDF5 file (default: datasets/fashion_mnist.h5)")
+    ap.add_argument("--epochs", type=int, default=5, help="epochs per run; epochs 2..N are timed (default 5)")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds of every run (default 3)")
     ap.add_argument("--peers", default="torch,ddp,tf,jax", help="comma list of torch, ddp, tf, jax")
     ap.add_argument("--scaling", action="store_true", help="also 2 threads at batch 128 (weak) and 2 ranks")
     ap.add_argument("--against", help="another lockstep binary to time in the same rounds (e.g. the previous commit's build)")
@@ -224,6 +225,13 @@ def main():
         print(f" {num + ' / ' + den:>58s} {med:8.2f} {' '.join(f'{p:.2f}' for p in per):>20s} "
               f"{'' if target is None else f'{target:.1f}':>7s}{ok}")
         ratios.append({"numerator": num, "denominator": den, "median": med, "rounds": per, "target": target})
+    if args.epochs < 3:
+        print("# NOTE: with fewer than 3 epochs one epoch is timed: the spreads say nothing about noise")
+    noisy = [name for name, all_rates in runs.items()
+             if name.startswith("lockstep") and max(steady(r)[1] for r in all_rates) > 1.25]
+    if noisy:
+        print(f"# WARNING: epochs of {', '.join(noisy)} spread over 1.25x: the machine was not quiet, "
+              "so the verdicts above are not reliable (run again on an idle machine, or with more rounds)")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"cpu": cpu_description(), "epochs": args.epochs, "runs": runs, "ratios": ratios}, f, indent=1)

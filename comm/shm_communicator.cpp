@@ -546,9 +546,10 @@ void ShmCommunicator::throw_stuck(const char* phase, const std::string& why) {
     const Control& other = control(j);
     if (other.arrived.load(std::memory_order_acquire) >= target) continue;
     missing += (missing.empty() ? "" : ", ") + std::to_string(j);
+    const uint64_t seq = other.seq.load(std::memory_order_relaxed);
     detail += (detail.empty() ? "" : "; ") + std::string("rank ") + std::to_string(j) +
-              " last entered collective #" + std::to_string(other.seq.load(std::memory_order_relaxed)) +
-              " here";
+              (seq == seq_ ? " entered this collective but did not reach this phase"
+                           : " last entered collective #" + std::to_string(seq) + " here");
   }
   throw CommError(head + why + ": rank(s) " + missing + " did not arrive (" + detail +
                   "; stopped, deadlocked, dead or busy outside lockstep's collectives)" + kStuckHint);

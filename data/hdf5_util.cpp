@@ -46,9 +46,16 @@ std::recursive_mutex*& mutex_slot() {
 }  // namespace
 
 std::recursive_mutex& hdf5_mutex() {
-  // Silenced once, during the first use of the lock: no HDF5 call can run before
+  // Set up once, during the first use of the lock: no HDF5 call can run before
   // it (they all take the lock), and no lock is needed while the static is built.
-  static const bool quiet = [] { return H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr) >= 0; }();
+  // Silenced, and without HDF5's exit-time cleanup: lockstep closes what it opens,
+  // and a file whose close failed (its disk full) stays in HDF5's table, where the
+  // cleanup at exit closed it again and crashed inside HDF5 (a write error ended
+  // in a segmentation fault instead of its exit code).
+  static const bool quiet = [] {
+    H5dont_atexit();
+    return H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr) >= 0;
+  }();
   (void)quiet;
   return *mutex_slot();
 }
@@ -59,7 +66,17 @@ namespace {
 
 herr_t collect_error(unsigned, const H5E_error2_t* err, void* data) {
   auto* lines = static_cast<std::vector<std::string>*>(data);
-  if (err != nullptr && err->desc != nullptr && err->desc[0] != '\0') lines->push_back(err->desc);
+  if (err == nullptr || err->desc == nullptr || err->desc[0] == '\0') return 0;
+  // A failed file write describes itself over lines ("file write failed: time =
+  // ..., filename = ..., errno = 27, error message = 'File too large', buf = ...");
+  // keep its head and the system's message.
+  std::string desc = err->desc;
+  const size_t time = desc.find(": time = "), msg = desc.find("error message = '");
+  if (time != std::string::npos && msg != std::string::npos) {
+    const size_t begin = msg + 17, end = desc.find('\'', begin);
+    desc = desc.substr(0, time) + ": " + desc.substr(begin, end == std::string::npos ? end : end - begin);
+  }
+  lines->push_back(desc);
   return 0;
 }
 
@@ -328,16 +345,27 @@ void hdf5_trial_read(const std::string& path, const std::function<void()>& read,
                   std::to_string(WIFEXITED(status) ? WEXITSTATUS(status) : -1) + ")");
 }
 
+namespace {
+// Anything at the path, a symbolic link included even when it points nowhere.
+bool entry_exists(const fs::path& p) {
+  std::error_code ec;
+  return fs::symlink_status(p, ec).type() != fs::file_type::not_found && !ec;
+}
+}  // namespace
+
 AtomicOutput::AtomicOutput(std::string path, bool overwrite, const std::string& example_name)
     : path_(std::move(path)), overwrite_(overwrite) {
   std::error_code ec;
   fs::path target(path_);
   fs::path folder = target.parent_path();
-  if (!folder.empty() && !fs::is_directory(folder, ec))
-    throw OutputPathError(path_ + ": folder " + folder.string() + " does not exist");
+  if (path_.empty()) throw OutputPathError("the output path is empty: name the file to write (e.g. " + example_name + ")");
+  if (!folder.empty() && !fs::is_directory(folder, ec)) {
+    throw OutputPathError(path_ + (entry_exists(folder) ? ": " + folder.string() + " is not a folder"
+                                                        : ": folder " + folder.string() + " does not exist"));
+  }
   if (fs::is_directory(target, ec))
     throw OutputPathError(path_ + ": is a folder; name a file to write (e.g. " + (target / example_name).string() + ")");
-  if (fs::exists(target, ec) && !overwrite_)
+  if (entry_exists(target) && !overwrite_)
     throw OutputPathError(path_ + ": already exists; refusing to overwrite it (pass --overwrite to replace it)");
   static std::atomic<uint64_t> counter{0};
   temp_path_ = path_ + ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(counter++);
@@ -353,19 +381,19 @@ AtomicOutput::~AtomicOutput() {
 void AtomicOutput::commit() {
   // Flush the bytes to disk before the rename makes them visible under the real name.
   int fd = ::open(temp_path_.c_str(), O_RDONLY);
-  if (fd < 0) throw DataError(path_ + ": temporary file " + temp_path_ + " vanished before commit");
+  if (fd < 0) throw IoError(path_ + ": temporary file " + temp_path_ + " vanished before commit");
   const int synced = ::fsync(fd);
   const int sync_errno = errno;
   ::close(fd);
   if (synced != 0) {
-    throw DataError(path_ + ": cannot flush " + temp_path_ + " to disk: " + std::strerror(sync_errno) +
+    throw IoError(path_ + ": cannot flush " + temp_path_ + " to disk: " + std::strerror(sync_errno) +
                     " (the previous " + path_ + ", if any, is untouched)");
   }
   std::error_code ec;
-  if (!overwrite_ && fs::exists(path_, ec))
-    throw DataError(path_ + ": appeared while it was being written; refusing to overwrite it");
+  if (!overwrite_ && entry_exists(path_))
+    throw OutputPathError(path_ + ": appeared while it was being written; refusing to overwrite it");
   fs::rename(temp_path_, path_, ec);
-  if (ec) throw DataError(path_ + ": cannot move " + temp_path_ + " into place: " + ec.message());
+  if (ec) throw IoError(path_ + ": cannot move " + temp_path_ + " into place: " + ec.message());
   committed_ = true;
   // Make the rename itself durable.
   const std::string dir = fs::path(path_).parent_path().empty() ? "." : fs::path(path_).parent_path().string();

@@ -95,11 +95,13 @@ void h5_write_attr_string(hid_t object, const std::string& name, const std::stri
 bool has_hdf5_signature(const std::string& path);
 
 // Writes a file atomically: the writer fills temp_path() (same folder as the
-// target), and commit() renames it over the target. Without commit() (an
-// exception on the way), the temp file is removed and the target is untouched.
-// Constructing throws OutputPathError when the target exists and overwrite is
-// false, when it is a folder (the message suggests folder/example_name), or when
-// its folder does not exist.
+// target), and commit() flushes it to disk and renames it over the target
+// (IoError when either fails). Without commit() (an exception on the way), the
+// temp file is removed and the target is untouched.
+// Constructing throws OutputPathError when the path is empty, when anything is
+// there (a symbolic link too, even a dangling one) and overwrite is false, when it
+// is a folder (the message suggests folder/example_name), or when its folder does
+// not exist. With overwrite, a symbolic link is replaced, never its target.
 class AtomicOutput {
  public:
   AtomicOutput(std::string path, bool overwrite, const std::string& example_name = "out.h5");

@@ -143,7 +143,11 @@ void write_hdf5_dataset(const std::string& path, const std::vector<DatasetSplit>
                         int64_t num_classes, const Hdf5WriteOptions& options) {
   check_splits(path, splits, num_classes);
   AtomicOutput output(path, options.overwrite);
-  write_file(output.temp_path(), path, splits, num_classes, options);
+  try {
+    write_file(output.temp_path(), path, splits, num_classes, options);
+  } catch (const DataError& e) {  // the splits were checked: the write itself failed
+    throw IoError(e.what());
+  }
   output.commit();
 }
 

@@ -27,6 +27,13 @@ class OutputPathError : public DataError {
   using DataError::DataError;
 };
 
+// A file could not be written (a full disk, a file-size limit, a read-only
+// folder): the CLI exits 5 for it, its own code, so scripts can tell it from bad data.
+class IoError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
 // What a split holds. Classification datasets have integer labels in
 // [0, num_classes); regression datasets have float targets of target_dim.
 struct DatasetInfo {

@@ -5,8 +5,10 @@
 
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -169,7 +171,7 @@ void write_baseline(const std::string& run_dir, const std::string& out_path, boo
     std::ofstream out(target.temp_path(), std::ios::trunc);
     out << rec.dump(1) << "\n";
     out.flush();
-    if (!out) throw IoError("cannot write " + out_path + " (through " + target.temp_path() + ")");
+    if (!out) throw IoError("cannot write " + out_path + ": " + std::strerror(errno));
   }
   target.commit();
   std::printf("baseline of %s (run %s, %zu epoch(s), weights %s) -> %s\n", run_dir.c_str(),

@@ -265,11 +265,7 @@ std::vector<char> file_image(const Model& model, const SavedState& s, const std:
 void save_state(const std::string& path, const Model& model, const SavedState& s) {
   AtomicOutput out(path, /*overwrite=*/true);
   write_bytes(out.temp_path(), file_image(model, s, path));
-  try {
-    out.commit();
-  } catch (const DataError& e) {  // the flush to disk failed: a write error too
-    throw IoError(e.what());
-  }
+  out.commit();
 }
 
 namespace {

@@ -10,16 +10,10 @@
 #include <utility>
 #include <vector>
 
+#include "data/input.h"
 #include "src/model.h"
 
 namespace lockstep {
-
-// A file could not be written (a full disk, a file-size limit, a read-only
-// folder): exit code 5, its own, so scripts can tell it from bad data.
-class IoError : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
 
 struct SavedState {
   std::string signature;    // Model::signature() of the writer

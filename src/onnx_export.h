@@ -15,7 +15,8 @@ namespace lockstep {
 std::string onnx_model_bytes(const SavedModel& model, const std::string& graph_name);
 
 // Writes onnx_model_bytes() to `path` atomically; refuses an existing file unless
-// overwrite. Throws DataError naming the file.
+// overwrite. Throws OutputPathError for the path, IoError when writing fails,
+// naming the file.
 void export_onnx(const SavedModel& model, const std::string& graph_name, const std::string& path,
                  bool overwrite);
 

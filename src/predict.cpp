@@ -4,7 +4,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <numeric>
 #include <vector>
 
@@ -31,7 +33,7 @@ bool is_hdf5_name(const std::string& p) {
 void write_hdf5(const std::string& path, bool overwrite, const std::vector<float>& out, int64_t n,
                 int64_t k, const std::vector<int32_t>& classes, bool classification) {
   AtomicOutput file(path, overwrite, "predictions.h5");
-  {
+  try {
     Hdf5Lock lock(hdf5_mutex());
     hdf5_quiet();
     H5Handle f = h5_check_id(H5Fcreate(file.temp_path().c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT),
@@ -52,15 +54,17 @@ void write_hdf5(const std::string& path, bool overwrite, const std::vector<float
     ds.reset();
     space.reset();
     h5_check_status(H5Fclose(f.release()), path + ": cannot finish writing");
+  } catch (const DataError& e) {  // creating or writing the file failed
+    throw IoError(e.what());
   }
   file.commit();
 }
 
 void write_json(const std::string& path, bool overwrite, const std::vector<float>& out, int64_t n,
                 int64_t k, const std::vector<int32_t>& classes, bool classification) {
-  AtomicOutput file(path, overwrite, "predictions.json");
+  AtomicOutput file(path, overwrite, "predictions.jsonl");
   std::FILE* f = std::fopen(file.temp_path().c_str(), "w");
-  if (!f) throw DataError(path + ": cannot create the output file");
+  if (!f) throw IoError(path + ": cannot create the output file: " + std::strerror(errno));
   for (int64_t i = 0; i < n; ++i) {
     nlohmann::json rec = {{"row", i}};
     std::vector<float> row(out.begin() + i * k, out.begin() + (i + 1) * k);
@@ -74,7 +78,7 @@ void write_json(const std::string& path, bool overwrite, const std::vector<float
     std::fwrite(line.data(), 1, line.size(), f);
   }
   const bool failed = std::ferror(f) != 0;
-  if (std::fclose(f) != 0 || failed) throw DataError(path + ": cannot finish writing (disk full?)");
+  if (std::fclose(f) != 0 || failed) throw IoError(path + ": cannot finish writing (disk full?)");
   file.commit();
 }
 
@@ -91,6 +95,9 @@ std::vector<int64_t> example_shape(const DatasetInfo& info, size_t model_rank) {
 }  // namespace
 
 int64_t predict(const Config& config, const PredictArgs& args) {
+  // Refuse a bad output path before any work (the writers check again).
+  const AtomicOutput early_check(args.output_path, args.overwrite,
+                                 is_hdf5_name(args.output_path) ? "predictions.h5" : "predictions.jsonl");
   auto source = open_dataset(args.input_path, args.split, config.data_scale);
   const DatasetInfo& info = source->info();
   const bool classification = config.loss == LossKind::kSoftmaxCrossEntropy;

@@ -17,7 +17,8 @@ struct PredictArgs {
 };
 
 // Returns the number of examples predicted. Throws DataError/ConfigError with
-// the file and the problem.
+// the file and the problem, OutputPathError for the output path, IoError when
+// writing it fails.
 int64_t predict(const Config& config, const PredictArgs& args);
 
 }  // namespace lockstep

@@ -131,4 +131,30 @@ expect_fail 3 "edited.h5: checksum mismatch: the weights, optimizer slots or att
   "$LS" evaluate good.yaml --checkpoint edited.h5
 expect_fail 3 "transposed.h5:/weights/dense_1: dataset 'kernel' has shape (8, 16), the model needs (16, 8) (stored transposed?" -- \
   "$LS" evaluate good.yaml --checkpoint transposed.h5
+# Writes that fail (a 1 KiB file-size limit: EFBIG, SIGXFSZ ignored): exit 5 with
+# the system's reason, no crash, nothing left in the folder. A failed HDF5 write
+# once ended in a crash in HDF5's exit-time cleanup (exit 139) after its message.
+limited() { (trap '' XFSZ; ulimit -f 1; exec "$@"); }
+mkdir -p full
+expect_fail 5 "full/c.h5:/train/x: write failed (disk full?): .*File too large" -- \
+  limited "$LS" convert idx --dir /usr/share/datasets/fashion-mnist --out full/c.h5
+expect_fail 5 "full/p.h5: cannot finish writing: .*File too large" -- \
+  limited "$LS" predict good.yaml --checkpoint out/model.h5 --input tiny.h5 --output full/p.h5
+expect_fail 5 "full/p.json: cannot finish writing" -- \
+  limited "$LS" predict good.yaml --checkpoint out/model.h5 --input tiny.h5 --output full/p.json
+expect_fail 5 "full/m.onnx: cannot finish writing" -- \
+  limited "$LS" export good.yaml --checkpoint out/model.h5 --out full/m.onnx
+[ -z "$(ls -A full)" ] && ok "failed writes left nothing in the folder" || bad "left behind: $(ls -A full)"
+mkdir -p pdir
+# Output paths are checked before any work: an empty one, a dangling symbolic link
+# (anything at the path counts as existing), a file used as a folder.
+ln -sf nothere.h5 dangling.h5
+expect_fail 2 "dangling.h5: already exists; refusing to overwrite it" -- \
+  "$LS" predict good.yaml --checkpoint out/model.h5 --input tiny.h5 --output dangling.h5
+[ -L dangling.h5 ] && [ ! -e nothere.h5 ] && ok "the dangling link is left as it was" || bad "dangling link replaced"
+expect_fail 2 "the output path is empty: name the file to write (e.g. model.onnx)" -- \
+  "$LS" export good.yaml --checkpoint out/model.h5 --out ''
+expect_fail 2 "afile/x.h5: afile is not a folder" -- "$LS" convert idx --dir /usr/share/datasets/fashion-mnist --out afile/x.h5
+expect_fail 2 "pdir: is a folder; name a file to write (e.g. pdir/predictions.jsonl)" -- \
+  "$LS" predict good.yaml --checkpoint out/model.h5 --input nosuch.h5 --output pdir
 finish
