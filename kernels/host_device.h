@@ -1,6 +1,7 @@
 // Small helpers shared by the CPU and CUDA kernels: the dropout hash, the scalar
-// activation formulas, the per-element optimizer steps and the GEMM argument checks. Sharing them (not
-// re-typing them) keeps the CPU and CUDA dropout masks identical and the updates equal.
+// activation formulas, the per-element optimizer steps and the GEMM argument
+// checks. Sharing them (not re-typing them) keeps the CPU and CUDA dropout masks
+// identical, the updates equal and the GEMM contract one.
 #pragma once
 
 #include <algorithm>
