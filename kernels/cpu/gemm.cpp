@@ -15,7 +15,8 @@
 #include <oneapi/dnnl/dnnl.h>
 // oneDNN parallelises a GEMM with the OpenMP threads of its caller (libgomp).
 extern "C" void omp_set_num_threads(int);
-#elif defined(LOCKSTEP_HAVE_BLAS)
+#endif
+#if defined(LOCKSTEP_HAVE_BLAS)
 #include <cblas.h>
 #endif
 
@@ -89,7 +90,10 @@ std::string gemm_library() {
 void init_kernels() {
 #if defined(LOCKSTEP_HAVE_DNNL)
   omp_set_num_threads(1);
-#elif defined(LOCKSTEP_HAVE_BLAS)
+#endif
+#if defined(LOCKSTEP_HAVE_BLAS)
+  // Also beside oneDNN, where only kernels_bench calls OpenBLAS: its own threads
+  // would otherwise take every core and time it against one-threaded oneDNN.
   openblas_set_num_threads(1);
 #endif
   Eigen::initParallel();  // Eigen's cached blocking sizes, set before replica threads start
