@@ -353,20 +353,24 @@ bool entry_exists(const fs::path& p) {
 }
 }  // namespace
 
-AtomicOutput::AtomicOutput(std::string path, bool overwrite, const std::string& example_name)
-    : path_(std::move(path)), overwrite_(overwrite) {
+void AtomicOutput::check(const std::string& path, bool overwrite, const std::string& example_name) {
   std::error_code ec;
-  fs::path target(path_);
-  fs::path folder = target.parent_path();
-  if (path_.empty()) throw OutputPathError("the output path is empty: name the file to write (e.g. " + example_name + ")");
+  const fs::path target(path);
+  const fs::path folder = target.parent_path();
+  if (path.empty()) throw OutputPathError("the output path is empty: name the file to write (e.g. " + example_name + ")");
   if (!folder.empty() && !fs::is_directory(folder, ec)) {
-    throw OutputPathError(path_ + (entry_exists(folder) ? ": " + folder.string() + " is not a folder"
-                                                        : ": folder " + folder.string() + " does not exist"));
+    throw OutputPathError(path + (entry_exists(folder) ? ": " + folder.string() + " is not a folder"
+                                                       : ": folder " + folder.string() + " does not exist"));
   }
   if (fs::is_directory(target, ec))
-    throw OutputPathError(path_ + ": is a folder; name a file to write (e.g. " + (target / example_name).string() + ")");
-  if (entry_exists(target) && !overwrite_)
-    throw OutputPathError(path_ + ": already exists; refusing to overwrite it (pass --overwrite to replace it)");
+    throw OutputPathError(path + ": is a folder; name a file to write (e.g. " + (target / example_name).string() + ")");
+  if (entry_exists(target) && !overwrite)
+    throw OutputPathError(path + ": already exists; refusing to overwrite it (pass --overwrite to replace it)");
+}
+
+AtomicOutput::AtomicOutput(std::string path, bool overwrite, const std::string& example_name)
+    : path_(std::move(path)), overwrite_(overwrite) {
+  check(path_, overwrite_, example_name);
   static std::atomic<uint64_t> counter{0};
   temp_path_ = path_ + ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(counter++);
 }
@@ -378,6 +382,26 @@ AtomicOutput::~AtomicOutput() {
   }
 }
 
+void AtomicOutput::write(std::string_view bytes) {
+  const auto fail = [&](int err) {
+    throw IoError(path_ + ": cannot finish writing: " + std::strerror(err), std::strerror(err));
+  };
+  const int fd = ::open(temp_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) fail(errno);
+  size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const int err = n < 0 ? errno : ENOSPC;
+      ::close(fd);
+      fail(err);
+    }
+    done += size_t(n);
+  }
+  if (::close(fd) != 0) fail(errno);
+}
+
 void AtomicOutput::commit() {
   // Flush the bytes to disk before the rename makes them visible under the real name.
   int fd = ::open(temp_path_.c_str(), O_RDONLY);
@@ -387,13 +411,14 @@ void AtomicOutput::commit() {
   ::close(fd);
   if (synced != 0) {
     throw IoError(path_ + ": cannot flush " + temp_path_ + " to disk: " + std::strerror(sync_errno) +
-                    " (the previous " + path_ + ", if any, is untouched)");
+                      " (the previous " + path_ + ", if any, is untouched)",
+                  std::strerror(sync_errno));
   }
   std::error_code ec;
   if (!overwrite_ && entry_exists(path_))
     throw OutputPathError(path_ + ": appeared while it was being written; refusing to overwrite it");
   fs::rename(temp_path_, path_, ec);
-  if (ec) throw IoError(path_ + ": cannot move " + temp_path_ + " into place: " + ec.message());
+  if (ec) throw IoError(path_ + ": cannot move " + temp_path_ + " into place: " + ec.message(), ec.message());
   committed_ = true;
   // Make the rename itself durable.
   const std::string dir = fs::path(path_).parent_path().empty() ? "." : fs::path(path_).parent_path().string();

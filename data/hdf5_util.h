@@ -11,6 +11,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "data/input.h"
 
@@ -94,16 +95,20 @@ void h5_write_attr_string(hid_t object, const std::string& name, const std::stri
 // user-block offset 512, 1024, ...). False when it cannot be read.
 bool has_hdf5_signature(const std::string& path);
 
-// Writes a file atomically: the writer fills temp_path() (same folder as the
-// target), and commit() flushes it to disk and renames it over the target
-// (IoError when either fails). Without commit() (an exception on the way), the
-// temp file is removed and the target is untouched.
-// Constructing throws OutputPathError when the path is empty, when anything is
-// there (a symbolic link too, even a dangling one) and overwrite is false, when it
-// is a folder (the message suggests folder/example_name), or when its folder does
-// not exist. With overwrite, a symbolic link is replaced, never its target.
+// Writes a file atomically, the one way every output of lockstep is written: the
+// writer fills temp_path() (same folder as the target), or write() does it in one
+// go, and commit() flushes it to disk and renames it over the target (IoError
+// when either fails). Without commit() (an exception on the way), the temp file
+// is removed and the target is untouched.
+// check() and the constructor throw OutputPathError when the path is empty, when
+// anything is there (a symbolic link too, even a dangling one) and overwrite is
+// false, when it is a folder (the message suggests folder/example_name), or when
+// its folder does not exist. With overwrite, a symbolic link is replaced, never
+// its target.
 class AtomicOutput {
  public:
+  // The constructor's checks alone, for a command to run before any work.
+  static void check(const std::string& path, bool overwrite, const std::string& example_name);
   AtomicOutput(std::string path, bool overwrite, const std::string& example_name = "out.h5");
   ~AtomicOutput();
   AtomicOutput(const AtomicOutput&) = delete;
@@ -111,6 +116,9 @@ class AtomicOutput {
 
   const std::string& path() const { return path_; }
   const std::string& temp_path() const { return temp_path_; }
+  // The whole temp file, with plain system calls so that a failure reports the
+  // system's reason (ENOSPC, EFBIG, EDQUOT): IoError "PATH: cannot finish writing: REASON".
+  void write(std::string_view bytes);
   void commit();
 
  private:

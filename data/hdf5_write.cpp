@@ -172,7 +172,7 @@ ConvertSummary convert_idx_to_hdf5(const std::string& train_images, const std::s
                                    const std::string& test_images, const std::string& test_labels,
                                    const std::string& out_path, const Hdf5WriteOptions& options) {
   // Refuse early, before reading anything: a folder, a missing folder, an existing file.
-  const AtomicOutput early_check(out_path, options.overwrite, "data.h5");
+  AtomicOutput::check(out_path, options.overwrite, "data.h5");
   std::vector<DatasetSplit> splits;
   splits.push_back(idx_split("train", train_images, train_labels));
   splits.push_back(idx_split("test", test_images, test_labels));

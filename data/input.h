@@ -29,9 +29,16 @@ class OutputPathError : public DataError {
 
 // A file could not be written (a full disk, a file-size limit, a read-only
 // folder): the CLI exits 5 for it, its own code, so scripts can tell it from bad data.
+// reason() is the system's reason alone ("No space left on device"), for a
+// caller that names the file in its own words.
 class IoError : public std::runtime_error {
  public:
-  using std::runtime_error::runtime_error;
+  explicit IoError(const std::string& what, std::string reason = "")
+      : std::runtime_error(what), reason_(reason.empty() ? what : std::move(reason)) {}
+  const std::string& reason() const { return reason_; }
+
+ private:
+  std::string reason_;
 };
 
 // What a split holds. Classification datasets have integer labels in

@@ -167,12 +167,7 @@ nlohmann::json make_baseline(const std::string& run_dir) {
 void write_baseline(const std::string& run_dir, const std::string& out_path, bool overwrite) {
   AtomicOutput target(out_path, overwrite, "baseline.json");  // refuses a folder, a missing folder, an existing file
   const nlohmann::json rec = make_baseline(run_dir);
-  {
-    std::ofstream out(target.temp_path(), std::ios::trunc);
-    out << rec.dump(1) << "\n";
-    out.flush();
-    if (!out) throw IoError("cannot write " + out_path + ": " + std::strerror(errno));
-  }
+  target.write(rec.dump(1) + "\n");
   target.commit();
   std::printf("baseline of %s (run %s, %zu epoch(s), weights %s) -> %s\n", run_dir.c_str(),
               rec["run_id"].get<std::string>().c_str(), rec["epochs"].size(),

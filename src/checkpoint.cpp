@@ -184,25 +184,6 @@ std::string required_string(hid_t obj, const char* name, const std::string& ctx)
 
 namespace {
 
-// Writes bytes to path with plain system calls, so a failure reports the
-// system's reason (ENOSPC, EFBIG, EDQUOT). Throws IoError holding only that reason.
-void write_bytes(const std::string& path, const std::vector<char>& bytes) {
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  if (fd < 0) throw IoError(std::strerror(errno));
-  size_t done = 0;
-  while (done < bytes.size()) {
-    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      const int err = n < 0 ? errno : ENOSPC;
-      ::close(fd);
-      throw IoError(std::strerror(err));
-    }
-    done += size_t(n);
-  }
-  if (::close(fd) != 0) throw IoError(std::strerror(errno));
-}
-
 // The whole file is built in memory (HDF5's core driver) and written in one go:
 // HDF5 never meets a failing disk, which it reports badly and, after a failed
 // close, crashes on at exit.
@@ -264,7 +245,8 @@ std::vector<char> file_image(const Model& model, const SavedState& s, const std:
 
 void save_state(const std::string& path, const Model& model, const SavedState& s) {
   AtomicOutput out(path, /*overwrite=*/true);
-  write_bytes(out.temp_path(), file_image(model, s, path));
+  const std::vector<char> bytes = file_image(model, s, path);
+  out.write({bytes.data(), bytes.size()});
   out.commit();
 }
 

@@ -296,12 +296,7 @@ void export_onnx(const SavedModel& model, const std::string& graph_name, const s
                  bool overwrite) {
   const std::string bytes = onnx_model_bytes(model, graph_name);
   AtomicOutput file(path, overwrite, "model.onnx");
-  std::FILE* f = std::fopen(file.temp_path().c_str(), "wb");
-  if (!f) throw IoError(path + ": cannot create the output file: " + std::strerror(errno));
-  const size_t written = std::fwrite(bytes.data(), 1, bytes.size(), f);
-  if (std::fclose(f) != 0 || written != bytes.size()) {
-    throw IoError(path + ": cannot finish writing (disk full?)");
-  }
+  file.write(bytes);
   file.commit();
 }
 

@@ -96,8 +96,8 @@ std::vector<int64_t> example_shape(const DatasetInfo& info, size_t model_rank) {
 
 int64_t predict(const Config& config, const PredictArgs& args) {
   // Refuse a bad output path before any work (the writers check again).
-  const AtomicOutput early_check(args.output_path, args.overwrite,
-                                 is_hdf5_name(args.output_path) ? "predictions.h5" : "predictions.jsonl");
+  AtomicOutput::check(args.output_path, args.overwrite,
+                      is_hdf5_name(args.output_path) ? "predictions.h5" : "predictions.jsonl");
   auto source = open_dataset(args.input_path, args.split, config.data_scale);
   const DatasetInfo& info = source->info();
   const bool classification = config.loss == LossKind::kSoftmaxCrossEntropy;

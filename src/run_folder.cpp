@@ -14,6 +14,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "data/hdf5_util.h"
 #include "src/checkpoint.h"
 #include "src/environment.h"
 #include "src/tensorboard.h"
@@ -48,20 +49,9 @@ std::string new_run_id() {
 
 // Writes text to path through a temporary name and a rename.
 void write_atomically(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << text;
-    out.flush();
-    if (!out) {
-      std::error_code ec;
-      fs::remove(tmp, ec);
-      throw IoError("cannot write " + path + ": " + std::strerror(errno));
-    }
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) throw IoError("cannot write " + path + ": " + ec.message());
+  AtomicOutput out(path, /*overwrite=*/true, fs::path(path).filename().string());
+  out.write(text);
+  out.commit();
 }
 
 std::string shown(const fs::path& p, const fs::path& base) {

@@ -19,6 +19,8 @@
 #include <nlohmann/json.hpp>
 #include <yaml-cpp/yaml.h>
 
+#include "data/hdf5_util.h"
+
 namespace lockstep {
 namespace {
 
@@ -41,9 +43,9 @@ bool on_path(const std::string& program) {
 }
 
 void write_file(const fs::path& path, const std::string& text) {
-  std::ofstream f(path);
-  f << text;
-  if (!f.flush()) throw std::runtime_error("scale: cannot write " + path.string());
+  AtomicOutput out(path.string(), /*overwrite=*/true, path.filename().string());
+  out.write(text);
+  out.commit();
 }
 
 // The global batch of a layout: strong keeps train.batch_size; weak keeps the

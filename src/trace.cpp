@@ -12,6 +12,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "data/hdf5_util.h"
+
 namespace lockstep {
 
 TraceTrack::TraceTrack(std::string name, int tid, size_t capacity)
@@ -104,21 +106,15 @@ int64_t Tracer::dropped() const {
 
 void write_trace_file(const std::string& path, const std::vector<std::string>& rank_events,
                       const std::string& metadata_json) {
-  const std::string tmp = path + ".tmp";
-  std::FILE* f = std::fopen(tmp.c_str(), "w");
-  if (!f) throw std::runtime_error("--trace " + path + ": cannot create: " + std::strerror(errno));
   std::string text = "{\"displayTimeUnit\":\"ms\",\"metadata\":" + metadata_json + ",\"traceEvents\":[";
   for (size_t i = 0; i < rank_events.size(); ++i) {
     if (i) text += ',';
     text += rank_events[i];
   }
   text += "]}\n";
-  const bool ok = std::fwrite(text.data(), 1, text.size(), f) == text.size();
-  if (std::fclose(f) != 0 || !ok) {
-    std::remove(tmp.c_str());
-    throw std::runtime_error("--trace " + path + ": cannot write: " + std::strerror(errno));
-  }
-  std::filesystem::rename(tmp, path);
+  AtomicOutput out(path, /*overwrite=*/true, "trace.json");
+  out.write(text);
+  out.commit();
 }
 
 }  // namespace lockstep

@@ -14,6 +14,7 @@
 #include <sstream>
 
 #include "comm/deadline.h"
+#include "data/hdf5_util.h"
 #include "kernels/cpu/fpenv.h"
 #include "kernels/cpu/ops.h"
 #include "src/accelerator.h"
@@ -326,7 +327,7 @@ EvalResult Trainer::fit(const std::string& metrics_out, const std::string& resum
       try {
         save_state(path, *model_, snapshot(strategy_->replica(0), Position{config_.epochs, 0, 0, {}, 0}));
       } catch (const IoError& e) {
-        throw IoError("cannot write the model " + path + ": " + e.what() + "; the checkpoints in " +
+        throw IoError("cannot write the model " + path + ": " + e.reason() + "; the checkpoints in " +
                       checkpoint_dir() + " hold the trained state");
       }
       std::printf("saved model: %s\n", path.c_str());
@@ -617,7 +618,7 @@ std::string Trainer::save_checkpoint(Replica& r, const Position& pos) {
   try {
     save_state(path, *model_, state);
   } catch (const IoError& e) {
-    throw IoError(write_failure(path, e.what(), before));
+    throw IoError(write_failure(path, e.reason(), before));
   }
   prune_checkpoints(dir, config_.checkpoint_keep, path);
   if (tracer_) tracer_->replica(r.local_index).span("checkpoint write", t0, Clock::now());
@@ -798,10 +799,11 @@ void Trainer::report_epoch(int64_t epoch, const MetricSums& s, double train_seco
 void Trainer::set_trace(const std::string& path, int64_t steps) {
   trace_path_ = path;
   trace_steps_ = steps;
-  const auto parent = std::filesystem::path(path).parent_path();
-  if (!path.empty() && !parent.empty() && !std::filesystem::is_directory(parent)) {
-    throw ConfigError("--trace " + path + ": folder " + parent.string() +
-                      " does not exist (create it first, or choose another path)");
+  if (path.empty()) return;
+  try {
+    AtomicOutput::check(path, /*overwrite=*/true, "trace.json");
+  } catch (const OutputPathError& e) {
+    throw OutputPathError(std::string("--trace ") + e.what());
   }
 }
 

@@ -137,7 +137,10 @@ expect_fail 2 "tensorboard/train/events.out.tfevents" -- "$LS" train cfg.yaml --
 "$LS" train cfg.yaml --overwrite --set train.epochs=1 >again.log 2>&1 &&
   [ "$(ls out/tensorboard/train | wc -l)" = 1 ] && [ "$(ls out/tensorboard/validation | wc -l)" = 1 ] &&
   ok "--overwrite replaces the earlier run's event files" || bad "overwrite: $(ls -R out/tensorboard; tail -3 again.log)"
-expect_fail 2 "--trace" -- "$LS" train cfg.yaml --set output.dir=o2 --trace nodir/t.json
+expect_fail 2 "--trace nodir/t.json: folder nodir does not exist" -- "$LS" train cfg.yaml --set output.dir=o2 --trace nodir/t.json
+mkdir -p tdir
+expect_fail 2 "--trace tdir: is a folder; name a file to write (e.g. tdir/trace.json)" -- \
+  "$LS" train cfg.yaml --set output.dir=o5 --trace tdir
 expect_fail 2 "output.tensorboard" -- "$LS" train cfg.yaml --set output.dir=o3 --set output.tensorboard=maybe
 expect_fail 2 "trace-steps" -- "$LS" train cfg.yaml --set output.dir=o4 --trace t.json --trace-steps 0
 mkdir -p blocked && touch blocked/tensorboard
