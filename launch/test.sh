@@ -17,8 +17,10 @@ if [ -x /usr/local/cuda/bin/nvcc ] || command -v nvcc >/dev/null 2>&1; then
   echo "test: CUDA toolkit found: building the CUDA configuration (compile and link check)"
   cmake -S . -B build-cuda -DCMAKE_BUILD_TYPE=Release -DLOCKSTEP_CUDA=ON \
         -DLOCKSTEP_TESTS=ON -DLOCKSTEP_BENCH=ON >/dev/null
-  cmake --build build-cuda -j "$JOBS"
-  echo "test: CUDA configuration builds"
+  # cuda_check (CMakeLists.txt): the lockstep binary with every library, and the
+  # tests and benchmarks whose code changes with CUDA.
+  cmake --build build-cuda -j "$JOBS" --target cuda_check
+  echo "test: CUDA configuration builds (cuda_check)"
 else
   echo "test: no CUDA toolkit on this machine: CUDA build check SKIPPED"
 fi
