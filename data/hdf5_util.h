@@ -95,7 +95,7 @@ void h5_write_attr_string(hid_t object, const std::string& name, const std::stri
 // user-block offset 512, 1024, ...). False when it cannot be read.
 bool has_hdf5_signature(const std::string& path);
 
-// Writes a file atomically, the one way every output of lockstep is written: the
+// Writes a file atomically, the one way lockstep writes a whole file: the
 // writer fills temp_path() (same folder as the target), or write() does it in one
 // go, and commit() flushes it to disk and renames it over the target (IoError
 // when either fails). Without commit() (an exception on the way), the temp file
