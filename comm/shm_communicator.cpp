@@ -25,7 +25,6 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -266,10 +265,9 @@ std::byte* ShmCommunicator::map_shared(size_t total, const std::string& what, co
       mapping = mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
       if (mapping == MAP_FAILED) failed = errno;
     }
-    if (fd >= 0 && rank_ != 0) close(fd);
     int64_t worst = failed;
     inner_->allreduce(&worst, 1, ReduceOp::kMax);  // also: everyone has opened rank 0's file
-    if (fd >= 0) close(fd);  // rank 0's: the mappings keep the memory
+    if (fd >= 0) close(fd);  // once, on every rank: the mappings keep the memory
     fd = -1;
     if (worst == kOtherSize) {
       throw CommError("shm (" + where() + "): the ranks asked for different sizes of " + what + " (rank 0: " +
