@@ -10,7 +10,6 @@
 #include <string>
 
 #include "comm/mpi_check.h"
-#include "comm/mpi_communicator.h"
 #include "comm/replica_group.h"
 
 namespace lockstep {
@@ -141,9 +140,7 @@ void Bootstrap::read_topology() {
 }
 
 Bootstrap::~Bootstrap() {
-  int finalized = 0;
-  MPI_Finalized(&finalized);
-  if (!finalized) {
+  if (mpi_active()) {
     if (world_ != MPI_COMM_NULL) MPI_Comm_free(&world_);
     if (started_mpi_) MPI_Finalize();
   }
@@ -159,11 +156,7 @@ void abort_job(const std::string& message, int exit_code) {
   std::fprintf(stderr, "lockstep: fatal on %s (host %s): %s\n", world_rank_label().c_str(),
                host_name().c_str(), message.c_str());
   std::fflush(stderr);
-  int initialized = 0;
-  int finalized = 0;
-  MPI_Initialized(&initialized);
-  MPI_Finalized(&finalized);
-  if (initialized && !finalized) MPI_Abort(MPI_COMM_WORLD, exit_code);
+  if (mpi_active()) MPI_Abort(MPI_COMM_WORLD, exit_code);
   std::exit(exit_code);
 }
 

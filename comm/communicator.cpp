@@ -8,7 +8,6 @@
 #include <new>
 #include <string>
 
-#include "comm/reduce.h"
 
 namespace lockstep {
 
@@ -43,17 +42,15 @@ const char* reduce_op_name(ReduceOp op) {
   return "unknown-op";
 }
 
-namespace {
-
 // No allocation on the hot path: the message is built only for a bad value.
-bool known(DType dtype, ReduceOp op) {
+void Communicator::check_known(DType dtype, ReduceOp op, const char* what) const {
   const int t = static_cast<int>(dtype);
   const int o = static_cast<int>(op);
-  return t >= static_cast<int>(DType::kFloat32) && t <= static_cast<int>(DType::kUInt8) &&
-         o >= static_cast<int>(ReduceOp::kSum) && o <= static_cast<int>(ReduceOp::kMin);
+  if (t < static_cast<int>(DType::kFloat32) || t > static_cast<int>(DType::kUInt8))
+    throw CommError(name() + " " + what + ": unknown dtype " + std::to_string(t));
+  if (o < static_cast<int>(ReduceOp::kSum) || o > static_cast<int>(ReduceOp::kMin))
+    throw CommError(name() + " " + what + ": unknown reduce op " + std::to_string(o));
 }
-
-}  // namespace
 
 void Communicator::check_buffer(const void* p, size_t count, const char* op, const char* what) const {
   if (count > 0 && p == nullptr) {
@@ -64,15 +61,14 @@ void Communicator::check_buffer(const void* p, size_t count, const char* op, con
 }
 
 void Communicator::allreduce(void* buf, size_t count, DType dtype, ReduceOp op) {
-  if (!known(dtype, op)) check_dtype_and_op(dtype, op, (name() + " allreduce").c_str());
+  check_known(dtype, op, "allreduce");
   check_buffer(buf, count, "allreduce", "buf");
+  if (count == 0) return;  // the contract: a no-op
   do_allreduce(buf, count, dtype, op);
 }
 
 void Communicator::broadcast(void* buf, size_t count, DType dtype, int root) {
-  if (!known(dtype, ReduceOp::kSum)) {
-    check_dtype_and_op(dtype, ReduceOp::kSum, (name() + " broadcast").c_str());
-  }
+  check_known(dtype, ReduceOp::kSum, "broadcast");
   if (root < 0 || root >= size()) {
     throw CommError(name() + " broadcast (rank " + std::to_string(rank()) + " of " +
                     std::to_string(size()) + "): root " + std::to_string(root) +
@@ -80,15 +76,15 @@ void Communicator::broadcast(void* buf, size_t count, DType dtype, int root) {
                     std::to_string(size() - 1) + ")");
   }
   check_buffer(buf, count, "broadcast", "buf");
+  if (count == 0) return;  // the contract: a no-op
   do_broadcast(buf, count, dtype, root);
 }
 
 void Communicator::allgather(const void* send, void* recv, size_t count, DType dtype) {
-  if (!known(dtype, ReduceOp::kSum)) {
-    check_dtype_and_op(dtype, ReduceOp::kSum, (name() + " allgather").c_str());
-  }
+  check_known(dtype, ReduceOp::kSum, "allgather");
   check_buffer(send, count, "allgather", "send");
   check_buffer(recv, count, "allgather", "recv");
+  if (count == 0) return;  // the contract: a no-op
   do_allgather(send, recv, count, dtype);
 }
 

@@ -131,6 +131,8 @@ class Communicator {
 
  private:
   void check_buffer(const void* p, size_t count, const char* op, const char* what) const;
+  // Throws CommError naming the collective when dtype or op is not a known enumerator.
+  void check_known(DType dtype, ReduceOp op, const char* what) const;
 };
 
 // The default: a group of one. Every collective is the identity.

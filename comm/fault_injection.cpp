@@ -12,6 +12,8 @@
 #include <cstdlib>
 #include <thread>
 
+#include "comm/mpi_check.h"
+
 namespace lockstep {
 namespace {
 
@@ -61,10 +63,8 @@ const Fault& fault() {
 }
 
 bool is_target(const Fault& f) {
-  int initialized = 0;
-  MPI_Initialized(&initialized);
   int rank = 0;
-  if (initialized) MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  if (mpi_active()) MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   return rank == f.rank;
 }
 

@@ -10,7 +10,6 @@
 
 #include "comm/local_fabric.h"
 #include "comm/mpi_check.h"
-#include "comm/mpi_communicator.h"
 #include "comm/reduce.h"
 
 namespace lockstep {
@@ -59,7 +58,7 @@ void HierarchicalCommunicator::as_leader(Fn&& fn) {
 }
 
 void HierarchicalCommunicator::do_allreduce(void* buf, size_t count, DType dtype, ReduceOp op) {
-  if (count == 0 || size() == 1) return;
+  if (size() == 1) return;
   const CallSignature sig{CollectiveKind::kAllreduce, dtype, op, 0, count};
   const LocalFabric::Peers peers = fabric_.arrive(member_, sig, nullptr, buf);
   const int k = fabric_.size();
@@ -81,7 +80,7 @@ void HierarchicalCommunicator::do_allreduce(void* buf, size_t count, DType dtype
 }
 
 void HierarchicalCommunicator::do_broadcast(void* buf, size_t count, DType dtype, int root) {
-  if (count == 0 || size() == 1) return;
+  if (size() == 1) return;
   const CallSignature sig{CollectiveKind::kBroadcast, dtype, ReduceOp::kSum, root, count};
   const LocalFabric::Peers peers = fabric_.arrive(member_, sig, nullptr, buf);
   const int k = fabric_.size();
@@ -101,7 +100,6 @@ void HierarchicalCommunicator::do_broadcast(void* buf, size_t count, DType dtype
 }
 
 void HierarchicalCommunicator::do_allgather(const void* send, void* recv, size_t count, DType dtype) {
-  if (count == 0) return;
   const size_t bytes = count * dtype_size(dtype);
   const CallSignature sig{CollectiveKind::kAllgather, dtype, ReduceOp::kSum, 0, count};
   const LocalFabric::Peers peers = fabric_.arrive(member_, sig, send, recv);

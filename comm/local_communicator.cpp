@@ -32,7 +32,7 @@ class LocalCommunicator final : public Communicator {
 };
 
 void LocalCommunicator::do_allreduce(void* buf, size_t count, DType dtype, ReduceOp op) {
-  if (count == 0 || fabric_.size() == 1) return;
+  if (fabric_.size() == 1) return;
   const CallSignature sig{CollectiveKind::kAllreduce, dtype, op, 0, count};
   const LocalFabric::Peers peers = fabric_.arrive(member_, sig, nullptr, buf);
   const size_t elem = dtype_size(dtype);
@@ -50,7 +50,7 @@ void LocalCommunicator::do_allreduce(void* buf, size_t count, DType dtype, Reduc
 }
 
 void LocalCommunicator::do_broadcast(void* buf, size_t count, DType dtype, int root) {
-  if (count == 0 || fabric_.size() == 1) return;
+  if (fabric_.size() == 1) return;
   const CallSignature sig{CollectiveKind::kBroadcast, dtype, ReduceOp::kSum, root, count};
   const LocalFabric::Peers peers = fabric_.arrive(member_, sig, nullptr, buf);
   if (member_ != root && buf != peers.buf(root)) {
@@ -60,7 +60,6 @@ void LocalCommunicator::do_broadcast(void* buf, size_t count, DType dtype, int r
 }
 
 void LocalCommunicator::do_allgather(const void* send, void* recv, size_t count, DType dtype) {
-  if (count == 0) return;
   const size_t bytes = count * dtype_size(dtype);
   if (fabric_.size() == 1) {
     if (send != recv) std::memmove(recv, send, bytes);

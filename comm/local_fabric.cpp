@@ -192,10 +192,7 @@ void LocalFabric::check_agreement(int parity) {
   const CallSignature& first = slots_[0].published[parity].sig;
   for (int j = 1; j < size_; ++j) {
     const CallSignature& other = slots_[j].published[parity].sig;
-    if (other.kind == first.kind && other.count == first.count && other.dtype == first.dtype &&
-        other.op == first.op && other.root == first.root) {
-      continue;
-    }
+    if (other == first) continue;
     const std::string msg = label_ + ": members disagree on the collective: member 0 called " +
                             describe_call(first) + ", member " + std::to_string(j) +
                             " called " + describe_call(other) +

@@ -28,6 +28,7 @@ struct CallSignature {
   ReduceOp op = ReduceOp::kSum;
   int root = 0;
   size_t count = 0;
+  bool operator==(const CallSignature&) const = default;
 };
 std::string describe_call(const CallSignature& sig);
 // The hints that end the error of a mismatched collective and of a stuck one, the

@@ -39,12 +39,16 @@ std::string host_name() {
   return name;
 }
 
-std::string world_rank_label() {
+bool mpi_active() {
   int initialized = 0;
   int finalized = 0;
   MPI_Initialized(&initialized);
   MPI_Finalized(&finalized);
-  if (!initialized || finalized) return "rank ?";
+  return initialized && !finalized;
+}
+
+std::string world_rank_label() {
+  if (!mpi_active()) return "rank ?";
   int rank = -1;
   if (MPI_Comm_rank(MPI_COMM_WORLD, &rank) != MPI_SUCCESS) return "rank ?";
   return "rank " + std::to_string(rank);

@@ -17,6 +17,8 @@ namespace lockstep {
 std::string mpi_error_string(int rc);
 // This machine's host name ("unknown-host" if it cannot be read).
 std::string host_name();
+// True between MPI_Init and MPI_Finalize: MPI calls are allowed.
+bool mpi_active();
 // "rank R" for MPI_COMM_WORLD when MPI is up, "rank ?" otherwise.
 std::string world_rank_label();
 

@@ -96,9 +96,7 @@ MpiCommunicator::MpiCommunicator(MPI_Comm comm, CommOptions options)
 }
 
 MpiCommunicator::~MpiCommunicator() {
-  int finalized = 0;
-  MPI_Finalized(&finalized);
-  if (finalized || comm_ == MPI_COMM_NULL) return;
+  if (!mpi_active() || comm_ == MPI_COMM_NULL) return;
   for (MPI_Request& r : abandoned_) {
     int done = 0;
     if (r != MPI_REQUEST_NULL && (MPI_Test(&r, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS || !done)) {
@@ -190,7 +188,7 @@ void MpiCommunicator::wait(MPI_Request* request, CollectiveKind kind) {
 }
 
 void MpiCommunicator::do_allreduce(void* buf, size_t count, DType dtype, ReduceOp op) {
-  if (count == 0 || size_ == 1) return;
+  if (size_ == 1) return;
   begin(CallSignature{CollectiveKind::kAllreduce, dtype, op, 0, count});
   const size_t elem = dtype_size(dtype);
   const size_t piece = kPieceBytes / elem;
@@ -236,7 +234,7 @@ void MpiCommunicator::allreduce_fixed_order(std::byte* buf, size_t count, DType 
 }
 
 void MpiCommunicator::do_broadcast(void* buf, size_t count, DType dtype, int root) {
-  if (count == 0 || size_ == 1) return;
+  if (size_ == 1) return;
   begin(CallSignature{CollectiveKind::kBroadcast, dtype, ReduceOp::kSum, root, count});
   const size_t elem = dtype_size(dtype);
   const size_t piece = kPieceBytes / elem;
@@ -250,7 +248,6 @@ void MpiCommunicator::do_broadcast(void* buf, size_t count, DType dtype, int roo
 }
 
 void MpiCommunicator::do_allgather(const void* send, void* recv, size_t count, DType dtype) {
-  if (count == 0) return;
   if (count > static_cast<size_t>(INT_MAX)) {
     throw CommError("mpi allgather (rank " + std::to_string(rank_) + "): count " +
                     std::to_string(count) + " per rank exceeds MPI's int limit; gather in parts");

@@ -9,7 +9,6 @@
 
 #include "comm/nccl_check.h"
 #include "comm/nccl_reduce.h"
-#include "comm/reduce.h"
 
 namespace lockstep {
 namespace {
@@ -77,10 +76,7 @@ void NcclMember::check_same_call(const NcclSlot& slot) const {
   for (const NcclPublished& other : slot.published) {
     const CallSignature& a = first.sig;
     const CallSignature& b = other.sig;
-    if (a.kind == b.kind && a.dtype == b.dtype && a.op == b.op && a.root == b.root &&
-        a.count == b.count) {
-      continue;
-    }
+    if (a == b) continue;
     throw CommError(state_.where(local_) + ": replicas sharing device " +
                     std::to_string(slot.device) + " called different collectives: replica " +
                     std::to_string(first.local) + " called " + describe_call(a) + ", replica " +
@@ -178,7 +174,6 @@ void NcclMember::wait_compute(const char* op) {
 }
 
 void NcclMember::do_allreduce(void* buf, size_t count, DType dtype, ReduceOp op) {
-  if (count == 0) return;
   check_device_pointer(buf, "buf", "allreduce");
   const size_t bytes = count * dtype_size(dtype);
   CallSignature sig{CollectiveKind::kAllreduce, dtype, op, 0, count};
@@ -198,7 +193,6 @@ void NcclMember::do_allreduce(void* buf, size_t count, DType dtype, ReduceOp op)
 }
 
 void NcclMember::do_broadcast(void* buf, size_t count, DType dtype, int root) {
-  if (count == 0) return;
   check_device_pointer(buf, "buf", "broadcast");
   const size_t bytes = count * dtype_size(dtype);
   CallSignature sig{CollectiveKind::kBroadcast, dtype, ReduceOp::kSum, root, count};
@@ -217,7 +211,6 @@ void NcclMember::do_broadcast(void* buf, size_t count, DType dtype, int root) {
 }
 
 void NcclMember::do_allgather(const void* send, void* recv, size_t count, DType dtype) {
-  if (count == 0) return;
   check_device_pointer(send, "send", "allgather");
   check_device_pointer(recv, "recv", "allgather");
   const size_t bytes = count * dtype_size(dtype);

@@ -10,16 +10,7 @@
 #include "comm/mpi_check.h"
 
 namespace lockstep {
-namespace {
-
 constexpr int kReportTag = 7211;
-
-bool same_call(const CallSignature& a, const CallSignature& b) {
-  return a.kind == b.kind && a.dtype == b.dtype && a.op == b.op && a.root == b.root &&
-         a.count == b.count;
-}
-
-}  // namespace
 
 CallSignature signature_from(const int64_t* f) {
   CallSignature s;
@@ -50,9 +41,7 @@ PeerWatch::PeerWatch(MPI_Comm comm) {
 }
 
 PeerWatch::~PeerWatch() {
-  int finalized = 0;
-  MPI_Finalized(&finalized);
-  if (finalized || side_ == MPI_COMM_NULL) return;
+  if (!mpi_active() || side_ == MPI_COMM_NULL) return;
   if (receive_ != MPI_REQUEST_NULL) {
     MPI_Cancel(&receive_);
     MPI_Wait(&receive_, MPI_STATUS_IGNORE);
@@ -146,7 +135,7 @@ std::string PeerWatch::missing_report(std::chrono::milliseconds grace) {
     if (j == rank_) continue;
     const int64_t at = last_seq_[static_cast<size_t>(j)];
     const CallSignature& sig = last_sig_[static_cast<size_t>(j)];
-    if (at == here && !same_call(sig, sig_)) {
+    if (at == here && sig != sig_) {
       different += (different.empty() ? "" : "; ") + std::string("rank ") + std::to_string(j) +
                    " called " + describe_call(sig) + " as collective #" + std::to_string(at);
     } else if (at < here) {

@@ -28,24 +28,9 @@ int pin_current_thread(int slot) {
   return cpu;
 }
 
-namespace {
-
-std::vector<int> thread_cpus() {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  std::vector<int> cpus;
-  if (pthread_getaffinity_np(pthread_self(), sizeof(set), &set) != 0) return cpus;
-  for (int c = 0; c < CPU_SETSIZE; ++c) {
-    if (CPU_ISSET(c, &set)) cpus.push_back(c);
-  }
-  return cpus;
-}
-
-}  // namespace
-
 ThreadPin::ThreadPin(int slot, bool enabled) {
   if (!enabled) return;
-  previous_ = thread_cpus();
+  previous_ = allowed_cpus();  // this thread's mask (sched_getaffinity(0) is the calling thread)
   cpu_ = pin_current_thread(slot);
 }
 

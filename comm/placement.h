@@ -8,7 +8,8 @@
 
 namespace lockstep {
 
-// The CPUs this process may run on (its affinity mask), in ascending order.
+// The CPUs the calling thread may run on (its affinity mask, inherited from the
+// thread that started it: the process's, unless pinned), in ascending order.
 std::vector<int> allowed_cpus();
 
 // Pins the calling thread to allowed CPU number `slot` (modulo their count) and

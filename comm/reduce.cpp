@@ -7,7 +7,6 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
-#include <string>
 #include <type_traits>
 
 namespace lockstep {
@@ -106,17 +105,6 @@ void reduce_op(const void* const* srcs, int nsrc, void* const* dsts, int ndst, s
 }
 
 }  // namespace
-
-void check_dtype_and_op(DType dtype, ReduceOp op, const char* where) {
-  const int t = static_cast<int>(dtype);
-  if (t < static_cast<int>(DType::kFloat32) || t > static_cast<int>(DType::kUInt8)) {
-    throw CommError(std::string(where) + ": unknown dtype " + std::to_string(t));
-  }
-  const int o = static_cast<int>(op);
-  if (o < static_cast<int>(ReduceOp::kSum) || o > static_cast<int>(ReduceOp::kMin)) {
-    throw CommError(std::string(where) + ": unknown reduce op " + std::to_string(o));
-  }
-}
 
 void reduce_fixed_order(const void* const* srcs, int nsrc, void* const* dsts, int ndst,
                         size_t count, DType dtype, ReduceOp op) {

@@ -15,7 +15,4 @@ namespace lockstep {
 void reduce_fixed_order(const void* const* srcs, int nsrc, void* const* dsts, int ndst,
                         size_t count, DType dtype, ReduceOp op);
 
-// Throws CommError naming `where` when dtype or op is not a known enumerator.
-void check_dtype_and_op(DType dtype, ReduceOp op, const char* where);
-
 }  // namespace lockstep
