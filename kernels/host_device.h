@@ -1,6 +1,6 @@
 // Small helpers shared by the CPU and CUDA kernels: the dropout hash, the scalar
-// activation formulas, the per-element optimizer steps and the GEMM argument
-// checks. Sharing them (not re-typing them) keeps the CPU and CUDA dropout masks
+// activation formulas, the per-element optimizer steps and the GEMM and dropout
+// argument checks. Sharing them (not re-typing them) keeps the CPU and CUDA dropout masks
 // identical, the updates equal and the GEMM contract one.
 #pragma once
 
@@ -154,6 +154,13 @@ inline void check_gemm_args(const char* who, bool trans_a, bool trans_b, int64_t
     fail("ldb " + std::to_string(ldb) + " < width of B " + std::to_string(b_width));
   if (ldc < std::max<int64_t>(1, n)) fail("ldc " + std::to_string(ldc) + " < width of C " + std::to_string(n));
   if (std::max({m, n, k, lda, ldb, ldc}) > max_size) fail("a size exceeds " + std::to_string(max_size));
+}
+
+// Dropout's rate contract (kernels/cpu/ops.h): in [0, 1], else std::invalid_argument
+// prefixed with `who`. Host only.
+inline void check_dropout_rate(const char* who, float rate) {
+  if (!(rate >= 0.0f && rate <= 1.0f))
+    throw std::invalid_argument(std::string(who) + ": rate " + std::to_string(rate) + " is outside [0, 1]");
 }
 
 }  // namespace lockstep::kernels

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -15,13 +16,6 @@
 
 namespace lockstep {
 namespace {
-
-void require_positive(const char* what, int64_t value, const char* op) {
-  if (value <= 0) {
-    throw std::invalid_argument(std::string("lockstep ") + op + ": " + what + " must be > 0, got " +
-                                std::to_string(value));
-  }
-}
 
 // Output size and padding before, one spatial axis.
 void conv_axis(int64_t in, int64_t k, int64_t s, Padding padding, const char* axis,
@@ -46,16 +40,14 @@ void conv_axis(int64_t in, int64_t k, int64_t s, Padding padding, const char* ax
 Conv2dGeometry conv2d_geometry(int64_t batch, int64_t in_channels, int64_t height, int64_t width,
                                int64_t filters, int64_t kernel_h, int64_t kernel_w,
                                int64_t stride_h, int64_t stride_w, Padding padding) {
-  const char* op = "conv2d";
-  require_positive("batch", batch, op);
-  require_positive("in_channels", in_channels, op);
-  require_positive("height", height, op);
-  require_positive("width", width, op);
-  require_positive("filters", filters, op);
-  require_positive("kernel_h", kernel_h, op);
-  require_positive("kernel_w", kernel_w, op);
-  require_positive("stride_h", stride_h, op);
-  require_positive("stride_w", stride_w, op);
+  const std::pair<const char*, int64_t> sizes[] = {
+      {"batch", batch},     {"in_channels", in_channels}, {"height", height},     {"width", width},
+      {"filters", filters}, {"kernel_h", kernel_h},       {"kernel_w", kernel_w}, {"stride_h", stride_h},
+      {"stride_w", stride_w}};
+  for (const auto& [what, value] : sizes)
+    if (value <= 0)
+      throw std::invalid_argument(std::string("lockstep conv2d: ") + what + " must be > 0, got " +
+                                  std::to_string(value));
   Conv2dGeometry g;
   g.batch = batch, g.in_channels = in_channels, g.height = height, g.width = width;
   g.filters = filters, g.kernel_h = kernel_h, g.kernel_w = kernel_w;

@@ -3,10 +3,6 @@
 // never depends on how a batch is split, and backward recomputes it instead of storing it.
 #include "kernels/cpu/ops.h"
 
-#include <cmath>
-#include <stdexcept>
-#include <string>
-
 #include "kernels/host_device.h"
 
 #if defined(__AVX2__)
@@ -15,13 +11,6 @@
 
 namespace lockstep::cpu {
 namespace {
-
-void check_rate(const char* fn, float rate) {
-  if (!(rate >= 0.0f && rate <= 1.0f)) {
-    throw std::invalid_argument(std::string("lockstep::cpu::") + fn + ": rate " +
-                                std::to_string(rate) + " is outside [0, 1]");
-  }
-}
 
 #if defined(__AVX2__)
 __m256i mix32_x8(__m256i x) {
@@ -85,13 +74,13 @@ void apply_mask(float* x, int64_t rows, int64_t cols, float rate, uint64_t seed,
 
 void dropout_forward(float* x, int64_t rows, int64_t cols, float rate, uint64_t seed,
                      int64_t first_row) {
-  check_rate("dropout_forward", rate);
+  kernels::check_dropout_rate("lockstep::cpu::dropout_forward", rate);
   apply_mask(x, rows, cols, rate, seed, first_row);
 }
 
 void dropout_backward(float* dx, int64_t rows, int64_t cols, float rate, uint64_t seed,
                       int64_t first_row) {
-  check_rate("dropout_backward", rate);
+  kernels::check_dropout_rate("lockstep::cpu::dropout_backward", rate);
   apply_mask(dx, rows, cols, rate, seed, first_row);
 }
 

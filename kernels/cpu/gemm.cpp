@@ -4,7 +4,6 @@
 // of the caller's buffers (no temporaries, no per-call allocation).
 #include "kernels/cpu/ops.h"
 
-#include <algorithm>
 #include <cstdio>
 #include <stdexcept>
 #include <string>

@@ -3,7 +3,6 @@
 // bias corrections are computed once per call, never per element.
 #include "kernels/cpu/ops.h"
 
-#include <cmath>
 #include <stdexcept>
 #include <string>
 
@@ -19,12 +18,6 @@ namespace lockstep::cpu {
 namespace {
 
 using kernels::AdamConsts;
-
-// Elements [begin, n) one at a time: the tail of the vector loop, or all of them.
-void adam_scalar(float* p, const float* grad, float* m, float* v, int64_t begin, int64_t n,
-                 const AdamConsts& k) {
-  for (int64_t i = begin; i < n; ++i) kernels::adam_element(p[i], grad[i], m[i], v[i], k);
-}
 
 // Vector body; returns how many leading elements it handled.
 int64_t adam_vector(float* p, const float* grad, float* m, float* v, int64_t n,
@@ -105,8 +98,9 @@ void adam_update(float* param, const float* grad, float* m, float* v, int64_t n,
                                 " must be >= 1 (it is 1-based, for bias correction)");
   }
   const AdamConsts k = kernels::adam_consts(lr, beta1, beta2, eps, step, weight_decay, decoupled_wd);
-  const int64_t done = adam_vector(param, grad, m, v, n, k);
-  adam_scalar(param, grad, m, v, done, n, k);
+  // The elements the vector body left (its tail, or all of them), one at a time.
+  for (int64_t i = adam_vector(param, grad, m, v, n, k); i < n; ++i)
+    kernels::adam_element(param[i], grad[i], m[i], v[i], k);
 }
 
 }  // namespace lockstep::cpu

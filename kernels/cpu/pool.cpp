@@ -4,31 +4,21 @@
 #include <algorithm>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 #include "kernels/cpu/cnn.h"
 
 namespace lockstep {
-namespace {
-
-void require_pool_positive(const char* what, int64_t value) {
-  if (value <= 0) {
-    throw std::invalid_argument(std::string("lockstep pool2d: ") + what + " must be > 0, got " +
-                                std::to_string(value));
-  }
-}
-
-}  // namespace
 
 Pool2dGeometry pool2d_geometry(int64_t batch, int64_t channels, int64_t height, int64_t width,
                                int64_t pool_h, int64_t pool_w, int64_t stride_h, int64_t stride_w) {
-  require_pool_positive("batch", batch);
-  require_pool_positive("channels", channels);
-  require_pool_positive("height", height);
-  require_pool_positive("width", width);
-  require_pool_positive("pool_h", pool_h);
-  require_pool_positive("pool_w", pool_w);
-  require_pool_positive("stride_h", stride_h);
-  require_pool_positive("stride_w", stride_w);
+  const std::pair<const char*, int64_t> sizes[] = {
+      {"batch", batch},   {"channels", channels}, {"height", height},     {"width", width},
+      {"pool_h", pool_h}, {"pool_w", pool_w},     {"stride_h", stride_h}, {"stride_w", stride_w}};
+  for (const auto& [what, value] : sizes)
+    if (value <= 0)
+      throw std::invalid_argument(std::string("lockstep pool2d: ") + what + " must be > 0, got " +
+                                  std::to_string(value));
   if (pool_h > height || pool_w > width) {
     throw std::invalid_argument("lockstep pool2d: pool " + std::to_string(pool_h) + "x" +
                                 std::to_string(pool_w) + " exceeds the input " +

@@ -9,7 +9,6 @@ namespace lockstep::cuda {
 namespace {
 
 using detail::first_index;
-using detail::grid_for;
 using detail::grid_stride;
 using detail::kThreads;
 
@@ -116,39 +115,31 @@ void batch_norm_stats(const CudaContext& ctx, const float* x, int64_t batch, int
 void batch_norm_moments(const CudaContext& ctx, const double* stats, double count,
                         const float* shift, int64_t channels, float eps, float* mean, float* var,
                         float* inv_std) {
-  if (channels == 0) return;
-  moments_kernel<<<grid_for(channels), kThreads, 0, ctx.stream>>>(stats, count, shift, channels,
-                                                                  eps, mean, var, inv_std);
-  LOCKSTEP_CUDA_CHECK_LAUNCH("batch_norm moments_kernel");
+  LOCKSTEP_CUDA_LAUNCH(ctx, channels, "batch_norm moments_kernel", moments_kernel, stats, count, shift,
+                       channels, eps, mean, var, inv_std);
 }
 
 void batch_norm_forward(const CudaContext& ctx, const float* x, int64_t batch, int64_t channels,
                         int64_t pixels, const float* mean, const float* inv_std,
                         const float* gamma, const float* beta, float* y) {
   const int64_t total = batch * channels * pixels;
-  if (total == 0) return;
-  normalize_kernel<<<grid_for(total), kThreads, 0, ctx.stream>>>(
-      x, total, channels, pixels, mean, inv_std, nullptr, 0.0f, gamma, beta, y);
-  LOCKSTEP_CUDA_CHECK_LAUNCH("batch_norm normalize_kernel");
+  LOCKSTEP_CUDA_LAUNCH(ctx, total, "batch_norm normalize_kernel", normalize_kernel, x, total, channels,
+                       pixels, mean, inv_std, nullptr, 0.0f, gamma, beta, y);
 }
 
 void batch_norm_update_moving(const CudaContext& ctx, float* moving_mean, float* moving_var,
                               const float* mean, const float* var, int64_t channels,
                               float momentum, const float* loss, const float* nonfinite) {
-  if (channels == 0) return;
-  update_moving_kernel<<<grid_for(channels), kThreads, 0, ctx.stream>>>(
-      moving_mean, moving_var, mean, var, channels, 1.0f - momentum, loss, nonfinite);
-  LOCKSTEP_CUDA_CHECK_LAUNCH("batch_norm update_moving_kernel");
+  LOCKSTEP_CUDA_LAUNCH(ctx, channels, "batch_norm update_moving_kernel", update_moving_kernel, moving_mean,
+                       moving_var, mean, var, channels, 1.0f - momentum, loss, nonfinite);
 }
 
 void batch_norm_inference(const CudaContext& ctx, const float* x, int64_t batch, int64_t channels,
                           int64_t pixels, const float* moving_mean, const float* moving_var,
                           const float* gamma, const float* beta, float eps, float* y) {
   const int64_t total = batch * channels * pixels;
-  if (total == 0) return;
-  normalize_kernel<<<grid_for(total), kThreads, 0, ctx.stream>>>(
-      x, total, channels, pixels, moving_mean, nullptr, moving_var, eps, gamma, beta, y);
-  LOCKSTEP_CUDA_CHECK_LAUNCH("batch_norm normalize_kernel (inference)");
+  LOCKSTEP_CUDA_LAUNCH(ctx, total, "batch_norm normalize_kernel (inference)", normalize_kernel, x, total,
+                       channels, pixels, moving_mean, nullptr, moving_var, eps, gamma, beta, y);
 }
 
 void batch_norm_backward_stats(const CudaContext& ctx, const float* dy, const float* x,
@@ -166,10 +157,8 @@ void batch_norm_backward_data(const CudaContext& ctx, const float* dy, const flo
                               const float* inv_std, const float* gamma, const double* sums,
                               double count, float* dx) {
   const int64_t total = batch * channels * pixels;
-  if (total == 0) return;
-  backward_data_kernel<<<grid_for(total), kThreads, 0, ctx.stream>>>(
-      dy, x, total, channels, pixels, mean, inv_std, gamma, sums, count, dx);
-  LOCKSTEP_CUDA_CHECK_LAUNCH("batch_norm backward_data_kernel");
+  LOCKSTEP_CUDA_LAUNCH(ctx, total, "batch_norm backward_data_kernel", backward_data_kernel, dy, x, total,
+                       channels, pixels, mean, inv_std, gamma, sums, count, dx);
 }
 
 }  // namespace lockstep::cuda

@@ -28,6 +28,17 @@ inline void check_launch(const char* kernel, const char* file, int line) {
     ::lockstep::cuda::detail::check_launch(name, __FILE__, __LINE__); \
   } while (0)
 
+// kernel<<<grid_for(n), kThreads, 0, ctx.stream>>>(args...) for a grid-stride
+// kernel over n items, then LOCKSTEP_CUDA_CHECK_LAUNCH(name); nothing when n == 0.
+#define LOCKSTEP_CUDA_LAUNCH(ctx, n, name, kernel, ...)                                   \
+  do {                                                                                    \
+    const int64_t lockstep_launch_n_ = (n);                                               \
+    if (lockstep_launch_n_ == 0) break;                                                   \
+    kernel<<<::lockstep::cuda::detail::grid_for(lockstep_launch_n_),                      \
+             ::lockstep::cuda::detail::kThreads, 0, (ctx).stream>>>(__VA_ARGS__);         \
+    LOCKSTEP_CUDA_CHECK_LAUNCH(name);                                                     \
+  } while (0)
+
 // Grid-stride loops: for (i = first_index(); i < n; i += grid_stride()).
 __device__ __forceinline__ int64_t first_index() {
   return blockIdx.x * int64_t(blockDim.x) + threadIdx.x;

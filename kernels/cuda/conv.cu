@@ -9,7 +9,6 @@ namespace lockstep::cuda {
 namespace {
 
 using detail::first_index;
-using detail::grid_for;
 using detail::grid_stride;
 using detail::kThreads;
 
@@ -66,8 +65,7 @@ __global__ void conv_bias_grad_kernel(Conv2dGeometry g, const float* dy, float* 
 
 const float* columns(const CudaContext& ctx, const Conv2dGeometry& g, const float* x_n, float* ws) {
   if (g.pointwise) return x_n;
-  im2col_kernel<<<grid_for(g.patch * g.out_pixels), kThreads, 0, ctx.stream>>>(g, x_n, ws);
-  LOCKSTEP_CUDA_CHECK_LAUNCH("im2col_kernel");
+  LOCKSTEP_CUDA_LAUNCH(ctx, g.patch * g.out_pixels, "im2col_kernel", im2col_kernel, g, x_n, ws);
   return ws;
 }
 
@@ -85,10 +83,8 @@ void conv2d_forward(const CudaContext& ctx, const Conv2dGeometry& g, const float
     float* y_n = y + n * out_size;
     gemm(ctx, false, false, g.filters, g.out_pixels, g.patch, 1.0f, w, g.patch, col, g.out_pixels,
          0.0f, y_n, g.out_pixels);
-    if (bias == nullptr) continue;
-    add_bias_kernel<<<grid_for(out_size), kThreads, 0, ctx.stream>>>(y_n, bias, g.filters,
-                                                                     g.out_pixels);
-    LOCKSTEP_CUDA_CHECK_LAUNCH("add_bias_kernel");
+    if (bias != nullptr)
+      LOCKSTEP_CUDA_LAUNCH(ctx, out_size, "add_bias_kernel", add_bias_kernel, y_n, bias, g.filters, g.out_pixels);
   }
 }
 
@@ -99,9 +95,7 @@ void conv2d_backward_data(const CudaContext& ctx, const Conv2dGeometry& g, const
     float* dcol = g.pointwise ? dx + n * in_size : workspace;
     gemm(ctx, true, false, g.patch, g.out_pixels, g.filters, 1.0f, w, g.patch, dy + n * out_size,
          g.out_pixels, 0.0f, dcol, g.out_pixels);
-    if (g.pointwise) continue;
-    col2im_kernel<<<grid_for(in_size), kThreads, 0, ctx.stream>>>(g, dcol, dx + n * in_size);
-    LOCKSTEP_CUDA_CHECK_LAUNCH("col2im_kernel");
+    if (!g.pointwise) LOCKSTEP_CUDA_LAUNCH(ctx, in_size, "col2im_kernel", col2im_kernel, g, dcol, dx + n * in_size);
   }
 }
 

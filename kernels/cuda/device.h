@@ -51,11 +51,6 @@ class Stream {
   }
   Stream(const Stream&) = delete;
   Stream& operator=(const Stream&) = delete;
-  Stream(Stream&& other) noexcept : stream_(std::exchange(other.stream_, nullptr)) {}
-  Stream& operator=(Stream&& other) noexcept {
-    std::swap(stream_, other.stream_);
-    return *this;
-  }
   cudaStream_t get() const { return stream_; }
   void synchronize() const { LOCKSTEP_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
 
@@ -75,11 +70,6 @@ class Event {
   }
   Event(const Event&) = delete;
   Event& operator=(const Event&) = delete;
-  Event(Event&& other) noexcept : event_(std::exchange(other.event_, nullptr)) {}
-  Event& operator=(Event&& other) noexcept {
-    std::swap(event_, other.event_);
-    return *this;
-  }
   cudaEvent_t get() const { return event_; }
   void record(cudaStream_t stream) const { LOCKSTEP_CUDA_CHECK(cudaEventRecord(event_, stream)); }
   // Makes `stream` wait (on the device) until this event has completed.

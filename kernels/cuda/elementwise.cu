@@ -1,17 +1,11 @@
 // Elementwise CUDA kernels: fused bias + activation, activation backward, bias
 // gradient (fixed-order column sums), counter-based dropout (the CPU's hash, from
 // kernels/host_device.h), axpy and scale. Grid-stride loops over int64 indices.
-#include <stdexcept>
-#include <string>
-
 #include "kernels/cuda/common.cuh"
 #include "kernels/host_device.h"
 
 namespace lockstep::cuda {
 namespace {
-
-using detail::grid_for;
-using detail::kThreads;
 
 using detail::first_index;
 using detail::grid_stride;
@@ -100,34 +94,26 @@ __global__ void scale_kernel(float* x, int64_t n, float alpha) {
 
 void apply_dropout(const CudaContext& ctx, const char* fn, float* x, int64_t rows, int64_t cols,
                    float rate, const kernels::StepParams* p, int layer) {
-  if (!(rate >= 0.0f && rate <= 1.0f)) {
-    throw std::invalid_argument(std::string("lockstep::cuda::") + fn + ": rate " +
-                                std::to_string(rate) + " is outside [0, 1]");
-  }
+  kernels::check_dropout_rate(fn, rate);
   if (rate == 0.0f || rows * cols == 0) return;
   const bool drop_all = rate >= 1.0f;
   const float keep_scale = drop_all ? 0.0f : 1.0f / (1.0f - rate);
-  dropout_kernel<<<grid_for(rows * cols), kThreads, 0, ctx.stream>>>(
-      x, rows, cols, kernels::dropout_threshold(rate), keep_scale, drop_all, p, layer);
-  LOCKSTEP_CUDA_CHECK_LAUNCH("dropout_kernel");
+  LOCKSTEP_CUDA_LAUNCH(ctx, rows * cols, "dropout_kernel", dropout_kernel, x, rows, cols,
+                       kernels::dropout_threshold(rate), keep_scale, drop_all, p, layer);
 }
 
 }  // namespace
 
 void bias_activation_forward(const CudaContext& ctx, float* z, const float* bias, float* out,
                              int64_t rows, int64_t cols, Activation act) {
-  if (rows * cols == 0) return;
-  bias_activation_kernel<<<grid_for(rows * cols), kThreads, 0, ctx.stream>>>(z, bias, out, rows,
-                                                                             cols, act);
-  LOCKSTEP_CUDA_CHECK_LAUNCH("bias_activation_kernel");
+  LOCKSTEP_CUDA_LAUNCH(ctx, rows * cols, "bias_activation_kernel", bias_activation_kernel, z, bias, out,
+                       rows, cols, act);
 }
 
 void activation_backward(const CudaContext& ctx, const float* d_out, const float* z,
                          const float* out, float* dz, int64_t n, Activation act) {
-  if (n == 0) return;
-  activation_backward_kernel<<<grid_for(n), kThreads, 0, ctx.stream>>>(d_out, z, out, dz, n,
-                                                                       act);
-  LOCKSTEP_CUDA_CHECK_LAUNCH("activation_backward_kernel");
+  LOCKSTEP_CUDA_LAUNCH(ctx, n, "activation_backward_kernel", activation_backward_kernel, d_out, z, out,
+                       dz, n, act);
 }
 
 void bias_grad(const CudaContext& ctx, const float* dz, float* db, int64_t rows, int64_t cols,
@@ -140,24 +126,20 @@ void bias_grad(const CudaContext& ctx, const float* dz, float* db, int64_t rows,
 
 void dropout_forward(const CudaContext& ctx, float* x, int64_t rows, int64_t cols, float rate,
                      const kernels::StepParams* p, int layer) {
-  apply_dropout(ctx, "dropout_forward", x, rows, cols, rate, p, layer);
+  apply_dropout(ctx, "lockstep::cuda::dropout_forward", x, rows, cols, rate, p, layer);
 }
 
 void dropout_backward(const CudaContext& ctx, float* dx, int64_t rows, int64_t cols, float rate,
                       const kernels::StepParams* p, int layer) {
-  apply_dropout(ctx, "dropout_backward", dx, rows, cols, rate, p, layer);
+  apply_dropout(ctx, "lockstep::cuda::dropout_backward", dx, rows, cols, rate, p, layer);
 }
 
 void axpy(const CudaContext& ctx, int64_t n, float alpha, const float* x, float* y) {
-  if (n == 0) return;
-  axpy_kernel<<<grid_for(n), kThreads, 0, ctx.stream>>>(n, alpha, x, y);
-  LOCKSTEP_CUDA_CHECK_LAUNCH("axpy_kernel");
+  LOCKSTEP_CUDA_LAUNCH(ctx, n, "axpy_kernel", axpy_kernel, n, alpha, x, y);
 }
 
 void scale(const CudaContext& ctx, float* x, int64_t n, float alpha) {
-  if (n == 0) return;
-  scale_kernel<<<grid_for(n), kThreads, 0, ctx.stream>>>(x, n, alpha);
-  LOCKSTEP_CUDA_CHECK_LAUNCH("scale_kernel");
+  LOCKSTEP_CUDA_LAUNCH(ctx, n, "scale_kernel", scale_kernel, x, n, alpha);
 }
 
 }  // namespace lockstep::cuda

@@ -1,10 +1,6 @@
 // Row-major GEMM through cuBLAS (column-major): a row-major matrix is the column-major
 // transpose with the same leading dimension, so C = op(A) op(B) is computed as
 // C^T = op(B)^T op(A)^T with the operands swapped. FP32 or TF32 tensor-op math.
-#include <algorithm>
-#include <stdexcept>
-#include <string>
-
 #include "kernels/cuda/common.cuh"
 #include "kernels/host_device.h"
 
@@ -28,11 +24,8 @@ void gemm(const CudaContext& ctx, bool trans_a, bool trans_b, int64_t m, int64_t
   kernels::check_gemm_args("lockstep::cuda::gemm", trans_a, trans_b, m, n, k, lda, ldb, ldc, 0x7FFFFFFF);
   if (m == 0 || n == 0) return;
   if (k == 0 || alpha == 0.0f) {
-    if (beta != 1.0f) {
-      scale_matrix_kernel<<<detail::grid_for(m * n), detail::kThreads, 0, ctx.stream>>>(
-          c, m, n, ldc, beta);
-      LOCKSTEP_CUDA_CHECK_LAUNCH("scale_matrix_kernel");
-    }
+    if (beta != 1.0f)
+      LOCKSTEP_CUDA_LAUNCH(ctx, m * n, "scale_matrix_kernel", scale_matrix_kernel, c, m, n, ldc, beta);
     return;
   }
   const cublasComputeType_t compute =

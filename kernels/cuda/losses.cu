@@ -118,26 +118,10 @@ __global__ void squared_error_kernel(const float* pred, const float* target, flo
   }
 }
 
-int reduce_blocks(int64_t work_items) {
-  const int64_t b = (work_items + kThreads - 1) / kThreads;
-  return static_cast<int>(b < 1 ? 1 : (b > kReduceBlocks ? kReduceBlocks : b));
-}
-
-void launch_softmax(const CudaContext& ctx, const float* logits, const int32_t* labels,
-                    float* d_logits, int64_t rows, int64_t classes, float scale,
-                    double* loss_sum, int64_t* correct) {
-  if (rows == 0) return;
-  const int blocks = reduce_blocks(rows * 32);  // a warp per row
-  softmax_xent_kernel<<<blocks, kThreads, 0, ctx.stream>>>(
-      logits, labels, d_logits, rows, classes, scale, ctx.partial_sums, ctx.partial_counts);
-  LOCKSTEP_CUDA_CHECK_LAUNCH("softmax_xent_kernel");
-  detail::finish_reduction(ctx, blocks, 1.0, loss_sum, correct, false);
-}
-
 void launch_squared_error(const CudaContext& ctx, const float* pred, const float* target,
                           float* d_pred, int64_t n, float k, double sum_scale, double* result,
                           bool overwrite) {
-  const int blocks = reduce_blocks(n);
+  const int blocks = int(detail::grid_for(n, kReduceBlocks));
   squared_error_kernel<<<blocks, kThreads, 0, ctx.stream>>>(pred, target, d_pred, n, k,
                                                             ctx.partial_sums, ctx.partial_counts);
   LOCKSTEP_CUDA_CHECK_LAUNCH("squared_error_kernel");
@@ -149,12 +133,17 @@ void launch_squared_error(const CudaContext& ctx, const float* pred, const float
 void softmax_xent(const CudaContext& ctx, const float* logits, const int32_t* labels,
                   float* d_logits, int64_t rows, int64_t classes, float scale, double* loss_sum,
                   int64_t* correct) {
-  launch_softmax(ctx, logits, labels, d_logits, rows, classes, scale, loss_sum, correct);
+  if (rows == 0) return;
+  const int blocks = int(detail::grid_for(rows * 32, kReduceBlocks));  // a warp per row
+  softmax_xent_kernel<<<blocks, kThreads, 0, ctx.stream>>>(
+      logits, labels, d_logits, rows, classes, scale, ctx.partial_sums, ctx.partial_counts);
+  LOCKSTEP_CUDA_CHECK_LAUNCH("softmax_xent_kernel");
+  detail::finish_reduction(ctx, blocks, 1.0, loss_sum, correct, false);
 }
 
 void softmax_xent_loss(const CudaContext& ctx, const float* logits, const int32_t* labels,
                        int64_t rows, int64_t classes, double* loss_sum, int64_t* correct) {
-  launch_softmax(ctx, logits, labels, nullptr, rows, classes, 0.0f, loss_sum, correct);
+  softmax_xent(ctx, logits, labels, nullptr, rows, classes, 0.0f, loss_sum, correct);
 }
 
 void mse(const CudaContext& ctx, const float* pred, const float* target, float* d_pred,
@@ -166,9 +155,7 @@ void mse(const CudaContext& ctx, const float* pred, const float* target, float* 
 
 void mse_loss(const CudaContext& ctx, const float* pred, const float* target, int64_t rows,
               int64_t cols, double* loss_sum) {
-  if (rows * cols == 0) return;
-  launch_squared_error(ctx, pred, target, nullptr, rows * cols, 0.0f, 1.0 / cols, loss_sum,
-                       false);
+  mse(ctx, pred, target, nullptr, rows, cols, 0.0f, loss_sum);
 }
 
 void sum_squares(const CudaContext& ctx, const float* x, int64_t n, double* result) {

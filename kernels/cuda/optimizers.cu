@@ -53,26 +53,19 @@ __global__ void nonfinite_kernel(const float* g, int64_t n, float* flag) {
 void sgd_update(const CudaContext& ctx, float* param, const float* grad, float* velocity,
                 int64_t n, float momentum, bool nesterov, float weight_decay,
                 const kernels::StepParams* p, const float* loss, const float* nonfinite) {
-  if (n == 0) return;
-  sgd_kernel<<<detail::grid_for(n), detail::kThreads, 0, ctx.stream>>>(
-      param, grad, velocity, n, momentum, nesterov, weight_decay, p, loss, nonfinite);
-  LOCKSTEP_CUDA_CHECK_LAUNCH("sgd_kernel");
+  LOCKSTEP_CUDA_LAUNCH(ctx, n, "sgd_kernel", sgd_kernel, param, grad, velocity, n, momentum, nesterov,
+                       weight_decay, p, loss, nonfinite);
 }
 
 void adam_update(const CudaContext& ctx, float* param, const float* grad, float* m, float* v,
                  int64_t n, const kernels::StepParams* p, const float* loss,
                  const float* nonfinite) {
-  if (n == 0) return;
-  adam_kernel<<<detail::grid_for(n), detail::kThreads, 0, ctx.stream>>>(param, grad, m, v, n, p,
-                                                                        loss, nonfinite);
-  LOCKSTEP_CUDA_CHECK_LAUNCH("adam_kernel");
+  LOCKSTEP_CUDA_LAUNCH(ctx, n, "adam_kernel", adam_kernel, param, grad, m, v, n, p, loss, nonfinite);
 }
 
 void all_finite(const CudaContext& ctx, const float* x, int64_t n, float* nonfinite) {
   LOCKSTEP_CUDA_CHECK(cudaMemsetAsync(nonfinite, 0, sizeof(float), ctx.stream));
-  if (n == 0) return;
-  nonfinite_kernel<<<detail::grid_for(n), detail::kThreads, 0, ctx.stream>>>(x, n, nonfinite);
-  LOCKSTEP_CUDA_CHECK_LAUNCH("nonfinite_kernel");
+  LOCKSTEP_CUDA_LAUNCH(ctx, n, "nonfinite_kernel", nonfinite_kernel, x, n, nonfinite);
 }
 
 }  // namespace lockstep::cuda

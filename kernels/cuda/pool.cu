@@ -9,9 +9,7 @@ namespace lockstep::cuda {
 namespace {
 
 using detail::first_index;
-using detail::grid_for;
 using detail::grid_stride;
-using detail::kThreads;
 
 __global__ void max_pool_forward_kernel(Pool2dGeometry g, const float* x, float* y,
                                         int32_t* argmax) {
@@ -104,41 +102,33 @@ int64_t inputs(const Pool2dGeometry& g) { return g.batch * g.channels * g.height
 
 void max_pool2d_forward(const CudaContext& ctx, const Pool2dGeometry& g, const float* x, float* y,
                         int32_t* argmax) {
-  max_pool_forward_kernel<<<grid_for(outputs(g)), kThreads, 0, ctx.stream>>>(g, x, y, argmax);
-  LOCKSTEP_CUDA_CHECK_LAUNCH("max_pool_forward_kernel");
+  LOCKSTEP_CUDA_LAUNCH(ctx, outputs(g), "max_pool_forward_kernel", max_pool_forward_kernel, g, x, y, argmax);
 }
 
 void max_pool2d_backward(const CudaContext& ctx, const Pool2dGeometry& g, const float* dy,
                          const int32_t* argmax, float* dx) {
-  pool_backward_kernel<<<grid_for(inputs(g)), kThreads, 0, ctx.stream>>>(g, dy, argmax, dx, 0);
-  LOCKSTEP_CUDA_CHECK_LAUNCH("pool_backward_kernel (max)");
+  LOCKSTEP_CUDA_LAUNCH(ctx, inputs(g), "pool_backward_kernel (max)", pool_backward_kernel, g, dy, argmax, dx, 0);
 }
 
 void avg_pool2d_forward(const CudaContext& ctx, const Pool2dGeometry& g, const float* x, float* y) {
-  avg_pool_forward_kernel<<<grid_for(outputs(g)), kThreads, 0, ctx.stream>>>(g, x, y);
-  LOCKSTEP_CUDA_CHECK_LAUNCH("avg_pool_forward_kernel");
+  LOCKSTEP_CUDA_LAUNCH(ctx, outputs(g), "avg_pool_forward_kernel", avg_pool_forward_kernel, g, x, y);
 }
 
 void avg_pool2d_backward(const CudaContext& ctx, const Pool2dGeometry& g, const float* dy,
                          float* dx) {
-  pool_backward_kernel<<<grid_for(inputs(g)), kThreads, 0, ctx.stream>>>(g, dy, nullptr, dx, 1);
-  LOCKSTEP_CUDA_CHECK_LAUNCH("pool_backward_kernel (avg)");
+  LOCKSTEP_CUDA_LAUNCH(ctx, inputs(g), "pool_backward_kernel (avg)", pool_backward_kernel, g, dy, nullptr, dx, 1);
 }
 
 void global_avg_pool2d_forward(const CudaContext& ctx, const float* x, float* y, int64_t batch,
                                int64_t channels, int64_t pixels) {
-  if (batch * channels == 0) return;
-  global_avg_forward_kernel<<<grid_for(batch * channels), kThreads, 0, ctx.stream>>>(
-      x, y, batch * channels, pixels);
-  LOCKSTEP_CUDA_CHECK_LAUNCH("global_avg_forward_kernel");
+  LOCKSTEP_CUDA_LAUNCH(ctx, batch * channels, "global_avg_forward_kernel", global_avg_forward_kernel, x, y,
+                       batch * channels, pixels);
 }
 
 void global_avg_pool2d_backward(const CudaContext& ctx, const float* dy, float* dx, int64_t batch,
                                 int64_t channels, int64_t pixels) {
-  if (batch * channels * pixels == 0) return;
-  global_avg_backward_kernel<<<grid_for(batch * channels * pixels), kThreads, 0, ctx.stream>>>(
-      dy, dx, batch * channels, pixels);
-  LOCKSTEP_CUDA_CHECK_LAUNCH("global_avg_backward_kernel");
+  LOCKSTEP_CUDA_LAUNCH(ctx, batch * channels * pixels, "global_avg_backward_kernel",
+                       global_avg_backward_kernel, dy, dx, batch * channels, pixels);
 }
 
 }  // namespace lockstep::cuda
