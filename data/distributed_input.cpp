@@ -206,17 +206,11 @@ bool DistributedInput::next_own(int local_index, ReplicaBatch& slice) {
   me.labels.resize(info.num_classes > 0 ? size_t(slice.rows) : 0);
   me.targets.resize(size_t(slice.rows * info.target_dim));
   if (slice.rows > 0) {
-    auto read = [&] {
-      s.source->read(me.batch_rows.data() + slice.first_row, slice.rows, me.x.data(),
-                     info.num_classes > 0 ? me.labels.data() : nullptr,
-                     info.target_dim > 0 ? me.targets.data() : nullptr);
-    };
-    if (s.source->concurrent_reads()) {
-      read();
-    } else {
-      std::lock_guard<std::mutex> lock(s.read_mu);
-      read();
-    }
+    std::unique_lock<std::mutex> lock(s.read_mu, std::defer_lock);
+    if (!s.source->concurrent_reads()) lock.lock();
+    s.source->read(me.batch_rows.data() + slice.first_row, slice.rows, me.x.data(),
+                   info.num_classes > 0 ? me.labels.data() : nullptr,
+                   info.target_dim > 0 ? me.targets.data() : nullptr);
   }
   slice.x = me.x.data();
   slice.labels = info.num_classes > 0 ? me.labels.data() : nullptr;

@@ -181,7 +181,6 @@ void check_root_attributes(OpenSplit& s) {
 }
 
 OpenSplit open_split(const std::string& path, const std::string& split, int64_t chunk_cache_bytes) {
-  hdf5_quiet();
   Hdf5Lock lock(hdf5_mutex());
   OpenSplit s;
   s.path = path;
@@ -279,14 +278,9 @@ namespace {
 class Hdf5RowSource : public Source {
  public:
   bool reads_rows_from_file() const override { return true; }
-  Hdf5RowSource(OpenSplit split, float scale)
-      : split_(std::move(split)), info_(split_info(split_)), scale_(scale) {
-    if (split_.classification) {
-      std::vector<int64_t> wide = read_labels(split_);
-      labels_.assign(wide.begin(), wide.end());
-    } else {
-      targets_ = read_targets(split_);
-    }
+  Hdf5RowSource(OpenSplit split, std::vector<int32_t> labels, std::vector<float> targets, float scale)
+      : split_(std::move(split)), info_(split_info(split_)), scale_(scale), labels_(std::move(labels)),
+        targets_(std::move(targets)) {
     Hdf5Lock lock(hdf5_mutex());
     file_space_ = h5_check_id(H5Dget_space(split_.x.get()), info_.description + "/x");
     row_bytes_ = size_t(info_.feature_dim) * element_size(split_.x_type);
@@ -336,21 +330,19 @@ class Hdf5RowSource : public Source {
     Hdf5Lock lock(hdf5_mutex());
     const std::string where = info_.description + "/x";
     const size_t rank = split_.x_shape.size();
-    std::vector<hsize_t>& start = start_;
-    std::vector<hsize_t>& count = count_;
-    start.assign(rank, 0);
-    count.assign(split_.x_shape.begin(), split_.x_shape.end());
+    start_.assign(rank, 0);
+    count_.assign(split_.x_shape.begin(), split_.x_shape.end());
     scratch_.resize(unique_.size() * row_bytes_);
     for (size_t i = 0; i < unique_.size();) {
       size_t j = i + 1;
       while (j < unique_.size() && unique_[j] == unique_[j - 1] + 1) ++j;
-      start[0] = hsize_t(unique_[i]);
-      count[0] = hsize_t(j - i);
-      h5_check_status(H5Sselect_hyperslab(file_space_.get(), H5S_SELECT_SET, start.data(), nullptr,
-                                          count.data(), nullptr), where + ": bad row selection");
+      start_[0] = hsize_t(unique_[i]);
+      count_[0] = hsize_t(j - i);
+      h5_check_status(H5Sselect_hyperslab(file_space_.get(), H5S_SELECT_SET, start_.data(), nullptr,
+                                          count_.data(), nullptr), where + ": bad row selection");
       // The memory space has the selection's own shape, so HDF5 maps chunks by
       // projection instead of element by element.
-      H5Handle mem_space = h5_check_id(H5Screate_simple(int(rank), count.data(), nullptr), where);
+      H5Handle mem_space = h5_check_id(H5Screate_simple(int(rank), count_.data(), nullptr), where);
       h5_check_status(H5Dread(split_.x.get(), native_type(split_.x_type), mem_space.get(), file_space_.get(),
                               H5P_DEFAULT, scratch_.data() + i * row_bytes_), read_failure(where));
       i = j;
@@ -393,10 +385,6 @@ void read_every_row(const Source& source) {
 std::shared_ptr<Source> open_split_source(const std::string& path, const std::string& split,
                                           const Hdf5ReadOptions& options) {
   OpenSplit s = open_split(path, split, options.chunk_cache_bytes);
-  const int64_t x_bytes = shape_product(s.x_shape) * int64_t(element_size(s.x_type));
-  if (x_bytes > options.cache_limit_bytes) return std::make_shared<Hdf5RowSource>(std::move(s), options.scale);
-  DatasetInfo info = split_info(s);
-  HostArray x = read_all_x(s);
   std::vector<int32_t> labels;
   std::vector<float> targets;
   if (s.classification) {
@@ -405,6 +393,11 @@ std::shared_ptr<Source> open_split_source(const std::string& path, const std::st
   } else {
     targets = read_targets(s);
   }
+  const int64_t x_bytes = shape_product(s.x_shape) * int64_t(element_size(s.x_type));
+  if (x_bytes > options.cache_limit_bytes)
+    return std::make_shared<Hdf5RowSource>(std::move(s), std::move(labels), std::move(targets), options.scale);
+  DatasetInfo info = split_info(s);
+  HostArray x = read_all_x(s);
   if (s.x_type == ElementType::kFloat32)
     check_finite(x.as<float>(), s.x_shape[0], x.row_elements(), s.where + "/x");
   return std::make_shared<MemorySource>(std::move(info), std::move(x), std::move(labels),
@@ -425,9 +418,7 @@ std::shared_ptr<Source> open_hdf5_split(const std::string& path, const std::stri
 }
 
 std::shared_ptr<Source> open_dataset(const std::string& path, const std::string& split, float scale) {
-  Hdf5ReadOptions options;
-  options.scale = scale;
-  return open_hdf5_split(path, split, options);
+  return open_hdf5_split(path, split, {.scale = scale});
 }
 
 }  // namespace lockstep

@@ -119,10 +119,7 @@ void H5Handle::reset(hid_t id) {
 }
 
 H5Handle h5_check_id(hid_t id, const std::string& context) {
-  if (id < 0) {
-    std::string why = hdf5_error_text();
-    throw DataError(context + (why.empty() ? std::string(": HDF5 call failed") : ": " + why));
-  }
+  h5_check_status(id < 0 ? -1 : 0, context);
   return H5Handle(id);
 }
 
@@ -227,14 +224,17 @@ bool has_hdf5_signature(const std::string& path) {
 
 namespace {
 
-void write_all(int fd, const std::string& text) {
+// Writes all of bytes to fd, again after an interruption or a short write: 0, or
+// the errno of the failure (ENOSPC when the system accepted nothing).
+int write_fully(int fd, std::string_view bytes) {
   size_t done = 0;
-  while (done < text.size()) {
-    const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
+  while (done < bytes.size()) {
+    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return;
+    if (n <= 0) return n < 0 ? errno : ENOSPC;
     done += size_t(n);
   }
+  return 0;
 }
 
 // The child's side: run `read`, report "ok" or "error:<message>", and leave
@@ -258,12 +258,9 @@ void write_all(int fd, const std::string& text) {
   } catch (const DataError& e) {
     reply = std::string("error:") + e.what();
   } catch (const std::exception& e) {
-    reply = "error:";
-    reply += path;
-    reply += ": cannot read it: ";
-    reply += e.what();
+    reply = "error:" + path + ": cannot read it: " + e.what();
   }
-  write_all(fd, reply);
+  write_fully(fd, reply);
   ::_exit(0);
 }
 
@@ -375,6 +372,12 @@ AtomicOutput::AtomicOutput(std::string path, bool overwrite, const std::string& 
   temp_path_ = path_ + ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(counter++);
 }
 
+void AtomicOutput::replace(const std::string& path, std::string_view bytes) {
+  AtomicOutput out(path, /*overwrite=*/true, fs::path(path).filename().string());
+  out.write(bytes);
+  out.commit();
+}
+
 AtomicOutput::~AtomicOutput() {
   if (!committed_) {
     std::error_code ec;
@@ -388,16 +391,9 @@ void AtomicOutput::write(std::string_view bytes) {
   };
   const int fd = ::open(temp_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) fail(errno);
-  size_t done = 0;
-  while (done < bytes.size()) {
-    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      const int err = n < 0 ? errno : ENOSPC;
-      ::close(fd);
-      fail(err);
-    }
-    done += size_t(n);
+  if (const int err = write_fully(fd, bytes); err != 0) {
+    ::close(fd);
+    fail(err);
   }
   if (::close(fd) != 0) fail(errno);
 }

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <set>
 #include <tuple>
+#include <utility>
 
 #include "data/hdf5_dataset.h"
 #include "data/hdf5_util.h"
@@ -77,29 +78,21 @@ void check_splits(const std::string& path, const std::vector<DatasetSplit>& spli
   }
 }
 
-hid_t file_type(ElementType type) {
+// The HDF5 types of an element type: in the file (little-endian) and in memory.
+std::pair<hid_t, hid_t> h5_types(ElementType type) {
   switch (type) {
-    case ElementType::kUInt8: return H5T_STD_U8LE;
-    case ElementType::kInt32: return H5T_STD_I32LE;
-    case ElementType::kInt64: return H5T_STD_I64LE;
-    case ElementType::kFloat32: return H5T_IEEE_F32LE;
+    case ElementType::kUInt8: return {H5T_STD_U8LE, H5T_NATIVE_UINT8};
+    case ElementType::kInt32: return {H5T_STD_I32LE, H5T_NATIVE_INT32};
+    case ElementType::kInt64: return {H5T_STD_I64LE, H5T_NATIVE_INT64};
+    case ElementType::kFloat32: break;
   }
-  return H5T_IEEE_F32LE;
-}
-
-hid_t memory_type(ElementType type) {
-  switch (type) {
-    case ElementType::kUInt8: return H5T_NATIVE_UINT8;
-    case ElementType::kInt32: return H5T_NATIVE_INT32;
-    case ElementType::kInt64: return H5T_NATIVE_INT64;
-    case ElementType::kFloat32: return H5T_NATIVE_FLOAT;
-  }
-  return H5T_NATIVE_FLOAT;
+  return {H5T_IEEE_F32LE, H5T_NATIVE_FLOAT};
 }
 
 // One dataset, chunked along N so a batch of rows touches few chunks.
 void write_array(hid_t group, const char* name, const HostArray& a, const Hdf5WriteOptions& options,
                  const std::string& where) {
+  const auto [file_type, memory_type] = h5_types(a.type);
   std::vector<hsize_t> dims(a.shape.begin(), a.shape.end());
   const int64_t row_bytes = a.row_elements() * int64_t(element_size(a.type));
   int64_t chunk_rows = options.chunk_rows > 0 ? options.chunk_rows : kChunkBytes / std::max<int64_t>(row_bytes, 1);
@@ -111,16 +104,15 @@ void write_array(hid_t group, const char* name, const HostArray& a, const Hdf5Wr
   h5_check_status(H5Pset_chunk(dcpl.get(), int(chunk.size()), chunk.data()), where + ": bad chunk shape");
   if (options.deflate_level > 0)
     h5_check_status(H5Pset_deflate(dcpl.get(), unsigned(std::min(options.deflate_level, 9))), where);
-  H5Handle dataset = h5_check_id(H5Dcreate2(group, name, file_type(a.type), space.get(), H5P_DEFAULT,
+  H5Handle dataset = h5_check_id(H5Dcreate2(group, name, file_type, space.get(), H5P_DEFAULT,
                                             dcpl.get(), H5P_DEFAULT),
                                  where + ": cannot create dataset");
-  h5_check_status(H5Dwrite(dataset.get(), memory_type(a.type), H5S_ALL, H5S_ALL, H5P_DEFAULT, a.bytes.data()),
+  h5_check_status(H5Dwrite(dataset.get(), memory_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, a.bytes.data()),
                   where + ": write failed (disk full?)");
 }
 
 void write_file(const std::string& temp, const std::string& path, const std::vector<DatasetSplit>& splits,
                 int64_t num_classes, const Hdf5WriteOptions& options) {
-  hdf5_quiet();
   Hdf5Lock lock(hdf5_mutex());
   H5Handle file = h5_check_id(H5Fcreate(temp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT),
                               path + ": cannot create " + temp);
@@ -157,25 +149,14 @@ std::string ConvertSummary::to_string() const {
          std::to_string(num_classes) + " classes, " + std::to_string(file_bytes) + " bytes";
 }
 
-namespace {
-
-DatasetSplit idx_split(const std::string& name, const std::string& images, const std::string& labels) {
-  DatasetSplit s;
-  s.name = name;
-  std::tie(s.x, s.y) = read_idx_pair(images, labels);
-  return s;
-}
-
-}  // namespace
-
 ConvertSummary convert_idx_to_hdf5(const std::string& train_images, const std::string& train_labels,
                                    const std::string& test_images, const std::string& test_labels,
                                    const std::string& out_path, const Hdf5WriteOptions& options) {
   // Refuse early, before reading anything: a folder, a missing folder, an existing file.
   AtomicOutput::check(out_path, options.overwrite, "data.h5");
-  std::vector<DatasetSplit> splits;
-  splits.push_back(idx_split("train", train_images, train_labels));
-  splits.push_back(idx_split("test", test_images, test_labels));
+  std::vector<DatasetSplit> splits{{"train", {}, {}}, {"test", {}, {}}};
+  std::tie(splits[0].x, splits[0].y) = read_idx_pair(train_images, train_labels);
+  std::tie(splits[1].x, splits[1].y) = read_idx_pair(test_images, test_labels);
   const auto per_row = [](const HostArray& a) { return std::vector<int64_t>(a.shape.begin() + 1, a.shape.end()); };
   if (per_row(splits[0].x) != per_row(splits[1].x))
     throw DataError(test_images + ": images are " + shape_string(per_row(splits[1].x)) + " but " + train_images +
@@ -184,12 +165,8 @@ ConvertSummary convert_idx_to_hdf5(const std::string& train_images, const std::s
   for (const DatasetSplit& s : splits)
     for (unsigned char label : s.y.bytes) num_classes = std::max<int64_t>(num_classes, int64_t(label) + 1);
   write_hdf5_dataset(out_path, splits, num_classes, options);
-  ConvertSummary summary;
-  summary.path = out_path;
-  summary.train_rows = splits[0].x.rows();
-  summary.test_rows = splits[1].x.rows();
-  summary.feature_shape = per_row(splits[0].x);
-  summary.num_classes = num_classes;
+  ConvertSummary summary{.path = out_path, .train_rows = splits[0].x.rows(), .test_rows = splits[1].x.rows(),
+                         .feature_shape = per_row(splits[0].x), .num_classes = num_classes};
   std::error_code ec;
   summary.file_bytes = int64_t(std::filesystem::file_size(out_path, ec));
   return summary;

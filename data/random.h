@@ -47,16 +47,10 @@ class Rng {
 
   // Uniform in [0, bound), exactly (multiply-shift with rejection of the biased tail).
   uint64_t below(uint64_t bound) {
-    uint64_t x = next_u64();
-    __uint128_t m = static_cast<__uint128_t>(x) * bound;
-    uint64_t low = static_cast<uint64_t>(m);
-    if (low < bound) {
+    __uint128_t m = static_cast<__uint128_t>(next_u64()) * bound;
+    if (static_cast<uint64_t>(m) < bound) {  // maybe in the biased tail: only then the division
       const uint64_t threshold = (0 - bound) % bound;
-      while (low < threshold) {
-        x = next_u64();
-        m = static_cast<__uint128_t>(x) * bound;
-        low = static_cast<uint64_t>(m);
-      }
+      while (static_cast<uint64_t>(m) < threshold) m = static_cast<__uint128_t>(next_u64()) * bound;
     }
     return static_cast<uint64_t>(m >> 64);
   }

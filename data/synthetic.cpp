@@ -14,16 +14,12 @@ namespace {
 // Independent streams under one seed, so the centres do not depend on `size`.
 constexpr uint64_t kCentreStream = 1, kWeightStream = 2, kRowStream = 3;
 
-int64_t checked_feature_dim(const SyntheticOptions& o) {
+// Validates the options; returns the feature dimension.
+int64_t check_options(const SyntheticOptions& o) {
   if (o.feature_shape.empty()) throw DataError("synthetic dataset: feature_shape is empty");
   for (int64_t d : o.feature_shape)
     if (d <= 0) throw DataError("synthetic dataset: feature_shape " + shape_string(o.feature_shape) +
                                 " has a non-positive dimension");
-  return shape_product(o.feature_shape);
-}
-
-void check_options(const SyntheticOptions& o) {
-  checked_feature_dim(o);
   if (o.size <= 0) throw DataError("synthetic dataset: size must be > 0, got " + std::to_string(o.size));
   if (o.task == SyntheticTask::kClassification && o.num_classes < 2)
     throw DataError("synthetic dataset: num_classes must be >= 2, got " + std::to_string(o.num_classes));
@@ -31,6 +27,7 @@ void check_options(const SyntheticOptions& o) {
     throw DataError("synthetic dataset: target_dim must be >= 1, got " + std::to_string(o.target_dim));
   if (!(o.noise >= 0.0f) || !std::isfinite(o.noise) || !std::isfinite(o.separation))
     throw DataError("synthetic dataset: noise must be finite and >= 0, separation finite");
+  return shape_product(o.feature_shape);
 }
 
 std::vector<float> normal_matrix(uint64_t seed, int64_t rows, int64_t cols, double stddev) {
@@ -43,20 +40,16 @@ std::vector<float> normal_matrix(uint64_t seed, int64_t rows, int64_t cols, doub
 }  // namespace
 
 std::vector<float> synthetic_class_centres(const SyntheticOptions& o) {
-  check_options(o);
-  return normal_matrix(derive_seed(o.seed, kCentreStream), o.num_classes, checked_feature_dim(o),
-                       o.separation);
+  return normal_matrix(derive_seed(o.seed, kCentreStream), o.num_classes, check_options(o), o.separation);
 }
 
 std::vector<float> synthetic_regression_weights(const SyntheticOptions& o) {
-  check_options(o);
-  const int64_t dim = checked_feature_dim(o);
+  const int64_t dim = check_options(o);
   return normal_matrix(derive_seed(o.seed, kWeightStream), o.target_dim, dim, 1.0 / std::sqrt(double(dim)));
 }
 
 std::shared_ptr<Source> make_synthetic(const SyntheticOptions& o) {
-  check_options(o);
-  const int64_t dim = checked_feature_dim(o);
+  const int64_t dim = check_options(o);
   std::vector<int64_t> shape = {o.size};
   shape.insert(shape.end(), o.feature_shape.begin(), o.feature_shape.end());
   std::vector<float> x(size_t(o.size * dim));
