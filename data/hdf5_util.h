@@ -120,7 +120,7 @@ class AtomicOutput {
   // system's reason (ENOSPC, EFBIG, EDQUOT): IoError "PATH: cannot finish writing: REASON".
   void write(std::string_view bytes);
   void commit();
-  // write() and commit() at once, over whatever is at path (example_name: its file name).
+  // write() and commit() at once, replacing whatever file is at path.
   static void replace(const std::string& path, std::string_view bytes);
 
  private:
