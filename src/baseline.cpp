@@ -3,12 +3,9 @@
 // metrics and the fixed-example predictions, and equal hashes for the weights.
 #include "src/baseline.h"
 
-
 #include <algorithm>
-#include <cerrno>
 #include <cmath>
 #include <cstdio>
-#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -266,21 +263,17 @@ class Comparison {
 std::vector<std::string> config_changes(const nlohmann::json& b, const nlohmann::json& r) {
   std::map<std::string, std::string> defaults;
   for (const auto& row : parse_config("data: {path: none}", "defaults").table()) defaults[row[0]] = row[1];
-  std::map<std::string, std::string> bm, rm;
-  for (auto& [k, v] : b.items()) bm[k] = v.is_string() ? v.get<std::string>() : v.dump();
-  for (auto& [k, v] : r.items()) rm[k] = v.is_string() ? v.get<std::string>() : v.dump();
   std::vector<std::string> out;
-  auto value = [&](const std::map<std::string, std::string>& m, const std::string& k) {
-    const auto it = m.find(k);
-    if (it != m.end()) return it->second;
+  auto value = [&](const nlohmann::json& j, const std::string& k) {
+    if (j.contains(k)) return j[k].is_string() ? j[k].get<std::string>() : j[k].dump();
     const auto d = defaults.find(k);
     return d == defaults.end() ? std::string("(unset)") : d->second;
   };
   std::map<std::string, bool> keys;
-  for (auto& [k, v] : bm) keys[k] = true;
-  for (auto& [k, v] : rm) keys[k] = true;
+  for (auto& [k, v] : b.items()) keys[k] = true;
+  for (auto& [k, v] : r.items()) keys[k] = true;
   for (auto& [k, unused] : keys) {
-    if (value(bm, k) != value(rm, k)) out.push_back(k + ": " + value(bm, k) + " -> " + value(rm, k));
+    if (value(b, k) != value(r, k)) out.push_back(k + ": " + value(b, k) + " -> " + value(r, k));
   }
   return out;
 }

@@ -8,16 +8,13 @@
 //   /optimizer/<slot> (num_params) float32, in the arena layout (trainable part)
 #include "src/checkpoint.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cmath>
-#include <cerrno>
 #include <cstring>
 #include <cstdio>
 #include <filesystem>
 #include <map>
+#include <type_traits>
 
 #include "data/hdf5_util.h"
 #include "src/run_folder.h"
@@ -76,13 +73,16 @@ std::string content_checksum(const Model& model, const SavedState& s) {
   return c.hex();
 }
 
-void write_floats(hid_t parent, const std::string& name, const float* data,
-                  const std::vector<hsize_t>& dims, const std::string& ctx) {
+// A float32 (T = float) or float64 (T = double) dataset of shape `dims`.
+template <typename T>
+void write_values(hid_t parent, const std::string& name, const T* data, const std::vector<hsize_t>& dims,
+                  const std::string& ctx) {
+  constexpr bool f32 = std::is_same_v<T, float>;
   H5Handle space = h5_check_id(H5Screate_simple(int(dims.size()), dims.data(), nullptr), ctx);
-  H5Handle ds = h5_check_id(H5Dcreate2(parent, name.c_str(), H5T_IEEE_F32LE, space.get(),
+  H5Handle ds = h5_check_id(H5Dcreate2(parent, name.c_str(), f32 ? H5T_IEEE_F32LE : H5T_IEEE_F64LE, space.get(),
                                        H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
                             ctx + ": create " + name);
-  h5_check_status(H5Dwrite(ds.get(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data),
+  h5_check_status(H5Dwrite(ds.get(), f32 ? H5T_NATIVE_FLOAT : H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, data),
                   ctx + ": write " + name);
 }
 
@@ -141,16 +141,6 @@ void check_variance(const float* x, int64_t n, const std::string& name, const st
   }
 }
 
-void write_doubles(hid_t parent, const std::string& name, const double* data, hsize_t n,
-                   const std::string& ctx) {
-  H5Handle space = h5_check_id(H5Screate_simple(1, &n, nullptr), ctx);
-  H5Handle ds = h5_check_id(H5Dcreate2(parent, name.c_str(), H5T_IEEE_F64LE, space.get(),
-                                       H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
-                            ctx + ": create " + name);
-  h5_check_status(H5Dwrite(ds.get(), H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, data),
-                  ctx + ": write " + name);
-}
-
 void read_doubles(hid_t parent, const std::string& name, double* out, hssize_t expect,
                   const std::string& ctx) {
   H5Handle ds = h5_check_id(H5Dopen2(parent, name.c_str(), H5P_DEFAULT), ctx + ": open " + name);
@@ -162,27 +152,20 @@ void read_doubles(hid_t parent, const std::string& name, double* out, hssize_t e
                   ctx + ": read " + name);
 }
 
+[[noreturn]] void missing_attribute(const char* name, const std::string& ctx) {
+  throw DataError(ctx + ": missing attribute '" + std::string(name) +
+                  "' (every lockstep model file has it: the file is damaged)");
+}
+
 int64_t required_int(hid_t obj, const char* name, const std::string& ctx) {
-  auto v = h5_read_attr_int(obj, name, ctx);
-  if (!v) {
-    throw DataError(ctx + ": missing attribute '" + std::string(name) +
-                    "' (every lockstep model file has it: the file is damaged)");
-  }
-  return *v;
+  if (const auto v = h5_read_attr_int(obj, name, ctx)) return *v;
+  missing_attribute(name, ctx);
 }
 
 std::string required_string(hid_t obj, const char* name, const std::string& ctx) {
-  auto v = h5_read_attr_string(obj, name, ctx);
-  if (!v) {
-    throw DataError(ctx + ": missing attribute '" + std::string(name) +
-                    "' (every lockstep model file has it: the file is damaged)");
-  }
-  return *v;
+  if (const auto v = h5_read_attr_string(obj, name, ctx)) return *v;
+  missing_attribute(name, ctx);
 }
-
-}  // namespace
-
-namespace {
 
 // The whole file is built in memory (HDF5's core driver) and written in one go:
 // HDF5 never meets a failing disk, which it reports badly and, after a failed
@@ -204,7 +187,7 @@ std::vector<char> file_image(const Model& model, const SavedState& s, const std:
     h5_write_attr_int(root, "epoch", s.epoch, ctx);
     h5_write_attr_int(root, "step_in_epoch", s.step_in_epoch, ctx);
     h5_write_attr_int(root, "replicas", s.replicas, ctx);
-    write_doubles(root, "progress", s.progress, 4, ctx);
+    write_values(root, "progress", s.progress, {4}, ctx);
     if (int64_t(s.params.size()) != model.arena_size()) {
       throw DataError(ctx + ": " + std::to_string(s.params.size()) +
                       " parameters given, the model has " + std::to_string(model.arena_size()));
@@ -220,14 +203,14 @@ std::vector<char> file_image(const Model& model, const SavedState& s, const std:
                         ctx + ": /weights/" + layer);
         open_name = layer;
       }
-      write_floats(g.get(), t.name, s.params.data() + t.offset,
+      write_values(g.get(), t.name, s.params.data() + t.offset,
                    std::vector<hsize_t>(t.shape.begin(), t.shape.end()), ctx);
     }
     if (!s.slots.empty()) {
       H5Handle opt = h5_check_id(
           H5Gcreate2(root, "optimizer", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), ctx + ": /optimizer");
       for (const auto& [name, data] : s.slots) {
-        write_floats(opt.get(), name, data.data(), {hsize_t(data.size())}, ctx);
+        write_values(opt.get(), name, data.data(), {hsize_t(data.size())}, ctx);
       }
     }
   }
@@ -240,17 +223,6 @@ std::vector<char> file_image(const Model& model, const SavedState& s, const std:
   }
   return bytes;
 }
-
-}  // namespace
-
-void save_state(const std::string& path, const Model& model, const SavedState& s) {
-  AtomicOutput out(path, /*overwrite=*/true);
-  const std::vector<char> bytes = file_image(model, s, path);
-  out.write({bytes.data(), bytes.size()});
-  out.commit();
-}
-
-namespace {
 
 SavedState read_state(const std::string& path, const Model* model) {
   const std::string ctx = path;
@@ -328,6 +300,13 @@ SavedState read_state(const std::string& path, const Model* model) {
 }
 
 }  // namespace
+
+void save_state(const std::string& path, const Model& model, const SavedState& s) {
+  AtomicOutput out(path, /*overwrite=*/true);
+  const std::vector<char> bytes = file_image(model, s, path);
+  out.write({bytes.data(), bytes.size()});
+  out.commit();
+}
 
 SavedState load_state(const std::string& path, const Model* model) {
   // HDF5 1.10 itself reads out of bounds on some crafted files (found by

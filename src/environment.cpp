@@ -68,8 +68,6 @@ std::string compiler() {
 #endif
 }
 
-std::string blas() { return cpu::gemm_library(); }
-
 std::string mpi_library() {
   char text[MPI_MAX_LIBRARY_VERSION_STRING] = {0};
   int len = 0;
@@ -87,7 +85,7 @@ nlohmann::json run_environment() {
           {"numeric_code", LOCKSTEP_NUMERIC_CODE},
           {"compiler", compiler()},
           {"build_flags", LOCKSTEP_BUILD_FLAGS},
-          {"blas", blas()},
+          {"blas", cpu::gemm_library()},
           {"cpu_model", cpu_model()},
           {"cpu_isa", cpu_isa()},
           {"mpi", mpi_library()}};

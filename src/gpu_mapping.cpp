@@ -26,14 +26,7 @@ int device_for_replica(const GpuShare& share, int index, int replicas_per_gpu) {
 }
 
 bool visibility_disjoint(const std::vector<std::vector<std::string>>& bus_ids_by_process) {
-  std::map<std::string, size_t> owner;
-  for (size_t p = 0; p < bus_ids_by_process.size(); ++p) {
-    for (const std::string& id : bus_ids_by_process[p]) {
-      const auto [it, fresh] = owner.emplace(id, p);
-      if (!fresh && it->second != p) return false;
-    }
-  }
-  return true;
+  return find_duplicate_gpu(bus_ids_by_process).empty();
 }
 
 std::string find_duplicate_gpu(const std::vector<std::vector<std::string>>& used_by_process) {

@@ -11,7 +11,6 @@
 #include <memory>
 #include <new>
 #include <string>
-#include <utility>
 #include <vector>
 
 #include "comm/bootstrap.h"
@@ -29,7 +28,6 @@
 #include "src/serve.h"
 #include "src/signals.h"
 #include "src/trainer.h"
-#include "src/checkpoint.h"
 #include "src/world.h"
 
 namespace {
@@ -86,16 +84,13 @@ std::string unknown_word(CLI::App& app, int argc, char** argv) {
       continue;
     }
     const auto subs = static_cast<const CLI::App*>(cmd)->get_subcommands(std::function<bool(const CLI::App*)>{});
-    bool found = false;
-    for (const CLI::App* s : subs) {
-      if (s->get_name() == w) {
-        cmd = const_cast<CLI::App*>(s);
-        path += " " + w;
-        found = true;
-        break;
-      }
+    const auto sub = std::find_if(subs.begin(), subs.end(), [&](const CLI::App* s) { return s->get_name() == w; });
+    if (sub != subs.end()) {
+      cmd = const_cast<CLI::App*>(*sub);
+      path += " " + w;
+      continue;
     }
-    if (found || subs.empty()) continue;
+    if (subs.empty()) continue;
     bool positional = false;
     for (const CLI::Option* o : cmd->get_options()) positional = positional || o->get_positional();
     if (positional) continue;
@@ -139,7 +134,8 @@ int report_fatal(const Bootstrap* boot, const char* kind, const std::string& wha
 
 // Runs fn and returns its exit code. Every exception ends here, written once:
 // one error line and the exit code of its kind; in a multi-process job (boot
-// set and more than one rank) it ends the whole job instead.
+// set and more than one rank) it ends the whole job instead. boot is null for the
+// subcommands that run in one process without an MPI world, and for loading the config.
 template <typename Fn>
 int guarded(const std::unique_ptr<Bootstrap>& boot, Fn&& fn) {
   try {
@@ -167,13 +163,6 @@ int guarded(const std::unique_ptr<Bootstrap>& boot, Fn&& fn) {
   }
 }
 
-// The subcommands that run in one process without an MPI world (convert, predict,
-// export, serve, baseline, verify), and loading the config.
-template <typename Fn>
-int run_single_process(Fn&& fn) {
-  return guarded(nullptr, std::forward<Fn>(fn));
-}
-
 // Runs fn inside an MPI-aware world (a world of one without a launcher).
 template <typename Fn>
 int with_world(int* argc, char*** argv, const CommOptions& options, Fn&& fn) {
@@ -193,25 +182,22 @@ std::string or_default(const std::string& given, const std::string& dir, const c
   if (dir.empty()) {
     throw ConfigError(std::string("convert idx: give --dir or --") + name);
   }
+  // --train-images -> train-images-idx3-ubyte; --test-* files are named t10k-*.
+  const std::string stem = name;
+  const std::string file = (stem.rfind("test", 0) == 0 ? "t10k" + stem.substr(4) : stem) +
+                           (stem.find("images") != std::string::npos ? "-idx3-ubyte" : "-idx1-ubyte");
   for (const char* ext : {".gz", ""}) {
-    std::string stem = name;
-    // --train-images -> train-images-idx3-ubyte; --test-* files are named t10k-*.
-    std::string file = (stem.rfind("test", 0) == 0 ? "t10k" + stem.substr(4) : stem) +
-                       (stem.find("images") != std::string::npos ? "-idx3-ubyte" : "-idx1-ubyte") + ext;
-    const std::string path = dir + "/" + file;
+    const std::string path = dir + "/" + file + ext;
     if (std::FILE* f = std::fopen(path.c_str(), "rb")) {
       std::fclose(f);
       return path;
     }
   }
-  throw DataError(dir + ": no " + name + " IDX file in this folder (expected e.g. " +
-                  (std::string(name).rfind("test", 0) == 0 ? "t10k" + std::string(name).substr(4)
-                                                             : std::string(name)) +
-                  (std::string(name).find("images") != std::string::npos ? "-idx3-ubyte.gz)" : "-idx1-ubyte.gz)"));
+  throw DataError(dir + ": no " + stem + " IDX file in this folder (expected e.g. " + file + ".gz)");
 }
 
 int run_convert(const Args& a) {
-  return run_single_process([&] {
+  return guarded(nullptr, [&] {
     Hdf5WriteOptions opt;
     opt.overwrite = a.overwrite;
     const std::string train_images = or_default(a.train_images, a.idx_dir, "train-images");
@@ -238,7 +224,7 @@ int run_export(const Config& config, const Args& a) {
 }
 
 int run_baseline(const Args& a, bool verify) {
-  return run_single_process([&] {
+  return guarded(nullptr, [&] {
     if (!verify) {
       write_baseline(a.run_dir, a.out, a.overwrite);
       return 0;
@@ -398,7 +384,7 @@ int main(int argc, char** argv) {
   // Config errors are found before MPI starts, the same on every process.
   std::vector<Override> overrides;
   Config config;
-  if (const int code = run_single_process([&] {
+  if (const int code = guarded(nullptr, [&] {
         for (const auto& s : a.sets) overrides.push_back(parse_override(s));
         config = load_config(a.config, overrides);
         return 0;
@@ -408,7 +394,7 @@ int main(int argc, char** argv) {
   // The main thread computes too (predict, replica 0); train.flush_denormals.
   cpu::set_flush_denormals(config.flush_denormals);
   if (*predict_cmd) {
-    return run_single_process([&] {
+    return guarded(nullptr, [&] {
       PredictArgs p{a.model, a.input, a.split, a.output, a.overwrite};
       const int64_t n = predict(config, p);
       std::printf("predicted %lld examples of %s:/%s -> %s\n", (long long)n, a.input.c_str(),
@@ -427,9 +413,9 @@ int main(int argc, char** argv) {
     return report_fatal(nullptr, "error", "--resume and --overwrite exclude each other: continue the run "
                         "in output.dir, or replace it", kExitUsage);
   }
-  if (*export_cmd) return run_single_process([&] { return run_export(config, a); });
+  if (*export_cmd) return guarded(nullptr, [&] { return run_export(config, a); });
   if (*serve_cmd) {
-    return run_single_process([&] {
+    return guarded(nullptr, [&] {
       serve(config, a.serve);  // returns once a SIGTERM/SIGINT has drained it
       return 0;
     });

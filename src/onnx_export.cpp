@@ -6,53 +6,16 @@
 #include "src/onnx_export.h"
 
 #include <algorithm>
-#include <cstdio>
-#include <cstring>
 #include <vector>
 
+#include "data/array.h"
 #include "data/hdf5_util.h"
 #include "src/environment.h"
 #include "src/model.h"
+#include "src/protobuf.h"
 
 namespace lockstep {
 namespace {
-
-// Protocol-buffer wire format: a message is a sequence of (tag, value) fields,
-// tag = field_number << 3 | wire_type (0 varint, 2 length-delimited, 5 fixed32).
-class Message {
- public:
-  Message& varint(int field, uint64_t v) {
-    key(field, 0);
-    put_varint(v);
-    return *this;
-  }
-  Message& fixed32(int field, float f) {
-    key(field, 5);
-    char b[4];
-    std::memcpy(b, &f, 4);  // little-endian hosts only (x86-64, aarch64)
-    out_.append(b, 4);
-    return *this;
-  }
-  Message& bytes(int field, const std::string& s) {
-    key(field, 2);
-    put_varint(s.size());
-    out_ += s;
-    return *this;
-  }
-  Message& message(int field, const Message& m) { return bytes(field, m.out_); }
-  const std::string& str() const { return out_; }
-
- private:
-  void key(int field, int wire) { put_varint(uint64_t(field) << 3 | uint64_t(wire)); }
-  void put_varint(uint64_t v) {
-    while (v >= 0x80) {
-      out_ += char((v & 0x7f) | 0x80);
-      v >>= 7;
-    }
-    out_ += char(v);
-  }
-  std::string out_;
-};
 
 constexpr int kFloat = 1;  // TensorProto.DataType.FLOAT
 constexpr int kInt64 = 7;  // TensorProto.DataType.INT64
@@ -60,20 +23,9 @@ constexpr int kInt64 = 7;  // TensorProto.DataType.INT64
 // TensorProto: dims = 1, data_type = 2, name = 8, raw_data = 9 (little-endian).
 Message tensor(const std::string& name, const std::vector<int64_t>& dims, const float* data) {
   Message t;
-  int64_t n = 1;
-  for (int64_t d : dims) {
-    t.varint(1, uint64_t(d));
-    n *= d;
-  }
+  for (int64_t d : dims) t.varint(1, uint64_t(d));
   t.varint(2, kFloat).bytes(8, name);
-  t.bytes(9, std::string(reinterpret_cast<const char*>(data), size_t(n) * sizeof(float)));
-  return t;
-}
-
-Message int64_tensor(const std::string& name, const std::vector<int64_t>& values) {
-  Message t;
-  t.varint(1, uint64_t(values.size())).varint(2, kInt64).bytes(8, name);
-  t.bytes(9, std::string(reinterpret_cast<const char*>(values.data()), values.size() * sizeof(int64_t)));
+  t.bytes(9, std::string(reinterpret_cast<const char*>(data), size_t(shape_product(dims)) * sizeof(float)));
   return t;
 }
 
@@ -123,8 +75,11 @@ class GraphBuilder {
     nodes_.push_back(n);
     return out;
   }
-  void int64_initializer(const std::string& name, const std::vector<int64_t>& values) {
-    initializers_.push_back(int64_tensor(name, values));
+  void int64_initializer(const std::string& name, const std::vector<int64_t>& values) {  // a 1-D INT64 tensor
+    Message t;
+    t.varint(1, uint64_t(values.size())).varint(2, kInt64).bytes(8, name);
+    t.bytes(9, std::string(reinterpret_cast<const char*>(values.data()), values.size() * sizeof(int64_t)));
+    initializers_.push_back(t);
   }
   std::string constant(const std::string& name, float v) {
     initializers_.push_back(tensor(name, {}, &v));

@@ -3,7 +3,6 @@
 #include "src/predict.h"
 
 #include <algorithm>
-#include <cmath>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -12,6 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "data/array.h"
 #include "data/hdf5_util.h"
 #include "data/input.h"
 #include "src/checkpoint.h"
@@ -112,13 +112,8 @@ int64_t predict(const Config& config, const PredictArgs& args) {
   // the ONNX export take them).
   if (takes.size() == 3 && has.size() == 1 && has[0] == takes[0] * takes[1] * takes[2]) has = takes;
   if (!takes.empty() && takes != has) {
-    const auto text = [](const std::vector<int64_t>& d) {
-      std::string t;
-      for (const int64_t v : d) t += (t.empty() ? "" : "x") + std::to_string(v);
-      return t;
-    };
-    throw DataError(args.input_path + ": split '" + args.split + "' has examples of " + text(has) +
-                    ", but " + args.model_path + " takes " + text(takes) +
+    throw DataError(args.input_path + ": split '" + args.split + "' has examples of " + shape_string(has) +
+                    ", but " + args.model_path + " takes " + shape_string(takes) +
                     " (predict data shaped like the training data)");
   }
   Model model(config.layers, takes.empty() ? info.feature_shape : has, k, config.loss);

@@ -2,11 +2,7 @@
 // the resolved config. Only the chief calls these (the Trainer makes sure).
 #include "src/run_folder.h"
 
-#include <unistd.h>
-
-#include <cerrno>
 #include <cstdio>
-#include <cstring>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
@@ -25,33 +21,21 @@ namespace {
 
 const char* const kRunFiles[] = {"model.h5", "manifest.json", "config.yaml", "metrics.jsonl"};
 
-std::string now_iso8601() {
+// The current time (UTC) in strftime's `format`.
+std::string utc_now(const char* format) {
   const std::time_t t = std::time(nullptr);
   std::tm tm{};
   gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  char buf[48];
+  std::strftime(buf, sizeof buf, format, &tm);
   return buf;
 }
 
 // Time of day plus 32 random bits: unique enough to tell two runs apart.
 std::string new_run_id() {
-  const std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[48];
-  std::strftime(buf, sizeof buf, "%Y%m%d-%H%M%S", &tm);
-  std::random_device rd;
   char tail[16];
-  std::snprintf(tail, sizeof tail, "-%08x", unsigned(rd()));
-  return std::string(buf) + tail;
-}
-
-// Writes text to path through a temporary name and a rename.
-void write_atomically(const std::string& path, const std::string& text) {
-  AtomicOutput out(path, /*overwrite=*/true, fs::path(path).filename().string());
-  out.write(text);
-  out.commit();
+  std::snprintf(tail, sizeof tail, "-%08x", unsigned(std::random_device{}()));
+  return utc_now("%Y%m%d-%H%M%S") + tail;
 }
 
 std::string shown(const fs::path& p, const fs::path& base) {
@@ -145,7 +129,7 @@ void write_run_record(const Config& c, const RunFolderOptions& o) {
       m = nlohmann::json::object();  // unreadable: start a new record
     }
   }
-  const nlohmann::json now = {{"time", now_iso8601()}, {"command_line", o.command_line},
+  const nlohmann::json now = {{"time", utc_now("%Y-%m-%dT%H:%M:%SZ")}, {"command_line", o.command_line},
                               {"processes", o.processes}, {"replicas_in_sync", o.replicas_in_sync}};
   if (m.contains("run_id")) {
     m["resumes"].push_back(now);
@@ -158,12 +142,10 @@ void write_run_record(const Config& c, const RunFolderOptions& o) {
   m["replicas_in_sync"] = o.replicas_in_sync;
   m["config_hash"] = config_hash(c);
   m["working_directory"] = fs::current_path(ec).string();
-  bool deterministic = false;  // train.deterministic, where this build has the key
-  for (const auto& row : c.table()) deterministic = deterministic || (row[0] == "train.deterministic" && row[1] == "true");
-  m["deterministic"] = deterministic;
+  m["deterministic"] = c.deterministic;
   m["environment"] = run_environment();
-  write_atomically((dir / "manifest.json").string(), m.dump(2) + "\n");
-  write_atomically((dir / "config.yaml").string(), c.to_yaml());
+  AtomicOutput::replace((dir / "manifest.json").string(), m.dump(2) + "\n");
+  AtomicOutput::replace((dir / "config.yaml").string(), c.to_yaml());
 }
 
 }  // namespace lockstep

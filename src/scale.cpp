@@ -42,12 +42,6 @@ bool on_path(const std::string& program) {
   return false;
 }
 
-void write_file(const fs::path& path, const std::string& text) {
-  AtomicOutput out(path.string(), /*overwrite=*/true, path.filename().string());
-  out.write(text);
-  out.commit();
-}
-
 // The global batch of a layout: strong keeps train.batch_size; weak keeps the
 // per-replica batch that train.batch_size gives the smallest layout.
 int64_t layout_batch(const ScaleOptions& o, const Config& base, int replicas, int min_replicas) {
@@ -173,7 +167,7 @@ std::string gnuplot_script(const std::vector<ScalePoint>& points, const std::str
 std::string draw_png(const std::vector<ScalePoint>& points, const fs::path& dir) {
   if (!on_path("gnuplot")) return "scaling.png not drawn: gnuplot is not on PATH (apt-get install gnuplot-nox)";
   const fs::path script = dir / "scaling.gp";
-  write_file(script, gnuplot_script(points, (dir / "scaling.png").string()));
+  AtomicOutput::replace(script.string(), gnuplot_script(points, (dir / "scaling.png").string()));
   const std::string cmd = "gnuplot '" + script.string() + "' 2>'" + (dir / "gnuplot.log").string() + "'";
   if (script.string().find('\'') != std::string::npos || std::system(cmd.c_str()) != 0) {
     return "scaling.png not drawn: gnuplot failed (see " + (dir / "gnuplot.log").string() + ")";
@@ -384,8 +378,8 @@ void run_scale(const ScaleOptions& o, World& world) {
   if (!child) notes += draw_png(points, dir);
   const AlphaBeta* m = o.projection.empty() || child ? nullptr : &model;
   const std::vector<Projection> projected = m ? project(o, *m, points) : std::vector<Projection>{};
-  write_file(dir / "scaling.json", scaling_json(o, points, projected, m));
-  write_file(dir / "scaling.md", scaling_markdown(o, points, notes, projected, m));
+  AtomicOutput::replace((dir / "scaling.json").string(), scaling_json(o, points, projected, m));
+  AtomicOutput::replace((dir / "scaling.md").string(), scaling_markdown(o, points, notes, projected, m));
   std::printf("scale: wrote %s, %s%s\n", (dir / "scaling.md").c_str(), (dir / "scaling.json").c_str(),
               child || !fs::exists(dir / "scaling.png") ? "" : (", " + (dir / "scaling.png").string()).c_str());
   if (!notes.empty()) std::printf("scale: %s\n", notes.c_str());

@@ -4,7 +4,6 @@
 #include "src/serve.h"
 
 #include <httplib.h>
-#include <pthread.h>
 #include <signal.h>
 #include <sys/socket.h>
 

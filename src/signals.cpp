@@ -21,8 +21,6 @@ void record(int sig) {
   g_signal.compare_exchange_strong(expected, sig);
 }
 
-void on_signal(int sig) { record(sig); }
-
 // Every signal that arrives asynchronously and that someone may catch (OpenMPI
 // catches SIGCONT, which its launcher sends before SIGTERM; profilers SIGPROF).
 // Faults (SIGSEGV, SIGFPE, ...) belong to the thread that faulted and SIGPIPE to
@@ -68,7 +66,7 @@ void wait_for_signals() {
 SignalGuard::SignalGuard() {
   struct sigaction sa;
   std::memset(&sa, 0, sizeof sa);
-  sa.sa_handler = on_signal;
+  sa.sa_handler = record;
   sigemptyset(&sa.sa_mask);
   sigaction(SIGINT, &sa, &g_old_int);
   sigaction(SIGTERM, &sa, &g_old_term);
@@ -81,7 +79,7 @@ SignalGuard::SignalGuard() {
 SignalGuard::~SignalGuard() {
   g_closing.store(true);
   waiter_.join();
-  pthread_sigmask(SIG_SETMASK, &previous_mask_, nullptr);  // a pending one reaches on_signal
+  pthread_sigmask(SIG_SETMASK, &previous_mask_, nullptr);  // a pending one reaches record
   sigaction(SIGINT, &g_old_int, nullptr);
   sigaction(SIGTERM, &g_old_term, nullptr);
 }

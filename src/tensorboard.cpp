@@ -12,6 +12,8 @@
 #include <filesystem>
 #include <stdexcept>
 
+#include "src/protobuf.h"
+
 namespace lockstep {
 namespace {
 
@@ -25,34 +27,11 @@ std::array<uint32_t, 256> make_crc_table() {
   return t;
 }
 
-void put_varint(std::string& out, uint64_t v) {
-  while (v >= 0x80) {
-    out.push_back(char(uint8_t(v) | 0x80));
-    v >>= 7;
-  }
-  out.push_back(char(uint8_t(v)));
-}
-
 template <typename T>
-void put_le(std::string& out, T v) {  // fixed32/fixed64/double/float: little-endian bytes
+void put_le(std::string& out, T v) {  // the record framing's uint64/uint32: little-endian bytes
   unsigned char b[sizeof(T)];
   std::memcpy(b, &v, sizeof(T));
   for (size_t i = 0; i < sizeof(T); ++i) out.push_back(char(b[i]));  // x86/ARM are little-endian
-}
-
-void put_key(std::string& out, int field, int wire_type) { put_varint(out, uint64_t(field << 3 | wire_type)); }
-
-void put_bytes(std::string& out, int field, const std::string& bytes) {
-  put_key(out, field, 2);
-  put_varint(out, bytes.size());
-  out += bytes;
-}
-
-void put_head(std::string& out, double wall_time, int64_t step) {
-  put_key(out, 1, 1);
-  put_le(out, wall_time);
-  put_key(out, 2, 0);
-  put_varint(out, uint64_t(step));
 }
 
 double now_seconds() {
@@ -75,23 +54,17 @@ uint32_t masked_crc32c(const void* data, size_t n) {
 }
 
 std::string scalar_event(double wall_time, int64_t step, const std::string& tag, float value) {
-  std::string v;  // Summary.Value
-  put_bytes(v, 1, tag);
-  put_key(v, 2, 5);
-  put_le(v, value);
-  std::string summary;
-  put_bytes(summary, 1, v);
-  std::string e;
-  put_head(e, wall_time, step);
-  put_bytes(e, 5, summary);
-  return e;
+  Message v, summary, e;  // Summary.Value, Summary, Event
+  v.bytes(1, tag).fixed32(2, value);
+  summary.message(1, v);
+  e.fixed64(1, wall_time).varint(2, uint64_t(step)).message(5, summary);
+  return e.str();
 }
 
 std::string version_event(double wall_time) {
-  std::string e;
-  put_head(e, wall_time, 0);
-  put_bytes(e, 3, "brain.Event:2");
-  return e;
+  Message e;
+  e.fixed64(1, wall_time).varint(2, 0).bytes(3, "brain.Event:2");
+  return e.str();
 }
 
 std::string tfrecord(const std::string& data) {

@@ -36,7 +36,6 @@ class EventFileWriter {
 
   void scalar(const std::string& tag, int64_t step, double value);
   void flush();
-  const std::string& path() const { return path_; }
 
  private:
   void write(const std::string& event);

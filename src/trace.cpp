@@ -4,11 +4,7 @@
 // tracer was made, so tracks of ranks on one node line up.
 #include "src/trace.h"
 
-#include <cerrno>
 #include <cstdio>
-#include <cstring>
-#include <filesystem>
-#include <stdexcept>
 
 #include <nlohmann/json.hpp>
 
@@ -44,19 +40,12 @@ std::string TraceTrack::json(int rank, TraceClock::time_point origin) const {
                         {"args", {{"sort_index", tid_}}}}
              .dump();
   char buf[512];
+  const std::string backend = nlohmann::json(backend_).dump();
   for (const TraceSpan& s : spans_) {
     // Microseconds with ns precision; args only where they say something.
-    std::string args;
-    if (s.step >= 0) {
-      args += "\"step\":";
-      args += std::to_string(s.step);
-    }
+    std::string args = s.step >= 0 ? "\"step\":" + std::to_string(s.step) : "";
     if (s.bytes >= 0) {
-      if (!args.empty()) args += ',';
-      args += "\"bytes\":";
-      args += std::to_string(s.bytes);
-      args += ",\"backend\":";
-      args += nlohmann::json(backend_).dump();
+      args += (args.empty() ? "\"bytes\":" : ",\"bytes\":") + std::to_string(s.bytes) + ",\"backend\":" + backend;
     }
     std::snprintf(buf, sizeof buf, ",{\"ph\":\"X\",\"name\":\"%s\",\"pid\":%d,\"tid\":%d,\"ts\":%.3f,\"dur\":%.3f,\"args\":{%s}}",
                   s.name, rank, tid_, double(s.start_ns - base) / 1e3, double(s.dur_ns) / 1e3, args.c_str());
@@ -70,14 +59,10 @@ Tracer::Tracer(int rank, int local_replicas, int64_t steps)
   // A step makes about 5 spans plus one per bucket; evaluation, checksums and
   // checkpoints add a few per epoch. Room for 16 per step and 4096 more.
   const size_t capacity = size_t(steps) * 16 + 4096;
-  char name[96];
   for (int i = 0; i < local_replicas; ++i) {
-    std::snprintf(name, sizeof name, "rank %d replica %d", rank, i);
+    const std::string name = "rank " + std::to_string(rank) + " replica " + std::to_string(i);
     replicas_.emplace_back(name, i, capacity);
-  }
-  for (int i = 0; i < local_replicas; ++i) {
-    std::snprintf(name, sizeof name, "rank %d replica %d bucket reducer", rank, i);
-    reducers_.emplace_back(name, 1000 + i, capacity);
+    reducers_.emplace_back(name + " bucket reducer", 1000 + i, capacity);
   }
 }
 

@@ -50,6 +50,21 @@ std::chrono::milliseconds long_phase_budget(const Config& c) {
   return std::chrono::milliseconds(int64_t(c.comm_long_phase_s * 1000.0));
 }
 
+// A multi-line table value (model.layers) on one line: its lines joined by "; ".
+std::string one_line(std::string v) {
+  for (size_t at = 0; (at = v.find('\n', at)) != std::string::npos;) v.replace(at, 1, "; ");
+  return v;
+}
+
+// Rank root's `text` on every process (its length first).
+std::string broadcast_text(Communicator& comm, std::string text, int root) {
+  int64_t len = int64_t(text.size());
+  comm.broadcast(&len, 1, root);
+  text.resize(size_t(len));
+  comm.broadcast(reinterpret_cast<uint8_t*>(text.data()), text.size(), root);
+  return text;
+}
+
 }  // namespace
 
 Trainer::Trainer(Config config, World& world) : config_(std::move(config)), world_(world) {
@@ -144,14 +159,6 @@ void Trainer::build(bool training) {
   total_steps_ = training ? train_input_->steps_per_epoch() * c.epochs : 0;
 }
 
-namespace {
-// A multi-line table value (model.layers) on one line: its lines joined by "; ".
-std::string one_line(std::string v) {
-  for (size_t at = 0; (at = v.find('\n', at)) != std::string::npos;) v.replace(at, 1, "; ");
-  return v;
-}
-}  // namespace
-
 // Every process must train the same thing: compare a hash of the resolved
 // config, the architecture and the data each process opened. On a mismatch,
 // rank 0's config is broadcast so each process can name the keys that differ.
@@ -182,16 +189,8 @@ void Trainer::check_same_everywhere() {
   if (differ.empty()) return;
   // Everyone gets rank 0's text and the first differing rank's, so the message
   // every process prints (whichever MPI_Abort wins) names the keys.
-  auto text_of = [&](int root) {
-    int64_t len = int64_t(mine.size());
-    world_.comm->broadcast(&len, 1, root);
-    std::string t(size_t(len), '\0');
-    if (world_.rank() == root) t = mine;
-    world_.comm->broadcast(reinterpret_cast<uint8_t*>(t.data()), t.size(), root);
-    return t;
-  };
-  const std::string ref = text_of(0);
-  const std::string other = text_of(differ[0]);
+  const std::string ref = broadcast_text(*world_.comm, mine, 0);
+  const std::string other = broadcast_text(*world_.comm, mine, differ[0]);
   std::string diff;
   std::istringstream a(other), b(ref);
   std::string la, lb;
@@ -253,18 +252,15 @@ void Trainer::print_config() const {
   if (!verbose_) {
     for (const auto& row : parse_config("data: {path: none}", "defaults").table()) defaults[row[0]] = row[1];
   }
-  std::vector<std::vector<std::string>> rows;
-  for (const auto& row : config_.table()) {
-    const auto it = defaults.find(row[0]);
-    if (verbose_ || row[0] == "data.path" || it == defaults.end() || it->second != row[1]) rows.push_back(row);
-  }
   if (verbose_) {
     std::printf("%-26s %-34s %s\n", "config key", "value", "meaning");
   } else {
     std::printf("config keys that differ from their defaults (all of them: %s/config.yaml, or --verbose):\n",
                 config_.output_dir.c_str());
   }
-  for (const auto& row : rows) {
+  for (const auto& row : config_.table()) {
+    const auto it = defaults.find(row[0]);
+    if (!verbose_ && row[0] != "data.path" && it != defaults.end() && it->second == row[1]) continue;
     std::string value = row[1];  // model.layers: an entry a line, under the first
     for (size_t at = 0; (at = value.find('\n', at)) != std::string::npos; at += 28) value.insert(at + 1, 27, ' ');
     if (verbose_) {
@@ -544,24 +540,6 @@ void Trainer::on_nonfinite(Replica& r, const Position& pos, const StepResult& re
 }
 
 // ---- checkpoints ----
-namespace {
-
-// "cannot write checkpoint P: No space left on device; Q kept": the system's
-// reason and what survives.
-std::string write_failure(const std::string& path, const std::string& reason,
-                          const std::vector<std::string>& before) {
-  std::string kept = "no earlier checkpoint to keep";
-  for (const auto& p : before) {
-    if (p != path) {
-      kept = p + " kept";
-      break;
-    }
-  }
-  return "cannot write checkpoint " + path + ": " + reason + "; " + kept;
-}
-
-}  // namespace
-
 std::string Trainer::checkpoint_dir() const {
   if (!config_.checkpoint_dir.empty()) return config_.checkpoint_dir;
   return (std::filesystem::path(config_.output_dir) / "checkpoints").string();
@@ -583,6 +561,20 @@ SavedState Trainer::snapshot(Replica& r, const Position& pos) const {
 }
 
 namespace {
+// "cannot write checkpoint P: No space left on device; Q kept": the system's
+// reason and what survives.
+std::string write_failure(const std::string& path, const std::string& reason,
+                          const std::vector<std::string>& before) {
+  std::string kept = "no earlier checkpoint to keep";
+  for (const auto& p : before) {
+    if (p != path) {
+      kept = p + " kept";
+      break;
+    }
+  }
+  return "cannot write checkpoint " + path + ": " + reason + "; " + kept;
+}
+
 // Names the first tensor holding NaN or Inf, and what moving statistics mean.
 std::string nonfinite_tensor(const Model& model, const std::vector<float>& params) {
   for (const auto& [layer, t] : model.all_tensors()) {
@@ -730,11 +722,8 @@ EvalResult Trainer::evaluate(Replica& r, DistributedInput& input) {
     if (ms > slowest_eval_ms_.load()) slowest_eval_ms_.store(ms);
   }
   if (tracer_) tracer_->replica(r.local_index).span("evaluation", t0, Clock::now());
-  EvalResult e;
-  e.count = int64_t(total.rows);
-  e.loss = total.rows > 0 ? total.loss_sum / total.rows : 0.0;
-  e.accuracy = total.rows > 0 ? total.correct / total.rows : 0.0;
-  return e;
+  const double rows = std::max(1.0, total.rows);  // an empty split: all zeros
+  return EvalResult{total.loss_sum / rows, total.correct / rows, int64_t(total.rows)};
 }
 
 MetricSums Trainer::all_reduce(Replica& r, const MetricSums& local) {
@@ -773,22 +762,19 @@ void Trainer::report_epoch(int64_t epoch, const MetricSums& s, double train_seco
   if (skipped_steps_ > 0) std::printf(" - %lld steps skipped (non-finite)", (long long)skipped_steps_.load());
   std::printf("\n");
   std::fflush(stdout);
+  const StepBreakdown& b = last_breakdown_;  // median ms per step of this epoch's steps on the chief replica
   nlohmann::json rec = {{"epoch", epoch + 1},  {"loss", loss},
                         {"val_loss", val.loss}, {"samples_per_sec", sps},
                         {"seconds", epoch_seconds}, {"train_seconds", train_seconds},
                         {"learning_rate", lr},  {"steps", steps},
-                        {"skipped_steps", skipped_steps_.load()}};
+                        {"skipped_steps", skipped_steps_.load()},
+                        {"step_ms", b.step_ms}, {"compute_ms", b.compute_ms},
+                        {"allreduce_wait_ms", b.allreduce_ms}, {"input_wait_ms", b.input_ms},
+                        {"optimizer_ms", b.optimizer_ms}};
   if (cls) {
     rec["accuracy"] = acc;
     rec["val_accuracy"] = val.accuracy;
   }
-  // Median ms per step of this epoch's steps on the chief replica.
-  const StepBreakdown& b = last_breakdown_;
-  rec["step_ms"] = b.step_ms;
-  rec["compute_ms"] = b.compute_ms;
-  rec["allreduce_wait_ms"] = b.allreduce_ms;
-  rec["input_wait_ms"] = b.input_ms;
-  rec["optimizer_ms"] = b.optimizer_ms;
   metrics_->write(rec);
   if (tensorboard_) {
     tensorboard_->epoch(EpochScalars{epoch, loss, val.loss, acc, val.accuracy, cls, lr, sps});
@@ -823,11 +809,7 @@ void Trainer::write_trace() {
   std::vector<std::string> ranks;
   ranks.push_back(tracer_->json());
   for (int root = 1; root < world_.size(); ++root) {
-    std::string text = world_.rank() == root ? ranks[0] : std::string();
-    int64_t len = int64_t(text.size());
-    world_.comm->broadcast(&len, 1, root);
-    text.resize(size_t(len));
-    world_.comm->broadcast(reinterpret_cast<uint8_t*>(text.data()), text.size(), root);
+    std::string text = broadcast_text(*world_.comm, ranks[0], root);
     if (world_.rank() == 0) ranks.push_back(std::move(text));
   }
   int64_t dropped = tracer_->dropped();
