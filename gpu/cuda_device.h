@@ -20,32 +20,18 @@ class CudaDevice {
              double* loss_sum, int64_t* correct)
       : ctx_(ctx), step_(step), staged_(staged), loss_sum_(loss_sum), correct_(correct) {}
 
-  template <class... A>
-  void gemm(A... a) { cuda::gemm(*ctx_, a...); }
-  template <class... A>
-  void bias_activation_forward(A... a) { cuda::bias_activation_forward(*ctx_, a...); }
-  template <class... A>
-  void activation_backward(A... a) { cuda::activation_backward(*ctx_, a...); }
-  template <class... A>
-  void bias_grad(A... a) { cuda::bias_grad(*ctx_, a...); }
   void dropout_forward(float* x, int64_t rows, int64_t cols, float rate, int layer) {
     cuda::dropout_forward(*ctx_, x, rows, cols, rate, step_, layer);
   }
   void dropout_backward(float* dx, int64_t rows, int64_t cols, float rate, int layer) {
     cuda::dropout_backward(*ctx_, dx, rows, cols, rate, step_, layer);
   }
-  void copy(float* dst, const float* src, int64_t n) {
-    LOCKSTEP_CUDA_CHECK(cudaMemcpyAsync(dst, src, sizeof(float) * size_t(n),
-                                        cudaMemcpyDeviceToDevice, ctx_->stream));
+  template <class T>
+  void copy(T* dst, const T* src, int64_t n) {
+    LOCKSTEP_CUDA_CHECK(cudaMemcpyAsync(dst, src, sizeof(T) * size_t(n), cudaMemcpyDeviceToDevice, ctx_->stream));
   }
-  void zero_doubles(double* x, int64_t n) {
-    LOCKSTEP_CUDA_CHECK(cudaMemsetAsync(x, 0, sizeof(double) * size_t(n), ctx_->stream));
-  }
-  void copy_doubles(double* dst, const double* src, int64_t n) {
-    LOCKSTEP_CUDA_CHECK(cudaMemcpyAsync(dst, src, sizeof(double) * size_t(n),
-                                        cudaMemcpyDeviceToDevice, ctx_->stream));
-  }
-  void axpy(int64_t n, float alpha, const float* x, float* y) { cuda::axpy(*ctx_, n, alpha, x, y); }
+  template <class T>
+  void zero(T* x, int64_t n) { LOCKSTEP_CUDA_CHECK(cudaMemsetAsync(x, 0, sizeof(T) * size_t(n), ctx_->stream)); }
   // Batch norm's commit (Network::commit_state), skipped on the device when the
   // step's update is (gate_state).
   void batch_norm_update_moving(float* moving_mean, float* moving_var, const float* mean,
@@ -64,25 +50,8 @@ class CudaDevice {
 #define LOCKSTEP_CUDA_KERNEL(name) \
   template <class... A>            \
   void name(A... a) { cuda::name(*ctx_, a...); }
-  LOCKSTEP_CUDA_KERNEL(conv2d_forward)
-  LOCKSTEP_CUDA_KERNEL(conv2d_backward_data)
-  LOCKSTEP_CUDA_KERNEL(conv2d_backward_weights)
-  LOCKSTEP_CUDA_KERNEL(max_pool2d_forward)
-  LOCKSTEP_CUDA_KERNEL(max_pool2d_backward)
-  LOCKSTEP_CUDA_KERNEL(avg_pool2d_forward)
-  LOCKSTEP_CUDA_KERNEL(avg_pool2d_backward)
-  LOCKSTEP_CUDA_KERNEL(global_avg_pool2d_forward)
-  LOCKSTEP_CUDA_KERNEL(global_avg_pool2d_backward)
-  LOCKSTEP_CUDA_KERNEL(batch_norm_stats)
-  LOCKSTEP_CUDA_KERNEL(batch_norm_moments)
-  LOCKSTEP_CUDA_KERNEL(batch_norm_forward)
-  LOCKSTEP_CUDA_KERNEL(batch_norm_inference)
-  LOCKSTEP_CUDA_KERNEL(batch_norm_backward_stats)
-  LOCKSTEP_CUDA_KERNEL(batch_norm_backward_data)
+  LOCKSTEP_DEVICE_KERNELS(LOCKSTEP_CUDA_KERNEL)
 #undef LOCKSTEP_CUDA_KERNEL
-  void zero(float* x, int64_t n) {
-    LOCKSTEP_CUDA_CHECK(cudaMemsetAsync(x, 0, sizeof(float) * size_t(n), ctx_->stream));
-  }
 
   // The slice was staged (gpu/cuda_step.cpp) before the step.
   DeviceInputs inputs(const ReplicaBatch&) const { return staged_; }
@@ -91,20 +60,12 @@ class CudaDevice {
   SliceStats loss(LossKind kind, const float* out, const DeviceInputs& in, int64_t rows,
                   int64_t k, float* d_out, float scale) {
     empty_slice();
-    if (kind == LossKind::kSoftmaxCrossEntropy) {
-      if (d_out) {
-        cuda::softmax_xent(*ctx_, out, in.labels, d_out, rows, k, scale, loss_sum_, correct_);
-      } else {
-        cuda::softmax_xent_loss(*ctx_, out, in.labels, rows, k, loss_sum_, correct_);
-      }
-    } else if (d_out) {
-      cuda::mse(*ctx_, out, in.targets, d_out, rows, k, scale, loss_sum_);
-    } else {
-      cuda::mse_loss(*ctx_, out, in.targets, rows, k, loss_sum_);
-    }
-    SliceStats s;
-    s.rows = rows;
-    return s;
+    const bool xent = kind == LossKind::kSoftmaxCrossEntropy;
+    if (xent && d_out) cuda::softmax_xent(*ctx_, out, in.labels, d_out, rows, k, scale, loss_sum_, correct_);
+    if (xent && !d_out) cuda::softmax_xent_loss(*ctx_, out, in.labels, rows, k, loss_sum_, correct_);
+    if (!xent && d_out) cuda::mse(*ctx_, out, in.targets, d_out, rows, k, scale, loss_sum_);
+    if (!xent && !d_out) cuda::mse_loss(*ctx_, out, in.targets, rows, k, loss_sum_);
+    return {0.0, 0, rows};
   }
   SliceStats empty_slice() {
     LOCKSTEP_CUDA_CHECK(cudaMemsetAsync(loss_sum_, 0, sizeof(double), ctx_->stream));

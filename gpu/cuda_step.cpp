@@ -5,7 +5,6 @@
 // shape as a CUDA graph. Built only with CUDA.
 #include <algorithm>
 #include <chrono>
-#include <cmath>
 #include <cstring>
 #include <map>
 #include <stdexcept>
@@ -176,9 +175,9 @@ CudaReplica::CudaReplica(const Model& model, const Config& config, int device, i
   // pick the same algorithms (graphs on and off stay bitwise equal).
   LOCKSTEP_CUBLAS_CHECK(cublasSetWorkspace(ctx_->get().cublas, cublas_workspace_.data(),
                                            kCublasWorkspace));
-  LOCKSTEP_CUDA_CHECK(cudaMemset(grads_.data(), 0, grads_.size() * sizeof(float)));
-  LOCKSTEP_CUDA_CHECK(cudaMemset(m_.data(), 0, m_.size() * sizeof(float)));
-  if (v_.size() > 0) LOCKSTEP_CUDA_CHECK(cudaMemset(v_.data(), 0, v_.size() * sizeof(float)));
+  for (auto* b : {&grads_, &m_, &v_}) {
+    if (b->size() > 0) LOCKSTEP_CUDA_CHECK(cudaMemset(b->data(), 0, b->size() * sizeof(float)));
+  }
   LOCKSTEP_CUDA_CHECK(cudaDeviceSynchronize());  // the memsets above ran on the legacy stream
   // Batch norm's statistics: stream-ordered all-reduces of device doubles.
   net_.sync = [this](double* x, int64_t n) {
@@ -213,20 +212,15 @@ void CudaReplica::stage_inputs(const ReplicaBatch& b) {
                                 " rows, asked for " + std::to_string(b.rows));
   }
   if (b.rows == 0) return;
-  const cudaStream_t s = stream();
-  const size_t xs = size_t(b.rows * model_.input_dim());
-  std::memcpy(x_host_.data(), b.x, xs * sizeof(float));
-  LOCKSTEP_CUDA_CHECK(cudaMemcpyAsync(x_.data(), x_host_.data(), xs * sizeof(float),
-                                      cudaMemcpyHostToDevice, s));
+  const auto stage = [s = stream()](auto* device, auto* pinned, const auto* host, size_t n) {
+    std::memcpy(pinned, host, n * sizeof(*host));
+    LOCKSTEP_CUDA_CHECK(cudaMemcpyAsync(device, pinned, n * sizeof(*host), cudaMemcpyHostToDevice, s));
+  };
+  stage(x_.data(), x_host_.data(), b.x, size_t(b.rows * model_.input_dim()));
   if (model_.loss() == LossKind::kSoftmaxCrossEntropy) {
-    std::memcpy(labels_host_.data(), b.labels, size_t(b.rows) * sizeof(int32_t));
-    LOCKSTEP_CUDA_CHECK(cudaMemcpyAsync(labels_.data(), labels_host_.data(),
-                                        size_t(b.rows) * sizeof(int32_t), cudaMemcpyHostToDevice, s));
+    stage(labels_.data(), labels_host_.data(), b.labels, size_t(b.rows));
   } else {
-    const size_t ts = size_t(b.rows * model_.output_dim());
-    std::memcpy(targets_host_.data(), b.targets, ts * sizeof(float));
-    LOCKSTEP_CUDA_CHECK(cudaMemcpyAsync(targets_.data(), targets_host_.data(), ts * sizeof(float),
-                                        cudaMemcpyHostToDevice, s));
+    stage(targets_.data(), targets_host_.data(), b.targets, size_t(b.rows * model_.output_dim()));
   }
 }
 
@@ -384,11 +378,8 @@ SliceStats CudaReplica::evaluate(Replica&, const ReplicaBatch& b) {
   LOCKSTEP_CUDA_CHECK(cudaMemcpyAsync(correct_host_.data(), correct_.data(), sizeof(int64_t),
                                       cudaMemcpyDeviceToHost, s));
   LOCKSTEP_CUDA_CHECK(cudaStreamSynchronize(s));
-  SliceStats st;
-  st.loss_sum = *loss_host_.data();
-  st.correct = model_.loss() == LossKind::kSoftmaxCrossEntropy ? *correct_host_.data() : 0;
-  st.rows = b.rows;
-  return st;
+  const bool xent = model_.loss() == LossKind::kSoftmaxCrossEntropy;
+  return {*loss_host_.data(), xent ? *correct_host_.data() : 0, b.rows};
 }
 
 class CudaGroup final : public DeviceGroup {

@@ -39,14 +39,19 @@ std::string node_text(const YAML::Node& n) {
   return out.c_str();
 }
 
-int64_t get_int(const YAML::Node& n, const Ctx& c, int64_t lo, int64_t hi) {
-  if (!n.IsScalar()) c.fail("expected an integer, got " + node_text(n));
-  int64_t v = 0;
+// The scalar n as a T, or "expected <what>, got ...".
+template <typename T>
+T get_scalar(const YAML::Node& n, const Ctx& c, const std::string& what) {
+  if (!n.IsScalar()) c.fail("expected " + what + ", got " + node_text(n));
   try {
-    v = n.as<int64_t>();
+    return n.as<T>();
   } catch (const YAML::Exception&) {
-    c.fail("expected an integer, got '" + n.Scalar() + "'");
+    c.fail("expected " + what + ", got '" + n.Scalar() + "'");
   }
+}
+
+int64_t get_int(const YAML::Node& n, const Ctx& c, int64_t lo, int64_t hi) {
+  const int64_t v = get_scalar<int64_t>(n, c, "an integer");
   if (v < lo || v > hi) {
     c.fail("value " + std::to_string(v) + " is out of range [" + std::to_string(lo) + ", " +
            (hi == std::numeric_limits<int64_t>::max() ? std::string("inf") : std::to_string(hi)) +
@@ -56,13 +61,7 @@ int64_t get_int(const YAML::Node& n, const Ctx& c, int64_t lo, int64_t hi) {
 }
 
 double get_float(const YAML::Node& n, const Ctx& c, double lo, double hi, bool lo_open = false) {
-  if (!n.IsScalar()) c.fail("expected a number, got " + node_text(n));
-  double v = 0;
-  try {
-    v = n.as<double>();
-  } catch (const YAML::Exception&) {
-    c.fail("expected a number, got '" + n.Scalar() + "'");
-  }
+  const double v = get_scalar<double>(n, c, "a number");
   if (!std::isfinite(v) || v < lo || v > hi || (lo_open && v == lo)) {
     std::ostringstream os;
     os << "value " << n.Scalar() << " is out of range " << (lo_open ? "(" : "[") << lo << ", "
@@ -72,14 +71,7 @@ double get_float(const YAML::Node& n, const Ctx& c, double lo, double hi, bool l
   return v;
 }
 
-bool get_bool(const YAML::Node& n, const Ctx& c) {
-  if (!n.IsScalar()) c.fail("expected true or false, got " + node_text(n));
-  try {
-    return n.as<bool>();
-  } catch (const YAML::Exception&) {
-    c.fail("expected true or false, got '" + n.Scalar() + "'");
-  }
-}
+bool get_bool(const YAML::Node& n, const Ctx& c) { return get_scalar<bool>(n, c, "true or false"); }
 
 // Byte offset of the first invalid UTF-8 sequence, or npos.
 size_t invalid_utf8_at(const std::string& s) {
@@ -172,47 +164,44 @@ struct LayerField {
   std::function<void(const LayerConfig&, YAML::Emitter&)> write;
 };
 
+// A field written back as stored; `get` reads and checks it.
+template <typename T, typename Get>
+LayerField field(const char* name, std::vector<LayerType> types, T LayerConfig::*f, Get get, bool required = false) {
+  return {name, std::move(types), required,
+          [=](LayerConfig& l, const YAML::Node& n, const Ctx& c) { l.*f = static_cast<T>(get(n, c)); },
+          [=](const LayerConfig& l, YAML::Emitter& e) { put(e, name, l.*f); }};
+}
+auto ints(int64_t lo, int64_t hi) {
+  return [=](const YAML::Node& n, const Ctx& c) { return get_int(n, c, lo, hi); };
+}
+auto reals(double lo, double hi, bool lo_open = false) {
+  return [=](const YAML::Node& n, const Ctx& c) { return get_float(n, c, lo, hi, lo_open); };
+}
+
 using LT = LayerType;
+using LC = LayerConfig;
 const std::vector<LayerField> kLayerFields = {
-  {"units", {LT::kDense}, true,
-   [](LayerConfig& l, const YAML::Node& n, const Ctx& c) { l.units = get_int(n, c, 1, 1 << 20); },
-   [](const LayerConfig& l, YAML::Emitter& e) { put(e, "units", l.units); }},
+  field("units", {LT::kDense}, &LC::units, ints(1, 1 << 20), true),
   {"filters", {LT::kConv2d, LT::kResidual}, false,
    [](LayerConfig& l, const YAML::Node& n, const Ctx& c) { l.filters = get_int(n, c, 1, 1 << 16); },
    [](const LayerConfig& l, YAML::Emitter& e) { if (l.filters > 0) put(e, "filters", l.filters); }},
-  {"kernel_size", {LT::kConv2d}, false,
-   [](LayerConfig& l, const YAML::Node& n, const Ctx& c) { l.kernel_size = get_int(n, c, 1, 64); },
-   [](const LayerConfig& l, YAML::Emitter& e) { put(e, "kernel_size", l.kernel_size); }},
-  {"strides", {LT::kConv2d, LT::kResidual}, false,
-   [](LayerConfig& l, const YAML::Node& n, const Ctx& c) { l.strides = get_int(n, c, 1, 64); },
-   [](const LayerConfig& l, YAML::Emitter& e) { put(e, "strides", l.strides); }},
+  field("kernel_size", {LT::kConv2d}, &LC::kernel_size, ints(1, 64)),
+  field("strides", {LT::kConv2d, LT::kResidual}, &LC::strides, ints(1, 64)),
   {"padding", {LT::kConv2d}, false,
    [](LayerConfig& l, const YAML::Node& n, const Ctx& c) { l.padding = get_enum(n, c, kPaddings); },
    [](const LayerConfig& l, YAML::Emitter& e) { put(e, "padding", name_of(kPaddings, l.padding)); }},
-  {"pool_size", {LT::kMaxPool2d, LT::kAvgPool2d}, false,
-   [](LayerConfig& l, const YAML::Node& n, const Ctx& c) { l.pool_size = get_int(n, c, 1, 64); },
-   [](const LayerConfig& l, YAML::Emitter& e) { put(e, "pool_size", l.pool_size); }},
+  field("pool_size", {LT::kMaxPool2d, LT::kAvgPool2d}, &LC::pool_size, ints(1, 64)),
   {"strides", {LT::kMaxPool2d, LT::kAvgPool2d}, false,
    [](LayerConfig& l, const YAML::Node& n, const Ctx& c) { l.pool_strides = get_int(n, c, 1, 64); },
    [](const LayerConfig& l, YAML::Emitter& e) { put(e, "strides", l.pool_strides > 0 ? l.pool_strides : l.pool_size); }},
   {"activation", {LT::kDense, LT::kConv2d, LT::kResidual}, false,
    [](LayerConfig& l, const YAML::Node& n, const Ctx& c) { l.activation = get_enum(n, c, kActivations); },
    [](const LayerConfig& l, YAML::Emitter& e) { put(e, "activation", name_of(kActivations, l.activation)); }},
-  {"dropout", {LT::kDense}, false,
-   [](LayerConfig& l, const YAML::Node& n, const Ctx& c) { l.dropout = float(get_float(n, c, 0.0, 0.95)); },
-   [](const LayerConfig& l, YAML::Emitter& e) { put(e, "dropout", l.dropout); }},
-  {"rate", {LT::kDropout}, true,
-   [](LayerConfig& l, const YAML::Node& n, const Ctx& c) { l.dropout = float(get_float(n, c, 0.0, 0.95)); },
-   [](const LayerConfig& l, YAML::Emitter& e) { put(e, "rate", l.dropout); }},
-  {"sync", {LT::kBatchNorm, LT::kResidual}, false,
-   [](LayerConfig& l, const YAML::Node& n, const Ctx& c) { l.sync = get_bool(n, c); },
-   [](const LayerConfig& l, YAML::Emitter& e) { put(e, "sync", l.sync); }},
-  {"momentum", {LT::kBatchNorm, LT::kResidual}, false,
-   [](LayerConfig& l, const YAML::Node& n, const Ctx& c) { l.momentum = float(get_float(n, c, 0.0, 0.999999)); },
-   [](const LayerConfig& l, YAML::Emitter& e) { put(e, "momentum", l.momentum); }},
-  {"epsilon", {LT::kBatchNorm, LT::kResidual}, false,
-   [](LayerConfig& l, const YAML::Node& n, const Ctx& c) { l.epsilon = float(get_float(n, c, 0.0, 1.0, true)); },
-   [](const LayerConfig& l, YAML::Emitter& e) { put(e, "epsilon", l.epsilon); }},
+  field("dropout", {LT::kDense}, &LC::dropout, reals(0.0, 0.95)),
+  field("rate", {LT::kDropout}, &LC::dropout, reals(0.0, 0.95), true),
+  field("sync", {LT::kBatchNorm, LT::kResidual}, &LC::sync, get_bool),
+  field("momentum", {LT::kBatchNorm, LT::kResidual}, &LC::momentum, reals(0.0, 0.999999)),
+  field("epsilon", {LT::kBatchNorm, LT::kResidual}, &LC::epsilon, reals(0.0, 1.0, true)),
 };
 
 bool takes(const LayerField& f, LayerType t) {
@@ -432,10 +421,8 @@ const std::vector<KeyDef> kKeys = {
 // clang-format on
 
 const KeyDef* find_key(const std::string& name) {
-  for (const auto& k : kKeys) {
-    if (name == k.name) return &k;
-  }
-  return nullptr;
+  const auto k = std::find_if(kKeys.begin(), kKeys.end(), [&](const KeyDef& d) { return name == d.name; });
+  return k == kKeys.end() ? nullptr : &*k;
 }
 
 size_t edit_distance(const std::string& a, const std::string& b) {
@@ -480,15 +467,12 @@ struct Entry {
 // Walk a YAML map into dotted leaf keys. Sequences are leaves (model.layers).
 void flatten(const YAML::Node& node, const std::string& prefix, const std::string& origin,
              std::vector<Entry>& out) {
-  std::vector<std::pair<std::string, int>> seen;  // this map's keys and their lines
+  std::map<std::string, int> seen;  // this map's keys and their lines
   for (const auto& kv : node) {
     if (!kv.first.IsScalar()) throw ConfigError(origin + ": keys must be plain names");
     const std::string key = prefix.empty() ? kv.first.Scalar() : prefix + "." + kv.first.Scalar();
     const Ctx at{origin, key, kv.first.Mark().line + 1};
-    for (const auto& [name, line] : seen) {
-      if (name == key) duplicate_key(at, line);
-    }
-    seen.emplace_back(key, at.line);
+    if (const auto [first, fresh] = seen.emplace(key, at.line); !fresh) duplicate_key(at, first->second);
     if (kv.second.IsMap() && !find_key(key)) {
       flatten(kv.second, key, origin, out);
     } else {
@@ -540,9 +524,7 @@ void validate(const Config& c) {
 }  // namespace
 
 std::string Config::where(const std::string& key) const {
-  for (const auto& k : overridden) {
-    if (k == key) return "--set";
-  }
+  if (std::find(overridden.begin(), overridden.end(), key) != overridden.end()) return "--set";
   const std::string file = source.empty() ? std::string("config") : source;
   const auto line = lines.find(key);
   return line == lines.end() ? file : file + ":" + std::to_string(line->second);

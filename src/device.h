@@ -8,9 +8,8 @@
 //   dropout_forward/backward(x, rows, cols, rate, layer), the layer's seed and the
 //     slice's first row read from the step block (kernels::StepParams);
 //   the convolution, pooling and batch norm kernels of kernels/cpu/cnn.h (same
-//     names and arguments), axpy(n, alpha, x, y), zero_doubles(x, n),
-//     copy_doubles(dst, src, n);
-//   copy(dst, src, n), zero(x, n); inputs(batch): where its kernels read the slice;
+//     names and arguments), axpy(n, alpha, x, y) (LOCKSTEP_DEVICE_KERNELS below);
+//   copy(dst, src, n), zero(x, n) of floats or doubles; inputs(batch): where its kernels read the slice;
 //   loss(kind, out, inputs, rows, cols, d_out, scale) (d_out null: evaluation) and
 //     empty_slice(): a slice's stats; begin_slice(step_seed, first_row): the step
 //     block's dropout fields for a slice (CUDA stages the whole block before a step).
@@ -55,6 +54,16 @@ inline void set_dropout(kernels::StepParams* p, size_t layers, uint64_t step_see
   for (size_t l = 0; l < layers; ++l) seeds[l] = mix_seed(step_seed, l);
 }
 
+// The kernels both devices forward under one name with the caller's arguments
+// (the CUDA device adds its context first): X(name) for each.
+#define LOCKSTEP_DEVICE_KERNELS(X)                                                            \
+  X(gemm) X(bias_activation_forward) X(activation_backward) X(bias_grad) X(axpy)              \
+  X(conv2d_forward) X(conv2d_backward_data) X(conv2d_backward_weights) X(max_pool2d_forward) \
+  X(max_pool2d_backward) X(avg_pool2d_forward) X(avg_pool2d_backward)                        \
+  X(global_avg_pool2d_forward) X(global_avg_pool2d_backward) X(batch_norm_stats)             \
+  X(batch_norm_moments) X(batch_norm_forward) X(batch_norm_inference)                        \
+  X(batch_norm_backward_stats) X(batch_norm_backward_data)
+
 // The CPU: kernels/cpu on host memory; the step block in host memory.
 class CpuDevice {
  public:
@@ -65,14 +74,6 @@ class CpuDevice {
       : layers_(layers), block_((step_block_bytes(layers) + 7) / 8, 0) {}
   kernels::StepParams* step() { return reinterpret_cast<kernels::StepParams*>(block_.data()); }
 
-  template <class... A>
-  void gemm(A... a) { cpu::gemm(a...); }
-  template <class... A>
-  void bias_activation_forward(A... a) { cpu::bias_activation_forward(a...); }
-  template <class... A>
-  void activation_backward(A... a) { cpu::activation_backward(a...); }
-  template <class... A>
-  void bias_grad(A... a) { cpu::bias_grad(a...); }
   void dropout_forward(float* x, int64_t rows, int64_t cols, float rate, int layer) {
     cpu::dropout_forward(x, rows, cols, rate, kernels::layer_seeds(step())[layer],
                          step()->first_row);
@@ -81,44 +82,24 @@ class CpuDevice {
     cpu::dropout_backward(dx, rows, cols, rate, kernels::layer_seeds(step())[layer],
                           step()->first_row);
   }
-  void copy(float* dst, const float* src, int64_t n) {
-    std::memcpy(dst, src, sizeof(float) * size_t(n));
-  }
-  void zero(float* x, int64_t n) { std::fill(x, x + n, 0.0f); }
-  void zero_doubles(double* x, int64_t n) { std::fill(x, x + n, 0.0); }
-  void copy_doubles(double* dst, const double* src, int64_t n) {
-    std::memcpy(dst, src, sizeof(double) * size_t(n));
-  }
-  void axpy(int64_t n, float alpha, const float* x, float* y) { cpu::axpy(n, alpha, x, y); }
-  bool all_finite(const float* x, int64_t n) { return cpu::all_finite(x, n); }
+  template <class T>
+  void copy(T* dst, const T* src, int64_t n) { std::memcpy(dst, src, sizeof(T) * size_t(n)); }
+  template <class T>
+  void zero(T* x, int64_t n) { std::fill(x, x + n, T(0)); }
 
 #define LOCKSTEP_CPU_KERNEL(name) \
   template <class... A>           \
   auto name(A... a) { return cpu::name(a...); }
+  LOCKSTEP_DEVICE_KERNELS(LOCKSTEP_CPU_KERNEL)
   LOCKSTEP_CPU_KERNEL(conv2d_workspace_size)
-  LOCKSTEP_CPU_KERNEL(conv2d_forward)
-  LOCKSTEP_CPU_KERNEL(conv2d_backward_data)
-  LOCKSTEP_CPU_KERNEL(conv2d_backward_weights)
-  LOCKSTEP_CPU_KERNEL(max_pool2d_forward)
-  LOCKSTEP_CPU_KERNEL(max_pool2d_backward)
-  LOCKSTEP_CPU_KERNEL(avg_pool2d_forward)
-  LOCKSTEP_CPU_KERNEL(avg_pool2d_backward)
-  LOCKSTEP_CPU_KERNEL(global_avg_pool2d_forward)
-  LOCKSTEP_CPU_KERNEL(global_avg_pool2d_backward)
-  LOCKSTEP_CPU_KERNEL(batch_norm_stats)
-  LOCKSTEP_CPU_KERNEL(batch_norm_moments)
-  LOCKSTEP_CPU_KERNEL(batch_norm_forward)
   LOCKSTEP_CPU_KERNEL(batch_norm_update_moving)
-  LOCKSTEP_CPU_KERNEL(batch_norm_inference)
-  LOCKSTEP_CPU_KERNEL(batch_norm_backward_stats)
-  LOCKSTEP_CPU_KERNEL(batch_norm_backward_data)
+  LOCKSTEP_CPU_KERNEL(all_finite)
 #undef LOCKSTEP_CPU_KERNEL
 
   DeviceInputs inputs(const ReplicaBatch& b) const { return {b.x, b.labels, b.targets}; }
   SliceStats loss(LossKind kind, const float* out, const DeviceInputs& in, int64_t rows,
                   int64_t k, float* d_out, float scale) {
-    SliceStats s;
-    s.rows = rows;
+    SliceStats s{0.0, 0, rows};
     if (kind == LossKind::kSoftmaxCrossEntropy) {
       s.loss_sum = d_out ? cpu::softmax_xent(out, in.labels, d_out, rows, k, scale, &s.correct)
                          : cpu::softmax_xent_loss(out, in.labels, rows, k, &s.correct);

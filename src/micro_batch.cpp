@@ -124,16 +124,6 @@ int fixed_point_exponent(double max_abs, int64_t terms) {
 // way: in float when 2^F is a normal float (x * 2^F then only rounds where it
 // falls below float's normal range, the same way on every replica), else in
 // double. |x * 2^F| < 2^62 by the choice of F, so the result fits.
-void to_fixed(const float* x, int64_t n, int exponent, int64_t* out) {
-  if (exponent >= -126 && exponent <= 127) {
-    const float scale = std::ldexp(1.0f, exponent);
-    for (int64_t i = 0; i < n; ++i) out[i] = static_cast<int64_t>(std::nearbyint(x[i] * scale));
-    return;
-  }
-  const double scale = std::ldexp(1.0, exponent);
-  for (int64_t i = 0; i < n; ++i) out[i] = static_cast<int64_t>(std::nearbyint(double(x[i]) * scale));
-}
-
 void accumulate_fixed(const float* x, int64_t n, int exponent, int64_t* acc) {
   if (exponent >= -126 && exponent <= 127) {
     const float scale = std::ldexp(1.0f, exponent);
@@ -262,8 +252,8 @@ void quantize(MicroBuffers& mb, const std::vector<ArenaSegment>& segments, int64
   for (size_t s = 0; s < segments.size(); ++s) {
     for (int64_t at = segments[s].begin; at < segments[s].end; at += kBlock) {
       const int64_t len = std::min(kBlock, segments[s].end - at);
-      to_fixed(mb.grads[0].data() + at, len, mb.exponents[s], mb.fixed.data() + at);
-      for (size_t t = 1; t < count; ++t) {
+      std::fill_n(mb.fixed.data() + at, len, 0);
+      for (size_t t = 0; t < count; ++t) {
         accumulate_fixed(mb.grads[t].data() + at, len, mb.exponents[s], mb.fixed.data() + at);
       }
     }

@@ -54,9 +54,6 @@ double max_abs(const float* x, int64_t n);
 // F = 62 - ceil(log2 terms) - e, where max_abs < 2^e. max_abs must be finite.
 int fixed_point_exponent(double max_abs, int64_t terms);
 
-// out[i] = round(x[i] * 2^F) (to nearest, ties to even) for i < n.
-void to_fixed(const float* x, int64_t n, int exponent, int64_t* out);
-
 // acc[i] += round(x[i] * 2^F) (to nearest, ties to even) for i < n.
 void accumulate_fixed(const float* x, int64_t n, int exponent, int64_t* acc);
 

@@ -5,19 +5,15 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <functional>
 #include <sstream>
 #include <stdexcept>
 
+#include "data/array.h"
 #include "src/random.h"
 
 namespace lockstep {
 
-int64_t TensorSpec::size() const {
-  int64_t n = 1;
-  for (const int64_t d : shape) n *= d;
-  return n;
-}
+int64_t TensorSpec::size() const { return shape_product(shape); }
 
 namespace {
 
@@ -29,18 +25,14 @@ int64_t sum_tensors(const LayerSpec& l, bool trainable) {
 }
 
 std::string shape_text(const Shape& s, bool flat) {
-  if (flat) return std::to_string(s.size());
-  return std::to_string(s.c) + "x" + std::to_string(s.h) + "x" + std::to_string(s.w);
+  return shape_string(flat ? std::vector<int64_t>{s.size()} : std::vector<int64_t>{s.c, s.h, s.w});
 }
 
 // The layer builders: each fills out, its tensors (offsets come later) and its
 // kind's fields, or throws ConfigError naming the layer.
 LayerSpec conv_spec(const std::string& name, Shape in, int64_t filters, int64_t kernel,
                     int64_t stride, Padding padding, Activation act, bool bias) {
-  LayerSpec l;
-  l.type = LayerType::kConv2d;
-  l.name = name;
-  l.in = in;
+  LayerSpec l{LayerType::kConv2d, name, in};
   l.filters = filters;
   l.kernel = kernel;
   l.stride = stride;
@@ -61,10 +53,7 @@ LayerSpec conv_spec(const std::string& name, Shape in, int64_t filters, int64_t 
 }
 
 LayerSpec bn_spec(const std::string& name, Shape in, const LayerConfig& c) {
-  LayerSpec l;
-  l.type = LayerType::kBatchNorm;
-  l.name = name;
-  l.in = l.out = in;
+  LayerSpec l{LayerType::kBatchNorm, name, in, in};
   l.sync = c.sync;
   l.momentum = c.momentum;
   l.epsilon = c.epsilon;
@@ -74,10 +63,7 @@ LayerSpec bn_spec(const std::string& name, Shape in, const LayerConfig& c) {
 }
 
 LayerSpec residual_spec(const std::string& name, Shape in, const LayerConfig& c) {
-  LayerSpec l;
-  l.type = LayerType::kResidual;
-  l.name = name;
-  l.in = in;
+  LayerSpec l{LayerType::kResidual, name, in};
   l.filters = c.filters > 0 ? c.filters : in.c;
   l.stride = c.strides;
   l.activation = c.activation;
@@ -99,10 +85,7 @@ LayerSpec residual_spec(const std::string& name, Shape in, const LayerConfig& c)
 }
 
 LayerSpec pool_spec(const std::string& name, Shape in, const LayerConfig& c) {
-  LayerSpec l;
-  l.type = c.type;
-  l.name = name;
-  l.in = in;
+  LayerSpec l{c.type, name, in};
   l.pool = c.pool_size;
   l.pool_stride = c.pool_strides > 0 ? c.pool_strides : c.pool_size;
   try {
@@ -119,10 +102,7 @@ LayerSpec pool_spec(const std::string& name, Shape in, const LayerConfig& c) {
 LayerSpec build(const LayerConfig& c, const std::string& name, Shape in) {
   switch (c.type) {
     case LayerType::kDense: {
-      LayerSpec l;
-      l.name = name;
-      l.in = in;
-      l.out = {c.units, 1, 1};
+      LayerSpec l{LayerType::kDense, name, in, {c.units, 1, 1}};
       l.activation = c.activation;
       l.dropout = c.dropout;
       l.tensors = {{"kernel", {in.size(), c.units}}, {"bias", {c.units}}};
@@ -138,26 +118,19 @@ LayerSpec build(const LayerConfig& c, const std::string& name, Shape in) {
     case LayerType::kFlatten:
     case LayerType::kDropout: break;
   }
-  LayerSpec l;
-  l.type = c.type;
-  l.name = name;
-  l.in = in;
-  l.out = c.type == LayerType::kGlobalAvgPool2d ? Shape{in.c, 1, 1}
-          : c.type == LayerType::kFlatten       ? Shape{in.size(), 1, 1}
-                                                : in;
+  LayerSpec l{c.type, name, in,
+              c.type == LayerType::kGlobalAvgPool2d ? Shape{in.c, 1, 1}
+              : c.type == LayerType::kFlatten       ? Shape{in.size(), 1, 1}
+                                                    : in};
   l.dropout = c.type == LayerType::kDropout ? c.dropout : 0.0f;
   return l;
 }
 
-// Visits every tensor of l and its parts, with the owning spec.
-void each_tensor(LayerSpec& l, const std::function<void(LayerSpec&, TensorSpec&)>& fn) {
+// Visits every tensor of l and its parts, with the owning spec (L: const or not).
+template <class L, class F>
+void each_tensor(L& l, const F& fn) {
   for (auto& t : l.tensors) fn(l, t);
   for (auto& p : l.parts) each_tensor(p, fn);
-}
-void each_tensor(const LayerSpec& l,
-                 const std::function<void(const LayerSpec&, const TensorSpec&)>& fn) {
-  for (const auto& t : l.tensors) fn(l, t);
-  for (const auto& p : l.parts) each_tensor(p, fn);
 }
 
 void set_views(LayerSpec& l) {
@@ -196,8 +169,7 @@ bool LayerSpec::has_batch_norm() const {
 Model::Model(const std::vector<LayerConfig>& hidden, const std::vector<int64_t>& input_shape,
              int64_t output_dim, LossKind loss)
     : output_dim_(output_dim), loss_(loss) {
-  int64_t features = 1;
-  for (const int64_t d : input_shape) features *= d;
+  const int64_t features = shape_product(input_shape);
   if (input_shape.empty() || features <= 0 || output_dim <= 0) {
     throw std::invalid_argument("model needs a positive input and output size (got " +
                                 std::to_string(features) + " -> " + std::to_string(output_dim) + ")");
@@ -350,13 +322,13 @@ std::string Model::summary() const {
     // The output layer's softmax is computed inside the loss (fused, stable).
     const bool softmax = i + 1 == layers_.size() && loss_ == LossKind::kSoftmaxCrossEntropy;
     std::string note;
+    char rate[32];
+    std::snprintf(rate, sizeof rate, "rate %g", double(l.dropout));
     if (l.type == LayerType::kDense || l.type == LayerType::kConv2d || l.type == LayerType::kResidual) {
       note = softmax ? "softmax" : activation_name(l.activation);
     } else if (l.type == LayerType::kBatchNorm) {
       note = l.sync ? "sync" : "per replica";
     } else if (l.type == LayerType::kDropout) {
-      char rate[32];
-      std::snprintf(rate, sizeof rate, "rate %g", double(l.dropout));
       note = rate;
     }
     if (l.type == LayerType::kResidual && l.parts.size() > 4) note += ", proj";
@@ -364,8 +336,6 @@ std::string Model::summary() const {
                   shape(l.out, flat).c_str(), note.c_str(), (long long)(l.num_params() + l.num_state()));
     os << line;
     if (l.type == LayerType::kDense && l.dropout > 0) {  // as Keras lists it: a layer of its own
-      char rate[32];
-      std::snprintf(rate, sizeof rate, "rate %g", double(l.dropout));
       std::snprintf(line, sizeof line, "%-20s %-22s %-14s %12d\n",
                     ("dropout_" + std::to_string(++dropouts)).c_str(), shape(l.out, true).c_str(), rate, 0);
       os << line;

@@ -41,7 +41,7 @@ struct TensorSpec {
 struct LayerSpec {
   LayerType type = LayerType::kDense;
   std::string name;  // "dense_1", "conv2d_1", "residual_1/conv1", ...
-  Shape in, out;
+  Shape in{}, out{};
   Activation activation = Activation::kLinear;
   float dropout = 0.0f;  // dense: applied to its output; dropout: the layer's rate
   // conv2d (and a residual block's filters/stride)
@@ -53,8 +53,8 @@ struct LayerSpec {
   // batch norm
   bool sync = true;
   float momentum = 0.99f, epsilon = 1e-3f;
-  std::vector<TensorSpec> tensors;  // trainable first, then state
-  std::vector<LayerSpec> parts;     // residual: conv1 bn1 conv2 bn2 [proj proj_bn]
+  std::vector<TensorSpec> tensors{};  // trainable first, then state
+  std::vector<LayerSpec> parts{};     // residual: conv1 bn1 conv2 bn2 [proj proj_bn]
   // Dense/conv2d views (kernel, bias) kept by name for the hot paths.
   int64_t weight_offset = 0, bias_offset = 0;
 

@@ -144,10 +144,10 @@ class Network {
     if (deferred_.size() == 1) c.sum(deferred_[0].data, deferred_[0].count);
     if (deferred_.size() > 1) {
       int64_t at = 0;
-      for (const auto& d : deferred_) dev_.copy_doubles(fused_.data() + at, d.data, d.count), at += d.count;
+      for (const auto& d : deferred_) dev_.copy(fused_.data() + at, d.data, d.count), at += d.count;
       c.sum(fused_.data(), at);
       at = 0;
-      for (const auto& d : deferred_) dev_.copy_doubles(d.data, fused_.data() + at, d.count), at += d.count;
+      for (const auto& d : deferred_) dev_.copy(d.data, fused_.data() + at, d.count), at += d.count;
     }
     for (auto& layer : layers_) std::visit([&](auto& k) { k.finish(dev_, params, c); }, layer);
   }

@@ -33,12 +33,8 @@ Optimizer::Optimizer(const Config& c, int64_t num_params)
     : kind_(c.optimizer), beta1_(c.beta1), beta2_(c.beta2), eps_(c.epsilon),
       momentum_(c.momentum), weight_decay_(c.weight_decay), nesterov_(c.nesterov) {
   const size_t n = size_t(num_params);
-  if (kind_ == OptimizerKind::kSgd) {
-    m_.assign(n, 0.0f);  // velocity (stays zero without momentum)
-  } else {
-    m_.assign(n, 0.0f);
-    v_.assign(n, 0.0f);
-  }
+  m_.assign(n, 0.0f);  // Adam's first moment, or SGD's velocity (stays zero without momentum)
+  if (kind_ != OptimizerKind::kSgd) v_.assign(n, 0.0f);
 }
 
 void Optimizer::apply(float* params, const float* grads, int64_t begin, int64_t end, float lr,

@@ -29,7 +29,6 @@ class Optimizer {
 
   // Named slot arenas, for checkpoints ("m", "v", "velocity").
   std::vector<std::pair<std::string, AlignedVector<float>*>> slots();
-  const char* name() const { return optimizer_name(kind_); }
 
  private:
   OptimizerKind kind_;

@@ -57,8 +57,6 @@ class ReplicaStep {
 // on its device (which holds the replica's state: src/cpu_replica.h on the CPU,
 // gpu/ on CUDA), and its time accounting.
 struct Replica {
-  Replica();
-  ~Replica();
   int local_index = 0;
   int global_index = 0;
   Communicator* comm = nullptr;        // all replicas in sync

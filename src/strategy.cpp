@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cmath>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
@@ -104,9 +103,6 @@ class BucketWorker {
   std::exception_ptr error_;
   std::thread thread_;
 };
-
-Replica::Replica() = default;
-Replica::~Replica() = default;
 
 CpuReplica::CpuReplica(MirroredStrategy& strategy, Replica& r, const Model& model,
                        const Config& config, int64_t max_rows)
@@ -254,23 +250,21 @@ const ReplicaBatch* MirroredStrategy::fetch(Replica& r, DistributedInput& input)
   const auto t0 = Clock::now();
   ++r.fetches;
   ReplicaBatch& mine = batches_[size_t(r.local_index)];
+  bool more = false;
   if (input.replica_gather()) {  // its own batch sequence and rows: no one to wait for
-    const bool more = input.next_own(r.local_index, mine);
-    const auto t1 = Clock::now();
-    r.input_seconds += std::chrono::duration<double>(t1 - t0).count();
-    if (!more) return nullptr;
-    if (r.trace) r.trace->span("input wait", t0, t1);
-    return &mine;
+    more = input.next_own(r.local_index, mine);
+  } else {
+    // has_batch_ alternates between two slots: after an empty fetch (end of
+    // epoch) no collective follows, so replica 0 may already be writing the next
+    // fetch's flag while another replica still reads this one.
+    const size_t slot = size_t(r.fetches & 1);
+    if (r.local_index == 0) has_batch_[slot] = input.next(batches_);
+    r.local_comm->barrier();  // publishes batches_ and has_batch_ to the other replicas
+    more = has_batch_[slot];
   }
-  // has_batch_ alternates between two slots: after an empty fetch (end of
-  // epoch) no collective follows, so replica 0 may already be writing the next
-  // fetch's flag while another replica still reads this one.
-  const size_t slot = size_t(r.fetches & 1);
-  if (r.local_index == 0) has_batch_[slot] = input.next(batches_);
-  r.local_comm->barrier();  // publishes batches_ and has_batch_ to the other replicas
   const auto t1 = Clock::now();
   r.input_seconds += std::chrono::duration<double>(t1 - t0).count();
-  if (!has_batch_[slot]) return nullptr;
+  if (!more) return nullptr;
   if (r.trace) r.trace->span("input wait", t0, t1);
   return &mine;
 }
@@ -431,20 +425,16 @@ void MirroredStrategy::restore(Replica& r, const std::vector<float>* params,
       }
     }
   }
-  if (shards_.empty()) {  // every replica holds its own arena and slots
-    r.comm->broadcast(r.step->params->data(), r.step->params->size(), 0);
+  // Unsharded, every replica holds its own arena and slots; sharded, one arena and
+  // one Optimizer per process, and its local replica 0 takes rank 0's.
+  if (shards_.empty() || r.local_index == 0) {
+    Communicator* comm = shards_.empty() ? r.comm : world_.comm;
+    comm->broadcast(r.step->params->data(), r.step->params->size(), 0);
     if (slots) {
-      for (auto& [name, slot] : r.step->optimizer->slots()) r.comm->broadcast(slot->data(), slot->size(), 0);
+      for (auto& [name, slot] : r.step->optimizer->slots()) comm->broadcast(slot->data(), slot->size(), 0);
     }
-  } else {  // one arena and one Optimizer per process: its local replica 0 takes rank 0's
-    if (r.local_index == 0) {
-      world_.comm->broadcast(r.step->params->data(), r.step->params->size(), 0);
-      if (slots) {
-        for (auto& [name, slot] : r.step->optimizer->slots()) world_.comm->broadcast(slot->data(), slot->size(), 0);
-      }
-    }
-    r.local_comm->barrier();
   }
+  if (!shards_.empty()) r.local_comm->barrier();
   r.step->upload();
 }
 

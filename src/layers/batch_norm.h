@@ -73,7 +73,7 @@ class BatchNorm {
 
   // No rows: zero partials into the same all-reduces, in the same order.
   void empty_forward(D& dev, float* params, const LayerCall& c) {
-    dev.zero_doubles(stats_.data(), 2 * C_);
+    dev.zero(stats_.data(), 2 * C_);
     if (!L_.sync) return;
     c.sum(stats_.data(), 2 * C_);
     moments(dev, params, c.global_rows);
@@ -81,10 +81,9 @@ class BatchNorm {
   }
   void empty_backward(D& dev, const LayerCall& c, bool has_dx) {
     if (!L_.sync || !has_dx) return;
-    dev.zero_doubles(sums_.data(), 2 * C_);
+    dev.zero(sums_.data(), 2 * C_);
     c.sum(sums_.data(), 2 * C_);
   }
-  bool sync() const { return L_.sync; }
   // Whether the step's statistics, which commit() would blend in, are finite (a
   // batch variance beyond float's range overflows the moving variance).
   bool state_finite(D& dev) {

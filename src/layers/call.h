@@ -19,7 +19,16 @@ struct DeferredSum {
   int64_t count;
 };
 
-struct LayerCall;
+struct LayerCall {
+  int64_t rows = 0;         // this replica's slice
+  int64_t global_rows = 0;  // the global batch of the step (sync batch norm's count)
+  bool training = false;
+  int index = 0;            // the layer's place in the model (its dropout seed)
+  const SyncSum* sync = nullptr;
+  void sum(double* x, int64_t n) const {
+    if (sync && *sync) (*sync)(x, n);
+  }
+};
 
 // The collective and state hooks of a kind that has none (every kind but batch
 // norm and the residual block): nothing deferred, nothing to finish or commit,
@@ -36,17 +45,6 @@ struct NoCollectives {
   void empty_forward(D&, float*, const LayerCall&) {}
   template <class D>
   void empty_backward(D&, const LayerCall&, bool) {}
-};
-
-struct LayerCall {
-  int64_t rows = 0;         // this replica's slice
-  int64_t global_rows = 0;  // the global batch of the step (sync batch norm's count)
-  bool training = false;
-  int index = 0;            // the layer's place in the model (its dropout seed)
-  const SyncSum* sync = nullptr;
-  void sum(double* x, int64_t n) const {
-    if (sync && *sync) (*sync)(x, n);
-  }
 };
 
 }  // namespace lockstep

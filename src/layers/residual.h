@@ -68,28 +68,14 @@ class Residual {
     if (dx) dev.axpy(c.rows * in_, 1.0f, proj_ ? t3_.data() : dy, dx);          // + the shortcut's
   }
 
-  void deferred(std::vector<DeferredSum>& out) {
-    bn1_.deferred(out);
-    bn2_.deferred(out);
-    if (proj_bn_) proj_bn_->deferred(out);
-  }
-  void finish(D& dev, float* params, const LayerCall& c) {
-    bn1_.finish(dev, params, c);
-    bn2_.finish(dev, params, c);
-    if (proj_bn_) proj_bn_->finish(dev, params, c);
-  }
+  void deferred(std::vector<DeferredSum>& out) { each_bn([&](auto& b) { b.deferred(out); }); }
+  void finish(D& dev, float* params, const LayerCall& c) { each_bn([&](auto& b) { b.finish(dev, params, c); }); }
   bool state_finite(D& dev) {
     return bn1_.state_finite(dev) && bn2_.state_finite(dev) && (!proj_bn_ || proj_bn_->state_finite(dev));
   }
-  void commit(D& dev, float* params) {
-    bn1_.commit(dev, params);
-    bn2_.commit(dev, params);
-    if (proj_bn_) proj_bn_->commit(dev, params);
-  }
+  void commit(D& dev, float* params) { each_bn([&](auto& b) { b.commit(dev, params); }); }
   void empty_forward(D& dev, float* params, const LayerCall& c) {
-    bn1_.empty_forward(dev, params, c);
-    bn2_.empty_forward(dev, params, c);
-    if (proj_bn_) proj_bn_->empty_forward(dev, params, c);
+    each_bn([&](auto& b) { b.empty_forward(dev, params, c); });
   }
   void empty_backward(D& dev, const LayerCall& c, bool) {
     bn2_.empty_backward(dev, c, true);
@@ -98,6 +84,13 @@ class Residual {
   }
 
  private:
+  // bn1, bn2, then the projection's (the order of the deferred sums and collectives).
+  template <class F>
+  void each_bn(F f) {
+    f(bn1_);
+    f(bn2_);
+    if (proj_bn_) f(*proj_bn_);
+  }
   // out = act(z), z kept for the backward (a zero bias over each plane's pixels).
   void act(D& dev, float* z, float* out, int64_t rows) {
     dev.bias_activation_forward(z, zeros_.data(), out, rows * L_.filters, L_.out.h * L_.out.w,
