@@ -54,11 +54,12 @@ else
   san_flags=(-DLOCKSTEP_SANITIZE=address,undefined)
 fi
 echo "test: sanitizers: AddressSanitizer + UndefinedBehaviorSanitizer build in $san_dir/"
+# LOCKSTEP_TESTS=ON: a build-fuzz/ configured for fuzzing alone keeps OFF in its cache.
 # -O1, as the sanitizers' documentation suggests: at -O3 the instrumented build took
 # 18 minutes of the suite's time on 2 cores (a heavy file 103 s against 36 s at -O1).
 cmake -S . -B "$san_dir" -DCMAKE_BUILD_TYPE=Release "${san_flags[@]}" \
       -DCMAKE_CXX_FLAGS_RELEASE="-O1 -DNDEBUG" -DCMAKE_C_FLAGS_RELEASE="-O1 -DNDEBUG" \
-      -DLOCKSTEP_CUDA=OFF -DLOCKSTEP_BENCH=OFF >/dev/null
+      -DLOCKSTEP_CUDA=OFF -DLOCKSTEP_BENCH=OFF -DLOCKSTEP_TESTS=ON >/dev/null
 cmake --build "$san_dir" -j "$JOBS"
 OPENBLAS_NUM_THREADS=1 ASAN_OPTIONS=detect_leaks=0 \
 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
