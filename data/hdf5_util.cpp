@@ -361,6 +361,11 @@ void AtomicOutput::check(const std::string& path, bool overwrite, const std::str
   }
   if (fs::is_directory(target, ec))
     throw OutputPathError(path + ": is a folder; name a file to write (e.g. " + (target / example_name).string() + ")");
+  // A rename would put a file where a device or a pipe was (a link is replaced, never its target).
+  const fs::file_status st = fs::symlink_status(target, ec);
+  if (entry_exists(target) && !fs::is_regular_file(st) && !fs::is_symlink(st)) {
+    throw OutputPathError(path + ": is not a regular file (a device, a pipe or a socket); name a file to write");
+  }
   if (entry_exists(target) && !overwrite)
     throw OutputPathError(path + ": already exists; refusing to overwrite it (pass --overwrite to replace it)");
 }

@@ -102,8 +102,8 @@ bool has_hdf5_signature(const std::string& path);
 // is removed and the target is untouched.
 // check() and the constructor throw OutputPathError when the path is empty, when
 // anything is there (a symbolic link too, even a dangling one) and overwrite is
-// false, when it is a folder (the message suggests folder/example_name), or when
-// its folder does not exist. With overwrite, a symbolic link is replaced, never
+// false, when it is a folder (the message suggests folder/example_name), when it
+// is a device, a pipe or a socket, or when its folder does not exist. With overwrite, a symbolic link is replaced, never
 // its target.
 class AtomicOutput {
  public:

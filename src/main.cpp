@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <csignal>
 #include <cstdio>
 #include <exception>
 #include <memory>
@@ -236,6 +237,9 @@ int run_baseline(const Args& a, bool verify) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Past a file-size limit (ulimit -f) a write then fails with EFBIG, which every
+  // writer reports (exit 5, the file named), instead of SIGXFSZ killing the process.
+  std::signal(SIGXFSZ, SIG_IGN);
   CLI::App app{"lockstep: synchronous data-parallel training (mirrored strategy)", "lockstep"};
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string("lockstep ") + kLockstepVersion);

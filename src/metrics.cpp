@@ -1,42 +1,49 @@
 // JSON-lines metrics file.
 #include "src/metrics.h"
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <stdexcept>
 
-#include "src/config.h"
+#include "data/input.h"
 
 namespace lockstep {
 
 namespace {
 
+// Unbuffered: a record reaches the file when write() returns, and nothing of a
+// failed one is left in a buffer for fclose to add later.
 std::FILE* open_for(const std::string& path, const char* mode, const std::string& what) {
   std::FILE* f = std::fopen(path.c_str(), mode);
   if (!f) throw std::runtime_error(what + ": cannot create: " + std::strerror(errno));
+  std::setvbuf(f, nullptr, _IONBF, 0);
   return f;
+}
+
+// A record is appended whole or not at all: when a write fails (a full disk, a
+// file-size limit) the file is cut back to its last whole record and the run ends
+// (IoError: exit 5) rather than going on without its metrics.
+void append_record(std::FILE* f, const std::string& path, const std::string& line) {
+  if (!f) return;
+  struct stat st {};
+  const bool sized = ::fstat(::fileno(f), &st) == 0;
+  if (std::fwrite(line.data(), 1, line.size(), f) == line.size()) return;
+  const int err = errno;
+  if (sized) {
+    const int cut = ::ftruncate(::fileno(f), st.st_size);  // the message names the file either way
+    (void)cut;
+  }
+  throw IoError(path + ": cannot write a metrics record: " + std::strerror(err), std::strerror(err));
 }
 
 }  // namespace
 
-void MetricsWriter::check_path(const std::string& path) {
-  if (path.empty()) return;
-  if (std::filesystem::is_directory(path)) {
-    throw ConfigError("--metrics-out " + path + ": is a folder; name a file (e.g. " +
-                      (std::filesystem::path(path) / "metrics.jsonl").string() + ")");
-  }
-  const auto parent = std::filesystem::path(path).parent_path();
-  if (!parent.empty() && !std::filesystem::is_directory(parent)) {
-    // A usage error (exit 2), like a bad flag: nothing was trained yet.
-    throw ConfigError("--metrics-out " + path + ": folder " + parent.string() +
-                      " does not exist (create it first, or choose another path)");
-  }
-}
-
 MetricsWriter::MetricsWriter(const std::string& path) : path_(path) {
   if (path.empty()) return;
-  check_path(path);
   file_ = open_for(path, "w", "--metrics-out " + path);
 }
 
@@ -44,6 +51,7 @@ void MetricsWriter::also(const std::string& path, bool append) {
   std::error_code ec;
   if (!path_.empty() && std::filesystem::equivalent(path, path_, ec)) return;
   second_ = open_for(path, append ? "a" : "w", path);
+  second_path_ = path;
 }
 
 MetricsWriter::~MetricsWriter() {
@@ -53,11 +61,8 @@ MetricsWriter::~MetricsWriter() {
 
 void MetricsWriter::write(const nlohmann::json& record) {
   const std::string line = record.dump() + "\n";
-  for (std::FILE* f : {file_, second_}) {
-    if (!f) continue;
-    std::fwrite(line.data(), 1, line.size(), f);
-    std::fflush(f);
-  }
+  append_record(file_, path_, line);
+  append_record(second_, second_path_, line);
 }
 
 }  // namespace lockstep

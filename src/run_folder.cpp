@@ -2,6 +2,7 @@
 // the resolved config. Only the chief calls these (the Trainer makes sure).
 #include "src/run_folder.h"
 
+#include <cctype>
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
@@ -43,7 +44,73 @@ std::string shown(const fs::path& p, const fs::path& base) {
   return rel.empty() || rel.rfind("..", 0) == 0 ? p.string() : rel;
 }
 
+// The same file, whether or not it exists yet.
+bool same_file(const fs::path& a, const fs::path& b) {
+  std::error_code ec;
+  if (fs::equivalent(a, b, ec)) return true;
+  const fs::path ca = fs::weakly_canonical(a, ec);
+  if (ec) return false;
+  const fs::path cb = fs::weakly_canonical(b, ec);
+  return !ec && ca == cb;
+}
+
+bool inside(const fs::path& p, const fs::path& folder) {
+  std::error_code ec;
+  const fs::path cp = fs::weakly_canonical(p, ec);
+  if (ec) return false;
+  const fs::path cf = fs::weakly_canonical(folder, ec);
+  if (ec) return false;
+  const std::string rel = cp.lexically_relative(cf).string();
+  return !rel.empty() && rel != "." && rel.rfind("..", 0) != 0;
+}
+
+// What `path` is to the run, or "" when it is none of its files.
+std::string own_file(const fs::path& path, const Config& c, const std::string& checkpoint_dir,
+                     const std::vector<std::pair<std::string, std::string>>& others) {
+  if (!c.source.empty() && same_file(path, c.source)) return "the config file";
+  if (!c.data_path.empty() && same_file(path, c.data_path)) return "the dataset (data.path)";
+  for (const auto& [file, what] : others) {
+    if (!file.empty() && same_file(path, file)) return what;
+  }
+  for (const char* name : kRunFiles) {
+    if (same_file(path, fs::path(c.output_dir) / name)) {
+      return std::string("the run folder's ") + name + " (output.dir), which lockstep writes itself";
+    }
+  }
+  if (inside(path, checkpoint_dir) && path.filename().string().rfind("ckpt-", 0) == 0) {
+    return "a checkpoint's name in checkpoint.dir";
+  }
+  if (inside(path, fs::path(c.output_dir) / "tensorboard")) return "inside the run's TensorBoard logs";
+  return "";
+}
+
 }  // namespace
+
+void check_side_output(const std::string& flag, const std::string& path, const Config& c,
+                       const std::string& checkpoint_dir,
+                       const std::vector<std::pair<std::string, std::string>>& others) {
+  if (path.empty()) return;
+  const std::string head = flag + " " + path + ": ";
+  const std::string what = own_file(path, c, checkpoint_dir, others);
+  if (!what.empty()) throw ConfigError(head + "is " + what + "; choose another path");
+  // output.dir is made by the run, so a file in it may name a folder not there yet.
+  std::error_code ec;
+  const fs::path folder = fs::path(path).parent_path();
+  if (!fs::exists(folder, ec) && same_file(folder, c.output_dir)) return;
+  try {
+    AtomicOutput::check(path, /*overwrite=*/true, flag == "--trace" ? "trace.json" : "metrics.jsonl");
+  } catch (const OutputPathError& e) {
+    throw ConfigError(flag + " " + e.what());
+  }
+  std::ifstream in(path, std::ios::binary);
+  char first = 0;
+  while (in.get(first) && std::isspace(static_cast<unsigned char>(first))) {
+  }
+  if (in && first != '{' && first != '[') {
+    throw ConfigError(head + "already exists and does not hold JSON (what " + flag +
+                      " writes), so lockstep will not replace it; remove it or choose another path");
+  }
+}
 
 std::string Fnv1a::hex() const {
   char buf[20];

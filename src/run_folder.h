@@ -26,6 +26,18 @@ struct RunFolderOptions {
 // where they lie inside it.
 std::vector<std::string> earlier_work(const Config& c, const std::string& checkpoint_dir);
 
+// Checks a file the user named for lockstep to write beside a run (--metrics-out,
+// --trace; `flag` names it), before anything is written. Throws ConfigError (a
+// usage error) for a folder, a missing folder (but output.dir, which the run
+// makes), anything but a regular file (a device, a pipe), a file the run reads or
+// writes itself (the config, data.path, output.dir's files, checkpoints,
+// TensorBoard logs, each of `others` with its meaning), or an existing file that
+// does not hold JSON, which is all these write: a typo never replaces a model, a
+// dataset or a config.
+void check_side_output(const std::string& flag, const std::string& path, const Config& c,
+                       const std::string& checkpoint_dir,
+                       const std::vector<std::pair<std::string, std::string>>& others = {});
+
 // Makes output.dir usable for a run. Throws ConfigError naming output.dir when it
 // is a file or cannot be created, or when it holds earlier work and neither
 // resume nor overwrite is set; with overwrite, removes exactly that earlier work

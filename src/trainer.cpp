@@ -278,7 +278,9 @@ EvalResult Trainer::fit(const std::string& metrics_out, const std::string& resum
   check_deterministic();
   if (strategy_->is_chief()) {
     run_options_.resume = !resume.empty();
-    MetricsWriter::check_path(metrics_out);
+    check_side_output("--metrics-out", metrics_out, config_, checkpoint_dir());
+    check_side_output("--trace", trace_path_, config_, checkpoint_dir(),
+                      {{metrics_out, "the --metrics-out file"}});
     prepare_run_folder(config_, checkpoint_dir(), run_options_);
     // The checkpoint first: a resume refused here leaves no file behind (an empty
     // metrics.jsonl would make the folder look like an earlier run's).
@@ -784,13 +786,7 @@ void Trainer::report_epoch(int64_t epoch, const MetricSums& s, double train_seco
 // ---- timeline (--trace) ----
 void Trainer::set_trace(const std::string& path, int64_t steps) {
   trace_path_ = path;
-  trace_steps_ = steps;
-  if (path.empty()) return;
-  try {
-    AtomicOutput::check(path, /*overwrite=*/true, "trace.json");
-  } catch (const OutputPathError& e) {
-    throw OutputPathError(std::string("--trace ") + e.what());
-  }
+  trace_steps_ = steps;  // the path is checked in fit(), beside --metrics-out
 }
 
 void Trainer::trace_step(Replica& r, int64_t step) {
@@ -830,6 +826,10 @@ void Trainer::write_trace() {
 // ---- evaluate a saved model ----
 EvalResult Trainer::evaluate_saved(const std::string& model_path, const std::string& metrics_out) {
   build(false);
+  if (strategy_->is_chief()) {
+    check_side_output("--metrics-out", metrics_out, config_, checkpoint_dir(),
+                      {{model_path, "the model being evaluated"}});
+  }
   const SavedState saved = load_state(model_path, model_.get());
   if (strategy_->is_chief()) metrics_ = std::make_unique<MetricsWriter>(metrics_out);
   EvalResult result;
