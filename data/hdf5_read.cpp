@@ -29,6 +29,7 @@ H5Handle open_file(const std::string& path) {
   std::error_code ec;
   if (!std::filesystem::exists(path, ec))
     throw DataError(path + ": no such file (check the path; IDX files can be converted with `lockstep convert idx`)");
+  if (std::filesystem::is_directory(path, ec)) throw DataError(path + ": is a folder, not an HDF5 dataset file");
   if (!std::filesystem::is_regular_file(path, ec)) throw DataError(path + ": not a regular file");
   if (!has_hdf5_signature(path))
     throw DataError(path + ": not an HDF5 file (no HDF5 signature); expected the lockstep dataset layout (data/README.md)");

@@ -230,6 +230,10 @@ SavedState read_state(const std::string& path, const Model* model) {
     throw DataError(path + ": no such model or checkpoint file (check the path; train writes "
                     "OUTPUT_DIR/model.h5 and checkpoints in checkpoint.dir)");
   }
+  if (std::filesystem::is_directory(path)) {
+    throw DataError(path + ": is a folder; name a model or checkpoint file in it (e.g. " +
+                    (std::filesystem::path(path) / "model.h5").string() + ")");
+  }
   if (!has_hdf5_signature(path)) {
     throw DataError(path + ": not an HDF5 file (expected a lockstep model or checkpoint)");
   }

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <limits>
@@ -578,6 +579,10 @@ Config parse_config(const std::string& yaml_text, const std::string& origin,
 }
 
 Config load_config(const std::string& path, const std::vector<Override>& overrides) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) {  // an ifstream opens a folder and reads nothing
+    throw ConfigError(path + ": is a folder; name the config file (e.g. configs/fashion_mnist_mlp.yaml)");
+  }
   std::ifstream in(path);
   if (!in) {
     throw ConfigError(path + ": cannot open the config file (does it exist? try configs/fashion_mnist_mlp.yaml)");

@@ -97,11 +97,22 @@ ScalePoint point_from_json(const nlohmann::json& j) {
   return p;
 }
 
+// --out: made if missing (parents too); a usage error naming the flag when a file
+// is in the way or it cannot be made.
+void make_out_dir(const fs::path& dir) {
+  std::error_code ec;
+  if (fs::exists(dir, ec) && !fs::is_directory(dir, ec)) {
+    throw ConfigError("scale --out " + dir.string() + ": is a file, not a folder (choose a folder for the report)");
+  }
+  fs::create_directories(dir, ec);
+  if (ec) throw ConfigError("scale --out " + dir.string() + ": cannot create the folder: " + ec.message());
+}
+
 // The same scale command for `ranks` processes, under mpirun, into DIR/ranks-R;
 // returns its measured points.
 std::vector<ScalePoint> run_under_mpirun(const ScaleOptions& o, int ranks) {
   const fs::path dir = fs::path(o.out_dir) / ("ranks-" + std::to_string(ranks));
-  fs::create_directories(dir);
+  make_out_dir(dir);
   std::string reps;
   for (int k : o.replicas) reps += (reps.empty() ? "" : ",") + std::to_string(k);
   std::vector<std::string> args = {"mpirun", "--oversubscribe", "-np", std::to_string(ranks), self_exe(),
@@ -347,7 +358,7 @@ void run_scale(const ScaleOptions& o, World& world) {
   for (int r : o.ranks) {
     for (int k : o.replicas) min_replicas = std::min(min_replicas, r * k);
   }
-  if (world.rank() == 0) fs::create_directories(o.out_dir);
+  if (world.rank() == 0) make_out_dir(o.out_dir);
   std::vector<ScalePoint> points;
   std::string notes;
   for (int ranks : o.ranks) {

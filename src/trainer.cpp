@@ -421,17 +421,11 @@ void Trainer::replica_fit(Replica& r) {
   if (pos.epoch >= config_.epochs) {
     // Resumed from the end of training: nothing to train, but the final record
     // and the saved model still report the model's real test result.
+    // (One past the end was refused before the run began: refuse_past_end.)
     if (r.local_index == 0 && strategy_->is_chief()) {
-      if (pos.epoch == config_.epochs && pos.step_in_epoch == 0) {
-        std::printf("the checkpoint is at the end of training (all %lld epochs done): nothing left to "
-                    "train; evaluating it (raise train.epochs to train further)\n",
-                    (long long)config_.epochs);
-      } else {
-        std::printf("the checkpoint is past the end of training (in epoch %lld, step %lld, and "
-                    "train.epochs is %lld): nothing left to train; evaluating it (raise train.epochs "
-                    "above %lld to train further)\n", (long long)pos.epoch + 1,
-                    (long long)pos.step_in_epoch, (long long)config_.epochs, (long long)pos.epoch);
-      }
+      std::printf("the checkpoint is at the end of training (all %lld epochs done): nothing left to "
+                  "train; evaluating it (raise train.epochs to train further)\n",
+                  (long long)config_.epochs);
       std::fflush(stdout);
     }
     const EvalResult val = evaluate(r, *eval_input_);
@@ -647,6 +641,20 @@ void Trainer::report_schedule_change(const SavedState& s, const std::string& pat
               learning_rate_at(config_, saved_base, step, saved_total));
 }
 
+// A checkpoint beyond train.epochs: continuing would record (config.yaml, the
+// manifest, model.h5) a run of fewer epochs than the model had. A usage error,
+// before anything is written; at exactly the end, the run only evaluates.
+void Trainer::refuse_past_end(const SavedState& s, const std::string& path) const {
+  const int64_t done = s.epoch + (s.step_in_epoch > 0 ? 1 : 0);  // epochs begun
+  if (done <= config_.epochs) return;
+  const std::string at = s.step_in_epoch == 0 ? "after epoch " + std::to_string(s.epoch)
+                                              : "in epoch " + std::to_string(s.epoch + 1);
+  throw ConfigError("--resume " + path + ": the checkpoint is " + at + ", past the end of this run (" +
+                    config_.where("train.epochs") + ": train.epochs is " + std::to_string(config_.epochs) +
+                    "); raise train.epochs to at least " + std::to_string(done) +
+                    " to continue it, or evaluate it: lockstep evaluate CONFIG --checkpoint " + path);
+}
+
 std::optional<SavedState> Trainer::find_resume_point(const std::string& resume) {
   std::vector<std::string> candidates;
   if (resume == "auto") {
@@ -662,6 +670,7 @@ std::optional<SavedState> Trainer::find_resume_point(const std::string& resume) 
     try {
       SavedState s = load_state(candidates[i], model_.get());
       const std::string changed = check_resume_compatible(s.config_yaml, config_, candidates[i]);
+      refuse_past_end(s, candidates[i]);
       const int now = strategy_->num_replicas_in_sync();
       if (s.step_in_epoch == 0) {
         std::printf("resume: %s (after epoch %lld, %lld updates)\n", candidates[i].c_str(),

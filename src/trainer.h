@@ -97,6 +97,7 @@ class Trainer {
   // Chief only (others return ""): writes a checkpoint atomically, keeps the newest K.
   std::string save_checkpoint(Replica& r, const Position& pos);
   void report_schedule_change(const SavedState& s, const std::string& path) const;
+  void refuse_past_end(const SavedState& s, const std::string& path) const;
   std::optional<SavedState> find_resume_point(const std::string& resume);
   std::string checkpoint_dir() const;
   std::string fingerprint() const;

@@ -26,6 +26,11 @@ expect_fail 2 "train.epochz" -- "$LS" train good.yaml --set train.epochz=3
 expect_fail 2 "--metrics-out nodir/m.jsonl: folder nodir does not exist" -- "$LS" train good.yaml --metrics-out nodir/m.jsonl
 # config files
 expect_fail 2 "missing.yaml" -- "$LS" train missing.yaml
+mkdir -p cfgdir
+expect_fail 2 "cfgdir: is a folder; name the config file" -- "$LS" train cfgdir --set data.path=tiny.h5
+expect_fail 3 "cfgdir: is a folder, not an HDF5 dataset file" -- "$LS" train good.yaml --set data.path=cfgdir
+expect_fail 3 "cfgdir: is a folder; name a model or checkpoint file in it" -- "$LS" evaluate good.yaml --checkpoint cfgdir
+expect_fail 2 "scale --out good.yaml: is a file, not a folder" -- "$LS" scale good.yaml --replicas 1 --out good.yaml
 printf 'train: {epochs: [1\n' > broken.yaml
 expect_fail 2 "not valid YAML" -- "$LS" train broken.yaml
 printf 'data: {path: tiny.h5}\ntrain: {epoch: 3}\n' > unknown.yaml

@@ -74,6 +74,12 @@ last=$(ls full/checkpoints | tail -1)
   ok "resume at the end ($last): nothing trained, same test result" ||
   bad "resume at the end: $(grep '^test:' full.log end.log; tail -2 end.log)"
 
+# Past the end of fewer epochs (step 49 is in epoch 2 of 3; train.epochs=1): refused
+# before anything is written, since the run's record would say 1 epoch.
+expect_fail 2 "ckpt-0000000049.h5: the checkpoint is in epoch 2, past the end of this run (--set: train.epochs is 1); raise train.epochs to at least 2" -- \
+  "$LS" train cfg.yaml --set output.dir=past --set train.epochs=1 --resume full/checkpoints/ckpt-0000000049.h5
+[ -z "$(ls -A past 2>/dev/null)" ] && ok "the refused resume wrote nothing" || bad "past/: $(ls -A past)"
+
 # More epochs on resume stretch a cosine decay that spans the run: allowed, and said.
 COS=(--set optimizer.schedule=cosine --set output.dir=cos --set train.epochs=1)
 "$LS" train cfg.yaml "${COS[@]}" >cos1.log 2>&1 &&
