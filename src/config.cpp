@@ -439,12 +439,29 @@ size_t edit_distance(const std::string& a, const std::string& b) {
   return prev[b.size()];
 }
 
+// The part after the last dot: "shuffle" of "train.shuffle".
+std::string leaf(const std::string& key) { return key.substr(key.rfind('.') + 1); }
+
+// The first key under `key.` when key is a section (data, train, ...), else null.
+const KeyDef* first_in_section(const std::string& key) {
+  const auto k = std::find_if(kKeys.begin(), kKeys.end(),
+                              [&](const KeyDef& d) { return std::string(d.name).rfind(key + ".", 0) == 0; });
+  return k == kKeys.end() ? nullptr : &*k;
+}
+
 [[noreturn]] void unknown_key(const std::string& origin, const std::string& key) {
   std::string best;
   size_t best_d = 4;
   for (const auto& k : kKeys) {
     const size_t d = edit_distance(key, k.name);
     if (d < best_d) best_d = d, best = k.name;
+  }
+  // Else the same name, or one a letter off, in another section.
+  size_t leaf_d = leaf(key).size() >= 4 ? 2 : 1;
+  for (const auto& k : kKeys) {
+    if (best_d < 4) break;
+    const size_t d = edit_distance(leaf(key), leaf(k.name));
+    if (d < leaf_d) leaf_d = d, best = k.name;
   }
   throw ConfigError(origin + ": unknown key '" + key + "'" +
                     (best.empty() ? std::string(" (see 'lockstep train --help' for the keys)")
@@ -477,6 +494,11 @@ void flatten(const YAML::Node& node, const std::string& prefix, const std::strin
     if (kv.second.IsMap() && !find_key(key)) {
       flatten(kv.second, key, origin, out);
     } else {
+      const KeyDef* first = find_key(key) ? nullptr : first_in_section(key);
+      if (first) {
+        throw ConfigError(at.at() + ": '" + key + "' is a section: give its keys as a mapping (e.g. " + key +
+                          ": {" + leaf(first->name) + ": ...})");
+      }
       if (!find_key(key)) unknown_key(at.at(), key);
       if (kv.second.IsNull()) throw ConfigError(at.at() + ": key '" + key + "' has no value");
       out.push_back({key, kv.second, at.line});

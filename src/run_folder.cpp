@@ -170,6 +170,14 @@ void prepare_run_folder(const Config& c, const std::string& checkpoint_dir, cons
     std::string list;
     for (size_t i = 0; i < work.size() && i < 4; ++i) list += (i ? ", " : "") + work[i];
     if (work.size() > 4) list += " and " + std::to_string(work.size() - 4) + " more";
+    // Only checkpoints, in a checkpoint.dir outside output.dir: that folder is the one to change.
+    const size_t ckpts = list_checkpoints(checkpoint_dir).size();
+    if (ckpts == work.size() && !inside(checkpoint_dir, c.output_dir)) {
+      throw ConfigError(c.where("checkpoint.dir") + ": key 'checkpoint.dir': " + checkpoint_dir +
+                        " holds an earlier run's checkpoints (" + list + "); continue that run with "
+                        "--resume, replace them with --overwrite, or choose another checkpoint.dir "
+                        "(each run needs its own)");
+    }
     throw ConfigError(key + c.output_dir + " holds an earlier run's work (" + list +
                       "); continue it with --resume, replace it with --overwrite, or choose "
                       "another output.dir");

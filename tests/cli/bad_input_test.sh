@@ -26,6 +26,9 @@ expect_fail 2 "train.epochz" -- "$LS" train good.yaml --set train.epochz=3
 expect_fail 2 "--metrics-out nodir/m.jsonl: folder nodir does not exist" -- "$LS" train good.yaml --metrics-out nodir/m.jsonl
 # config files
 expect_fail 2 "missing.yaml" -- "$LS" train missing.yaml
+printf 'data: 3\n' >section.yaml
+expect_fail 2 "section.yaml:1: 'data' is a section: give its keys as a mapping (e.g. data: {path: ...})" -- "$LS" train section.yaml
+expect_fail 2 "unknown key 'train.shuffle' (did you mean 'data.shuffle'?)" -- "$LS" train good.yaml --set train.shuffle=false
 mkdir -p cfgdir
 expect_fail 2 "cfgdir: is a folder; name the config file" -- "$LS" train cfgdir --set data.path=tiny.h5
 expect_fail 3 "cfgdir: is a folder, not an HDF5 dataset file" -- "$LS" train good.yaml --set data.path=cfgdir

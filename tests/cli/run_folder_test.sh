@@ -23,6 +23,9 @@ for keep in 1 3; do
   expect_fail 2 "key 'output.dir': out holds an earlier run's work (model.h5, manifest.json, config.yaml, metrics.jsonl and 1 more); continue it with --resume, replace it with --overwrite" -- \
     "$LS" train cfg.yaml --set train.seed=2 --set checkpoint.keep=$keep
 done
+# Two runs sharing one checkpoint.dir outside their output.dirs: the message names checkpoint.dir.
+expect_fail 2 "key 'checkpoint.dir': out/checkpoints holds an earlier run's checkpoints (out/checkpoints/ckpt-.*); continue that run with --resume, replace them with --overwrite, or choose another checkpoint.dir" -- \
+  "$LS" train cfg.yaml --set output.dir=other --set checkpoint.dir=out/checkpoints
 sums out > after.txt
 cmp -s before.txt after.txt && ok "the refused runs left every file of the first run as it was" || bad "files changed: $(diff before.txt after.txt)"
 
