@@ -295,8 +295,10 @@ int serve(const Config& config, const ServeOptions& options) {
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
   });
+  // An IPv6 address goes in brackets in a URL (http://[::1]:8501/...).
+  const std::string host = options.host.find(':') == std::string::npos ? options.host : "[" + options.host + "]";
   std::printf("serving model '%s' (%s) on http://%s:%d/v1/models/%s, %s\n", options.model_name.c_str(),
-              model.model->signature().c_str(), options.host.c_str(), port, options.model_name.c_str(),
+              model.model->signature().c_str(), host.c_str(), port, options.model_name.c_str(),
               options.max_batch_size > 0
                   ? ("batching up to " + std::to_string(options.max_batch_size) + " rows, " +
                      std::to_string(options.batch_timeout_us) + " us").c_str()

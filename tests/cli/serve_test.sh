@@ -72,6 +72,21 @@ for mode in "batched:--max-batch-size 16 --batch-timeout-micros 500" "unbatched:
   fi
 done
 
+# An IPv6 host is printed as a URL can hold it: http://[::1]:PORT/...
+if "$PY" -c "import socket; socket.socket(socket.AF_INET6).bind(('::1', 0))" 2>/dev/null; then
+  "$LS" serve m.yaml --checkpoint out/model.h5 --port 0 --model-name tiny --host ::1 >v6.log 2>&1 &
+  SERVER_PID=$!
+  for _ in $(seq 100); do grep -q 'http://' v6.log && break; sleep 0.1; done
+  grep -q 'on http://\[::1\]:[0-9]*/v1/models/tiny' v6.log && ok "IPv6 host in brackets: $(grep -o 'http://[^,]*' v6.log)" ||
+    bad "IPv6 URL: $(cat v6.log)"
+  kill -TERM "$SERVER_PID" 2>/dev/null
+  wait_exit
+  [ "$RC" = 0 ] || { bad "IPv6 server after SIGTERM: exit $RC"; kill -9 "$SERVER_PID" 2>/dev/null; }
+  SERVER_PID=
+else
+  echo "skip - IPv6 host: no ::1 on this machine"
+fi
+
 # Bad options and files: one error line, the usual exit codes.
 expect_fail 2 "--port must be in" -- "$LS" serve m.yaml --checkpoint out/model.h5 --port 70000
 expect_fail 2 "--model-name must be" -- "$LS" serve m.yaml --checkpoint out/model.h5 --model-name a/b
