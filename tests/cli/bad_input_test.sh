@@ -112,6 +112,8 @@ expect_fail 2 "^lockstep: error: --metrics-out notes.txt: already exists and doe
 mkfifo pipe
 expect_fail 2 "^lockstep: error: --trace pipe: is not a regular file (a device, a pipe or a socket)" -- \
   "$LS" train good.yaml --set output.dir=o8 --trace pipe
+expect_fail 2 "^lockstep: error: pipe: is not a regular file" -- \
+  "$LS" predict good.yaml --checkpoint out/model.h5 --input tiny.h5 --output pipe --overwrite
 expect_fail 2 "^lockstep: error: --metrics-out /dev/full: is not a regular file" -- \
   "$LS" evaluate good.yaml --checkpoint out/model.h5 --metrics-out /dev/full
 md5sum -c --quiet before.md5 && [ "$(cat notes.txt)" = notes ] && [ -p pipe ] && [ ! -e o7 ] &&
