@@ -44,23 +44,27 @@ std::string shown(const fs::path& p, const fs::path& base) {
   return rel.empty() || rel.rfind("..", 0) == 0 ? p.string() : rel;
 }
 
+// An absolute path with links resolved as far as it exists, no trailing "/";
+// empty if it cannot be had.
+fs::path normal(const fs::path& p) {
+  std::error_code ec;
+  fs::path n = fs::weakly_canonical(fs::absolute(p, ec), ec);
+  if (ec) return {};
+  return n.has_filename() ? n : n.parent_path();
+}
+
 // The same file, whether or not it exists yet.
 bool same_file(const fs::path& a, const fs::path& b) {
   std::error_code ec;
   if (fs::equivalent(a, b, ec)) return true;
-  const fs::path ca = fs::weakly_canonical(a, ec);
-  if (ec) return false;
-  const fs::path cb = fs::weakly_canonical(b, ec);
-  return !ec && ca == cb;
+  const fs::path na = normal(a);
+  return !na.empty() && na == normal(b);
 }
 
 bool inside(const fs::path& p, const fs::path& folder) {
-  std::error_code ec;
-  const fs::path cp = fs::weakly_canonical(p, ec);
-  if (ec) return false;
-  const fs::path cf = fs::weakly_canonical(folder, ec);
-  if (ec) return false;
-  const std::string rel = cp.lexically_relative(cf).string();
+  const fs::path np = normal(p), nf = normal(folder);
+  if (np.empty() || nf.empty()) return false;
+  const std::string rel = np.lexically_relative(nf).string();
   return !rel.empty() && rel != "." && rel.rfind("..", 0) != 0;
 }
 

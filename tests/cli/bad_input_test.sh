@@ -101,7 +101,7 @@ expect_fail 2 "^lockstep: error: --metrics-out tiny.h5: is the dataset (data.pat
 expect_fail 2 "^lockstep: error: --metrics-out out/model.h5: is the model being evaluated" -- \
   "$LS" evaluate good.yaml --checkpoint out/model.h5 --metrics-out out/model.h5
 expect_fail 2 "^lockstep: error: --trace o7/model.h5: is the run folder's model.h5 (output.dir)" -- \
-  "$LS" train good.yaml --set output.dir=o7 --trace o7/model.h5
+  "$LS" train good.yaml --set output.dir=./o7/ --trace o7/model.h5
 expect_fail 2 "^lockstep: error: --metrics-out o7/metrics.jsonl: is the run folder's metrics.jsonl" -- \
   "$LS" train good.yaml --set output.dir=o7 --metrics-out o7/metrics.jsonl
 expect_fail 2 "^lockstep: error: --trace same.jsonl: is the --metrics-out file" -- \
