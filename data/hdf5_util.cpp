@@ -350,7 +350,7 @@ bool entry_exists(const fs::path& p) {
 }
 }  // namespace
 
-void AtomicOutput::check(const std::string& path, bool overwrite, const std::string& example_name) {
+void AtomicOutput::check_place(const std::string& path, const std::string& example_name) {
   std::error_code ec;
   const fs::path target(path);
   const fs::path folder = target.parent_path();
@@ -361,12 +361,19 @@ void AtomicOutput::check(const std::string& path, bool overwrite, const std::str
   }
   if (fs::is_directory(target, ec))
     throw OutputPathError(path + ": is a folder; name a file to write (e.g. " + (target / example_name).string() + ")");
-  // A rename would put a file where a device or a pipe was (a link is replaced, never its target).
-  const fs::file_status st = fs::symlink_status(target, ec);
-  if (entry_exists(target) && !fs::is_regular_file(st) && !fs::is_symlink(st)) {
-    throw OutputPathError(path + ": is not a regular file (a device, a pipe or a socket); name a file to write");
+}
+
+void AtomicOutput::check(const std::string& path, bool overwrite, const std::string& example_name) {
+  check_place(path, example_name);
+  // A rename would put a file where a device or a pipe was, or a link to one
+  // (/dev/stdout); a link to a regular file, or a dangling one, is replaced.
+  std::error_code ec;
+  const fs::file_status st = fs::status(path, ec);
+  if (fs::exists(st) && !fs::is_regular_file(st)) {
+    throw OutputPathError(path + ": is not a regular file (a device, a pipe or a socket, or a link to one); "
+                          "name a file to write");
   }
-  if (entry_exists(target) && !overwrite)
+  if (entry_exists(path) && !overwrite)
     throw OutputPathError(path + ": already exists; refusing to overwrite it (pass --overwrite to replace it)");
 }
 

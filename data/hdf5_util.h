@@ -103,12 +103,15 @@ bool has_hdf5_signature(const std::string& path);
 // check() and the constructor throw OutputPathError when the path is empty, when
 // anything is there (a symbolic link too, even a dangling one) and overwrite is
 // false, when it is a folder (the message suggests folder/example_name), when it
-// is a device, a pipe or a socket, or when its folder does not exist. With overwrite, a symbolic link is replaced, never
-// its target.
+// is a device, a pipe or a socket or a link to one, or when its folder does not
+// exist. With overwrite, a symbolic link is replaced, never its target.
 class AtomicOutput {
  public:
   // The constructor's checks alone, for a command to run before any work.
   static void check(const std::string& path, bool overwrite, const std::string& example_name);
+  // Only where the path points: not empty, not a folder, in a folder that exists
+  // (for a file written in place, such as a metrics stream).
+  static void check_place(const std::string& path, const std::string& example_name);
   AtomicOutput(std::string path, bool overwrite, const std::string& example_name = "out.h5");
   ~AtomicOutput();
   AtomicOutput(const AtomicOutput&) = delete;

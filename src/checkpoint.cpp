@@ -230,7 +230,7 @@ SavedState read_state(const std::string& path, const Model* model) {
     throw DataError(path + ": no such model or checkpoint file (check the path; train writes "
                     "OUTPUT_DIR/model.h5 and checkpoints in checkpoint.dir)");
   }
-  if (std::filesystem::is_directory(path)) {
+  if (std::error_code ec; std::filesystem::is_directory(path, ec)) {
     throw DataError(path + ": is a folder; name a model or checkpoint file in it (e.g. " +
                     (std::filesystem::path(path) / "model.h5").string() + ")");
   }

@@ -6,7 +6,6 @@
 
 #include <cerrno>
 #include <cstring>
-#include <filesystem>
 #include <stdexcept>
 
 #include "data/input.h"
@@ -19,7 +18,10 @@ namespace {
 // failed one is left in a buffer for fclose to add later.
 std::FILE* open_for(const std::string& path, const char* mode, const std::string& what) {
   std::FILE* f = std::fopen(path.c_str(), mode);
-  if (!f) throw std::runtime_error(what + ": cannot create: " + std::strerror(errno));
+  if (!f) {
+    const int err = errno;
+    throw IoError(what + ": cannot create: " + std::strerror(err), std::strerror(err));
+  }
   std::setvbuf(f, nullptr, _IONBF, 0);
   return f;
 }
@@ -48,8 +50,6 @@ MetricsWriter::MetricsWriter(const std::string& path) : path_(path) {
 }
 
 void MetricsWriter::also(const std::string& path, bool append) {
-  std::error_code ec;
-  if (!path_.empty() && std::filesystem::equivalent(path, path_, ec)) return;
   second_ = open_for(path, append ? "a" : "w", path);
   second_path_ = path;
 }

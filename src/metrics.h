@@ -12,12 +12,12 @@ namespace lockstep {
 
 class MetricsWriter {
  public:
-  // Empty path: records are dropped. Throws std::runtime_error if the file cannot
+  // Empty path: records are dropped. Throws IoError (exit 5) if the file cannot
   // be created; the caller checks the path first (check_side_output).
   explicit MetricsWriter(const std::string& path);
-  // Writes every record to a second file too (the run folder's metrics.jsonl),
-  // appended to (a resumed run) or started afresh; nothing when it is the same
-  // file as the first.
+  // Writes every record to a second file too (the run folder's metrics.jsonl,
+  // which check_side_output keeps apart from the first), appended to (a resumed
+  // run) or started afresh.
   void also(const std::string& path, bool append);
   ~MetricsWriter();
   MetricsWriter(const MetricsWriter&) = delete;

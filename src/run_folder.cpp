@@ -76,6 +76,9 @@ std::string own_file(const fs::path& path, const Config& c, const std::string& c
   for (const auto& [file, what] : others) {
     if (!file.empty() && same_file(path, file)) return what;
   }
+  if (same_file(path, c.output_dir)) return "output.dir, the run's folder";
+  if (same_file(path, checkpoint_dir)) return "checkpoint.dir, the run's checkpoint folder";
+  if (same_file(path, fs::path(c.output_dir) / "tensorboard")) return "the run's TensorBoard folder";
   for (const char* name : kRunFiles) {
     if (same_file(path, fs::path(c.output_dir) / name)) {
       return std::string("the run folder's ") + name + " (output.dir), which lockstep writes itself";
@@ -90,28 +93,30 @@ std::string own_file(const fs::path& path, const Config& c, const std::string& c
 
 }  // namespace
 
-void check_side_output(const std::string& flag, const std::string& path, const Config& c,
-                       const std::string& checkpoint_dir,
-                       const std::vector<std::pair<std::string, std::string>>& others) {
-  if (path.empty()) return;
-  const std::string head = flag + " " + path + ": ";
-  const std::string what = own_file(path, c, checkpoint_dir, others);
+void check_side_output(const SideOutput& o, const Config& c, const std::string& checkpoint_dir) {
+  if (o.path.empty()) return;
+  const std::string head = o.flag + " " + o.path + ": ";
+  const std::string what = own_file(o.path, c, checkpoint_dir, o.others);
   if (!what.empty()) throw ConfigError(head + "is " + what + "; choose another path");
-  // output.dir is made by the run, so a file in it may name a folder not there yet.
   std::error_code ec;
-  const fs::path folder = fs::path(path).parent_path();
-  if (!fs::exists(folder, ec) && same_file(folder, c.output_dir)) return;
+  const fs::path folder = fs::path(o.path).parent_path();
+  if (o.run_makes_output_dir && !fs::exists(folder, ec) && same_file(folder, c.output_dir)) return;
   try {
-    AtomicOutput::check(path, /*overwrite=*/true, flag == "--trace" ? "trace.json" : "metrics.jsonl");
+    if (o.replaced) {
+      AtomicOutput::check(o.path, /*overwrite=*/true, o.example);
+    } else {
+      AtomicOutput::check_place(o.path, o.example);
+    }
   } catch (const OutputPathError& e) {
-    throw ConfigError(flag + " " + e.what());
+    throw ConfigError(o.flag + " " + e.what());
   }
-  std::ifstream in(path, std::ios::binary);
+  if (!fs::is_regular_file(o.path, ec)) return;  // new, or a stream written in place (/dev/stdout)
+  std::ifstream in(o.path, std::ios::binary);
   char first = 0;
   while (in.get(first) && std::isspace(static_cast<unsigned char>(first))) {
   }
   if (in && first != '{' && first != '[') {
-    throw ConfigError(head + "already exists and does not hold JSON (what " + flag +
+    throw ConfigError(head + "already exists and does not hold JSON (what " + o.flag +
                       " writes), so lockstep will not replace it; remove it or choose another path");
   }
 }

@@ -26,17 +26,26 @@ struct RunFolderOptions {
 // where they lie inside it.
 std::vector<std::string> earlier_work(const Config& c, const std::string& checkpoint_dir);
 
-// Checks a file the user named for lockstep to write beside a run (--metrics-out,
-// --trace; `flag` names it), before anything is written. Throws ConfigError (a
-// usage error) for a folder, a missing folder (but output.dir, which the run
-// makes), anything but a regular file (a device, a pipe), a file the run reads or
-// writes itself (the config, data.path, output.dir's files, checkpoints,
-// TensorBoard logs, each of `others` with its meaning), or an existing file that
-// does not hold JSON, which is all these write: a typo never replaces a model, a
-// dataset or a config.
-void check_side_output(const std::string& flag, const std::string& path, const Config& c,
-                       const std::string& checkpoint_dir,
-                       const std::vector<std::pair<std::string, std::string>>& others = {});
+// A file the user named for lockstep to write beside a run: --metrics-out (a
+// stream written in place: a pipe or /dev/stdout is fine) or --trace (replaced
+// by a rename, so it must be a regular file or none).
+struct SideOutput {
+  std::string flag;       // "--metrics-out"
+  std::string path;       // empty: nothing to check
+  std::string example;    // a file name for the "is a folder" hint
+  bool replaced = false;  // written by AtomicOutput (a rename), not in place
+  bool run_makes_output_dir = false;  // train: output.dir may not exist yet
+  std::vector<std::pair<std::string, std::string>> others;  // (file, what it is) also not to touch
+};
+
+// Checks a SideOutput before anything is written. Throws ConfigError (a usage
+// error) naming the flag for a folder, a missing folder (but output.dir when the
+// run makes it), a file the run reads or writes itself (the config, data.path,
+// output.dir and its files, checkpoint.dir and checkpoints, TensorBoard logs,
+// `others`), an existing regular file that does not hold JSON, which is all these
+// write (a typo never replaces a model, a dataset or a config), and, when
+// `replaced`, anything but a regular file (a device, a pipe, or a link to one).
+void check_side_output(const SideOutput& o, const Config& c, const std::string& checkpoint_dir);
 
 // Makes output.dir usable for a run. Throws ConfigError naming output.dir when it
 // is a file or cannot be created, or when it holds earlier work and neither

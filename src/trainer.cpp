@@ -274,13 +274,15 @@ void Trainer::print_config() const {
 
 // ---- train ----
 EvalResult Trainer::fit(const std::string& metrics_out, const std::string& resume) {
+  if (world_.rank() == 0) {  // the chief's files, checked before the data is opened
+    check_side_output({"--metrics-out", metrics_out, "metrics.jsonl", false, true, {}}, config_, checkpoint_dir());
+    check_side_output({"--trace", trace_path_, "trace.json", true, true, {{metrics_out, "the --metrics-out file"}}},
+                      config_, checkpoint_dir());
+  }
   build(true);
   check_deterministic();
   if (strategy_->is_chief()) {
     run_options_.resume = !resume.empty();
-    check_side_output("--metrics-out", metrics_out, config_, checkpoint_dir());
-    check_side_output("--trace", trace_path_, config_, checkpoint_dir(),
-                      {{metrics_out, "the --metrics-out file"}});
     prepare_run_folder(config_, checkpoint_dir(), run_options_);
     // The checkpoint first: a resume refused here leaves no file behind (an empty
     // metrics.jsonl would make the folder look like an earlier run's).
@@ -314,7 +316,6 @@ EvalResult Trainer::fit(const std::string& metrics_out, const std::string& resum
     nlohmann::json rec = {{"final", true}, {"test_loss", last_eval_.loss},
                           {"seconds", seconds}, {"examples", last_eval_.count}};
     if (model_->loss() == LossKind::kSoftmaxCrossEntropy) rec["test_accuracy"] = last_eval_.accuracy;
-    metrics_->write(rec);
     std::printf("test: loss %.4f", last_eval_.loss);
     if (model_->loss() == LossKind::kSoftmaxCrossEntropy) {
       std::printf(" - accuracy %.4f", last_eval_.accuracy);
@@ -330,6 +331,7 @@ EvalResult Trainer::fit(const std::string& metrics_out, const std::string& resum
       }
       std::printf("saved model: %s\n", path.c_str());
     }
+    metrics_->write(rec);  // after the model: a metrics file that cannot be written loses nothing else
     std::fflush(stdout);
   }
   if (tracer_) write_trace();  // after the model: a failed trace write loses nothing else
@@ -436,16 +438,20 @@ void Trainer::replica_fit(Replica& r) {
     train_epoch(r, pos);
     const double train_seconds = pos.epoch_train_seconds + seconds_since(t0);
     const EvalResult val = evaluate(r, *eval_input_);
-    if (r.local_index == 0 && strategy_->is_chief()) {
-      const double lr = learning_rate_at(config_, base_lr_, std::max<int64_t>(0, pos.global_step - 1),
-                                         total_steps_);
-      report_epoch(pos.epoch, pos.epoch_sums, train_seconds, lr, val, seconds_since(t0));
-      last_eval_ = val;
-    }
+    const double epoch_seconds = seconds_since(t0);
+    const MetricSums sums = pos.epoch_sums;
     pos.step_in_epoch = 0;
     pos.epoch_sums = MetricSums{};
     pos.epoch_train_seconds = 0;
+    // The checkpoint before the record: a metrics file that cannot be written
+    // (exit 5) never costs the epoch's trained state.
     if (config_.checkpoint_epochs) save_checkpoint(r, Position{pos.epoch + 1, 0, pos.global_step, {}, 0});
+    if (r.local_index == 0 && strategy_->is_chief()) {
+      const double lr = learning_rate_at(config_, base_lr_, std::max<int64_t>(0, pos.global_step - 1),
+                                         total_steps_);
+      report_epoch(pos.epoch, sums, train_seconds, lr, val, epoch_seconds);
+      last_eval_ = val;
+    }
   }
 }
 
@@ -649,10 +655,13 @@ void Trainer::refuse_past_end(const SavedState& s, const std::string& path) cons
   if (done <= config_.epochs) return;
   const std::string at = s.step_in_epoch == 0 ? "after epoch " + std::to_string(s.epoch)
                                               : "in epoch " + std::to_string(s.epoch + 1);
+  // Mid-epoch, `done` epochs finish the one begun; after an epoch, only more train further.
+  const std::string raise = s.step_in_epoch > 0 ? "to at least " + std::to_string(done) + " to continue it"
+                                                : "above " + std::to_string(done) + " to train further";
   throw ConfigError("--resume " + path + ": the checkpoint is " + at + ", past the end of this run (" +
                     config_.where("train.epochs") + ": train.epochs is " + std::to_string(config_.epochs) +
-                    "); raise train.epochs to at least " + std::to_string(done) +
-                    " to continue it, or evaluate it: lockstep evaluate CONFIG --checkpoint " + path);
+                    "); raise train.epochs " + raise + ", or evaluate it: lockstep evaluate CONFIG --checkpoint " +
+                    path);
 }
 
 std::optional<SavedState> Trainer::find_resume_point(const std::string& resume) {
@@ -834,11 +843,12 @@ void Trainer::write_trace() {
 
 // ---- evaluate a saved model ----
 EvalResult Trainer::evaluate_saved(const std::string& model_path, const std::string& metrics_out) {
-  build(false);
-  if (strategy_->is_chief()) {
-    check_side_output("--metrics-out", metrics_out, config_, checkpoint_dir(),
-                      {{model_path, "the model being evaluated"}});
+  if (world_.rank() == 0) {
+    check_side_output({"--metrics-out", metrics_out, "metrics.jsonl", false, false,
+                       {{model_path, "the model being evaluated"}}},
+                      config_, checkpoint_dir());
   }
+  build(false);
   const SavedState saved = load_state(model_path, model_.get());
   if (strategy_->is_chief()) metrics_ = std::make_unique<MetricsWriter>(metrics_out);
   EvalResult result;

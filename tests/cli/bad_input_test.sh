@@ -110,14 +110,29 @@ printf 'notes\n' >notes.txt
 expect_fail 2 "^lockstep: error: --metrics-out notes.txt: already exists and does not hold JSON" -- \
   "$LS" train good.yaml --set output.dir=o8 --metrics-out notes.txt
 mkfifo pipe
-expect_fail 2 "^lockstep: error: --trace pipe: is not a regular file (a device, a pipe or a socket)" -- \
+expect_fail 2 "^lockstep: error: --trace pipe: is not a regular file (a device, a pipe or a socket" -- \
   "$LS" train good.yaml --set output.dir=o8 --trace pipe
 expect_fail 2 "^lockstep: error: pipe: is not a regular file" -- \
   "$LS" predict good.yaml --checkpoint out/model.h5 --input tiny.h5 --output pipe --overwrite
-expect_fail 2 "^lockstep: error: --metrics-out /dev/full: is not a regular file" -- \
-  "$LS" evaluate good.yaml --checkpoint out/model.h5 --metrics-out /dev/full
-md5sum -c --quiet before.md5 && [ "$(cat notes.txt)" = notes ] && [ -p pipe ] && [ ! -e o7 ] &&
+expect_fail 2 "^lockstep: error: --trace /dev/stdout: is not a regular file (a device, a pipe or a socket, or a link to one)" -- \
+  "$LS" train good.yaml --set output.dir=o8 --trace /dev/stdout
+expect_fail 2 "^lockstep: error: --metrics-out o10/checkpoints: is checkpoint.dir" -- \
+  "$LS" train good.yaml --set output.dir=o10 --metrics-out o10/checkpoints
+expect_fail 2 "^lockstep: error: --metrics-out o11/e.jsonl: folder o11 does not exist" -- \
+  "$LS" evaluate good.yaml --set output.dir=o11 --checkpoint out/model.h5 --metrics-out o11/e.jsonl
+md5sum -c --quiet before.md5 && [ "$(cat notes.txt)" = notes ] && [ -p pipe ] && [ ! -e o7 ] && [ ! -e o10 ] &&
   ok "refused side outputs left every file as it was" || bad "a refused side output changed a file"
+# A stream is written in place: /dev/stdout into a pipe; /dev/full fails the write (exit 5).
+out=$("$LS" evaluate good.yaml --checkpoint out/model.h5 --metrics-out /dev/stdout 2>/dev/null | cat) &&
+  printf '%s\n' "$out" | grep -q '^{"examples":.*"test_loss"' &&
+  ok "--metrics-out /dev/stdout writes the record into a pipe" || bad "--metrics-out /dev/stdout"
+expect_fail 5 "^lockstep: error: /dev/full: cannot write a metrics record: No space left on device" -- \
+  "$LS" evaluate good.yaml --checkpoint out/model.h5 --metrics-out /dev/full
+# The epoch's checkpoint is written before its record, so a failed record costs no trained state.
+expect_fail 5 "^lockstep: error: /dev/full: cannot write a metrics record" -- \
+  "$LS" train good.yaml --set output.dir=o12 --set checkpoint.every_epoch=true --metrics-out /dev/full
+ls o12/checkpoints/ckpt-*.h5 >/dev/null 2>&1 && ok "the epoch's checkpoint was written before its failed record" ||
+  bad "no checkpoint after the failed record: $(ls -R o12)"
 echo '{"old": 1}' >old.jsonl
 "$LS" evaluate good.yaml --checkpoint out/model.h5 --metrics-out old.jsonl >/dev/null 2>&1 &&
   grep -q '"test_loss"' old.jsonl && ! grep -q '"old"' old.jsonl && ok "an earlier metrics file is replaced" ||
