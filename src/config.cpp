@@ -456,12 +456,12 @@ const KeyDef* first_in_section(const std::string& key) {
     const size_t d = edit_distance(key, k.name);
     if (d < best_d) best_d = d, best = k.name;
   }
-  // Else the same name, or one a letter off, in another section.
-  size_t leaf_d = leaf(key).size() >= 4 ? 2 : 1;
-  for (const auto& k : kKeys) {
-    if (best_d < 4) break;
-    const size_t d = edit_distance(leaf(key), leaf(k.name));
-    if (d < leaf_d) leaf_d = d, best = k.name;
+  if (best.empty()) {  // else the same name, or one a letter off, in another section
+    size_t leaf_d = leaf(key).size() >= 4 ? 2 : 1;
+    for (const auto& k : kKeys) {
+      const size_t d = edit_distance(leaf(key), leaf(k.name));
+      if (d < leaf_d) leaf_d = d, best = k.name;
+    }
   }
   throw ConfigError(origin + ": unknown key '" + key + "'" +
                     (best.empty() ? std::string(" (see 'lockstep train --help' for the keys)")
