@@ -88,7 +88,11 @@ void Communicator::allgather(const void* send, void* recv, size_t count, DType d
   do_allgather(send, recv, count, dtype);
 }
 
-CommBuffer Communicator::allocate(size_t count) {
+CommBuffer Communicator::allocate(size_t count) { return host_buffer(count); }
+
+CommBuffer Communicator::allocate_common(size_t) { return {}; }
+
+CommBuffer host_buffer(size_t count) {
   constexpr std::align_val_t kAlign{64};
   const size_t bytes = std::max<size_t>(count, 1) * sizeof(float);
   void* p = ::operator new(bytes, kAlign);

@@ -108,6 +108,14 @@ class Communicator {
   // so one thread may allocate for every member of a group of threads. Any buffer
   // works with every collective; this memory only makes some faster.
   virtual CommBuffer allocate(size_t count);
+  // One array of `count` zeroed floats that every member sees as the same memory:
+  // state the members keep once between them instead of once each (the CPU
+  // replicas' weights and optimizer slots, when every process of the job is on
+  // one node). Collective like allocate. Members write it only in parts that no
+  // other member reads until a collective (a barrier) orders the two. An empty
+  // CommBuffer (size 0) where the members cannot share memory: the default, and
+  // shm when the memory cannot be had (every member learns it alike).
+  virtual CommBuffer allocate_common(size_t count);
 
   // Typed conveniences.
   template <typename T>
@@ -134,6 +142,10 @@ class Communicator {
   // Throws CommError naming the collective when dtype or op is not a known enumerator.
   void check_known(DType dtype, ReduceOp op, const char* what) const;
 };
+
+// `count` zeroed floats of this process's own memory, 64-byte aligned (what
+// Communicator::allocate gives by default).
+CommBuffer host_buffer(size_t count);
 
 // The default: a group of one. Every collective is the identity.
 std::unique_ptr<Communicator> make_single_communicator();

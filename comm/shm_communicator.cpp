@@ -127,11 +127,9 @@ class ShmCommunicator final : public Communicator {
     ++seq_;
     inner_->allgather(send, recv, count, dtype);
   }
-  void barrier() override {
-    ++seq_;
-    inner_->barrier();
-  }
+  void barrier() override;
   CommBuffer allocate(size_t count) override;
+  CommBuffer allocate_common(size_t count) override;
 
  private:
   // allocate()'s segments this rank maps: number n holds every rank's part, of
@@ -177,6 +175,7 @@ class ShmCommunicator final : public Communicator {
   void check_agreement();
   [[noreturn]] void throw_stuck(const char* phase, const std::string& why);
   std::string where() const;
+  const char* op_name() const { return sig_.kind == CollectiveKind::kBarrier ? "mpi barrier" : "mpi allreduce"; }
 
   std::unique_ptr<Communicator> inner_;  // MPI: setup and the other collectives
   int rank_ = 0, size_ = 1;
@@ -328,6 +327,23 @@ CommBuffer ShmCommunicator::allocate(size_t count) {
   return CommBuffer(reinterpret_cast<float*>(base + part * size_t(rank_)), count, std::move(owner));
 }
 
+// One mapping that every rank uses whole; it is not an all-reduce buffer, so it
+// stays off the list find_shared looks in.
+CommBuffer ShmCommunicator::allocate_common(size_t count) {
+  ++seq_;
+  const size_t page = size_t(sysconf(_SC_PAGESIZE));
+  const size_t total = (std::max<size_t>(count, 1) * sizeof(float) + page - 1) / page * page;
+  std::byte* base = nullptr;
+  try {
+    base = map_shared(total, "a common buffer", "nothing to do: each process keeps its own copy instead");
+  } catch (const ShmUnavailable& e) {  // every rank threw: all keep their own
+    if (rank_ == 0) std::fprintf(stderr, "lockstep: warning: %s\n", e.what());
+    return {};
+  }
+  std::shared_ptr<void> owner(base, [total](void* p) { munmap(p, total); });
+  return CommBuffer(reinterpret_cast<float*>(base), count, std::move(owner));  // fresh, so zero
+}
+
 bool ShmCommunicator::find_shared(const void* buf, size_t bytes, Shared& seg, size_t& offset) const {
   const auto* p = static_cast<const std::byte*>(buf);
   std::lock_guard<std::mutex> lock(shared_->mu);
@@ -372,6 +388,23 @@ void ShmCommunicator::do_allreduce(void* buf, size_t count, DType dtype, ReduceO
     const double now = double((std::chrono::steady_clock::now() - t0).count()) / double(bytes);
     c = c < 0 ? now : 0.75 * c + 0.25 * now;
   }
+}
+
+// Two arrivals: after the first every rank compares the calls, and the second
+// keeps a rank from publishing its next call before the others have compared.
+void ShmCommunicator::barrier() {
+  if (size_ == 1) return;
+  ++seq_;
+  inject_fault_at_collective(seq_);
+  sig_ = CallSignature{};
+  budget_ = clock_.start();
+  Control& me = control(rank_);
+  signature_to(sig_, me.sig);
+  me.seq.store(seq_, std::memory_order_relaxed);
+  me.buffer = -1;
+  arrive_and_wait("arrival");
+  check_agreement();
+  arrive_and_wait("compared");
 }
 
 void ShmCommunicator::choose_stores(bool timed) {
@@ -528,13 +561,13 @@ void ShmCommunicator::check_agreement() {
             describe_call(signature_from(other.sig));
   }
   if (diff.empty()) return;
-  throw CommError("mpi allreduce (" + where() + ", shared memory): ranks issue different "
+  throw CommError(std::string(op_name()) + " (" + where() + ", shared memory): ranks issue different "
                   "collectives: rank 0 called collective #" + std::to_string(first_seq) + " " +
                   describe_call(signature_from(first.sig)) + diff + kDivergedHint);
 }
 
 void ShmCommunicator::throw_stuck(const char* phase, const std::string& why) {
-  const std::string head = "mpi allreduce (" + where() + ", collective #" + std::to_string(seq_) + " " +
+  const std::string head = std::string(op_name()) + " (" + where() + ", collective #" + std::to_string(seq_) + " " +
                            describe_call(sig_) + ", shared memory, " + phase + "): ";
   const auto since = std::chrono::steady_clock::now() - budget_.limit - std::chrono::seconds(1);
   if (const std::string frozen = freeze_report(since); !frozen.empty()) throw CommError(head + frozen);

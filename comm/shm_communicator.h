@@ -4,9 +4,10 @@
 // every rank's buffer in rank order, into all of them, as threads do; other
 // buffers are copied into a slab of the segment, reduced there slice by slice
 // in the same order and copied back. Either way the result is bitwise the MPI
-// backend's. Broadcast, allgather and barrier go through the MPI backend. Waits
-// spin, then yield, and honour the same deadlines as every backend, naming the
-// ranks that did not arrive.
+// backend's. Barriers meet in the segment too; broadcast and allgather go
+// through the MPI backend. allocate_common() gives one mapping that every rank
+// uses whole (the node's one weight arena). Waits spin, then yield, and honour
+// the same deadlines as every backend, naming the ranks that did not arrive.
 #pragma once
 
 #include <mpi.h>

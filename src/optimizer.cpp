@@ -29,12 +29,12 @@ double learning_rate_at(const Config& c, double base_lr, int64_t step, int64_t t
   return base_lr;
 }
 
-Optimizer::Optimizer(const Config& c, int64_t num_params)
+Optimizer::Optimizer(const Config& c, int64_t num_params, const Memory& memory)
     : kind_(c.optimizer), beta1_(c.beta1), beta2_(c.beta2), eps_(c.epsilon),
       momentum_(c.momentum), weight_decay_(c.weight_decay), nesterov_(c.nesterov) {
   const size_t n = size_t(num_params);
-  m_.assign(n, 0.0f);  // Adam's first moment, or SGD's velocity (stays zero without momentum)
-  if (kind_ != OptimizerKind::kSgd) v_.assign(n, 0.0f);
+  m_ = memory(n);  // Adam's first moment, or SGD's velocity (stays zero without momentum)
+  if (kind_ != OptimizerKind::kSgd) v_ = memory(n);
 }
 
 void Optimizer::apply(float* params, const float* grads, int64_t begin, int64_t end, float lr,
@@ -55,8 +55,8 @@ void Optimizer::apply(float* params, const float* grads, int64_t begin, int64_t 
   }
 }
 
-std::vector<std::pair<std::string, AlignedVector<float>*>> Optimizer::slots() {
-  std::vector<std::pair<std::string, AlignedVector<float>*>> s;
+std::vector<std::pair<std::string, CommBuffer*>> Optimizer::slots() {
+  std::vector<std::pair<std::string, CommBuffer*>> s;
   if (kind_ == OptimizerKind::kSgd) {
     s.emplace_back("velocity", &m_);
   } else {

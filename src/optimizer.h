@@ -4,11 +4,12 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
 
-#include "data/aligned.h"
+#include "comm/communicator.h"
 #include "src/config.h"
 
 namespace lockstep {
@@ -20,7 +21,11 @@ double learning_rate_at(const Config& c, double base_lr, int64_t step, int64_t t
 
 class Optimizer {
  public:
-  Optimizer(const Config& config, int64_t num_params);
+  // memory(n) gives each slot arena (n zeroed floats): this process's own
+  // memory by default, or memory the processes of a node share
+  // (Communicator::allocate_common), so that they keep one copy of the slots.
+  using Memory = std::function<CommBuffer(size_t)>;
+  Optimizer(const Config& config, int64_t num_params, const Memory& memory = host_buffer);
 
   // One update of params[begin, end) from grads[begin, end). `step` counts
   // updates already applied (0 for the first); lr is this step's rate.
@@ -28,13 +33,13 @@ class Optimizer {
              int64_t step);
 
   // Named slot arenas, for checkpoints ("m", "v", "velocity").
-  std::vector<std::pair<std::string, AlignedVector<float>*>> slots();
+  std::vector<std::pair<std::string, CommBuffer*>> slots();
 
  private:
   OptimizerKind kind_;
   float beta1_, beta2_, eps_, momentum_, weight_decay_;
   bool nesterov_;
-  AlignedVector<float> m_, v_;  // Adam moments, or SGD velocity in m_
+  CommBuffer m_, v_;  // Adam moments, or SGD velocity in m_
 };
 
 }  // namespace lockstep

@@ -43,13 +43,14 @@ class ReplicaStep {
   virtual SliceStats evaluate(Replica& r, const ReplicaBatch& batch) = 0;
 
   // The weight arena [trainable | state]. The CPU replicas of one process share
-  // one: forward and backward only read it, each replica updates its shard of it
-  // (MirroredStrategy::update) and only local replica 0 writes batch norm's
-  // moving statistics. A replica on an accelerator has its own, the host mirror
-  // of its device's (upload/download).
-  std::shared_ptr<AlignedVector<float>> params;
-  // The optimizer's slots: shared by the CPU replicas of a process like params
-  // (each updates its shard of them); an accelerator's host mirror.
+  // one, and when every process of the job is on one node, all of the node's
+  // CPU replicas share one in memory the processes map: forward and backward
+  // only read it, each replica updates its shard of it (MirroredStrategy::update)
+  // and only one replica writes batch norm's moving statistics. A replica on an
+  // accelerator has its own, the host mirror of its device's (upload/download).
+  std::shared_ptr<CommBuffer> params;
+  // The optimizer's slots: shared by the CPU replicas like params (each updates
+  // its shard of them); an accelerator's host mirror.
   std::shared_ptr<Optimizer> optimizer;
 };
 

@@ -107,7 +107,7 @@ class BucketWorker {
 CpuReplica::CpuReplica(MirroredStrategy& strategy, Replica& r, const Model& model,
                        const Config& config, int64_t max_rows)
     : grads(r.comm->allocate(size_t(model.num_params() + kExtras))), net(model, max_rows), strategy_(strategy) {
-  net.writes_state = r.local_index == 0;  // the process's one arena: one writer of its state
+  net.writes_state = strategy.leads(r);  // one arena for many replicas: one writer of its state
   if (config.overlap) worker = std::make_unique<BucketWorker>(r.comm, config.flush_denormals);
   // Batch norm's statistics: after the buckets already handed to the reducer
   // thread, so every replica issues its collectives in the same order.
@@ -186,6 +186,7 @@ MirroredStrategy::MirroredStrategy(const Model& model, const Config& config, Wor
                       "train.micro_batch_size unset (auto) for a model with batch_norm or residual layers");
   }
   for (const TensorSpec& t : model.trainable_tensors()) segments_.push_back({t.offset, t.offset + t.size()});
+  if (!devices_) share_cpu_state(local);
   for (int i = 0; i < local; ++i) {
     auto r = std::make_unique<Replica>();
     r->local_index = i;
@@ -198,25 +199,68 @@ MirroredStrategy::MirroredStrategy(const Model& model, const Config& config, Wor
       cpus_.push_back(std::make_unique<CpuReplica>(*this, *r, model, config, max_rows));
       r->step = cpus_.back().get();
     }
-    if (devices_ || i == 0) {  // device replicas keep their own arena and slots on their GPU
-      r->step->params = std::make_shared<AlignedVector<float>>(size_t(model.arena_size()), 0.0f);
+    if (devices_) {  // device replicas keep their own arena and slots on their GPU
+      r->step->params = std::make_shared<CommBuffer>(host_buffer(size_t(model.arena_size())));
       r->step->optimizer = std::make_shared<Optimizer>(config, model.num_params());
     } else {
-      r->step->params = replicas_[0]->step->params;
-      r->step->optimizer = replicas_[0]->step->optimizer;
+      r->step->params = cpu_params_;
+      r->step->optimizer = cpu_optimizer_;
     }
     replicas_.push_back(std::move(r));
   }
   batches_.resize(size_t(local));
-  if (!devices_ && local > 1) {
-    shard_finite_.assign(size_t(local), 1);
-    // Shard boundaries on 16-float (64-byte) multiples: no two replicas write one line.
-    const int64_t n = model.num_params();
-    for (int i = 0; i < local; ++i) {
-      const auto edge = [&](int j) { return j == local ? n : (n * j / local) / 16 * 16; };
-      shards_.emplace_back(edge(i), edge(i + 1));
-    }
+}
+
+// Floats from the start of a block to the next 64-byte line.
+static size_t whole_lines(size_t n) { return (n + 15) / 16 * 16; }
+
+void MirroredStrategy::share_cpu_state(int local) {
+  const size_t arena = size_t(model_.arena_size()), n = size_t(model_.num_params());
+  const size_t slots = config_.optimizer == OptimizerKind::kSgd ? 1 : 2;
+  // Every process on this node: one block holds the arena, the slots and one
+  // line per replica for the finite flags, in memory they all map.
+  const int node_replicas = local * world_.size();
+  CommBuffer common;
+  if (world_.size() > 1) {
+    common = world_.comm->allocate_common(whole_lines(arena) + slots * whole_lines(n) +
+                                          16 * size_t(node_replicas));
   }
+  node_shared_ = common.data() != nullptr;
+  const int sharers = node_shared_ ? node_replicas : local;
+  if (!node_shared_) common = host_buffer(whole_lines(arena) + slots * whole_lines(n) + 16 * size_t(sharers));
+  // Views into the block, each on whole lines, sharing its memory's owner.
+  auto block = std::make_shared<CommBuffer>(std::move(common));
+  size_t used = 0;
+  const auto view = [&](size_t count) {
+    if (used + count > block->size()) throw std::logic_error("share_cpu_state: the block is too small");
+    CommBuffer v(block->data() + used, count, block);
+    used += whole_lines(count);
+    return v;
+  };
+  cpu_params_ = std::make_shared<CommBuffer>(view(arena));
+  cpu_optimizer_ = std::make_shared<Optimizer>(config_, int64_t(n), view);
+  finite_flags_ = view(16 * size_t(sharers));
+  if (sharers == 1) return;
+  // Shard boundaries on 16-float (64-byte) multiples: no two replicas write one line.
+  for (int i = 0; i < sharers; ++i) {
+    const auto edge = [&](int j) { return j == sharers ? int64_t(n) : (int64_t(n) * j / sharers) / 16 * 16; };
+    shards_.emplace_back(edge(i), edge(i + 1));
+  }
+}
+
+bool MirroredStrategy::leads(const Replica& r) const {
+  return node_shared_ ? r.global_index == 0 : r.local_index == 0;
+}
+
+int MirroredStrategy::shard_index(const Replica& r) const {
+  return node_shared_ ? r.global_index : r.local_index;
+}
+
+void MirroredStrategy::meet(Replica& r) {
+  r.local_comm->barrier();
+  if (!node_shared_) return;
+  if (r.local_index == 0) world_.comm->barrier();
+  r.local_comm->barrier();
 }
 
 MirroredStrategy::~MirroredStrategy() = default;
@@ -277,7 +321,7 @@ void MirroredStrategy::seek(Replica& r, DistributedInput& input, const InputPosi
 void MirroredStrategy::broadcast_initial_weights(Replica& r) {
   // Every process initialises from the same seed; the broadcast makes rank 0's
   // weights authoritative even if another process computed something else.
-  if (shards_.empty() || r.local_index == 0) model_.init_params(r.step->params->data(), config_.seed);
+  if (shards_.empty() || leads(r)) model_.init_params(r.step->params->data(), config_.seed);
   restore(r, nullptr, nullptr);
 }
 
@@ -294,6 +338,15 @@ std::string MirroredStrategy::device_plan() const {
             std::to_string(r->global_index) + " -> " + d;
   }
   return plan;
+}
+
+std::string MirroredStrategy::arena_plan() const {
+  if (shards_.empty()) return "";
+  const std::string n = std::to_string(shards_.size());
+  return node_shared_ ? "weights and optimizer slots: one copy for the node's " + std::to_string(world_.size()) +
+                            " processes (shared memory); each of the " + n + " replicas updates its shard"
+                      : "weights and optimizer slots: one copy per process; each of its " + n +
+                            " replicas updates its shard";
 }
 
 void MirroredStrategy::reduce_range(Replica& r, int64_t begin, int64_t end) {
@@ -380,31 +433,34 @@ StepResult MirroredStrategy::cpu_step(Replica& r, const ReplicaBatch& batch, flo
 bool MirroredStrategy::grads_finite(Replica& r) {
   const float* grads = cpu(r).grads.data();
   if (shards_.empty()) return cpu::all_finite(grads, model_.num_params());
-  // Sharded: each replica looks at its shard and the barrier publishes the
+  // Sharded: each replica looks at its shard and the meeting publishes the
   // answers. A replica writes its flag again only after the next step's gradient
   // all-reduce, which no replica joins before it has read these.
-  const auto [begin, end] = shards_[size_t(r.local_index)];
-  shard_finite_[size_t(r.local_index)] = cpu::all_finite(grads + begin, end - begin);
-  r.local_comm->barrier();
-  return std::all_of(shard_finite_.begin(), shard_finite_.end(), [](char ok) { return ok != 0; });
+  const auto [begin, end] = shards_[size_t(shard_index(r))];
+  finite_flags_[16 * size_t(shard_index(r))] = cpu::all_finite(grads + begin, end - begin) ? 1.0f : 0.0f;
+  meet(r);
+  for (size_t i = 0; i < shards_.size(); ++i) {
+    if (finite_flags_[16 * i] == 0.0f) return false;
+  }
+  return true;
 }
 
 void MirroredStrategy::update(Replica& r, float lr) {
-  // Unsharded: the whole arena. Sharded: this replica's shard of the process's
-  // one arena. Every local replica has passed the step's last collective, so no
-  // one reads params now; the barrier after the writes keeps the next forward
-  // from starting on a half-updated arena.
+  // Unsharded: the whole arena. Sharded: this replica's shard of the one arena.
+  // Every replica sharing it has passed the step's last collective, so no one
+  // reads params now; the meeting after the writes keeps the next forward from
+  // starting on a half-updated arena.
   const auto [begin, end] = shards_.empty() ? std::pair<int64_t, int64_t>(0, model_.num_params())
-                                            : shards_[size_t(r.local_index)];
+                                            : shards_[size_t(shard_index(r))];
   CpuReplica& c = cpu(r);
   if (micro_batched_ && config_.deterministic) {
     apply_exact(r, lr, begin, end);
   } else {
     c.optimizer->apply(c.params->data(), c.grads.data(), begin, end, lr, r.updates);
   }
-  c.net.commit_state(c.params->data());  // batch norm's moving statistics (replica 0's net)
+  c.net.commit_state(c.params->data());  // batch norm's moving statistics (the leader's net)
   ++r.updates;
-  if (!shards_.empty()) r.local_comm->barrier();
+  if (!shards_.empty()) meet(r);
 }
 
 void MirroredStrategy::snapshot(Replica& r, std::vector<float>& params, NamedSlots* slots) {
@@ -417,24 +473,32 @@ void MirroredStrategy::snapshot(Replica& r, std::vector<float>& params, NamedSlo
 
 void MirroredStrategy::restore(Replica& r, const std::vector<float>* params,
                                const NamedSlots* slots) {
-  if (r.local_index == 0 && params) r.step->params->assign(params->begin(), params->end());
-  if (r.local_index == 0 && slots) {
+  const auto put = [](const std::vector<float>& from, CommBuffer& to) {
+    if (from.size() != to.size()) {
+      throw std::invalid_argument("restore: " + std::to_string(from.size()) + " values for an arena of " +
+                                  std::to_string(to.size()));
+    }
+    std::copy(from.begin(), from.end(), to.begin());
+  };
+  if (leads(r) && params) put(*params, *r.step->params);
+  if (leads(r) && slots) {
     for (auto& [name, slot] : r.step->optimizer->slots()) {
       for (const auto& [saved_name, data] : *slots) {
-        if (saved_name == name) slot->assign(data.begin(), data.end());
+        if (saved_name == name) put(data, *slot);
       }
     }
   }
   // Unsharded, every replica holds its own arena and slots; sharded, one arena and
-  // one Optimizer per process, and its local replica 0 takes rank 0's.
-  if (shards_.empty() || r.local_index == 0) {
+  // one Optimizer per process, and its local replica 0 takes rank 0's; shared by
+  // the node, rank 0's are the only ones.
+  if (!node_shared_ && (shards_.empty() || r.local_index == 0)) {
     Communicator* comm = shards_.empty() ? r.comm : world_.comm;
     comm->broadcast(r.step->params->data(), r.step->params->size(), 0);
     if (slots) {
       for (auto& [name, slot] : r.step->optimizer->slots()) comm->broadcast(slot->data(), slot->size(), 0);
     }
   }
-  if (!shards_.empty()) r.local_comm->barrier();
+  if (!shards_.empty()) meet(r);
   r.step->upload();
 }
 

@@ -87,6 +87,9 @@ class MirroredStrategy {
   void restore(Replica& r, const std::vector<float>* params, const NamedSlots* slots);
   // "replica 0 -> cuda:0 NVIDIA H100 ...; ..." for the plan ("" on the CPU).
   std::string device_plan() const;
+  // Where the CPU replicas keep the weights and who updates them, for the plan
+  // ("" for one replica alone, or on devices).
+  std::string arena_plan() const;
 
  private:
   friend class CpuReplica;
@@ -109,12 +112,22 @@ class MirroredStrategy {
   void float_sum(Replica& r, const SliceStats& local, bool stop_requested, StepResult& out);
   void apply_exact(Replica& r, float lr, int64_t begin, int64_t end);  // [begin, end) of the arena
 
-  // CPU replicas of this process share one arena and one Optimizer and split the
-  // update: each checks and updates its shard [begin, end) (the same values,
-  // bitwise, as a full update). shards_[i] is local replica i's shard, and
-  // shard_finite_[i] its finite flag; both empty when not sharded.
+  // CPU replicas share one arena and one Optimizer and split the update: each
+  // checks and updates its shard [begin, end) (the same values, bitwise, as a
+  // full update). The sharers are this process's replicas, or, when every
+  // process is on this node and they can map common memory (node_shared_), all
+  // the node's replicas. shards_[shard_index(r)] is r's shard (empty when one
+  // replica holds the arena alone) and finite_flags_[16 * shard_index(r)] its
+  // finite flag, a line each.
+  void share_cpu_state(int local);  // makes the arena, the optimizer and the shards
+  bool leads(const Replica& r) const;  // the sharer that writes the arena whole
+  int shard_index(const Replica& r) const;
+  void meet(Replica& r);  // a barrier of the sharers
+  bool node_shared_ = false;
+  std::shared_ptr<CommBuffer> cpu_params_;
+  std::shared_ptr<Optimizer> cpu_optimizer_;
+  CommBuffer finite_flags_;
   std::vector<std::pair<int64_t, int64_t>> shards_;
-  std::vector<char> shard_finite_;
   const Model& model_;
   const Config& config_;
   World& world_;

@@ -237,9 +237,11 @@ void Trainer::print_plan() const {
               : c.data_prefetch > 0 ? ("a prefetch thread reads the process's rows, " +
                                        std::to_string(c.data_prefetch) + " global batches ahead").c_str()
                                     : "local replica 0 reads the process's rows when a step needs them");
-  std::printf("optimizer: %s, learning rate %g%s, schedule %s, warm-up %lld steps\n\n",
+  std::printf("optimizer: %s, learning rate %g%s, schedule %s, warm-up %lld steps\n",
               optimizer_name(c.optimizer), base_lr_, c.scale_lr ? " (scaled by replicas)" : "",
               schedule_name(c.schedule), (long long)c.warmup_steps);
+  if (const std::string a = strategy_->arena_plan(); !a.empty()) std::printf("%s\n", a.c_str());
+  std::printf("\n");
   std::printf("%s\n", model_->summary().c_str());
   print_config();
   std::fflush(stdout);

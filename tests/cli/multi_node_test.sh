@@ -4,7 +4,9 @@
 # as one node. `mpirun -np 4` with K=2 then trains as 2 nodes (MPI between the
 # processes, shared memory among each process's replica threads) and must end with
 # weights and optimizer slots bitwise equal to the same 4 ranks on one node (shm
-# between processes); the plan names the node count. A K that is not a positive
+# between processes, and one copy of the weights and slots for the node, each
+# replica updating its shard); the plan names the node count and where the
+# weights are kept. A K that is not a positive
 # integer or does not divide the rank count stops the job with a message naming it.
 source "$(dirname "$0")/lib.sh"
 cd "$WORK"
@@ -28,6 +30,15 @@ for local in 1 2; do
     bad "one-node plan: $(grep 'replicas in sync' $one.log)"
   grep -q "between processes: mpi on 2 nodes)" $two.log && ok "plan: 2 nodes (local $local)" ||
     bad "two-node plan: $(grep 'replicas in sync' $two.log)"
+  grep -q "weights and optimizer slots: one copy for the node's 4 processes (shared memory); each of the $((4 * local)) replicas updates its shard" $one.log &&
+    ok "plan: one copy of the weights for the node (local $local)" || bad "one-node weights: $(grep -i 'weights' $one.log)"
+  if [ $local = 1 ]; then
+    ! grep -q "weights and optimizer slots" $two.log && ok "plan: 2 nodes, 1 replica per process, no shards" ||
+      bad "two-node weights (local 1): $(grep -i 'weights' $two.log)"
+  else
+    grep -q "weights and optimizer slots: one copy per process; each of its 2 replicas updates its shard" $two.log &&
+      ok "plan: one copy of the weights per process on 2 nodes" || bad "two-node weights: $(grep -i 'weights' $two.log)"
+  fi
   same_state $one/model.h5 $two/model.h5 && ok "2 nodes bitwise equal to 1 node (4 ranks x $local local)" ||
     bad "2 nodes differ from 1 node (4 ranks x $local local)"
 done

@@ -31,6 +31,9 @@ struct RunSpec {
   int64_t micro_batch = 0;      // train.micro_batch_size (0 = auto)
 };
 
+// A copy of an arena (weights, an optimizer slot), to compare with ==.
+inline AlignedVector<float> values(const CommBuffer& arena) { return AlignedVector<float>(arena.begin(), arena.end()); }
+
 // Replica i's slice of a global batch of one row per replica: row i, x[i] and
 // targets[i] (a regression target of width 1).
 inline ReplicaBatch one_row(int i, int replicas, const float (*x)[2], const float* targets) {

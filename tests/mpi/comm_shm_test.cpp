@@ -233,6 +233,76 @@ TEST(ShmCommunicator, MismatchedCallsAreNamedOnEveryRank) {
   MPI_Barrier(test_bootstrap().world_comm());
 }
 
+// The barrier meets in the segment: it orders a write before it with a read
+// after it on another rank (through a common buffer); a barrier against an
+// all-reduce is named on every rank; a rank that never comes is named.
+TEST(ShmCommunicator, BarrierOrdersAndNamesWhoIsMissing) {
+  const int rank = test_bootstrap().info().rank;
+  const int size = test_bootstrap().info().size;
+  auto comm = shm(CommOptions{std::chrono::milliseconds(rank == 0 ? 300 : 3000)});
+  CommBuffer common = comm->allocate_common(size_t(size));
+  for (int round = 1; round <= 200; ++round) {
+    common[size_t(rank)] = float(round);
+    comm->barrier();
+    int bad = 0;
+    for (int j = 0; j < size; ++j) bad += common[size_t(j)] != float(round);
+    ASSERT_EQ(bad, 0) << "round " << round;
+    comm->barrier();  // no rank writes the next round before all have read this one
+  }
+  // Rank 0 waits 0.3 s in a barrier for ranks that come 1 s late.
+  if (rank != 0) std::this_thread::sleep_for(std::chrono::milliseconds(1000));
+  if (rank == 0) {
+    try {
+      comm->barrier();
+      ADD_FAILURE() << "the barrier completed without the late ranks";
+    } catch (const CommError& e) {
+      const std::string msg = e.what();
+      EXPECT_NE(msg.find("mpi barrier (rank 0"), std::string::npos) << msg;
+      EXPECT_NE(msg.find("barrier(), shared memory, arrival): not complete after 0.3"), std::string::npos) << msg;
+      EXPECT_NE(msg.find("did not arrive"), std::string::npos) << msg;
+    }
+  }
+  MPI_Barrier(test_bootstrap().world_comm());
+}
+
+TEST(ShmCommunicator, BarrierAgainstAnAllreduceIsNamedOnEveryRank) {
+  auto comm = shm(CommOptions{std::chrono::milliseconds(5000)});
+  std::vector<float> buf(4, 1.0f);
+  try {
+    if (comm->rank() == 1) comm->barrier();
+    else comm->allreduce(buf.data(), buf.size());
+    ADD_FAILURE() << "a barrier met an all-reduce";
+  } catch (const CommError& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("ranks issue different collectives"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("rank 1 called collective #1 barrier()"), std::string::npos) << msg;
+  }
+  MPI_Barrier(test_bootstrap().world_comm());
+}
+
+// allocate_common: one zeroed buffer that every rank sees whole, the same
+// memory on each; it may outlive its communicator. The mpi backend has none.
+TEST(ShmCommunicator, CommonBufferIsTheSameMemoryOnEveryRank) {
+  const int rank = test_bootstrap().info().rank;
+  const int size = test_bootstrap().info().size;
+  CommBuffer common;
+  {
+    auto comm = shm();
+    common = comm->allocate_common(1000);
+    ASSERT_EQ(common.size(), 1000u);
+    EXPECT_EQ(std::count(common.begin(), common.end(), 0.0f), 1000);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(common.data()) % 64, 0u);
+    comm->barrier();  // every rank has read the zeros before any writes
+    for (size_t i = size_t(rank); i < common.size(); i += size_t(size)) common[i] = float(i);
+    comm->barrier();
+  }
+  for (size_t i = 0; i < common.size(); ++i) ASSERT_EQ(common[i], float(i)) << i;
+  CommOptions mpi;
+  mpi.shared_memory = false;
+  EXPECT_EQ(make_process_communicator(test_bootstrap().world_comm(), mpi)->allocate_common(10).size(), 0u);
+  MPI_Barrier(test_bootstrap().world_comm());
+}
+
 TEST(ShmCommunicator, ProcessCommunicatorFollowsTheOption) {
   CommOptions options;
   EXPECT_EQ(make_process_communicator(test_bootstrap().world_comm(), options)->name(), "shm");

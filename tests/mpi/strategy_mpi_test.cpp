@@ -16,8 +16,17 @@
 namespace lockstep {
 namespace {
 
+// shared: the processes (all on this node in these tests) all-reduce through
+// shared memory and keep one weight arena; false: MPI messages, an arena each,
+// as processes on different nodes.
 struct MpiWorld {
-  std::unique_ptr<Communicator> comm = test_bootstrap().make_world_communicator();
+  explicit MpiWorld(bool shared = true) : comm(make_comm(shared)) {}
+  static std::unique_ptr<Communicator> make_comm(bool shared) {
+    CommOptions o;
+    o.shared_memory = shared;
+    return test_bootstrap().make_world_communicator(o);
+  }
+  std::unique_ptr<Communicator> comm;
   World world{test_bootstrap().info(), test_bootstrap().world_comm(), comm.get()};
 };
 
@@ -40,26 +49,61 @@ TEST(StrategyMpi, RanksAndMixedReplicasAgreeWithOneReplica) {
   }
 }
 
-// N ranks of one replica each update the whole arena on every rank; N replica
-// threads of one process share one arena and one optimizer and each updates its
-// shard. Same reduction order, elementwise update: the same bits.
+// N replica threads of one process share one arena and one optimizer and each
+// updates its shard. N ranks of one replica each do the same over shared memory
+// (one arena for the node), or over MPI each update the whole arena of its own.
+// Same reduction order, elementwise update: the same bits, weights and slots.
 TEST(StrategyMpi, RanksAndReplicaThreadsGiveBitwiseTheSameWeights) {
-  MpiWorld mpi;
-  for (OptimizerKind opt : {OptimizerKind::kSgd, OptimizerKind::kAdam}) {
-    const auto ranks = testing::train_synthetic(mpi.world, {1, opt, 250, 2, 0.25f});
-    if (mpi.world.rank() != 0) continue;
-    testing::SingleWorld single;
-    const auto threads = testing::train_synthetic(single.world, {mpi.world.size(), opt, 250, 2, 0.25f});
-    EXPECT_EQ(0, std::memcmp(ranks.params.data(), threads.params.data(), ranks.params.size() * 4))
-        << mpi.world.size() << " ranks against " << mpi.world.size() << " threads, " << optimizer_name(opt)
-        << ": worst relative difference " << testing::worst_relative_difference(ranks.params, threads.params);
+  for (const bool shared : {true, false}) {
+    MpiWorld mpi(shared);
+    for (OptimizerKind opt : {OptimizerKind::kSgd, OptimizerKind::kAdam}) {
+      const auto ranks = testing::train_synthetic(mpi.world, {1, opt, 250, 2, 0.25f});
+      if (mpi.world.rank() != 0) continue;
+      testing::SingleWorld single;
+      const auto threads = testing::train_synthetic(single.world, {mpi.world.size(), opt, 250, 2, 0.25f});
+      const std::string what = std::to_string(mpi.world.size()) + " ranks (" + (shared ? "shm" : "mpi") +
+                               ") against as many threads, " + optimizer_name(opt);
+      EXPECT_EQ(0, std::memcmp(ranks.params.data(), threads.params.data(), ranks.params.size() * 4))
+          << what << ": worst relative difference " << testing::worst_relative_difference(ranks.params, threads.params);
+      EXPECT_EQ(ranks.slots, threads.slots) << what;
+    }
+  }
+}
+
+// Over shared memory the node's replicas keep one arena: a weight rank 0
+// writes is the weight every rank reads after a barrier; each rank still has
+// its own optimizer object over the same slots. Over MPI each has its own.
+TEST(StrategyMpi, OneNodeKeepsOneArenaInSharedMemory) {
+  for (const bool shared : {true, false}) {
+    MpiWorld mpi(shared);
+    Config cfg;
+    cfg.data_path = "x";
+    cfg.local_replicas = 2;
+    cfg.optimizer = OptimizerKind::kAdam;
+    Model model({{4, Activation::kRelu, 0.0f}}, 3, 2, LossKind::kSoftmaxCrossEntropy);
+    MirroredStrategy strategy(model, cfg, mpi.world, 8);
+    std::vector<float> seen(2);
+    strategy.run([&](Replica& r) {
+      strategy.broadcast_initial_weights(r);
+      if (mpi.world.rank() == 0 && r.local_index == 0) {
+        r.step->params->data()[5] = 42.0f;
+        r.step->optimizer->slots().at(1).second->data()[3] = 7.0f;
+      }
+      r.local_comm->barrier();
+      if (r.local_index == 0) mpi.comm->barrier();
+      r.local_comm->barrier();
+      seen[size_t(r.local_index)] = r.step->params->data()[5] + r.step->optimizer->slots().at(1).second->data()[3];
+    });
+    const bool sees = mpi.world.rank() == 0 || shared;
+    for (const float v : seen) EXPECT_EQ(v == 49.0f, sees) << (shared ? "shm" : "mpi") << ", rank " << mpi.world.rank();
   }
 }
 
 // The periodic checksum: one flipped bit in one process's arena (which its
 // local replicas share) is caught on every rank, and every replica of that
 // process is named when the others agree; 2 processes that differ have no
-// majority and the message says so.
+// majority and the message says so. Processes with an arena each: over MPI, as
+// on different nodes (on one node over shm they share one, which cannot differ).
 std::string sync_error(MpiWorld& mpi, int local, int flipped_rank) {
   Config cfg;
   cfg.data_path = "x";
@@ -86,7 +130,7 @@ std::string sync_error(MpiWorld& mpi, int local, int flipped_rank) {
 }
 
 TEST(StrategyMpi, DivergedProcessIsNamedByTheChecksum) {
-  MpiWorld mpi;
+  MpiWorld mpi(false);
   const int n = mpi.world.size();
   for (const int local : {1, 2}) {
     EXPECT_EQ(sync_error(mpi, local, -1), "") << "identical replicas pass";

@@ -155,7 +155,7 @@ struct Direct {
       auto r = std::make_unique<Replica>();
       r->local_index = i;
       r->step = &group->replica(i);
-      r->step->params = std::make_shared<AlignedVector<float>>(size_t(model.num_params()), 0.0f);
+      r->step->params = std::make_shared<CommBuffer>(host_buffer(size_t(model.num_params())));
       model.init_params(r->step->params->data(), 7);
       r->step->optimizer = std::make_unique<Optimizer>(cfg, model.num_params());
       replicas.push_back(std::move(r));

@@ -143,11 +143,11 @@ TEST(MirroredStrategy, NonFiniteGradientWithFiniteLossSkipsTheUpdateEverywhere) 
     const int i = r.local_index;
     ReplicaBatch b = testing::one_row(i, 2, x_bad, targets);
     bad[size_t(i)] = strategy.train_step(r, b, 0.1f, 1);
-    after_bad[size_t(i)] = *r.step->params;
-    m_after_bad[size_t(i)] = *r.step->optimizer->slots().at(0).second;
+    after_bad[size_t(i)] = testing::values(*r.step->params);
+    m_after_bad[size_t(i)] = testing::values(*r.step->optimizer->slots().at(0).second);
     b.x = x_ok[i];
     ok[size_t(i)] = strategy.train_step(r, b, 0.1f, 2);
-    after_ok[size_t(i)] = *r.step->params;
+    after_ok[size_t(i)] = testing::values(*r.step->params);
   });
   for (int i = 0; i < 2; ++i) {
     SCOPED_TRACE("replica " + std::to_string(i));
@@ -183,15 +183,15 @@ TEST(MirroredStrategy, SkippedStepLeavesBatchNormStatisticsAlone) {
   StepResult bad;
   strategy.run([&](Replica& r) {
     strategy.broadcast_initial_weights(r);
-    if (r.local_index == 0) initial = *r.step->params;
+    if (r.local_index == 0) initial = testing::values(*r.step->params);
     const int i = r.local_index;
     ReplicaBatch b = testing::one_row(i, 2, x_bad, targets);
     const StepResult res = strategy.train_step(r, b, 0.1f, 1);
-    if (r.local_index == 0) bad = res, after_bad = *r.step->params;
+    if (r.local_index == 0) bad = res, after_bad = testing::values(*r.step->params);
     r.local_comm->barrier();
     b.x = x_ok[i];
     strategy.train_step(r, b, 0.1f, 2);
-    if (r.local_index == 0) after_ok = *r.step->params;
+    if (r.local_index == 0) after_ok = testing::values(*r.step->params);
   });
   EXPECT_FALSE(bad.finite);
   EXPECT_EQ(after_bad, initial) << "weights and moving statistics as before the skipped step";
@@ -218,9 +218,9 @@ TEST(MirroredStrategy, OverflowedBatchStatisticsSkipTheStep) {
   std::vector<StepResult> res(2);
   strategy.run([&](Replica& r) {
     strategy.broadcast_initial_weights(r);
-    if (r.local_index == 0) initial = *r.step->params;
+    if (r.local_index == 0) initial = testing::values(*r.step->params);
     res[size_t(r.local_index)] = strategy.train_step(r, testing::one_row(r.local_index, 2, x, targets), 0.1f, 1);
-    if (r.local_index == 0) after = *r.step->params;
+    if (r.local_index == 0) after = testing::values(*r.step->params);
   });
   for (const StepResult& s : res) {
     EXPECT_TRUE(s.finite_loss);
