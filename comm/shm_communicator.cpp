@@ -548,7 +548,8 @@ void ShmCommunicator::arrive_and_wait(const char* phase) {
 }
 
 // Every rank published its call before arriving: all must be rank 0's. Every
-// rank builds the same table, so all throw the same message.
+// rank builds the same table, so all throw the same message after the head,
+// which names the rank's own call (mpi barrier or mpi allreduce).
 void ShmCommunicator::check_agreement() {
   const Control& first = control(0);
   const uint64_t first_seq = first.seq.load(std::memory_order_relaxed);

@@ -409,7 +409,7 @@ const std::vector<KeyDef> kKeys = {
   integer("strategy.local_replicas", &Config::local_replicas, {1, 4096}, "replicas in this process: a number, or auto (one per CPU, the most that divide the global batch; with device cuda this process's share of the node's GPUs x replicas_per_gpu)", "auto"),
   real("strategy.bucket_mb", &Config::bucket_mb, {0, 1024, kAboveLo}, "gradient fusion bucket size in MiB"),
   flag("strategy.overlap", &Config::overlap, "reduce gradient buckets on a helper thread while backward continues (wants a spare core per replica)"),
-  integer("strategy.check_every", &Config::check_every, {0, kBig}, "steps between cross-replica weight checksums (0 = off)"),
+  integer("strategy.check_every", &Config::check_every, {0, kBig}, "steps between cross-replica weight checksums (0 = off; processes on one node that keep one arena in shared memory cannot differ: it checks across nodes and GPUs)"),
   choice("strategy.device", &Config::device, kDevices, "where replicas compute: cpu, cuda, or auto (cuda when built with CUDA and a GPU is visible)"),
   integer("strategy.replicas_per_gpu", &Config::replicas_per_gpu, {1, 64}, "cuda: replicas sharing one GPU (logical devices; > 1 mainly for tests)"),
   flag("strategy.cuda_graphs", &Config::cuda_graphs, "cuda: capture each full-batch training step once and replay it"),

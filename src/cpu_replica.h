@@ -1,8 +1,9 @@
 // A CPU replica's own state: its gradient arena (the parameters' gradients and
 // the step's extras, src/step.h), its network (the activation workspaces), the
 // reducer thread of strategy.overlap and the micro-batch buffers. Its weights and
-// optimizer slots (ReplicaStep::params and ::optimizer) are its process's, the
-// same objects for every CPU replica of the process; MirroredStrategy runs the
+// optimizer slots (ReplicaStep::params and ::optimizer) are shared: the same
+// objects for every CPU replica of the process, over memory the node's processes
+// share when the strategy keeps one arena for the node; MirroredStrategy runs the
 // step of src/step.h over all of it.
 #pragma once
 

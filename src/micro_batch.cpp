@@ -161,7 +161,7 @@ StepResult MirroredStrategy::micro_step(Replica& r, const ReplicaBatch& batch, f
   } else {
     float_sum(r, local, stop_requested, out);
   }
-  if (out.finite) update(r, lr);  // apply_exact in deterministic mode, sharded across local replicas
+  if (out.finite) update(r, lr);  // apply_exact in deterministic mode, sharded like any update
   r.step_seconds += seconds_since(t0);
   return out;
 }

@@ -319,8 +319,9 @@ void MirroredStrategy::seek(Replica& r, DistributedInput& input, const InputPosi
 }
 
 void MirroredStrategy::broadcast_initial_weights(Replica& r) {
-  // Every process initialises from the same seed; the broadcast makes rank 0's
-  // weights authoritative even if another process computed something else.
+  // Every process initialises from the same seed; restore makes rank 0's weights
+  // authoritative even if another process computed something else (by broadcast,
+  // or, where the node keeps one arena, because only rank 0 writes it).
   if (shards_.empty() || leads(r)) model_.init_params(r.step->params->data(), config_.seed);
   restore(r, nullptr, nullptr);
 }

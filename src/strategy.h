@@ -83,7 +83,8 @@ class MirroredStrategy {
   void snapshot(Replica& r, std::vector<float>& params, NamedSlots* slots);
   // Every replica takes rank 0's local replica 0's values: `params` (and the
   // slots named in `slots`, when given; others stay zero) where given there, else
-  // that replica's own. Collective over all replicas (the broadcast inside).
+  // that replica's own. Collective over all replicas (a broadcast between
+  // processes that keep an arena each; a meeting where the node keeps one).
   void restore(Replica& r, const std::vector<float>* params, const NamedSlots* slots);
   // "replica 0 -> cuda:0 NVIDIA H100 ...; ..." for the plan ("" on the CPU).
   std::string device_plan() const;

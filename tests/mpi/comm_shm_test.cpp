@@ -239,7 +239,7 @@ TEST(ShmCommunicator, MismatchedCallsAreNamedOnEveryRank) {
 TEST(ShmCommunicator, BarrierOrdersAndNamesWhoIsMissing) {
   const int rank = test_bootstrap().info().rank;
   const int size = test_bootstrap().info().size;
-  auto comm = shm(CommOptions{std::chrono::milliseconds(rank == 0 ? 300 : 3000)});
+  auto comm = shm();
   CommBuffer common = comm->allocate_common(size_t(size));
   for (int round = 1; round <= 200; ++round) {
     common[size_t(rank)] = float(round);
@@ -250,10 +250,11 @@ TEST(ShmCommunicator, BarrierOrdersAndNamesWhoIsMissing) {
     comm->barrier();  // no rank writes the next round before all have read this one
   }
   // Rank 0 waits 0.3 s in a barrier for ranks that come 1 s late.
+  auto late = shm(CommOptions{std::chrono::milliseconds(rank == 0 ? 300 : 3000)});
   if (rank != 0) std::this_thread::sleep_for(std::chrono::milliseconds(1000));
   if (rank == 0) {
     try {
-      comm->barrier();
+      late->barrier();
       ADD_FAILURE() << "the barrier completed without the late ranks";
     } catch (const CommError& e) {
       const std::string msg = e.what();
