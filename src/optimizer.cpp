@@ -34,7 +34,7 @@ Optimizer::Optimizer(const Config& c, int64_t num_params, const Memory& memory)
       momentum_(c.momentum), weight_decay_(c.weight_decay), nesterov_(c.nesterov) {
   const size_t n = size_t(num_params);
   m_ = memory(n);  // Adam's first moment, or SGD's velocity (stays zero without momentum)
-  if (kind_ != OptimizerKind::kSgd) v_ = memory(n);
+  if (slot_count(kind_) > 1) v_ = memory(n);
 }
 
 void Optimizer::apply(float* params, const float* grads, int64_t begin, int64_t end, float lr,

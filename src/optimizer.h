@@ -26,6 +26,8 @@ class Optimizer {
   // (Communicator::allocate_common), so that they keep one copy of the slots.
   using Memory = std::function<CommBuffer(size_t)>;
   Optimizer(const Config& config, int64_t num_params, const Memory& memory = host_buffer);
+  // How many slot arenas (calls of memory) an optimizer of this kind makes.
+  static size_t slot_count(OptimizerKind kind) { return kind == OptimizerKind::kSgd ? 1 : 2; }
 
   // One update of params[begin, end) from grads[begin, end). `step` counts
   // updates already applied (0 for the first); lr is this step's rate.

@@ -216,18 +216,17 @@ static size_t whole_lines(size_t n) { return (n + 15) / 16 * 16; }
 
 void MirroredStrategy::share_cpu_state(int local) {
   const size_t arena = size_t(model_.arena_size()), n = size_t(model_.num_params());
-  const size_t slots = config_.optimizer == OptimizerKind::kSgd ? 1 : 2;
-  // Every process on this node: one block holds the arena, the slots and one
-  // line per replica for the finite flags, in memory they all map.
+  // One block holds the arena, the slots and one line per sharer for the finite
+  // flags: in memory every process of the node maps, or else this process's own.
+  const auto floats = [&](int sharers) {
+    return whole_lines(arena) + Optimizer::slot_count(config_.optimizer) * whole_lines(n) + 16 * size_t(sharers);
+  };
   const int node_replicas = local * world_.size();
   CommBuffer common;
-  if (world_.size() > 1) {
-    common = world_.comm->allocate_common(whole_lines(arena) + slots * whole_lines(n) +
-                                          16 * size_t(node_replicas));
-  }
+  if (world_.size() > 1) common = world_.comm->allocate_common(floats(node_replicas));
   node_shared_ = common.data() != nullptr;
   const int sharers = node_shared_ ? node_replicas : local;
-  if (!node_shared_) common = host_buffer(whole_lines(arena) + slots * whole_lines(n) + 16 * size_t(sharers));
+  if (!node_shared_) common = host_buffer(floats(sharers));
   // Views into the block, each on whole lines, sharing its memory's owner.
   auto block = std::make_shared<CommBuffer>(std::move(common));
   size_t used = 0;
