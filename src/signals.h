@@ -31,7 +31,9 @@ class SignalGuard {
   // threads that compute.
   SignalGuard();
   // Stops the waiter, restores the calling thread's mask (a signal that arrived
-  // in between is still recorded), then the previous handlers.
+  // in between is still recorded: here, or by a thread that started before the
+  // guard, whose handler may run a little after the guard is gone), then the
+  // previous handlers.
   ~SignalGuard();
   SignalGuard(const SignalGuard&) = delete;
   SignalGuard& operator=(const SignalGuard&) = delete;

@@ -86,12 +86,15 @@ TEST(Signals, ASignalToTheProcessIsRecordedTheFirstOneKept) {
     EXPECT_EQ(SignalGuard::requested(), SIGINT);  // the first one is the request
   }
   SignalGuard::clear();
-  // Pending at the guard's end (blocked, not yet taken): still recorded.
+  // Sent just before the guard's end: still recorded. Not always by the time the
+  // guard is gone: a thread that started before the guard (OpenBLAS's pool, made
+  // when the library loads) leaves SIGTERM unblocked, the kernel may hand the
+  // signal to it, and on a busy machine its handler runs some milliseconds later.
   {
     SignalGuard guard;
     ASSERT_EQ(kill(getpid(), SIGTERM), 0);
   }
-  EXPECT_EQ(SignalGuard::requested(), SIGTERM);
+  EXPECT_EQ(recorded_within_2s(), SIGTERM);
   SignalGuard::clear();
 }
 
