@@ -34,17 +34,20 @@ import h5py, numpy as np
 rng = np.random.default_rng(1)
 with h5py.File("big.h5", "w") as f:
     f.attrs["num_classes"] = 3
-    for s, n in (("train", 40000), ("test", 500)):
+    for s, n in (("train", 8000), ("test", 500)):
         g = f.create_group(s)
         g.create_dataset("x", data=rng.integers(0, 256, size=(n, 4, 4), dtype=np.uint8))
         g.create_dataset("y", data=rng.integers(0, 3, size=(n,)).astype(np.int32))
 PYEOF
 # Two replica threads: each one's report of the signal must name the checkpoint
-# that replica 0 wrote (whichever thread's report is printed).
+# that replica 0 wrote (whichever thread's report is printed). The signal comes
+# when epoch 1's line is out, while epoch 2 trains; epoch 2's evaluation (the 3rd
+# entry: one per replica and epoch) sleeps 2 s, so the run is still going on a
+# fast machine, and the test needs no model big enough to be slow.
 BIG=(--set data.path=big.h5 --set checkpoint.every_steps=0 --set train.epochs=4
-     --set 'model.layers=[{units: 512}, {units: 512}]' --set strategy.local_replicas=2)
+     --set 'model.layers=[{units: 128}, {units: 128}]' --set strategy.local_replicas=2)
 "$LS" train cfg.yaml "${BIG[@]}" --set output.dir=bigfull >bigfull.log 2>&1 || bad "big run: $(tail -2 bigfull.log)"
-"$LS" train cfg.yaml "${BIG[@]}" --set output.dir=sig >sig.log 2>&1 &
+LOCKSTEP_FAULT="0:phase=evaluation@3:SLEEP2" "$LS" train cfg.yaml "${BIG[@]}" --set output.dir=sig >sig.log 2>&1 &
 pid=$!
 for _ in $(seq 200); do grep -q "^Epoch 1/4" sig.log && break; sleep 0.05; done  # mid-run
 kill -TERM $pid
