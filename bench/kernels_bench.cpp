@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <exception>
 #include <functional>
 #include <random>
 #include <string>
@@ -365,7 +366,7 @@ void bench_cnn(int reps) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+static int run_bench(int argc, char** argv) {
   CLI::App app{"lockstep kernels benchmark: CPU kernels at the 784-128-10 MLP's and the Fashion-MNIST CNN's shapes"};
   int reps = 200;
   app.add_option("--reps", reps, "samples per kernel (median reported)")->check(CLI::Range(3, 100000));
@@ -399,4 +400,14 @@ int main(int argc, char** argv) {
   bench_cnn(reps);
   std::printf("# %s\n", wrong == 0 ? "OK" : "FAILED: GEMM backends disagree");
   return wrong == 0 ? 0 : 1;
+}
+
+// A bad flag value, a missing or malformed data file: one line naming it, exit 1.
+int main(int argc, char** argv) {
+  try {
+    return run_bench(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "kernels_bench: error: %s\n", e.what());
+    return 1;
+  }
 }

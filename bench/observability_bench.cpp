@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <exception>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -48,7 +49,7 @@ double direct_ns(int n, Fn&& fn, Reset&& reset) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+static int run_bench(int argc, char** argv) {
   CLI::App app{"lockstep observability benchmark: step time with tracing off/on and TensorBoard records"};
   int replicas = 2, rounds = 40, block = 50, batch = 64;
   std::string data_path;
@@ -179,4 +180,14 @@ int main(int argc, char** argv) {
               tb_ns / 1e3 / 100.0, 100.0 * (tb_ns / 1e3 / 100.0) / (off * 1e6));
   std::printf("%s\n", ok ? "OK" : "FAILED: the trace or the event file lost records");
   return ok ? 0 : 1;
+}
+
+// A bad flag value, a missing or malformed data file: one line naming it, exit 1.
+int main(int argc, char** argv) {
+  try {
+    return run_bench(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "observability_bench: error: %s\n", e.what());
+    return 1;
+  }
 }

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <exception>
 #include <string>
 #include <thread>
 #include <vector>
@@ -101,7 +102,7 @@ Round run_round(const std::string& host, int port, const std::string& path, cons
 
 }  // namespace
 
-int main(int argc, char** argv) {
+static int run_bench(int argc, char** argv) {
   CLI::App app{"serve_bench: requests/s and latency of a running lockstep serve (loopback)"};
   int port = 8501, clients = 16, rounds = 3;
   double seconds = 3;
@@ -148,4 +149,14 @@ int main(int argc, char** argv) {
               (long long)m.requests, m.requests_per_s, m.p50_ms, m.p99_ms, (long long)m.wrong);
   std::printf("%s\n", wrong == 0 ? "OK" : "FAILED: some answers were not 200 with the expected predictions");
   return wrong == 0 ? 0 : 1;
+}
+
+// A bad flag value, a missing or malformed data file: one line naming it, exit 1.
+int main(int argc, char** argv) {
+  try {
+    return run_bench(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "serve_bench: error: %s\n", e.what());
+    return 1;
+  }
 }

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <exception>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -126,7 +127,7 @@ StepTimes time_steps(const Model& model, Config cfg, World& world, std::shared_p
 
 }  // namespace
 
-int main(int argc, char** argv) {
+static int run_bench(int argc, char** argv) {
   CLI::App app{"lockstep training benchmark: throughput, GEMM bound and scaling (Fashion-MNIST MLP)"};
   std::vector<int64_t> batches = {64, 256};
   std::vector<int> replica_counts = {1};
@@ -254,4 +255,14 @@ int main(int argc, char** argv) {
   }
   if (chief && !json_path.empty()) std::ofstream(json_path) << out.dump(2) << "\n";
   return 0;
+}
+
+// A bad flag value, a missing or malformed data file: one line naming it, exit 1.
+int main(int argc, char** argv) {
+  try {
+    return run_bench(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "train_bench: error: %s\n", e.what());
+    return 1;
+  }
 }

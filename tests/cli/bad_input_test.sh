@@ -220,4 +220,22 @@ expect_fail 2 "the output path is empty: name the file to write (e.g. model.onnx
 expect_fail 2 "afile/x.h5: afile is not a folder" -- "$LS" convert idx --dir /usr/share/datasets/fashion-mnist --out afile/x.h5
 expect_fail 2 "pdir: is a folder; name a file to write (e.g. pdir/predictions.jsonl)" -- \
   "$LS" predict good.yaml --checkpoint out/model.h5 --input nosuch.h5 --output pdir
+
+# The benchmarks: a data file that is not there is one error line naming it and
+# exit 1, never an abort from an uncaught exception.
+BENCH_DIR=$(dirname "$LS")/bench
+if [ -x "$BENCH_DIR/train_bench" ]; then
+  for b in train_bench observability_bench; do
+    err=$("$BENCH_DIR/$b" --data nosuch.h5 2>&1 >/dev/null)
+    rc=$?
+    if [ $rc -eq 1 ] && [ "$(printf '%s\n' "$err" | wc -l)" -eq 1 ] &&
+       printf '%s' "$err" | grep -q "^$b: error: nosuch.h5: no such file"; then
+      ok "$err"
+    else
+      bad "$b --data nosuch.h5: exit $rc: $err"
+    fi
+  done
+else
+  echo "SKIPPED - benchmark errors: the benchmarks are not built here (LOCKSTEP_BENCH=OFF)"
+fi
 finish
