@@ -408,6 +408,7 @@ const std::vector<KeyDef> kKeys = {
   flag("checkpoint.on_signal", &Config::checkpoint_on_signal, "on SIGINT/SIGTERM finish the step, write a checkpoint, exit"),
   integer("strategy.local_replicas", &Config::local_replicas, {1, 4096}, "replicas in this process: a number, or auto (one per CPU, the most that divide the global batch; with device cuda this process's share of the node's GPUs x replicas_per_gpu)", "auto"),
   real("strategy.bucket_mb", &Config::bucket_mb, {0, 1024, kAboveLo}, "gradient fusion bucket size in MiB"),
+  flag("strategy.share_weights", &Config::share_weights, "CPU replicas of a process (and, with comm.shared_memory, the processes of one node) keep one copy of the weights and optimizer slots and each updates a shard; false: each replica keeps its own copy and runs the whole update (more memory and update work, but no weight lines pass between cores: faster where the cores do not share a last-level cache)"),
   flag("strategy.overlap", &Config::overlap, "reduce gradient buckets on a helper thread while backward continues (wants a spare core per replica)"),
   integer("strategy.check_every", &Config::check_every, {0, kBig}, "steps between cross-replica weight checksums (0 = off; processes on one node that keep one arena in shared memory cannot differ: it checks across nodes and GPUs)"),
   choice("strategy.device", &Config::device, kDevices, "where replicas compute: cpu, cuda, or auto (cuda when built with CUDA and a GPU is visible)"),

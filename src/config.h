@@ -118,6 +118,7 @@ struct Config {
   int local_replicas = 1;    // 0 = auto (all cores / all GPUs)
   double bucket_mb = 4.0;    // gradient fusion bucket size
   bool overlap = false;      // reduce buckets on a helper thread during backward
+  bool share_weights = true; // CPU replicas keep one weight arena and split the update
   int64_t check_every = 100; // steps between cross-replica weight checksums (0 = off)
   DeviceKind device = DeviceKind::kCpu;  // where replicas compute (src/accelerator.h)
   int replicas_per_gpu = 1;  // cuda: logical replicas sharing one GPU (> 1 for tests)

@@ -186,7 +186,7 @@ MirroredStrategy::MirroredStrategy(const Model& model, const Config& config, Wor
                       "train.micro_batch_size unset (auto) for a model with batch_norm or residual layers");
   }
   for (const TensorSpec& t : model.trainable_tensors()) segments_.push_back({t.offset, t.offset + t.size()});
-  if (!devices_) share_cpu_state(local);
+  if (!devices_ && config.share_weights) share_cpu_state(local);
   for (int i = 0; i < local; ++i) {
     auto r = std::make_unique<Replica>();
     r->local_index = i;
@@ -199,7 +199,7 @@ MirroredStrategy::MirroredStrategy(const Model& model, const Config& config, Wor
       cpus_.push_back(std::make_unique<CpuReplica>(*this, *r, model, config, max_rows));
       r->step = cpus_.back().get();
     }
-    if (devices_) {  // device replicas keep their own arena and slots on their GPU
+    if (devices_ || !config.share_weights) {  // their own arena and slots (on their GPU, or not shared)
       r->step->params = std::make_shared<CommBuffer>(host_buffer(size_t(model.arena_size())));
       r->step->optimizer = std::make_shared<Optimizer>(config, model.num_params());
     } else {
@@ -248,6 +248,7 @@ void MirroredStrategy::share_cpu_state(int local) {
 }
 
 bool MirroredStrategy::leads(const Replica& r) const {
+  if (shards_.empty()) return true;  // every replica holds an arena of its own
   return node_shared_ ? r.global_index == 0 : r.local_index == 0;
 }
 
@@ -341,6 +342,10 @@ std::string MirroredStrategy::device_plan() const {
 }
 
 std::string MirroredStrategy::arena_plan() const {
+  if (!config_.share_weights && !devices_ && num_replicas_in_sync() > 1) {
+    return "weights and optimizer slots: one copy per replica (strategy.share_weights: false); each runs the "
+           "whole update";
+  }
   if (shards_.empty()) return "";
   const std::string n = std::to_string(shards_.size());
   return node_shared_ ? "weights and optimizer slots: one copy for the node's " + std::to_string(world_.size()) +

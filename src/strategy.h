@@ -117,11 +117,12 @@ class MirroredStrategy {
   // checks and updates its shard [begin, end) (the same values, bitwise, as a
   // full update). The sharers are this process's replicas, or, when every
   // process is on this node and they can map common memory (node_shared_), all
-  // the node's replicas. shards_[shard_index(r)] is r's shard (empty when one
-  // replica holds the arena alone) and finite_flags_[16 * shard_index(r)] its
+  // the node's replicas. shards_[shard_index(r)] is r's shard (empty when each
+  // replica holds an arena of its own: one replica, GPU replicas, or
+  // strategy.share_weights false) and finite_flags_[16 * shard_index(r)] its
   // finite flag, a line each.
   void share_cpu_state(int local);  // makes the arena, the optimizer and the shards
-  bool leads(const Replica& r) const;  // the sharer that writes the arena whole
+  bool leads(const Replica& r) const;  // writes its arena whole (the first sharer, or an owner)
   int shard_index(const Replica& r) const;
   void meet(Replica& r);  // a barrier of the sharers
   bool node_shared_ = false;

@@ -8,6 +8,7 @@
 # replica updating its shard); the plan names the node count and where the
 # weights are kept. A K that is not a positive
 # integer or does not divide the rank count stops the job with a message naming it.
+# With strategy.share_weights false (a copy per replica) the model is the same.
 source "$(dirname "$0")/lib.sh"
 cd "$WORK"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
@@ -42,6 +43,15 @@ for local in 1 2; do
   same_state $one/model.h5 $two/model.h5 && ok "2 nodes bitwise equal to 1 node (4 ranks x $local local)" ||
     bad "2 nodes differ from 1 node (4 ranks x $local local)"
 done
+
+# strategy.share_weights false: every replica of every process keeps its own copy
+# and runs the whole update; the same model, bitwise.
+mpirun --oversubscribe -np 4 "$LS" train cfg.yaml --set output.dir=own --set strategy.local_replicas=2 \
+  --set strategy.share_weights=false >own.log 2>&1 || bad "share_weights false: $(tail -3 own.log)"
+grep -q "weights and optimizer slots: one copy per replica (strategy.share_weights: false); each runs the whole update" own.log &&
+  ok "plan: one copy of the weights per replica" || bad "share_weights false plan: $(grep -i 'weights' own.log)"
+same_state one2/model.h5 own/model.h5 && ok "weights of their own: bitwise equal to the node's one copy (4 ranks x 2 local)" ||
+  bad "share_weights false differs from the shared copy"
 
 refused() {  # NP K PATTERN
   timeout 60 mpirun --oversubscribe -np "$1" -x LOCKSTEP_TEST_RANKS_PER_NODE="$2" "$LS" train cfg.yaml \

@@ -29,6 +29,7 @@ struct RunSpec {
   bool replica_gather = false;  // each replica reads its own rows (data.gather replicas)
   bool deterministic = false;   // train.deterministic
   int64_t micro_batch = 0;      // train.micro_batch_size (0 = auto)
+  bool share_weights = true;    // strategy.share_weights
 };
 
 // A copy of an arena (weights, an optimizer slot), to compare with ==.
@@ -63,6 +64,7 @@ inline RunResult train_synthetic(World& world, const RunSpec& spec) {
   cfg.bucket_mb = 0.0005;  // ~131 floats: several buckets per step
   cfg.check_every = 5;
   cfg.overlap = spec.overlap;
+  cfg.share_weights = spec.share_weights;
   cfg.deterministic = spec.deterministic;
   cfg.micro_batch_size = spec.micro_batch;
   Model model({{16, Activation::kTanh, spec.dropout}, {8, Activation::kRelu, 0.0f}}, 12, 4,

@@ -255,6 +255,66 @@ TEST(MirroredStrategy, CpuReplicasOfAProcessShareOneArena) {
   EXPECT_EQ(error, "");
 }
 
+// strategy.share_weights false: each replica keeps its own arena and slots and
+// runs the whole update. The weights and slots come out bitwise those of the
+// shared arena (every replica applies the same reduced gradient), for SGD with
+// momentum and for Adam, with buckets reduced inline or on the helper thread.
+TEST(MirroredStrategy, ReplicasWithWeightsOfTheirOwnMatchTheSharedArenaBitwise) {
+  for (OptimizerKind opt : {OptimizerKind::kSgd, OptimizerKind::kAdam}) {
+    for (int r : {2, 3}) {
+      for (bool overlap : {false, true}) {
+        testing::SingleWorld w;
+        RunSpec spec{r, opt, 250, 2, 0.2f};
+        spec.overlap = overlap;
+        const RunResult shared = testing::train_synthetic(w.world, spec);
+        spec.share_weights = false;
+        const RunResult own = testing::train_synthetic(w.world, spec);
+        const std::string what = std::to_string(r) + " replicas, " + optimizer_name(opt) +
+                                 (overlap ? ", overlap" : "");
+        EXPECT_EQ(shared.params, own.params) << what;
+        EXPECT_EQ(shared.slots, own.slots) << what;
+        EXPECT_FALSE(own.slots.empty()) << what;
+      }
+    }
+  }
+}
+
+// With weights of their own, the replicas' arenas are apart, each replica writes
+// its own batch norm statistics (the same values as the shared arena's), and the
+// cross-replica checksum finds them equal.
+TEST(MirroredStrategy, ReplicasWithWeightsOfTheirOwnEachKeepBatchNormStatistics) {
+  const float x[2][2] = {{0.5f, 1.0f}, {-0.5f, 3.0f}};
+  const float targets[2] = {1.0f, 1.0f};
+  LayerConfig bn;
+  bn.type = LayerType::kBatchNorm;
+  Model model({bn}, 2, 1, LossKind::kMeanSquaredError);
+  std::vector<AlignedVector<float>> arenas[2];
+  std::vector<const float*> where(2);
+  for (bool share : {true, false}) {
+    testing::SingleWorld w;
+    Config cfg = replicas_config(2);
+    cfg.share_weights = share;
+    MirroredStrategy strategy(model, cfg, w.world, 1);
+    arenas[share].resize(2);
+    strategy.run([&](Replica& r) {
+      strategy.broadcast_initial_weights(r);
+      for (uint64_t step = 1; step <= 3; ++step) {
+        strategy.train_step(r, testing::one_row(r.local_index, 2, x, targets), 0.1f, step);
+      }
+      strategy.check_in_sync(r);
+      r.local_comm->barrier();  // the shared arena: both updates are in
+      arenas[share][size_t(r.local_index)] = testing::values(*r.step->params);
+      if (!share) where[size_t(r.local_index)] = r.step->params->data();
+    });
+  }
+  EXPECT_NE(where[0], where[1]);
+  const int64_t n = model.num_params();
+  ASSERT_EQ(model.arena_size(), n + 4);
+  EXPECT_NE(arenas[false][0][size_t(n + 1)], 0.0f) << "moving mean of feature 1 written";
+  EXPECT_EQ(arenas[false][0], arenas[true][0]);
+  EXPECT_EQ(arenas[false][1], arenas[true][0]);
+}
+
 // What the kernels stream over starts on a 64-byte line: the weight arena, the
 // optimizer's slots and each replica's gradient arena.
 TEST(MirroredStrategy, ArenasStartOnCacheLines) {

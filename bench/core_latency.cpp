@@ -1,0 +1,128 @@
+// How long a cache line takes to pass from one core to another, for every pair
+// of CPUs this process may use: two threads pinned to the pair hand a counter
+// back and forth through one line, and the one-way time is half a round trip.
+// Cores under one last-level cache pass a line in tens of nanoseconds; across
+// caches (another CCD, another socket, or vCPUs the host placed apart) it takes
+// several times longer, and so does everything that replicas sharing one weight
+// arena pass between them each step (strategy.share_weights, README "Speed on
+// CPUs"). A virtual machine's vCPUs may move on the host while this runs: the
+// repetitions show the spread. Checks that every handoff arrived in order.
+#include <CLI/CLI.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <exception>
+#include <fstream>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include <pthread.h>
+#include <sched.h>
+
+#include "bench/machine.h"
+#include "comm/placement.h"
+
+namespace {
+
+struct alignas(64) Line {
+  std::atomic<int64_t> value{0};
+};
+
+// Pins the calling thread to one CPU (by number: a thread started here inherits
+// its parent's one-CPU mask, so slots of allowed_cpus() would not do).
+void pin_to(int cpu) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  if (pthread_setaffinity_np(pthread_self(), sizeof(set), &set) != 0) {
+    throw std::runtime_error("cannot pin a thread to CPU " + std::to_string(cpu));
+  }
+}
+
+// One-way nanoseconds over `trips` round trips between CPUs a and b, after as
+// many untimed ones (the threads settle on their CPUs); `ok` turns false if a
+// handoff was seen out of order.
+double one_way_ns(int a, int b, int64_t trips, bool& ok) {
+  Line line;
+  const int64_t total = 2 * trips;
+  bool answer_ok = true;
+  std::thread answer([&] {
+    pin_to(b);
+    for (int64_t i = 0; i < total; ++i) {
+      int64_t seen;
+      while ((seen = line.value.load(std::memory_order_acquire)) != 2 * i + 1) {
+        if (seen > 2 * i + 1) answer_ok = false;
+      }
+      line.value.store(2 * i + 2, std::memory_order_release);
+    }
+  });
+  pin_to(a);
+  std::chrono::steady_clock::time_point t0;
+  for (int64_t i = 0; i < total; ++i) {
+    if (i == trips) t0 = std::chrono::steady_clock::now();
+    line.value.store(2 * i + 1, std::memory_order_release);
+    while (line.value.load(std::memory_order_acquire) != 2 * i + 2) {
+    }
+  }
+  const double ns = std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count();
+  answer.join();
+  ok = ok && answer_ok && line.value.load() == 2 * total;
+  return ns / double(trips) / 2.0;
+}
+
+int run_bench(int argc, char** argv) {
+  CLI::App app{"core_latency: one-way time for a cache line between every pair of CPUs this process may use"};
+  int64_t trips = 100000;
+  int reps = 5;
+  std::string json_path;
+  app.add_option("--trips", trips, "timed round trips per measurement (after as many untimed)")->check(CLI::Range(int64_t{100}, int64_t{100000000}));
+  app.add_option("--reps", reps, "measurements per pair (median, min and max reported)")->check(CLI::Range(1, 1000));
+  app.add_option("--json", json_path, "also write the results as JSON");
+  CLI11_PARSE(app, argc, argv);
+
+  const std::vector<int> cpus = lockstep::allowed_cpus();
+  std::printf("# CPU: %s\n", lockstep::bench::cpu_description().c_str());
+  std::printf("# core_latency: %zu allowed CPUs, %lld round trips x %d repetitions per pair\n", cpus.size(),
+              (long long)trips, reps);
+  if (cpus.size() < 2) {
+    std::printf("# one CPU: no pair to measure\n# OK\n");
+    return 0;
+  }
+  std::printf("#%5s %5s %9s %9s %9s\n", "cpu", "cpu", "one-way", "min", "max");
+  std::printf("#%5s %5s %9s %9s %9s\n", "", "", "(ns)", "(ns)", "(ns)");
+  bool ok = true;
+  nlohmann::json out = nlohmann::json::array();
+  for (size_t i = 0; i < cpus.size(); ++i) {
+    for (size_t j = i + 1; j < cpus.size(); ++j) {
+      std::vector<double> ns;
+      for (int k = 0; k < reps; ++k) ns.push_back(one_way_ns(cpus[i], cpus[j], trips, ok));
+      std::sort(ns.begin(), ns.end());
+      const double median = ns[ns.size() / 2];
+      std::printf("%6d %5d %9.1f %9.1f %9.1f\n", cpus[i], cpus[j], median, ns.front(), ns.back());
+      std::fflush(stdout);
+      out.push_back({{"cpu_a", cpus[i]}, {"cpu_b", cpus[j]}, {"one_way_ns", median},
+                     {"min_ns", ns.front()}, {"max_ns", ns.back()}});
+    }
+  }
+  std::printf("# %s\n", ok ? "OK" : "FAILED: a handoff arrived out of order");
+  if (!json_path.empty()) std::ofstream(json_path) << out.dump(2) << "\n";
+  return ok ? 0 : 1;
+}
+
+}  // namespace
+
+// A bad flag value or an unwritable JSON path: one line naming it, exit 1.
+int main(int argc, char** argv) {
+  try {
+    return run_bench(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "core_latency: error: %s\n", e.what());
+    return 1;
+  }
+}
