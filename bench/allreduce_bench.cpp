@@ -13,13 +13,13 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <exception>
 #include <fstream>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "bench/machine.h"
+#include "bench/run_main.h"
 #include "comm/bootstrap.h"
 #include "comm/hierarchical_communicator.h"
 #include "comm/local_communicator.h"
@@ -411,11 +411,4 @@ int run(int argc, char** argv) {
 }  // namespace
 }  // namespace lockstep
 
-int main(int argc, char** argv) {
-  try {
-    return lockstep::run(argc, argv);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "allreduce_bench: %s\n", e.what());
-    return 1;
-  }
-}
+int main(int argc, char** argv) { return lockstep::bench::run_main("allreduce_bench", lockstep::run, argc, argv); }

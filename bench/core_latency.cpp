@@ -6,14 +6,14 @@
 // several times longer, and so does everything that replicas sharing one weight
 // arena pass between them each step (strategy.share_weights, README "Speed on
 // CPUs"). A virtual machine's vCPUs may move on the host while this runs: the
-// repetitions show the spread. Checks that every handoff arrived in order.
+// repetitions show the spread. Checks that the line ends at the count of all
+// the handoffs. Every pair is measured: restrict the CPUs with taskset.
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
-#include <exception>
 #include <fstream>
 #include <stdexcept>
 #include <string>
@@ -26,6 +26,7 @@
 #include <sched.h>
 
 #include "bench/machine.h"
+#include "bench/run_main.h"
 #include "comm/placement.h"
 
 namespace {
@@ -34,35 +35,37 @@ struct alignas(64) Line {
   std::atomic<int64_t> value{0};
 };
 
-// Pins the calling thread to one CPU (by number: a thread started here inherits
-// its parent's one-CPU mask, so slots of allowed_cpus() would not do).
-void pin_to(int cpu) {
+// Puts a thread on one CPU (by number: a thread started here inherits its
+// parent's one-CPU mask, so slots of allowed_cpus() would not do).
+bool pin(pthread_t thread, int cpu) {
   cpu_set_t set;
   CPU_ZERO(&set);
   CPU_SET(cpu, &set);
-  if (pthread_setaffinity_np(pthread_self(), sizeof(set), &set) != 0) {
-    throw std::runtime_error("cannot pin a thread to CPU " + std::to_string(cpu));
-  }
+  return pthread_setaffinity_np(thread, sizeof(set), &set) == 0;
 }
 
 // One-way nanoseconds over `trips` round trips between CPUs a and b, after as
-// many untimed ones (the threads settle on their CPUs); `ok` turns false if a
-// handoff was seen out of order.
+// many untimed ones (the threads settle on their CPUs). Both threads are pinned
+// from here before the first handoff; if either cannot be, the helper is told
+// to stop (a negative value) and the error names the CPU. `ok` turns false if
+// the line does not end at the count every handoff makes.
 double one_way_ns(int a, int b, int64_t trips, bool& ok) {
   Line line;
   const int64_t total = 2 * trips;
-  bool answer_ok = true;
   std::thread answer([&] {
-    pin_to(b);
     for (int64_t i = 0; i < total; ++i) {
       int64_t seen;
       while ((seen = line.value.load(std::memory_order_acquire)) != 2 * i + 1) {
-        if (seen > 2 * i + 1) answer_ok = false;
+        if (seen < 0) return;
       }
       line.value.store(2 * i + 2, std::memory_order_release);
     }
   });
-  pin_to(a);
+  if (!pin(answer.native_handle(), b) || !pin(pthread_self(), a)) {
+    line.value.store(-1, std::memory_order_release);
+    answer.join();
+    throw std::runtime_error("cannot pin a thread to CPU " + std::to_string(a) + " or " + std::to_string(b));
+  }
   std::chrono::steady_clock::time_point t0;
   for (int64_t i = 0; i < total; ++i) {
     if (i == trips) t0 = std::chrono::steady_clock::now();
@@ -72,7 +75,7 @@ double one_way_ns(int a, int b, int64_t trips, bool& ok) {
   }
   const double ns = std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count();
   answer.join();
-  ok = ok && answer_ok && line.value.load() == 2 * total;
+  ok = ok && line.value.load() == 2 * total;
   return ns / double(trips) / 2.0;
 }
 
@@ -110,19 +113,15 @@ int run_bench(int argc, char** argv) {
                      {"min_ns", ns.front()}, {"max_ns", ns.back()}});
     }
   }
-  std::printf("# %s\n", ok ? "OK" : "FAILED: a handoff arrived out of order");
-  if (!json_path.empty()) std::ofstream(json_path) << out.dump(2) << "\n";
+  std::printf("# %s\n", ok ? "OK" : "FAILED: the line did not end at the count of the handoffs");
+  if (!json_path.empty()) {
+    std::ofstream file(json_path);
+    file << out.dump(2) << "\n";
+    if (!file) throw std::runtime_error(json_path + ": cannot write the JSON results");
+  }
   return ok ? 0 : 1;
 }
 
 }  // namespace
 
-// A bad flag value or an unwritable JSON path: one line naming it, exit 1.
-int main(int argc, char** argv) {
-  try {
-    return run_bench(argc, argv);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "core_latency: error: %s\n", e.what());
-    return 1;
-  }
-}
+int main(int argc, char** argv) { return lockstep::bench::run_main("core_latency", run_bench, argc, argv); }

@@ -11,7 +11,6 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
-#include <exception>
 #include <functional>
 #include <random>
 #include <string>
@@ -20,6 +19,7 @@
 #include <CLI/CLI.hpp>
 
 #include "bench/machine.h"
+#include "bench/run_main.h"
 #include "data/memory_source.h"
 #include "kernels/cpu/cnn.h"
 #include "kernels/cpu/ops.h"
@@ -402,12 +402,4 @@ static int run_bench(int argc, char** argv) {
   return wrong == 0 ? 0 : 1;
 }
 
-// A bad flag value, a missing or malformed data file: one line naming it, exit 1.
-int main(int argc, char** argv) {
-  try {
-    return run_bench(argc, argv);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "kernels_bench: error: %s\n", e.what());
-    return 1;
-  }
-}
+int main(int argc, char** argv) { return lockstep::bench::run_main("kernels_bench", run_bench, argc, argv); }

@@ -12,13 +12,13 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <exception>
 #include <filesystem>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "comm/bootstrap.h"
+#include "bench/run_main.h"
 #include "data/sources.h"
 #include "kernels/cpu/ops.h"
 #include "src/step_times.h"
@@ -182,12 +182,4 @@ static int run_bench(int argc, char** argv) {
   return ok ? 0 : 1;
 }
 
-// A bad flag value, a missing or malformed data file: one line naming it, exit 1.
-int main(int argc, char** argv) {
-  try {
-    return run_bench(argc, argv);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "observability_bench: error: %s\n", e.what());
-    return 1;
-  }
-}
+int main(int argc, char** argv) { return lockstep::bench::run_main("observability_bench", run_bench, argc, argv); }

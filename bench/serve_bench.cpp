@@ -11,12 +11,13 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <exception>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include <nlohmann/json.hpp>
+
+#include "bench/run_main.h"
 
 using Clock = std::chrono::steady_clock;
 
@@ -151,12 +152,4 @@ static int run_bench(int argc, char** argv) {
   return wrong == 0 ? 0 : 1;
 }
 
-// A bad flag value, a missing or malformed data file: one line naming it, exit 1.
-int main(int argc, char** argv) {
-  try {
-    return run_bench(argc, argv);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "serve_bench: error: %s\n", e.what());
-    return 1;
-  }
-}
+int main(int argc, char** argv) { return lockstep::bench::run_main("serve_bench", run_bench, argc, argv); }

@@ -8,7 +8,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <exception>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -18,6 +17,7 @@
 #include "comm/bootstrap.h"
 #include "data/sources.h"
 #include "bench/machine.h"
+#include "bench/run_main.h"
 #include "kernels/cpu/ops.h"
 #include "src/strategy.h"
 #include "src/world.h"
@@ -257,12 +257,4 @@ static int run_bench(int argc, char** argv) {
   return 0;
 }
 
-// A bad flag value, a missing or malformed data file: one line naming it, exit 1.
-int main(int argc, char** argv) {
-  try {
-    return run_bench(argc, argv);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "train_bench: error: %s\n", e.what());
-    return 1;
-  }
-}
+int main(int argc, char** argv) { return lockstep::bench::run_main("train_bench", run_bench, argc, argv); }

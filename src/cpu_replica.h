@@ -3,8 +3,9 @@
 // reducer thread of strategy.overlap and the micro-batch buffers. Its weights and
 // optimizer slots (ReplicaStep::params and ::optimizer) are shared: the same
 // objects for every CPU replica of the process, over memory the node's processes
-// share when the strategy keeps one arena for the node; MirroredStrategy runs the
-// step of src/step.h over all of it.
+// share when the strategy keeps one arena for the node (with
+// strategy.share_weights false, its own); MirroredStrategy runs the step of
+// src/step.h over all of it.
 #pragma once
 
 #include <cstdint>

@@ -46,8 +46,10 @@ class ReplicaStep {
   // one, and when every process of the job is on one node, all of the node's
   // CPU replicas share one in memory the processes map: forward and backward
   // only read it, each replica updates its shard of it (MirroredStrategy::update)
-  // and only one replica writes batch norm's moving statistics. A replica on an
-  // accelerator has its own, the host mirror of its device's (upload/download).
+  // and only one replica writes batch norm's moving statistics. With
+  // strategy.share_weights false each CPU replica has its own and writes all of
+  // it. A replica on an accelerator has its own, the host mirror of its device's
+  // (upload/download).
   std::shared_ptr<CommBuffer> params;
   // The optimizer's slots: shared by the CPU replicas like params (each updates
   // its shard of them); an accelerator's host mirror.

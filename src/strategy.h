@@ -2,7 +2,8 @@
 // processes. Each replica has a Communicator spanning all replicas and its step
 // on its device, which holds its gradients and workspaces (src/replica.h); the
 // CPU replicas of a process share one weight arena and one set of optimizer
-// slots and split the update. Every replica runs the same program (SPMD) on its
+// slots and split the update (strategy.share_weights; false: a copy each, each
+// running the whole update). Every replica runs the same program (SPMD) on its
 // own thread, and one replica is simply the one-replica case of the same code.
 #pragma once
 

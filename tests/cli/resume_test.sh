@@ -41,9 +41,9 @@ with h5py.File("big.h5", "w") as f:
 PYEOF
 # Two replica threads: each one's report of the signal must name the checkpoint
 # that replica 0 wrote (whichever thread's report is printed). The signal comes
-# when epoch 1's line is out, while epoch 2 trains; epoch 2's evaluation (the 3rd
-# entry: one per replica and epoch) sleeps 2 s, so the run is still going on a
-# fast machine, and the test needs no model big enough to be slow.
+# when epoch 1's line is out: while epoch 2 trains, or in epoch 2's evaluation
+# (the 3rd entry: one per replica and epoch), which sleeps 2 s, so the run is
+# still going on a fast machine and the test needs no model big enough to be slow.
 BIG=(--set data.path=big.h5 --set checkpoint.every_steps=0 --set train.epochs=4
      --set 'model.layers=[{units: 128}, {units: 128}]' --set strategy.local_replicas=2)
 "$LS" train cfg.yaml "${BIG[@]}" --set output.dir=bigfull >bigfull.log 2>&1 || bad "big run: $(tail -2 bigfull.log)"
@@ -67,6 +67,15 @@ fi
   --resume full/checkpoints/ckpt-0000000049.h5 >r2.log 2>&1 &&
   grep -q "written with 1 replicas in sync, continuing with 2" r2.log &&
   ok "resume with 2 replicas is allowed and says so" || bad "2 replicas: $(tail -2 r2.log)"
+
+# A checkpoint of 2 replicas sharing one copy resumes with a copy per replica
+# (strategy.share_weights false): the same final weights and slots, bitwise.
+"$LS" train cfg.yaml --set output.dir=sh2 --set strategy.local_replicas=2 >sh2.log 2>&1 &&
+  "$LS" train cfg.yaml --set output.dir=own2 --set strategy.local_replicas=2 --set strategy.share_weights=false \
+    --resume sh2/checkpoints/ckpt-0000000049.h5 >own2.log 2>&1 &&
+  same_state sh2/model.h5 own2/model.h5 &&
+  ok "resume with a copy of the weights per replica: bitwise equal to the shared run" ||
+  bad "share_weights false resume: $(grep -E 'lockstep|resume' own2.log | tail -2)"
 
 # Resuming a run that already ended trains nothing and reports the model's real
 # test result (the same line as the run that wrote it), not an empty evaluation.
