@@ -23,7 +23,6 @@
 #include <nlohmann/json.hpp>
 
 #include <pthread.h>
-#include <sched.h>
 
 #include "bench/machine.h"
 #include "bench/run_main.h"
@@ -34,15 +33,6 @@ namespace {
 struct alignas(64) Line {
   std::atomic<int64_t> value{0};
 };
-
-// Puts a thread on one CPU (by number: a thread started here inherits its
-// parent's one-CPU mask, so slots of allowed_cpus() would not do).
-bool pin(pthread_t thread, int cpu) {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  CPU_SET(cpu, &set);
-  return pthread_setaffinity_np(thread, sizeof(set), &set) == 0;
-}
 
 // One-way nanoseconds over `trips` round trips between CPUs a and b, after as
 // many untimed ones (the threads settle on their CPUs). Both threads are pinned
@@ -61,7 +51,9 @@ double one_way_ns(int a, int b, int64_t trips, bool& ok) {
       line.value.store(2 * i + 2, std::memory_order_release);
     }
   });
-  if (!pin(answer.native_handle(), b) || !pin(pthread_self(), a)) {
+  // By CPU number: a thread started here inherits its parent's one-CPU mask, so
+  // slots of allowed_cpus() (pin_current_thread) would not do.
+  if (!lockstep::pin_thread(answer.native_handle(), {b}) || !lockstep::pin_thread(pthread_self(), {a})) {
     line.value.store(-1, std::memory_order_release);
     answer.join();
     throw std::runtime_error("cannot pin a thread to CPU " + std::to_string(a) + " or " + std::to_string(b));

@@ -4,6 +4,8 @@
 #include <pthread.h>
 #include <sched.h>
 
+#include <type_traits>
+
 namespace lockstep {
 
 std::vector<int> allowed_cpus() {
@@ -17,15 +19,20 @@ std::vector<int> allowed_cpus() {
   return cpus;
 }
 
+static_assert(std::is_same_v<pthread_t, unsigned long>, "placement.h passes a pthread_t as unsigned long");
+
+bool pin_thread(unsigned long thread, const std::vector<int>& cpus) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  for (int c : cpus) CPU_SET(c, &set);
+  return pthread_setaffinity_np(static_cast<pthread_t>(thread), sizeof(set), &set) == 0;
+}
+
 int pin_current_thread(int slot) {
   const std::vector<int> cpus = allowed_cpus();
   if (cpus.empty() || slot < 0) return -1;
   const int cpu = cpus[static_cast<size_t>(slot) % cpus.size()];
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  CPU_SET(cpu, &set);
-  if (pthread_setaffinity_np(pthread_self(), sizeof(set), &set) != 0) return -1;
-  return cpu;
+  return pin_thread(pthread_self(), {cpu}) ? cpu : -1;
 }
 
 ThreadPin::ThreadPin(int slot, bool enabled) {
@@ -36,10 +43,7 @@ ThreadPin::ThreadPin(int slot, bool enabled) {
 
 ThreadPin::~ThreadPin() {
   if (cpu_ < 0 || previous_.empty()) return;
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  for (int c : previous_) CPU_SET(c, &set);
-  pthread_setaffinity_np(pthread_self(), sizeof(set), &set);  // best effort, like pinning
+  pin_thread(pthread_self(), previous_);  // best effort, like pinning
 }
 
 bool pinning_fits(int replicas_per_process, int processes_on_node) {

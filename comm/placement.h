@@ -18,6 +18,10 @@ std::vector<int> allowed_cpus();
 // process with node-local rank L, pass slot = L*K + r.
 int pin_current_thread(int slot);
 
+// Pins `thread` (a pthread_t, given as its native handle) to the CPUs in `cpus`;
+// false if the system refused. The one place lockstep sets an affinity mask.
+bool pin_thread(unsigned long thread, const std::vector<int>& cpus);
+
 // RAII pin for a replica thread: pins the calling thread to slot `slot` (as
 // pin_current_thread) when `enabled`, and gives the thread its previous CPU set
 // back at the end (replica 0 runs on the caller's thread, which must not stay
