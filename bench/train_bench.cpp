@@ -133,7 +133,7 @@ static int run_bench(int argc, char** argv) {
   std::vector<int> replica_counts = {1};
   int steps = 400, reps = 5, prefetch = 2, warmup = -1;
   std::string gather = "auto";
-  bool shared_memory = true;
+  bool shared_memory = true, share_weights = true;
   CommOptions::ShmStores shm_stores = CommOptions::ShmStores::kAuto;
   std::string json_path, scaling = "weak", data_path;
   app.add_option("--batch", batches, "batch sizes: per replica (weak scaling) or global (strong)")
@@ -155,6 +155,9 @@ static int run_bench(int argc, char** argv) {
       ->transform(CLI::CheckedTransformer(CommOptions::shm_store_names()));
   app.add_option("--shared-memory", shared_memory,
                  "comm.shared_memory: ranks on one node all-reduce through shared memory (false: MPI)");
+  app.add_option("--share-weights", share_weights,
+                 "strategy.share_weights: CPU replicas keep one arena and split the update (false: a copy "
+                 "each, each runs the whole update)");
   app.add_option("--json", json_path, "also write the results as JSON");
   CLI11_PARSE(app, argc, argv);
 
@@ -193,8 +196,8 @@ static int run_bench(int argc, char** argv) {
                 "(256-bit)\n", bench::cpu_description().c_str(), peak512, peak256);
     std::printf("# lockstep train_bench: MLP 784-128-10, Adam, %s (%lld x 784), gemm: %s\n",
                 info.description.c_str(), (long long)info.size, cpu::gemm_backend());
-    std::printf("# %s scaling, %d process(es), median of %d repetitions x %d steps\n",
-                scaling.c_str(), world.size(), reps, steps);
+    std::printf("# %s scaling, %d process(es), median of %d repetitions x %d steps, strategy.share_weights: %s\n",
+                scaling.c_str(), world.size(), reps, steps, share_weights ? "true" : "false");
     std::printf("# warm-up before timing: %s\n", warmup < 0 ? "one epoch of the data at each batch"
                                                             : (std::to_string(warmup) + " steps").c_str());
     std::printf("# compute = forward + backward; comm = inside gradient collectives; opt = finite check +"
@@ -222,6 +225,7 @@ static int run_bench(int argc, char** argv) {
       cfg.data_prefetch = prefetch;
       cfg.comm_shared_memory = shared_memory;
       cfg.comm_shm_stores = shm_stores;
+      cfg.share_weights = share_weights;
       cfg.data_gather = gather == "thread" ? GatherMode::kThread
                         : gather == "replicas" ? GatherMode::kReplicas : GatherMode::kAuto;
       std::vector<double> step_t, comp_t, comm_t, opt_t, in_t, gemm_t;
@@ -250,7 +254,8 @@ static int run_bench(int argc, char** argv) {
                      {"optimizer_ms", median(opt_t) * 1e3}, {"gflops_per_replica", gflops},
                      {"fma_peak_gflops", peak}, {"cpu", bench::cpu_description()},
                      {"input_ms", median(in_t) * 1e3}, {"gemm_ms", gt * 1e3},
-                     {"gemm_fraction", gt / st}, {"efficiency", eff}, {"scaling", scaling}});
+                     {"gemm_fraction", gt / st}, {"efficiency", eff}, {"scaling", scaling},
+                     {"share_weights", share_weights}});
     }
   }
   if (chief && !json_path.empty()) std::ofstream(json_path) << out.dump(2) << "\n";
