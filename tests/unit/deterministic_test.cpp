@@ -1,6 +1,7 @@
 // Deterministic mode: the fixed-point helpers against exact expectations, and
 // whole training runs whose weights AND optimizer slots are bitwise the same for
-// 1, 2, 4 and 8 replica threads (dropout, a short last batch, SGD and Adam);
+// 1, 2, 4 and 8 replica threads (dropout, a short last batch, SGD and Adam, one
+// weight arena or one per replica);
 // gradient accumulation matches one pass per slice up to fp32 summation order.
 #include <gtest/gtest.h>
 
@@ -22,11 +23,13 @@ bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
 }
 
-RunResult deterministic_run(int replicas, OptimizerKind opt, float dropout, int64_t micro) {
+RunResult deterministic_run(int replicas, OptimizerKind opt, float dropout, int64_t micro,
+                            bool share_weights = true) {
   testing::SingleWorld w;
   RunSpec spec{replicas, opt, 250, 2, dropout};  // 10 batches of 24, then one of 10
   spec.deterministic = true;
   spec.micro_batch = micro;
+  spec.share_weights = share_weights;
   return testing::train_synthetic(w.world, spec);
 }
 
@@ -152,21 +155,27 @@ TEST(WholeShares, ShortLastBatchKeepsWholeSharesOnTheFirstReplicas) {
   EXPECT_THROW(DistributedInput(src, odd), DataError);
 }
 
-// The heart of deterministic mode: 1, 2, 4 and 8 replicas, bitwise, slots too.
+// The heart of deterministic mode: 1, 2, 4 and 8 replicas, bitwise, slots too,
+// whether the replicas share one arena or each keeps its own
+// (strategy.share_weights false: every replica runs the whole exact update).
 TEST(Deterministic, WeightsAndSlotsAreBitwiseTheSameForEveryReplicaCount) {
   for (const OptimizerKind opt : {OptimizerKind::kAdam, OptimizerKind::kSgd}) {
     const RunResult one = deterministic_run(1, opt, 0.25f, 3);  // 8 micro-batches of 3 rows
     EXPECT_LT(one.loss_last, one.loss_first);
     ASSERT_FALSE(one.slots.empty());
     for (const int r : {2, 4, 8}) {
-      const RunResult many = deterministic_run(r, opt, 0.25f, 3);
-      EXPECT_TRUE(same_bits(one.params, many.params)) << r << " replicas, " << optimizer_name(opt);
-      ASSERT_EQ(one.slots.size(), many.slots.size());
-      for (size_t s = 0; s < one.slots.size(); ++s) {
-        EXPECT_TRUE(same_bits(one.slots[s], many.slots[s])) << "slot " << s << ", " << r << " replicas";
+      for (const bool share : {true, false}) {
+        const RunResult many = deterministic_run(r, opt, 0.25f, 3, share);
+        const std::string what = std::to_string(r) + " replicas, " + optimizer_name(opt) +
+                                 (share ? ", one arena" : ", an arena each");
+        EXPECT_TRUE(same_bits(one.params, many.params)) << what;
+        ASSERT_EQ(one.slots.size(), many.slots.size()) << what;
+        for (size_t s = 0; s < one.slots.size(); ++s) {
+          EXPECT_TRUE(same_bits(one.slots[s], many.slots[s])) << "slot " << s << ", " << what;
+        }
+        EXPECT_EQ(one.loss_first, many.loss_first) << "the reported loss is exact too, " << what;
+        EXPECT_EQ(one.loss_last, many.loss_last) << what;
       }
-      EXPECT_EQ(one.loss_first, many.loss_first) << "the reported loss is exact too";
-      EXPECT_EQ(one.loss_last, many.loss_last);
     }
   }
 }
@@ -192,6 +201,9 @@ TEST(Deterministic, GradientAccumulationMatchesOnePassPerShare) {
     EXPECT_FALSE(same_bits(whole.params, accumulated.params)) << "the accumulation path ran";
     EXPECT_LT(testing::worst_relative_difference(accumulated.params, whole.params), testing::kReplicaTolerance)
         << r << " replicas";
+    spec.share_weights = false;  // an arena each: the same accumulation, the same bits
+    const RunResult own = testing::train_synthetic(w.world, spec);
+    EXPECT_TRUE(same_bits(accumulated.params, own.params)) << r << " replicas, an arena each";
   }
   const RunResult one_piece = deterministic_run(1, OptimizerKind::kAdam, 0.0f, 24);
   const RunResult pieces = deterministic_run(1, OptimizerKind::kAdam, 0.0f, 3);
@@ -202,49 +214,54 @@ TEST(Deterministic, GradientAccumulationMatchesOnePassPerShare) {
 // in the fp32 mode: an overflow inside one micro-batch's gradient, and finite
 // micro-batch gradients whose exact sum overflows fp32 (2 x -2e38).
 TEST(Deterministic, NonFiniteGradientsSkipTheUpdateEverywhere) {
-  testing::SingleWorld w;
-  Config cfg;
-  cfg.data_path = "x";
-  cfg.local_replicas = 2;
-  cfg.batch_size = 2;
-  cfg.deterministic = true;
-  cfg.micro_batch_size = 1;
-  Model model({}, 2, 1, LossKind::kMeanSquaredError);  // y = x0 w0 + x1 w1 + b
-  MirroredStrategy strategy(model, cfg, w.world, 1);
-  const float targets[2] = {10.0f, 10.0f};
-  // With zero weights every prediction is 0: dL/dw0 = x0 * (0 - 10) per row
-  // (the 1/2 of the global mean cancels the 2 of the square).
-  const float inside[2][2] = {{3e38f, 1.0f}, {3e38f, 1.0f}};  // -3e39: overflows in backward
-  const float summed[2][2] = {{2e37f, 1.0f}, {2e37f, 1.0f}};  // -2e38 each, -4e38 together
-  const float fine[2][2] = {{0.5f, 1.0f}, {-0.5f, 1.0f}};
-  std::vector<StepResult> res(6);
-  std::vector<AlignedVector<float>> after(2);
-  strategy.run([&](Replica& r) {
-    if (r.local_index == 0) std::fill(r.step->params->begin(), r.step->params->end(), 0.0f);  // one arena
-    r.local_comm->barrier();
-    const int i = r.local_index;
-    ReplicaBatch b = testing::one_row(i, 2, inside, targets);
-    res[size_t(i)] = strategy.train_step(r, b, 0.1f, 1);
-    b.x = summed[i];
-    res[size_t(2 + i)] = strategy.train_step(r, b, 0.1f, 2);
-    EXPECT_EQ(testing::values(*r.step->params), AlignedVector<float>(3, 0.0f)) << "no weight moved";
-    b.x = fine[i];
-    res[size_t(4 + i)] = strategy.train_step(r, b, 0.1f, 3);
-    after[size_t(i)] = testing::values(*r.step->params);
-  });
-  for (int i = 0; i < 2; ++i) {
-    SCOPED_TRACE("replica " + std::to_string(i));
-    for (const int step : {0, 2}) {
-      const StepResult& bad = res[size_t(step + i)];
-      EXPECT_TRUE(bad.finite_loss) << step;
-      EXPECT_EQ(bad.global.loss_sum, 200.0) << step;
-      EXPECT_EQ(bad.global.rows, 2) << step;
-      EXPECT_FALSE(bad.finite) << step;
+  for (const bool share : {true, false}) {
+    SCOPED_TRACE(share ? "one arena" : "an arena each");
+    testing::SingleWorld w;
+    Config cfg;
+    cfg.data_path = "x";
+    cfg.local_replicas = 2;
+    cfg.batch_size = 2;
+    cfg.deterministic = true;
+    cfg.micro_batch_size = 1;
+    cfg.share_weights = share;
+    Model model({}, 2, 1, LossKind::kMeanSquaredError);  // y = x0 w0 + x1 w1 + b
+    MirroredStrategy strategy(model, cfg, w.world, 1);
+    const float targets[2] = {10.0f, 10.0f};
+    // With zero weights every prediction is 0: dL/dw0 = x0 * (0 - 10) per row
+    // (the 1/2 of the global mean cancels the 2 of the square).
+    const float inside[2][2] = {{3e38f, 1.0f}, {3e38f, 1.0f}};  // -3e39: overflows in backward
+    const float summed[2][2] = {{2e37f, 1.0f}, {2e37f, 1.0f}};  // -2e38 each, -4e38 together
+    const float fine[2][2] = {{0.5f, 1.0f}, {-0.5f, 1.0f}};
+    std::vector<StepResult> res(6);
+    std::vector<AlignedVector<float>> after(2);
+    strategy.run([&](Replica& r) {
+      // Zero weights: the one arena (filled once), or each replica's own.
+      if (!share || r.local_index == 0) std::fill(r.step->params->begin(), r.step->params->end(), 0.0f);
+      r.local_comm->barrier();
+      const int i = r.local_index;
+      ReplicaBatch b = testing::one_row(i, 2, inside, targets);
+      res[size_t(i)] = strategy.train_step(r, b, 0.1f, 1);
+      b.x = summed[i];
+      res[size_t(2 + i)] = strategy.train_step(r, b, 0.1f, 2);
+      EXPECT_EQ(testing::values(*r.step->params), AlignedVector<float>(3, 0.0f)) << "no weight moved";
+      b.x = fine[i];
+      res[size_t(4 + i)] = strategy.train_step(r, b, 0.1f, 3);
+      after[size_t(i)] = testing::values(*r.step->params);
+    });
+    for (int i = 0; i < 2; ++i) {
+      SCOPED_TRACE("replica " + std::to_string(i));
+      for (const int step : {0, 2}) {
+        const StepResult& bad = res[size_t(step + i)];
+        EXPECT_TRUE(bad.finite_loss) << step;
+        EXPECT_EQ(bad.global.loss_sum, 200.0) << step;
+        EXPECT_EQ(bad.global.rows, 2) << step;
+        EXPECT_FALSE(bad.finite) << step;
+      }
+      EXPECT_TRUE(res[size_t(4 + i)].finite);
+      EXPECT_NEAR(after[size_t(i)][2], 0.1f, 1e-6f) << "Adam's first step moves the bias by lr";
     }
-    EXPECT_TRUE(res[size_t(4 + i)].finite);
-    EXPECT_NEAR(after[size_t(i)][2], 0.1f, 1e-6f) << "Adam's first step moves the bias by lr";
+    EXPECT_EQ(after[0], after[1]);
   }
-  EXPECT_EQ(after[0], after[1]);
 }
 
 TEST(Deterministic, MicroBatchSizeIsResolvedAndChecked) {
