@@ -22,6 +22,10 @@ struct DistributedInput::Impl {
   struct Own {
     IteratorPtr<std::vector<int64_t>> indices;
     std::vector<int64_t> batch_rows;  // the current global batch
+    // The batch after it, taken early to prefetch its rows (same epoch only):
+    // `ahead` is valid when has_ahead; ahead_more is what indices->next said.
+    std::vector<int64_t> ahead;
+    bool has_ahead = false, ahead_more = false;
     AlignedVector<float> x, targets;
     std::vector<int32_t> labels;
     int64_t epoch = 0, step = 0;
@@ -125,6 +129,7 @@ void DistributedInput::seek(const InputPosition& position) {
     o.indices->seek(at);
     o.epoch = position.epoch;
     o.step = position.step;
+    o.has_ahead = false;
   }
   impl_->epoch = position.epoch;
   impl_->step = position.step;
@@ -191,7 +196,15 @@ bool DistributedInput::next_own(int local_index, ReplicaBatch& slice) {
                     ") needs replica_gather and a local replica index below " +
                     std::to_string(s.options.local_replicas));
   Impl::Own& me = s.own[size_t(local_index)];
-  if (!me.indices->next(me.batch_rows)) {
+  bool more;
+  if (me.has_ahead) {
+    me.batch_rows.swap(me.ahead);
+    more = me.ahead_more;
+    me.has_ahead = false;
+  } else {
+    more = me.indices->next(me.batch_rows);
+  }
+  if (!more) {
     ++me.epoch;
     me.step = 0;
     me.indices->start(me.epoch);
@@ -215,7 +228,21 @@ bool DistributedInput::next_own(int local_index, ReplicaBatch& slice) {
   slice.x = me.x.data();
   slice.labels = info.num_classes > 0 ? me.labels.data() : nullptr;
   slice.targets = info.target_dim > 0 ? me.targets.data() : nullptr;
+  prefetch_ahead(local_index);
   return true;
+}
+
+void DistributedInput::prefetch_ahead(int local_index) {
+  Impl& s = *impl_;
+  Impl::Own& me = s.own[size_t(local_index)];
+  me.ahead_more = me.indices->next(me.ahead);
+  me.has_ahead = true;
+  if (!me.ahead_more) return;  // the epoch's end: the next call says so
+  const ReplicaBatch next = slice_of(s.options, local_index, int64_t(me.ahead.size()), 0);
+  if (next.rows == 0) return;
+  std::unique_lock<std::mutex> lock(s.read_mu, std::defer_lock);  // as read(): one at a time if it must
+  if (!s.source->concurrent_reads()) lock.lock();
+  s.source->prefetch(me.ahead.data() + next.first_row, next.rows);
 }
 
 }  // namespace lockstep

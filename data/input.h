@@ -70,6 +70,15 @@ class Source {
   // regression, else nullptr.
   virtual void read(const int64_t* rows, int64_t n, float* x, int32_t* labels,
                     float* targets) const = 0;
+  // A hint that read() will soon be asked for these rows: starts moving them
+  // toward this core's caches and changes nothing else (rows outside the split
+  // are skipped); concurrent calls follow read()'s rule. A replica reading its
+  // own rows calls it for its next batch, so that some of the batch's memory
+  // latency passes before its read; the default does nothing.
+  virtual void prefetch(const int64_t* rows, int64_t n) const {
+    (void)rows;
+    (void)n;
+  }
 };
 
 // Open a split of a dataset file by path. `split` names the group ("train", "test").
@@ -151,13 +160,16 @@ class DistributedInput {
   // replica_gather: local replica i's own walk through the same sequence of
   // global batches: fills `slice` with i's rows of i's next batch, read into
   // i's own buffers (valid until i's next call), and advances i alone. False at
-  // the end of i's epoch. Calls for different i may run at once and never wait
-  // for one another (reads are serialised only for sources without concurrent
-  // reads); a seek() must not overlap them.
+  // the end of i's epoch. It then looks one batch ahead in the same epoch and
+  // hands i's rows of it to Source::prefetch. Calls for different i may run at
+  // once and never wait for one another (reads are serialised only for sources
+  // without concurrent reads); a seek() must not overlap them.
   bool next_own(int local_index, ReplicaBatch& slice);
   bool replica_gather() const;
 
  private:
+  // next_own's look-ahead: takes i's following batch of the epoch and prefetches its rows.
+  void prefetch_ahead(int local_index);
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

@@ -89,6 +89,23 @@ MemorySource::MemorySource(DatasetInfo info, HostArray x, std::vector<int32_t> l
     check_finite(x_.as<float>(), info_.size, info_.feature_dim, where);
 }
 
+void MemorySource::prefetch(const int64_t* rows, int64_t n) const {
+  const unsigned char* base = x_.bytes.data();
+  const size_t target_bytes = size_t(info_.target_dim) * sizeof(float);
+  const auto lines = [](const void* p, size_t bytes) {
+    const auto* c = static_cast<const unsigned char*>(p);
+    for (size_t off = 0; off < bytes; off += 64) prefetch_line(c + off);
+    if (bytes > 0) prefetch_line(c + bytes - 1);  // a row that starts mid-line ends on one more
+  };
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t row = rows[i];
+    if (row < 0 || row >= info_.size) continue;
+    lines(base + size_t(row) * row_bytes_, row_bytes_);
+    if (!labels_.empty()) prefetch_line(labels_.data() + row);
+    if (!targets_.empty()) lines(targets_.data() + row * info_.target_dim, target_bytes);
+  }
+}
+
 void MemorySource::read(const int64_t* rows, int64_t n, float* x, int32_t* labels,
                         float* targets) const {
   const int64_t dim = info_.feature_dim;

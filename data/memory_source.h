@@ -37,6 +37,8 @@ class MemorySource : public Source {
   bool concurrent_reads() const override { return true; }  // reads touch nothing mutable
   void read(const int64_t* rows, int64_t n, float* x, int32_t* labels,
             float* targets) const override;
+  // Every line of the rows' features, labels and targets.
+  void prefetch(const int64_t* rows, int64_t n) const override;
 
  private:
   DatasetInfo info_;

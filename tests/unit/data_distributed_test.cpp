@@ -2,12 +2,14 @@
 // its row id, so a batch's content can be compared with exact expectations —
 // replica slices add up to the one-replica batch for any R, evaluation sees
 // every row once, resume continues identically, prefetch changes nothing, and
-// replicas reading their own rows (replica_gather) get exactly the same slices.
+// replicas reading their own rows (replica_gather) get exactly the same slices
+// and prefetch the rows of their next batch.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <limits>
 #include <numeric>
 #include <set>
 #include <thread>
@@ -364,6 +366,100 @@ TEST(DataDistributed, ReplicaGatherOverASerialSourceReadsOneAtATime) {
   o.seed = 4;
   EXPECT_EQ(gathered_slices(serial, o, 1), threaded_slices(numbered_rows(64), o, 1));
   EXPECT_FALSE(serial->overlapped());
+}
+
+// A source that logs, in call order, which replica read or prefetched which rows
+// (the test says whose turn it is before each next_own call).
+class LoggingSource : public Source {
+ public:
+  struct Event {
+    int replica;
+    bool prefetch;
+    std::vector<int64_t> rows;
+    bool operator==(const Event& o) const { return replica == o.replica && prefetch == o.prefetch && rows == o.rows; }
+  };
+  explicit LoggingSource(std::shared_ptr<Source> inner) : inner_(std::move(inner)) {}
+  const DatasetInfo& info() const override { return inner_->info(); }
+  bool concurrent_reads() const override { return true; }
+  void read(const int64_t* rows, int64_t n, float* x, int32_t* labels, float* targets) const override {
+    log.push_back({turn, false, std::vector<int64_t>(rows, rows + n)});
+    inner_->read(rows, n, x, labels, targets);
+  }
+  void prefetch(const int64_t* rows, int64_t n) const override {
+    log.push_back({turn, true, std::vector<int64_t>(rows, rows + n)});
+    inner_->prefetch(rows, n);
+  }
+  int turn = 0;
+  mutable std::vector<Event> log;
+
+ private:
+  std::shared_ptr<Source> inner_;
+};
+
+// A replica reading its own rows prefetches its rows of its next batch right
+// after reading this one, within the epoch only: each read but an epoch's first
+// (or the first after a seek) repeats the rows that replica last prefetched, and
+// the last batch of an epoch prefetches nothing. The slices are unchanged.
+TEST(DataDistributed, ReplicasPrefetchTheRowsOfTheirNextBatch) {
+  auto logging = std::make_shared<LoggingSource>(numbered_rows(103));  // 7 batches of 16, the last of 7 rows
+  InputOptions o;
+  o.global_batch = 16;
+  o.num_replicas = 2;
+  o.local_replicas = 2;
+  o.seed = 11;
+  o.replica_gather = true;
+  DistributedInput input(logging, o);
+  std::vector<std::vector<int64_t>> got;
+  ReplicaBatch b;
+  const auto take = [&](int i) {
+    logging->turn = i;
+    const bool more = input.next_own(i, b);
+    got.push_back(more ? row_ids(b) : std::vector<int64_t>{-1});
+    return more;
+  };
+  for (int epoch = 0; epoch < 2; ++epoch) {
+    for (bool more = true; more;) more = take(0) & take(1);
+  }
+  o.replica_gather = false;
+  std::vector<std::vector<int64_t>> expected = threaded_slices(numbered_rows(103), o, 2);
+  std::vector<std::vector<int64_t>> slices;
+  for (const auto& s : got) if (s != std::vector<int64_t>{-1}) slices.push_back(s);
+  EXPECT_EQ(slices, expected);
+  for (int replica : {0, 1}) {
+    std::vector<LoggingSource::Event> mine;
+    for (const auto& e : logging->log) if (e.replica == replica) mine.push_back(e);
+    // Per epoch: read b1, prefetch b2, read b2, ..., prefetch b7, read b7.
+    ASSERT_EQ(mine.size(), size_t(2 * (7 + 6))) << "replica " << replica;
+    for (size_t k = 0; k < mine.size(); ++k) {
+      const size_t at = k % 13;
+      EXPECT_EQ(mine[k].prefetch, at % 2 == 1) << "replica " << replica << ", event " << k;
+      if (at % 2 == 1) {
+        EXPECT_EQ(mine[k].rows, mine[k + 1].rows) << "replica " << replica << ", event " << k;
+        EXPECT_FALSE(mine[k].rows.empty());
+      }
+    }
+  }
+  // After a seek, nothing prefetched before it stands in: the first read is fresh.
+  logging->log.clear();
+  input.seek({1, 3});
+  ASSERT_TRUE(take(1));
+  ASSERT_FALSE(logging->log.empty());
+  EXPECT_FALSE(logging->log[0].prefetch);
+  EXPECT_EQ(got.back(), expected[size_t(2 * (7 + 3) + 1)]) << "epoch 1, step 3, replica 1";
+}
+
+// The hint skips rows outside the split and changes nothing a read returns.
+TEST(DataDistributed, PrefetchHintSkipsRowsOutsideTheSplit) {
+  auto src = numbered_rows(10);
+  const int64_t rows[] = {-1, 10, 3, std::numeric_limits<int64_t>::max(), 9};
+  EXPECT_NO_THROW(src->prefetch(rows, 5));
+  const int64_t good[] = {3, 9};
+  float x[2 * kDim];
+  int32_t labels[2];
+  src->read(good, 2, x, labels, nullptr);
+  EXPECT_EQ(x[0], 30.0f);
+  EXPECT_EQ(x[kDim], 90.0f);
+  EXPECT_EQ(labels[1], 4);
 }
 
 TEST(DataDistributed, NextOwnOutsideReplicaGatherIsAnError) {
