@@ -238,11 +238,11 @@ void DistributedInput::prefetch_ahead(int local_index) {
   me.ahead_more = me.indices->next(me.ahead);
   me.has_ahead = true;
   if (!me.ahead_more) return;  // the epoch's end: the next call says so
+  // A source whose reads go one at a time is read from a file, row by row: no
+  // hint to give, and no reason to wait for another replica's read to give it.
+  if (!s.source->concurrent_reads()) return;
   const ReplicaBatch next = slice_of(s.options, local_index, int64_t(me.ahead.size()), 0);
-  if (next.rows == 0) return;
-  std::unique_lock<std::mutex> lock(s.read_mu, std::defer_lock);  // as read(): one at a time if it must
-  if (!s.source->concurrent_reads()) lock.lock();
-  s.source->prefetch(me.ahead.data() + next.first_row, next.rows);
+  if (next.rows > 0) s.source->prefetch(me.ahead.data() + next.first_row, next.rows);
 }
 
 }  // namespace lockstep

@@ -72,9 +72,10 @@ class Source {
                     float* targets) const = 0;
   // A hint that read() will soon be asked for these rows: starts moving them
   // toward this core's caches and changes nothing else (rows outside the split
-  // are skipped); concurrent calls follow read()'s rule. A replica reading its
-  // own rows calls it for its next batch, so that some of the batch's memory
-  // latency passes before its read; the default does nothing.
+  // are skipped). Called only on sources with concurrent_reads(), from any
+  // thread. A replica reading its own rows calls it for its next batch, so that
+  // some of that batch's memory latency passes before its read; the default
+  // does nothing.
   virtual void prefetch(const int64_t* rows, int64_t n) const {
     (void)rows;
     (void)n;
@@ -89,7 +90,7 @@ std::shared_ptr<Source> open_dataset(const std::string& path, const std::string&
 
 // One local replica's slice of one global batch. Memory is owned by the
 // pipeline and valid until the next call to next() (with replica_gather: x,
-// labels and targets are set by gather()).
+// labels and targets point into the replica's own buffers, filled by next_own()).
 struct ReplicaBatch {
   int64_t rows = 0;          // may be 0 when a short last batch has fewer rows than replicas
   int64_t first_row = 0;     // offset of this slice inside the global batch
@@ -110,7 +111,7 @@ struct InputOptions {
   uint64_t seed = 0;
   bool drop_remainder = false;
   int prefetch = 2;           // global batches prepared ahead on a background thread (0 = off)
-  // Each local replica reads its own rows on its own thread (gather()), in
+  // Each local replica reads its own rows on its own thread (next_own()), in
   // parallel, instead of one thread reading all of them; prefetch is then unused.
   // The choice for a cached split on the CPU (see resolve_gather in src/strategy.h).
   bool replica_gather = false;
@@ -160,8 +161,9 @@ class DistributedInput {
   // replica_gather: local replica i's own walk through the same sequence of
   // global batches: fills `slice` with i's rows of i's next batch, read into
   // i's own buffers (valid until i's next call), and advances i alone. False at
-  // the end of i's epoch. It then looks one batch ahead in the same epoch and
-  // hands i's rows of it to Source::prefetch. Calls for different i may run at
+  // the end of i's epoch. After each batch it returns, it looks one batch ahead
+  // in the same epoch and hands i's rows of it to Source::prefetch (sources with
+  // concurrent reads). Calls for different i may run at
   // once and never wait for one another (reads are serialised only for sources
   // without concurrent reads); a seek() must not overlap them.
   bool next_own(int local_index, ReplicaBatch& slice);
