@@ -234,13 +234,13 @@ bool DistributedInput::next_own(int local_index, ReplicaBatch& slice) {
 
 void DistributedInput::prefetch_ahead(int local_index) {
   Impl& s = *impl_;
+  // A source whose reads go one at a time is read from a file, row by row: no
+  // hint to give, so nothing to look ahead for (and no other replica's read to wait for).
+  if (!s.source->concurrent_reads()) return;
   Impl::Own& me = s.own[size_t(local_index)];
   me.ahead_more = me.indices->next(me.ahead);
   me.has_ahead = true;
   if (!me.ahead_more) return;  // the epoch's end: the next call says so
-  // A source whose reads go one at a time is read from a file, row by row: no
-  // hint to give, and no reason to wait for another replica's read to give it.
-  if (!s.source->concurrent_reads()) return;
   const ReplicaBatch next = slice_of(s.options, local_index, int64_t(me.ahead.size()), 0);
   if (next.rows > 0) s.source->prefetch(me.ahead.data() + next.first_row, next.rows);
 }

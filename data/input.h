@@ -163,9 +163,9 @@ class DistributedInput {
   // i's own buffers (valid until i's next call), and advances i alone. False at
   // the end of i's epoch. After each batch it returns, it looks one batch ahead
   // in the same epoch and hands i's rows of it to Source::prefetch (sources with
-  // concurrent reads). Calls for different i may run at
-  // once and never wait for one another (reads are serialised only for sources
-  // without concurrent reads); a seek() must not overlap them.
+  // concurrent reads). Calls for different i may run at once and never wait for
+  // one another (reads are serialised only for sources without concurrent
+  // reads); a seek() must not overlap them.
   bool next_own(int local_index, ReplicaBatch& slice);
   bool replica_gather() const;
 

@@ -32,6 +32,16 @@ inline void prefetch_line_outer(const void* p) {
 #endif
 }
 
+// Applies `fetch` to every 64-byte line that [p, p + bytes) touches, once (a
+// row that starts mid-line touches one line more than its length suggests).
+template <typename Fetch>
+inline void each_line(const void* p, size_t bytes, Fetch fetch) {
+  if (bytes == 0) return;
+  const uintptr_t first = reinterpret_cast<uintptr_t>(p) & ~uintptr_t(63);
+  const uintptr_t last = (reinterpret_cast<uintptr_t>(p) + bytes - 1) & ~uintptr_t(63);
+  for (uintptr_t line = first; line <= last; line += 64) fetch(reinterpret_cast<const void*>(line));
+}
+
 }  // namespace
 
 void check_labels(const int64_t* labels, int64_t n, int64_t num_classes, const std::string& where) {
@@ -105,19 +115,12 @@ MemorySource::MemorySource(DatasetInfo info, HostArray x, std::vector<int32_t> l
 void MemorySource::prefetch(const int64_t* rows, int64_t n) const {
   const unsigned char* base = x_.bytes.data();
   const size_t target_bytes = size_t(info_.target_dim) * sizeof(float);
-  // Every 64-byte line that [p, p + bytes) touches, once.
-  const auto lines = [](const void* p, size_t bytes) {
-    if (bytes == 0) return;
-    const uintptr_t first = reinterpret_cast<uintptr_t>(p) & ~uintptr_t(63);
-    const uintptr_t last = (reinterpret_cast<uintptr_t>(p) + bytes - 1) & ~uintptr_t(63);
-    for (uintptr_t line = first; line <= last; line += 64) prefetch_line_outer(reinterpret_cast<const void*>(line));
-  };
   for (int64_t i = 0; i < n; ++i) {
     const int64_t row = rows[i];
     if (row < 0 || row >= info_.size) continue;
-    lines(base + size_t(row) * row_bytes_, row_bytes_);
+    each_line(base + size_t(row) * row_bytes_, row_bytes_, prefetch_line_outer);
     if (info_.num_classes > 0) prefetch_line_outer(labels_.data() + row);  // size checked: one per row
-    if (info_.target_dim > 0) lines(targets_.data() + row * info_.target_dim, target_bytes);
+    if (info_.target_dim > 0) each_line(targets_.data() + row * info_.target_dim, target_bytes, prefetch_line_outer);
   }
 }
 
@@ -133,8 +136,7 @@ void MemorySource::read(const int64_t* rows, int64_t n, float* x, int32_t* label
   const int64_t size = info_.size;
   auto prefetch_row = [base, row_bytes, rows, n, size](int64_t i) {
     if (i >= n || rows[i] < 0 || rows[i] >= size) return;
-    const unsigned char* p = base + size_t(rows[i]) * row_bytes;
-    for (size_t off = 0; off < row_bytes; off += 64) prefetch_line(p + off);
+    each_line(base + size_t(rows[i]) * row_bytes, row_bytes, prefetch_line);
   };
   for (int64_t i = 0; i < kPrefetchRows; ++i) prefetch_row(i);
   for (int64_t i = 0; i < n; ++i) {
