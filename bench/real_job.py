@@ -11,7 +11,12 @@ cannot install them.
 Each run's number is the median of its epochs 2..N (epoch 1 holds start-up and
 compilation); each comparison is the median over rounds of the per-round ratio.
 The spread is the slowest epoch over the fastest, epochs 2..N. Prints the CPU
-model and ISA first.
+model and ISA first. Before every lockstep run it times a cache line between CPUs
+0 and 1 (build/bench/core_latency), where the first two replica threads run: a VM
+host may move the vCPUs between one last-level cache and two from minute to
+minute, which moves the multi-replica rows by more than a change to the step
+does; each run's line shows the time it saw, and the report warns when the
+rounds saw both kinds.
 
   /usr/bin/python3 bench/real_job.py [--epochs 5] [--rounds 3] [--peers torch,ddp,tf,jax]
                                      [--scaling] [--against OTHER_BUILD/lockstep] [--json OUT.json]
@@ -34,7 +39,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 LOCKSTEP = os.path.join(ROOT, "build", "lockstep")
 CONFIG = os.path.join(ROOT, "configs", "fashion_mnist_mlp.yaml")
+CORE_LATENCY = os.path.join(ROOT, "build", "bench", "core_latency")
 MPI_ENV = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
+# One-way cache-line times (ns) above this many times the lowest seen mean the
+# two CPUs sat under different last-level caches for that run.
+PLACEMENT_RATIO = 2.0
 
 
 def cpu_description():
@@ -49,6 +58,37 @@ def cpu_description():
         pass
     isa = [f for f in ("avx512f", "avx512_bf16", "amx_tile", "avx2", "fma") if f in flags]
     return f"{model} ({os.cpu_count()} CPUs; {' '.join(isa) or 'no AVX'})"
+
+
+def line_time():
+    """One-way time (ns) for a cache line between CPUs 0 and 1, or None where it
+    cannot be measured (one CPU, CPU 1 not allowed, core_latency not built)."""
+    if not os.path.exists(CORE_LATENCY) or not {0, 1} <= os.sched_getaffinity(0):
+        return None
+    out = subprocess.run(["taskset", "-c", "0,1", CORE_LATENCY, "--reps", "1", "--trips", "20000"],
+                         capture_output=True, text=True)
+    for line in out.stdout.splitlines():
+        f = line.split()
+        if len(f) >= 3 and f[0] == "0" and f[1] == "1":
+            return float(f[2])
+    return None
+
+
+def placement_report(lines):
+    """The report's lines on where the host put CPUs 0 and 1 during the rounds:
+    lines maps each lockstep run to the cache-line times seen before it."""
+    seen = [t for ts in lines.values() for t in ts if t is not None]
+    if not seen:
+        return ["# cache-line time between CPUs 0 and 1: not measured (build/bench/core_latency missing, "
+                "or fewer than 2 CPUs allowed)"]
+    low, high = min(seen), max(seen)
+    out = [f"# cache-line time between CPUs 0 and 1 before each lockstep run: {low:.0f}-{high:.0f} ns"]
+    if high > PLACEMENT_RATIO * low:
+        far = sorted(name for name, ts in lines.items() if any(t and t > PLACEMENT_RATIO * low for t in ts))
+        out.append(f"# WARNING: the host moved CPUs 0 and 1 between caches during the rounds ({low:.0f} ns and "
+                   f"{high:.0f} ns seen; runs under two caches: {', '.join(far)}): multi-replica rows mix two "
+                   "machines; compare rounds of one placement (the 'line' column of each run) or run again")
+    return out
 
 
 def steady(rates):
@@ -199,14 +239,19 @@ def main():
     print(f"# CPU: {cpu_description()}")
     print(f"# job: {os.path.relpath(CONFIG, ROOT)} on {os.path.relpath(args.data, ROOT)}, {args.epochs} epochs, "
           f"{args.rounds} alternating rounds; samples/s = median of epochs 2..{args.epochs} of a run")
-    runs = {}
+    runs, lines = {}, {}
     for rnd in range(args.rounds):
         for name, thunk in jobs(args, threads):
+            mine = name.startswith("lockstep") or name.startswith("other build")
+            line = line_time() if mine else None
             rates = thunk()
             runs.setdefault(name, []).append(rates)
+            if mine:
+                lines.setdefault(name, []).append(line)
             med, spread = steady(rates)
+            seen = f"  line {line:4.0f} ns" if line is not None else ""
             print(f"  round {rnd + 1}  {name:32s} {med:12.0f} samples/s  spread {spread:5.2f}  "
-                  f"epochs {' '.join(f'{r:.0f}' for r in rates)}", flush=True)
+                  f"epochs {' '.join(f'{r:.0f}' for r in rates)}{seen}", flush=True)
     if "jax jit step" in runs and "jax scan epoch" in runs:  # per round, whichever JAX variant ran faster
         runs["jax faster variant"] = [max(a, b, key=lambda r: steady(r)[0])
                                       for a, b in zip(runs["jax jit step"], runs["jax scan epoch"])]
@@ -232,9 +277,12 @@ def main():
     if noisy:
         print(f"# WARNING: epochs of {', '.join(noisy)} spread over 1.25x: the machine was not quiet, "
               "so the verdicts above are not reliable (run again on an idle machine, or with more rounds)")
+    for line in placement_report(lines):
+        print(line)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"cpu": cpu_description(), "epochs": args.epochs, "runs": runs, "ratios": ratios}, f, indent=1)
+            json.dump({"cpu": cpu_description(), "epochs": args.epochs, "runs": runs, "ratios": ratios,
+                       "line_ns": lines}, f, indent=1)
 
 
 if __name__ == "__main__":
