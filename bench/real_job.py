@@ -11,12 +11,12 @@ cannot install them.
 Each run's number is the median of its epochs 2..N (epoch 1 holds start-up and
 compilation); each comparison is the median over rounds of the per-round ratio.
 The spread is the slowest epoch over the fastest, epochs 2..N. Prints the CPU
-model and ISA first. Before every lockstep run it times a cache line between CPUs
-0 and 1 (build/bench/core_latency), where the first two replica threads run: a VM
-host may move the vCPUs between one last-level cache and two from minute to
-minute, which moves the multi-replica rows by more than a change to the step
-does; each run's line shows the time it saw, and the report warns when the
-rounds saw both kinds.
+model and ISA first. Before every lockstep run it times a cache line between the
+first two CPUs it may use (build/bench/core_latency), where the first two
+replica threads run: a VM host may move the vCPUs between one last-level cache
+and two from minute to minute, which moves the multi-replica rows by more than a
+change to the step does; each run's line shows the time it saw, and the report
+warns when the rounds saw both kinds.
 
   /usr/bin/python3 bench/real_job.py [--epochs 5] [--rounds 3] [--peers torch,ddp,tf,jax]
                                      [--scaling] [--against OTHER_BUILD/lockstep] [--json OUT.json]
@@ -61,31 +61,33 @@ def cpu_description():
 
 
 def line_time():
-    """One-way time (ns) for a cache line between CPUs 0 and 1, or None where it
-    cannot be measured (one CPU, CPU 1 not allowed, core_latency not built)."""
-    if not os.path.exists(CORE_LATENCY) or not {0, 1} <= os.sched_getaffinity(0):
+    """One-way time (ns) for a cache line between the first two CPUs this process
+    may use, where the first two replica threads run (comm/placement.h), or None
+    where it cannot be measured (one CPU allowed, core_latency not built)."""
+    cpus = sorted(os.sched_getaffinity(0))[:2]
+    if len(cpus) < 2 or not os.path.exists(CORE_LATENCY):
         return None
-    out = subprocess.run(["taskset", "-c", "0,1", CORE_LATENCY, "--reps", "1", "--trips", "20000"],
+    out = subprocess.run(["taskset", "-c", f"{cpus[0]},{cpus[1]}", CORE_LATENCY, "--reps", "1", "--trips", "20000"],
                          capture_output=True, text=True)
     for line in out.stdout.splitlines():
         f = line.split()
-        if len(f) >= 3 and f[0] == "0" and f[1] == "1":
+        if len(f) >= 3 and f[:2] == [str(cpus[0]), str(cpus[1])]:
             return float(f[2])
     return None
 
 
 def placement_report(lines):
-    """The report's lines on where the host put CPUs 0 and 1 during the rounds:
+    """The report's lines on where the host put the first two CPUs during the rounds:
     lines maps each lockstep run to the cache-line times seen before it."""
     seen = [t for ts in lines.values() for t in ts if t is not None]
     if not seen:
-        return ["# cache-line time between CPUs 0 and 1: not measured (build/bench/core_latency missing, "
+        return ["# cache-line time between the first two CPUs: not measured (build/bench/core_latency missing, "
                 "or fewer than 2 CPUs allowed)"]
     low, high = min(seen), max(seen)
-    out = [f"# cache-line time between CPUs 0 and 1 before each lockstep run: {low:.0f}-{high:.0f} ns"]
+    out = [f"# cache-line time between the first two CPUs before each lockstep run: {low:.0f}-{high:.0f} ns"]
     if high > PLACEMENT_RATIO * low:
         far = sorted(name for name, ts in lines.items() if any(t and t > PLACEMENT_RATIO * low for t in ts))
-        out.append(f"# WARNING: the host moved CPUs 0 and 1 between caches during the rounds ({low:.0f} ns and "
+        out.append(f"# WARNING: the host moved the first two CPUs between caches during the rounds ({low:.0f} ns and "
                    f"{high:.0f} ns seen; runs under two caches: {', '.join(far)}): multi-replica rows mix two "
                    "machines; compare rounds of one placement (the 'line' column of each run) or run again")
     return out

@@ -30,7 +30,7 @@ if printf '%s' "$one" | grep -q "39-45 ns" && ! printf '%s' "$one" | grep -q WAR
 else
   bad "one placement: $out"
 fi
-if printf '%s' "$two" | grep -q "WARNING: the host moved CPUs 0 and 1" &&
+if printf '%s' "$two" | grep -q "WARNING: the host moved the first two CPUs" &&
    printf '%s' "$two" | grep -q "runs under two caches: lockstep, lockstep 2 ranks)" &&
    printf '%s' "$two" | grep -q "39-172 ns"; then
   ok "two placements: warns and names exactly the runs that saw two caches"
@@ -77,8 +77,8 @@ if [ -x "$LOCKSTEP_SOURCE_DIR/build/lockstep" ]; then
   rc=$?
   runs=$(grep -c "^  round 1  lockstep" rj.log)
   timed=$(grep "^  round 1  lockstep" rj.log | grep -c " line  *[0-9]* ns$")
-  if [ $rc -eq 0 ] && [ "$runs" -eq 2 ] && grep -q "^# cache-line time between CPUs 0 and 1" rj.log &&
-     { [ "$timed" -eq 2 ] || grep -q "^# cache-line time between CPUs 0 and 1: not measured" rj.log; } &&
+  if [ $rc -eq 0 ] && [ "$runs" -eq 2 ] && grep -q "^# cache-line time between the first two CPUs" rj.log &&
+     { [ "$timed" -eq 2 ] || grep -q "^# cache-line time between the first two CPUs: not measured" rj.log; } &&
      "$PY" -c "import json; d = json.load(open('rj.json')); assert set(d['line_ns']) == {'lockstep', 'lockstep 1 replica'}"; then
     ok "real_job.py on tiny data: $runs lockstep runs, $timed with their line time; $(grep '^# cache-line' rj.log)"
   else
