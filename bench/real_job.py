@@ -20,6 +20,7 @@ warns when the rounds saw both kinds.
 
   /usr/bin/python3 bench/real_job.py [--epochs 5] [--rounds 3] [--peers torch,ddp,tf,jax]
                                      [--scaling] [--against OTHER_BUILD/lockstep] [--json OUT.json]
+                                     [--lockstep BUILD/lockstep]
 
 --against runs a second lockstep binary (another commit's build) in the same
 rounds, shipped and 1-replica, and reports this build over that one: the way a
@@ -39,7 +40,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 LOCKSTEP = os.path.join(ROOT, "build", "lockstep")
 CONFIG = os.path.join(ROOT, "configs", "fashion_mnist_mlp.yaml")
-CORE_LATENCY = os.path.join(ROOT, "build", "bench", "core_latency")
+# The cache-line probe: core_latency beside the lockstep binary that runs (main()
+# points it at --lockstep's), and the first reason a probe failed.
+PROBE = {"path": os.path.join(ROOT, "build", "bench", "core_latency")}
 MPI_ENV = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
 # One-way cache-line times (ns) above this many times the lowest seen mean the
 # two CPUs sat under different last-level caches for that run.
@@ -62,31 +65,50 @@ def cpu_description():
 
 def line_time():
     """One-way time (ns) for a cache line between the first two CPUs this process
-    may use, where the first two replica threads run (comm/placement.h), or None
-    where it cannot be measured (one CPU allowed, core_latency not built)."""
+    may use, where the first two replica threads run (comm/placement.h): the median
+    of 3 measurements by core_latency (next to the lockstep binary, in bench/).
+    None where it cannot be measured; the first reason is kept in PROBE["why"]."""
     cpus = sorted(os.sched_getaffinity(0))[:2]
-    if len(cpus) < 2 or not os.path.exists(CORE_LATENCY):
-        return None
-    out = subprocess.run(["taskset", "-c", f"{cpus[0]},{cpus[1]}", CORE_LATENCY, "--reps", "1", "--trips", "20000"],
-                         capture_output=True, text=True)
-    for line in out.stdout.splitlines():
-        f = line.split()
-        if len(f) >= 3 and f[:2] == [str(cpus[0]), str(cpus[1])]:
-            return float(f[2])
+    why = None
+    if len(cpus) < 2:
+        why = "fewer than 2 CPUs allowed"
+    elif not os.access(PROBE["path"], os.X_OK):
+        why = f"{PROBE['path']} is not built (cmake -DLOCKSTEP_BENCH=ON)"
+    else:
+        try:
+            out = subprocess.run([PROBE["path"], "--reps", "3", "--trips", "20000"], capture_output=True, text=True,
+                                 timeout=60, preexec_fn=lambda: os.sched_setaffinity(0, cpus))
+            rows = [line.split() for line in out.stdout.splitlines()]
+            if out.returncode != 0 or "# FAILED" in out.stdout:
+                tail = (out.stderr.strip().splitlines() or out.stdout.strip().splitlines() or ["no output"])[-1]
+                why = f"core_latency failed (exit {out.returncode}: {tail})"
+            else:
+                for f in rows:
+                    if len(f) >= 3 and f[:2] == [str(cpus[0]), str(cpus[1])]:
+                        return float(f[2])
+                why = f"core_latency printed no time for CPUs {cpus[0]} and {cpus[1]}"
+        except (OSError, subprocess.TimeoutExpired) as e:
+            why = f"core_latency did not run ({e})"
+    PROBE.setdefault("why", why)
     return None
 
 
 def placement_report(lines):
     """The report's lines on where the host put the first two CPUs during the rounds:
-    lines maps each lockstep run to the cache-line times seen before it."""
-    seen = [t for ts in lines.values() for t in ts if t is not None]
+    lines maps each lockstep run to the cache-line times seen before it (None:
+    not measured)."""
+    times = [t for ts in lines.values() for t in ts]
+    seen = [t for t in times if t is not None]
     if not seen:
-        return ["# cache-line time between the first two CPUs: not measured (build/bench/core_latency missing, "
-                "or fewer than 2 CPUs allowed)"]
+        why = PROBE.get("why") or "no lockstep run"
+        return [f"# cache-line time between the first two CPUs: not measured ({why})"]
     low, high = min(seen), max(seen)
-    out = [f"# cache-line time between the first two CPUs before each lockstep run: {low:.0f}-{high:.0f} ns"]
-    if high > PLACEMENT_RATIO * low:
-        far = sorted(name for name, ts in lines.items() if any(t and t > PLACEMENT_RATIO * low for t in ts))
+    missing = len(times) - len(seen)
+    note = f" ({missing} of {len(times)} runs not measured: {PROBE.get('why') or 'unknown'})" if missing else ""
+    out = [f"# cache-line time between the first two CPUs before each lockstep run: {low:.0f}-{high:.0f} ns{note}"]
+    if low > 0 and high > PLACEMENT_RATIO * low:
+        far = sorted(name for name, ts in lines.items()
+                     if any(t is not None and t > PLACEMENT_RATIO * low for t in ts))
         out.append(f"# WARNING: the host moved the first two CPUs between caches during the rounds ({low:.0f} ns and "
                    f"{high:.0f} ns seen; runs under two caches: {', '.join(far)}): multi-replica rows mix two "
                    "machines; compare rounds of one placement (the 'line' column of each run) or run again")
@@ -99,11 +121,11 @@ def steady(rates):
     return statistics.median(tail), max(tail) / min(tail)
 
 
-def lockstep_epochs(data, epochs, sets, ranks=1, binary=LOCKSTEP, config=CONFIG):
+def lockstep_epochs(data, epochs, sets, ranks=1, binary=None, config=CONFIG):
     """The per-epoch metrics records of one `lockstep train` run."""
     with tempfile.TemporaryDirectory() as tmp:
         metrics = os.path.join(tmp, "m.jsonl")
-        cmd = [binary, "train", config, "--set", f"data.path={data}", "--set", f"train.epochs={epochs}",
+        cmd = [binary or LOCKSTEP, "train", config, "--set", f"data.path={data}", "--set", f"train.epochs={epochs}",
                "--set", "train.progress=false", "--set", f"output.dir={tmp}/out",
                "--set", "output.save_model=false", "--set", "checkpoint.every_epoch=false",
                "--metrics-out", metrics]
@@ -116,7 +138,7 @@ def lockstep_epochs(data, epochs, sets, ranks=1, binary=LOCKSTEP, config=CONFIG)
         return [r for r in recs if "final" not in r]
 
 
-def run_lockstep(data, epochs, sets, ranks=1, binary=LOCKSTEP):
+def run_lockstep(data, epochs, sets, ranks=1, binary=None):
     return [r["samples_per_sec"] for r in lockstep_epochs(data, epochs, sets, ranks, binary)]
 
 
@@ -214,6 +236,7 @@ def comparisons(threads):
 
 
 def main():
+    global LOCKSTEP
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=os.path.join(ROOT, "datasets", "fashion_mnist.h5"),
                     help="the Fashion-MNIST HDF5 file (default: datasets/fashion_mnist.h5)")
@@ -221,14 +244,20 @@ def main():
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds of every run (default 3)")
     ap.add_argument("--peers", default="torch,ddp,tf,jax", help="comma list of torch, ddp, tf, jax")
     ap.add_argument("--scaling", action="store_true", help="also 2 threads at batch 128 (weak) and 2 ranks")
+    ap.add_argument("--lockstep", default=LOCKSTEP,
+                    help="the lockstep binary to time (default: build/lockstep); the cache-line probe is the "
+                         "bench/core_latency beside it")
     ap.add_argument("--against", help="another lockstep binary to time in the same rounds (e.g. the previous commit's build)")
     ap.add_argument("--json", help="write every run's per-epoch rates and the ratios here")
     args = ap.parse_args()
     if args.against and not os.access(args.against, os.X_OK):
         sys.exit(f"real_job: --against {args.against}: not an executable lockstep binary")
     args.peers = set(filter(None, args.peers.split(",")))
-    if not os.path.exists(LOCKSTEP):
-        sys.exit(f"real_job: {LOCKSTEP} is missing: build first (launch/setup.sh)")
+    if not os.access(args.lockstep, os.X_OK):
+        sys.exit(f"real_job: {args.lockstep} is missing or not executable: build first (launch/setup.sh), "
+                 "or name the binary with --lockstep")
+    LOCKSTEP = os.path.abspath(args.lockstep)
+    PROBE["path"] = os.path.join(os.path.dirname(LOCKSTEP), "bench", "core_latency")
     if not os.path.exists(args.data):
         sys.exit(f"real_job: {args.data} is missing: make it with "
                  "build/lockstep convert idx --dir /usr/share/datasets/fashion-mnist --out " + args.data)

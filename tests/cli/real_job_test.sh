@@ -2,8 +2,10 @@
 # bench/real_job.py reports where the host put the CPUs the replica threads run
 # on: its placement report stays quiet for rounds under one placement, warns and
 # names the runs for rounds that saw two (cache-line times more than 2x apart),
-# says "not measured" when it could not measure; line_time() reads a real
-# core_latency; and a real (tiny) run prints the time each lockstep run saw.
+# counts runs it could not measure, and says why when it measured none;
+# line_time() reads a real core_latency, and gives None (with the reason) without
+# one or with one CPU allowed; and a real (tiny) run of the binary under test
+# prints the time each lockstep run saw.
 source "$(dirname "$0")/lib.sh"
 cd "$WORK"
 BENCH="$LOCKSTEP_SOURCE_DIR/bench"
@@ -16,8 +18,11 @@ import real_job as rj
 one = rj.placement_report({"lockstep": [41.0, 45.0, 39.0], "lockstep 1 replica": [43.0, 40.0, 44.0]})
 two = rj.placement_report({"lockstep": [41.0, 172.0, 44.0], "lockstep 1 replica": [40.0, 43.0, 45.0],
                            "lockstep 2 ranks": [168.0, 42.0, 39.0]})
+mixed = rj.placement_report({"lockstep": [41.0, None, 180.0], "lockstep 1 replica": [None, 44.0, None]})
+rj.PROBE["why"] = "fewer than 2 CPUs allowed"
 none = rj.placement_report({"lockstep": [None, None]})
 print("ONE", " | ".join(one))
+print("MIXED", " | ".join(mixed))
 print("TWO", " | ".join(two))
 print("NONE", " | ".join(none))
 PYEOF
@@ -25,6 +30,7 @@ PYEOF
 one=$(printf '%s\n' "$out" | grep '^ONE')
 two=$(printf '%s\n' "$out" | grep '^TWO')
 none=$(printf '%s\n' "$out" | grep '^NONE')
+mixed=$(printf '%s\n' "$out" | grep '^MIXED')
 if printf '%s' "$one" | grep -q "39-45 ns" && ! printf '%s' "$one" | grep -q WARNING; then
   ok "one placement: range 39-45 ns, no warning"
 else
@@ -37,27 +43,44 @@ if printf '%s' "$two" | grep -q "WARNING: the host moved the first two CPUs" &&
 else
   bad "two placements: $out"
 fi
-printf '%s' "$none" | grep -q "not measured" && ok "no measurement: says so" || bad "no measurement: $out"
+if printf '%s' "$mixed" | grep -q "41-180 ns (3 of 6 runs not measured" &&
+   printf '%s' "$mixed" | grep -q "runs under two caches: lockstep)"; then
+  ok "some runs not measured: counted, and only the measured far run named"
+else
+  bad "mixed measurements: $out"
+fi
+printf '%s' "$none" | grep -q "not measured (fewer than 2 CPUs allowed)" && ok "no measurement: says why" ||
+  bad "no measurement: $out"
 
-# line_time against the built core_latency (2 CPUs or more), and without one.
+# line_time against the built core_latency (2 CPUs or more), without one, and
+# with one CPU allowed.
 if [ -x "$CORE_LATENCY" ] && [ "$(nproc)" -ge 2 ]; then
   t=$("$PY" - "$BENCH" "$CORE_LATENCY" <<'PYEOF' 2>&1
-import sys
+import os, sys
 sys.path.insert(0, sys.argv[1])
 import real_job as rj
-rj.CORE_LATENCY = sys.argv[2]
-t = rj.line_time()
-rj.CORE_LATENCY = "/nonexistent/core_latency"
-print(t, rj.line_time())
+rj.PROBE["path"] = sys.argv[2]
+measured = rj.line_time()
+rj.PROBE["path"] = "/nonexistent/core_latency"
+missing = (rj.line_time(), rj.PROBE.pop("why"))
+rj.PROBE["path"] = sys.argv[2]
+os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+alone = (rj.line_time(), rj.PROBE.pop("why"))
+print(measured, "|", missing, "|", alone)
 PYEOF
 )
-  if "$PY" -c "import sys; a, b = sys.argv[1].split(); sys.exit(0 if 1 < float(a) < 100000 and b == 'None' else 1)" "$t"; then
-    ok "line_time: $t (measured ns, then None without core_latency)"
+  if "$PY" -c "
+import sys
+a, b, c = sys.argv[1].split(' | ')
+assert 1 < float(a) < 100000, a
+assert b.startswith('(None,') and 'is not built' in b, b
+assert c.startswith('(None,') and 'fewer than 2 CPUs' in c, c" "$t"; then
+    ok "line_time: $t"
   else
     bad "line_time: $t"
   fi
 else
-  ok "line_time: SKIPPED (core_latency not built at $CORE_LATENCY, or one CPU)"
+  echo "SKIPPED - line_time: core_latency not built at $CORE_LATENCY (LOCKSTEP_BENCH=OFF), or one CPU"
 fi
 
 # A real run of the script on a tiny dataset: every lockstep run's line carries
@@ -72,21 +95,19 @@ with h5py.File(sys.argv[1], "w") as f:
         g.create_dataset("x", data=rng.integers(0, 256, size=(rows, 28, 28), dtype=np.uint8), chunks=True)
         g.create_dataset("y", data=rng.integers(0, 10, size=(rows,)).astype(np.int32))
 PYEOF
-if [ -x "$LOCKSTEP_SOURCE_DIR/build/lockstep" ]; then
-  "$PY" "$BENCH/real_job.py" --data "$WORK/tiny.h5" --epochs 2 --rounds 1 --peers "" --json rj.json >rj.log 2>&1
-  rc=$?
-  runs=$(grep -c "^  round 1  lockstep" rj.log)
-  timed=$(grep "^  round 1  lockstep" rj.log | grep -c " line  *[0-9]* ns$")
-  if [ $rc -eq 0 ] && [ "$runs" -eq 2 ] && grep -q "^# cache-line time between the first two CPUs" rj.log &&
-     { [ "$timed" -eq 2 ] || grep -q "^# cache-line time between the first two CPUs: not measured" rj.log; } &&
-     "$PY" -c "import json; d = json.load(open('rj.json')); assert set(d['line_ns']) == {'lockstep', 'lockstep 1 replica'}"; then
-    ok "real_job.py on tiny data: $runs lockstep runs, $timed with their line time; $(grep '^# cache-line' rj.log)"
-  else
-    bad "real_job.py on tiny data (rc=$rc, runs=$runs, timed=$timed): $(tail -5 rj.log)"
-  fi
+"$PY" "$BENCH/real_job.py" --lockstep "$LS" --data "$WORK/tiny.h5" --epochs 2 --rounds 1 --peers "" \
+  --json rj.json >rj.log 2>&1
+rc=$?
+runs=$(grep -c "^  round 1  lockstep" rj.log)
+timed=$(grep "^  round 1  lockstep" rj.log | grep -c " line  *[0-9]* ns$")
+want=2  # each run's line time, where the probe can run beside the binary
+{ [ -x "$CORE_LATENCY" ] && [ "$(nproc)" -ge 2 ]; } || want=0
+if [ $rc -eq 0 ] && [ "$runs" -eq 2 ] && [ "$timed" -eq "$want" ] &&
+   grep -q "^# cache-line time between the first two CPUs" rj.log &&
+   "$PY" -c "import json; d = json.load(open('rj.json')); assert set(d['line_ns']) == {'lockstep', 'lockstep 1 replica'}"; then
+  ok "real_job.py --lockstep $LS on tiny data: $runs lockstep runs, $timed with their line time; $(grep '^# cache-line' rj.log)"
 else
-  ok "real_job.py run: SKIPPED (no build/lockstep in the source tree)"
+  bad "real_job.py on tiny data (rc=$rc, runs=$runs, timed=$timed, want $want): $(tail -5 rj.log)"
 fi
 
-echo "real_job: $PASSES passed, $FAILS failed"
-[ "$FAILS" -eq 0 ]
+finish
