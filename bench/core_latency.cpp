@@ -1,6 +1,7 @@
 // How long a cache line takes to pass from one core to another, for every pair
 // of CPUs this process may use: two threads pinned to the pair hand a counter
-// back and forth through one line, and the one-way time is half a round trip.
+// back and forth through one line, and the one-way time is half a round trip
+// (bench/cache_line.h, which train_bench uses too).
 // Cores under one last-level cache pass a line in tens of nanoseconds; across
 // caches (another CCD, another socket, or vCPUs the host placed apart) it takes
 // several times longer, and so does everything that replicas sharing one weight
@@ -11,65 +12,22 @@
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
-#include <atomic>
-#include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <stdexcept>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
-#include <pthread.h>
-
+#include "bench/cache_line.h"
 #include "bench/machine.h"
 #include "bench/run_main.h"
 #include "comm/placement.h"
 
 namespace {
 
-struct alignas(64) Line {
-  std::atomic<int64_t> value{0};
-};
-
-// One-way nanoseconds over `trips` round trips between CPUs a and b, after as
-// many untimed ones (the threads settle on their CPUs). Both threads are pinned
-// from here before the first handoff; if either cannot be, the helper is told
-// to stop (a negative value) and the error names the CPU. `ok` turns false if
-// the line does not end at the count every handoff makes.
-double one_way_ns(int a, int b, int64_t trips, bool& ok) {
-  Line line;
-  const int64_t total = 2 * trips;
-  std::thread answer([&] {
-    for (int64_t i = 0; i < total; ++i) {
-      int64_t seen;
-      while ((seen = line.value.load(std::memory_order_acquire)) != 2 * i + 1) {
-        if (seen < 0) return;
-      }
-      line.value.store(2 * i + 2, std::memory_order_release);
-    }
-  });
-  // By CPU number: a thread started here inherits its parent's one-CPU mask, so
-  // slots of allowed_cpus() (pin_current_thread) would not do.
-  if (!lockstep::pin_thread(answer.native_handle(), {b}) || !lockstep::pin_thread(pthread_self(), {a})) {
-    line.value.store(-1, std::memory_order_release);
-    answer.join();
-    throw std::runtime_error("cannot pin a thread to CPU " + std::to_string(a) + " or " + std::to_string(b));
-  }
-  std::chrono::steady_clock::time_point t0;
-  for (int64_t i = 0; i < total; ++i) {
-    if (i == trips) t0 = std::chrono::steady_clock::now();
-    line.value.store(2 * i + 1, std::memory_order_release);
-    while (line.value.load(std::memory_order_acquire) != 2 * i + 2) {
-    }
-  }
-  const double ns = std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count();
-  answer.join();
-  ok = ok && line.value.load() == 2 * total;
-  return ns / double(trips) / 2.0;
-}
+using lockstep::bench::one_way_ns;
 
 int run_bench(int argc, char** argv) {
   CLI::App app{"core_latency: one-way time for a cache line between every pair of CPUs this process may use"};

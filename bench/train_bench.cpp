@@ -16,6 +16,7 @@
 
 #include "comm/bootstrap.h"
 #include "data/sources.h"
+#include "bench/cache_line.h"
 #include "bench/machine.h"
 #include "bench/run_main.h"
 #include "kernels/cpu/ops.h"
@@ -205,11 +206,14 @@ static int run_bench(int argc, char** argv) {
     std::printf("# gemm = the 5 layer GEMMs of one replica's step alone (same shapes, same run);"
                 " eff = samples/s / (replicas x samples/s of the first row of the same batch);"
                 " peak = GFLOP/s per replica / single-core FMA peak\n");
-    std::printf("#%6s %6s %5s %5s %11s %8s %8s %8s %8s %8s %8s %6s %6s %7s %5s\n", "global", "per", "procs",
+    std::printf("# line = one-way time for a cache line between the first two CPUs (where the first two"
+                " replicas run), just before the row: tens of ns under one last-level cache, several times"
+                " that under two, which a VM's host may switch between ('-': several processes, or one CPU)\n");
+    std::printf("#%6s %6s %5s %5s %11s %8s %8s %8s %8s %8s %8s %6s %6s %7s %5s %6s\n", "global", "per", "procs",
                 "repl", "samples/s", "step", "compute", "comm", "opt", "input", "gemm", "g/step", "eff",
-                "GF/s", "peak");
-    std::printf("#%6s %6s %5s %5s %11s %8s %8s %8s %8s %8s %8s %6s %6s %7s %5s\n", "batch", "repl", "", "",
-                "", "(ms)", "(ms)", "(ms)", "(ms)", "(ms)", "(ms)", "", "", "(repl)", "");
+                "GF/s", "peak", "line");
+    std::printf("#%6s %6s %5s %5s %11s %8s %8s %8s %8s %8s %8s %6s %6s %7s %5s %6s\n", "batch", "repl", "", "",
+                "", "(ms)", "(ms)", "(ms)", "(ms)", "(ms)", "(ms)", "", "", "(repl)", "", "(ns)");
   }
   nlohmann::json out = nlohmann::json::array();
   for (int64_t b : batches) {
@@ -228,6 +232,8 @@ static int run_bench(int argc, char** argv) {
       cfg.share_weights = share_weights;
       cfg.data_gather = gather == "thread" ? GatherMode::kThread
                         : gather == "replicas" ? GatherMode::kReplicas : GatherMode::kAuto;
+      // Alone on the node only: other ranks would spin in a collective meanwhile.
+      const double line = world.size() == 1 ? bench::first_pair_ns() : -1.0;
       std::vector<double> step_t, comp_t, comm_t, opt_t, in_t, gemm_t;
       const int warm = warmup >= 0 ? warmup : int(std::max<int64_t>(30, info.size / global));
       for (int i = 0; i < reps; ++i) {
@@ -242,10 +248,11 @@ static int run_bench(int argc, char** argv) {
       const double eff = sps / (R * base);
       const double gflops = sps / R * flops_per_example(model) / 1e9;  // per replica
       if (chief) {
-        std::printf("%7lld %6lld %5d %5d %11.0f %8.4f %8.4f %8.4f %8.4f %8.4f %8.4f %6.3f %6.3f %7.1f %5.3f\n",
+        const std::string line_col = line > 0 ? std::to_string(int64_t(line + 0.5)) : "-";
+        std::printf("%7lld %6lld %5d %5d %11.0f %8.4f %8.4f %8.4f %8.4f %8.4f %8.4f %6.3f %6.3f %7.1f %5.3f %6s\n",
                     (long long)global, (long long)(global / R), world.size(), local, sps, st * 1e3,
                     median(comp_t) * 1e3, median(comm_t) * 1e3, median(opt_t) * 1e3, median(in_t) * 1e3,
-                    gt * 1e3, gt / st, eff, gflops, peak > 0 ? gflops / peak : 0.0);
+                    gt * 1e3, gt / st, eff, gflops, peak > 0 ? gflops / peak : 0.0, line_col.c_str());
         std::fflush(stdout);
       }
       out.push_back({{"global_batch", global}, {"processes", world.size()}, {"local_replicas", local},
@@ -255,7 +262,8 @@ static int run_bench(int argc, char** argv) {
                      {"fma_peak_gflops", peak}, {"cpu", bench::cpu_description()},
                      {"input_ms", median(in_t) * 1e3}, {"gemm_ms", gt * 1e3},
                      {"gemm_fraction", gt / st}, {"efficiency", eff}, {"scaling", scaling},
-                     {"share_weights", share_weights}});
+                     {"share_weights", share_weights},
+                     {"line_ns", line > 0 ? nlohmann::json(line) : nlohmann::json(nullptr)}});
     }
   }
   if (chief && !json_path.empty()) std::ofstream(json_path) << out.dump(2) << "\n";

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# bench/real_job.py reports where the host put the CPUs the replica threads run
-# on: its placement report stays quiet for rounds under one placement, warns and
-# names the runs for rounds that saw two (cache-line times more than 2x apart),
-# counts runs it could not measure, and says why when it measured none;
-# line_time() reads a real core_latency, and gives None (with the reason) without
-# one or with one CPU allowed; and a real (tiny) run of the binary under test
-# prints the time each lockstep run saw.
+# The benchmarks say where the host put the CPUs the replica threads run on.
+# bench/real_job.py: its placement report stays quiet for rounds under one
+# placement, warns and names the runs for rounds that saw two (cache-line times
+# more than 2x apart), counts runs it could not measure, and says why when it
+# measured none; line_time() reads a real core_latency, and gives None (with the
+# reason) without one or with one CPU allowed; a real (tiny) run of the binary
+# under test prints the time each lockstep run saw. train_bench: each row ends
+# with the time (bench/cache_line.h), '-' with one CPU allowed.
 source "$(dirname "$0")/lib.sh"
 cd "$WORK"
 BENCH="$LOCKSTEP_SOURCE_DIR/bench"
@@ -108,6 +109,28 @@ if [ $rc -eq 0 ] && [ "$runs" -eq 2 ] && [ "$timed" -eq "$want" ] &&
   ok "real_job.py --lockstep $LS on tiny data: $runs lockstep runs, $timed with their line time; $(grep '^# cache-line' rj.log)"
 else
   bad "real_job.py on tiny data (rc=$rc, runs=$runs, timed=$timed, want $want): $(tail -5 rj.log)"
+fi
+
+# train_bench's line column: a time with two CPUs, '-' with one.
+if [ -x "$(dirname "$LS")/bench/train_bench" ] && [ "$(nproc)" -ge 2 ]; then
+  TB="$(dirname "$LS")/bench/train_bench"
+  two=$("$TB" --replicas 2 --batch 64 --scaling strong --reps 1 --steps 20 --warmup 2 --json tb.json 2>&1 | grep -E '^ +64 ' | tail -1)
+  cpu=$("$PY" -c "import os; print(min(os.sched_getaffinity(0)))")
+  one=$(taskset -c "$cpu" "$TB" --replicas 1 --batch 64 --reps 1 --steps 20 --warmup 2 2>&1 | grep -E '^ +64 ' | tail -1)
+  if "$PY" -c "
+import json, sys
+two, one = sys.argv[1].split(), sys.argv[2].split()
+assert len(two) == 16 and 1 < float(two[-1]) < 100000, two
+assert len(one) == 16 and one[-1] == '-', one
+rows = json.load(open('tb.json'))
+assert rows[-1]['line_ns'] is not None and abs(rows[-1]['line_ns'] - float(two[-1])) <= 0.5, rows[-1]
+" "$two" "$one"; then
+    ok "train_bench line column: '${two##* }' ns at 2 replicas, '${one##* }' with one CPU"
+  else
+    bad "train_bench line column: two CPUs: $two / one CPU: $one"
+  fi
+else
+  echo "SKIPPED - train_bench line column: benchmarks not built here (LOCKSTEP_BENCH=OFF), or one CPU"
 fi
 
 finish
