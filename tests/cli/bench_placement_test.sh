@@ -86,16 +86,7 @@ fi
 
 # A real run of the script on a tiny dataset: every lockstep run's line carries
 # the time it saw, and the report ends with the placement line.
-"$PY" - tiny.h5 <<'PYEOF'
-import sys, h5py, numpy as np
-rng = np.random.default_rng(3)
-with h5py.File(sys.argv[1], "w") as f:
-    f.attrs["num_classes"] = 10
-    for split, rows in (("train", 1280), ("test", 256)):
-        g = f.create_group(split)
-        g.create_dataset("x", data=rng.integers(0, 256, size=(rows, 28, 28), dtype=np.uint8), chunks=True)
-        g.create_dataset("y", data=rng.integers(0, 10, size=(rows,)).astype(np.int32))
-PYEOF
+make_tiny_dataset tiny.h5 1280 9 28 10  # the shipped config's 28x28 rows, 10 classes
 "$PY" "$BENCH/real_job.py" --lockstep "$LS" --data "$WORK/tiny.h5" --epochs 2 --rounds 1 --peers "" \
   --json rj.json >rj.log 2>&1
 rc=$?

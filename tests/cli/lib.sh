@@ -57,17 +57,18 @@ finish() {
 }
 
 # A tiny dataset in the lockstep HDF5 layout, written with h5py (independent of
-# lockstep's writer): N examples of 4x4 uint8 "pixels", labels in [0, 3).
-make_tiny_dataset() {  # PATH [N] [LABEL_MAX]
-  "$PY" - "$1" "${2:-96}" "${3:-2}" <<'PYEOF'
+# lockstep's writer): N examples of SIDExSIDE uint8 "pixels" (4x4 unless given),
+# labels in [0, LABEL_MAX], num_classes CLASSES (3 unless given).
+make_tiny_dataset() {  # PATH [N] [LABEL_MAX] [SIDE] [CLASSES]
+  "$PY" - "$1" "${2:-96}" "${3:-2}" "${4:-4}" "${5:-3}" <<'PYEOF'
 import sys, h5py, numpy as np
-path, n, lmax = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+path, n, lmax, side, classes = sys.argv[1], *map(int, sys.argv[2:6])
 rng = np.random.default_rng(0)
 with h5py.File(path, "w") as f:
-    f.attrs["num_classes"] = 3
+    f.attrs["num_classes"] = classes
     for split, rows in (("train", n), ("test", max(1, n // 3))):
         g = f.create_group(split)
-        g.create_dataset("x", data=rng.integers(0, 256, size=(rows, 4, 4), dtype=np.uint8), chunks=True)
+        g.create_dataset("x", data=rng.integers(0, 256, size=(rows, side, side), dtype=np.uint8), chunks=True)
         g.create_dataset("y", data=rng.integers(0, lmax + 1, size=(rows,)).astype(np.int32))
 PYEOF
 }
