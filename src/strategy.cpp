@@ -209,10 +209,22 @@ MirroredStrategy::MirroredStrategy(const Model& model, const Config& config, Wor
     replicas_.push_back(std::move(r));
   }
   batches_.resize(size_t(local));
+  if (!devices_ && !config.share_weights && local > 1) split_finite_check(local);
 }
 
 // Floats from the start of a block to the next 64-byte line.
 static size_t whole_lines(size_t n) { return (n + 15) / 16 * 16; }
+
+// [begin, end) of each of `parts` parts of n floats, on 16-float (64-byte)
+// boundaries: no two replicas write one line.
+static std::vector<std::pair<int64_t, int64_t>> split_lines(int64_t n, int parts) {
+  std::vector<std::pair<int64_t, int64_t>> out;
+  for (int i = 0; i < parts; ++i) {
+    const auto edge = [&](int j) { return j == parts ? n : (n * j / parts) / 16 * 16; };
+    out.emplace_back(edge(i), edge(i + 1));
+  }
+  return out;
+}
 
 void MirroredStrategy::share_cpu_state(int local) {
   const size_t arena = size_t(model_.arena_size()), n = size_t(model_.num_params());
@@ -240,11 +252,13 @@ void MirroredStrategy::share_cpu_state(int local) {
   cpu_optimizer_ = std::make_shared<Optimizer>(config_, int64_t(n), view);
   finite_flags_ = view(16 * size_t(sharers));
   if (sharers == 1) return;
-  // Shard boundaries on 16-float (64-byte) multiples: no two replicas write one line.
-  for (int i = 0; i < sharers; ++i) {
-    const auto edge = [&](int j) { return j == sharers ? int64_t(n) : (int64_t(n) * j / sharers) / 16 * 16; };
-    shards_.emplace_back(edge(i), edge(i + 1));
-  }
+  shards_ = split_lines(int64_t(n), sharers);
+  check_parts_ = shards_;
+}
+
+void MirroredStrategy::split_finite_check(int parts) {
+  check_parts_ = split_lines(model_.num_params(), parts);
+  finite_flags_ = host_buffer(16 * size_t(parts));
 }
 
 bool MirroredStrategy::leads(const Replica& r) const {
@@ -437,14 +451,14 @@ StepResult MirroredStrategy::cpu_step(Replica& r, const ReplicaBatch& batch, flo
 
 bool MirroredStrategy::grads_finite(Replica& r) {
   const float* grads = cpu(r).grads.data();
-  if (shards_.empty()) return cpu::all_finite(grads, model_.num_params());
-  // Sharded: each replica looks at its shard and the meeting publishes the
+  if (check_parts_.empty()) return cpu::all_finite(grads, model_.num_params());
+  // Split: each replica looks at its part and the meeting publishes the
   // answers. A replica writes its flag again only after the next step's gradient
   // all-reduce, which no replica joins before it has read these.
-  const auto [begin, end] = shards_[size_t(shard_index(r))];
+  const auto [begin, end] = check_parts_[size_t(shard_index(r))];
   finite_flags_[16 * size_t(shard_index(r))] = cpu::all_finite(grads + begin, end - begin) ? 1.0f : 0.0f;
   meet(r);
-  for (size_t i = 0; i < shards_.size(); ++i) {
+  for (size_t i = 0; i < check_parts_.size(); ++i) {
     if (finite_flags_[16 * i] == 0.0f) return false;
   }
   return true;

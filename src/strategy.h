@@ -122,7 +122,14 @@ class MirroredStrategy {
   // replica holds an arena of its own: one replica, GPU replicas, or
   // strategy.share_weights false) and finite_flags_[16 * shard_index(r)] its
   // finite flag, a line each.
+  // The finite check of the reduced gradient is split the same way: each replica
+  // checks check_parts_[shard_index(r)] and the meeting publishes the flags. With
+  // an arena each, every local replica holds the same reduced gradient, so the
+  // process's replicas split the check among them (each checks the part it
+  // mostly reduced itself, still in its cache; the rest arrives during the
+  // update); empty for one CPU replica, or on devices.
   void share_cpu_state(int local);  // makes the arena, the optimizer and the shards
+  void split_finite_check(int parts);  // check_parts_ and finite_flags_ for an arena each
   bool leads(const Replica& r) const;  // writes its arena whole (the first sharer, or an owner)
   int shard_index(const Replica& r) const;
   void meet(Replica& r);  // a barrier of the sharers
@@ -131,6 +138,7 @@ class MirroredStrategy {
   std::shared_ptr<Optimizer> cpu_optimizer_;
   CommBuffer finite_flags_;
   std::vector<std::pair<int64_t, int64_t>> shards_;
+  std::vector<std::pair<int64_t, int64_t>> check_parts_;
   const Model& model_;
   const Config& config_;
   World& world_;

@@ -165,6 +165,53 @@ TEST(MirroredStrategy, NonFiniteGradientWithFiniteLossSkipsTheUpdateEverywhere) 
   EXPECT_EQ(after_ok[0], after_ok[1]);
 }
 
+// The replicas split the finite check of the reduced gradient (their shards of
+// one arena, or parts of the same gradient when each keeps its own): an overflow
+// in any one part, from any one replica's row, must still skip the update on
+// every replica. 100 inputs -> 101 parameters in 2 or 3 parts (boundaries at 48,
+// or at 32 and 64); the overflowing weight sits in the first, a middle or the
+// last part, and only the row of replica (k mod R) carries it.
+TEST(MirroredStrategy, AnOverflowInAnyPartOfTheSplitCheckSkipsEveryReplica) {
+  constexpr int kInputs = 100;
+  for (const bool share : {true, false}) {
+    for (const int replicas : {2, 3}) {
+      for (const int k : {0, 40, 99}) {
+        SCOPED_TRACE(std::string(share ? "one arena" : "an arena each") + ", " + std::to_string(replicas) +
+                     " replicas, weight " + std::to_string(k));
+        testing::SingleWorld w;
+        Config cfg = replicas_config(replicas);
+        cfg.optimizer = OptimizerKind::kAdam;
+        cfg.share_weights = share;
+        Model model({}, kInputs, 1, LossKind::kMeanSquaredError);
+        MirroredStrategy strategy(model, cfg, w.world, 1);
+        std::vector<float> x(size_t(replicas) * kInputs, 0.5f);
+        x[size_t(k % replicas) * kInputs + size_t(k)] = 3e38f;  // weight 0: a small loss, a huge gradient
+        const std::vector<float> targets(size_t(replicas), 1000.0f);
+        auto res = std::vector<StepResult>(size_t(replicas));
+        auto after = std::vector<AlignedVector<float>>(size_t(replicas));
+        strategy.run([&](Replica& r) {
+          if (!share || r.local_index == 0) std::fill(r.step->params->begin(), r.step->params->end(), 0.0f);
+          r.local_comm->barrier();
+          const int i = r.local_index;
+          ReplicaBatch b;
+          b.rows = 1;
+          b.first_row = i;
+          b.global_rows = replicas;
+          b.targets = &targets[size_t(i)];
+          b.x = &x[size_t(i) * kInputs];
+          res[size_t(i)] = strategy.train_step(r, b, 0.1f, 1);
+          after[size_t(i)] = testing::values(*r.step->params);
+        });
+        for (int i = 0; i < replicas; ++i) {
+          EXPECT_TRUE(res[size_t(i)].finite_loss) << "replica " << i;
+          EXPECT_FALSE(res[size_t(i)].finite) << "replica " << i << " missed the overflow";
+          EXPECT_EQ(after[size_t(i)], AlignedVector<float>(kInputs + 1, 0.0f)) << "replica " << i;
+        }
+      }
+    }
+  }
+}
+
 // A skipped step changes no state at all: batch norm's moving statistics wait
 // for the update (a NaN input makes the step's statistics NaN; they must not
 // reach the arena), and the next finite step moves them on every replica alike.
