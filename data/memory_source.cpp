@@ -4,8 +4,8 @@
 #include "data/memory_source.h"
 
 #include <algorithm>
-#include <cstdint>
 #include <cmath>
+#include <cstdint>
 
 namespace lockstep {
 namespace {

@@ -35,16 +35,20 @@ struct RunSpec {
 // A copy of an arena (weights, an optimizer slot), to compare with ==.
 inline AlignedVector<float> values(const CommBuffer& arena) { return AlignedVector<float>(arena.begin(), arena.end()); }
 
-// Replica i's slice of a global batch of one row per replica: row i, x[i] and
-// targets[i] (a regression target of width 1).
-inline ReplicaBatch one_row(int i, int replicas, const float (*x)[2], const float* targets) {
+// Replica i's slice of a global batch of one row per replica: row i, the
+// `width` features at x + i * width and targets[i] (a regression target of width 1).
+inline ReplicaBatch one_row(int i, int replicas, const float* x, int64_t width, const float* targets) {
   ReplicaBatch b;
   b.rows = 1;
   b.first_row = i;
   b.global_rows = replicas;
   b.targets = &targets[i];
-  b.x = x[i];
+  b.x = x + int64_t(i) * width;
   return b;
+}
+// The same for rows of 2 features.
+inline ReplicaBatch one_row(int i, int replicas, const float (*x)[2], const float* targets) {
+  return one_row(i, replicas, x[0], 2, targets);
 }
 
 inline RunResult train_synthetic(World& world, const RunSpec& spec) {

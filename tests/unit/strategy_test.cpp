@@ -193,13 +193,8 @@ TEST(MirroredStrategy, AnOverflowInAnyPartOfTheSplitCheckSkipsEveryReplica) {
           if (!share || r.local_index == 0) std::fill(r.step->params->begin(), r.step->params->end(), 0.0f);
           r.local_comm->barrier();
           const int i = r.local_index;
-          ReplicaBatch b;
-          b.rows = 1;
-          b.first_row = i;
-          b.global_rows = replicas;
-          b.targets = &targets[size_t(i)];
-          b.x = &x[size_t(i) * kInputs];
-          res[size_t(i)] = strategy.train_step(r, b, 0.1f, 1);
+          res[size_t(i)] = strategy.train_step(r, testing::one_row(i, replicas, x.data(), kInputs, targets.data()),
+                                               0.1f, 1);
           after[size_t(i)] = testing::values(*r.step->params);
         });
         for (int i = 0; i < replicas; ++i) {
