@@ -281,6 +281,98 @@ void bench_input(int reps) {
   }
 }
 
+// ---- the first layer with the input's zeros skipped ----
+
+// The first layer's two big GEMMs (x W1 and x^T dz) through gemm() and through
+// gemm_nonzeros/_t (kernels/cpu/ops.h: ZeroIndex) on real rows of `path`'s train
+// split: 16 batches of `batch` shuffled rows. Counts
+// as wrong any element where the two differ by more than float rounding allows.
+int64_t bench_skip_zeros(const std::string& path, int reps) {
+  std::printf("#\n# first layer, input zeros skipped (ZeroIndex, vectorized: %s)\n",
+              cpu::ZeroIndex::vectorized() ? "yes" : "no, scalar loop");
+  if (path.empty()) {
+    std::printf("# (needs real images: --data datasets/fashion_mnist.h5)\n");
+    return 0;
+  }
+  const auto src = open_dataset(path, "train", 1.0f / 255.0f);
+  const int64_t dim = src->info().feature_dim, h = 128, batches = 16;
+  std::printf("# %s; median over %lld batches; visited = share of (row, block) pairs the forward visits\n",
+              src->info().description.c_str(), static_cast<long long>(batches));
+  std::printf("# %-20s %-18s %10s %10s %8s %8s #wrong\n", "gemm", "shape", "gemm()", "skipping",
+              "ratio", "visited");
+  std::printf("# %-20s %-18s %10s %10s\n", "", "", "(us)", "(us)");
+  std::mt19937_64 rng(17);
+  std::vector<int64_t> order(static_cast<size_t>(src->info().size));
+  for (size_t i = 0; i < order.size(); ++i) order[i] = int64_t(i);
+  std::shuffle(order.begin(), order.end(), rng);
+  const auto w1 = random_vec(static_cast<size_t>(dim * h), 31, -0.08f, 0.08f);
+  int64_t wrong = 0;
+  for (int64_t batch : {32, 64}) {
+    std::vector<std::vector<float>> xs(static_cast<size_t>(batches));
+    std::vector<int32_t> y(static_cast<size_t>(batch));
+    std::vector<cpu::ZeroIndex> ix(static_cast<size_t>(batches));
+    double visited = 0.0;
+    for (int64_t i = 0; i < batches; ++i) {
+      auto& x = xs[size_t(i)];
+      x.resize(static_cast<size_t>(batch * dim));
+      src->read(order.data() + i * batch, batch, x.data(), y.data(), nullptr);
+      ix[size_t(i)].build(x.data(), batch, dim, dim);
+      visited += ix[size_t(i)].visited() / double(batches);
+    }
+    const auto dz = random_vec(static_cast<size_t>(batch * h), 32, -0.01f, 0.01f);
+    std::vector<float> c1(static_cast<size_t>(dim * h)), c2(c1.size());
+    // Per batch, the median of its own samples (its rows warm in cache, as a
+    // replica's freshly gathered rows are); then the median over the batches.
+    const int per_batch = std::max(3, reps / 8);
+    auto over_batches = [&](const std::function<void(size_t)>& fn) {
+      std::vector<double> t(static_cast<size_t>(batches));
+      for (size_t i = 0; i < t.size(); ++i) t[i] = median_us([&] { fn(i); }, per_batch);
+      std::nth_element(t.begin(), t.begin() + batches / 2, t.end());
+      return t[size_t(batches / 2)];
+    };
+    const double index_us = over_batches([&](size_t i) { ix[i].build(xs[i].data(), batch, dim, dim); });
+    const double fwd_gemm = over_batches([&](size_t i) {
+      cpu::gemm(false, false, batch, h, dim, 1.0f, xs[i].data(), dim, w1.data(), h, 0.0f, c1.data(), h);
+    });
+    const double fwd_skip =
+        over_batches([&](size_t i) { cpu::gemm_nonzeros(ix[i], w1.data(), h, h, c2.data(), h); });
+    const double dw_gemm = over_batches([&](size_t i) {
+      cpu::gemm(true, false, dim, h, batch, 1.0f, xs[i].data(), dim, dz.data(), h, 0.0f, c1.data(), h);
+    });
+    const double dw_skip =
+        over_batches([&](size_t i) { cpu::gemm_nonzeros_t(ix[i], dz.data(), h, h, c2.data(), h); });
+    // Agreement on the last batch of each product.
+    auto count_wrong = [&](int64_t rows, int64_t terms, float scale) {
+      int64_t bad = 0;
+      for (int64_t i = 0; i < rows * h; ++i) {
+        if (std::fabs(c1[size_t(i)] - c2[size_t(i)]) > 1e-6f * scale * float(terms)) ++bad;
+      }
+      return bad;
+    };
+    const auto& x = xs[0];
+    cpu::gemm(false, false, batch, h, dim, 1.0f, x.data(), dim, w1.data(), h, 0.0f, c1.data(), h);
+    ix[0].build(x.data(), batch, dim, dim);
+    cpu::gemm_nonzeros(ix[0], w1.data(), h, h, c2.data(), h);
+    const int64_t wrong_fwd = count_wrong(batch, dim, 0.08f);
+    cpu::gemm(true, false, dim, h, batch, 1.0f, x.data(), dim, dz.data(), h, 0.0f, c1.data(), h);
+    cpu::gemm_nonzeros_t(ix[0], dz.data(), h, h, c2.data(), h);
+    const int64_t wrong_dw = count_wrong(dim, batch, 0.01f);
+    const std::string fwd_shape = dims(batch, h) + "x" + std::to_string(dim);
+    const std::string dw_shape = dims(dim, h) + "x" + std::to_string(batch);
+    std::printf("%-22s %-18s %10s %10.2f %8s %8.3f\n", "index x", dims(batch, dim).c_str(), "",
+                index_us, "", visited);
+    std::printf("%-22s %-18s %10.2f %10.2f %8.3f %8s %lld\n", "fwd L1  x*W1", fwd_shape.c_str(),
+                fwd_gemm, fwd_skip, fwd_skip / fwd_gemm, "", static_cast<long long>(wrong_fwd));
+    std::printf("%-22s %-18s %10.2f %10.2f %8.3f %8s %lld\n", "bwd L1  dW1=x'*dz", dw_shape.c_str(),
+                dw_gemm, dw_skip, dw_skip / dw_gemm, "", static_cast<long long>(wrong_dw));
+    std::printf("# batch %lld: both with the index %.1f us against gemm()'s %.1f us (%.3fx)\n",
+                static_cast<long long>(batch), index_us + fwd_skip + dw_skip, fwd_gemm + dw_gemm,
+                (index_us + fwd_skip + dw_skip) / (fwd_gemm + dw_gemm));
+    wrong += wrong_fwd + wrong_dw;
+  }
+  return wrong;
+}
+
 // ---- convolutional kernels at the Fashion-MNIST CNN's shapes ----
 
 void cnn_row(const char* name, const std::string& shape, double us, double flops, double peak) {
@@ -394,7 +486,11 @@ void bench_cnn(int reps) {
 static int run_bench(int argc, char** argv) {
   CLI::App app{"lockstep kernels benchmark: CPU kernels at the 784-128-10 MLP's and the Fashion-MNIST CNN's shapes"};
   int reps = 200;
+  std::string data_path;
   app.add_option("--reps", reps, "samples per kernel (median reported)")->check(CLI::Range(3, 100000));
+  app.add_option("--data", data_path,
+                 "an HDF5 dataset in lockstep's layout (e.g. datasets/fashion_mnist.h5): times the first "
+                 "layer's GEMMs with its images' zeros skipped");
   CLI11_PARSE(app, argc, argv);
   lockstep::cpu::init_kernels();
   std::printf("# CPU: %s\n", bench::cpu_description().c_str());
@@ -422,6 +518,7 @@ static int run_bench(int argc, char** argv) {
                 100.0 * adam_us / totals.gemm_us);
     wrong += totals.wrong;
   }
+  wrong += bench_skip_zeros(data_path, reps);
   bench_cnn(reps);
   std::printf("# %s\n", wrong == 0 ? "OK" : "FAILED: GEMM backends disagree");
   return wrong == 0 ? 0 : 1;

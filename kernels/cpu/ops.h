@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace lockstep {
 
@@ -38,6 +39,58 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
 void gemm_eigen(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
                 const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
                 int64_t ldc);
+
+// GEMMs that skip the zeros of their A operand: the network's input batch, whose
+// pixels are often mostly zero (Fashion-MNIST: half of them), in the first layer's
+// two big products z = x W and dW = x^T dz. A ZeroIndex records, one bit per entry,
+// which entries of a row-major (m, k) matrix are nonzero (NaN counts as nonzero);
+// gemm_nonzeros and gemm_nonzeros_t read A through it.
+//
+// Every element of C is ONE fused multiply-add chain, from +0, over the terms of
+// its sum in ascending order of the summed index, leaving out terms whose entry of
+// A is zero (all of them where a whole block of entries is zero). For finite B that
+// is bitwise the chain over every term, zeros included (a zero term adds a signed
+// zero, which changes at most the sign of a sum that is exactly zero): the same
+// value whatever m, the other rows, the blocking or the ISA (AVX-512, AVX2 and the
+// scalar path agree). Where B holds an infinity or NaN, a zero of A that meets it
+// may or may not make that element NaN.
+class ZeroIndex {
+ public:
+  static constexpr int kRowsPerWord = 32;
+  // The largest share of the forward's work (row, column block pairs) worth
+  // visiting: above it gemm() is faster on the machines lockstep is measured on.
+  static constexpr double kMaxVisited = 0.8;
+
+  // Indexes A (m, k), row-major with lda >= k. Reuses its memory across calls.
+  void build(const float* a, int64_t m, int64_t k, int64_t lda);
+  // Whether the zero skipping is compiled for this ISA (AVX-512 or AVX2 with FMA;
+  // elsewhere the kernels run a scalar loop, exact but slow).
+  static bool vectorized();
+  // vectorized() and visited() <= kMaxVisited: the caller should skip zeros.
+  bool pays() const { return vectorized() && visited_ <= kMaxVisited; }
+  // The share of (row, block of columns) pairs gemm_nonzeros visits: 1 when every
+  // block of every row holds a nonzero.
+  double visited() const { return visited_; }
+  const float* matrix() const { return a_; }
+  int64_t rows() const { return m_; }
+  int64_t cols() const { return k_; }
+  int64_t lda() const { return lda_; }
+  int64_t words() const { return words_; }
+  // Bit r of word(col, w): A[w * kRowsPerWord + r][col] != 0.
+  uint32_t word(int64_t col, int64_t w) const { return bits_[size_t(col * words_ + w)]; }
+
+ private:
+  const float* a_ = nullptr;
+  int64_t m_ = 0, k_ = 0, lda_ = 0, words_ = 0;
+  double visited_ = 1.0;
+  std::vector<uint32_t> bits_;  // (k, words)
+};
+// C (m, n) = A B, A the indexed (m, k) matrix, B (k, n) with ldb >= n, C with ldc >= n.
+void gemm_nonzeros(const ZeroIndex& a, const float* b, int64_t ldb, int64_t n, float* c,
+                   int64_t ldc);
+// C (k, n) = A^T B, A the indexed (m, k) matrix, B (m, n) with ldb >= n, C with ldc >= n.
+void gemm_nonzeros_t(const ZeroIndex& a, const float* b, int64_t ldb, int64_t n, float* c,
+                     int64_t ldc);
 
 // z (rows, cols) += bias (cols) broadcast over rows; then out = act(z).
 // out may alias z only for kLinear (z is needed by the backward of the others).
