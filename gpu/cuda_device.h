@@ -53,6 +53,17 @@ class CudaDevice {
   LOCKSTEP_DEVICE_KERNELS(LOCKSTEP_CUDA_KERNEL)
 #undef LOCKSTEP_CUDA_KERNEL
 
+  // The first layer's GEMMs (src/device.h): plain cuBLAS here, no zero skipping.
+  struct InputIndex {};
+  void input_gemm(InputIndex&, int64_t rows, int64_t out, int64_t in, const float* x,
+                  const float* w, float* z) {
+    gemm(false, false, rows, out, in, 1.0f, x, in, w, out, 0.0f, z, out);
+  }
+  void input_gemm_weights(InputIndex&, int64_t rows, int64_t out, int64_t in, const float* x,
+                          const float* dz, float* dw) {
+    gemm(true, false, in, out, rows, 1.0f, x, in, dz, out, 0.0f, dw, out);
+  }
+
   // The slice was staged (gpu/cuda_step.cpp) before the step.
   DeviceInputs inputs(const ReplicaBatch&) const { return staged_; }
   // The loss sum and correct count land in the device scalars (zeroed here); the

@@ -2,7 +2,9 @@
 // training), written once over the device's kernels (src/device.h): its
 // parameters are views into the arena at the offsets the Model assigned, its
 // activations live in workspaces sized once for the most rows a slice has. An
-// input with a shape (C, H, W) is read as its C*H*W features.
+// input with a shape (C, H, W) is read as its C*H*W features. As the first layer
+// it hands its two big GEMMs to the device's input_gemm (the CPU skips the input's
+// zeros where that pays).
 #pragma once
 
 #include <cstdint>
@@ -24,8 +26,12 @@ class Dense : public NoCollectives {
   const float* forward(D& dev, float* params, const float* in, const LayerCall& c) {
     const int64_t rows = c.rows;
     float* z = z_.data();
-    dev.gemm(false, false, rows, out_, in_, 1.0f, in, in_, params + L_.weight_offset, out_,
-             0.0f, z, out_);  // (rows, in) x (in, out)
+    if (c.index == 0) {  // the network's input: the device may skip its zeros
+      dev.input_gemm(input_, rows, out_, in_, in, params + L_.weight_offset, z);
+    } else {
+      dev.gemm(false, false, rows, out_, in_, 1.0f, in, in_, params + L_.weight_offset, out_,
+               0.0f, z, out_);  // (rows, in) x (in, out)
+    }
     float* a = a_.size() == 0 ? z : a_.data();
     dev.bias_activation_forward(z, params + L_.bias_offset, a, rows, out_, L_.activation);
     if (!c.training || L_.dropout <= 0.0f) return a;
@@ -44,8 +50,12 @@ class Dense : public NoCollectives {
       dev.activation_backward(dy, z_.data(), a_.data(), dy, rows * out_, L_.activation);
     }
     // dW (in, out) = in^T (in, rows) x dz (rows, out); db = column sums of dz.
-    dev.gemm(true, false, in_, out_, rows, 1.0f, in, in_, dy, out_, 0.0f, grads + L_.weight_offset,
-             out_);
+    if (dx == nullptr) {  // the first layer: as its forward did
+      dev.input_gemm_weights(input_, rows, out_, in_, in, dy, grads + L_.weight_offset);
+    } else {
+      dev.gemm(true, false, in_, out_, rows, 1.0f, in, in_, dy, out_, 0.0f,
+               grads + L_.weight_offset, out_);
+    }
     dev.bias_grad(dy, grads + L_.bias_offset, rows, out_, 0.0f);
     if (dx == nullptr) return;
     // d(in) (rows, in) = dz (rows, out) x W^T (out, in).
@@ -59,6 +69,7 @@ class Dense : public NoCollectives {
   typename D::template Buffer<float> z_;  // pre-activation
   typename D::template Buffer<float> a_;  // activation (empty if linear)
   typename D::template Buffer<float> d_;  // after dropout (empty if none)
+  typename D::InputIndex input_;          // the first layer's view of the input's zeros
 };
 
 }  // namespace lockstep

@@ -30,6 +30,8 @@ struct RunSpec {
   bool deterministic = false;   // train.deterministic
   int64_t micro_batch = 0;      // train.micro_batch_size (0 = auto)
   bool share_weights = true;    // strategy.share_weights
+  bool sparse_input = false;    // features below 1.5 set to 0 (about 70% zeros, as in images):
+                                // the first layer skips them (cpu::ZeroIndex)
 };
 
 // A copy of an arena (weights, an optimizer slot), to compare with ==.
@@ -51,13 +53,29 @@ inline ReplicaBatch one_row(int i, int replicas, const float (*x)[2], const floa
   return one_row(i, replicas, x[0], 2, targets);
 }
 
+// src's rows in order with every feature below `below` set to 0.
+inline std::shared_ptr<Source> with_small_features_zeroed(const Source& src, float below) {
+  const DatasetInfo& info = src.info();
+  TensorSet t;
+  t.feature_shape = info.feature_shape;
+  t.num_classes = info.num_classes;
+  std::vector<int64_t> rows(static_cast<size_t>(info.size));
+  for (int64_t i = 0; i < info.size; ++i) rows[size_t(i)] = i;
+  t.x.resize(static_cast<size_t>(info.size * info.feature_dim));
+  t.labels.resize(static_cast<size_t>(info.size));
+  src.read(rows.data(), info.size, t.x.data(), t.labels.data(), nullptr);
+  for (float& v : t.x) v = v < below ? 0.0f : v;
+  return make_tensor_source(std::move(t));
+}
+
 inline RunResult train_synthetic(World& world, const RunSpec& spec) {
   SyntheticOptions so;
   so.size = spec.dataset_size;
   so.feature_shape = {12};
   so.num_classes = 4;
   so.seed = 3;
-  auto src = make_synthetic(so);
+  std::shared_ptr<Source> src = make_synthetic(so);
+  if (spec.sparse_input) src = with_small_features_zeroed(*src, 1.5f);
   Config cfg;
   cfg.data_path = "synthetic";
   cfg.optimizer = spec.optimizer;

@@ -137,6 +137,12 @@ class RecordingDevice : public CpuDevice {
   template <class... A>
   void gemm(A... a) { calls.push_back("gemm"), CpuDevice::gemm(a...); }
   template <class... A>
+  void input_gemm(A&&... a) { calls.push_back("input_gemm"), CpuDevice::input_gemm(a...); }
+  template <class... A>
+  void input_gemm_weights(A&&... a) {
+    calls.push_back("input_gemm_weights"), CpuDevice::input_gemm_weights(a...);
+  }
+  template <class... A>
   void bias_activation_forward(A... a) {
     calls.push_back("bias_activation"), CpuDevice::bias_activation_forward(a...);
   }
@@ -154,9 +160,10 @@ class RecordingDevice : public CpuDevice {
   SliceStats loss(A... a) { return calls.push_back("loss"), CpuDevice::loss(a...); }
 };
 
-// The step's kernels in order (the CUDA device gets the same sequence): each
-// layer's backward starts from d(its output) (dropout's mask, the activation),
-// and a bucket's ready point follows each layer's parameter gradients.
+// The step's kernels in order (the CUDA device gets the same sequence): the first
+// layer's GEMMs go through input_gemm (the input's zeros), each layer's backward
+// starts from d(its output) (dropout's mask, the activation), and a bucket's ready
+// point follows each layer's parameter gradients.
 TEST(Network, RunsTheStepsKernelsInOrder) {
   Model m({{7, Activation::kRelu, 0.5f}}, 5, 3, LossKind::kSoftmaxCrossEntropy);
   std::vector<float> p(size_t(m.num_params())), g(p.size()), g_cpu(p.size());
@@ -172,12 +179,12 @@ TEST(Network, RunsTheStepsKernelsInOrder) {
     net.device().calls.push_back("ready " + std::to_string(end));
   });
   const std::vector<std::string> want{
-      "gemm", "bias_activation", "copy", "dropout_forward",             // hidden layer
+      "input_gemm", "bias_activation", "copy", "dropout_forward",       // hidden layer
       "gemm", "bias_activation",                                        // output layer
       "loss",
       "gemm", "bias_grad", "gemm",                                      // output layer
       "ready " + std::to_string(m.grad_ready_end(1)),
-      "dropout_backward", "activation_backward", "gemm", "bias_grad",   // hidden layer
+      "dropout_backward", "activation_backward", "input_gemm_weights", "bias_grad",  // hidden
       "ready " + std::to_string(m.num_params())};
   EXPECT_EQ(net.device().calls, want);
   CpuNetwork cpu(m, 4);
