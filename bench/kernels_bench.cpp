@@ -283,10 +283,77 @@ void bench_input(int reps) {
 
 // ---- the first layer with the input's zeros skipped ----
 
-// The first layer's two big GEMMs (x W1 and x^T dz) through gemm() and through
-// gemm_nonzeros/_t (kernels/cpu/ops.h: ZeroIndex) on real rows of `path`'s train
-// split: 16 batches of `batch` shuffled rows. Counts
-// as wrong any element where the two differ by more than float rounding allows.
+struct SkipTimes {
+  double index = 0, fwd_gemm = 0, fwd_skip = 0, dw_gemm = 0, dw_skip = 0;  // us
+  double fwd_visits = 0, dw_visits = 0;  // mean over the batches
+  int64_t wrong = 0;
+};
+
+// `batches` batches of `batch` rows from the shuffled order, each zero pixel
+// raised to 1/255 with probability `fill` (a denser input, for the switch points).
+std::vector<std::vector<float>> input_batches(const Source& src, const std::vector<int64_t>& order,
+                                              int64_t batch, int64_t batches, double fill) {
+  const int64_t dim = src.info().feature_dim;
+  std::mt19937_64 rng(23);
+  std::bernoulli_distribution raise(fill);
+  std::vector<int32_t> y(static_cast<size_t>(batch));
+  std::vector<std::vector<float>> xs(static_cast<size_t>(batches));
+  for (int64_t i = 0; i < batches; ++i) {
+    auto& x = xs[size_t(i)];
+    x.resize(static_cast<size_t>(batch * dim));
+    src.read(order.data() + i * batch, batch, x.data(), y.data(), nullptr);
+    for (float& v : x) v = (v == 0.0f && fill > 0 && raise(rng)) ? 1.0f / 255.0f : v;
+  }
+  return xs;
+}
+
+// Elements where two results differ by more than float rounding of `terms`
+// products of magnitude <= scale allows.
+int64_t count_wrong(const std::vector<float>& a, const std::vector<float>& b, int64_t n,
+                    int64_t terms, float scale) {
+  int64_t bad = 0;
+  for (int64_t i = 0; i < n; ++i) bad += std::fabs(a[size_t(i)] - b[size_t(i)]) > 1e-6f * scale * float(terms);
+  return bad;
+}
+
+// The first layer's two GEMMs through gemm() and through the zero-skipping
+// kernels on each batch (its rows warm in cache, as a replica's freshly gathered
+// rows are): per batch the median of its samples, then the median over batches.
+SkipTimes time_skip_zeros(const std::vector<std::vector<float>>& xs, int64_t dim, int64_t h,
+                          const std::vector<float>& w1, const std::vector<float>& dz, int reps) {
+  const int64_t batches = int64_t(xs.size()), batch = int64_t(xs[0].size()) / dim;
+  std::vector<cpu::ZeroIndex> ix(xs.size());
+  SkipTimes t;
+  for (size_t i = 0; i < xs.size(); ++i) {
+    ix[i].build(xs[i].data(), batch, dim, dim);
+    t.fwd_visits += ix[i].forward_visits() / double(batches);
+    t.dw_visits += ix[i].weights_visits() / double(batches);
+  }
+  std::vector<float> c1(static_cast<size_t>(dim * h)), c2(c1.size());
+  const int per_batch = std::max(3, reps / 8);
+  auto over_batches = [&](const std::function<void(size_t)>& fn) {
+    std::vector<double> us(xs.size());
+    for (size_t i = 0; i < us.size(); ++i) us[i] = median_us([&] { fn(i); }, per_batch);
+    std::nth_element(us.begin(), us.begin() + batches / 2, us.end());
+    return us[size_t(batches / 2)];
+  };
+  t.index = over_batches([&](size_t i) { ix[i].build(xs[i].data(), batch, dim, dim); });
+  t.fwd_gemm = over_batches([&](size_t i) {
+    cpu::gemm(false, false, batch, h, dim, 1.0f, xs[i].data(), dim, w1.data(), h, 0.0f, c1.data(), h);
+  });
+  t.fwd_skip = over_batches([&](size_t i) { cpu::gemm_nonzeros(ix[i], w1.data(), h, h, c2.data(), h); });
+  t.wrong += count_wrong(c1, c2, batch * h, dim, 0.08f);
+  t.dw_gemm = over_batches([&](size_t i) {
+    cpu::gemm(true, false, dim, h, batch, 1.0f, xs[i].data(), dim, dz.data(), h, 0.0f, c1.data(), h);
+  });
+  t.dw_skip = over_batches([&](size_t i) { cpu::gemm_nonzeros_t(ix[i], dz.data(), h, h, c2.data(), h); });
+  t.wrong += count_wrong(c1, c2, dim * h, batch, 0.01f);
+  return t;
+}
+
+// The first layer's GEMMs on real rows of `path`'s train split, 16 batches of 32
+// and of 64; then the same with the images' zeros partly filled, for the switch
+// points (ZeroIndex::*_pays). Returns the elements that disagree.
 int64_t bench_skip_zeros(const std::string& path, int reps) {
   std::printf("#\n# first layer, input zeros skipped (ZeroIndex, vectorized: %s)\n",
               cpu::ZeroIndex::vectorized() ? "yes" : "no, scalar loop");
@@ -295,80 +362,32 @@ int64_t bench_skip_zeros(const std::string& path, int reps) {
     return 0;
   }
   const auto src = open_dataset(path, "train", 1.0f / 255.0f);
-  const int64_t dim = src->info().feature_dim, h = 128, batches = 16;
-  std::printf("# %s; median over %lld batches; visited = share of (row, block) pairs the forward visits\n",
-              src->info().description.c_str(), static_cast<long long>(batches));
-  std::printf("# %-20s %-18s %10s %10s %8s %8s #wrong\n", "gemm", "shape", "gemm()", "skipping",
-              "ratio", "visited");
-  std::printf("# %-20s %-18s %10s %10s\n", "", "", "(us)", "(us)");
+  const int64_t dim = src->info().feature_dim, h = 128;
   std::mt19937_64 rng(17);
   std::vector<int64_t> order(static_cast<size_t>(src->info().size));
   for (size_t i = 0; i < order.size(); ++i) order[i] = int64_t(i);
   std::shuffle(order.begin(), order.end(), rng);
   const auto w1 = random_vec(static_cast<size_t>(dim * h), 31, -0.08f, 0.08f);
+  std::printf("# %s, medians over batches; visits = share of (row, column block) pairs each\n"
+              "# kernel visits; fill = chance a zero pixel was raised to 1/255 (a denser input)\n",
+              src->info().description.c_str());
+  std::printf("# %5s %4s %8s %9s %9s %9s %6s %9s %9s %9s %6s %6s %6s #wrong\n", "batch", "fill",
+              "index", "fwd", "fwd skip", "", "visits", "dW", "dW skip", "", "visits", "both", "");
+  std::printf("# %5s %4s %8s %9s %9s %9s %6s %9s %9s %9s %6s %6s\n", "", "", "(us)", "gemm()", "(us)",
+              "(ratio)", "", "gemm()", "(us)", "(ratio)", "", "(ratio)");
   int64_t wrong = 0;
-  for (int64_t batch : {32, 64}) {
-    std::vector<std::vector<float>> xs(static_cast<size_t>(batches));
-    std::vector<int32_t> y(static_cast<size_t>(batch));
-    std::vector<cpu::ZeroIndex> ix(static_cast<size_t>(batches));
-    double visited = 0.0;
-    for (int64_t i = 0; i < batches; ++i) {
-      auto& x = xs[size_t(i)];
-      x.resize(static_cast<size_t>(batch * dim));
-      src->read(order.data() + i * batch, batch, x.data(), y.data(), nullptr);
-      ix[size_t(i)].build(x.data(), batch, dim, dim);
-      visited += ix[size_t(i)].visited() / double(batches);
+  for (const double fill : {0.0, 0.1, 0.2, 0.3, 0.5, 1.0}) {
+    for (int64_t batch : {32, 64}) {
+      const auto dz = random_vec(static_cast<size_t>(batch * h), 32, -0.01f, 0.01f);
+      const auto xs = input_batches(*src, order, batch, fill == 0.0 ? 16 : 4, fill);
+      const SkipTimes t = time_skip_zeros(xs, dim, h, w1, dz, reps);
+      std::printf("%7lld %4.1f %8.2f %9.2f %9.2f %9.3f %6.3f %9.2f %9.2f %9.3f %6.3f %6.3f %lld\n",
+                  static_cast<long long>(batch), fill, t.index, t.fwd_gemm, t.fwd_skip,
+                  t.fwd_skip / t.fwd_gemm, t.fwd_visits, t.dw_gemm, t.dw_skip, t.dw_skip / t.dw_gemm,
+                  t.dw_visits, (t.index + t.fwd_skip + t.dw_skip) / (t.fwd_gemm + t.dw_gemm),
+                  static_cast<long long>(t.wrong));
+      wrong += t.wrong;
     }
-    const auto dz = random_vec(static_cast<size_t>(batch * h), 32, -0.01f, 0.01f);
-    std::vector<float> c1(static_cast<size_t>(dim * h)), c2(c1.size());
-    // Per batch, the median of its own samples (its rows warm in cache, as a
-    // replica's freshly gathered rows are); then the median over the batches.
-    const int per_batch = std::max(3, reps / 8);
-    auto over_batches = [&](const std::function<void(size_t)>& fn) {
-      std::vector<double> t(static_cast<size_t>(batches));
-      for (size_t i = 0; i < t.size(); ++i) t[i] = median_us([&] { fn(i); }, per_batch);
-      std::nth_element(t.begin(), t.begin() + batches / 2, t.end());
-      return t[size_t(batches / 2)];
-    };
-    const double index_us = over_batches([&](size_t i) { ix[i].build(xs[i].data(), batch, dim, dim); });
-    const double fwd_gemm = over_batches([&](size_t i) {
-      cpu::gemm(false, false, batch, h, dim, 1.0f, xs[i].data(), dim, w1.data(), h, 0.0f, c1.data(), h);
-    });
-    const double fwd_skip =
-        over_batches([&](size_t i) { cpu::gemm_nonzeros(ix[i], w1.data(), h, h, c2.data(), h); });
-    const double dw_gemm = over_batches([&](size_t i) {
-      cpu::gemm(true, false, dim, h, batch, 1.0f, xs[i].data(), dim, dz.data(), h, 0.0f, c1.data(), h);
-    });
-    const double dw_skip =
-        over_batches([&](size_t i) { cpu::gemm_nonzeros_t(ix[i], dz.data(), h, h, c2.data(), h); });
-    // Agreement on the last batch of each product.
-    auto count_wrong = [&](int64_t rows, int64_t terms, float scale) {
-      int64_t bad = 0;
-      for (int64_t i = 0; i < rows * h; ++i) {
-        if (std::fabs(c1[size_t(i)] - c2[size_t(i)]) > 1e-6f * scale * float(terms)) ++bad;
-      }
-      return bad;
-    };
-    const auto& x = xs[0];
-    cpu::gemm(false, false, batch, h, dim, 1.0f, x.data(), dim, w1.data(), h, 0.0f, c1.data(), h);
-    ix[0].build(x.data(), batch, dim, dim);
-    cpu::gemm_nonzeros(ix[0], w1.data(), h, h, c2.data(), h);
-    const int64_t wrong_fwd = count_wrong(batch, dim, 0.08f);
-    cpu::gemm(true, false, dim, h, batch, 1.0f, x.data(), dim, dz.data(), h, 0.0f, c1.data(), h);
-    cpu::gemm_nonzeros_t(ix[0], dz.data(), h, h, c2.data(), h);
-    const int64_t wrong_dw = count_wrong(dim, batch, 0.01f);
-    const std::string fwd_shape = dims(batch, h) + "x" + std::to_string(dim);
-    const std::string dw_shape = dims(dim, h) + "x" + std::to_string(batch);
-    std::printf("%-22s %-18s %10s %10.2f %8s %8.3f\n", "index x", dims(batch, dim).c_str(), "",
-                index_us, "", visited);
-    std::printf("%-22s %-18s %10.2f %10.2f %8.3f %8s %lld\n", "fwd L1  x*W1", fwd_shape.c_str(),
-                fwd_gemm, fwd_skip, fwd_skip / fwd_gemm, "", static_cast<long long>(wrong_fwd));
-    std::printf("%-22s %-18s %10.2f %10.2f %8.3f %8s %lld\n", "bwd L1  dW1=x'*dz", dw_shape.c_str(),
-                dw_gemm, dw_skip, dw_skip / dw_gemm, "", static_cast<long long>(wrong_dw));
-    std::printf("# batch %lld: both with the index %.1f us against gemm()'s %.1f us (%.3fx)\n",
-                static_cast<long long>(batch), index_us + fwd_skip + dw_skip, fwd_gemm + dw_gemm,
-                (index_us + fwd_skip + dw_skip) / (fwd_gemm + dw_gemm));
-    wrong += wrong_fwd + wrong_dw;
   }
   return wrong;
 }

@@ -5,7 +5,7 @@
 // here; the CUDA device (gpu/cuda_device.h) is built only with CUDA. A device D has
 //   Buffer<T>(n): an owning array (data(), size()) in the device's memory;
 //   gemm, bias_activation_forward, activation_backward, bias_grad as kernels/cpu;
-//   InputIndex, input_gemm, input_gemm_weights: the first layer's two GEMMs on the
+//   InputIndex, input_gemm, input_gemm_weights: a Dense layer's two GEMMs on the
 //     network's input (the CPU skips its zeros where that pays);
 //   dropout_forward/backward(x, rows, cols, rate, layer), the layer's seed and the
 //     slice's first row read from the step block (kernels::StepParams);
@@ -98,21 +98,24 @@ class CpuDevice {
   LOCKSTEP_CPU_KERNEL(all_finite)
 #undef LOCKSTEP_CPU_KERNEL
 
-  // The first layer's GEMMs on the network's input x (rows, in): z = x W, and
-  // after it dW = x^T dz, skipping x's zeros when that pays (cpu::ZeroIndex:
-  // images are often half zeros), else gemm(). The forward builds the index; the
-  // backward reuses it (rebuilt if x is not the matrix it indexed).
+  // The two GEMMs of a Dense layer that reads the network's input x (rows, in):
+  // z = x W, and after it dW = x^T dz, each skipping x's zeros when that pays
+  // (cpu::ZeroIndex: images are often half zeros), else gemm(). The forward
+  // builds the index; the backward, which must follow its own forward (x
+  // unchanged), reuses it.
   using InputIndex = cpu::ZeroIndex;
   void input_gemm(InputIndex& ix, int64_t rows, int64_t out, int64_t in, const float* x,
                   const float* w, float* z) {
-    ix.build(x, rows, in, in);
-    if (ix.pays()) return cpu::gemm_nonzeros(ix, w, out, out, z, out);
+    if (InputIndex::vectorized()) ix.build(x, rows, in, in);
+    if (ix.forward_pays()) return cpu::gemm_nonzeros(ix, w, out, out, z, out);
     cpu::gemm(false, false, rows, out, in, 1.0f, x, in, w, out, 0.0f, z, out);
   }
   void input_gemm_weights(InputIndex& ix, int64_t rows, int64_t out, int64_t in, const float* x,
                           const float* dz, float* dw) {
-    if (ix.matrix() != x || ix.rows() != rows || ix.cols() != in) ix.build(x, rows, in, in);
-    if (ix.pays()) return cpu::gemm_nonzeros_t(ix, dz, out, out, dw, out);
+    const bool indexed = ix.matrix() == x && ix.rows() == rows && ix.cols() == in;
+    if (indexed && ix.weights_pays()) {
+      return cpu::gemm_nonzeros_t(ix, dz, out, out, dw, out);
+    }
     cpu::gemm(true, false, in, out, rows, 1.0f, x, in, dz, out, 0.0f, dw, out);
   }
 

@@ -44,33 +44,37 @@ void gemm_eigen(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, flo
 // pixels are often mostly zero (Fashion-MNIST: half of them), in the first layer's
 // two big products z = x W and dW = x^T dz. A ZeroIndex records, one bit per entry,
 // which entries of a row-major (m, k) matrix are nonzero (NaN counts as nonzero);
-// gemm_nonzeros and gemm_nonzeros_t read A through it.
+// gemm_nonzeros and gemm_nonzeros_t read A through it, so A must stay alive and
+// unchanged from build() to the last product that uses the index.
 //
 // Every element of C is ONE fused multiply-add chain, from +0, over the terms of
-// its sum in ascending order of the summed index, leaving out terms whose entry of
-// A is zero (all of them where a whole block of entries is zero). For finite B that
-// is bitwise the chain over every term, zeros included (a zero term adds a signed
-// zero, which changes at most the sign of a sum that is exactly zero): the same
-// value whatever m, the other rows, the blocking or the ISA (AVX-512, AVX2 and the
-// scalar path agree). Where B holds an infinity or NaN, a zero of A that meets it
-// may or may not make that element NaN.
+// its sum in ascending order of the summed index. Terms whose entry of A is zero
+// are left out where A's row is zero across a whole block of adjacent columns (the
+// kernels' unit of work), and multiplied in elsewhere: a zero term adds a signed
+// zero, which can change only the sign of a sum that is exactly zero. So for
+// finite B every element equals, up to the sign of a zero, the plain chain over all
+// its terms: the same value whatever m, the other rows, the blocking or the ISA
+// (AVX-512, AVX2 and the scalar path agree). Where B holds an infinity or NaN, a
+// zero of A that meets it may or may not make that element NaN. C must not alias A
+// or B; leading dimensions smaller than the widths throw std::invalid_argument.
 class ZeroIndex {
  public:
   static constexpr int kRowsPerWord = 32;
-  // The largest share of the forward's work (row, column block pairs) worth
-  // visiting: above it gemm() is faster on the machines lockstep is measured on.
-  static constexpr double kMaxVisited = 0.8;
 
   // Indexes A (m, k), row-major with lda >= k. Reuses its memory across calls.
   void build(const float* a, int64_t m, int64_t k, int64_t lda);
-  // Whether the zero skipping is compiled for this ISA (AVX-512 or AVX2 with FMA;
-  // elsewhere the kernels run a scalar loop, exact but slow).
+  // Whether the zero skipping is compiled for this ISA (AVX-512, or AVX2 with FMA);
+  // elsewhere the kernels run a scalar loop, exact but slow, and never pay.
   static bool vectorized();
-  // vectorized() and visited() <= kMaxVisited: the caller should skip zeros.
-  bool pays() const { return vectorized() && visited_ <= kMaxVisited; }
-  // The share of (row, block of columns) pairs gemm_nonzeros visits: 1 when every
-  // block of every row holds a nonzero.
-  double visited() const { return visited_; }
+  // The share of (row, block of columns) pairs gemm_nonzeros visits, and of
+  // (block of columns, row) pairs gemm_nonzeros_t visits: 1 when every block holds
+  // a nonzero in every row.
+  double forward_visits() const { return forward_visits_; }
+  double weights_visits() const { return weights_visits_; }
+  // Whether each product beats gemm() on this input: vectorized() and its visited
+  // share at most the switch point measured for this ISA (kernels/README.md).
+  bool forward_pays() const;
+  bool weights_pays() const;
   const float* matrix() const { return a_; }
   int64_t rows() const { return m_; }
   int64_t cols() const { return k_; }
@@ -80,9 +84,12 @@ class ZeroIndex {
   uint32_t word(int64_t col, int64_t w) const { return bits_[size_t(col * words_ + w)]; }
 
  private:
+  void index_word(int64_t w);
+  double visits(int block) const;
+
   const float* a_ = nullptr;
   int64_t m_ = 0, k_ = 0, lda_ = 0, words_ = 0;
-  double visited_ = 1.0;
+  double forward_visits_ = 1.0, weights_visits_ = 1.0;
   std::vector<uint32_t> bits_;  // (k, words)
 };
 // C (m, n) = A B, A the indexed (m, k) matrix, B (k, n) with ldb >= n, C with ldc >= n.

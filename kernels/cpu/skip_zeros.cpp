@@ -8,6 +8,7 @@
 // signed zero, which leaves a chain's value alone (masking them off cost a quarter
 // of the time on Zen 4).
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstring>
 #include <stdexcept>
@@ -15,6 +16,7 @@
 #include <type_traits>
 
 #include "kernels/cpu/ops.h"
+#include "kernels/cpu/pack.h"
 
 #if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
 #include <immintrin.h>
@@ -28,6 +30,9 @@ namespace {
 // weight blocks of 5 rows of C x 4 vectors (kernels_bench on Zen 4 chose them).
 struct V {
   static constexpr int kWidth = 16, kFwdCols = 3, kFwdVecs = 8, kWgtRows = 5, kWgtVecs = 4;
+  // ZeroIndex::*_pays: the visited shares where gemm() (oneDNN) catches up, from
+  // kernels_bench --data's fill sweep on Zen 4 (kernels/README.md).
+  static constexpr double kFwdSwitch = 0.85, kWgtSwitch = 0.9;
   using T = __m512;
   static T zero() { return _mm512_setzero_ps(); }
   static T set1(float x) { return _mm512_set1_ps(x); }
@@ -42,26 +47,27 @@ struct V {
   }
 };
 #elif defined(__AVX2__) && defined(__FMA__)
-// 8 lanes, 16 registers: blocks of 3 x 4 (12 held, 3 broadcasts, 1 loaded).
+// 8 lanes, 16 registers: blocks of 3 x 4 (12 held, 3 broadcasts, 1 loaded; 2 x 4
+// ran slower). The weights' kernel reached 0.6x of oneDNN's speed per FMA and does
+// not pay; the forward pays up to 0.62 visited (kernels/README.md).
 struct V {
   static constexpr int kWidth = 8, kFwdCols = 3, kFwdVecs = 4, kWgtRows = 3, kWgtVecs = 4;
+  static constexpr double kFwdSwitch = 0.62, kWgtSwitch = 0.0;
   using T = __m256;
   static T zero() { return _mm256_setzero_ps(); }
   static T set1(float x) { return _mm256_set1_ps(x); }
   static T fma(T a, T b, T acc) { return _mm256_fmadd_ps(a, b, acc); }
   static T load(const float* p) { return _mm256_loadu_ps(p); }
   static void store(float* p, T v) { _mm256_storeu_ps(p, v); }
-  static __m256i lanes(int len) {
-    return _mm256_cmpgt_epi32(_mm256_set1_epi32(len), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-  }
-  static T load(const float* p, int len) { return _mm256_maskload_ps(p, lanes(len)); }
-  static void store(float* p, T v, int len) { _mm256_maskstore_ps(p, lanes(len), v); }
+  static T load(const float* p, int len) { return _mm256_maskload_ps(p, detail::tail_mask(len)); }
+  static void store(float* p, T v, int len) { _mm256_maskstore_ps(p, detail::tail_mask(len), v); }
 };
 #else
 // One lane: exact (std::fma) and slow; ZeroIndex::vectorized() is false here, so
 // training keeps gemm() and only the tests run this.
 struct V {
   static constexpr int kWidth = 1, kFwdCols = 2, kFwdVecs = 4, kWgtRows = 2, kWgtVecs = 4;
+  static constexpr double kFwdSwitch = 0.0, kWgtSwitch = 0.0;  // never pays
   using T = float;
   static T zero() { return 0.0f; }
   static T set1(float x) { return x; }
@@ -129,7 +135,7 @@ void forward_block(const ZeroIndex& ix, int64_t w, int64_t p, const float* b, in
     for (int v = 0; v < CV; ++v) bv[i][v] = load_vec<CV, Tail>(b + (p + i) * ldb + col0, v, tail);
   }
   while (u != 0) {
-    const int64_t s = row0 + __builtin_ctz(u);
+    const int64_t s = row0 + std::countr_zero(u);
     u &= u - 1;
     V::T av[P];
     row_terms<P>(a + s * lda + p, av);
@@ -159,7 +165,7 @@ void weights_block(const ZeroIndex& ix, int64_t p, const float* b, int64_t ldb, 
   for (int64_t w = 0; w < ix.words(); ++w) {
     uint32_t u = block_bits(ix, p, P, w);
     while (u != 0) {
-      const int64_t s = w * kRows + __builtin_ctz(u);
+      const int64_t s = w * kRows + std::countr_zero(u);
       u &= u - 1;
       V::T av[P];
       row_terms<P>(a + s * lda + p, av);
@@ -189,17 +195,23 @@ void over_blocks(int64_t k, Block&& block) {
 }
 
 
-// Runs full(col0) over the chunks of CV vectors covering [0, n), then
-// part(col0, vecs_constant, tail) on what is left.
-template <int CV, class Full, class Part>
-void over_chunks(int64_t n, Full&& full, Part&& part) {
+// Calls chunk(col0, vecs, masked, tail) for the chunks of CV vectors covering the
+// columns [0, n): vecs is CV but in a last, shorter chunk; masked says whether the
+// chunk's last vector holds only `tail` lanes (both compile-time constants).
+template <int CV, class Chunk>
+void over_chunks(int64_t n, Chunk&& chunk) {
   int64_t col0 = 0;
-  for (; col0 + CV * W <= n; col0 += CV * W) full(col0);
+  for (; col0 + CV * W <= n; col0 += CV * W) {
+    chunk(col0, std::integral_constant<int, CV>{}, std::false_type{}, W);
+  }
   const int64_t rest = n - col0;
   if (rest == 0) return;
   const int vecs = int((rest + W - 1) / W);
   const int tail = int(rest - int64_t(vecs - 1) * W);
-  with_count<CV>(vecs, [&](auto cv) { part(col0, cv, tail); });
+  with_count<CV>(vecs, [&](auto cv) {
+    if (tail == W) return chunk(col0, cv, std::false_type{}, W);
+    chunk(col0, cv, std::true_type{}, tail);
+  });
 }
 
 void check_ld(const char* what, int64_t ld, int64_t need) {
@@ -212,57 +224,66 @@ void check_ld(const char* what, int64_t ld, int64_t need) {
 }  // namespace
 
 bool ZeroIndex::vectorized() { return W > 1; }
+bool ZeroIndex::forward_pays() const { return vectorized() && forward_visits_ <= V::kFwdSwitch; }
+bool ZeroIndex::weights_pays() const { return vectorized() && weights_visits_ <= V::kWgtSwitch; }
+
+// The bits of rows [32w, 32w + 32): per column, which of them are nonzero.
+void ZeroIndex::index_word(int64_t w) {
+  const int64_t r0 = w * kRows, r1 = std::min(m_, r0 + kRows);
+  const float* a = a_;
+  int64_t col = 0;
+#if defined(__AVX512F__)
+  alignas(64) uint32_t lane[16];
+  for (; col < k_; col += 16) {
+    const int len = int(std::min<int64_t>(16, k_ - col));
+    __m512i acc = _mm512_setzero_si512();
+    for (int64_t r = r0; r < r1; ++r) {
+      const __m512 x = V::load(a + r * lda_ + col, len);
+      const __mmask16 nz = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_NEQ_UQ);
+      acc = _mm512_mask_or_epi32(acc, nz, acc, _mm512_set1_epi32(int(1u << (r - r0))));
+    }
+    _mm512_store_si512(lane, acc);
+    for (int i = 0; i < len; ++i) bits_[size_t((col + i) * words_ + w)] = lane[i];
+  }
+#elif defined(__AVX2__) && defined(__FMA__)
+  alignas(32) uint32_t lane[8];
+  for (; col < k_; col += 8) {
+    const int len = int(std::min<int64_t>(8, k_ - col));
+    __m256i acc = _mm256_setzero_si256();
+    for (int64_t r = r0; r < r1; ++r) {
+      const __m256 x = V::load(a + r * lda_ + col, len);
+      const __m256i nz = _mm256_castps_si256(_mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_NEQ_UQ));
+      acc = _mm256_or_si256(acc, _mm256_and_si256(nz, _mm256_set1_epi32(int(1u << (r - r0)))));
+    }
+    _mm256_store_si256(reinterpret_cast<__m256i*>(lane), acc);
+    for (int i = 0; i < len; ++i) bits_[size_t((col + i) * words_ + w)] = lane[i];
+  }
+#endif
+  for (; col < k_; ++col) {
+    uint32_t u = 0;
+    for (int64_t r = r0; r < r1; ++r) u |= uint32_t(!(a[r * lda_ + col] == 0.0f)) << (r - r0);
+    bits_[size_t(col * words_ + w)] = u;
+  }
+}
+
+// The share of (row, block of `block` columns) pairs with a nonzero in the block.
+double ZeroIndex::visits(int block) const {
+  int64_t visited = 0, blocks = 0;
+  for (int64_t p = 0; p < k_; p += block, ++blocks) {
+    const int np = int(std::min<int64_t>(block, k_ - p));
+    for (int64_t w = 0; w < words_; ++w) visited += std::popcount(block_bits(*this, p, np, w));
+  }
+  return m_ * blocks > 0 ? double(visited) / double(m_ * blocks) : 1.0;
+}
 
 void ZeroIndex::build(const float* a, int64_t m, int64_t k, int64_t lda) {
   check_ld("ZeroIndex::build", lda, k);
   a_ = a, m_ = m, k_ = k, lda_ = lda;
   words_ = (m + kRows - 1) / kRows;
   bits_.assign(size_t(k * words_), 0u);
-  for (int64_t w = 0; w < words_; ++w) {
-    const int64_t r0 = w * kRows, r1 = std::min(m, r0 + kRows);
-    int64_t col = 0;
-#if defined(__AVX512F__)
-    alignas(64) uint32_t lane[16];
-    for (; col < k; col += 16) {
-      const int len = int(std::min<int64_t>(16, k - col));
-      const __mmask16 valid = __mmask16((1u << len) - 1);
-      __m512i acc = _mm512_setzero_si512();
-      for (int64_t r = r0; r < r1; ++r) {
-        const __m512 x = _mm512_maskz_loadu_ps(valid, a + r * lda + col);
-        const __mmask16 nz = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_NEQ_UQ);
-        acc = _mm512_mask_or_epi32(acc, nz, acc, _mm512_set1_epi32(int(1u << (r - r0))));
-      }
-      _mm512_store_si512(lane, acc);
-      for (int i = 0; i < len; ++i) bits_[size_t((col + i) * words_ + w)] = lane[i];
-    }
-#elif defined(__AVX2__) && defined(__FMA__)
-    alignas(32) uint32_t lane[8];
-    for (; col < k; col += 8) {
-      const int len = int(std::min<int64_t>(8, k - col));
-      const __m256i valid = V::lanes(len);
-      __m256i acc = _mm256_setzero_si256();
-      for (int64_t r = r0; r < r1; ++r) {
-        const __m256 x = _mm256_maskload_ps(a + r * lda + col, valid);
-        const __m256i nz = _mm256_castps_si256(_mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_NEQ_UQ));
-        acc = _mm256_or_si256(acc, _mm256_and_si256(nz, _mm256_set1_epi32(int(1u << (r - r0)))));
-      }
-      _mm256_store_si256(reinterpret_cast<__m256i*>(lane), acc);
-      for (int i = 0; i < len; ++i) bits_[size_t((col + i) * words_ + w)] = lane[i];
-    }
-#endif
-    for (; col < k; ++col) {
-      uint32_t u = 0;
-      for (int64_t r = r0; r < r1; ++r) u |= uint32_t(!(a[r * lda + col] == 0.0f)) << (r - r0);
-      bits_[size_t(col * words_ + w)] = u;
-    }
-  }
-  // The forward's visits: rows with a nonzero in each block of kFwdCols columns.
-  int64_t visits = 0, blocks = 0;
-  for (int64_t p = 0; p < k; p += V::kFwdCols, ++blocks) {
-    const int np = int(std::min<int64_t>(V::kFwdCols, k - p));
-    for (int64_t w = 0; w < words_; ++w) visits += __builtin_popcount(block_bits(*this, p, np, w));
-  }
-  visited_ = m * blocks > 0 ? double(visits) / double(m * blocks) : 1.0;
+  for (int64_t w = 0; w < words_; ++w) index_word(w);
+  forward_visits_ = visits(V::kFwdCols);
+  weights_visits_ = visits(V::kWgtRows);
 }
 
 void gemm_nonzeros(const ZeroIndex& a, const float* b, int64_t ldb, int64_t n, float* c,
@@ -272,20 +293,13 @@ void gemm_nonzeros(const ZeroIndex& a, const float* b, int64_t ldb, int64_t n, f
   constexpr int P = V::kFwdCols, CV = V::kFwdVecs;
   for (int64_t w = 0; w < a.words(); ++w) {
     const int64_t r0 = w * kRows, r1 = std::min(a.rows(), r0 + kRows);
-    for (int64_t r = r0; r < r1; ++r) std::memset(c + r * ldc, 0, sizeof(float) * size_t(n));
-    over_chunks<CV>(
-        n,
-        [&](int64_t col0) {
-          over_blocks<P>(a.cols(), [&](int64_t p, auto np) {
-            forward_block<decltype(np)::value, CV, false>(a, w, p, b, ldb, c, ldc, col0, W);
-          });
-        },
-        [&](int64_t col0, auto cv, int tail) {
-          over_blocks<P>(a.cols(), [&](int64_t p, auto np) {
-            forward_block<decltype(np)::value, decltype(cv)::value, true>(a, w, p, b, ldb, c, ldc,
-                                                                          col0, tail);
-          });
-        });
+    for (int64_t r = r0; r < r1 && n > 0; ++r) std::memset(c + r * ldc, 0, sizeof(float) * size_t(n));
+    over_chunks<CV>(n, [&](int64_t col0, auto cv, auto masked, int tail) {
+      over_blocks<P>(a.cols(), [&](int64_t p, auto np) {
+        forward_block<decltype(np)::value, decltype(cv)::value, decltype(masked)::value>(
+            a, w, p, b, ldb, c, ldc, col0, tail);
+      });
+    });
   }
 }
 
@@ -294,19 +308,12 @@ void gemm_nonzeros_t(const ZeroIndex& a, const float* b, int64_t ldb, int64_t n,
   check_ld("gemm_nonzeros_t (B)", ldb, n);
   check_ld("gemm_nonzeros_t (C)", ldc, n);
   constexpr int P = V::kWgtRows, CV = V::kWgtVecs;
-  over_chunks<CV>(
-      n,
-      [&](int64_t col0) {
-        over_blocks<P>(a.cols(), [&](int64_t p, auto np) {
-          weights_block<decltype(np)::value, CV, false>(a, p, b, ldb, c, ldc, col0, W);
-        });
-      },
-      [&](int64_t col0, auto cv, int tail) {
-        over_blocks<P>(a.cols(), [&](int64_t p, auto np) {
-          weights_block<decltype(np)::value, decltype(cv)::value, true>(a, p, b, ldb, c, ldc, col0,
-                                                                        tail);
-        });
-      });
+  over_chunks<CV>(n, [&](int64_t col0, auto cv, auto masked, int tail) {
+    over_blocks<P>(a.cols(), [&](int64_t p, auto np) {
+      weights_block<decltype(np)::value, decltype(cv)::value, decltype(masked)::value>(
+          a, p, b, ldb, c, ldc, col0, tail);
+    });
+  });
 }
 
 }  // namespace lockstep::cpu

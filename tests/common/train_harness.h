@@ -30,8 +30,8 @@ struct RunSpec {
   bool deterministic = false;   // train.deterministic
   int64_t micro_batch = 0;      // train.micro_batch_size (0 = auto)
   bool share_weights = true;    // strategy.share_weights
-  bool sparse_input = false;    // features below 1.5 set to 0 (about 70% zeros, as in images):
-                                // the first layer skips them (cpu::ZeroIndex)
+  bool sparse_input = false;    // features below kSparseBelow set to 0 (mostly zeros, as in
+                                // images): the first layer skips them (cpu::ZeroIndex)
 };
 
 // A copy of an arena (weights, an optimizer slot), to compare with ==.
@@ -52,6 +52,9 @@ inline ReplicaBatch one_row(int i, int replicas, const float* x, int64_t width, 
 inline ReplicaBatch one_row(int i, int replicas, const float (*x)[2], const float* targets) {
   return one_row(i, replicas, x[0], 2, targets);
 }
+
+// RunSpec::sparse_input: the synthetic features below this become 0.
+constexpr float kSparseBelow = 3.0f;
 
 // src's rows in order with every feature below `below` set to 0.
 inline std::shared_ptr<Source> with_small_features_zeroed(const Source& src, float below) {
@@ -75,7 +78,7 @@ inline RunResult train_synthetic(World& world, const RunSpec& spec) {
   so.num_classes = 4;
   so.seed = 3;
   std::shared_ptr<Source> src = make_synthetic(so);
-  if (spec.sparse_input) src = with_small_features_zeroed(*src, 1.5f);
+  if (spec.sparse_input) src = with_small_features_zeroed(*src, kSparseBelow);
   Config cfg;
   cfg.data_path = "synthetic";
   cfg.optimizer = spec.optimizer;

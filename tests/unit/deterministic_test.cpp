@@ -193,14 +193,18 @@ TEST(Deterministic, BitwiseForEveryReplicaCountWhenTheInputsZerosAreSkipped) {
   EXPECT_LT(one.loss_last, one.loss_first);
   SyntheticOptions so;
   so.size = 250, so.feature_shape = {12}, so.num_classes = 4, so.seed = 3;
-  const auto src = testing::with_small_features_zeroed(*make_synthetic(so), 1.5f);
+  const auto src = testing::with_small_features_zeroed(*make_synthetic(so), testing::kSparseBelow);
   std::vector<float> x(3 * 12);
   std::vector<int32_t> y(3);
-  const int64_t rows[] = {0, 1, 2};
-  src->read(rows, 3, x.data(), y.data(), nullptr);
-  cpu::ZeroIndex ix;
-  ix.build(x.data(), 3, 12, 12);
-  EXPECT_EQ(ix.pays(), cpu::ZeroIndex::vectorized()) << "visited " << ix.visited();
+  int paying = 0, groups = 0;  // 3-row micro-batches whose forward skips zeros
+  for (int64_t first = 0; first + 3 <= so.size; first += 3, ++groups) {
+    const int64_t rows[] = {first, first + 1, first + 2};
+    src->read(rows, 3, x.data(), y.data(), nullptr);
+    cpu::ZeroIndex ix;
+    ix.build(x.data(), 3, 12, 12);
+    paying += ix.forward_pays() ? 1 : 0;
+  }
+  if (cpu::ZeroIndex::vectorized()) EXPECT_GT(paying, groups * 3 / 4) << paying << " of " << groups;
   for (const int r : {2, 4}) {
     for (const bool share : {true, false}) {
       spec.local_replicas = r;

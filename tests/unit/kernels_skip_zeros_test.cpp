@@ -2,8 +2,10 @@
 // kernels/cpu/ops.h: every element bitwise the scalar std::fma chain over its
 // terms in ascending order (a zero's sign aside), for odd shapes, tails, padded
 // leading dimensions (padding never written), all-zero rows and columns and NaN in
-// A; rows computed alone equal rows computed in a batch; within rounding of a
-// double-precision product; and the index's bits, visited share and choice.
+// A, negative entries; rows computed alone equal rows computed in a batch; within
+// rounding of a double-precision product; and the index's bits, visited shares and
+// choices. CMake also builds this test for AVX2 and for the scalar path.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -20,6 +22,25 @@ namespace lockstep::cpu {
 namespace {
 
 constexpr float kSentinel = 12345.0f;
+
+// This file is also built for AVX2 and for plain x86-64 (tests/CMakeLists.txt):
+// a CPU without what the build uses skips rather than faults.
+bool cpu_runs_this_build() {
+#if defined(__AVX512F__)
+  return __builtin_cpu_supports("avx512f");
+#elif defined(__AVX2__)
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+  return true;
+#endif
+}
+
+class ZeroSkipping : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!cpu_runs_this_build()) GTEST_SKIP() << "this CPU lacks the ISA this test was built for";
+  }
+};
 
 // A (m, k) with lda: about `zeros` of the entries exactly zero, the rest in
 // (0, 1] like scaled pixels; row 1 (when there) all zero, column 2 all zero.
@@ -74,7 +95,7 @@ std::vector<Shape> shapes() {
           {33, 9, 40},  {64, 784, 128}, {70, 50, 129}, {100, 13, 300}, {3, 100, 1}};
 }
 
-TEST(ZeroSkipping, ForwardIsTheChainOverNonzerosBitwiseForAnyShape) {
+TEST_F(ZeroSkipping, ForwardIsTheChainOverNonzerosBitwiseForAnyShape) {
   uint32_t seed = 1;
   for (const Shape& s : shapes()) {
     for (const int64_t pad : {0, 3}) {
@@ -98,7 +119,7 @@ TEST(ZeroSkipping, ForwardIsTheChainOverNonzerosBitwiseForAnyShape) {
   }
 }
 
-TEST(ZeroSkipping, WeightsAreTheChainOverNonzerosBitwiseForAnyShape) {
+TEST_F(ZeroSkipping, WeightsAreTheChainOverNonzerosBitwiseForAnyShape) {
   uint32_t seed = 100;
   for (const Shape& s : shapes()) {
     for (const int64_t pad : {0, 5}) {
@@ -124,7 +145,7 @@ TEST(ZeroSkipping, WeightsAreTheChainOverNonzerosBitwiseForAnyShape) {
 
 // Independent of the contract's own formula: the products agree with a double
 // sum within float rounding (k terms of magnitude <= 1).
-TEST(ZeroSkipping, AgreesWithADoubleProduct) {
+TEST_F(ZeroSkipping, AgreesWithADoubleProduct) {
   const int64_t m = 40, k = 300, n = 70;
   const auto a = sparse_matrix(m, k, k, 0.6, 7);
   const auto b = dense_matrix(k, n, n, 8);
@@ -152,7 +173,7 @@ TEST(ZeroSkipping, AgreesWithADoubleProduct) {
 
 // A row's output is the same alone as inside any batch: the other rows (and
 // so the blocks the kernel visits) do not change a bit.
-TEST(ZeroSkipping, ARowAloneEqualsTheSameRowInABatch) {
+TEST_F(ZeroSkipping, ARowAloneEqualsTheSameRowInABatch) {
   const int64_t m = 45, k = 200, n = 130;
   const auto a = sparse_matrix(m, k, k, 0.5, 11);
   const auto b = dense_matrix(k, n, n, 12);
@@ -171,7 +192,7 @@ TEST(ZeroSkipping, ARowAloneEqualsTheSameRowInABatch) {
 
 // NaN in A counts as nonzero: it reaches its row of C (forward) and its row of
 // A^T B; an all-zero row of A gives a zero row.
-TEST(ZeroSkipping, NanInAPropagates) {
+TEST_F(ZeroSkipping, NanInAPropagates) {
   const int64_t m = 3, k = 4, n = 20;
   const float nan = std::numeric_limits<float>::quiet_NaN();
   std::vector<float> a = {0.5f, 0.0f, 0.25f, 0.0f,  //
@@ -196,7 +217,7 @@ TEST(ZeroSkipping, NanInAPropagates) {
   }
 }
 
-TEST(ZeroSkipping, IndexBitsVisitedShareAndChoice) {
+TEST_F(ZeroSkipping, IndexBitsVisitedSharesAndChoice) {
   const int64_t m = 70, k = 37;
   const auto a = sparse_matrix(m, k, k + 1, 0.5, 21);
   ZeroIndex ix;
@@ -208,31 +229,67 @@ TEST(ZeroSkipping, IndexBitsVisitedShareAndChoice) {
       ASSERT_EQ(bit, a[size_t(r * (k + 1) + col)] != 0.0f) << "row " << r << " col " << col;
     }
   }
-  EXPECT_GT(ix.visited(), 0.5);
-  EXPECT_LT(ix.visited(), 1.0);
+  // Independent zeros at 50%: nearly every block of 3 or more holds a nonzero.
+  EXPECT_GT(ix.forward_visits(), 0.6);
+  EXPECT_LT(ix.forward_visits(), 1.0);
+  EXPECT_GE(ix.weights_visits(), ix.forward_visits() - 0.2);
+  EXPECT_FALSE(ix.forward_pays() && ix.forward_visits() > 0.9);
 
   std::vector<float> zeros(size_t(m * k), 0.0f), ones(size_t(m * k), 1.0f);
   ix.build(zeros.data(), m, k, k);
-  EXPECT_EQ(ix.visited(), 0.0);
-  EXPECT_EQ(ix.pays(), ZeroIndex::vectorized());
+  EXPECT_EQ(ix.forward_visits(), 0.0);
+  EXPECT_EQ(ix.weights_visits(), 0.0);
+  EXPECT_EQ(ix.forward_pays(), ZeroIndex::vectorized());
+  EXPECT_EQ(ix.weights_pays(), ZeroIndex::vectorized());
   ix.build(ones.data(), m, k, k);
-  EXPECT_EQ(ix.visited(), 1.0);
-  EXPECT_FALSE(ix.pays());
+  EXPECT_EQ(ix.forward_visits(), 1.0);
+  EXPECT_EQ(ix.weights_visits(), 1.0);
+  EXPECT_FALSE(ix.forward_pays());
+  EXPECT_FALSE(ix.weights_pays());
   // One nonzero per row: each row visits one block of columns.
   for (int64_t r = 0; r < m; ++r) zeros[size_t(r * k + r % k)] = 1.0f;
   ix.build(zeros.data(), m, k, k);
-  EXPECT_GT(ix.visited(), 0.0);
-  EXPECT_LT(ix.visited(), 0.1);
+  EXPECT_GT(ix.forward_visits(), 0.0);
+  EXPECT_LT(ix.forward_visits(), 0.1);
 }
 
-TEST(ZeroSkipping, EmptyShapesAndBadLeadingDimensions) {
+// Negative entries, both signs of B, and an infinity of B met by a nonzero of A.
+TEST_F(ZeroSkipping, SignsAndAnInfinityMetByANonzero) {
+  const int64_t m = 9, k = 21, n = 19;
+  auto a = sparse_matrix(m, k, k, 0.5, 31);
+  for (size_t i = 0; i < a.size(); i += 3) a[i] = -a[i];
+  auto b = dense_matrix(k, n, n, 32);
+  std::vector<float> c(size_t(m * n));
+  ZeroIndex ix;
+  ix.build(a.data(), m, k, k);
+  gemm_nonzeros(ix, b.data(), n, n, c.data(), n);
+  for (int64_t i = 0; i < m; ++i) {
+    for (int64_t j = 0; j < n; ++j) ASSERT_TRUE(same_value(c[size_t(i * n + j)], chain(a, k, b, n, k, i, j, false)));
+  }
+  a[0] = 0.5f;  // row 0, column 0 nonzero, facing an infinite row of B
+  for (int64_t j = 0; j < n; ++j) b[size_t(j)] = std::numeric_limits<float>::infinity();
+  ix.build(a.data(), m, k, k);
+  gemm_nonzeros(ix, b.data(), n, n, c.data(), n);
+  for (int64_t j = 0; j < n; ++j) EXPECT_FALSE(std::isfinite(c[size_t(j)]));
+}
+
+TEST_F(ZeroSkipping, EmptyShapesAndBadLeadingDimensions) {
   std::vector<float> a(12, 1.0f), b(12, 1.0f), c(12, kSentinel);
   ZeroIndex ix;
   ix.build(a.data(), 0, 3, 3);
-  gemm_nonzeros_t(ix, b.data(), 4, 4, c.data(), 4);  // k = 3 rows of zeros: an empty sum
+  gemm_nonzeros(ix, b.data(), 4, 4, c.data(), 4);  // no rows: nothing written
+  for (int i = 0; i < 12; ++i) EXPECT_EQ(c[size_t(i)], kSentinel);
+  gemm_nonzeros_t(ix, b.data(), 4, 4, c.data(), 4);  // k = 3 rows of empty sums
   for (int i = 0; i < 12; ++i) EXPECT_EQ(c[size_t(i)], 0.0f);
-  EXPECT_THROW(ix.build(a.data(), 3, 4, 3), std::invalid_argument);
+  ix.build(a.data(), 3, 0, 0);
+  gemm_nonzeros(ix, b.data(), 4, 4, c.data(), 4);  // no columns: rows of empty sums
+  for (int i = 0; i < 12; ++i) EXPECT_EQ(c[size_t(i)], 0.0f);
   ix.build(a.data(), 3, 4, 4);
+  std::fill(c.begin(), c.end(), kSentinel);
+  gemm_nonzeros(ix, b.data(), 0, 0, c.data(), 0);  // n = 0: nothing written
+  gemm_nonzeros_t(ix, b.data(), 0, 0, c.data(), 0);
+  for (int i = 0; i < 12; ++i) EXPECT_EQ(c[size_t(i)], kSentinel);
+  EXPECT_THROW(ix.build(a.data(), 3, 4, 3), std::invalid_argument);
   EXPECT_THROW(gemm_nonzeros(ix, b.data(), 2, 3, c.data(), 3), std::invalid_argument);
   EXPECT_THROW(gemm_nonzeros_t(ix, b.data(), 3, 3, c.data(), 2), std::invalid_argument);
 }
