@@ -73,6 +73,7 @@ class Network {
     for (size_t l = layers_.size(); l-- > 0;) {
       const float* x = l == 0 ? in.x : out_[l - 1];
       c.index = int(l);
+      c.reads_input = x == in.x;  // as in forward (a pass-through keeps the pointer)
       std::visit([&](auto& k) { k.backward(dev_, params, grads, x, dy, l > 0 ? dprev : nullptr, c); },
                  layers_[l]);
       on_ready(model_.grad_ready_end(l));
@@ -120,6 +121,7 @@ class Network {
     const float* in = x;
     for (size_t l = 0; l < layers_.size(); ++l) {
       c.index = int(l);
+      c.reads_input = in == x;
       in = std::visit([&](auto& k) { return k.forward(dev_, params, in, c); }, layers_[l]);
       out_[l] = in;
     }

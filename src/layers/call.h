@@ -1,6 +1,8 @@
 // What every layer kind's forward and backward get besides its tensors: the
 // slice's rows, the step's global rows, training or not, the layer's index (its
-// dropout seed) and the all-reduce batch norm synchronizes its statistics with.
+// dropout seed), whether its input is the network's own (the first layer, or one
+// after pass-through layers such as a flatten) and the all-reduce batch norm
+// synchronizes its statistics with.
 #pragma once
 
 #include <cstdint>
@@ -25,6 +27,7 @@ struct LayerCall {
   bool training = false;
   int index = 0;            // the layer's place in the model (its dropout seed)
   const SyncSum* sync = nullptr;
+  bool reads_input = false;  // the layer's input is the network's own (Dense skips its zeros)
   void sum(double* x, int64_t n) const {
     if (sync && *sync) (*sync)(x, n);
   }

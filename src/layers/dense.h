@@ -2,9 +2,9 @@
 // training), written once over the device's kernels (src/device.h): its
 // parameters are views into the arena at the offsets the Model assigned, its
 // activations live in workspaces sized once for the most rows a slice has. An
-// input with a shape (C, H, W) is read as its C*H*W features. As the first layer
-// it hands its two big GEMMs to the device's input_gemm (the CPU skips the input's
-// zeros where that pays).
+// input with a shape (C, H, W) is read as its C*H*W features. Reading the
+// network's input (LayerCall::reads_input) it hands its two big GEMMs to the
+// device's input_gemm (the CPU skips the input's zeros where that pays).
 #pragma once
 
 #include <cstdint>
@@ -26,7 +26,7 @@ class Dense : public NoCollectives {
   const float* forward(D& dev, float* params, const float* in, const LayerCall& c) {
     const int64_t rows = c.rows;
     float* z = z_.data();
-    if (c.index == 0) {  // the network's input: the device may skip its zeros
+    if (c.reads_input) {  // the network's input: the device may skip its zeros
       dev.input_gemm(input_, rows, out_, in_, in, params + L_.weight_offset, z);
     } else {
       dev.gemm(false, false, rows, out_, in_, 1.0f, in, in_, params + L_.weight_offset, out_,
@@ -50,7 +50,7 @@ class Dense : public NoCollectives {
       dev.activation_backward(dy, z_.data(), a_.data(), dy, rows * out_, L_.activation);
     }
     // dW (in, out) = in^T (in, rows) x dz (rows, out); db = column sums of dz.
-    if (dx == nullptr) {  // the first layer: as its forward did
+    if (c.reads_input) {  // as its forward did
       dev.input_gemm_weights(input_, rows, out_, in_, in, dy, grads + L_.weight_offset);
     } else {
       dev.gemm(true, false, in_, out_, rows, 1.0f, in, in_, dy, out_, 0.0f,

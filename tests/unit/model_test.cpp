@@ -2,6 +2,7 @@
 // CpuNetwork for every activation, dropout, and both losses.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <string>
@@ -159,6 +160,65 @@ class RecordingDevice : public CpuDevice {
   template <class... A>
   SliceStats loss(A... a) { return calls.push_back("loss"), CpuDevice::loss(a...); }
 };
+
+// The CPU device with the input's zeros never skipped: gemm() for every product.
+class PlainInputDevice : public CpuDevice {
+ public:
+  using CpuDevice::CpuDevice;
+  void input_gemm(InputIndex&, int64_t rows, int64_t out, int64_t in, const float* x,
+                  const float* w, float* z) {
+    cpu::gemm(false, false, rows, out, in, 1.0f, x, in, w, out, 0.0f, z, out);
+  }
+  void input_gemm_weights(InputIndex&, int64_t rows, int64_t out, int64_t in, const float* x,
+                          const float* dz, float* dw) {
+    cpu::gemm(true, false, in, out, rows, 1.0f, x, in, dz, out, 0.0f, dw, out);
+  }
+};
+
+// An image-like input whose zeros the first Dense layer skips (the forward checked
+// to pay where the build vectorizes it), directly and behind a flatten: the step's loss
+// and every gradient match the network that runs gemm() throughout, within
+// float rounding.
+TEST(Network, SkippingTheInputsZerosGivesTheSameStep) {
+  const int64_t rows = 40, h = 10, w = 20, features = h * w;
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> pixel(0.05f, 1.0f);
+  std::vector<float> x(size_t(rows * features), 0.0f);
+  std::vector<int32_t> labels;
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t start = int64_t(rng() % 120);  // a band of 60 nonzero pixels
+    for (int64_t j = start; j < start + 60; ++j) x[size_t(r * features + j)] = pixel(rng);
+    labels.push_back(int32_t(r % 3));
+  }
+  cpu::ZeroIndex ix;
+  ix.build(x.data(), rows, features, features);
+  EXPECT_EQ(ix.forward_pays(), cpu::ZeroIndex::vectorized()) << ix.forward_visits();
+  EXPECT_LT(ix.weights_visits(), 0.5);  // dW skips them too where the ISA's switch point allows
+  ReplicaBatch b;
+  b.rows = b.global_rows = rows;
+  b.x = x.data();
+  b.labels = labels.data();
+  LayerConfig flatten;
+  flatten.type = LayerType::kFlatten;
+  const LayerConfig hidden{24, Activation::kRelu, 0.0f};
+  for (const bool flat : {false, true}) {
+    const std::vector<LayerConfig> layers =
+        flat ? std::vector<LayerConfig>{flatten, hidden} : std::vector<LayerConfig>{hidden};
+    const std::vector<int64_t> shape = flat ? std::vector<int64_t>{h, w} : std::vector<int64_t>{features};
+    Model m(layers, shape, 3, LossKind::kSoftmaxCrossEntropy);
+    std::vector<float> p(size_t(m.arena_size())), g(size_t(m.num_params())), want(g.size());
+    m.init_params(p.data(), 9);
+    CpuNetwork skipping(m, rows);
+    Network<PlainInputDevice> plain(m, rows);
+    const SliceStats got = skipping.train(p.data(), g.data(), b, 1.0f / rows, 1, [](int64_t) {});
+    const SliceStats ref = plain.train(p.data(), want.data(), b, 1.0f / rows, 1, [](int64_t) {});
+    EXPECT_NEAR(got.loss_sum, ref.loss_sum, 1e-5 * std::abs(ref.loss_sum)) << "flatten " << flat;
+    double worst = 0.0;
+    for (size_t i = 0; i < g.size(); ++i) worst = std::max(worst, double(std::abs(g[i] - want[i])));
+    EXPECT_LT(worst, 1e-6) << "flatten " << flat;
+    EXPECT_NE(g, std::vector<float>(g.size(), 0.0f));
+  }
+}
 
 // The step's kernels in order (the CUDA device gets the same sequence): the first
 // layer's GEMMs go through input_gemm (the input's zeros), each layer's backward
