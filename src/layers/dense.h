@@ -3,8 +3,10 @@
 // parameters are views into the arena at the offsets the Model assigned, its
 // activations live in workspaces sized once for the most rows a slice has. An
 // input with a shape (C, H, W) is read as its C*H*W features. Reading the
-// network's input (LayerCall::reads_input) it hands its two big GEMMs to the
-// device's input_gemm (the CPU skips the input's zeros where that pays).
+// network's input (LayerCall::reads_input) in a training step, it hands its two
+// big GEMMs to the device's input_gemm (the CPU skips the input's zeros where that
+// pays, a choice made per slice). Evaluation, predict and serve keep gemm(), so a
+// row's outputs there never depend on the rows evaluated beside it.
 #pragma once
 
 #include <cstdint>
@@ -26,7 +28,7 @@ class Dense : public NoCollectives {
   const float* forward(D& dev, float* params, const float* in, const LayerCall& c) {
     const int64_t rows = c.rows;
     float* z = z_.data();
-    if (c.reads_input) {  // the network's input: the device may skip its zeros
+    if (c.reads_input && c.training) {  // the network's input: the device may skip its zeros
       dev.input_gemm(input_, rows, out_, in_, in, params + L_.weight_offset, z);
     } else {
       dev.gemm(false, false, rows, out_, in_, 1.0f, in, in_, params + L_.weight_offset, out_,

@@ -220,6 +220,33 @@ TEST(Network, SkippingTheInputsZerosGivesTheSameStep) {
   }
 }
 
+// Evaluation keeps gemm() (only training steps skip the input's zeros, a choice
+// made per slice): a row's outputs are the same bits whether it is predicted
+// beside rows of another density or among its own kind.
+TEST(Network, PredictionsDoNotDependOnTheRowsBeside) {
+  const int64_t rows = 48, features = 784;  // oneDNN blocks k = 784: its sums round otherwise
+  std::mt19937 rng(8);
+  std::uniform_real_distribution<float> pixel(0.05f, 1.0f);
+  std::vector<float> x(size_t(rows * features), 0.0f);
+  for (int64_t r = 0; r < rows; ++r) {
+    const bool dense = r < 16;  // rows 0-15 dense, 16-47 a band of 150 nonzero pixels
+    const int64_t start = dense ? 0 : int64_t(rng() % 600), end = dense ? features : start + 150;
+    for (int64_t j = start; j < end; ++j) x[size_t(r * features + j)] = pixel(rng);
+  }
+  Model m({{128, Activation::kRelu, 0.0f}}, features, 3, LossKind::kSoftmaxCrossEntropy);
+  std::vector<float> p(size_t(m.arena_size()));
+  m.init_params(p.data(), 4);
+  CpuNetwork net(m, rows);
+  const float* all = net.predict(p.data(), x.data(), rows);
+  const std::vector<float> together(all, all + rows * 3);
+  for (int64_t first = 0; first < rows; first += 16) {
+    const float* part = net.predict(p.data(), x.data() + first * features, 16);
+    for (int64_t i = 0; i < 16 * 3; ++i) {
+      ASSERT_EQ(part[i], together[size_t(first * 3 + i)]) << "row " << first + i / 3;
+    }
+  }
+}
+
 // The step's kernels in order (the CUDA device gets the same sequence): the first
 // layer's GEMMs go through input_gemm (the input's zeros), each layer's backward
 // starts from d(its output) (dropout's mask, the activation), and a bucket's ready
