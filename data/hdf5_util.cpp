@@ -162,10 +162,13 @@ std::optional<std::string> h5_read_attr_string(hid_t object, const std::string& 
   H5Handle type = h5_check_id(H5Aget_type(attr.get()), context + ": attribute '" + name + "'");
   if (H5Tget_class(type.get()) != H5T_STRING)
     throw DataError(context + ": attribute '" + name + "' must be a string");
+  // The file's character set (h5py writes UTF-8): HDF5 converts no ASCII <-> UTF-8.
+  const H5T_cset_t cset = H5Tget_cset(type.get());
   if (H5Tis_variable_str(type.get()) > 0) {
     char* text = nullptr;
     H5Handle mem(H5Tcopy(H5T_C_S1));
     H5Tset_size(mem.get(), H5T_VARIABLE);
+    H5Tset_cset(mem.get(), cset);
     h5_check_status(H5Aread(attr.get(), mem.get(), &text),
                     context + ": cannot read attribute '" + name + "'");
     std::string value = text != nullptr ? text : "";
@@ -176,6 +179,7 @@ std::optional<std::string> h5_read_attr_string(hid_t object, const std::string& 
   std::vector<char> buffer(size + 1, '\0');
   H5Handle mem(H5Tcopy(H5T_C_S1));
   H5Tset_size(mem.get(), size + 1);
+  H5Tset_cset(mem.get(), cset);
   h5_check_status(H5Aread(attr.get(), mem.get(), buffer.data()),
                   context + ": cannot read attribute '" + name + "'");
   return std::string(buffer.data());

@@ -282,5 +282,36 @@ TEST_F(DataHdf5, RootAttributesAreChecked) {
   expect_error([&] { open_dataset(path("format.h5"), "train"); }, path("format.h5"), "something-else");
 }
 
+// The format attribute as h5py writes a Python str: a variable-length UTF-8
+// string (and a fixed-length UTF-8 one): both read, the right one accepted.
+TEST_F(DataHdf5, Utf8StringAttributesAreRead) {
+  const uint8_t x[6] = {1, 2, 3, 4, 5, 6};
+  const int64_t y[3] = {0, 1, 2};
+  for (const bool variable : {true, false}) {
+    for (const std::string format : {"lockstep-dataset", "other-format"}) {
+      const std::string name = std::string(variable ? "vlen_" : "fixed_") + format + ".h5";
+      {
+        RawFile f(path(name));
+        h5_write_attr_int(f.file.get(), "num_classes", 3, name);
+        H5Handle type(H5Tcopy(H5T_C_S1));
+        H5Tset_size(type.get(), variable ? H5T_VARIABLE : format.size());
+        H5Tset_cset(type.get(), H5T_CSET_UTF8);
+        H5Handle space = h5_check_id(H5Screate(H5S_SCALAR), name);
+        H5Handle attr = h5_check_id(H5Acreate2(f.file.get(), "format", type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT), name);
+        const char* text = format.c_str();
+        h5_check_status(variable ? H5Awrite(attr.get(), type.get(), &text) : H5Awrite(attr.get(), type.get(), text), name);
+        hid_t g = f.group("train");
+        f.dataset(g, "x", H5T_NATIVE_UINT8, {3, 2}, x);
+        f.dataset(g, "y", H5T_NATIVE_INT64, {3}, y);
+      }
+      if (format == "lockstep-dataset") {
+        EXPECT_EQ(open_dataset(path(name), "train")->info().size, 3) << name;
+      } else {
+        expect_error([&] { open_dataset(path(name), "train"); }, path(name), "other-format");
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace lockstep
