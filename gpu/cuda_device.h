@@ -53,7 +53,8 @@ class CudaDevice {
   LOCKSTEP_DEVICE_KERNELS(LOCKSTEP_CUDA_KERNEL)
 #undef LOCKSTEP_CUDA_KERNEL
 
-  // The first layer's GEMMs (src/device.h): plain cuBLAS here, no zero skipping.
+  // A Dense layer's GEMMs on the network's input (src/device.h): plain cuBLAS
+  // here, no zero skipping.
   struct InputIndex {};
   void input_gemm(InputIndex&, int64_t rows, int64_t out, int64_t in, const float* x,
                   const float* w, float* z) {

@@ -27,7 +27,7 @@ namespace {
 
 #if defined(__AVX512F__)
 // 16 lanes, 32 registers: forward blocks of 3 columns of A x 8 vectors of B's row,
-// weight blocks of 5 rows of C x 4 vectors (kernels_bench on Zen 4 chose them).
+// weight blocks of 5 rows of C x 4 vectors (the fastest of the variants timed on Zen 4).
 struct V {
   static constexpr int kWidth = 16, kFwdCols = 3, kFwdVecs = 8, kWgtRows = 5, kWgtVecs = 4;
   // ZeroIndex::*_pays: the visited shares where gemm() (oneDNN) catches up, from
@@ -48,8 +48,8 @@ struct V {
 };
 #elif defined(__AVX2__) && defined(__FMA__)
 // 8 lanes, 16 registers: blocks of 3 x 4 (12 held, 3 broadcasts, 1 loaded; 2 x 4
-// ran slower). The weights' kernel reached 0.6x of oneDNN's speed per FMA and does
-// not pay; the forward pays up to 0.62 visited (kernels/README.md).
+// ran slower). The weights' kernel reached 0.5-0.6x of oneDNN's speed per FMA and
+// does not pay; the forward pays up to 0.62 visited (kernels/README.md).
 struct V {
   static constexpr int kWidth = 8, kFwdCols = 3, kFwdVecs = 4, kWgtRows = 3, kWgtVecs = 4;
   static constexpr double kFwdSwitch = 0.62, kWgtSwitch = 0.0;

@@ -71,7 +71,7 @@ class Dense : public NoCollectives {
   typename D::template Buffer<float> z_;  // pre-activation
   typename D::template Buffer<float> a_;  // activation (empty if linear)
   typename D::template Buffer<float> d_;  // after dropout (empty if none)
-  typename D::InputIndex input_;          // the first layer's view of the input's zeros
+  typename D::InputIndex input_;          // where the network's input is zero (reads_input)
 };
 
 }  // namespace lockstep
