@@ -280,7 +280,7 @@ void ZeroIndex::build(const float* a, int64_t m, int64_t k, int64_t lda) {
   check_ld("ZeroIndex::build", lda, k);
   a_ = a, m_ = m, k_ = k, lda_ = lda;
   words_ = (m + kRows - 1) / kRows;
-  bits_.assign(size_t(k * words_), 0u);
+  bits_.resize(size_t(k * words_));  // index_word writes every entry
   for (int64_t w = 0; w < words_; ++w) index_word(w);
   forward_visits_ = visits(V::kFwdCols);
   weights_visits_ = visits(V::kWgtRows);
