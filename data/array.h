@@ -9,6 +9,8 @@
 #include <type_traits>
 #include <vector>
 
+#include "data/aligned.h"
+
 namespace lockstep {
 
 // Element types a dataset file may hold. (Named apart from comm's DType, which
@@ -36,7 +38,7 @@ int64_t shape_product(const std::vector<int64_t>& shape);
 struct HostArray {
   ElementType type = ElementType::kFloat32;
   std::vector<int64_t> shape;         // (rows, per-row dims...)
-  std::vector<unsigned char> bytes;   // row-major, native byte order
+  LargePageVector<unsigned char> bytes;  // row-major, native byte order (read at random rows)
 
   int64_t rows() const { return shape.empty() ? 0 : shape[0]; }
   int64_t elements() const { return shape_product(shape); }

@@ -1,11 +1,16 @@
 // Synthetic and in-memory tensor sources: seeded determinism, a structure a
 // model can actually learn (checked against the generating centres/weights),
-// validation of bad tensors, and Source rows flowing through the views.
+// validation of bad tensors, Source rows flowing through the views, and the
+// storage of large splits (their own 2 MiB-aligned mapping).
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdint>
 #include <numeric>
+#include <random>
 
+#include "data/aligned.h"
+#include "data/memory_source.h"
 #include "data/sources.h"
 #include "data/views.h"
 
@@ -141,6 +146,64 @@ TEST(DataSources, TensorSourceValidatesAndServesRows) {
   bad = t;
   bad.target_dim = 1;
   expect_error(bad, "exactly one of");
+}
+
+bool aligned_to(const void* p, uintptr_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
+
+// From kLargePageBytes up a buffer starts on a 2 MiB boundary (the kernel can back
+// only such a range with 2 MiB pages); below it, on a cache line. Growing and
+// shrinking across the threshold keeps every byte.
+TEST(DataSources, LargeBuffersStartOnALargePage) {
+  const size_t big = kLargePageBytes + (kLargePageBytes >> 1) + 5;
+  LargePageVector<unsigned char> a(big);
+  EXPECT_TRUE(aligned_to(a.data(), kLargePageBytes));
+  for (size_t i = 0; i < a.size(); ++i) a[i] = static_cast<unsigned char>(i * 7 + 3);
+  a.resize(3 * kLargePageBytes + 1);  // a new mapping, the old bytes copied over
+  EXPECT_TRUE(aligned_to(a.data(), kLargePageBytes));
+  for (size_t i = 0; i < a.size(); ++i) {
+    const unsigned char want = i < big ? static_cast<unsigned char>(i * 7 + 3) : 0;
+    ASSERT_EQ(a[i], want) << "byte " << i << " after growing";
+  }
+  a.resize(1000);
+  a.shrink_to_fit();  // back under the threshold: plain aligned memory
+  EXPECT_TRUE(aligned_to(a.data(), 64));
+  for (size_t i = 0; i < a.size(); ++i) ASSERT_EQ(a[i], static_cast<unsigned char>(i * 7 + 3)) << i;
+  LargePageVector<float> empty;
+  empty.shrink_to_fit();
+  EXPECT_EQ(empty.data(), nullptr);
+}
+
+// A uint8 split of 3.1 MB (on its own mapping) read back at random rows: every
+// value is its pixel times the scale.
+TEST(DataSources, MemorySourceReadsALargeSplitAtRandomRows) {
+  const int64_t rows = 4000, dim = 784;
+  HostArray x;
+  x.type = ElementType::kUInt8;
+  x.shape = {rows, 28, 28};
+  x.bytes.resize(size_t(rows * dim));
+  ASSERT_TRUE(aligned_to(x.bytes.data(), kLargePageBytes));
+  const auto pixel = [](int64_t r, int64_t j) { return static_cast<unsigned char>((r * 31 + j * 17) % 251); };
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t j = 0; j < dim; ++j) x.bytes[size_t(r * dim + j)] = pixel(r, j);
+  std::vector<int32_t> labels(static_cast<size_t>(rows));
+  for (int64_t r = 0; r < rows; ++r) labels[size_t(r)] = int32_t(r % 10);
+  DatasetInfo info;
+  info.num_classes = 10;
+  info.description = "large split";
+  const MemorySource source(info, std::move(x), labels, {}, 0.5f);
+  std::mt19937 rng(5);
+  std::vector<int64_t> pick(64);
+  for (auto& r : pick) r = int64_t(rng() % uint32_t(rows));
+  pick[0] = rows - 1;  // the last row ends on the mapping's last bytes
+  std::vector<float> out(size_t(64 * dim));
+  std::vector<int32_t> got(64);
+  source.read(pick.data(), 64, out.data(), got.data(), nullptr);
+  for (int64_t i = 0; i < 64; ++i) {
+    ASSERT_EQ(got[size_t(i)], int32_t(pick[size_t(i)] % 10)) << "row " << pick[size_t(i)];
+    for (int64_t j = 0; j < dim; ++j)
+      ASSERT_EQ(out[size_t(i * dim + j)], 0.5f * float(pixel(pick[size_t(i)], j)))
+          << "row " << pick[size_t(i)] << ", element " << j;
+  }
 }
 
 TEST(DataSources, SourceRowsFlowThroughViews) {
