@@ -1,10 +1,13 @@
 // Fused optimizer passes against hand-computed trajectories (3 steps, one parameter
 // started at 1.0, gradients 0.5, then -0.25 / -0.3, then 1.0), repeated over 19
-// elements so the AVX2 body and the scalar tail are both checked; plus sum_squares,
-// axpy and scale.
+// elements so a vector body (8 or 16 lanes) and the scalar tail are both checked;
+// Adam's every element against its formula written out in std::fma, bitwise; plus
+// sum_squares, axpy and scale.
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
+#include <random>
 #include <stdexcept>
 #include <vector>
 
@@ -15,7 +18,7 @@
 namespace lockstep::cpu {
 namespace {
 
-constexpr int64_t kN = 19;  // two AVX2 vectors and a 3-element tail
+constexpr int64_t kN = 19;  // two AVX2 vectors or one AVX-512 vector, and a 3-element tail
 
 struct Expect {
   double p, slot1, slot2;  // param, then velocity or (m, v)
@@ -110,6 +113,52 @@ TEST(KernelsOptimizer, AdamRejectsStepZero) {
   EXPECT_THROW(adam_update(p.data(), g.data(), m.data(), v.data(), 1, 0.1f, 0.9f, 0.999f, 1e-8f,
                            0, 0.0f, false),
                std::invalid_argument);
+}
+
+// ops.h's evaluation order, one element at a time with std::fma and std::sqrt: what
+// every vector width must give bit for bit (a replica's update is the same on every
+// machine that builds lockstep for a different ISA, and on the GPU).
+void adam_by_formula(float& p, float grad, float& m, float& v, float lr, float b1, float b2,
+                     float eps, int64_t step, float wd, bool decoupled) {
+  const double bc1 = 1.0 - std::pow(double(b1), double(step));
+  const double bc2 = 1.0 - std::pow(double(b2), double(step));
+  const float step_size = float(lr / bc1), isb = float(1.0 / std::sqrt(bc2));
+  const float g = std::fma(decoupled ? 0.0f : wd, p, grad);
+  m = std::fma(b1, m, (1.0f - b1) * g);
+  v = std::fma(b2, v, (1.0f - b2) * (g * g));
+  const float denom = std::fma(std::sqrt(v), isb, eps);
+  p = std::fma(-step_size, m / denom, p * (decoupled ? 1.0f - lr * wd : 1.0f));
+}
+
+bool same_bits(float a, float b) { return std::memcmp(&a, &b, sizeof a) == 0; }
+
+// 1003 elements of mixed magnitudes (tiny, huge, negative, zero gradients), 5 steps.
+TEST(KernelsOptimizer, AdamGivesItsFormulasBitsForEveryElement) {
+  for (const bool decoupled : {false, true}) {
+    const int64_t n = 1003;
+    std::mt19937 rng(7);
+    std::uniform_real_distribution<float> unit(-1.0f, 1.0f);
+    std::vector<float> p(n), m(n, 0.0f), v(n, 0.0f), g(n);
+    for (auto& x : p) x = unit(rng);
+    std::vector<float> pw = p, mw = m, vw = v;
+    for (int64_t step = 1; step <= 5; ++step) {
+      for (int64_t i = 0; i < n; ++i) {
+        const float magnitude = std::pow(10.0f, float(int(i % 13) - 8));  // 1e-8 .. 1e4
+        g[size_t(i)] = i % 17 == 0 ? 0.0f : unit(rng) * magnitude;
+      }
+      adam_update(p.data(), g.data(), m.data(), v.data(), n, 3e-3f, 0.9f, 0.999f, 1e-7f, step,
+                  0.01f, decoupled);
+      for (int64_t i = 0; i < n; ++i) {
+        const size_t e = size_t(i);
+        adam_by_formula(pw[e], g[e], mw[e], vw[e], 3e-3f, 0.9f, 0.999f, 1e-7f, step, 0.01f,
+                        decoupled);
+        ASSERT_TRUE(same_bits(p[e], pw[e]) && same_bits(m[e], mw[e]) && same_bits(v[e], vw[e]))
+            << "element " << i << ", step " << step << (decoupled ? ", AdamW" : ", Adam")
+            << ": p " << p[e] << " want " << pw[e] << ", m " << m[e] << " want " << mw[e]
+            << ", v " << v[e] << " want " << vw[e];
+      }
+    }
+  }
 }
 
 TEST(KernelsVectorOps, SumSquaresIsExactOnIntegers) {
