@@ -26,10 +26,11 @@ namespace lockstep::cpu {
 namespace {
 
 #if defined(__AVX512F__)
-// 16 lanes, 32 registers: forward blocks of 3 columns of A x 8 vectors of B's row,
-// weight blocks of 5 rows of C x 4 vectors (the fastest of the variants timed on Zen 4).
+// 16 lanes, 32 registers: blocks of 3 columns of A x 8 vectors (the fastest of
+// the variants timed on Zen 4; for the weights 3 x 8 beat 5 x 4, 4 x 4 and 2 x 8
+// once each vector of B is loaded once per visit, in_register).
 struct V {
-  static constexpr int kWidth = 16, kFwdCols = 3, kFwdVecs = 8, kWgtRows = 5, kWgtVecs = 4;
+  static constexpr int kWidth = 16, kFwdCols = 3, kFwdVecs = 8, kWgtRows = 3, kWgtVecs = 8;
   // ZeroIndex::*_pays: the visited shares where gemm() (oneDNN) catches up, from
   // kernels_bench --data's fill sweep on Zen 4 (kernels/README.md).
   static constexpr double kFwdSwitch = 0.85, kWgtSwitch = 0.9;
@@ -48,11 +49,11 @@ struct V {
 };
 #elif defined(__AVX2__) && defined(__FMA__)
 // 8 lanes, 16 registers: blocks of 3 x 4 (12 held, 3 broadcasts, 1 loaded; 2 x 4
-// ran slower). The weights' kernel reached 0.5-0.6x of oneDNN's speed per FMA and
-// does not pay; the forward pays up to 0.62 visited (kernels/README.md).
+// ran slower). The forward pays up to 0.62 visited, the weights up to 0.7
+// (kernels/README.md).
 struct V {
   static constexpr int kWidth = 8, kFwdCols = 3, kFwdVecs = 4, kWgtRows = 3, kWgtVecs = 4;
-  static constexpr double kFwdSwitch = 0.62, kWgtSwitch = 0.0;
+  static constexpr double kFwdSwitch = 0.62, kWgtSwitch = 0.7;
   using T = __m256;
   static T zero() { return _mm256_setzero_ps(); }
   static T set1(float x) { return _mm256_set1_ps(x); }
@@ -110,6 +111,17 @@ void with_count(int count, F&& f) {
     if (count < N) return with_count<N - 1>(count, f);
   }
   f(std::integral_constant<int, N>{});
+}
+
+// Keeps x in a register: without this GCC folds a vector used by several FMAs
+// into each of them as a memory operand, one load per FMA.
+template <class T>
+inline void in_register(T& x) {
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+  asm("" : "+v"(x));
+#else
+  (void)x;
+#endif
 }
 
 // Row s's entries [p, p + P) of A, broadcast.
@@ -172,7 +184,8 @@ void weights_block(const ZeroIndex& ix, int64_t p, const float* b, int64_t ldb, 
       const float* bs = b + s * ldb + col0;
 #pragma GCC unroll 8
       for (int v = 0; v < CV; ++v) {
-        const V::T d = load_vec<CV, Tail>(bs, v, tail);
+        V::T d = load_vec<CV, Tail>(bs, v, tail);
+        in_register(d);
 #pragma GCC unroll 8
         for (int i = 0; i < P; ++i) acc[i][v] = V::fma(av[i], d, acc[i][v]);
       }
@@ -283,7 +296,7 @@ void ZeroIndex::build(const float* a, int64_t m, int64_t k, int64_t lda) {
   bits_.resize(size_t(k * words_));  // index_word writes every entry
   for (int64_t w = 0; w < words_; ++w) index_word(w);
   forward_visits_ = visits(V::kFwdCols);
-  weights_visits_ = visits(V::kWgtRows);
+  weights_visits_ = V::kWgtRows == V::kFwdCols ? forward_visits_ : visits(V::kWgtRows);
 }
 
 void gemm_nonzeros(const ZeroIndex& a, const float* b, int64_t ldb, int64_t n, float* c,
