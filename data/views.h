@@ -149,6 +149,12 @@ auto map(IteratorPtr<In> child, F f) {
 // refill its place from the child. With buffer >= pass size this is an exact,
 // uniformly random permutation. The order of pass e is f(seed, e) when
 // reshuffling each epoch, f(seed) otherwise.
+// When the buffer holds the child's whole pass (its size() known), the pass's
+// draws are all made when it starts, as swaps in place, and elements are then
+// handed out from the buffer's end: the same draws, so the same order, but one
+// burst of random accesses to a buffer that is in cache at that moment, instead
+// of one cache miss per element spread over the pass (a 60,000-row split's
+// buffer is 480 KB, evicted by each training step in between).
 template <typename T>
 class ShuffleIterator : public Iterator<T> {
  public:
@@ -165,10 +171,16 @@ class ShuffleIterator : public Iterator<T> {
     live_ = 0;
     filled_ = false;
     exhausted_ = false;
+    drawn_ = false;
   }
   bool produce(T& out) override {
     if (!filled_) fill();
     if (live_ == 0) return false;
+    if (drawn_) {
+      using std::swap;
+      swap(out, buffer_[--live_]);
+      return true;
+    }
     const size_t j = size_t(rng_.below(uint64_t(live_)));
     using std::swap;
     swap(out, buffer_[j]);
@@ -191,6 +203,25 @@ class ShuffleIterator : public Iterator<T> {
       }
       ++live_;
     }
+    if (!exhausted_ && child_->size() >= 0 && int64_t(live_) >= child_->size()) draw_all();
+  }
+
+  // The whole pass is in the buffer: make every draw now. Draw k swaps the chosen
+  // element with the last live one, which the per-element path hands out and then
+  // refills the chosen slot from (the child is exhausted), leaving the same live
+  // elements in the same slots; the buffer's tail then holds the order, reversed.
+  void draw_all() {
+    T extra{};
+    if (child_->next(extra))
+      throw DataError("shuffle: the input holds more elements than its size() of " +
+                      std::to_string(child_->size()));
+    exhausted_ = true;
+    drawn_ = true;
+    using std::swap;
+    for (size_t live = live_; live > 1; --live) {
+      const size_t j = size_t(rng_.below(uint64_t(live)));
+      if (j != live - 1) swap(buffer_[j], buffer_[live - 1]);
+    }
   }
 
   IteratorPtr<T> child_;
@@ -200,7 +231,7 @@ class ShuffleIterator : public Iterator<T> {
   Rng rng_;
   std::vector<T> buffer_;
   size_t live_ = 0;
-  bool filled_ = false, exhausted_ = false;
+  bool filled_ = false, exhausted_ = false, drawn_ = false;
 };
 
 template <typename T>

@@ -9,6 +9,7 @@
 #include <set>
 #include <stdexcept>
 
+#include "data/random.h"
 #include "data/views.h"
 
 namespace lockstep {
@@ -39,6 +40,72 @@ TEST(DataViews, ShuffleFullBufferIsAPermutationReproducibleFromSeed) {
   EXPECT_EQ(ea, eb);
   EXPECT_NE(ea, ec);
   EXPECT_NE(ea, iota_vector(1000));
+}
+
+// 0..n-1 with no size(): the shuffle cannot know the pass fits its buffer, so it
+// draws element by element.
+class UnsizedRange : public Iterator<int64_t> {
+ public:
+  explicit UnsizedRange(int64_t n) : n_(n) {}
+
+ protected:
+  void on_start(int64_t) override { i_ = 0; }
+  bool produce(int64_t& out) override {
+    if (i_ >= n_) return false;
+    out = i_++;
+    return true;
+  }
+
+ private:
+  int64_t n_ = 0, i_ = 0;
+};
+
+// The documented order of a full-buffer shuffle of 0..n-1 in pass `epoch`: draw j
+// uniformly below the live count, hand out slot j, move the last live element into it.
+std::vector<int64_t> drawn_order(int64_t n, uint64_t seed, uint64_t epoch) {
+  Rng rng(derive_seed(seed, epoch));
+  std::vector<int64_t> slots = iota_vector(n), order;
+  for (size_t live = slots.size(); live > 0; --live) {
+    const size_t j = size_t(rng.below(uint64_t(live)));
+    order.push_back(slots[j]);
+    slots[j] = slots[live - 1];
+  }
+  return order;
+}
+
+// A pass that fits the buffer is drawn whole when it starts; its order is the
+// element-by-element one, in every epoch, with a larger buffer, and after a seek.
+TEST(DataViews, ShuffleDrawnWholeKeepsTheElementByElementOrder) {
+  for (const int64_t n : {int64_t(0), int64_t(1), int64_t(2), int64_t(997), int64_t(60000)}) {
+    auto whole = shuffle(range(n), n == 0 ? 1 : n, 42);
+    auto bigger = shuffle(range(n), 2 * n + 1, 42);
+    auto unsized = shuffle(IteratorPtr<int64_t>(std::make_unique<UnsizedRange>(n)), n == 0 ? 1 : n, 42);
+    for (int64_t epoch = 0; epoch < 3; ++epoch) {
+      whole->start(epoch);
+      bigger->start(epoch);
+      unsized->start(epoch);
+      const std::vector<int64_t> want = drawn_order(n, 42, uint64_t(epoch));
+      EXPECT_EQ(drain(*whole), want) << n << " rows, epoch " << epoch;
+      EXPECT_EQ(drain(*bigger), want) << n << " rows, epoch " << epoch << ", buffer 2n + 1";
+      EXPECT_EQ(drain(*unsized), want) << n << " rows, epoch " << epoch << ", no size()";
+    }
+    if (n < 2) continue;
+    whole->seek(ViewPosition{1, n / 2});  // a resume mid-pass continues the same order
+    const std::vector<int64_t> want = drawn_order(n, 42, 1);
+    EXPECT_EQ(drain(*whole), std::vector<int64_t>(want.begin() + n / 2, want.end())) << n << " rows";
+  }
+}
+
+// A child that yields more than its size() says is an error, not a silent reorder.
+TEST(DataViews, ShuffleRejectsAChildLongerThanItsSize) {
+  class Liar : public UnsizedRange {
+   public:
+    Liar() : UnsizedRange(10) {}
+    int64_t size() const override { return 5; }
+  };
+  auto it = shuffle(IteratorPtr<int64_t>(std::make_unique<Liar>()), 5, 1);
+  int64_t x = 0;
+  EXPECT_THROW(it->next(x), DataError);
 }
 
 TEST(DataViews, ShuffleChangesEveryEpochAndRepeatsAnEpochExactly) {
