@@ -521,22 +521,40 @@ void MirroredStrategy::restore(Replica& r, const std::vector<float>* params,
   r.step->upload();
 }
 
+namespace {
+
+// A 64-bit hash of n floats' bits, compared between replicas (never stored). Eight
+// chains, each over every eighth 8-byte word, then folded: mix64 is a bijection,
+// so a difference in any one word changes the result. The chains run side by side
+// (one chain waits on each multiply: 0.2 ms per 100k parameters, every check_every
+// steps, about 1% of a 2-replica step on the shipped MLP).
+uint64_t weights_hash(const float* values, size_t n) {
+  constexpr size_t kChains = 8;
+  uint64_t chain[kChains];
+  for (size_t c = 0; c < kChains; ++c) chain[c] = mix64(0x243f6a8885a308d3ULL + c);
+  const size_t nbytes = n * sizeof(float);
+  const auto* bytes = reinterpret_cast<const unsigned char*>(values);
+  size_t i = 0;
+  for (; i + 8 * kChains <= nbytes; i += 8 * kChains) {
+    for (size_t c = 0; c < kChains; ++c) {
+      uint64_t w;
+      std::memcpy(&w, bytes + i + 8 * c, 8);
+      chain[c] = mix64(chain[c] ^ w);
+    }
+  }
+  for (; i < nbytes; ++i) chain[0] = mix64(chain[0] ^ bytes[i]);
+  uint64_t h = mix64(nbytes);
+  for (const uint64_t c : chain) h = mix64(h ^ c);
+  return h;
+}
+
+}  // namespace
+
 void MirroredStrategy::check_in_sync(Replica& r) {
   if (num_replicas_in_sync() == 1) return;
   const auto t0 = Clock::now();
   r.step->download();
-  // A 64-bit hash of the weights' bits, 8 bytes at a time: any single-bit
-  // difference shows; about 0.2 ms per 100k parameters, every check_every steps.
-  uint64_t h = 0x243f6a8885a308d3ULL;
-  const size_t nbytes = r.step->params->size() * sizeof(float);
-  const auto* bytes = reinterpret_cast<const unsigned char*>(r.step->params->data());
-  size_t i = 0;
-  for (; i + 8 <= nbytes; i += 8) {
-    uint64_t w;
-    std::memcpy(&w, bytes + i, 8);
-    h = mix64(h ^ w);
-  }
-  for (; i < nbytes; ++i) h = mix64(h ^ bytes[i]);
+  const uint64_t h = weights_hash(r.step->params->data(), r.step->params->size());
   const int n = num_replicas_in_sync();
   std::vector<int64_t> all(static_cast<size_t>(n));
   const int64_t mine = int64_t(h);
