@@ -247,6 +247,27 @@ void ZeroIndex::index_word(int64_t w) {
   int64_t col = 0;
 #if defined(__AVX512F__)
   alignas(64) uint32_t lane[16];
+  // Four groups of 16 columns at a time: each row is then read 256 bytes at a go
+  // (four whole lines when a row starts on one) rather than a line per row per pass.
+  const int64_t lda = lda_;
+  alignas(64) uint32_t quad[4][16];
+  for (; col + 64 <= k_; col += 64) {
+    __m512i acc[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(),
+                      _mm512_setzero_si512()};
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* row = a + r * lda + col;
+      const __m512i bit = _mm512_set1_epi32(int(1u << (r - r0)));
+      for (int g = 0; g < 4; ++g) {
+        const __mmask16 nz =
+            _mm512_cmp_ps_mask(_mm512_loadu_ps(row + 16 * g), _mm512_setzero_ps(), _CMP_NEQ_UQ);
+        acc[g] = _mm512_mask_or_epi32(acc[g], nz, acc[g], bit);
+      }
+    }
+    for (int g = 0; g < 4; ++g) _mm512_store_si512(quad[g], acc[g]);
+    for (int g = 0; g < 4; ++g) {
+      for (int i = 0; i < 16; ++i) bits_[size_t((col + 16 * g + i) * words_ + w)] = quad[g][i];
+    }
+  }
   for (; col < k_; col += 16) {
     const int len = int(std::min<int64_t>(16, k_ - col));
     __m512i acc = _mm512_setzero_si512();
