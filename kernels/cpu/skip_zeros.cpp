@@ -281,6 +281,26 @@ void ZeroIndex::index_word(int64_t w) {
   }
 #elif defined(__AVX2__) && defined(__FMA__)
   alignas(32) uint32_t lane[8];
+  // Four groups of 8 columns at a time, as above: 128 bytes of each row at a go.
+  const int64_t lda = lda_;
+  alignas(32) uint32_t quad[4][8];
+  for (; col + 32 <= k_; col += 32) {
+    __m256i acc[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(),
+                      _mm256_setzero_si256()};
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* row = a + r * lda + col;
+      const __m256i bit = _mm256_set1_epi32(int(1u << (r - r0)));
+      for (int g = 0; g < 4; ++g) {
+        const __m256 x = _mm256_loadu_ps(row + 8 * g);
+        const __m256i nz = _mm256_castps_si256(_mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_NEQ_UQ));
+        acc[g] = _mm256_or_si256(acc[g], _mm256_and_si256(nz, bit));
+      }
+    }
+    for (int g = 0; g < 4; ++g) _mm256_store_si256(reinterpret_cast<__m256i*>(quad[g]), acc[g]);
+    for (int g = 0; g < 4; ++g) {
+      for (int i = 0; i < 8; ++i) bits_[size_t((col + 8 * g + i) * words_ + w)] = quad[g][i];
+    }
+  }
   for (; col < k_; col += 8) {
     const int len = int(std::min<int64_t>(8, k_ - col));
     __m256i acc = _mm256_setzero_si256();
