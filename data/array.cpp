@@ -57,6 +57,7 @@ size_t whole_large_pages(size_t bytes) {
 void* allocate_large(size_t bytes) {
   constexpr std::align_val_t kLine{64};
   if (bytes < kLargePageBytes) return ::operator new(bytes, kLine);
+  if (bytes > SIZE_MAX - 2 * kLargePageBytes) throw std::bad_alloc();  // no size wraps below
   // Map one page more than needed, then unmap the unaligned head and the tail:
   // what stays starts on a 2 MiB boundary, so the kernel can back it with large pages.
   const size_t size = whole_large_pages(bytes);

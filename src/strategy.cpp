@@ -525,9 +525,9 @@ namespace {
 
 // A 64-bit hash of n floats' bits, compared between replicas (never stored). Eight
 // chains, each over every eighth 8-byte word, then folded: mix64 is a bijection,
-// so a difference in any one word changes the result. The chains run side by side
-// (one chain waits on each multiply: 0.2 ms per 100k parameters, every check_every
-// steps, about 1% of a 2-replica step on the shipped MLP).
+// so a difference in any one word changes the result. The chains run side by side;
+// a single chain waited on each multiply (0.2 ms per 100k parameters, every
+// check_every steps: about 1% of a 2-replica step on the shipped MLP).
 uint64_t weights_hash(const float* values, size_t n) {
   constexpr size_t kChains = 8;
   uint64_t chain[kChains];

@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <new>
 #include <numeric>
 #include <random>
 
@@ -171,6 +172,8 @@ TEST(DataSources, LargeBuffersStartOnALargePage) {
   LargePageVector<float> empty;
   empty.shrink_to_fit();
   EXPECT_EQ(empty.data(), nullptr);
+  // A size whose rounding to whole pages would wrap is refused, not mapped short.
+  EXPECT_THROW(LargePageAllocator<unsigned char>().allocate(SIZE_MAX - 5), std::bad_alloc);
 }
 
 // A uint8 split of 3.1 MB (on its own mapping) read back at random rows: every
