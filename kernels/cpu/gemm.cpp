@@ -4,9 +4,11 @@
 // of the caller's buffers (no temporaries, no per-call allocation).
 #include "kernels/cpu/ops.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include <Eigen/Core>
 
@@ -99,6 +101,29 @@ void init_kernels() {
   Eigen::setNbThreads(1);
 }
 
+namespace {
+
+void library_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                  const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
+                  int64_t ldc);
+
+// One row of op(A): the libraries take another path for a single row (a
+// matrix-vector product, which sums in another order), so that row's result
+// would differ from the same row's among others, and a prediction would depend on
+// whether its row came alone. It runs as the first of two equal rows instead.
+void gemm_one_row(bool trans_a, bool trans_b, int64_t n, int64_t k, float alpha, const float* a,
+                  int64_t lda, const float* b, int64_t ldb, float beta, float* c) {
+  static thread_local std::vector<float> a2, c2;
+  a2.resize(size_t(2 * k));
+  c2.resize(size_t(2 * n));
+  for (int64_t i = 0; i < k; ++i) a2[size_t(i)] = a2[size_t(k + i)] = trans_a ? a[i * lda] : a[i];
+  if (beta != 0.0f) std::copy(c, c + n, c2.begin());
+  library_gemm(false, trans_b, 2, n, k, alpha, a2.data(), k, b, ldb, beta, c2.data(), n);
+  std::copy(c2.begin(), c2.begin() + n, c);
+}
+
+}  // namespace
+
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
           const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
           int64_t ldc) {
@@ -108,6 +133,15 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
     scale_c(c, m, n, ldc, beta);
     return;
   }
+  if (m == 1) return gemm_one_row(trans_a, trans_b, n, k, alpha, a, lda, b, ldb, beta, c);
+  library_gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+namespace {
+
+void library_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                  const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
+                  int64_t ldc) {
 #if defined(LOCKSTEP_HAVE_DNNL)
   // OpenMP's thread count is per thread: each caller asks for one, once.
   static thread_local const bool one_thread = (omp_set_num_threads(1), true);
@@ -129,5 +163,7 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
   gemm_eigen(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 #endif
 }
+
+}  // namespace
 
 }  // namespace lockstep::cpu

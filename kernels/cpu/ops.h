@@ -31,6 +31,9 @@ void init_kernels();
 // op(B) is (k, n): B is (k, n) with ldb >= n, or (n, k) with ldb >= k when trans_b.
 // beta == 0 never reads C (it may hold NaN). Leading dimensions too small for the
 // widths throw std::invalid_argument. Safe to call from several threads at once.
+// m == 1 runs as two equal rows: the libraries' single-row path (a matrix-vector
+// product) sums in another order than their kernels for several rows, so a row
+// alone would come out unlike the same row computed among others.
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
           const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
           int64_t ldc);

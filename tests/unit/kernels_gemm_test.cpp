@@ -133,6 +133,48 @@ TEST(KernelsGemm, LeadingDimensionTooSmallThrows) {
 }
 
 // Replicas are threads: two threads hammering gemm at once must each get exact results.
+// A row computed alone (predict's or serve's last, 1-row batch) gives the bits the
+// same row gives among others in a Dense layer's forward (A x W), at the MLP's
+// widths and odd ones. (With B transposed, oneDNN's result for a row does depend
+// on how many rows come with it; no prediction computes that product.)
+TEST(KernelsGemm, ARowAloneMatchesTheSameRowAmongOthers) {
+  struct Shape {
+    int64_t n, k;
+  };
+  for (const Shape s : {Shape{128, 784}, Shape{10, 128}, Shape{784, 10}, Shape{7, 33}}) {
+    for (const int64_t rows : {int64_t(48), int64_t(1024)}) {
+      const bool trans_b = false;
+      const std::vector<float> a = random_vec(size_t(rows * s.k), 11);
+      const std::vector<float> b = random_vec(size_t(s.n * s.k), 12);
+      const int64_t ldb = trans_b ? s.k : s.n;
+      std::vector<float> all(size_t(rows * s.n)), one(size_t(s.n));
+      gemm(false, trans_b, rows, s.n, s.k, 1.0f, a.data(), s.k, b.data(), ldb, 0.0f, all.data(), s.n);
+      for (const int64_t r : {int64_t(0), int64_t(17), rows - 1}) {
+        gemm(false, trans_b, 1, s.n, s.k, 1.0f, a.data() + r * s.k, s.k, b.data(), ldb, 0.0f,
+             one.data(), s.n);
+        for (int64_t j = 0; j < s.n; ++j)
+          ASSERT_EQ(one[size_t(j)], all[size_t(r * s.n + j)])
+              << "row " << r << ", column " << j << ", n " << s.n << ", k " << s.k
+              << (trans_b ? ", B transposed" : "");
+      }
+    }
+  }
+}
+
+// m == 1 with op(A) transposed and with beta: still one row of the product.
+TEST(KernelsGemm, ARowAloneTransposedAndWithBeta) {
+  const int64_t k = 19, n = 5, lda = 3;  // A is (k, 1) inside a (k, 3) buffer
+  const std::vector<float> a = random_vec(size_t(k * lda), 21), b = random_vec(size_t(k * n), 22);
+  std::vector<float> c = random_vec(size_t(n), 23);
+  const std::vector<float> c0 = c;
+  gemm(true, false, 1, n, k, 0.5f, a.data() + 1, lda, b.data(), n, 2.0f, c.data(), n);
+  for (int64_t j = 0; j < n; ++j) {
+    double want = 2.0 * c0[size_t(j)];
+    for (int64_t i = 0; i < k; ++i) want += 0.5 * double(a[size_t(i * lda + 1)]) * b[size_t(i * n + j)];
+    EXPECT_NEAR(c[size_t(j)], want, 1e-5) << "column " << j;
+  }
+}
+
 TEST(KernelsGemm, ConcurrentCallsFromTwoThreadsAreCorrect) {
   init_kernels();
   const int64_t m = 64, n = 128, k = 784;
