@@ -324,7 +324,9 @@ int main(int argc, char** argv) {
       "Exact comparison when the environment entries that change numerics (lockstep_version, numeric_code, "
       "compiler, build_flags, blas, cpu_isa) match; otherwise losses within 0.01 + 1% of the baseline, "
       "accuracies within 0.02, each prediction within 0.02 and the weight norm within 0.1%. The config "
-      "(except output.*, checkpoint.*, comm.*, data.path/prefetch/gather, train.progress) must match.");
+      "(except output.*, checkpoint.*, comm.*, data.path/prefetch/gather, train.progress) must match; "
+      "strategy.check_every may differ, and strategy.local_replicas where the replicas in sync are as many "
+      "or the run is deterministic.");
 
   auto* export_cmd = app.add_subcommand("export", "Write a saved model in an exchange format (ONNX)");
   export_cmd->add_option("config", a.config, "experiment config (YAML) the model was trained with")->required();

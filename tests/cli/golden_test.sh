@@ -33,6 +33,14 @@ ONEDNN_MAX_CPU_ISA=AVX2 OPENBLAS_CORETYPE=Haswell "$LS" train "$G/golden.yaml" -
   ok "2 replicas verify against the 1-replica baseline ($(grep '^comparison' two.log))" ||
   bad "2 replicas: $(grep -E 'MOVED|config|comparison|error' two.log | head -3)"
 
+# The weight checksum's interval only decides how often the weights are read:
+# another strategy.check_every verifies, and its line says it is allowed.
+"$LS" train "$G/golden.yaml" --set output.dir=checks --set strategy.check_every=1 >checks_train.log 2>&1
+"$LS" verify "$G/baseline.json" checks >checks.log 2>&1 &&
+  grep -q "strategy.check_every: .* -> 1 (a check that only reads the weights: allowed)" checks.log &&
+  ok "another strategy.check_every verifies ($(grep '^comparison' checks.log))" ||
+  bad "strategy.check_every: $(grep -E 'MOVED|config|comparison|error' checks.log | head -3)"
+
 "$LS" baseline run --out fresh.json >base.log 2>&1 && ok "baseline of the run folder alone" || bad "baseline: $(cat base.log)"
 # Independent check of the record: weights hash (FNV-1a 64 over the arena: the
 # last layer first, kernel then bias per layer), the fixed-example predictions (softmax of the MLP, NumPy),
