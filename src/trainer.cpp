@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <limits>
 #include <cstdio>
 #include <filesystem>
 #include <map>
@@ -770,8 +771,11 @@ void Trainer::report_progress(int64_t epoch, int64_t step, const MetricSums& s, 
 void Trainer::report_epoch(int64_t epoch, const MetricSums& s, double train_seconds, double lr,
                            const EvalResult& val, double epoch_seconds) {
   const bool cls = model_->loss() == LossKind::kSoftmaxCrossEntropy;
-  const double loss = s.loss_sum / std::max(1.0, s.rows);
-  const double acc = s.correct / std::max(1.0, s.rows);
+  // An epoch whose every step was skipped (train.on_nonfinite: skip) trained on no
+  // rows: its loss and accuracy are unknown (NaN; null in metrics.jsonl), not 0.
+  const double none = std::numeric_limits<double>::quiet_NaN();
+  const double loss = s.rows > 0 ? s.loss_sum / s.rows : none;
+  const double acc = s.rows > 0 ? s.correct / s.rows : none;
   const int64_t steps = train_input_->steps_per_epoch();
   const double sps = s.rows / std::max(1e-9, train_seconds);
   std::printf("%sEpoch %lld/%lld %lld/%lld - %.1fs %.2fms/step - loss: %.4f", tty_ ? "\r" : "",

@@ -178,6 +178,22 @@ for f in os.listdir(d):
             (_ for _ in ()).throw(AssertionError(f + ":" + n)) if not np.all(np.isfinite(h[n][()])) else None)
 PYEOF
 "$LS" train cfg.yaml --set output.dir=nanskip "${NAN[@]}" \
-  --set train.on_nonfinite=skip --set train.epochs=1 >skip.log 2>&1 && grep -q "update was skipped" skip.log &&
+  --set train.on_nonfinite=skip --set train.epochs=2 >skip.log 2>&1 && grep -q "update was skipped" skip.log &&
   ok "on_nonfinite: skip keeps going" || bad "skip: $(tail -2 skip.log)"
+# An epoch whose every step was skipped trained on no rows: its loss and accuracy
+# are null in metrics.jsonl, not a clean-looking 0.
+"$PY" - nanskip/metrics.jsonl <<'PYEOF' && ok "an all-skipped epoch reports null loss and accuracy" || bad "all-skipped epoch: $(tail -1 nanskip/metrics.jsonl)"
+import json, sys
+recs = [json.loads(l) for l in open(sys.argv[1]) if '"epoch"' in l and '"loss"' in l]
+prev, seen = 0, 0
+for r in recs:
+    skipped = r["skipped_steps"] - prev
+    prev = r["skipped_steps"]
+    if skipped == r["steps"]:
+        seen += 1
+        assert r["loss"] is None and r.get("accuracy") is None, r
+    else:
+        assert r["loss"] is not None, r
+assert seen >= 1, "no epoch had every step skipped: " + str(recs)
+PYEOF
 finish
