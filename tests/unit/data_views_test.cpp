@@ -44,20 +44,10 @@ TEST(DataViews, ShuffleFullBufferIsAPermutationReproducibleFromSeed) {
 
 // 0..n-1 with no size(): the shuffle cannot know the pass fits its buffer, so it
 // draws element by element.
-class UnsizedRange : public Iterator<int64_t> {
+class UnsizedRange : public RangeIterator {
  public:
-  explicit UnsizedRange(int64_t n) : n_(n) {}
-
- protected:
-  void on_start(int64_t) override { i_ = 0; }
-  bool produce(int64_t& out) override {
-    if (i_ >= n_) return false;
-    out = i_++;
-    return true;
-  }
-
- private:
-  int64_t n_ = 0, i_ = 0;
+  using RangeIterator::RangeIterator;
+  int64_t size() const override { return -1; }
 };
 
 // The documented order of a full-buffer shuffle of 0..n-1 in pass `epoch`: draw j
@@ -98,9 +88,9 @@ TEST(DataViews, ShuffleDrawnWholeKeepsTheElementByElementOrder) {
 
 // A child that yields more than its size() says is an error, not a silent reorder.
 TEST(DataViews, ShuffleRejectsAChildLongerThanItsSize) {
-  class Liar : public UnsizedRange {
+  class Liar : public RangeIterator {
    public:
-    Liar() : UnsizedRange(10) {}
+    Liar() : RangeIterator(10) {}
     int64_t size() const override { return 5; }
   };
   auto it = shuffle(IteratorPtr<int64_t>(std::make_unique<Liar>()), 5, 1);
