@@ -240,77 +240,75 @@ bool ZeroIndex::vectorized() { return W > 1; }
 bool ZeroIndex::forward_pays() const { return vectorized() && forward_visits_ <= V::kFwdSwitch; }
 bool ZeroIndex::weights_pays() const { return vectorized() && weights_visits_ <= V::kWgtSwitch; }
 
+namespace {
+
+// The index's vector operations: mark(acc, p, len, bit) sets `bit` in each of the
+// first len lanes of acc whose float at p is nonzero (NaN counts as nonzero).
+#if defined(__AVX512F__)
+struct Bits {
+  using M = __m512i;
+  static constexpr int kLanes = 16;
+  static M zero() { return _mm512_setzero_si512(); }
+  static M bit(int r) { return _mm512_set1_epi32(int(1u << r)); }
+  static M mark(M acc, const float* p, int len, M bit) {
+    const __m512 x = len == kLanes ? V::load(p) : V::load(p, len);
+    return _mm512_mask_or_epi32(acc, _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_NEQ_UQ), acc, bit);
+  }
+  static void store(uint32_t* out, M acc) { _mm512_storeu_si512(out, acc); }
+};
+#elif defined(__AVX2__) && defined(__FMA__)
+struct Bits {
+  using M = __m256i;
+  static constexpr int kLanes = 8;
+  static M zero() { return _mm256_setzero_si256(); }
+  static M bit(int r) { return _mm256_set1_epi32(int(1u << r)); }
+  static M mark(M acc, const float* p, int len, M bit) {
+    const __m256 x = len == kLanes ? V::load(p) : V::load(p, len);
+    const __m256i nz = _mm256_castps_si256(_mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_NEQ_UQ));
+    return _mm256_or_si256(acc, _mm256_and_si256(nz, bit));
+  }
+  static void store(uint32_t* out, M acc) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), acc);
+  }
+};
+#endif
+
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+// G groups of kLanes columns from col (the last group `last` wide), rows [r0, r1):
+// each column's word of row bits into bits[column * words + w]. Several groups at
+// a time read each row G x 64 bytes at a go (whole lines when a row starts on one)
+// rather than a line per row per group (kernels/README.md: the index's times).
+template <int G>
+void mark_groups(const float* a, int64_t lda, int64_t r0, int64_t r1, int64_t col, int last,
+                 uint32_t* bits, int64_t words, int64_t w) {
+  constexpr int L = Bits::kLanes;
+  Bits::M acc[G];
+  for (int g = 0; g < G; ++g) acc[g] = Bits::zero();
+  for (int64_t r = r0; r < r1; ++r) {
+    const float* row = a + r * lda + col;
+    const Bits::M bit = Bits::bit(int(r - r0));
+    for (int g = 0; g < G; ++g) acc[g] = Bits::mark(acc[g], row + g * L, g == G - 1 ? last : L, bit);
+  }
+  uint32_t lane[G][L];
+  for (int g = 0; g < G; ++g) Bits::store(lane[g], acc[g]);
+  for (int g = 0; g < G; ++g) {
+    for (int i = 0; i < (g == G - 1 ? last : L); ++i) bits[(col + g * L + i) * words + w] = lane[g][i];
+  }
+}
+#endif
+
+}  // namespace
+
 // The bits of rows [32w, 32w + 32): per column, which of them are nonzero.
 void ZeroIndex::index_word(int64_t w) {
   const int64_t r0 = w * kRows, r1 = std::min(m_, r0 + kRows);
   const float* a = a_;
   int64_t col = 0;
-#if defined(__AVX512F__)
-  alignas(64) uint32_t lane[16];
-  // Four groups of 16 columns at a time: each row is then read 256 bytes at a go
-  // (four whole lines when a row starts on one) rather than a line per row per pass.
-  const int64_t lda = lda_;
-  alignas(64) uint32_t quad[4][16];
-  for (; col + 64 <= k_; col += 64) {
-    __m512i acc[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(),
-                      _mm512_setzero_si512()};
-    for (int64_t r = r0; r < r1; ++r) {
-      const float* row = a + r * lda + col;
-      const __m512i bit = _mm512_set1_epi32(int(1u << (r - r0)));
-      for (int g = 0; g < 4; ++g) {
-        const __mmask16 nz =
-            _mm512_cmp_ps_mask(_mm512_loadu_ps(row + 16 * g), _mm512_setzero_ps(), _CMP_NEQ_UQ);
-        acc[g] = _mm512_mask_or_epi32(acc[g], nz, acc[g], bit);
-      }
-    }
-    for (int g = 0; g < 4; ++g) _mm512_store_si512(quad[g], acc[g]);
-    for (int g = 0; g < 4; ++g) {
-      for (int i = 0; i < 16; ++i) bits_[size_t((col + 16 * g + i) * words_ + w)] = quad[g][i];
-    }
-  }
-  for (; col < k_; col += 16) {
-    const int len = int(std::min<int64_t>(16, k_ - col));
-    __m512i acc = _mm512_setzero_si512();
-    for (int64_t r = r0; r < r1; ++r) {
-      const __m512 x = V::load(a + r * lda_ + col, len);
-      const __mmask16 nz = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_NEQ_UQ);
-      acc = _mm512_mask_or_epi32(acc, nz, acc, _mm512_set1_epi32(int(1u << (r - r0))));
-    }
-    _mm512_store_si512(lane, acc);
-    for (int i = 0; i < len; ++i) bits_[size_t((col + i) * words_ + w)] = lane[i];
-  }
-#elif defined(__AVX2__) && defined(__FMA__)
-  alignas(32) uint32_t lane[8];
-  // Four groups of 8 columns at a time, as above: 128 bytes of each row at a go.
-  const int64_t lda = lda_;
-  alignas(32) uint32_t quad[4][8];
-  for (; col + 32 <= k_; col += 32) {
-    __m256i acc[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(),
-                      _mm256_setzero_si256()};
-    for (int64_t r = r0; r < r1; ++r) {
-      const float* row = a + r * lda + col;
-      const __m256i bit = _mm256_set1_epi32(int(1u << (r - r0)));
-      for (int g = 0; g < 4; ++g) {
-        const __m256 x = _mm256_loadu_ps(row + 8 * g);
-        const __m256i nz = _mm256_castps_si256(_mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_NEQ_UQ));
-        acc[g] = _mm256_or_si256(acc[g], _mm256_and_si256(nz, bit));
-      }
-    }
-    for (int g = 0; g < 4; ++g) _mm256_store_si256(reinterpret_cast<__m256i*>(quad[g]), acc[g]);
-    for (int g = 0; g < 4; ++g) {
-      for (int i = 0; i < 8; ++i) bits_[size_t((col + 8 * g + i) * words_ + w)] = quad[g][i];
-    }
-  }
-  for (; col < k_; col += 8) {
-    const int len = int(std::min<int64_t>(8, k_ - col));
-    __m256i acc = _mm256_setzero_si256();
-    for (int64_t r = r0; r < r1; ++r) {
-      const __m256 x = V::load(a + r * lda_ + col, len);
-      const __m256i nz = _mm256_castps_si256(_mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_NEQ_UQ));
-      acc = _mm256_or_si256(acc, _mm256_and_si256(nz, _mm256_set1_epi32(int(1u << (r - r0)))));
-    }
-    _mm256_store_si256(reinterpret_cast<__m256i*>(lane), acc);
-    for (int i = 0; i < len; ++i) bits_[size_t((col + i) * words_ + w)] = lane[i];
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+  constexpr int L = Bits::kLanes;
+  for (; col + 4 * L <= k_; col += 4 * L) mark_groups<4>(a, lda_, r0, r1, col, L, bits_.data(), words_, w);
+  for (; col < k_; col += L) {
+    mark_groups<1>(a, lda_, r0, r1, col, int(std::min<int64_t>(L, k_ - col)), bits_.data(), words_, w);
   }
 #endif
   for (; col < k_; ++col) {
