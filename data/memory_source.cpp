@@ -134,8 +134,8 @@ void MemorySource::read(const int64_t* rows, int64_t n, float* x, int32_t* label
   const unsigned char* base = x_.bytes.data();
   const size_t row_bytes = row_bytes_;
   const int64_t size = info_.size;
-  auto prefetch_row = [base, row_bytes, rows, n, size](int64_t i) {
-    if (i >= n || rows[i] < 0 || rows[i] >= size) return;
+  auto prefetch_row = [base, row_bytes, rows, n](int64_t i) {  // rows checked below, first
+    if (i >= n) return;
     each_line(base + size_t(rows[i]) * row_bytes, row_bytes, prefetch_line);
   };
   for (int64_t i = 0; i < n; ++i) {
