@@ -1,7 +1,8 @@
 // GEMM for the CPU replicas, one thread per call because each replica thread owns
 // a core: oneDNN's sgemm (JIT kernels for the exact shapes) when LOCKSTEP_HAVE_DNNL,
 // else OpenBLAS (cblas_sgemm) when LOCKSTEP_HAVE_BLAS, else Eigen on strided Maps
-// of the caller's buffers (no temporaries, no per-call allocation).
+// of the caller's buffers (no temporaries, no per-call allocation; a single row
+// goes through a per-thread scratch that grows once, gemm_one_row).
 #include "kernels/cpu/ops.h"
 
 #include <algorithm>
@@ -105,7 +106,28 @@ namespace {
 
 void library_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
                   const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
-                  int64_t ldc);
+                  int64_t ldc) {
+#if defined(LOCKSTEP_HAVE_DNNL)
+  // OpenMP's thread count is per thread: each caller asks for one, once.
+  static thread_local const bool one_thread = (omp_set_num_threads(1), true);
+  (void)one_thread;
+  const dnnl_status_t st = dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', m, n, k, alpha, a, lda,
+                                      b, ldb, beta, c, ldc);
+  if (st != dnnl_success) {
+    throw std::runtime_error("lockstep::cpu::gemm: oneDNN sgemm failed (status " + std::to_string(int(st)) +
+                             ") for m=" + std::to_string(m) + " n=" + std::to_string(n) +
+                             " k=" + std::to_string(k));
+  }
+#elif defined(LOCKSTEP_HAVE_BLAS)
+  cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
+              trans_b ? CblasTrans : CblasNoTrans, static_cast<blasint>(m),
+              static_cast<blasint>(n), static_cast<blasint>(k), alpha, a,
+              static_cast<blasint>(lda), b, static_cast<blasint>(ldb), beta, c,
+              static_cast<blasint>(ldc));
+#else
+  gemm_eigen(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+#endif
+}
 
 // One row of op(A): the libraries take another path for a single row (a
 // matrix-vector product, which sums in another order), so that row's result
@@ -136,34 +158,5 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
   if (m == 1) return gemm_one_row(trans_a, trans_b, n, k, alpha, a, lda, b, ldb, beta, c);
   library_gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
-
-namespace {
-
-void library_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
-                  const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
-                  int64_t ldc) {
-#if defined(LOCKSTEP_HAVE_DNNL)
-  // OpenMP's thread count is per thread: each caller asks for one, once.
-  static thread_local const bool one_thread = (omp_set_num_threads(1), true);
-  (void)one_thread;
-  const dnnl_status_t st = dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', m, n, k, alpha, a, lda,
-                                      b, ldb, beta, c, ldc);
-  if (st != dnnl_success) {
-    throw std::runtime_error("lockstep::cpu::gemm: oneDNN sgemm failed (status " + std::to_string(int(st)) +
-                             ") for m=" + std::to_string(m) + " n=" + std::to_string(n) +
-                             " k=" + std::to_string(k));
-  }
-#elif defined(LOCKSTEP_HAVE_BLAS)
-  cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
-              trans_b ? CblasTrans : CblasNoTrans, static_cast<blasint>(m),
-              static_cast<blasint>(n), static_cast<blasint>(k), alpha, a,
-              static_cast<blasint>(lda), b, static_cast<blasint>(ldb), beta, c,
-              static_cast<blasint>(ldc));
-#else
-  gemm_eigen(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-#endif
-}
-
-}  // namespace
 
 }  // namespace lockstep::cpu
