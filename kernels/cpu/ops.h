@@ -78,6 +78,12 @@ class ZeroIndex {
   // share at most the switch point measured for this ISA (kernels/README.md).
   bool forward_pays() const;
   bool weights_pays() const;
+  // An upper bound on every |entry| of A, found while indexing: the largest
+  // entry where none has its sign bit set (images), else +Inf (not known); NaN
+  // or +Inf where an entry is not finite. With B's, it bounds the products':
+  // every element of A^T B is at most rows() x magnitude_bound() x max|B|, up to
+  // rounding.
+  float magnitude_bound() const;
   const float* matrix() const { return a_; }
   int64_t rows() const { return m_; }
   int64_t cols() const { return k_; }
@@ -92,6 +98,7 @@ class ZeroIndex {
 
   const float* a_ = nullptr;
   int64_t m_ = 0, k_ = 0, lda_ = 0, words_ = 0;
+  uint32_t top_ = 0;  // the largest bit pattern of an entry, as unsigned
   double forward_visits_ = 1.0, weights_visits_ = 1.0;
   std::vector<uint32_t> bits_;  // (k, words)
 };
@@ -167,6 +174,9 @@ double sum_squares(const float* x, int64_t n);
 // ones), immune to -ffinite-math-only and fast enough to run on every step's
 // reduced gradient (about 4 bytes per cycle per core, bench/kernels_bench).
 bool all_finite(const float* x, int64_t n);
+// The largest |x[i]| (0 for n == 0); NaN when some x[i] is NaN, else Inf when one
+// is infinite. In the same pass over the bits as all_finite.
+float max_abs(const float* x, int64_t n);
 // y (n) = alpha * x + y.
 void axpy(int64_t n, float alpha, const float* x, float* y);
 // x *= alpha.

@@ -11,6 +11,7 @@
 #include <bit>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -237,23 +238,35 @@ void check_ld(const char* what, int64_t ld, int64_t need) {
 }  // namespace
 
 bool ZeroIndex::vectorized() { return W > 1; }
+float ZeroIndex::magnitude_bound() const {
+  // A pattern with the sign bit set: some entry is negative (or -0), and the
+  // largest magnitude is not known.
+  return top_ >= 0x80000000u ? std::numeric_limits<float>::infinity() : std::bit_cast<float>(top_);
+}
 bool ZeroIndex::forward_pays() const { return vectorized() && forward_visits_ <= V::kFwdSwitch; }
 bool ZeroIndex::weights_pays() const { return vectorized() && weights_visits_ <= V::kWgtSwitch; }
 
 namespace {
 
-// The index's vector operations: mark(acc, p, len, bit) sets `bit` in each of the
-// first len lanes of acc whose float at p is nonzero (NaN counts as nonzero).
+// The index's vector operations: mark(acc, x, bit) sets `bit` in each lane of
+// acc whose float in x is nonzero (NaN counts as nonzero); widen(top, x) keeps
+// lanewise the largest bit pattern of x as unsigned, which for floats without
+// the sign bit orders as their values do (a NaN's above Inf's above every
+// number's, as in all_finite) and exceeds all of them for one with it (one
+// operation, where |x| would take two); load(p, len) reads len floats, the rest
+// of the lanes 0.
 #if defined(__AVX512F__)
 struct Bits {
   using M = __m512i;
   static constexpr int kLanes = 16;
   static M zero() { return _mm512_setzero_si512(); }
   static M bit(int r) { return _mm512_set1_epi32(int(1u << r)); }
-  static M mark(M acc, const float* p, int len, M bit) {
-    const __m512 x = len == kLanes ? V::load(p) : V::load(p, len);
+  static __m512 load(const float* p, int len) { return len == kLanes ? V::load(p) : V::load(p, len); }
+  static M mark(M acc, __m512 x, M bit) {
     return _mm512_mask_or_epi32(acc, _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_NEQ_UQ), acc, bit);
   }
+  static M widen(M top, M x) { return _mm512_max_epu32(top, x); }
+  static M widen(M top, __m512 x) { return widen(top, _mm512_castps_si512(x)); }
   static void store(uint32_t* out, M acc) { _mm512_storeu_si512(out, acc); }
 };
 #elif defined(__AVX2__) && defined(__FMA__)
@@ -262,11 +275,13 @@ struct Bits {
   static constexpr int kLanes = 8;
   static M zero() { return _mm256_setzero_si256(); }
   static M bit(int r) { return _mm256_set1_epi32(int(1u << r)); }
-  static M mark(M acc, const float* p, int len, M bit) {
-    const __m256 x = len == kLanes ? V::load(p) : V::load(p, len);
+  static __m256 load(const float* p, int len) { return len == kLanes ? V::load(p) : V::load(p, len); }
+  static M mark(M acc, __m256 x, M bit) {
     const __m256i nz = _mm256_castps_si256(_mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_NEQ_UQ));
     return _mm256_or_si256(acc, _mm256_and_si256(nz, bit));
   }
+  static M widen(M top, M x) { return _mm256_max_epu32(top, x); }
+  static M widen(M top, __m256 x) { return widen(top, _mm256_castps_si256(x)); }
   static void store(uint32_t* out, M acc) {
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), acc);
   }
@@ -275,25 +290,31 @@ struct Bits {
 
 #if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
 // G groups of kLanes columns from col (the last group `last` wide), rows [r0, r1):
-// each column's word of row bits into bits[column * words + w]. Several groups at
-// a time read each row G x 64 bytes at a go (whole lines when a row starts on one)
-// rather than a line per row per group (kernels/README.md: the index's times).
+// each column's word of row bits into bits[column * words + w], and lanewise the
+// largest bit patterns into `top`. Several groups at a time read each row G x 64
+// bytes at a go (whole lines when a row starts on one) rather than a line per row
+// per group (kernels/README.md: the index's times).
 template <int G>
 void mark_groups(const float* a, int64_t lda, int64_t r0, int64_t r1, int64_t col, int last,
-                 uint32_t* bits, int64_t words, int64_t w) {
+                 uint32_t* bits, int64_t words, int64_t w, Bits::M& top) {
   constexpr int L = Bits::kLanes;
-  Bits::M acc[G];
+  Bits::M acc[G], most = top;
   for (int g = 0; g < G; ++g) acc[g] = Bits::zero();
   for (int64_t r = r0; r < r1; ++r) {
     const float* row = a + r * lda + col;
     const Bits::M bit = Bits::bit(int(r - r0));
-    for (int g = 0; g < G; ++g) acc[g] = Bits::mark(acc[g], row + g * L, g == G - 1 ? last : L, bit);
+    for (int g = 0; g < G; ++g) {
+      const auto x = Bits::load(row + g * L, g == G - 1 ? last : L);
+      acc[g] = Bits::mark(acc[g], x, bit);
+      most = Bits::widen(most, x);
+    }
   }
   uint32_t lane[G][L];
   for (int g = 0; g < G; ++g) Bits::store(lane[g], acc[g]);
   for (int g = 0; g < G; ++g) {
     for (int i = 0; i < (g == G - 1 ? last : L); ++i) bits[(col + g * L + i) * words + w] = lane[g][i];
   }
+  top = most;
 }
 #endif
 
@@ -306,14 +327,22 @@ void ZeroIndex::index_word(int64_t w) {
   int64_t col = 0;
 #if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
   constexpr int L = Bits::kLanes;
-  for (; col + 4 * L <= k_; col += 4 * L) mark_groups<4>(a, lda_, r0, r1, col, L, bits_.data(), words_, w);
+  Bits::M top = Bits::zero();
+  for (; col + 4 * L <= k_; col += 4 * L) mark_groups<4>(a, lda_, r0, r1, col, L, bits_.data(), words_, w, top);
   for (; col < k_; col += L) {
-    mark_groups<1>(a, lda_, r0, r1, col, int(std::min<int64_t>(L, k_ - col)), bits_.data(), words_, w);
+    mark_groups<1>(a, lda_, r0, r1, col, int(std::min<int64_t>(L, k_ - col)), bits_.data(), words_, w, top);
   }
+  uint32_t lane[L];
+  Bits::store(lane, top);
+  top_ = std::max(top_, *std::max_element(lane, lane + L));
 #endif
   for (; col < k_; ++col) {
     uint32_t u = 0;
-    for (int64_t r = r0; r < r1; ++r) u |= uint32_t(!(a[r * lda_ + col] == 0.0f)) << (r - r0);
+    for (int64_t r = r0; r < r1; ++r) {
+      const float x = a[r * lda_ + col];
+      u |= uint32_t(!(x == 0.0f)) << (r - r0);
+      top_ = std::max(top_, std::bit_cast<uint32_t>(x));
+    }
     bits_[size_t(col * words_ + w)] = u;
   }
 }
@@ -333,6 +362,7 @@ void ZeroIndex::build(const float* a, int64_t m, int64_t k, int64_t lda) {
   a_ = a, m_ = m, k_ = k, lda_ = lda;
   words_ = (m + kRows - 1) / kRows;
   bits_.resize(size_t(k * words_));  // index_word writes every entry
+  top_ = 0;
   for (int64_t w = 0; w < words_; ++w) index_word(w);
   forward_visits_ = visits(V::kFwdCols);
   weights_visits_ = V::kWgtRows == V::kFwdCols ? forward_visits_ : visits(V::kWgtRows);

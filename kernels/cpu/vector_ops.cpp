@@ -1,6 +1,6 @@
-// Level-1 vector kernels on the flat arenas: sum of squares (gradient norms and the
-// finiteness check, accumulated in double), the bitwise finiteness check, axpy
-// and scale.
+// Level-1 vector kernels on the flat arenas: sum of squares (gradient norms,
+// accumulated in double), the bitwise finiteness check and largest magnitude,
+// axpy and scale.
 #include "kernels/cpu/ops.h"
 
 #include <algorithm>
@@ -42,22 +42,36 @@ double sum_squares(const float* x, int64_t n) {
   return total;
 }
 
+namespace {
+
+// The largest magnitude's bit pattern: the bits of |x| order as the magnitudes
+// do, Inf's (0x7f800000) exceed every finite one's and a NaN's exceed Inf's. An
+// unsigned max reduction vectorises with plain -O2, unlike a float one.
+uint32_t widest_bits(const float* x, int64_t n) {
+  uint32_t worst = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    uint32_t bits;
+    std::memcpy(&bits, x + i, sizeof bits);
+    worst = std::max(worst, bits & 0x7fffffffu);
+  }
+  return worst;
+}
+
+}  // namespace
+
 bool all_finite(const float* x, int64_t n) {
-  // The largest magnitude bit pattern: NaN and Inf are exactly those with all
-  // exponent bits set (>= 0x7f800000 once the sign is cleared). An unsigned max
-  // reduction vectorises with plain -O2, unlike a float one.
   constexpr int64_t kBlock = 4096;  // stop early on a bad block, do not branch per element
   for (int64_t start = 0; start < n; start += kBlock) {
-    const int64_t end = std::min(n, start + kBlock);
-    uint32_t worst = 0;
-    for (int64_t i = start; i < end; ++i) {
-      uint32_t bits;
-      std::memcpy(&bits, x + i, sizeof bits);
-      worst = std::max(worst, bits & 0x7fffffffu);
-    }
-    if (worst >= 0x7f800000u) return false;
+    if (widest_bits(x + start, std::min(kBlock, n - start)) >= 0x7f800000u) return false;
   }
   return true;
+}
+
+float max_abs(const float* x, int64_t n) {
+  const uint32_t bits = widest_bits(x, n);
+  float widest;
+  std::memcpy(&widest, &bits, sizeof widest);
+  return widest;
 }
 
 void axpy(int64_t n, float alpha, const float* __restrict x, float* __restrict y) {

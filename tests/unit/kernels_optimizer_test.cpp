@@ -200,6 +200,32 @@ TEST(KernelsVectorOps, AllFiniteFindsEveryNonFiniteAtEveryPosition) {
   }
 }
 
+// max_abs: the largest magnitude exactly, wherever it sits and whatever its
+// sign; a NaN anywhere makes it NaN, an Inf (without a NaN) Inf.
+TEST(KernelsVectorOps, MaxAbsIsTheLargestMagnitudeOrNonFinite) {
+  const int64_t n = 1037;
+  std::vector<float> x(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) x[size_t(i)] = (i % 3 ? -1.0f : 1.0f) * float(i % 101) * 0.25f;
+  EXPECT_EQ(max_abs(x.data(), 0), 0.0f);
+  EXPECT_EQ(max_abs(x.data(), n), 25.0f);
+  for (const int64_t at : {int64_t(0), int64_t(515), n - 1}) {
+    const float inf = std::numeric_limits<float>::infinity();
+    for (const float big : {-std::numeric_limits<float>::max(), 3e38f, -26.5f, inf}) {
+      const float keep = x[size_t(at)];
+      x[size_t(at)] = big;
+      EXPECT_EQ(max_abs(x.data(), n), std::fabs(big)) << big << " at " << at;
+      EXPECT_EQ(max_abs(x.data(), at), at == 0 ? 0.0f : 25.0f) << "the elements before " << at;
+      x[size_t(at)] = keep;
+    }
+    auto y = x;
+    y[size_t(n - 1 - at)] = -std::numeric_limits<float>::infinity();
+    y[size_t(at)] = std::numeric_limits<float>::quiet_NaN();
+    EXPECT_TRUE(std::isnan(max_abs(y.data(), n))) << "a NaN at " << at << " and an Inf";
+    y[size_t(at)] = x[size_t(at)];
+    EXPECT_EQ(max_abs(y.data(), n), std::numeric_limits<float>::infinity()) << "an Inf at " << n - 1 - at;
+  }
+}
+
 TEST(KernelsVectorOps, AxpyAndScale) {
   std::vector<float> x(13), y(13);
   for (int i = 0; i < 13; ++i) {

@@ -113,6 +113,10 @@ void expect_chains(bool transposed, int64_t pad_to, uint32_t seed) {
       } else {
         gemm_nonzeros(ix, b.data(), ldb, s.n, c.data(), ldc);
       }
+      float largest = 0.0f, largest_b = 0.0f;  // of what was stored, and of B
+      for (int64_t i = 0; i < terms; ++i) {
+        for (int64_t j = 0; j < s.n; ++j) largest_b = std::max(largest_b, std::fabs(b[size_t(i * ldb + j)]));
+      }
       for (int64_t i = 0; i < c_rows; ++i) {
         for (int64_t j = 0; j < ldc; ++j) {
           const float got = c[size_t(i * ldc + j)];
@@ -120,7 +124,12 @@ void expect_chains(bool transposed, int64_t pad_to, uint32_t seed) {
           ASSERT_TRUE(same_value(got, want)) << "m=" << s.m << " k=" << s.k << " n=" << s.n
                                             << " pad=" << pad << " at (" << i << ", " << j
                                             << "): " << got << " vs " << want;
+          if (j < s.n) largest = std::max(largest, std::fabs(got));
         }
+      }
+      if (transposed) {  // ZeroIndex::magnitude_bound's bound on the products, with room for rounding
+        EXPECT_LE(double(largest), 1.001 * double(s.m) * ix.magnitude_bound() * largest_b)
+            << "m=" << s.m << " k=" << s.k << " n=" << s.n << " pad=" << pad;
       }
     }
   }
@@ -258,6 +267,43 @@ TEST_F(ZeroSkipping, SignsAndAnInfinityMetByANonzero) {
   ix.build(a.data(), m, k, k);
   gemm_nonzeros(ix, b.data(), n, n, c.data(), n);
   for (int64_t j = 0; j < n; ++j) EXPECT_FALSE(std::isfinite(c[size_t(j)]));
+}
+
+// ZeroIndex::magnitude_bound of a matrix without negative entries is its largest
+// entry (never one of the padding past k), wherever it sits (a full group of
+// columns, the short last one, the scalar tail; any row of a word); a NaN makes
+// it NaN, and a negative entry (-0 and -Inf too) makes it +Inf, not known.
+TEST_F(ZeroSkipping, TheIndexBoundsTheMagnitudes) {
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+  for (const Shape& s : shapes()) {
+    const int64_t lda = s.k + 3;  // padding holds kSentinel, larger than any entry
+    auto a = sparse_matrix(s.m, s.k, lda, 0.5, 21);
+    ZeroIndex ix;
+    ix.build(a.data(), s.m, s.k, lda);
+    float largest = 0.0f;
+    for (int64_t i = 0; i < s.m; ++i) {
+      for (int64_t j = 0; j < s.k; ++j) largest = std::max(largest, a[size_t(i * lda + j)]);
+    }
+    EXPECT_EQ(ix.magnitude_bound(), largest) << "m=" << s.m << " k=" << s.k;
+    for (const int64_t j : {int64_t(0), s.k / 2, s.k - 1}) {
+      const int64_t i = s.m - 1, at = i * lda + j;
+      const float keep = a[size_t(at)];
+      for (const float x : {3e38f, inf, nan, -7.5f, -0.0f, -inf}) {
+        a[size_t(at)] = x;
+        ix.build(a.data(), s.m, s.k, lda);
+        SCOPED_TRACE("m=" + std::to_string(s.m) + " k=" + std::to_string(s.k) + " A(" + std::to_string(i) + ", " +
+                     std::to_string(j) + ") = " + std::to_string(x));
+        if (std::isnan(x)) {
+          EXPECT_TRUE(std::isnan(ix.magnitude_bound()));
+        } else if (std::signbit(x)) {
+          EXPECT_EQ(ix.magnitude_bound(), inf);
+        } else {
+          EXPECT_EQ(ix.magnitude_bound(), std::max(largest, x));
+        }
+      }
+      a[size_t(at)] = keep;
+    }
+  }
 }
 
 TEST_F(ZeroSkipping, EmptyShapesAndBadLeadingDimensions) {
