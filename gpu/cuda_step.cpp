@@ -249,8 +249,8 @@ void CudaReplica::reduce(int64_t begin, int64_t end) {
 
 void CudaReplica::extras(const SliceStats& s, bool) {
   float* e = grads_.data() + n_;  // the stop flag was staged in the step block
-  gpu::write_extras(stream(), {e + kLossSum, e + kCorrect, e + kRows, e + kStop}, loss_sum_.data(),
-                    correct_.data(), float(s.rows), block());
+  gpu::write_extras(stream(), {e + kLossSum, e + kCorrect, e + kRows, e + kStop, e + kOverBound},
+                    loss_sum_.data(), correct_.data(), float(s.rows), block());
 }
 
 // The compute stream waits here, once, for every bucket's all-reduce (they ran

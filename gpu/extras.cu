@@ -1,4 +1,4 @@
-// The extras kernel (see the header); one thread writes four floats.
+// The extras kernel (see the header); one thread writes five floats.
 #include "gpu/extras.h"
 
 #include "kernels/cuda/device.h"
@@ -12,6 +12,7 @@ __global__ void extras_kernel(ExtraSlots to, const double* loss_sum, const int64
   *to.correct = float(*correct);
   *to.rows = rows;
   *to.stop = p->stop;
+  *to.over_bound = 0.0f;
 }
 
 }  // namespace

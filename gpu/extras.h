@@ -11,11 +11,12 @@
 
 namespace lockstep::gpu {
 
-// Where the step's four extras go in the gradient arena (extras + StepExtra).
+// Where the step's extras go in the gradient arena (extras + StepExtra).
 struct ExtraSlots {
-  float *loss, *correct, *rows, *stop;
+  float *loss, *correct, *rows, *stop, *over_bound;
 };
-// *loss = float(*loss_sum), *correct = float(*correct), *rows = rows, *stop = p->stop.
+// *loss = float(*loss_sum), *correct = float(*correct), *rows = rows, *stop = p->stop,
+// *over_bound = 0 (the CUDA step checks the reduced gradient itself).
 void write_extras(cudaStream_t s, ExtraSlots to, const double* loss_sum, const int64_t* correct,
                   float rows, const kernels::StepParams* p);
 

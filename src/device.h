@@ -17,8 +17,10 @@
 //     block's dropout fields for a slice (CUDA stages the whole block before a step).
 #pragma once
 
+#include <cfloat>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <vector>
 
 #include "data/input.h"
@@ -102,8 +104,16 @@ class CpuDevice {
   // z = x W, and after it dW = x^T dz, each skipping x's zeros when that pays
   // (cpu::ZeroIndex: images are often half zeros), else gemm(). The forward
   // builds the index; the backward, which must follow its own forward (x
-  // unchanged), reuses it.
+  // unchanged), reuses it. Then it records in `bounded` a bound on |dW| from
+  // x's (which the index found) and the largest |dz| (in L1 now): where that
+  // bound is small enough, the step's finite check need not read dW again.
   using InputIndex = cpu::ZeroIndex;
+  struct BoundedSpan {
+    const float* begin = nullptr;
+    int64_t count = 0;   // 0: nothing recorded
+    float bound = 0.0f;  // every |element| is at most this (Inf or NaN: no bound known)
+  };
+  BoundedSpan bounded;  // the step that reads it clears it before each train()
   void input_gemm(InputIndex& ix, int64_t rows, int64_t out, int64_t in, const float* x,
                   const float* w, float* z) {
     if (InputIndex::vectorized()) ix.build(x, rows, in, in);
@@ -114,7 +124,13 @@ class CpuDevice {
                           const float* dz, float* dw) {
     const bool indexed = ix.matrix() == x && ix.rows() == rows && ix.cols() == in;
     if (indexed && ix.weights_pays()) {
-      return cpu::gemm_nonzeros_t(ix, dz, out, out, dw, out);
+      cpu::gemm_nonzeros_t(ix, dz, out, out, dw, out);
+      // Each element sums `rows` products of an |x| and a |dz|; twice that leaves
+      // room for the rounding of the sum (a factor under 1.07 up to 2^20 rows).
+      const double dz_max = cpu::max_abs(dz, rows * out);
+      const double bound = 2.0 * double(rows) * double(ix.magnitude_bound()) * dz_max;
+      bounded = {dw, in * out, bound < double(FLT_MAX) ? float(bound) : std::numeric_limits<float>::infinity()};
+      return;
     }
     cpu::gemm(true, false, in, out, rows, 1.0f, x, in, dz, out, 0.0f, dw, out);
   }

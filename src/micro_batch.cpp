@@ -346,7 +346,7 @@ void MirroredStrategy::float_sum(Replica& r, const SliceStats& local, bool stop_
                                  StepResult& out) {
   const int64_t n = model_.num_params();
   CpuReplica& c = cpu(r);
-  write_extras(c.grads.data() + n, local, stop_requested);
+  write_extras(c.grads.data() + n, local, stop_requested, false);  // the sum is checked below
   const auto tc = Clock::now();  // backward is over: nothing left to overlap with
   for (int64_t begin = 0; begin < n + kExtras; begin += bucket_elems_) {
     r.comm->allreduce(c.grads.data() + begin, size_t(std::min(bucket_elems_, n + kExtras - begin)));

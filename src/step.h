@@ -11,6 +11,10 @@
 //   join(): returns once every reduce is done
 //   update(): the finite flag of the reduced loss and gradient, then the
 //     optimizer, skipped on every replica alike when either is not finite
+// The gradient's flag comes either from the reduced gradient (CUDA reads it
+// after the sum) or from the extras: the CPU replicas measure their own
+// gradients before each reduce, and a sum of R terms each at most
+// FLT_MAX / (2R) cannot overflow, so no replica reads the sum again.
 // Bucket boundaries depend only on the model's layout and bucket size, so every
 // replica issues the same collectives in the same order.
 #pragma once
@@ -24,27 +28,33 @@
 namespace lockstep {
 
 // The gradient arena has room for a few values reduced with the last bucket.
-enum StepExtra : int64_t { kLossSum = 0, kCorrect, kRows, kStop, kExtras };
+// kOverBound counts the replicas whose own gradient held NaN, Inf or an element
+// the sum could overflow (0 where the device checks the sum instead).
+enum StepExtra : int64_t { kLossSum = 0, kCorrect, kRows, kStop, kOverBound, kExtras };
 
 // What one synchronous step reports, the same on every replica.
 struct StepResult {
   SliceStats global;    // loss sum, correct and rows over ALL replicas
   bool stop = false;    // some replica asked to stop (a signal)
   // The update was applied: the global loss and the reduced gradient were all
-  // finite. If not, no replica changed anything (finite_loss says which failed).
+  // finite (and, where the replicas check their own gradients, none held an
+  // element too large to sum). If not, no replica changed anything
+  // (finite_loss says which failed).
   bool finite = true;
   bool finite_loss = true;
   bool finite_state = true;  // batch norm's batch statistics (the CPU step checks them)
 };
 
 // The slice's values into the extras, reduced with the last bucket.
-inline void write_extras(float* extra, const SliceStats& s, bool stop_requested) {
+inline void write_extras(float* extra, const SliceStats& s, bool stop_requested, bool over_bound) {
   extra[kLossSum] = float(s.loss_sum);
   extra[kCorrect] = float(s.correct);
   extra[kRows] = float(s.rows);
   extra[kStop] = stop_requested ? 1.0f : 0.0f;
+  extra[kOverBound] = over_bound ? 1.0f : 0.0f;
 }
-// The step's result from the reduced extras; `finite` still needs the gradient's flag.
+// The step's result from the reduced extras; `finite` still needs the flag of
+// the reduced gradient where the device checks that instead.
 inline StepResult read_extras(const float* extra) {
   StepResult out;
   out.global.loss_sum = extra[kLossSum];
@@ -52,7 +62,7 @@ inline StepResult read_extras(const float* extra) {
   out.global.rows = int64_t(std::llround(extra[kRows]));
   out.stop = extra[kStop] > 0.0f;
   out.finite_loss = std::isfinite(extra[kLossSum]);
-  out.finite = out.finite_loss;
+  out.finite = out.finite_loss && extra[kOverBound] == 0.0f;
   return out;
 }
 

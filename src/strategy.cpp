@@ -4,6 +4,8 @@
 #include "src/strategy.h"
 
 #include <algorithm>
+#include <bit>
+#include <cfloat>
 #include <chrono>
 #include <condition_variable>
 #include <cstring>
@@ -179,6 +181,7 @@ MirroredStrategy::MirroredStrategy(const Model& model, const Config& config, Wor
   const int64_t replicas = int64_t(local) * world.size();
   micro_rows_ = resolve_micro_batch(config, replicas);
   micro_batched_ = !devices_ && (config.deterministic || micro_rows_ * replicas < config.batch_size);
+  own_grad_limit_ = replicas == 1 ? FLT_MAX : FLT_MAX / float(2 * replicas);
   if (micro_batched_ && model.has_batch_norm()) {
     throw ConfigError(std::string("model.layers: batch_norm normalizes over a replica's whole slice of a "
                       "step, which ") + (config.deterministic ? "train.deterministic" : "train.micro_batch_size") +
@@ -393,17 +396,42 @@ struct MirroredStrategy::CpuStep {
   TraceClock::time_point forward_end;  // an empty slice has no forward
   StepResult out;
 
+  uint32_t widest = 0;  // the largest |element| of this replica's own gradient in [0, checked), as bits
+  int64_t checked = 0;
+
   CpuNetwork& net() { return c->net; }
   float* params() { return c->params->data(); }
   float* grads() { return c->grads.data(); }
-  void reduce(int64_t begin, int64_t end) { self->reduce_range(*r, begin, end); }
+  void reduce(int64_t begin, int64_t end) {
+    check_own(std::min(end, self->model_.num_params()));
+    self->reduce_range(*r, begin, end);
+  }
   void extras(const SliceStats& s, bool stop_requested) {
-    if (r->trace) {  // backward holds the bucket all-reduces it started inline
+    const int64_t n = self->model_.num_params();
+    check_own(n);
+    if (r->trace) {  // backward holds the bucket all-reduces it started inline, and the checks
       r->trace->span("forward", t0, forward_end);
       r->trace->span("backward", forward_end, Clock::now());
     }
-    write_extras(c->grads.data() + self->model_.num_params(), s, stop_requested);
+    const bool over_bound = widest > std::bit_cast<uint32_t>(self->own_grad_limit_);
+    write_extras(c->grads.data() + n, s, stop_requested, over_bound);
   }
+  // The finite check, on this replica's gradient [checked, end) before it is
+  // summed (src/step.h): a span whose bound is already within the limit
+  // (CpuDevice::bounded) is not read.
+  void check_own(int64_t end) {
+    if (end <= checked) return;
+    const CpuDevice::BoundedSpan& span = c->net.device().bounded;
+    int64_t s0 = end, s1 = end;  // the bounded span within [checked, end)
+    if (span.count > 0 && span.bound <= self->own_grad_limit_) {
+      const int64_t at = span.begin - grads();
+      s0 = std::clamp(at, checked, end), s1 = std::clamp(at + span.count, checked, end);
+    }
+    widen(cpu::max_abs(grads() + checked, s0 - checked));
+    widen(cpu::max_abs(grads() + s1, end - s1));
+    checked = end;
+  }
+  void widen(float x) { widest = std::max(widest, std::bit_cast<uint32_t>(x) & 0x7fffffffu); }
   void join() {
     if (!c->worker) return;
     const auto tw = Clock::now();  // the exposed part of the communication
@@ -415,11 +443,11 @@ struct MirroredStrategy::CpuStep {
   void update() {
     const int64_t n = self->model_.num_params();
     out = read_extras(c->grads.data() + n);
-    // Every replica holds the same reduced gradient, so all decide alike. A finite
+    // Every replica reads the same reduced extras, so all decide alike. A finite
     // loss does not imply a finite gradient (an overflow in backward, a huge input).
     const auto t_opt = Clock::now();
     out.finite_state = c->net.state_finite();
-    out.finite = out.finite && out.finite_state && self->grads_finite(*r);
+    out.finite = out.finite && out.finite_state;  // the extras hold every replica's own check
     if (out.finite) self->update(*r, lr);  // a non-finite step changes nothing
     const auto t_opt_end = Clock::now();
     r->optimizer_seconds += std::chrono::duration<double>(t_opt_end - t_opt).count();
@@ -443,6 +471,7 @@ StepResult MirroredStrategy::cpu_step(Replica& r, const ReplicaBatch& batch, flo
   }
   CpuStep step{this, &r, &cpu(r), lr, t0, t0, {}};
   step.c->net.mark_forward = r.trace ? &step.forward_end : nullptr;
+  step.c->net.device().bounded = {};
   run_step(step, batch, model_.num_params(), bucket_elems_, step_seed, stop_requested);
   r.step_seconds += seconds_since(t0);
   return step.out;

@@ -7,6 +7,7 @@
 // own thread, and one replica is simply the one-replica case of the same code.
 #pragma once
 
+#include <cfloat>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -101,7 +102,8 @@ class MirroredStrategy {
   StepResult cpu_step(Replica& r, const ReplicaBatch& batch, float lr, uint64_t step_seed,
                       bool stop_requested);
   void reduce_range(Replica& r, int64_t begin, int64_t end);
-  // Whether the step's reduced gradient is finite; every replica answers alike.
+  // Whether the step's reduced gradient is finite; every replica answers alike
+  // (the micro-batched step: the plain step checks each replica's own gradient).
   bool grads_finite(Replica& r);
   void update(Replica& r, float lr);
   // The micro-batched step (src/micro_batch.cpp): deterministic mode's exact
@@ -115,19 +117,19 @@ class MirroredStrategy {
   void apply_exact(Replica& r, float lr, int64_t begin, int64_t end);  // [begin, end) of the arena
 
   // CPU replicas share one arena and one Optimizer and split the update: each
-  // checks and updates its shard [begin, end) (the same values, bitwise, as a
-  // full update). The sharers are this process's replicas, or, when every
+  // updates its shard [begin, end) (the same values, bitwise, as a full
+  // update). The sharers are this process's replicas, or, when every
   // process is on this node and they can map common memory (node_shared_), all
   // the node's replicas. shards_[shard_index(r)] is r's shard (empty when each
   // replica holds an arena of its own: one replica, GPU replicas, or
   // strategy.share_weights false) and finite_flags_[16 * shard_index(r)] its
   // finite flag, a line each.
-  // The finite check of the reduced gradient is split the same way: each replica
-  // checks check_parts_[shard_index(r)] and the meeting publishes the flags. With
-  // an arena each, every local replica holds the same reduced gradient, so the
-  // process's replicas split the check among them (each checks the part it
-  // mostly reduced itself, still in its cache; the rest arrives during the
-  // update); empty for one CPU replica, or on devices.
+  // The micro-batched step's finite check of the reduced gradient is split the
+  // same way (the plain step checks each replica's own gradient before the sum,
+  // src/step.h): each replica checks check_parts_[shard_index(r)] and the
+  // meeting publishes the flags. With an arena each, every local replica holds
+  // the same reduced gradient, so the process's replicas split the check among
+  // them; empty for one CPU replica, or on devices.
   void share_cpu_state(int local);  // makes the arena, the optimizer and the shards
   void split_finite_check(int parts);  // check_parts_ and finite_flags_ for an arena each
   bool leads(const Replica& r) const;  // writes its arena whole (the first sharer, or an owner)
@@ -145,6 +147,10 @@ class MirroredStrategy {
   int64_t bucket_elems_;
   int64_t micro_rows_ = 0;                 // rows per micro-batch
   bool micro_batched_ = false;             // steps go through micro_step
+  // The largest |element| a replica's own gradient may hold for the sum across
+  // the replicas to stay finite: FLT_MAX / (2 x replicas), or FLT_MAX for one
+  // (exactly the finite check). Beyond it the step is skipped like a NaN.
+  float own_grad_limit_ = FLT_MAX;
   std::vector<ArenaSegment> segments_;     // the arena's tensors (deterministic scales)
   std::unique_ptr<LocalGroup> local_group_;         // barriers among this process's replicas
   std::unique_ptr<ReplicaGroup> group_;             // every replica (comm/replica_group.h)

@@ -14,9 +14,10 @@ train: {epochs: 2, batch_size: 32, eval_batch_size: 100, progress: false}
 strategy: {local_replicas: 2, check_every: 5}
 output: {dir: out, tensorboard: true, tensorboard_every_steps: 1}
 YAML
-# 16 features -> 8 -> 3 classes: 16*8+8 + 8*3+3 = 163 parameters, plus the 4
-# values (loss, correct, rows, stop) that ride the last bucket: 167 floats.
-BYTES=$((167 * 4))
+# 16 features -> 8 -> 3 classes: 16*8+8 + 8*3+3 = 163 parameters, plus the 5
+# values (loss, correct, rows, stop, replicas over the gradient bound) that ride
+# the last bucket: 168 floats.
+BYTES=$((168 * 4))
 
 "$LS" train cfg.yaml --metrics-out m.jsonl --trace trace.json --trace-steps 10 >train.log 2>&1 &&
   ok "train with TensorBoard and --trace" || bad "train: $(tail -5 train.log)"

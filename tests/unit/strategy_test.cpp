@@ -165,12 +165,13 @@ TEST(MirroredStrategy, NonFiniteGradientWithFiniteLossSkipsTheUpdateEverywhere) 
   EXPECT_EQ(after_ok[0], after_ok[1]);
 }
 
-// The replicas split the finite check of the reduced gradient (their shards of
-// one arena, or parts of the same gradient when each keeps its own): an overflow
-// in any one part, from any one replica's row, must still skip the update on
-// every replica. 100 inputs -> 101 parameters in 2 or 3 parts (boundaries at 48,
-// or at 32 and 64); the overflowing weight sits in the first, a middle or the
-// last part, and only the row of replica (k mod R) carries it.
+// Each replica checks its own gradient before the sum and the answers ride in
+// the extras (src/step.h): an overflow anywhere in the arena (shards of one
+// arena, or an arena each), from any one replica's row, must still skip the
+// update on every replica. 100 inputs -> 101 parameters, which one arena splits
+// into 2 or 3 shards (boundaries at 48, or at 32 and 64); the overflowing weight
+// sits in the first, a middle or the last, and only the row of replica (k mod R)
+// carries it.
 TEST(MirroredStrategy, AnOverflowInAnyPartOfTheSplitCheckSkipsEveryReplica) {
   constexpr int kInputs = 100;
   for (const bool share : {true, false}) {
@@ -202,6 +203,65 @@ TEST(MirroredStrategy, AnOverflowInAnyPartOfTheSplitCheckSkipsEveryReplica) {
           EXPECT_FALSE(res[size_t(i)].finite) << "replica " << i << " missed the overflow";
           EXPECT_EQ(after[size_t(i)], AlignedVector<float>(kInputs + 1, 0.0f)) << "replica " << i;
         }
+      }
+    }
+  }
+}
+
+// Finite gradients whose sum across the replicas overflows: each replica's own
+// gradient is within float's range, so only the bound on it (FLT_MAX / (2 x
+// replicas), src/strategy.h) can see the overflow before the sum. With the
+// weights at 0 and target 1000, row x's MSE gradient is -2000 x / replicas:
+// x = 2.5e35 sums to -5e35 x 1000 = -5e38 (Inf), skipped; x = 1e35 sums to a
+// finite -2e38 but one replica's share, -1e38 at 2 replicas, is past the bound,
+// skipped as well; x = 1e34 is well inside, applied. The input is zero but for
+// x (the first layer skips the zeros, and its index and dz bound dW, so dW is
+// read only when that bound is not within the limit) or 0.5 elsewhere (gemm(),
+// dW read).
+TEST(MirroredStrategy, AGradientWhoseSumOverflowsIsSkippedBeforeTheSum) {
+  constexpr int kInputs = 100, k = 57;
+  struct Case {
+    float x;
+    int replicas;
+    bool applied;
+  };
+  for (const float background : {0.0f, 0.5f}) {
+    for (const Case c : {Case{2.5e35f, 1, false}, Case{2.5e35f, 2, false}, Case{2.5e35f, 3, false},
+                         Case{1e35f, 2, false}, Case{1e34f, 2, true}, Case{1e34f, 3, true}}) {
+      SCOPED_TRACE("x = " + std::to_string(c.x) + ", " + std::to_string(c.replicas) + " replicas, background " +
+                   std::to_string(background));
+      testing::SingleWorld w;
+      Config cfg = replicas_config(c.replicas);
+      cfg.optimizer = OptimizerKind::kSgd;  // Adam's square of 1e37 would overflow its slot
+      cfg.share_weights = false;
+      Model model({}, kInputs, 1, LossKind::kMeanSquaredError);
+      MirroredStrategy strategy(model, cfg, w.world, 1);
+      std::vector<float> x(size_t(c.replicas) * kInputs, background);
+      for (int i = 0; i < c.replicas; ++i) x[size_t(i) * kInputs + k] = c.x;
+      const std::vector<float> targets(size_t(c.replicas), 1000.0f);
+      auto res = std::vector<StepResult>(size_t(c.replicas));
+      auto after = std::vector<AlignedVector<float>>(size_t(c.replicas));
+      std::vector<int64_t> measured(size_t(c.replicas));
+      strategy.run([&](Replica& r) {
+        std::fill(r.step->params->begin(), r.step->params->end(), 0.0f);
+        const int i = r.local_index;
+        res[size_t(i)] = strategy.train_step(r, testing::one_row(i, c.replicas, x.data(), kInputs, targets.data()),
+                                             0.1f, 1);
+        after[size_t(i)] = testing::values(*r.step->params);
+        measured[size_t(i)] = static_cast<CpuReplica*>(r.step)->net.device().bounded.count;
+      });
+      for (int i = 0; i < c.replicas; ++i) {
+        SCOPED_TRACE("replica " + std::to_string(i));
+        EXPECT_TRUE(res[size_t(i)].finite_loss);
+        EXPECT_EQ(res[size_t(i)].finite, c.applied);
+        if (c.applied) {  // SGD's first step: w = -lr x g = 0.1 x 2000 x input
+          EXPECT_NEAR(after[size_t(i)][k] / (200.0 * c.x), 1.0, 1e-6);
+          EXPECT_NEAR(after[size_t(i)][kInputs], 200.0f, 1e-3f) << "the bias";
+        } else {
+          EXPECT_EQ(after[size_t(i)], AlignedVector<float>(kInputs + 1, 0.0f));
+        }
+        const bool skips_zeros = background == 0.0f && cpu::ZeroIndex::vectorized();
+        EXPECT_EQ(measured[size_t(i)], skips_zeros ? kInputs : 0) << "dW bounded by the first layer";
       }
     }
   }
