@@ -392,7 +392,7 @@ const std::vector<KeyDef> kKeys = {
   flag("train.drop_remainder", &Config::drop_remainder, "skip the last, short batch of every epoch"),
   integer("train.eval_batch_size", &Config::eval_batch_size, {1, 1 << 24}, "global batch for evaluation"),
   flag("train.progress", &Config::progress, "print a Keras-style progress line during each epoch"),
-  choice("train.on_nonfinite", &Config::nonfinite, kNonFinite, "a NaN/Inf loss or gradient: stop naming the step, or skip the step's update"),
+  choice("train.on_nonfinite", &Config::nonfinite, kNonFinite, "a NaN/Inf loss or gradient (on the CPU also a gradient element beyond 2^63): stop naming the step, or skip the step's update"),
   flag("train.flush_denormals", &Config::flush_denormals, "flush denormal floats to zero on every compute thread (false: IEEE gradual underflow, 2-3x slower steps once values get tiny)"),
   flag("train.deterministic", &Config::deterministic, "bitwise the same weights and optimizer slots for every replica count that divides the micro-batches of a global batch (fixed micro-batches, exact integer gradient sum)"),
   integer("train.micro_batch_size", &Config::micro_batch_size, {1, 1 << 24}, "rows per micro-batch, a divisor of train.batch_size; each micro-batch's gradient is computed on its own, and fewer rows than a replica's share is gradient accumulation; auto: the replica's share, or with deterministic the global batch cut into the most of 8, 4 or 2 micro-batches of at least 16 rows (else 1)", "auto"),

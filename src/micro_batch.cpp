@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cfloat>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -13,6 +12,7 @@
 
 #include "kernels/cpu/ops.h"
 #include "src/cpu_replica.h"
+#include "src/step.h"
 #include "src/step_times.h"
 #include "src/strategy.h"
 
@@ -298,12 +298,13 @@ void MirroredStrategy::exact_sum(Replica& r, const ReplicaBatch& b, const SliceS
   out.global.rows = mb.fixed[size_t(n) + 1];
   out.stop = mb.maxima[nseg + size_t(total_micro)] > 0.0;
   out.finite_loss = std::isfinite(loss);
-  // A sum of finite values can overflow fp32 on the way back, but only when some
-  // tensor's largest |gradient| times the micro-batches comes near FLT_MAX:
-  // then convert it all now and look. Otherwise apply_exact converts.
+  // A sum of finite values can pass kGradientLimit (src/step.h), or overflow
+  // fp32 on the way back, but only when some tensor's largest |gradient| times
+  // the micro-batches comes near the limit: then convert it all now and look.
+  // Otherwise apply_exact converts.
   bool may_overflow = false;
   for (size_t s = 0; s < nseg; ++s) {
-    may_overflow = may_overflow || mb.maxima[s] * double(total_micro) >= 0.5 * double(FLT_MAX);
+    may_overflow = may_overflow || mb.maxima[s] * double(total_micro) >= 0.5 * double(kGradientLimit);
   }
   mb.converted = finite_grads && may_overflow;
   if (mb.converted) {
@@ -313,7 +314,8 @@ void MirroredStrategy::exact_sum(Replica& r, const ReplicaBatch& b, const SliceS
                      c.grads.data() + seg.begin);
     }
   }
-  out.finite = out.finite_loss && finite_grads && (!mb.converted || cpu::all_finite(c.grads.data(), n));
+  out.finite = out.finite_loss && finite_grads &&
+               (!mb.converted || cpu::max_abs(c.grads.data(), n) <= kGradientLimit);
 }
 
 // The update from the exact sum, block by block: each block of the int64 sums is

@@ -14,7 +14,8 @@
 // The gradient's flag comes either from the reduced gradient (CUDA reads it
 // after the sum) or from the extras: the CPU replicas measure their own
 // gradients before each reduce, and a sum of R terms each at most
-// FLT_MAX / (2R) cannot overflow, so no replica reads the sum again.
+// kGradientLimit / (2R) stays within kGradientLimit, so no replica reads the
+// sum again.
 // Bucket boundaries depend only on the model's layout and bucket size, so every
 // replica issues the same collectives in the same order.
 #pragma once
@@ -27,9 +28,16 @@
 
 namespace lockstep {
 
+// The largest |element| of a summed gradient that a CPU step applies: 2^63,
+// about 9.2e18 (CUDA steps check for NaN and Inf only). Beyond it the step
+// counts as non-finite: Adam squares every element, and past about 1.8e19 the
+// square overflows float and leaves its slot v Inf for good (that weight would
+// never move again, and no checkpoint or model file could hold it).
+inline constexpr float kGradientLimit = 0x1p63f;
+
 // The gradient arena has room for a few values reduced with the last bucket.
 // kOverBound counts the replicas whose own gradient held NaN, Inf or an element
-// the sum could overflow (0 where the device checks the sum instead).
+// beyond their share of kGradientLimit (0 where the device checks the sum).
 enum StepExtra : int64_t { kLossSum = 0, kCorrect, kRows, kStop, kOverBound, kExtras };
 
 // What one synchronous step reports, the same on every replica.
@@ -37,9 +45,9 @@ struct StepResult {
   SliceStats global;    // loss sum, correct and rows over ALL replicas
   bool stop = false;    // some replica asked to stop (a signal)
   // The update was applied: the global loss and the reduced gradient were all
-  // finite (and, where the replicas check their own gradients, none held an
-  // element too large to sum). If not, no replica changed anything
-  // (finite_loss says which failed).
+  // finite, the gradient within kGradientLimit on the CPU (where the replicas
+  // check their own, each within its share). If not, no replica changed
+  // anything (finite_loss says which failed).
   bool finite = true;
   bool finite_loss = true;
   bool finite_state = true;  // batch norm's batch statistics (the CPU step checks them)

@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <bit>
-#include <cfloat>
 #include <chrono>
 #include <condition_variable>
 #include <cstring>
@@ -181,7 +180,7 @@ MirroredStrategy::MirroredStrategy(const Model& model, const Config& config, Wor
   const int64_t replicas = int64_t(local) * world.size();
   micro_rows_ = resolve_micro_batch(config, replicas);
   micro_batched_ = !devices_ && (config.deterministic || micro_rows_ * replicas < config.batch_size);
-  own_grad_limit_ = replicas == 1 ? FLT_MAX : FLT_MAX / float(2 * replicas);
+  own_grad_limit_ = replicas == 1 ? kGradientLimit : kGradientLimit / float(2 * replicas);
   if (micro_batched_ && model.has_batch_norm()) {
     throw ConfigError(std::string("model.layers: batch_norm normalizes over a replica's whole slice of a "
                       "step, which ") + (config.deterministic ? "train.deterministic" : "train.micro_batch_size") +
@@ -480,12 +479,13 @@ StepResult MirroredStrategy::cpu_step(Replica& r, const ReplicaBatch& batch, flo
 
 bool MirroredStrategy::grads_finite(Replica& r) {
   const float* grads = cpu(r).grads.data();
-  if (check_parts_.empty()) return cpu::all_finite(grads, model_.num_params());
+  if (check_parts_.empty()) return cpu::max_abs(grads, model_.num_params()) <= kGradientLimit;
   // Split: each replica looks at its part and the meeting publishes the
   // answers. A replica writes its flag again only after the next step's gradient
   // all-reduce, which no replica joins before it has read these.
   const auto [begin, end] = check_parts_[size_t(shard_index(r))];
-  finite_flags_[16 * size_t(shard_index(r))] = cpu::all_finite(grads + begin, end - begin) ? 1.0f : 0.0f;
+  const bool within = cpu::max_abs(grads + begin, end - begin) <= kGradientLimit;
+  finite_flags_[16 * size_t(shard_index(r))] = within ? 1.0f : 0.0f;
   meet(r);
   for (size_t i = 0; i < check_parts_.size(); ++i) {
     if (finite_flags_[16 * i] == 0.0f) return false;

@@ -7,7 +7,6 @@
 // own thread, and one replica is simply the one-replica case of the same code.
 #pragma once
 
-#include <cfloat>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -102,8 +101,9 @@ class MirroredStrategy {
   StepResult cpu_step(Replica& r, const ReplicaBatch& batch, float lr, uint64_t step_seed,
                       bool stop_requested);
   void reduce_range(Replica& r, int64_t begin, int64_t end);
-  // Whether the step's reduced gradient is finite; every replica answers alike
-  // (the micro-batched step: the plain step checks each replica's own gradient).
+  // Whether the step's reduced gradient is finite and within kGradientLimit
+  // (src/step.h); every replica answers alike (the micro-batched step: the
+  // plain step checks each replica's own gradient).
   bool grads_finite(Replica& r);
   void update(Replica& r, float lr);
   // The micro-batched step (src/micro_batch.cpp): deterministic mode's exact
@@ -148,9 +148,10 @@ class MirroredStrategy {
   int64_t micro_rows_ = 0;                 // rows per micro-batch
   bool micro_batched_ = false;             // steps go through micro_step
   // The largest |element| a replica's own gradient may hold for the sum across
-  // the replicas to stay finite: FLT_MAX / (2 x replicas), or FLT_MAX for one
-  // (exactly the finite check). Beyond it the step is skipped like a NaN.
-  float own_grad_limit_ = FLT_MAX;
+  // the replicas to stay within kGradientLimit: kGradientLimit / (2 x
+  // replicas), or kGradientLimit itself for one. Beyond it the step is skipped
+  // like a NaN.
+  float own_grad_limit_ = 0.0f;
   std::vector<ArenaSegment> segments_;     // the arena's tensors (deterministic scales)
   std::unique_ptr<LocalGroup> local_group_;         // barriers among this process's replicas
   std::unique_ptr<ReplicaGroup> group_;             // every replica (comm/replica_group.h)

@@ -522,8 +522,9 @@ void Trainer::on_nonfinite(Replica& r, const Position& pos, const StepResult& re
   std::snprintf(loss, sizeof loss, "%g", res.global.loss_sum / double(std::max<int64_t>(1, res.global.rows)));
   const std::string what =
       !res.finite_loss  ? std::string("the loss is NaN or infinite")
-      : res.finite_state ? "the gradient holds NaN or Inf, or an element whose sum across the replicas would "
-                           "overflow float32 (the loss, " + std::string(loss) + ", is finite)"
+      : res.finite_state ? "the gradient holds NaN, Inf or an element beyond 2^63, about 9.2e18 (on the CPU, "
+                           "a replica's own gradient beyond its share of that; the loss, " + std::string(loss) +
+                               ", is finite)"
                          : "batch norm's batch statistics overflowed float32 (the loss, " + std::string(loss) +
                                ", is finite; an activation beyond about 1e19)";
   if (config_.nonfinite == NonFinitePolicy::kSkip) {

@@ -208,60 +208,64 @@ TEST(MirroredStrategy, AnOverflowInAnyPartOfTheSplitCheckSkipsEveryReplica) {
   }
 }
 
-// Finite gradients whose sum across the replicas overflows: each replica's own
-// gradient is within float's range, so only the bound on it (FLT_MAX / (2 x
-// replicas), src/strategy.h) can see the overflow before the sum. With the
-// weights at 0 and target 1000, row x's MSE gradient is -2000 x / replicas:
-// x = 2.5e35 sums to -5e35 x 1000 = -5e38 (Inf), skipped; x = 1e35 sums to a
-// finite -2e38 but one replica's share, -1e38 at 2 replicas, is past the bound,
-// skipped as well; x = 1e34 is well inside, applied. The input is zero but for
-// x (the first layer skips the zeros, and its index and dz bound dW, so dW is
-// read only when that bound is not within the limit) or 0.5 elsewhere (gemm(),
-// dW read).
-TEST(MirroredStrategy, AGradientWhoseSumOverflowsIsSkippedBeforeTheSum) {
+// A gradient beyond kGradientLimit (2^63, src/step.h) is skipped like a NaN
+// (Adam's square of it would overflow its slot), and so is a sum that overflows
+// though each replica's part is finite. The plain step decides before the sum,
+// from each replica's own gradient against its share, kGradientLimit / (2 x
+// replicas) (kGradientLimit itself for one); micro-batched steps decide on the
+// sum (deterministic mode's exact one, or fp32 accumulation: micro-batches of 1
+// row against train.batch_size 64). With the weights at 0 and target 1000, row x's MSE gradient is
+// -2000 x / replicas, summing to -2000 x. The input is zero but for x (the first
+// layer skips the zeros, and its index and dz bound dW, which is read only when
+// that bound is not within the share) or 0.5 elsewhere (gemm(), dW read).
+TEST(MirroredStrategy, AGradientBeyondTheLimitIsSkipped) {
   constexpr int kInputs = 100, k = 57;
-  struct Case {
-    float x;
-    int replicas;
-    bool applied;
-  };
-  for (const float background : {0.0f, 0.5f}) {
-    for (const Case c : {Case{2.5e35f, 1, false}, Case{2.5e35f, 2, false}, Case{2.5e35f, 3, false},
-                         Case{1e35f, 2, false}, Case{1e34f, 2, true}, Case{1e34f, 3, true}}) {
-      SCOPED_TRACE("x = " + std::to_string(c.x) + ", " + std::to_string(c.replicas) + " replicas, background " +
-                   std::to_string(background));
-      testing::SingleWorld w;
-      Config cfg = replicas_config(c.replicas);
-      cfg.optimizer = OptimizerKind::kSgd;  // Adam's square of 1e37 would overflow its slot
-      cfg.share_weights = false;
-      Model model({}, kInputs, 1, LossKind::kMeanSquaredError);
-      MirroredStrategy strategy(model, cfg, w.world, 1);
-      std::vector<float> x(size_t(c.replicas) * kInputs, background);
-      for (int i = 0; i < c.replicas; ++i) x[size_t(i) * kInputs + k] = c.x;
-      const std::vector<float> targets(size_t(c.replicas), 1000.0f);
-      auto res = std::vector<StepResult>(size_t(c.replicas));
-      auto after = std::vector<AlignedVector<float>>(size_t(c.replicas));
-      std::vector<int64_t> measured(size_t(c.replicas));
-      strategy.run([&](Replica& r) {
-        std::fill(r.step->params->begin(), r.step->params->end(), 0.0f);
-        const int i = r.local_index;
-        res[size_t(i)] = strategy.train_step(r, testing::one_row(i, c.replicas, x.data(), kInputs, targets.data()),
-                                             0.1f, 1);
-        after[size_t(i)] = testing::values(*r.step->params);
-        measured[size_t(i)] = static_cast<CpuReplica*>(r.step)->net.device().bounded.count;
-      });
-      for (int i = 0; i < c.replicas; ++i) {
-        SCOPED_TRACE("replica " + std::to_string(i));
-        EXPECT_TRUE(res[size_t(i)].finite_loss);
-        EXPECT_EQ(res[size_t(i)].finite, c.applied);
-        if (c.applied) {  // SGD's first step: w = -lr x g = 0.1 x 2000 x input
-          EXPECT_NEAR(after[size_t(i)][k] / (200.0 * c.x), 1.0, 1e-6);
-          EXPECT_NEAR(after[size_t(i)][kInputs], 200.0f, 1e-3f) << "the bias";
-        } else {
-          EXPECT_EQ(after[size_t(i)], AlignedVector<float>(kInputs + 1, 0.0f));
+  const double limit = 0x1p63;
+  enum Mode { kPlain, kDeterministic, kAccumulated };
+  for (const Mode mode : {kPlain, kDeterministic, kAccumulated}) {
+    for (const float background : {0.0f, 0.5f}) {
+      for (const int replicas : {1, 2, 3}) {
+        for (const float x : {2.5e35f, 1e16f, 3e15f, 1e12f}) {
+          const double sum = 2000.0 * x, own = sum / replicas;
+          const bool applied = mode != kPlain || replicas == 1 ? sum <= limit : own <= limit / (2 * replicas);
+          SCOPED_TRACE("mode " + std::to_string(mode) + ", x = " + std::to_string(x) + ", " +
+                       std::to_string(replicas) + " replicas, background " + std::to_string(background));
+          testing::SingleWorld w;
+          Config cfg = replicas_config(replicas);
+          cfg.optimizer = OptimizerKind::kSgd;  // its step shows the gradient itself
+          cfg.share_weights = false;
+          cfg.deterministic = mode == kDeterministic;
+          if (mode != kPlain) cfg.micro_batch_size = 1;  // a replica's one row: slices start on micro-batches
+          Model model({}, kInputs, 1, LossKind::kMeanSquaredError);
+          MirroredStrategy strategy(model, cfg, w.world, 1);
+          std::vector<float> in(size_t(replicas) * kInputs, background);
+          for (int i = 0; i < replicas; ++i) in[size_t(i) * kInputs + k] = x;
+          const std::vector<float> targets(size_t(replicas), 1000.0f);
+          auto res = std::vector<StepResult>(size_t(replicas));
+          auto after = std::vector<AlignedVector<float>>(size_t(replicas));
+          std::vector<int64_t> spans(static_cast<size_t>(replicas));
+          strategy.run([&](Replica& r) {
+            std::fill(r.step->params->begin(), r.step->params->end(), 0.0f);
+            const int i = r.local_index;
+            res[size_t(i)] = strategy.train_step(
+                r, testing::one_row(i, replicas, in.data(), kInputs, targets.data()), 0.1f, 1);
+            after[size_t(i)] = testing::values(*r.step->params);
+            spans[size_t(i)] = static_cast<CpuReplica*>(r.step)->net.device().bounded.count;
+          });
+          for (int i = 0; i < replicas; ++i) {
+            SCOPED_TRACE("replica " + std::to_string(i));
+            EXPECT_TRUE(res[size_t(i)].finite_loss);
+            EXPECT_EQ(res[size_t(i)].finite, applied);
+            if (applied) {  // SGD's first step: w = -lr x g = 0.1 x 2000 x input
+              EXPECT_NEAR(after[size_t(i)][k] / (200.0 * x), 1.0, 1e-6);
+              EXPECT_NEAR(after[size_t(i)][kInputs], 200.0f, 1e-3f) << "the bias";
+            } else {
+              EXPECT_EQ(after[size_t(i)], AlignedVector<float>(kInputs + 1, 0.0f));
+            }
+            const bool skips_zeros = background == 0.0f && cpu::ZeroIndex::vectorized();
+            if (mode == kPlain) EXPECT_EQ(spans[size_t(i)], skips_zeros ? kInputs : 0) << "dW bounded";
+          }
         }
-        const bool skips_zeros = background == 0.0f && cpu::ZeroIndex::vectorized();
-        EXPECT_EQ(measured[size_t(i)], skips_zeros ? kInputs : 0) << "dW bounded by the first layer";
       }
     }
   }
