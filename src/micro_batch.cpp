@@ -6,7 +6,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <cstring>
 #include <limits>
 #include <stdexcept>
 
@@ -97,18 +96,8 @@ std::string micro_batch_plan(const Config& c, int64_t replicas) {
 }
 
 double max_abs(const float* x, int64_t n) {
-  // |x| as bits: for non-negative floats the integer order is the float order,
-  // and Inf/NaN are the largest patterns, so one integer max finds both.
-  uint32_t most = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    uint32_t bits;
-    std::memcpy(&bits, x + i, sizeof bits);
-    most = std::max(most, bits & 0x7fffffffu);
-  }
-  if (most >= 0x7f800000u) return kInf;
-  float v;
-  std::memcpy(&v, &most, sizeof v);
-  return v;
+  const float most = cpu::max_abs(x, n);  // NaN where an element is NaN
+  return std::isfinite(most) ? double(most) : kInf;  // a max all-reduce would drop a NaN
 }
 
 int fixed_point_exponent(double max_abs, int64_t terms) {

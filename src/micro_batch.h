@@ -45,8 +45,9 @@ struct ArenaSegment {
   int64_t begin = 0, end = 0;
 };
 
-// The largest |x[i]| of x[0, n) as a double; +inf when any element is NaN or
-// infinite. Exact (compares the bit patterns of |x|), so the same on every replica.
+// The largest |x[i]| of x[0, n) as a double (cpu::max_abs); +inf when any element
+// is NaN or infinite, since a max all-reduce could drop a NaN. Exact, so the same
+// on every replica.
 double max_abs(const float* x, int64_t n);
 
 // The power of two 2^F that turns values of magnitude <= max_abs into integers
