@@ -39,18 +39,20 @@ Optimizer::Optimizer(const Config& c, int64_t num_params, const Memory& memory)
 
 void Optimizer::apply(float* params, const float* grads, int64_t begin, int64_t end, float lr,
                       int64_t step) {
-  const int64_t n = end - begin;
+  apply(params, cpu::GradientParts{&grads, 1, begin, nullptr, 0}, end - begin, lr, step);
+}
+
+void Optimizer::apply(float* params, const cpu::GradientParts& g, int64_t n, float lr, int64_t step) {
   if (n <= 0) return;
+  const int64_t begin = g.offset;
   switch (kind_) {
     case OptimizerKind::kSgd:
-      cpu::sgd_update(params + begin, grads + begin, m_.data() + begin, n,
-                      lr, momentum_, nesterov_, weight_decay_);
+      cpu::sgd_update(params + begin, g, m_.data() + begin, n, lr, momentum_, nesterov_, weight_decay_);
       return;
     case OptimizerKind::kAdam:
     case OptimizerKind::kAdamW:
-      cpu::adam_update(params + begin, grads + begin, m_.data() + begin, v_.data() + begin, n, lr,
-                       beta1_, beta2_, eps_, step + 1, weight_decay_,
-                       kind_ == OptimizerKind::kAdamW);
+      cpu::adam_update(params + begin, g, m_.data() + begin, v_.data() + begin, n, lr, beta1_, beta2_,
+                       eps_, step + 1, weight_decay_, kind_ == OptimizerKind::kAdamW);
       return;
   }
 }

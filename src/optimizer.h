@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "comm/communicator.h"
+#include "kernels/cpu/ops.h"
 #include "src/config.h"
 
 namespace lockstep {
@@ -33,6 +34,10 @@ class Optimizer {
   // updates already applied (0 for the first); lr is this step's rate.
   void apply(float* params, const float* grads, int64_t begin, int64_t end, float lr,
              int64_t step);
+  // The same update of params[g.offset, g.offset + n) from a gradient given as
+  // parts (cpu::GradientParts: summed left to right in the pass, and stored into
+  // its copies): bitwise the update of their fixed-order all-reduce.
+  void apply(float* params, const cpu::GradientParts& g, int64_t n, float lr, int64_t step);
 
   // Named slot arenas, for checkpoints ("m", "v", "velocity").
   std::vector<std::pair<std::string, CommBuffer*>> slots();

@@ -152,11 +152,30 @@ void dropout_forward(float* x, int64_t rows, int64_t cols, float rate, uint64_t 
 void dropout_backward(float* dx, int64_t rows, int64_t cols, float rate, uint64_t seed,
                       int64_t first_row);
 
+// A gradient held as the sum of `count` arrays: element i is
+// ((parts[0][offset + i] + parts[1][offset + i]) + parts[2][offset + i]) + ...,
+// added left to right in float, the order in which comm/reduce.h sums replicas,
+// and the update also stores it into copies[c][offset + i] for each of
+// `ncopies` arrays (which must not overlap the parts, the weights or the slots).
+// Replicas that share memory update their slice of the arena this way, straight
+// from every replica's gradient, and hand the sum to the others: the bits of the
+// all-reduce and then the update, without writing the sum and reading it back.
+// count >= 1 (std::invalid_argument).
+struct GradientParts {
+  const float* const* parts;
+  int count;
+  int64_t offset;
+  float* const* copies;
+  int ncopies;
+};
+
 // Optimizers: one fused pass over the flat parameter arena (n elements).
 // SGD: g' = g + wd * p (coupled); v = momentum * v + g';
 // p -= lr * (nesterov ? g' + momentum * v : v)   (PyTorch form).
 // velocity may be null only when momentum == 0 (std::invalid_argument otherwise).
 void sgd_update(float* param, const float* grad, float* velocity, int64_t n, float lr,
+                float momentum, bool nesterov, float weight_decay);
+void sgd_update(float* param, GradientParts grad, float* velocity, int64_t n, float lr,
                 float momentum, bool nesterov, float weight_decay);
 // Adam / AdamW (decoupled_wd: p -= lr*wd*p before the Adam step; else wd is added
 // to the gradient). `step` is 1-based, used for bias correction:
@@ -165,6 +184,9 @@ void sgd_update(float* param, const float* grad, float* velocity, int64_t n, flo
 // evaluated as p -= (lr / (1-b1^t)) * m / (sqrt(v) * (1 / sqrt(1-b2^t)) + eps), both
 // corrections computed once per call. step < 1 throws std::invalid_argument.
 void adam_update(float* param, const float* grad, float* m, float* v, int64_t n, float lr,
+                 float beta1, float beta2, float eps, int64_t step, float weight_decay,
+                 bool decoupled_wd);
+void adam_update(float* param, GradientParts grad, float* m, float* v, int64_t n, float lr,
                  float beta1, float beta2, float eps, int64_t step, float weight_decay,
                  bool decoupled_wd);
 

@@ -3,6 +3,7 @@
 // elements so a vector body (8 or 16 lanes) and the scalar tail are both checked;
 // Adam's every element against its formula written out in std::fma, bitwise; plus
 // sum_squares, axpy and scale.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -159,6 +160,94 @@ TEST(KernelsOptimizer, AdamGivesItsFormulasBitsForEveryElement) {
       }
     }
   }
+}
+
+// The gradient as parts (GradientParts): each element summed left to right in
+// float, then the update, gives the bits of the update of that sum, for 1, 2, 3
+// and 5 parts, an offset into the parts and lengths with and without a vector
+// tail; Adam and AdamW against adam_by_formula, SGD (momentum, Nesterov, none)
+// against sgd_update on the summed array.
+TEST(KernelsOptimizer, GradientPartsAreSummedLeftToRightBeforeTheUpdate) {
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<float> unit(-1.0f, 1.0f);
+  for (const int count : {1, 2, 3, 5}) {
+    for (const int64_t n : {int64_t(1), int64_t(16), int64_t(45), int64_t(1003)}) {
+      const int64_t offset = 7;
+      std::vector<std::vector<float>> parts(size_t(count), std::vector<float>(size_t(n + offset)));
+      for (int k = 0; k < count; ++k) {
+        for (int64_t i = 0; i < n + offset; ++i) {
+          // mixed magnitudes, so the order of the sum shows in its rounding
+          parts[size_t(k)][size_t(i)] = unit(rng) * std::pow(10.0f, float(int((i + k) % 9) - 4));
+        }
+      }
+      std::vector<const float*> ptrs;
+      for (const auto& v : parts) ptrs.push_back(v.data());
+      std::vector<float> sum(static_cast<size_t>(n));
+      for (int64_t i = 0; i < n; ++i) {
+        float x = parts[0][size_t(offset + i)];
+        for (int k = 1; k < count; ++k) x += parts[size_t(k)][size_t(offset + i)];
+        sum[size_t(i)] = x;
+      }
+      if (count >= 3 && n == 1003) {  // summed right to left, some elements round differently
+        int64_t differs = 0;
+        for (int64_t i = 0; i < n; ++i) {
+          float x = parts[size_t(count - 1)][size_t(offset + i)];
+          for (int k = count - 2; k >= 0; --k) x += parts[size_t(k)][size_t(offset + i)];
+          differs += same_bits(x, sum[size_t(i)]) ? 0 : 1;
+        }
+        EXPECT_GT(differs, 0) << count << " parts: the test could not tell the order of the sum";
+      }
+      // the sum stored into two copies (each with the offset), or none
+      std::vector<std::vector<float>> copies(2, std::vector<float>(static_cast<size_t>(n + offset), -7.0f));
+      std::vector<float*> copy_ptrs = {copies[0].data(), copies[1].data()};
+      const GradientParts g{ptrs.data(), count, offset, copy_ptrs.data(), std::min(count - 1, 2)};
+      for (int c = 0; c < 2; ++c) {
+        copies[size_t(c)].assign(copies[size_t(c)].size(), -7.0f);
+      }
+      for (const bool decoupled : {false, true}) {
+        std::vector<float> p(static_cast<size_t>(n)), m(static_cast<size_t>(n), 0.0f), v(static_cast<size_t>(n), 0.0f);
+        for (auto& x : p) x = unit(rng);
+        std::vector<float> pw = p, mw = m, vw = v;
+        for (int64_t step = 1; step <= 3; ++step) {
+          adam_update(p.data(), g, m.data(), v.data(), n, 3e-3f, 0.9f, 0.999f, 1e-7f, step, 0.01f, decoupled);
+          for (int64_t i = 0; i < n; ++i) {
+            const size_t e = size_t(i);
+            adam_by_formula(pw[e], sum[e], mw[e], vw[e], 3e-3f, 0.9f, 0.999f, 1e-7f, step, 0.01f, decoupled);
+            ASSERT_TRUE(same_bits(p[e], pw[e]) && same_bits(m[e], mw[e]) && same_bits(v[e], vw[e]))
+                << count << " parts, n " << n << ", element " << i << ", step " << step;
+          }
+        }
+      }
+      for (int c = 0; c < 2; ++c) {  // the copies hold the sum where the update stored it, nothing else
+        const bool stored = c < g.ncopies;
+        for (int64_t i = 0; i < n + offset; ++i) {
+          const float want = stored && i >= offset ? sum[size_t(i - offset)] : -7.0f;
+          ASSERT_TRUE(same_bits(copies[size_t(c)][size_t(i)], want)) << count << " parts, copy " << c << ", n " << n
+                                                                   << ", element " << i;
+        }
+      }
+      for (const float momentum : {0.0f, 0.9f}) {
+        for (const bool nesterov : {false, true}) {
+          std::vector<float> p(size_t(n), 0.5f), vel(size_t(n), 0.0f);
+          std::vector<float> pw = p, velw = vel;
+          for (int step = 0; step < 3; ++step) {
+            sgd_update(p.data(), g, momentum == 0.0f ? nullptr : vel.data(), n, 0.1f, momentum, nesterov, 0.01f);
+            sgd_update(pw.data(), sum.data(), momentum == 0.0f ? nullptr : velw.data(), n, 0.1f, momentum,
+                       nesterov, 0.01f);
+          }
+          for (int64_t i = 0; i < n; ++i) {
+            ASSERT_TRUE(same_bits(p[size_t(i)], pw[size_t(i)]) && same_bits(vel[size_t(i)], velw[size_t(i)]))
+                << "sgd, " << count << " parts, n " << n << ", element " << i;
+          }
+        }
+      }
+    }
+  }
+  const float* none[] = {nullptr};
+  std::vector<float> p(4), m(4), v(4);
+  EXPECT_THROW(adam_update(p.data(), GradientParts{none, 0, 0, nullptr, 0}, m.data(), v.data(), 4, 0.1f, 0.9f, 0.999f,
+                           1e-8f, 1, 0.0f, false),
+               std::invalid_argument);
 }
 
 TEST(KernelsVectorOps, SumSquaresIsExactOnIntegers) {
