@@ -37,6 +37,9 @@ class CpuReplica final : public ReplicaStep {
   // num_params + kExtras, from the replica's communicator (Communicator::allocate:
   // memory the other processes of the node reach directly, with shm).
   CommBuffer grads;
+  // The other replicas' gradient arenas, where this replica stores the sum of
+  // its slice (MirroredStrategy::sum_in_update); empty otherwise.
+  std::vector<float*> sum_copies;
   CpuNetwork net;
   std::unique_ptr<BucketWorker> worker;  // strategy.overlap: reduces buckets during backward
   std::unique_ptr<MicroBuffers> micro;   // micro-batched steps (train.micro_batch_size)

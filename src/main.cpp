@@ -259,7 +259,8 @@ int main(int argc, char** argv) {
   train->add_option("--trace", a.trace,
                     "write a timeline (Chrome trace-event JSON for Perfetto or chrome://tracing): "
                     "one track per rank and replica, spans for input wait, forward, backward, "
-                    "each bucket's all-reduce, the optimizer, checksums, evaluation, checkpoints");
+                    "each bucket's all-reduce (or the meetings of a sum inside the update), the optimizer, "
+                    "checksums, evaluation, checkpoints");
   train->add_option("--trace-steps", a.trace_steps,
                     "steps the timeline holds, after 20 warm-up steps (default 300)")
       ->check(CLI::Range(int64_t(1), int64_t(1) << 20));

@@ -6,7 +6,10 @@
 // CUDA), provides
 //   Network<D>& net(); const float* params(); float* grads();
 //   reduce(begin, end): all-reduces grads[begin, end) across the replicas in sync
-//     (in order; it may return before the sum is done)
+//     (in order; it may return before the sum is done), or leaves it to
+//     update() (CPU replicas with weights of their own that reach each other's
+//     memory sum their slice of every replica's gradient inside the update:
+//     MirroredStrategy::sum_in_update)
 //   extras(stats, stop): writes the step's extras (StepExtra) after the gradient
 //   join(): returns once every reduce is done
 //   update(): the finite flag of the reduced loss and gradient, then the

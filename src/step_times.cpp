@@ -44,12 +44,12 @@ StepBreakdown StepTimes::summary() const {
   return b;
 }
 
-std::string where_time_went(const StepBreakdown& b, int replicas) {
+std::string where_time_went(const StepBreakdown& b, int replicas, const char* comm) {
   struct Part {
     const char* name;
     double ms;
   };
-  const Part parts[] = {{"compute", b.compute_ms}, {"all-reduce wait", b.allreduce_ms},
+  const Part parts[] = {{"compute", b.compute_ms}, {comm, b.allreduce_ms},
                         {"input wait", b.input_ms}, {"optimizer", b.optimizer_ms}};
   double total = 0;
   for (const Part& p : parts) total += p.ms;

@@ -46,7 +46,9 @@ class StepTimes {
 double median(std::vector<double> v);
 
 // "all-reduce wait 31% of a step at 2 replicas (median step 0.412 ms: compute
-// 0.250 ms 61%, ...)": the largest part after compute leads.
-std::string where_time_went(const StepBreakdown& b, int replicas);
+// 0.250 ms 61%, ...)": the largest part after compute leads. `comm` names the
+// communication part: "meeting wait" where the replicas sum the gradient
+// inside the update (no all-reduce; its time is the two meetings').
+std::string where_time_went(const StepBreakdown& b, int replicas, const char* comm = "all-reduce wait");
 
 }  // namespace lockstep

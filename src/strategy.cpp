@@ -169,6 +169,20 @@ bool resolve_gather(const Config& config, const Source& source) {
   return !use_cuda(config) && source.concurrent_reads();
 }
 
+// Floats from the start of a block to the next 64-byte line.
+static size_t whole_lines(size_t n) { return (n + 15) / 16 * 16; }
+
+// [begin, end) of each of `parts` parts of n floats, on 16-float (64-byte)
+// boundaries: no two replicas write one line.
+static std::vector<std::pair<int64_t, int64_t>> split_lines(int64_t n, int parts) {
+  std::vector<std::pair<int64_t, int64_t>> out;
+  for (int i = 0; i < parts; ++i) {
+    const auto edge = [&](int j) { return j == parts ? n : (n * j / parts) / 16 * 16; };
+    out.emplace_back(edge(i), edge(i + 1));
+  }
+  return out;
+}
+
 MirroredStrategy::MirroredStrategy(const Model& model, const Config& config, World& world,
                                    int64_t max_rows)
     : model_(model), config_(config), world_(world) {
@@ -212,20 +226,34 @@ MirroredStrategy::MirroredStrategy(const Model& model, const Config& config, Wor
   }
   batches_.resize(size_t(local));
   if (!devices_ && !config.share_weights && local > 1) split_finite_check(local);
+  if (!devices_ && !config.share_weights && !config.overlap && !micro_batched_ &&
+      ((world.size() == 1 && local > 1) || (world.size() > 1 && local == 1))) {
+    sum_in_update();
+  }
 }
 
-// Floats from the start of a block to the next 64-byte line.
-static size_t whole_lines(size_t n) { return (n + 15) / 16 * 16; }
-
-// [begin, end) of each of `parts` parts of n floats, on 16-float (64-byte)
-// boundaries: no two replicas write one line.
-static std::vector<std::pair<int64_t, int64_t>> split_lines(int64_t n, int parts) {
-  std::vector<std::pair<int64_t, int64_t>> out;
-  for (int i = 0; i < parts; ++i) {
-    const auto edge = [&](int j) { return j == parts ? n : (n * j / parts) / 16 * 16; };
-    out.emplace_back(edge(i), edge(i + 1));
+void MirroredStrategy::sum_in_update() {
+  const int parts = num_replicas_in_sync();
+  if (world_.size() > 1) {
+    // One block every process maps, an arena per rank on whole lines; where the
+    // processes cannot share memory (another node, comm.shared_memory false),
+    // every rank learns it alike and the gradient is all-reduced.
+    const size_t stride = whole_lines(cpus_[0]->grads.size());
+    CommBuffer common = world_.comm->allocate_common(stride * size_t(parts));
+    if (common.data() == nullptr) return;
+    auto block = std::make_shared<CommBuffer>(std::move(common));
+    CpuReplica& mine = *cpus_[0];
+    mine.grads = CommBuffer(block->data() + stride * size_t(world_.rank()), mine.grads.size(), block);
+    for (int j = 0; j < parts; ++j) gradient_parts_.push_back(block->data() + stride * size_t(j));
+  } else {
+    for (const auto& c : cpus_) gradient_parts_.push_back(c->grads.data());
   }
-  return out;
+  sum_slices_ = split_lines(model_.num_params(), parts);
+  for (const auto& r : replicas_) {
+    for (int j = 0; j < parts; ++j) {
+      if (j != r->global_index) cpu(*r).sum_copies.push_back(gradient_parts_[size_t(j)]);
+    }
+  }
 }
 
 void MirroredStrategy::share_cpu_state(int local) {
@@ -358,6 +386,11 @@ std::string MirroredStrategy::device_plan() const {
 }
 
 std::string MirroredStrategy::arena_plan() const {
+  if (!sum_slices_.empty()) {
+    return std::string("weights and optimizer slots: one copy per replica (strategy.share_weights: false); each "
+                       "runs the whole update, summing its slice of the replicas' gradients in it (no all-reduce") +
+           (world_.size() > 1 ? "; the gradients in memory the node's processes share)" : ")");
+  }
   if (!config_.share_weights && !devices_ && num_replicas_in_sync() > 1) {
     return "weights and optimizer slots: one copy per replica (strategy.share_weights: false); each runs the "
            "whole update";
@@ -401,9 +434,10 @@ struct MirroredStrategy::CpuStep {
   CpuNetwork& net() { return c->net; }
   float* params() { return c->params->data(); }
   float* grads() { return c->grads.data(); }
+  bool sums_in_update() const { return !self->gradient_parts_.empty(); }
   void reduce(int64_t begin, int64_t end) {
     check_own(std::min(end, self->model_.num_params()));
-    self->reduce_range(*r, begin, end);
+    if (!sums_in_update()) self->reduce_range(*r, begin, end);
   }
   void extras(const SliceStats& s, bool stop_requested) {
     const int64_t n = self->model_.num_params();
@@ -439,7 +473,52 @@ struct MirroredStrategy::CpuStep {
     r->comm_seconds += std::chrono::duration<double>(tw1 - tw).count();
     if (r->trace) r->trace->span("all-reduce wait", tw, tw1);
   }
+  // A meeting of every replica, counted as communication.
+  void meet(const char* what) {
+    const auto tw = Clock::now();
+    r->comm->barrier();
+    const auto tw1 = Clock::now();
+    r->comm_seconds += std::chrono::duration<double>(tw1 - tw).count();
+    if (r->trace) r->trace->span(what, tw, tw1);
+  }
+  // The replicas' extras summed in replica order, as the all-reduce would.
+  const float* summed_extras(float* sum) const {
+    const int64_t n = self->model_.num_params();
+    const auto& parts = self->gradient_parts_;
+    for (int64_t k = 0; k < kExtras; ++k) {
+      float x = parts[0][n + k] + parts[1][n + k];
+      for (size_t j = 2; j < parts.size(); ++j) x += parts[j][n + k];
+      sum[k] = x;
+    }
+    return sum;
+  }
+  // Where the replicas sum in the update (MirroredStrategy::sum_in_update):
+  // once every gradient and its extras are written, each replica sums its slice
+  // from all of them, updates that slice of its weights and stores the sum into
+  // the other replicas' arenas; once all have, it updates the rest from its own.
+  void update_summing() {
+    meet("gradient wait");
+    float sum[kExtras];
+    out = read_extras(summed_extras(sum));
+    const auto t_opt = Clock::now();
+    out.finite_state = c->net.state_finite();
+    out.finite = out.finite && out.finite_state;  // skipped alike: every replica read the same extras
+    if (out.finite) self->update_slice(*r, lr);
+    const auto t_mid = Clock::now();
+    // After it no replica reads another's gradient or extras, nor (a step
+    // later) writes its own before every replica has read them.
+    meet("slice wait");
+    const auto t_rest = Clock::now();
+    if (out.finite) self->update(*r, lr);
+    const auto t_end = Clock::now();
+    r->optimizer_seconds += std::chrono::duration<double>((t_mid - t_opt) + (t_end - t_rest)).count();
+    if (r->trace) {  // the update in two spans: its own slice (with the sum), then the rest
+      r->trace->span("optimizer", t_opt, t_mid);
+      r->trace->span("optimizer", t_rest, t_end);
+    }
+  }
   void update() {
+    if (sums_in_update()) return update_summing();
     const int64_t n = self->model_.num_params();
     out = read_extras(c->grads.data() + n);
     // Every replica reads the same reduced extras, so all decide alike. A finite
@@ -493,6 +572,14 @@ bool MirroredStrategy::grads_finite(Replica& r) {
   return true;
 }
 
+void MirroredStrategy::update_slice(Replica& r, float lr) {
+  const auto [begin, end] = sum_slices_[size_t(r.global_index)];
+  CpuReplica& c = cpu(r);
+  const cpu::GradientParts g{gradient_parts_.data(), int(gradient_parts_.size()), begin, c.sum_copies.data(),
+                             int(c.sum_copies.size())};
+  c.optimizer->apply(c.params->data(), g, end - begin, lr, r.updates);
+}
+
 void MirroredStrategy::update(Replica& r, float lr) {
   // Unsharded: the whole arena. Sharded: this replica's shard of the one arena.
   // Every replica sharing it has passed the step's last collective, so no one
@@ -503,6 +590,10 @@ void MirroredStrategy::update(Replica& r, float lr) {
   CpuReplica& c = cpu(r);
   if (micro_batched_ && config_.deterministic) {
     apply_exact(r, lr, begin, end);
+  } else if (!sum_slices_.empty()) {  // all but the slice update_slice did, from the sums now here
+    const auto [own_begin, own_end] = sum_slices_[size_t(r.global_index)];
+    c.optimizer->apply(c.params->data(), c.grads.data(), begin, own_begin, lr, r.updates);
+    c.optimizer->apply(c.params->data(), c.grads.data(), own_end, end, lr, r.updates);
   } else {
     c.optimizer->apply(c.params->data(), c.grads.data(), begin, end, lr, r.updates);
   }

@@ -3,7 +3,8 @@
 // on its device, which holds its gradients and workspaces (src/replica.h); the
 // CPU replicas of a process share one weight arena and one set of optimizer
 // slots and split the update (strategy.share_weights; false: a copy each, each
-// running the whole update). Every replica runs the same program (SPMD) on its
+// running the whole update, and replica threads of one process then sum the
+// gradient inside it rather than all-reduce it). Every replica runs the same program (SPMD) on its
 // own thread, and one replica is simply the one-replica case of the same code.
 #pragma once
 
@@ -41,6 +42,9 @@ class MirroredStrategy {
   int num_replicas_in_sync() const;
   int first_replica() const;
   bool is_chief() const;  // rank 0's replica 0 prints and writes files
+  // The replicas sum the gradient inside the update (sum_in_update below): no
+  // all-reduce, and the step's communication is its two meetings.
+  bool sums_in_update() const { return !sum_slices_.empty(); }
   Replica& replica(int local_index) { return *replicas_[size_t(local_index)]; }
 
   // Runs fn on every local replica at once (replica 0 on the calling thread) and
@@ -152,6 +156,23 @@ class MirroredStrategy {
   // replicas), or kGradientLimit itself for one. Beyond it the step is skipped
   // like a NaN.
   float own_grad_limit_ = 0.0f;
+  // Replicas with weights of their own (strategy.share_weights false;
+  // strategy.overlap false, not micro-batched) that all reach each other's
+  // memory, the replica threads of one process or single-replica processes on
+  // one node (their gradient arenas in one block they all map), all-reduce no
+  // gradient. Once all have written theirs, each sums its slice
+  // sum_slices_[global_index] of every replica's gradient (gradient_parts_, in
+  // replica order, as the all-reduce adds them), updates that slice of its
+  // weights in the same pass and stores the sum into the other replicas'
+  // arenas (CpuReplica::sum_copies; update_slice); after a second meeting it
+  // updates the rest from the sums the others stored in its own. Bitwise the
+  // all-reduce and then the update, but a replica never writes its slice's sum
+  // to memory and reads it back. Empty otherwise (and where the processes
+  // cannot share memory).
+  void sum_in_update();  // fills the three below
+  void update_slice(Replica& r, float lr);
+  std::vector<float*> gradient_parts_;
+  std::vector<std::pair<int64_t, int64_t>> sum_slices_;
   std::vector<ArenaSegment> segments_;     // the arena's tensors (deterministic scales)
   std::unique_ptr<LocalGroup> local_group_;         // barriers among this process's replicas
   std::unique_ptr<ReplicaGroup> group_;             // every replica (comm/replica_group.h)

@@ -313,7 +313,9 @@ EvalResult Trainer::fit(const std::string& metrics_out, const std::string& resum
   const double seconds = seconds_since(t0);
   if (strategy_->is_chief() && last_breakdown_.steps > 0) {
     std::printf("where the time went: %s\n",
-                where_time_went(last_breakdown_, strategy_->num_replicas_in_sync()).c_str());
+                where_time_went(last_breakdown_, strategy_->num_replicas_in_sync(),
+                                strategy_->sums_in_update() ? "meeting wait" : "all-reduce wait")
+                    .c_str());
   }
   if (strategy_->is_chief()) {
     nlohmann::json rec = {{"final", true}, {"test_loss", last_eval_.loss},

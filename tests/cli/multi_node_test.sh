@@ -52,6 +52,19 @@ grep -q "weights and optimizer slots: one copy per replica (strategy.share_weigh
   ok "plan: one copy of the weights per replica" || bad "share_weights false plan: $(grep -i 'weights' own.log)"
 same_state one2/model.h5 own/model.h5 && ok "weights of their own: bitwise equal to the node's one copy (4 ranks x 2 local)" ||
   bad "share_weights false differs from the shared copy"
+# One replica per process and a copy each: on one node the ranks sum the
+# gradient inside the update, through memory they all map; on 2 nodes they
+# cannot, and all-reduce it. The same model as the node's one copy, bitwise.
+for nodes in 1 2; do
+  mpirun --oversubscribe -np 4 -x LOCKSTEP_TEST_RANKS_PER_NODE=$((4 / nodes)) "$LS" train cfg.yaml     --set output.dir=own1n$nodes --set strategy.local_replicas=1 --set strategy.share_weights=false     >own1n$nodes.log 2>&1 || bad "share_weights false, 1 local, $nodes node(s): $(tail -3 own1n$nodes.log)"
+  same_state one1/model.h5 own1n$nodes/model.h5 &&
+    ok "weights of their own, 4 ranks x 1 local on $nodes node(s): bitwise equal to the node's one copy" ||
+    bad "share_weights false, 4 ranks x 1 local on $nodes node(s), differs from the shared copy"
+done
+grep -q "summing its slice of the replicas' gradients in it (no all-reduce; the gradients in memory the node's processes share)" own1n1.log &&
+  ok "plan: 1 node, the ranks sum inside the update" || bad "one-node own-copies plan: $(grep -i 'weights' own1n1.log)"
+grep -q "one copy per replica (strategy.share_weights: false); each runs the whole update$" own1n2.log &&
+  ok "plan: 2 nodes, the ranks all-reduce" || bad "two-node own-copies plan: $(grep -i 'weights' own1n2.log)"
 
 refused() {  # NP K PATTERN
   timeout 60 mpirun --oversubscribe -np "$1" -x LOCKSTEP_TEST_RANKS_PER_NODE="$2" "$LS" train cfg.yaml \

@@ -37,6 +37,7 @@ TRIED_STOP=0
 fault_case() {  # NP RANK POINT SIGNAL [lockstep train options...]
   local np=$1 rank=$2 point=$3 sig=$4 log="f$1-$2-${3//[ =@]/_}-$4.log"
   shift 4
+  [ $# -gt 0 ] && log="${log%.log}-${*//[ =.\/]/_}.log"
   rm -rf ckpt runs  # a fresh run folder each time (an earlier run's is refused)
   local t0 t1 rc took
   t0=$(date +%s.%N)
@@ -47,7 +48,7 @@ fault_case() {  # NP RANK POINT SIGNAL [lockstep train options...]
   took=$("$PY" -c "print(f'{$t1 - $t0:.1f}')")
   [ "$sig" = KILL ] && TRIED_KILL=$((TRIED_KILL + 1)) || TRIED_STOP=$((TRIED_STOP + 1))
   WORST=$("$PY" -c "print(max($WORST, $took))")
-  local what="np $np, rank $rank $sig at $point"
+  local what="np $np, rank $rank $sig at $point${*:+ ($*)}"
   if ! grep -q "LOCKSTEP_FAULT: rank $rank raises SIG$sig" "$log"; then
     bad "$what: the fault never fired (rc=$rc): $(tail -3 "$log")"
   elif [ $rc -eq 0 ] || [ $rc -eq 124 ]; then
@@ -82,6 +83,10 @@ fault_case 4 0 "phase=checkpoint write" STOP
 fault_case 2 1 "phase=evaluation@2" STOP --set comm.long_phase_s=600
 # A rank that dies while the ranks make their shared gradient buffer.
 fault_case 2 1 "phase=shared buffer" KILL
+# Weights of their own (strategy.share_weights false): ranks on one node sum the
+# gradient inside the update and meet at barriers instead of an all-reduce.
+fault_case 2 1 "collective=150" KILL --set strategy.share_weights=false
+fault_case 2 1 "collective=150" STOP --set strategy.share_weights=false
 echo "# tried $TRIED_KILL kill points and $TRIED_STOP freeze points; worst time to exit ${WORST}s (bound ${BOUND}s)"
 # Nothing left in /dev/shm by the failed jobs: a lockstep-PID-* object whose
 # process no longer runs is a leak (those of tests running beside this one live).

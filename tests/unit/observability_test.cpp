@@ -86,6 +86,8 @@ TEST(StepTimes, LineLeadsWithTheLargestPartAfterCompute) {
   const std::string line = where_time_went(b, 2);
   EXPECT_EQ(line.rfind("all-reduce wait 31% of a step at 2 replicas", 0), 0u) << line;
   EXPECT_NE(line.find("compute 0.500 ms 50%"), std::string::npos) << line;
+  const std::string meetings = where_time_went(b, 2, "meeting wait");
+  EXPECT_EQ(meetings.rfind("meeting wait 31% of a step at 2 replicas", 0), 0u) << meetings;
 }
 
 TEST(Trace, WindowBoundsAndJson) {

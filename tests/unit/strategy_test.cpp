@@ -364,7 +364,10 @@ TEST(MirroredStrategy, CpuReplicasOfAProcessShareOneArena) {
 // strategy.share_weights false: each replica keeps its own arena and slots and
 // runs the whole update. The weights and slots come out bitwise those of the
 // shared arena (every replica applies the same reduced gradient), for SGD with
-// momentum and for Adam, with buckets reduced inline or on the helper thread.
+// momentum and for Adam, with the gradient summed inside the update (each
+// replica its slice, stored into the others' arenas; no all-reduce) or, with
+// strategy.overlap, by buckets all-reduced on the helper thread. The shared
+// arena all-reduces the gradient whole, so its sums are the independent check.
 TEST(MirroredStrategy, ReplicasWithWeightsOfTheirOwnMatchTheSharedArenaBitwise) {
   for (OptimizerKind opt : {OptimizerKind::kSgd, OptimizerKind::kAdam}) {
     for (int r : {2, 3}) {
