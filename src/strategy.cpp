@@ -434,10 +434,9 @@ struct MirroredStrategy::CpuStep {
   CpuNetwork& net() { return c->net; }
   float* params() { return c->params->data(); }
   float* grads() { return c->grads.data(); }
-  bool sums_in_update() const { return !self->gradient_parts_.empty(); }
   void reduce(int64_t begin, int64_t end) {
     check_own(std::min(end, self->model_.num_params()));
-    if (!sums_in_update()) self->reduce_range(*r, begin, end);
+    if (!self->sums_in_update()) self->reduce_range(*r, begin, end);
   }
   void extras(const SliceStats& s, bool stop_requested) {
     const int64_t n = self->model_.num_params();
@@ -518,7 +517,7 @@ struct MirroredStrategy::CpuStep {
     }
   }
   void update() {
-    if (sums_in_update()) return update_summing();
+    if (self->sums_in_update()) return update_summing();
     const int64_t n = self->model_.num_params();
     out = read_extras(c->grads.data() + n);
     // Every replica reads the same reduced extras, so all decide alike. A finite
