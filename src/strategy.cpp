@@ -16,6 +16,7 @@
 #include "comm/local_communicator.h"
 #include "comm/replica_group.h"
 #include "comm/placement.h"
+#include "comm/reduce.h"
 #include "kernels/cpu/fpenv.h"
 #include "kernels/cpu/ops.h"
 #include "src/accelerator.h"
@@ -249,6 +250,7 @@ void MirroredStrategy::sum_in_update() {
     for (const auto& c : cpus_) gradient_parts_.push_back(c->grads.data());
   }
   sum_slices_ = split_lines(model_.num_params(), parts);
+  for (const float* g : gradient_parts_) extras_parts_.push_back(g + model_.num_params());
   for (const auto& r : replicas_) {
     for (int j = 0; j < parts; ++j) {
       if (j != r->global_index) cpu(*r).sum_copies.push_back(gradient_parts_[size_t(j)]);
@@ -480,15 +482,11 @@ struct MirroredStrategy::CpuStep {
     r->comm_seconds += std::chrono::duration<double>(tw1 - tw).count();
     if (r->trace) r->trace->span(what, tw, tw1);
   }
-  // The replicas' extras summed in replica order, as the all-reduce would.
+  // The replicas' extras summed in replica order, by the all-reduce's own sum.
   const float* summed_extras(float* sum) const {
-    const int64_t n = self->model_.num_params();
-    const auto& parts = self->gradient_parts_;
-    for (int64_t k = 0; k < kExtras; ++k) {
-      float x = parts[0][n + k] + parts[1][n + k];
-      for (size_t j = 2; j < parts.size(); ++j) x += parts[j][n + k];
-      sum[k] = x;
-    }
+    void* into = sum;
+    const auto& parts = self->extras_parts_;
+    reduce_fixed_order(parts.data(), int(parts.size()), &into, 1, size_t(kExtras), DType::kFloat32, ReduceOp::kSum);
     return sum;
   }
   // Where the replicas sum in the update (MirroredStrategy::sum_in_update):

@@ -169,9 +169,10 @@ class MirroredStrategy {
   // all-reduce and then the update, but a replica never writes its slice's sum
   // to memory and reads it back. Empty otherwise (and where the processes
   // cannot share memory).
-  void sum_in_update();  // fills the three below
+  void sum_in_update();  // fills the members below and each CpuReplica::sum_copies
   void update_slice(Replica& r, float lr);
   std::vector<float*> gradient_parts_;
+  std::vector<const void*> extras_parts_;  // each replica's extras (after its gradient)
   std::vector<std::pair<int64_t, int64_t>> sum_slices_;
   std::vector<ArenaSegment> segments_;     // the arena's tensors (deterministic scales)
   std::unique_ptr<LocalGroup> local_group_;         // barriers among this process's replicas

@@ -94,8 +94,8 @@ struct ManyGradients {
   GradientParts g;
   float at(int64_t i) const {
     const int64_t e = g.offset + i;
-    float s = g.count == 1 ? g.parts[0][e] : g.parts[0][e] + g.parts[1][e];
-    for (int k = 2; k < g.count; ++k) s += g.parts[k][e];
+    float s = g.parts[0][e];
+    for (int k = 1; k < g.count; ++k) s += g.parts[k][e];
     for (int c = 0; c < g.ncopies; ++c) g.copies[c][e] = s;
     return s;
   }
